@@ -1,0 +1,1 @@
+"""The api service: submit, list, inspect, retry and cancel tasks over REST."""

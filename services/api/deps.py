@@ -1,0 +1,34 @@
+"""Dependencies as ``Annotated`` aliases; everything lives on ``app.state``, built in the lifespan."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from redis.asyncio import Redis
+
+from services.api.types import TypeCatalog
+from shared.queue import Queue
+from shared.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_queue(request: Request) -> Queue:
+    return request.app.state.queue  # type: ignore[no-any-return]
+
+
+def get_redis(request: Request) -> Redis:
+    return request.app.state.redis  # type: ignore[no-any-return]
+
+
+def get_catalog(request: Request) -> TypeCatalog:
+    return request.app.state.catalog  # type: ignore[no-any-return]
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+QueueDep = Annotated[Queue, Depends(get_queue)]
+RedisDep = Annotated[Redis, Depends(get_redis)]
+CatalogDep = Annotated[TypeCatalog, Depends(get_catalog)]

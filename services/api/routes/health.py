@@ -1,0 +1,41 @@
+"""/api/health (liveness: Redis answers), /api/ready (readiness) and /metrics."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from redis.exceptions import RedisError
+
+from services.api.deps import RedisDep
+
+router = APIRouter(tags=["health"])
+
+
+async def _ping(redis: RedisDep) -> tuple[bool, float, str]:
+    start = time.perf_counter()
+    try:
+        await redis.ping()
+        return True, (time.perf_counter() - start) * 1000, ""
+    except (RedisError, OSError) as error:
+        return False, 0.0, str(error)
+
+
+@router.get("/api/health")
+async def health(redis: RedisDep) -> JSONResponse:
+    ok, ms, error = await _ping(redis)
+    body = {"status": "ok" if ok else "unavailable", "redis": "ok" if ok else error, "redis_ms": round(ms, 3)}
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+@router.get("/api/ready")
+async def ready(redis: RedisDep) -> JSONResponse:
+    ok, _ms, error = await _ping(redis)
+    return JSONResponse({"ready": ok, **({"error": error} if error else {})}, status_code=200 if ok else 503)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def prometheus_metrics() -> Response:
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,125 @@
+"""/api/tasks: submit (single and batch), list, inspect, retry, cancel, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Response, status
+from fastapi.exceptions import RequestValidationError
+
+from services.api.deps import CatalogDep, QueueDep
+from shared import metrics
+from shared.models import (
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    BatchResult,
+    TaskBatchCreate,
+    TaskCreate,
+    TaskPage,
+    TaskPublic,
+    TaskStatus,
+)
+from shared.queue import Submitted
+
+router = APIRouter(prefix="/api/tasks", tags=["tasks"])
+MAX_LIST_LIMIT = 500
+
+
+async def _check_types(catalog: CatalogDep, tasks: list[TaskCreate], *, batch: bool) -> None:
+    """422 naming each task whose type no worker handles (nothing is written)."""
+    unknown = await catalog.unknown({t.type for t in tasks})
+    if not unknown:
+        return
+    errors: list[dict[str, Any]] = [
+        {
+            "loc": ["body", "tasks", i, "type"] if batch else ["body", "type"],
+            "msg": str(unknown[t.type]),
+            "type": "unknown_task_type",
+            "input": t.type,
+        }
+        for i, t in enumerate(tasks)
+        if t.type in unknown
+    ]
+    raise RequestValidationError(errors)
+
+
+def _count(queue: str, done: list[Submitted]) -> None:
+    for s in done:
+        if not s.duplicate:
+            metrics.TASKS_SUBMITTED.labels(queue, s.task.type, str(s.task.priority)).inc()
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"model": TaskPublic, "description": "An earlier task with the same idempotency key"}},
+)
+async def submit_task(
+    task: TaskCreate,
+    queue: QueueDep,
+    catalog: CatalogDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
+) -> TaskPublic:
+    """Create one task. With an ``Idempotency-Key`` header (or field) seen in the last 24 h, the
+    first task is returned with 200 and nothing is created."""
+    if idempotency_key and task.idempotency_key is None:
+        task = task.model_copy(update={"idempotency_key": idempotency_key})
+    await _check_types(catalog, [task], batch=False)
+    [done] = await queue.submit([task])
+    _count(queue.keys.queue, [done])
+    if done.duplicate:
+        response.status_code = status.HTTP_200_OK
+    return done.task
+
+
+@router.post("/batch", status_code=status.HTTP_201_CREATED)
+async def submit_batch(batch: TaskBatchCreate, queue: QueueDep, catalog: CatalogDep) -> BatchResult:
+    """Create up to 1,000 tasks in one request and one Redis round trip; all or none are written."""
+    await _check_types(catalog, batch.tasks, batch=True)
+    done = await queue.submit(batch.tasks)
+    _count(queue.keys.queue, done)
+    duplicates = sum(1 for d in done if d.duplicate)
+    return BatchResult(tasks=[d.task for d in done], created=len(done) - duplicates, duplicates=duplicates)
+
+
+@router.get("")
+async def list_tasks(
+    queue: QueueDep,
+    status_: Annotated[TaskStatus | None, Query(alias="status")] = None,
+    type_: Annotated[str | None, Query(alias="type", max_length=128)] = None,
+    priority: Annotated[int | None, Query(ge=MIN_PRIORITY, le=MAX_PRIORITY)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = 50,
+    cursor: Annotated[str | None, Query(max_length=64, pattern=r"^[0-9A-Z]+$")] = None,
+) -> TaskPage:
+    """Newest first; pass ``next_cursor`` back as ``cursor`` for the next page (null at the end)."""
+    tasks, next_cursor = await queue.list_tasks(
+        status=status_, task_type=type_, priority=priority, limit=limit, cursor=cursor
+    )
+    return TaskPage(tasks=tasks, next_cursor=next_cursor)
+
+
+@router.get("/{task_id}", responses={404: {"description": "No such task"}})
+async def get_task(task_id: str, queue: QueueDep) -> TaskPublic:
+    return await queue.get(task_id)
+
+
+@router.post("/{task_id}/retry", responses={404: {}, 409: {"description": "Not failed or cancelled"}})
+async def retry_task(task_id: str, queue: QueueDep) -> TaskPublic:
+    """A failed or cancelled task goes back to pending with fresh attempts."""
+    return await queue.revive(task_id)
+
+
+@router.post("/{task_id}/cancel", responses={404: {}, 409: {"description": "Not pending or scheduled"}})
+async def cancel_task(task_id: str, queue: QueueDep) -> TaskPublic:
+    """A pending or scheduled task is cancelled and never runs."""
+    return await queue.cancel(task_id)
+
+
+@router.delete(
+    "/{task_id}", status_code=status.HTTP_204_NO_CONTENT, responses={404: {}, 409: {"description": "Not finished"}}
+)
+async def delete_task(task_id: str, queue: QueueDep) -> Response:
+    """Delete a completed, failed or cancelled task."""
+    await queue.delete(task_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

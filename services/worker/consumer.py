@@ -1,0 +1,158 @@
+"""Reading and dispatching: strict priority, never more work fetched than there are free slots.
+
+Each round: fetch.lua reads up to ``free`` entries highest priority first; when nothing waits, one
+blocking XREADGROUP over every stream wakes the worker within milliseconds of a new task. start.lua
+then marks the batch processing in one call, and each job runs in its own asyncio task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from services.worker.executor import Executor
+from services.worker.finisher import Finisher
+from services.worker.jobs import Delivery, Job
+from shared import metrics
+from shared.keys import WORKER_GROUP, KeySchema
+from shared.models import PRIORITIES
+from shared.scripts import Scripts
+
+log = logging.getLogger("streamq.worker")
+
+
+class Consumer:
+    def __init__(
+        self,
+        redis: Redis,
+        scripts: Scripts,
+        keys: KeySchema,
+        executor: Executor,
+        finisher: Finisher,
+        *,
+        consumer: str,
+        concurrency: int,
+        events_maxlen: int,
+        block_ms: int = 1000,
+    ) -> None:
+        self.redis = redis
+        self.scripts = scripts
+        self.keys = keys
+        self.executor = executor
+        self.finisher = finisher
+        self.consumer = consumer
+        self.concurrency = concurrency
+        self.events_maxlen = events_maxlen
+        self.block_ms = block_ms
+        self.streams = keys.streams()  # highest priority first
+        self._common = keys.common()
+        self.running: dict[str, asyncio.Task[None]] = {}  # entry id -> job task
+        self.in_flight: dict[str, Delivery] = {}  # entry id -> delivery (for lease renewal)
+        self.processed = 0
+        self._slot_freed = asyncio.Event()
+        self._labels = metrics.TASKS_IN_PROGRESS.labels(keys.queue)
+
+    # --- reading ---------------------------------------------------------------------------------
+    async def fetch(self, count: int) -> list[Delivery]:
+        reply = await self.scripts.call("fetch", self.streams, [WORKER_GROUP, self.consumer, count])
+        return [
+            Delivery(PRIORITIES[int(reply[i]) - 1], reply[i + 1], reply[i + 2]) for i in range(0, len(reply), 3)
+        ]
+
+    async def block_read(self) -> list[Delivery]:
+        reply = await self.redis.xreadgroup(
+            WORKER_GROUP, self.consumer, {s: ">" for s in self.streams}, count=1, block=self.block_ms
+        )
+        deliveries = []
+        for stream, entries in reply or []:
+            priority = PRIORITIES[self.streams.index(stream)]
+            deliveries += [Delivery(priority, msg_id, fields.get("id", "")) for msg_id, fields in entries]
+        return deliveries
+
+    async def start(self, deliveries: list[Delivery]) -> list[Job]:
+        keys = [*self._common, *(self.keys.task(d.task_id) for d in deliveries)]
+        args: list[object] = [self.events_maxlen, WORKER_GROUP, self.consumer]
+        for d in deliveries:
+            args += [d.msg_id, d.task_id, d.priority]
+        reply = await self.scripts.call("start", keys, args)
+        return [Job.from_reply(d, r) for d, r in zip(deliveries, reply, strict=True) if r]
+
+    # --- running ---------------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Fetch and dispatch until ``stop`` is set; in-flight jobs keep running (see :meth:`drain`)."""
+        while not stop.is_set():
+            free = self.concurrency - len(self.running)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._wait_slot(stop)
+                continue
+            try:
+                deliveries = await self.fetch(free) or await self.block_read()
+                if deliveries:
+                    self.dispatch(await self.start(deliveries))
+            except (RedisError, OSError) as error:
+                log.warning("redis unavailable; retrying", extra={"error": str(error)})
+                await asyncio.sleep(0.5)
+
+    async def _wait_slot(self, stop: asyncio.Event) -> None:
+        stopper = asyncio.ensure_future(stop.wait())
+        slot = asyncio.ensure_future(self._slot_freed.wait())
+        await asyncio.wait({stopper, slot}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        slot.cancel()
+
+    def dispatch(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            msg_id = job.delivery.msg_id
+            self.in_flight[msg_id] = job.delivery
+            self.running[msg_id] = asyncio.create_task(self._process(job), name=f"task-{job.delivery.task_id}")
+
+    async def _process(self, job: Job) -> None:
+        queue = self.keys.queue
+        started = time.time()
+        metrics.TASK_WAIT_SECONDS.labels(queue, str(job.priority)).observe(max(0.0, started - job.due_ms / 1000))
+        self._labels.inc()
+        try:
+            outcome = await self.executor.run(job)
+            metrics.TASK_RUN_SECONDS.labels(queue, job.type).observe(time.time() - started)
+            status = await self.finisher.record(outcome)
+            self._count(job, status)
+        except asyncio.CancelledError:
+            log.warning("task left pending at shutdown", extra={"task": job.delivery.task_id})
+            raise
+        except Exception:
+            log.exception("could not record outcome; the task will be reclaimed", extra={"task": job.delivery.task_id})
+        finally:
+            self._labels.dec()
+            self.in_flight.pop(job.delivery.msg_id, None)
+            self.running.pop(job.delivery.msg_id, None)
+            self._slot_freed.set()
+
+    def _count(self, job: Job, status: str) -> None:
+        queue = self.keys.queue
+        if status in ("completed", "failed"):
+            self.processed += 1
+            metrics.TASKS_FINISHED.labels(queue, job.type, status).inc()
+            if status == "failed":
+                metrics.TASKS_DEAD_LETTERED.labels(queue).inc()
+        elif status == "scheduled":
+            self.processed += 1
+            metrics.TASK_RETRIES.labels(queue, job.type).inc()
+        else:
+            log.warning("outcome not recorded: lease lost", extra={"task": job.delivery.task_id, "status": status})
+
+    async def drain(self, grace_s: float) -> int:
+        """Wait up to ``grace_s`` for running jobs; cancel the rest (their entries stay pending for
+        another worker to reclaim). Returns how many were left unfinished."""
+        if self.running:
+            _done, left = await asyncio.wait(set(self.running.values()), timeout=grace_s)
+            for task in left:
+                task.cancel()
+            if left:
+                await asyncio.wait(left)
+            return len(left)
+        return 0

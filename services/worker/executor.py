@@ -1,0 +1,84 @@
+"""Running one job: the handler with its timeout, and the one place a run becomes an outcome
+(result, retry with back-off, or permanent failure)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+
+import orjson
+
+from services.worker.jobs import Job, Outcome
+from services.worker.registry import Registry, TaskContext
+from shared.errors import Permanent, Retry
+
+log = logging.getLogger("streamq.worker")
+MAX_ERROR_CHARS = 4000
+
+
+def backoff_ms(attempt: int, base_s: float, cap_s: float) -> int:
+    """Exponential back-off with full jitter: uniform in [0, min(cap, base * 2^(attempt-1))]."""
+    ceiling = min(cap_s, base_s * (2 ** max(attempt - 1, 0)))
+    return int(random.uniform(0, ceiling) * 1000)
+
+
+class Executor:
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        queue: str,
+        default_timeout_s: float,
+        retry_base_s: float,
+        retry_max_s: float,
+    ) -> None:
+        self.registry = registry
+        self.queue = queue
+        self.default_timeout_s = default_timeout_s
+        self.retry_base_s = retry_base_s
+        self.retry_max_s = retry_max_s
+
+    async def run(self, job: Job) -> Outcome:
+        handler = self.registry.get(job.type)
+        if handler is None:
+            return self._failure(job, Permanent(f"no handler for task type {job.type!r} on this worker"))
+        ctx = TaskContext(
+            task_id=job.delivery.task_id,
+            type=job.type,
+            queue=self.queue,
+            attempt=job.attempt,
+            max_retries=job.max_retries,
+            priority=job.priority,
+        )
+        timeout = job.timeout_s or self.default_timeout_s
+        try:
+            payload = orjson.loads(job.payload_json)
+            result = await asyncio.wait_for(handler(payload, ctx), timeout)
+        except TimeoutError:
+            return self._failure(job, TimeoutError(f"timed out after {timeout:g} s"))
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            return self._failure(job, error)
+        try:
+            return Outcome(job, completed=True, value=orjson.dumps(result).decode())
+        except TypeError as error:
+            return self._failure(job, Permanent(f"result is not JSON serialisable: {error}"))
+
+    def _failure(self, job: Job, error: BaseException) -> Outcome:
+        text = f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS]
+        if isinstance(error, Permanent):
+            delay = -1
+        elif isinstance(error, Retry) and error.after is not None:
+            delay = int(error.after * 1000)
+        else:
+            base = job.retry_backoff_s if job.retry_backoff_s is not None else self.retry_base_s
+            delay = backoff_ms(job.attempt, base, self.retry_max_s)
+        history = orjson.dumps({"attempt": job.attempt, "error": text, "at": int(time.time() * 1000)}).decode()
+        log.info(
+            "task failed",
+            extra={"task": job.delivery.task_id, "type": job.type, "attempt": job.attempt, "error": text},
+        )
+        return Outcome(job, completed=False, value=text, delay_ms=delay, history=history)

@@ -1,0 +1,62 @@
+"""Recording outcomes: every outcome that arrives while a call is in flight goes in the next one,
+so under load many tasks are finished per round trip and an idle worker still finishes at once."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from services.worker.jobs import Outcome
+from shared.keys import KeySchema
+from shared.scripts import Scripts
+
+MAX_BATCH = 256
+
+
+class Finisher:
+    def __init__(
+        self, scripts: Scripts, keys: KeySchema, *, group: str, consumer: str, result_ttl_ms: int, events_maxlen: int
+    ) -> None:
+        self.scripts = scripts
+        self.keys = keys
+        self._common = keys.common()
+        self._head: list[Any] = [events_maxlen, group, consumer, result_ttl_ms]
+        self._waiting: list[tuple[Outcome, asyncio.Future[str]]] = []
+        self._flushing = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def record(self, outcome: Outcome) -> str:
+        """Record one outcome; returns the status written (or ``lost``/``stale``)."""
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiting.append((outcome, future))
+        if not self._flushing:
+            self._flushing = True
+            self._task = asyncio.get_running_loop().create_task(self._flush())
+        return await asyncio.shield(future)
+
+    async def _flush(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+                try:
+                    statuses = await self._call([o for o, _ in batch])
+                except Exception as error:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                    continue
+                for (outcome, future), status in zip(batch, statuses, strict=True):
+                    outcome.status = status
+                    if not future.done():
+                        future.set_result(status)
+        finally:
+            self._flushing = False
+
+    async def _call(self, outcomes: list[Outcome]) -> list[str]:
+        keys = list(self._common)
+        args = list(self._head)
+        for o in outcomes:
+            d = o.job.delivery
+            keys.append(self.keys.task(d.task_id))
+            args += [d.task_id, d.msg_id, "completed" if o.completed else "failed", o.value, o.delay_ms, o.history]
+        return [str(s) for s in await self.scripts.call("finish", keys, args)]

@@ -1,0 +1,71 @@
+"""Worker registration: a hash with a TTL, refreshed every heartbeat, and the advertised types."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+
+from shared.keys import KeySchema
+from shared.loops import PeriodicLoop
+
+
+class Heartbeat(PeriodicLoop):
+    name = "heartbeat"
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: KeySchema,
+        *,
+        worker_id: str,
+        concurrency: int,
+        handlers: list[str],
+        interval_s: float,
+        counters: Callable[[], tuple[int, int]],
+    ) -> None:
+        super().__init__(interval_s)
+        self.redis = redis
+        self.keys = keys
+        self.worker_id = worker_id
+        self.counters = counters  # () -> (in_flight, processed)
+        self.ttl_s = max(3, int(interval_s * 3))
+        self.static = {
+            "id": worker_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "concurrency": concurrency,
+            "handlers": ",".join(handlers),
+            "queue": keys.queue,
+            "started_at": int(time.time() * 1000),
+        }
+        self.handlers = handlers
+
+    async def register(self) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        if self.handlers:
+            pipe.sadd(self.keys.types, *self.handlers)
+        pipe.hset(self.keys.worker(self.worker_id), mapping=self.static)  # type: ignore[arg-type]
+        await pipe.execute()
+        await self.tick()
+
+    async def tick(self) -> None:
+        in_flight, processed = self.counters()
+        now = int(time.time() * 1000)
+        key = self.keys.worker(self.worker_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(key, mapping={"in_flight": in_flight, "processed": processed, "last_heartbeat": now})
+        pipe.hset(key, mapping=self.static)  # type: ignore[arg-type]  # survives a Redis restart
+        pipe.expire(key, self.ttl_s)
+        pipe.zadd(self.keys.workers, {self.worker_id: now})
+        pipe.zremrangebyscore(self.keys.workers, "-inf", now - self.ttl_s * 1000)
+        await pipe.execute()
+
+    async def unregister(self) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.delete(self.keys.worker(self.worker_id))
+        pipe.zrem(self.keys.workers, self.worker_id)
+        await pipe.execute()

@@ -1,0 +1,56 @@
+"""The records a worker passes around: a delivered entry, a started job, an outcome."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A stream entry delivered to this consumer."""
+
+    priority: int  # of the stream it was read from
+    msg_id: str
+    task_id: str
+
+
+@dataclass(slots=True)
+class Job:
+    """A task this worker started (start.lua marked it processing)."""
+
+    delivery: Delivery
+    type: str
+    payload_json: str
+    timeout_s: float | None
+    attempt: int
+    max_retries: int
+    retry_backoff_s: float | None
+    due_ms: int
+    priority: int
+
+    @classmethod
+    def from_reply(cls, delivery: Delivery, reply: list[str]) -> Job:
+        _id, task_type, payload, timeout, attempts, max_retries, backoff, due, priority = reply
+        return cls(
+            delivery=delivery,
+            type=task_type,
+            payload_json=payload,
+            timeout_s=float(timeout) if timeout else None,
+            attempt=int(attempts),
+            max_retries=int(max_retries),
+            retry_backoff_s=float(backoff) if backoff else None,
+            due_ms=int(due),
+            priority=int(priority),
+        )
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What finish.lua records: completed with a result, or failed with an error and retry delay."""
+
+    job: Job
+    completed: bool
+    value: str  # result JSON, or error text
+    delay_ms: int = -1  # retry delay; -1 = never retry
+    history: str = ""  # JSON object appended to the task's error history
+    status: str = field(default="")  # set once recorded: completed / scheduled / failed / lost / stale

@@ -1,0 +1,106 @@
+"""The worker process: wires the consumer, finisher, heartbeat and janitor, and shuts down cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+
+from services.worker import builtin  # noqa: F401  (registers the built-in handlers)
+from services.worker.consumer import Consumer
+from services.worker.executor import Executor
+from services.worker.finisher import Finisher
+from services.worker.heartbeat import Heartbeat
+from services.worker.janitor import Janitor
+from services.worker.registry import REGISTRY, Registry, load_modules
+from shared import lifecycle, metrics
+from shared.keys import WORKER_GROUP, KeySchema
+from shared.logging import setup_logging
+from shared.loops import PeriodicLoop
+from shared.queue import Queue
+from shared.redis import connect
+from shared.settings import Settings, load_settings
+from shared.streams import ensure_group
+
+log = logging.getLogger("streamq.worker")
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    """One worker process's parts; :meth:`run` until ``stop`` is set, then drain."""
+
+    def __init__(self, settings: Settings, registry: Registry = REGISTRY, worker_id: str | None = None) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.worker_id = worker_id or new_worker_id()
+        self.keys = KeySchema(settings.key_prefix, settings.queue)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        redis = await connect(s)
+        try:
+            queue = Queue(redis, self.keys, events_maxlen=s.events_maxlen, result_ttl_s=s.result_ttl_s)
+            await ensure_group(redis, self.keys.streams(), WORKER_GROUP)
+            executor = Executor(
+                self.registry,
+                queue=s.queue,
+                default_timeout_s=s.task_timeout_s,
+                retry_base_s=s.retry_base_s,
+                retry_max_s=s.retry_max_s,
+            )
+            finisher = Finisher(
+                queue.scripts,
+                self.keys,
+                group=WORKER_GROUP,
+                consumer=self.worker_id,
+                result_ttl_ms=s.result_ttl_s * 1000,
+                events_maxlen=s.events_maxlen,
+            )
+            self.consumer = consumer = Consumer(
+                redis,
+                queue.scripts,
+                self.keys,
+                executor,
+                finisher,
+                consumer=self.worker_id,
+                concurrency=s.worker_concurrency,
+                events_maxlen=s.events_maxlen,
+            )
+            heartbeat = Heartbeat(
+                redis,
+                self.keys,
+                worker_id=self.worker_id,
+                concurrency=s.worker_concurrency,
+                handlers=self.registry.names(),
+                interval_s=s.heartbeat_s,
+                counters=lambda: (len(consumer.running), consumer.processed),
+            )
+            await heartbeat.register()
+            loops: list[PeriodicLoop] = [heartbeat, Janitor(queue)]
+            for loop in loops:
+                loop.start()
+            log.info(
+                "worker started",
+                extra={"worker": self.worker_id, "concurrency": s.worker_concurrency, "handlers": self.registry.names()},
+            )
+            await consumer.run(stop)
+            left = await consumer.drain(s.shutdown_grace_s)
+            for loop in loops:
+                await loop.stop()
+            await heartbeat.unregister()
+            log.info("worker stopped", extra={"worker": self.worker_id, "left_pending": left})
+        finally:
+            await redis.aclose()
+
+
+def main() -> None:
+    settings = load_settings()
+    setup_logging("worker", settings.log_level, settings.log_format)
+    load_modules(settings.handlers)
+    metrics.serve(settings.metrics_host, settings.metrics_port)
+    lifecycle.run(Worker(settings).run)

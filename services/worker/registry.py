@@ -1,0 +1,82 @@
+"""Handler registry: ``@handler("name")`` on async or sync functions.
+
+A handler takes the task's payload, and optionally a second parameter that receives a
+:class:`TaskContext`. Its return value (JSON-serialisable) becomes the task's result.
+Sync handlers run in a thread so they never block the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class TaskContext:
+    task_id: str
+    type: str
+    queue: str
+    attempt: int
+    max_retries: int
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    name: str
+    func: Callable[..., Any]
+    is_async: bool
+    wants_context: bool
+
+    async def __call__(self, payload: Any, ctx: TaskContext) -> Any:
+        args = (payload, ctx) if self.wants_context else (payload,)
+        if self.is_async:
+            return await self.func(*args)
+        return await asyncio.to_thread(self.func, *args)
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    def register(self, name: str, func: Callable[..., Any]) -> None:
+        if name in self._handlers and self._handlers[name].func is not func:
+            raise ValueError(f"handler {name!r} is registered twice")
+        params = [
+            p
+            for p in inspect.signature(func).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        self._handlers[name] = Handler(name, func, inspect.iscoroutinefunction(func), len(params) >= 2)
+
+    def get(self, name: str) -> Handler | None:
+        return self._handlers.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._handlers)
+
+
+REGISTRY = Registry()
+
+
+def handler(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register ``func`` as the handler of task type ``name``."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        REGISTRY.register(name, func)
+        return func
+
+    return decorate
+
+
+def load_modules(paths: list[str]) -> None:
+    """Import the user's handler modules (``STREAMQ_HANDLERS``); their decorators register them."""
+    for path in paths:
+        try:
+            importlib.import_module(path)
+        except ImportError as error:
+            raise SystemExit(f"streamq: invalid setting STREAMQ_HANDLERS: cannot import {path!r}: {error}") from None

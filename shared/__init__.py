@@ -1,0 +1,1 @@
+"""Code shared by every streamq service: settings, models, key schema, Lua scripts, streams."""

@@ -1,0 +1,120 @@
+"""The Redis key schema: the ONLY place a key string is built.
+
+Every key of one queue carries the queue as a hash tag (``<prefix>:{<queue>}:...``), so each
+multi-key script or transaction touches a single hash slot and also runs on Redis Cluster.
+Keys that are not part of any script (worker registry, known task types) live outside the tag.
+
+==========================================  ======  ===================================================
+key                                         type    what it holds
+==========================================  ======  ===================================================
+<p>:{<q>}:stream:<priority>                 stream  one entry per runnable task (field ``id``), 1..5
+<p>:{<q>}:task:<id>                         hash    the task itself (fields of TaskPublic, JSON values)
+<p>:{<q>}:idx:all                           zset    every task id, score 0, ordered by id (time)
+<p>:{<q>}:idx:status:<status>               zset    ids per status, score 0, ordered by id
+<p>:{<q>}:idx:type:<type>                   zset    ids per task type, score 0, ordered by id
+<p>:{<q>}:scheduled                         zset    scheduled ids, score = due time (ms)
+<p>:{<q>}:retention                         zset    finished ids, score = time they expire (ms)
+<p>:{<q>}:dead                              stream  dead letters (field ``id``, ``error``)
+<p>:{<q>}:events                            stream  lifecycle events, capped
+<p>:{<q>}:stats                             hash    lifetime counters
+<p>:{<q>}:idem:<key>                        string  task id of an idempotency key (TTL 24 h)
+<p>:types                                   set     task types any worker has advertised
+<p>:workers                                 zset    worker ids, score = last heartbeat (ms)
+<p>:worker:<id>                             hash    one worker's registration (TTL)
+==========================================  ======  ===================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.models import MAX_PRIORITY, MIN_PRIORITY, PRIORITIES, TaskStatus
+
+WORKER_GROUP = "workers"
+STATUS_ORDER = (
+    TaskStatus.PENDING,
+    TaskStatus.SCHEDULED,
+    TaskStatus.PROCESSING,
+    TaskStatus.COMPLETED,
+    TaskStatus.FAILED,
+    TaskStatus.CANCELLED,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class KeySchema:
+    prefix: str = "streamq"
+    queue: str = "default"
+
+    @property
+    def _q(self) -> str:
+        return f"{self.prefix}:{{{self.queue}}}"
+
+    # --- per queue (one hash slot) -------------------------------------------------------------
+    def stream(self, priority: int) -> str:
+        return f"{self._q}:stream:{priority}"
+
+    def streams(self) -> list[str]:
+        """Priority streams, highest priority first."""
+        return [self.stream(p) for p in PRIORITIES]
+
+    def task(self, task_id: str) -> str:
+        return f"{self._q}:task:{task_id}"
+
+    @property
+    def index_all(self) -> str:
+        return f"{self._q}:idx:all"
+
+    def index_status(self, status: TaskStatus | str) -> str:
+        return f"{self._q}:idx:status:{TaskStatus(status).value}"
+
+    def index_type(self, task_type: str) -> str:
+        return f"{self._q}:idx:type:{task_type}"
+
+    @property
+    def scheduled(self) -> str:
+        return f"{self._q}:scheduled"
+
+    @property
+    def retention(self) -> str:
+        return f"{self._q}:retention"
+
+    @property
+    def dead(self) -> str:
+        return f"{self._q}:dead"
+
+    @property
+    def events(self) -> str:
+        return f"{self._q}:events"
+
+    @property
+    def stats(self) -> str:
+        return f"{self._q}:stats"
+
+    def idempotency(self, key: str) -> str:
+        return f"{self._q}:idem:{key}"
+
+    def common(self) -> list[str]:
+        """The first 17 KEYS of every state-change script, in the order ``lua/lib.lua`` expects."""
+        return [
+            *(self.index_status(s) for s in STATUS_ORDER),
+            self.events,
+            self.stats,
+            self.retention,
+            self.scheduled,
+            self.dead,
+            *(self.stream(p) for p in range(MIN_PRIORITY, MAX_PRIORITY + 1)),
+            self.index_all,
+        ]
+
+    # --- global ---------------------------------------------------------------------------------
+    @property
+    def types(self) -> str:
+        return f"{self.prefix}:types"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.prefix}:worker:{worker_id}"

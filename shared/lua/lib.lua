@@ -1,0 +1,62 @@
+--[[ lib.lua: helpers prepended to every state-change script by shared/scripts.py.
+
+Every state-change script receives the same first 17 KEYS (KeySchema.common()):
+  KEYS[1..6]   status indexes: pending, scheduled, processing, completed, failed, cancelled
+  KEYS[7]      events stream          KEYS[8]  stats hash           KEYS[9] retention zset
+  KEYS[10]     scheduled zset         KEYS[11] dead-letter stream
+  KEYS[12..16] priority streams 1..5 (KEYS[11 + priority])
+  KEYS[17]     index of all tasks
+and ARGV[1] = the events stream's approximate MAXLEN. Script-specific KEYS start at KEYS[18].
+Times are the Redis server's clock in milliseconds, so every host agrees on what is due.
+]]
+local STATUS_INDEX = {
+  pending = KEYS[1], scheduled = KEYS[2], processing = KEYS[3],
+  completed = KEYS[4], failed = KEYS[5], cancelled = KEYS[6],
+}
+local EVENTS, STATS, RETENTION, SCHEDULED, DEAD, INDEX_ALL = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[17]
+local EVENTS_MAXLEN = ARGV[1]
+local FIRST_TASK_KEY = 18
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function stream_of(priority)
+  return KEYS[11 + tonumber(priority)]
+end
+
+local function emit(event, id, status)
+  redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'event', event, 'task', id, 'status', status)
+end
+
+-- Move a task between status indexes and record the new status on its hash.
+local function set_status(task_key, id, old, new)
+  if old and STATUS_INDEX[old] then redis.call('ZREM', STATUS_INDEX[old], id) end
+  redis.call('ZADD', STATUS_INDEX[new], 0, id)
+  redis.call('HSET', task_key, 'status', new)
+end
+
+-- Put a task on its priority stream as a fresh entry; returns the entry id.
+local function enqueue(task_key, id, priority)
+  local msg = redis.call('XADD', stream_of(priority), '*', 'id', id)
+  redis.call('HSET', task_key, 'msg_id', msg)
+  return msg
+end
+
+-- Append one JSON object to the JSON array kept in a hash field.
+local function append_json(task_key, field, entry)
+  local current = redis.call('HGET', task_key, field)
+  if not current or current == '' then
+    redis.call('HSET', task_key, field, '[' .. entry .. ']')
+  else
+    redis.call('HSET', task_key, field, string.sub(current, 1, -2) .. ',' .. entry .. ']')
+  end
+end
+
+-- Mark a task terminal: completed_at, retention deadline, status index.
+local function finish_terminal(task_key, id, old, new, now, ttl_ms)
+  set_status(task_key, id, old, new)
+  redis.call('HSET', task_key, 'completed_at', now, 'msg_id', '')
+  redis.call('ZADD', RETENTION, now + tonumber(ttl_ms), id)
+end

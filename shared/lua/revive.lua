@@ -1,0 +1,22 @@
+--[[ revive.lua: put a failed or cancelled task back on its stream with fresh attempts.
+
+Its dead letter (if any) is removed and it leaves the retention set; its error history is kept.
+KEYS[1..17]  common keys (lib.lua)      KEYS[18]  task hash
+ARGV[1]  events MAXLEN    ARGV[2]  task id
+Returns: {1, 'pending'} on success, {0, current status} when it is not failed or cancelled,
+{0, ''} when the task does not exist.
+]]
+local task_key, id = KEYS[18], ARGV[2]
+local h = redis.call('HMGET', task_key, 'status', 'priority', 'dead_id')
+local status = h[1]
+if not status then return {0, ''} end
+if status ~= 'failed' and status ~= 'cancelled' then return {0, status} end
+if h[3] and h[3] ~= '' then redis.call('XDEL', DEAD, h[3]) end
+redis.call('ZREM', RETENTION, id)
+redis.call('HSET', task_key, 'attempts', 0, 'error', '', 'dead_id', '', 'completed_at', '', 'started_at', '',
+  'scheduled_for', '', 'worker', '', 'result', '')
+enqueue(task_key, id, h[2])
+set_status(task_key, id, status, 'pending')
+redis.call('HINCRBY', STATS, 'revived_total', 1)
+emit('retrying', id, 'pending')
+return {1, 'pending'}

@@ -1,0 +1,52 @@
+--[[ submit.lua: store, index and enqueue (or schedule) a batch of new tasks, in one call.
+
+KEYS[1..17]  common keys (lib.lua)
+KEYS[18 + 3*(i-1) + 0]  task hash of task i
+KEYS[18 + 3*(i-1) + 1]  type index of task i
+KEYS[18 + 3*(i-1) + 2]  idempotency key of task i (unused when it has none)
+ARGV[1]  events MAXLEN          ARGV[2]  idempotency TTL (seconds)      ARGV[3]  number of tasks n
+then per task, 6 fixed values followed by its hash fields:
+  id, type, priority, due_ms (0 = run now), has_idempotency_key (0/1), nfields, field1, value1, ...
+Returns: for each task {id, status, duplicate (0/1), created_at ms}; a duplicate returns the first
+task's id (and empty status), for the caller to read.
+]]
+local now = now_ms()
+local idem_ttl = ARGV[2]
+local n = tonumber(ARGV[3])
+local out = {}
+local a = 4
+for i = 1, n do
+  local base = FIRST_TASK_KEY + 3 * (i - 1)
+  local task_key, type_key, idem_key = KEYS[base], KEYS[base + 1], KEYS[base + 2]
+  local id, priority, due, has_idem = ARGV[a], ARGV[a + 2], tonumber(ARGV[a + 3]), ARGV[a + 4]
+  local nfields = tonumber(ARGV[a + 5])
+  local fields_at = a + 6
+  a = fields_at + 2 * nfields
+  local existing = false
+  if has_idem == '1' then
+    existing = redis.call('GET', idem_key)
+    if not existing then redis.call('SET', idem_key, id, 'EX', idem_ttl) end
+  end
+  if existing then
+    out[i] = {existing, '', 1, 0}
+  else
+    local hset = {'HSET', task_key, 'created_at', now, 'attempts', 0}
+    for f = fields_at, fields_at + 2 * nfields - 1 do hset[#hset + 1] = ARGV[f] end
+    redis.call(unpack(hset))
+    redis.call('ZADD', INDEX_ALL, 0, id)
+    redis.call('ZADD', type_key, 0, id)
+    local status = 'pending'
+    if due > now then
+      status = 'scheduled'
+      redis.call('ZADD', SCHEDULED, due, id)
+      redis.call('HSET', task_key, 'scheduled_for', due)
+    else
+      enqueue(task_key, id, priority)
+    end
+    set_status(task_key, id, nil, status)
+    redis.call('HINCRBY', STATS, 'submitted_total', 1)
+    emit('created', id, status)
+    out[i] = {id, status, 0, now}
+  end
+end
+return out

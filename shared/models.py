@@ -1,0 +1,199 @@
+"""Wire and domain types: what a client sends (TaskCreate), what it gets back (TaskPublic)."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+import orjson
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+MAX_PAYLOAD_BYTES = 256 * 1024
+MIN_PRIORITY = 1
+MAX_PRIORITY = 5
+DEFAULT_PRIORITY = 3
+PRIORITIES = tuple(range(MAX_PRIORITY, MIN_PRIORITY - 1, -1))  # highest first
+BUILTIN_TYPES = ("noop", "echo", "sleep", "fail")
+
+
+class TaskStatus(StrEnum):
+    PENDING = "pending"
+    SCHEDULED = "scheduled"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL: frozenset[TaskStatus] = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+RETRYABLE: frozenset[TaskStatus] = frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED})
+CANCELLABLE: frozenset[TaskStatus] = frozenset({TaskStatus.PENDING, TaskStatus.SCHEDULED})
+
+
+class EventType(StrEnum):
+    CREATED = "created"
+    SCHEDULED = "scheduled"
+    STARTED = "started"
+    RETRYING = "retrying"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    DEAD_LETTERED = "dead_lettered"
+    DELETED = "deleted"
+
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_task_id(now_ms: int | None = None) -> str:
+    """A ULID: 48-bit millisecond time then 80 random bits, Crockford base32, sortable by time."""
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("must include a time zone, e.g. 2030-01-01T12:00:00Z")
+    return value
+
+
+AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
+TaskType = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+class TaskCreate(BaseModel):
+    """What a client sends to create a task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: TaskType
+    payload: Any = None
+    priority: int = Field(default=DEFAULT_PRIORITY, ge=MIN_PRIORITY, le=MAX_PRIORITY)
+    max_retries: int = Field(default=3, ge=0, le=100)
+    scheduled_for: AwareDatetime | None = None
+    webhook: str | None = Field(default=None, max_length=2048)
+    timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+    retry_backoff_s: float | None = Field(default=None, ge=0, le=24 * 3600)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+
+    @field_validator("payload")
+    @classmethod
+    def _payload_size(cls, value: Any) -> Any:
+        try:
+            size = len(orjson.dumps(value))
+        except TypeError as error:  # pragma: no cover - JSON input is always serialisable
+            raise ValueError(f"must be JSON serialisable ({error})") from None
+        if size > MAX_PAYLOAD_BYTES:
+            raise ValueError(f"is {size} bytes serialised; the limit is {MAX_PAYLOAD_BYTES} bytes (256 KiB)")
+        return value
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute http:// or https:// URL")
+        return value
+
+
+class TaskBatchCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tasks: list[TaskCreate] = Field(min_length=1, max_length=1000)
+
+
+class AttemptError(BaseModel):
+    attempt: int
+    error: str
+    at: datetime
+
+
+class TaskPublic(BaseModel):
+    """What a client gets back."""
+
+    id: str
+    queue: str
+    type: str
+    payload: Any = None
+    priority: int
+    max_retries: int
+    status: TaskStatus
+    attempts: int = 0
+    scheduled_for: datetime | None = None
+    webhook: str | None = None
+    timeout_s: float | None = None
+    retry_backoff_s: float | None = None
+    idempotency_key: str | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    result: Any = None
+    error: str | None = None
+    worker: str | None = None
+    history: list[AttemptError] = Field(default_factory=list)
+
+
+class TaskPage(BaseModel):
+    tasks: list[TaskPublic]
+    next_cursor: str | None = None
+
+
+class BatchResult(BaseModel):
+    tasks: list[TaskPublic]
+    created: int
+    duplicates: int
+
+
+class Stats(BaseModel):
+    queue: str
+    total: int
+    pending: int
+    scheduled: int
+    processing: int
+    completed: int
+    failed: int
+    cancelled: int
+    submitted_total: int
+    completed_total: int
+    failed_total: int
+    retried_total: int
+    dead_letter: int
+
+
+class WorkerInfo(BaseModel):
+    id: str
+    host: str
+    pid: int
+    concurrency: int
+    in_flight: int
+    processed: int
+    started_at: datetime
+    last_heartbeat: datetime
+    handlers: list[str]
+    queue: str
+
+
+def ms_to_dt(value: str | bytes | int | None) -> datetime | None:
+    if value is None or value in ("", b""):
+        return None
+    return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
+
+
+def dt_to_ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)

@@ -1,0 +1,333 @@
+"""The operations every service shares: submit, get, list, stats, cancel, revive, delete, expire.
+
+One ``Queue`` per process and queue name; every state change is one script call (one round trip).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from shared.errors import Conflict, NotFound
+from shared.keys import KeySchema
+from shared.models import (
+    AttemptError,
+    Stats,
+    TaskCreate,
+    TaskPublic,
+    TaskStatus,
+    WorkerInfo,
+    dt_to_ms,
+    ms_to_dt,
+    new_task_id,
+)
+from shared.scripts import Scripts
+
+LIST_SCAN_FACTOR = 20  # a filtered page reads at most limit * this many index entries
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    task: TaskPublic
+    duplicate: bool  # an earlier task with the same idempotency key, returned instead
+
+
+def _encode(task: TaskCreate, task_id: str, queue: str) -> list[str]:
+    fields: list[str] = [
+        "id", task_id,
+        "queue", queue,
+        "type", task.type,
+        "payload", orjson.dumps(task.payload).decode(),
+        "priority", str(task.priority),
+        "max_retries", str(task.max_retries),
+    ]  # fmt: skip
+    optional = {
+        "webhook": task.webhook,
+        "timeout_s": task.timeout_s,
+        "retry_backoff_s": task.retry_backoff_s,
+        "idempotency_key": task.idempotency_key,
+    }
+    for name, value in optional.items():
+        if value is not None:
+            fields += [name, str(value)]
+    return fields
+
+
+def _public(task: TaskCreate, task_id: str, queue: str, status: str, created_ms: int) -> TaskPublic:
+    return TaskPublic(
+        id=task_id,
+        queue=queue,
+        status=TaskStatus(status),
+        created_at=ms_to_dt(created_ms),  # type: ignore[arg-type]  # never None here
+        **task.model_dump(exclude={"scheduled_for"}),
+        scheduled_for=task.scheduled_for if status == TaskStatus.SCHEDULED else None,
+    )
+
+
+def _json(value: str | None) -> Any:
+    return None if value in (None, "") else orjson.loads(value)  # type: ignore[arg-type]
+
+
+def _float(value: str | None) -> float | None:
+    return None if value in (None, "") else float(value)  # type: ignore[arg-type]
+
+
+def decode_task(raw: dict[str, str]) -> TaskPublic:
+    """A task hash (as stored by the scripts) to its public form."""
+    history = [
+        AttemptError(attempt=h["attempt"], error=h["error"], at=ms_to_dt(str(h["at"])))  # type: ignore[arg-type]
+        for h in (_json(raw.get("history")) or [])
+    ]
+    return TaskPublic(
+        id=raw["id"],
+        queue=raw.get("queue", "default"),
+        type=raw["type"],
+        payload=_json(raw.get("payload")),
+        priority=int(raw["priority"]),
+        max_retries=int(raw["max_retries"]),
+        status=TaskStatus(raw["status"]),
+        attempts=int(raw.get("attempts") or 0),
+        scheduled_for=ms_to_dt(raw.get("scheduled_for")),
+        webhook=raw.get("webhook") or None,
+        timeout_s=_float(raw.get("timeout_s")),
+        retry_backoff_s=_float(raw.get("retry_backoff_s")),
+        idempotency_key=raw.get("idempotency_key") or None,
+        created_at=ms_to_dt(raw["created_at"]),  # type: ignore[arg-type]
+        started_at=ms_to_dt(raw.get("started_at")),
+        completed_at=ms_to_dt(raw.get("completed_at")),
+        result=_json(raw.get("result")),
+        error=raw.get("error") or None,
+        worker=raw.get("worker") or None,
+        history=history,
+    )
+
+
+class Queue:
+    """Client-side operations on one named queue."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: KeySchema,
+        *,
+        events_maxlen: int = 100_000,
+        result_ttl_s: int = 7 * 24 * 3600,
+        idempotency_ttl_s: int = 24 * 3600,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.scripts = Scripts(redis)
+        self.events_maxlen = events_maxlen
+        self.result_ttl_ms = result_ttl_s * 1000
+        self.idempotency_ttl_s = idempotency_ttl_s
+        self._common = keys.common()
+
+    # --- submit ----------------------------------------------------------------------------------
+    async def submit(self, tasks: Sequence[TaskCreate]) -> list[Submitted]:
+        """Store, index and enqueue (or schedule) every task in one script call. New tasks are
+        returned as built here (no read back); duplicates are read in one more round trip."""
+        keys = list(self._common)
+        args: list[Any] = [self.events_maxlen, self.idempotency_ttl_s, len(tasks)]
+        now_ms = int(time.time() * 1000)
+        for task in tasks:
+            task_id = new_task_id(now_ms)
+            idem = task.idempotency_key
+            keys += [
+                self.keys.task(task_id),
+                self.keys.index_type(task.type),
+                self.keys.idempotency(idem) if idem else self.keys.idempotency(""),
+            ]
+            due = dt_to_ms(task.scheduled_for) if task.scheduled_for else 0
+            fields = _encode(task, task_id, self.keys.queue)
+            args += [task_id, task.type, task.priority, due, 1 if idem else 0, len(fields) // 2, *fields]
+        reply = await self.scripts.call("submit", keys, args)
+        duplicates = {str(r[0]) for r in reply if int(r[2])}
+        earlier = {t.id: t for t in await self.get_many(sorted(duplicates))}
+        out = []
+        for task, r in zip(tasks, reply, strict=True):
+            if int(r[2]):
+                out.append(Submitted(earlier[str(r[0])], True))
+            else:
+                out.append(Submitted(_public(task, str(r[0]), self.keys.queue, str(r[1]), int(r[3])), False))
+        return out
+
+    # --- read ------------------------------------------------------------------------------------
+    async def get(self, task_id: str) -> TaskPublic:
+        raw = await self.redis.hgetall(self.keys.task(task_id))  # type: ignore[misc]
+        if not raw:
+            raise NotFound(task_id)
+        return decode_task(raw)
+
+    async def get_many(self, task_ids: Sequence[str]) -> list[TaskPublic]:
+        """Tasks in the given order, skipping ids whose hash is gone; one round trip."""
+        if not task_ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.hgetall(self.keys.task(task_id))
+        raws = await pipe.execute()
+        return [decode_task(raw) for raw in raws if raw]
+
+    async def list_tasks(
+        self,
+        *,
+        status: TaskStatus | None = None,
+        task_type: str | None = None,
+        priority: int | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[TaskPublic], str | None]:
+        """Newest first. The narrowest index is read in id order; other filters are checked on the
+        tasks, reading at most ``limit * LIST_SCAN_FACTOR`` entries per page (a short page still
+        carries a cursor to continue from)."""
+        index = self._pick_index(status, task_type)
+        upper = f"({cursor}" if cursor else "+"
+        found: list[TaskPublic] = []
+        budget = limit * LIST_SCAN_FACTOR
+        last: str | None = None
+        while len(found) < limit and budget > 0:
+            chunk = min(budget, max(limit * 2, 100)) if (status and task_type) or priority else limit
+            ids: list[str] = await self.redis.zrange(  # type: ignore[assignment]
+                index, upper, "-", desc=True, bylex=True, offset=0, num=chunk
+            )
+            if not ids:
+                return found, None
+            budget -= len(ids)
+            for task in await self.get_many(ids):
+                if self._matches(task, status, task_type, priority):
+                    found.append(task)
+                    if len(found) == limit:
+                        return found, task.id
+            last = ids[-1]
+            upper = f"({last}"
+            if len(ids) < chunk:
+                return found, None
+        return found, last
+
+    def _pick_index(self, status: TaskStatus | None, task_type: str | None) -> str:
+        if status is not None:
+            return self.keys.index_status(status)
+        if task_type is not None:
+            return self.keys.index_type(task_type)
+        return self.keys.index_all
+
+    @staticmethod
+    def _matches(task: TaskPublic, status: TaskStatus | None, task_type: str | None, priority: int | None) -> bool:
+        return (
+            (status is None or task.status == status)
+            and (task_type is None or task.type == task_type)
+            and (priority is None or task.priority == priority)
+        )
+
+    async def stats(self) -> Stats:
+        """Counts from index sizes and counters: one pipelined round trip, no scans."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcard(self.keys.index_all)
+        for status in TaskStatus:
+            pipe.zcard(self.keys.index_status(status))
+        pipe.hgetall(self.keys.stats)
+        pipe.xlen(self.keys.dead)
+        reply = await pipe.execute()
+        counts = dict(zip(TaskStatus, reply[1 : 1 + len(TaskStatus)], strict=True))
+        counters: dict[str, str] = reply[-2]
+        return Stats(
+            queue=self.keys.queue,
+            total=reply[0],
+            **{status.value: count for status, count in counts.items()},
+            submitted_total=int(counters.get("submitted_total", 0)),
+            completed_total=int(counters.get("completed_total", 0)),
+            failed_total=int(counters.get("failed_total", 0)),
+            retried_total=int(counters.get("retried_total", 0)),
+            dead_letter=reply[-1],
+        )
+
+    # --- state changes ---------------------------------------------------------------------------
+    async def cancel(self, task_id: str) -> TaskPublic:
+        ok, status = await self.scripts.call(
+            "cancel", [*self._common, self.keys.task(task_id)], [self.events_maxlen, task_id, self.result_ttl_ms]
+        )
+        self._check(task_id, ok, status, "only pending or scheduled tasks can be cancelled")
+        return await self.get(task_id)
+
+    async def revive(self, task_id: str) -> TaskPublic:
+        ok, status = await self.scripts.call(
+            "revive", [*self._common, self.keys.task(task_id)], [self.events_maxlen, task_id]
+        )
+        self._check(task_id, ok, status, "only failed or cancelled tasks can be retried")
+        return await self.get(task_id)
+
+    async def delete(self, task_id: str) -> None:
+        task = await self.get(task_id)
+        ok, status = await self._remove(task_id, task.type, "delete")
+        self._check(task_id, ok, status, "only completed, failed or cancelled tasks can be deleted")
+
+    async def _remove(self, task_id: str, task_type: str, mode: str) -> tuple[int, str]:
+        keys = [*self._common, self.keys.task(task_id), self.keys.index_type(task_type)]
+        ok, status = await self.scripts.call("remove", keys, [self.events_maxlen, task_id, mode])
+        return int(ok), str(status)
+
+    async def expire_due(self, batch: int = 200) -> int:
+        """Delete finished tasks whose result TTL has passed; returns how many were removed."""
+        now_ms = int((await self.redis.time())[0]) * 1000
+        ids: list[str] = await self.redis.zrangebyscore(  # type: ignore[assignment]
+            self.keys.retention, "-inf", now_ms, start=0, num=batch
+        )
+        if not ids:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hget(self.keys.task(task_id), "type")
+        types = await pipe.execute()
+        removed = 0
+        for task_id, task_type in zip(ids, types, strict=True):
+            ok, _ = await self._remove(task_id, task_type or "", "expire")
+            if not task_type:  # hash already gone: drop the dangling retention entry
+                await self.redis.zrem(self.keys.retention, task_id)
+            removed += ok
+        return removed
+
+    @staticmethod
+    def _check(task_id: str, ok: int, status: str, reason: str) -> None:
+        if int(ok):
+            return
+        if not status:
+            raise NotFound(task_id)
+        raise Conflict(task_id, status, reason)
+
+    # --- task types ------------------------------------------------------------------------------
+    async def advertised_types(self) -> set[str]:
+        return set(await self.redis.smembers(self.keys.types))  # type: ignore[misc]
+
+    # --- workers ---------------------------------------------------------------------------------
+    async def workers(self) -> list[WorkerInfo]:
+        """Live workers (heartbeat within their TTL), oldest first; one pipelined read."""
+        ids: list[str] = await self.redis.zrange(self.keys.workers, 0, -1)  # type: ignore[assignment]
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for worker_id in ids:
+            pipe.hgetall(self.keys.worker(worker_id))
+        out = []
+        for raw in await pipe.execute():
+            if not raw or "last_heartbeat" not in raw:
+                continue
+            out.append(
+                WorkerInfo(
+                    id=raw["id"],
+                    host=raw["host"],
+                    pid=int(raw["pid"]),
+                    concurrency=int(raw["concurrency"]),
+                    in_flight=int(raw.get("in_flight", 0)),
+                    processed=int(raw.get("processed", 0)),
+                    started_at=ms_to_dt(raw["started_at"]),  # type: ignore[arg-type]
+                    last_heartbeat=ms_to_dt(raw["last_heartbeat"]),  # type: ignore[arg-type]
+                    handlers=[h for h in raw.get("handlers", "").split(",") if h],
+                    queue=raw.get("queue", "default"),
+                )
+            )
+        return sorted(out, key=lambda w: w.started_at)

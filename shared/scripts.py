@@ -1,0 +1,36 @@
+"""Lua scripts: read once from ``shared/lua``, registered once per client, called by name.
+
+State-change scripts get ``lib.lua`` prepended (shared helpers and the common KEYS layout);
+``fetch.lua`` stands alone. Each ``.lua`` file starts with a header listing KEYS, ARGV and returns.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+STANDALONE = frozenset({"fetch"})
+NAMES = ("submit", "fetch", "start", "finish", "cancel", "revive", "remove")
+
+
+@cache
+def source(name: str) -> str:
+    folder = resources.files("shared") / "lua"
+    text = (folder / f"{name}.lua").read_text()
+    if name in STANDALONE:
+        return text
+    return (folder / "lib.lua").read_text() + "\n" + text
+
+
+class Scripts:
+    """The registered scripts of one client (EVALSHA, reloaded on NOSCRIPT)."""
+
+    def __init__(self, client: Redis) -> None:
+        self._scripts: dict[str, AsyncScript] = {name: client.register_script(source(name)) for name in NAMES}
+
+    async def call(self, name: str, keys: list[str], args: list[Any], client: Any = None) -> Any:
+        return await self._scripts[name](keys=keys, args=args, client=client)
