@@ -13,8 +13,15 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-STANDALONE = frozenset({"fetch"})
-NAMES = ("submit", "fetch", "start", "finish", "cancel", "revive", "remove")
+STANDALONE = frozenset({"fetch"})  # scripts that do not use lib.lua's common KEYS layout
+LIBRARY = "lib"
+
+
+@cache
+def names() -> tuple[str, ...]:
+    """Every script in ``shared/lua`` but the library."""
+    folder = resources.files("shared") / "lua"
+    return tuple(sorted(p.name[:-4] for p in folder.iterdir() if p.name.endswith(".lua") and p.name != f"{LIBRARY}.lua"))
 
 
 @cache
@@ -23,14 +30,14 @@ def source(name: str) -> str:
     text = (folder / f"{name}.lua").read_text()
     if name in STANDALONE:
         return text
-    return (folder / "lib.lua").read_text() + "\n" + text
+    return (folder / f"{LIBRARY}.lua").read_text() + "\n" + text
 
 
 class Scripts:
     """The registered scripts of one client (EVALSHA, reloaded on NOSCRIPT)."""
 
     def __init__(self, client: Redis) -> None:
-        self._scripts: dict[str, AsyncScript] = {name: client.register_script(source(name)) for name in NAMES}
+        self._scripts: dict[str, AsyncScript] = {name: client.register_script(source(name)) for name in names()}
 
     async def call(self, name: str, keys: list[str], args: list[Any], client: Any = None) -> Any:
         return await self._scripts[name](keys=keys, args=args, client=client)

@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""`make run`: the whole stack as local processes, in the foreground, one log prefix per service.
+
+Starts a private redis-server (port and data under .run/, git-ignored) when nothing answers at
+STREAMQ_REDIS_URL, then every service; Ctrl-C (or SIGTERM) stops them all cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_DIR = ROOT / ".run"
+# (name, module, extra environment); a service whose package has no __main__ yet is skipped.
+SERVICES = [
+    ("api", "services.api", {}),
+    ("worker", "services.worker", {}),
+    ("scheduler", "services.scheduler", {}),
+    ("notifier", "services.notifier", {}),
+    ("dashboard", "dashboard", {}),
+]
+COLOURS = ["36", "32", "35", "33", "34", "31"]
+
+
+def redis_answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_private_redis() -> tuple[subprocess.Popen[bytes], str]:
+    data = RUN_DIR / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    port_file = RUN_DIR / "redis.port"
+    port = int(port_file.read_text()) if port_file.exists() else free_port()
+    port_file.write_text(str(port))
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
+         "--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-policy", "noeviction",
+         "--logfile", str(RUN_DIR / "redis.log")],
+    )  # fmt: skip
+    for _ in range(100):
+        if redis_answers("127.0.0.1", port):
+            break
+        time.sleep(0.05)
+    else:
+        sys.exit("streamq: the private redis-server did not start; see .run/redis.log")
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def pump(name: str, colour: str, stream: object) -> None:
+    width = max(len(s[0]) for s in SERVICES)
+    tag = f"\033[{colour}m{name:<{width}} |\033[0m " if sys.stdout.isatty() else f"{name:<{width}} | "
+    for line in iter(stream.readline, b""):  # type: ignore[attr-defined]
+        sys.stdout.write(tag + line.decode(errors="replace"))
+        sys.stdout.flush()
+
+
+def main() -> int:
+    env = dict(os.environ)
+    env.setdefault("STREAMQ_LOG_FORMAT", "text")
+    url = env.get("STREAMQ_REDIS_URL", "redis://127.0.0.1:6379/0")
+    parts = urlsplit(url)
+    children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    redis_proc = None
+    if not redis_answers(parts.hostname or "127.0.0.1", parts.port or 6379):
+        redis_proc, url = start_private_redis()
+        print(f"streamq: nothing answered at the configured Redis; started a private one at {url}")
+    env["STREAMQ_REDIS_URL"] = url
+    for i, (name, module, extra) in enumerate(SERVICES):
+        if not (ROOT / module.replace(".", "/") / "__main__.py").exists():
+            continue
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module], cwd=ROOT, env={**env, **extra},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        children.append((name, proc))
+        threading.Thread(target=pump, args=(name, COLOURS[i % len(COLOURS)], proc.stdout), daemon=True).start()
+    api = f"http://{env.get('STREAMQ_API_HOST', '127.0.0.1')}:{env.get('STREAMQ_API_PORT', '8080')}"
+    print(f"streamq: api on {api} (OpenAPI at {api}/docs); Ctrl-C stops everything")
+    if any(name == "dashboard" for name, _ in children):
+        print(f"streamq: dashboard on http://127.0.0.1:{env.get('STREAMQ_DASHBOARD_PORT', '8081')}")
+
+    stopping = threading.Event()
+
+    def stop(*_: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while not stopping.is_set() and all(p.poll() is None for _, p in children):
+        stopping.wait(0.5)
+    for name, proc in children:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        else:
+            print(f"streamq: {name} exited with code {proc.returncode}; stopping the stack")
+    grace = float(env.get("STREAMQ_SHUTDOWN_GRACE_S", "30")) + 5
+    for _name, proc in children:
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    if redis_proc is not None:
+        redis_proc.terminate()
+        redis_proc.wait(timeout=10)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import ValidationError
+
+from shared.keys import KeySchema
+from shared.models import MAX_PAYLOAD_BYTES, TERMINAL, TaskBatchCreate, TaskCreate, TaskStatus, new_task_id
+from shared.settings import Settings, describe_error
+
+
+def test_seed_shape_gets_defaults() -> None:
+    task = TaskCreate.model_validate({"type": "email", "payload": "user@example.com"})
+    assert (task.priority, task.max_retries, task.scheduled_for, task.webhook) == (3, 3, None, None)
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "fragment"),
+    [
+        ({"type": "echo", "priority": 0}, "priority", "greater than or equal to 1"),
+        ({"type": "echo", "priority": 6}, "priority", "less than or equal to 5"),
+        ({"type": "echo", "max_retries": 101}, "max_retries", "less than or equal to 100"),
+        ({"type": "echo", "max_retries": -1}, "max_retries", "greater than or equal to 0"),
+        ({"type": ""}, "type", "at least 1"),
+        ({"type": "bad type!"}, "type", "pattern"),
+        ({"type": "echo", "scheduled_for": "2030-01-01T00:00:00"}, "scheduled_for", "time zone"),
+        ({"type": "echo", "webhook": "ftp://example.com/x"}, "webhook", "http"),
+        ({"type": "echo", "timeout_s": 0}, "timeout_s", "greater than 0"),
+        ({"type": "echo", "surprise": 1}, "surprise", "Extra inputs"),
+        ({"type": "echo", "payload": "x" * MAX_PAYLOAD_BYTES}, "payload", "256 KiB"),
+    ],
+)
+def test_bad_fields_are_named(body: dict[str, object], field: str, fragment: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        TaskCreate.model_validate(body)
+    [error] = info.value.errors()
+    assert error["loc"][0] == field
+    assert fragment in error["msg"]
+
+
+def test_payload_limit_is_inclusive() -> None:
+    payload = "x" * (MAX_PAYLOAD_BYTES - 2)  # two quote characters when serialised
+    assert TaskCreate(type="echo", payload=payload).payload == payload
+
+
+def test_batch_bounds() -> None:
+    with pytest.raises(ValidationError):
+        TaskBatchCreate.model_validate({"tasks": []})
+    with pytest.raises(ValidationError):
+        TaskBatchCreate.model_validate({"tasks": [{"type": "noop"}] * 1001})
+    assert len(TaskBatchCreate.model_validate({"tasks": [{"type": "noop"}] * 1000}).tasks) == 1000
+
+
+def test_task_ids_sort_by_time_and_are_unique() -> None:
+    now = int(time.time() * 1000)
+    earlier, later = new_task_id(now), new_task_id(now + 1)
+    assert len(earlier) == 26 and earlier < later
+    assert len({new_task_id(now) for _ in range(10_000)}) == 10_000
+
+
+def test_terminal_set() -> None:
+    assert {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED} == TERMINAL
+
+
+def test_keys_share_one_hash_tag() -> None:
+    keys = KeySchema("sq", "emails")
+    per_queue = [*keys.common(), keys.task("01ABC"), keys.index_type("echo"), keys.idempotency("k{x}")]
+    assert all(k.startswith("sq:{emails}:") for k in per_queue)
+    assert keys.streams() == [f"sq:{{emails}}:stream:{p}" for p in (5, 4, 3, 2, 1)]
+    assert len(set(keys.common())) == 17
+
+
+def test_settings_errors_name_the_variable() -> None:
+    with pytest.raises(ValidationError) as info:
+        Settings(worker_concurrency=0, _env_file=None)  # type: ignore[call-arg]
+    assert describe_error(info.value).startswith("invalid setting STREAMQ_WORKER_CONCURRENCY:")
+
+
+def test_settings_lists_from_commas(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMQ_HANDLERS", "a.b, c.d ,")
+    monkeypatch.setenv("STREAMQ_TASK_TYPES", "x")
+    s = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert s.handlers == ["a.b", "c.d"] and s.task_types == ["x"]
+
+
+def test_aware_datetime_accepted() -> None:
+    task = TaskCreate.model_validate({"type": "echo", "scheduled_for": "2030-01-01T00:00:00+02:00"})
+    assert task.scheduled_for == datetime(2029, 12, 31, 22, tzinfo=UTC)
