@@ -22,7 +22,7 @@ class Conflict(StreamqError):
         self.status = status
 
 
-class Retry(StreamqError):  # noqa: N818 - named for what a handler asks for, as in arq
+class Retry(StreamqError):
     """Raised by a handler to be retried after ``after`` seconds (counts as an attempt)."""
 
     def __init__(self, after: float | None = None, reason: str = "retry requested") -> None:
@@ -30,5 +30,5 @@ class Retry(StreamqError):  # noqa: N818 - named for what a handler asks for, as
         self.after = after
 
 
-class Permanent(StreamqError):  # noqa: N818
+class Permanent(StreamqError):
     """Raised by a handler whose failure must not be retried."""

@@ -70,11 +70,11 @@ def _public(task: TaskCreate, task_id: str, queue: str, status: str, created_ms:
 
 
 def _json(value: str | None) -> Any:
-    return None if value in (None, "") else orjson.loads(value)  # type: ignore[arg-type]
+    return None if value in (None, "") else orjson.loads(value)
 
 
 def _float(value: str | None) -> float | None:
-    return None if value in (None, "") else float(value)  # type: ignore[arg-type]
+    return None if value in (None, "") else float(value)
 
 
 def decode_task(raw: dict[str, str]) -> TaskPublic:
@@ -158,7 +158,7 @@ class Queue:
 
     # --- read ------------------------------------------------------------------------------------
     async def get(self, task_id: str) -> TaskPublic:
-        raw = await self.redis.hgetall(self.keys.task(task_id))  # type: ignore[misc]
+        raw = await self.redis.hgetall(self.keys.task(task_id))
         if not raw:
             raise NotFound(task_id)
         return decode_task(raw)
@@ -192,7 +192,7 @@ class Queue:
         last: str | None = None
         while len(found) < limit and budget > 0:
             chunk = min(budget, max(limit * 2, 100)) if (status and task_type) or priority else limit
-            ids: list[str] = await self.redis.zrange(  # type: ignore[assignment]
+            ids: list[str] = await self.redis.zrange(
                 index, upper, "-", desc=True, bylex=True, offset=0, num=chunk
             )
             if not ids:
@@ -249,7 +249,9 @@ class Queue:
     # --- state changes ---------------------------------------------------------------------------
     async def cancel(self, task_id: str) -> TaskPublic:
         ok, status = await self.scripts.call(
-            "cancel", [*self._common, self.keys.task(task_id)], [self.events_maxlen, task_id, self.result_ttl_ms]
+            "cancel",
+            [*self._common, self.keys.task(task_id)],
+            [self.events_maxlen, task_id, self.result_ttl_ms],
         )
         self._check(task_id, ok, status, "only pending or scheduled tasks can be cancelled")
         return await self.get(task_id)
@@ -274,7 +276,7 @@ class Queue:
     async def expire_due(self, batch: int = 200) -> int:
         """Delete finished tasks whose result TTL has passed; returns how many were removed."""
         now_ms = int((await self.redis.time())[0]) * 1000
-        ids: list[str] = await self.redis.zrangebyscore(  # type: ignore[assignment]
+        ids: list[str] = await self.redis.zrangebyscore(
             self.keys.retention, "-inf", now_ms, start=0, num=batch
         )
         if not ids:
@@ -301,12 +303,12 @@ class Queue:
 
     # --- task types ------------------------------------------------------------------------------
     async def advertised_types(self) -> set[str]:
-        return set(await self.redis.smembers(self.keys.types))  # type: ignore[misc]
+        return set(await self.redis.smembers(self.keys.types))
 
     # --- workers ---------------------------------------------------------------------------------
     async def workers(self) -> list[WorkerInfo]:
         """Live workers (heartbeat within their TTL), oldest first; one pipelined read."""
-        ids: list[str] = await self.redis.zrange(self.keys.workers, 0, -1)  # type: ignore[assignment]
+        ids: list[str] = await self.redis.zrange(self.keys.workers, 0, -1)
         if not ids:
             return []
         pipe = self.redis.pipeline(transaction=False)

@@ -21,7 +21,9 @@ LIBRARY = "lib"
 def names() -> tuple[str, ...]:
     """Every script in ``shared/lua`` but the library."""
     folder = resources.files("shared") / "lua"
-    return tuple(sorted(p.name[:-4] for p in folder.iterdir() if p.name.endswith(".lua") and p.name != f"{LIBRARY}.lua"))
+    return tuple(
+        sorted(p.name[:-4] for p in folder.iterdir() if p.name.endswith(".lua") and p.name != f"{LIBRARY}.lua")
+    )
 
 
 @cache

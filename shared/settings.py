@@ -17,9 +17,7 @@ CommaList = Annotated[list[str], NoDecode]
 class Settings(BaseSettings):
     """Every setting of every service; each service reads the ones it needs."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="STREAMQ_", env_file=".env", extra="ignore", validate_default=True
-    )
+    model_config = SettingsConfigDict(env_prefix="STREAMQ_", env_file=".env", extra="ignore", validate_default=True)
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = Field(default="streamq", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")

@@ -21,7 +21,7 @@ def get_queue(request: Request) -> Queue:
 
 
 def get_redis(request: Request) -> Redis:
-    return request.app.state.redis  # type: ignore[no-any-return]
+    return request.app.state.redis
 
 
 def get_catalog(request: Request) -> TypeCatalog:

@@ -59,9 +59,7 @@ class Consumer:
     # --- reading ---------------------------------------------------------------------------------
     async def fetch(self, count: int) -> list[Delivery]:
         reply = await self.scripts.call("fetch", self.streams, [WORKER_GROUP, self.consumer, count])
-        return [
-            Delivery(PRIORITIES[int(reply[i]) - 1], reply[i + 1], reply[i + 2]) for i in range(0, len(reply), 3)
-        ]
+        return [Delivery(PRIORITIES[int(reply[i]) - 1], reply[i + 1], reply[i + 2]) for i in range(0, len(reply), 3)]
 
     async def block_read(self) -> list[Delivery]:
         reply = await self.redis.xreadgroup(

@@ -15,7 +15,14 @@ MAX_BATCH = 256
 
 class Finisher:
     def __init__(
-        self, scripts: Scripts, keys: KeySchema, *, group: str, consumer: str, result_ttl_ms: int, events_maxlen: int
+        self,
+        scripts: Scripts,
+        keys: KeySchema,
+        *,
+        group: str,
+        consumer: str,
+        result_ttl_ms: int,
+        events_maxlen: int,
     ) -> None:
         self.scripts = scripts
         self.keys = keys
@@ -58,5 +65,12 @@ class Finisher:
         for o in outcomes:
             d = o.job.delivery
             keys.append(self.keys.task(d.task_id))
-            args += [d.task_id, d.msg_id, "completed" if o.completed else "failed", o.value, o.delay_ms, o.history]
+            args += [
+                d.task_id,
+                d.msg_id,
+                "completed" if o.completed else "failed",
+                o.value,
+                o.delay_ms,
+                o.history,
+            ]
         return [str(s) for s in await self.scripts.call("finish", keys, args)]

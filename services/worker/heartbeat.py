@@ -48,7 +48,7 @@ class Heartbeat(PeriodicLoop):
         pipe = self.redis.pipeline(transaction=False)
         if self.handlers:
             pipe.sadd(self.keys.types, *self.handlers)
-        pipe.hset(self.keys.worker(self.worker_id), mapping=self.static)  # type: ignore[arg-type]
+        pipe.hset(self.keys.worker(self.worker_id), mapping=self.static)
         await pipe.execute()
         await self.tick()
 
@@ -58,7 +58,7 @@ class Heartbeat(PeriodicLoop):
         key = self.keys.worker(self.worker_id)
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(key, mapping={"in_flight": in_flight, "processed": processed, "last_heartbeat": now})
-        pipe.hset(key, mapping=self.static)  # type: ignore[arg-type]  # survives a Redis restart
+        pipe.hset(key, mapping=self.static)  # survives a Redis restart
         pipe.expire(key, self.ttl_s)
         pipe.zadd(self.keys.workers, {self.worker_id: now})
         pipe.zremrangebyscore(self.keys.workers, "-inf", now - self.ttl_s * 1000)

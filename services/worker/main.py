@@ -39,6 +39,7 @@ class Worker:
         self.registry = registry
         self.worker_id = worker_id or new_worker_id()
         self.keys = KeySchema(settings.key_prefix, settings.queue)
+        self.ready = asyncio.Event()  # set once registered and consuming
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -86,8 +87,13 @@ class Worker:
                 loop.start()
             log.info(
                 "worker started",
-                extra={"worker": self.worker_id, "concurrency": s.worker_concurrency, "handlers": self.registry.names()},
+                extra={
+                    "worker": self.worker_id,
+                    "concurrency": s.worker_concurrency,
+                    "handlers": self.registry.names(),
+                },
             )
+            self.ready.set()
             await consumer.run(stop)
             left = await consumer.drain(s.shutdown_grace_s)
             for loop in loops:

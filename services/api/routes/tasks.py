@@ -117,7 +117,9 @@ async def cancel_task(task_id: str, queue: QueueDep) -> TaskPublic:
 
 
 @router.delete(
-    "/{task_id}", status_code=status.HTTP_204_NO_CONTENT, responses={404: {}, 409: {"description": "Not finished"}}
+    "/{task_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={404: {}, 409: {"description": "Not finished"}},
 )
 async def delete_task(task_id: str, queue: QueueDep) -> Response:
     """Delete a completed, failed or cancelled task."""

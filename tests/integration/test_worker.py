@@ -1,0 +1,106 @@
+"""The worker in-process against a real Redis: runs, results, failures, retries, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from redis.asyncio import Redis
+
+from services.worker import builtin  # noqa: F401
+from services.worker.registry import REGISTRY, Registry
+from shared.keys import WORKER_GROUP, KeySchema
+from shared.models import TaskCreate
+from shared.queue import Queue
+from shared.settings import Settings
+from tests.integration.helpers import running_worker, wait_for_status
+
+
+async def test_runs_task_and_stores_result(settings: Settings, queue: Queue, redis: Redis, keys: KeySchema) -> None:
+    [done] = await queue.submit([TaskCreate(type="echo", payload={"a": [1, 2]})])
+    async with running_worker(settings):
+        await wait_for_status(queue, done.task.id, {"completed"})
+    task = await queue.get(done.task.id)
+    assert task.result == {"a": [1, 2]} and task.attempts == 1 and task.worker
+    assert task.started_at and task.completed_at and task.completed_at >= task.started_at
+    # raw state: entry acknowledged and deleted, indexes moved, retention set, counters
+    assert await redis.xlen(keys.stream(3)) == 0
+    assert (await redis.xpending(keys.stream(3), WORKER_GROUP))["pending"] == 0
+    assert await redis.zrange(keys.index_status("completed"), 0, -1) == [done.task.id]
+    assert await redis.zcard(keys.index_status("processing")) == 0
+    assert await redis.zscore(keys.retention, done.task.id) is not None
+    assert await redis.hget(keys.stats, "completed_total") == "1"
+    events = [f["event"] for _, f in await redis.xrange(keys.events)]
+    assert events == ["created", "started", "completed"]
+
+
+async def test_failure_with_no_retries_is_dead_lettered(
+    settings: Settings, queue: Queue, redis: Redis, keys: KeySchema
+) -> None:
+    [done] = await queue.submit([TaskCreate(type="fail", payload="boom", max_retries=0)])
+    async with running_worker(settings):
+        await wait_for_status(queue, done.task.id, {"failed"})
+    task = await queue.get(done.task.id)
+    assert task.error == "RuntimeError: boom" and task.attempts == 1
+    assert [h.error for h in task.history] == ["RuntimeError: boom"]
+    [(_, fields)] = await redis.xrange(keys.dead)
+    assert fields["id"] == done.task.id
+
+
+async def test_failure_is_scheduled_for_retry(settings: Settings, queue: Queue, redis: Redis, keys: KeySchema) -> None:
+    [done] = await queue.submit([TaskCreate(type="fail", payload="again", max_retries=2, retry_backoff_s=60)])
+    async with running_worker(settings):
+        await wait_for_status(queue, done.task.id, {"scheduled"})
+    task = await queue.get(done.task.id)
+    assert task.attempts == 1 and task.error == "RuntimeError: again" and task.scheduled_for
+    due = await redis.zscore(keys.scheduled, done.task.id)
+    assert due is not None
+    assert 0 <= due - task.history[0].at.timestamp() * 1000 <= 60_000 + 50
+    assert await redis.hget(keys.stats, "retried_total") == "1"
+
+
+async def test_strict_priority_with_one_slot(settings: Settings, queue: Queue) -> None:
+    order: list[int] = []
+    registry = Registry()
+
+    async def record(payload: Any) -> None:
+        order.append(payload)
+
+    registry.register("record", record)
+    low = [TaskCreate(type="record", payload=1, priority=1) for _ in range(30)]
+    high = [TaskCreate(type="record", payload=5, priority=5) for _ in range(5)]
+    await queue.submit(low)
+    await queue.submit(high)
+    one = settings.model_copy(update={"worker_concurrency": 1})
+    async with running_worker(one, registry):
+        while len(order) < 35:
+            await asyncio.sleep(0.02)
+    assert order[:5] == [5] * 5
+
+
+async def test_cancelled_before_start_never_runs(settings: Settings, queue: Queue) -> None:
+    ran: list[Any] = []
+    registry = Registry()
+    registry.register("mark", lambda payload: ran.append(payload))
+    [done] = await queue.submit([TaskCreate(type="mark", payload="x")])
+    await queue.cancel(done.task.id)
+    async with running_worker(settings, registry):
+        await asyncio.sleep(0.3)
+    assert ran == [] and (await queue.get(done.task.id)).status == "cancelled"
+
+
+async def test_shutdown_finishes_in_flight(settings: Settings, queue: Queue) -> None:
+    done = await queue.submit([TaskCreate(type="sleep", payload=0.3) for _ in range(3)])
+    async with running_worker(settings) as worker:
+        while len(worker.consumer.running) < 3:
+            await asyncio.sleep(0.01)
+    for d in done:
+        assert (await queue.get(d.task.id)).status == "completed"
+
+
+async def test_registers_and_advertises(settings: Settings, queue: Queue) -> None:
+    async with running_worker(settings) as worker:
+        workers = await queue.workers()
+        assert [w.id for w in workers] == [worker.worker_id]
+        assert set(REGISTRY.names()) <= await queue.advertised_types()
+    assert await queue.workers() == []
