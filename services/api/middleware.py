@@ -11,10 +11,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared import metrics
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class BodyLimit:
     """Refuses a body over ``max_bytes`` with 413, from Content-Length or while it streams in."""
 
@@ -31,28 +27,28 @@ class BodyLimit:
                 await self._reject(send)
                 return
         seen = 0
-        started = False
+        rejected = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            # Over the limit: answer 413 now and tell the app the client went away, so the
+            # rest of the body is never read and the app's own response is dropped.
+            nonlocal seen, rejected
+            if rejected:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise BodyTooLarge
+                    rejected = True
+                    await self._reject(send)
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+        async def guarded_send(message: Message) -> None:
+            if not rejected:
+                await send(message)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                await self._reject(send)
+        await self.app(scope, limited_receive, guarded_send)
 
     async def _reject(self, send: Send) -> None:
         body = orjson.dumps(

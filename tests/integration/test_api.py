@@ -1,0 +1,196 @@
+"""The api in-process (httpx ASGI transport) against a real Redis; raw state asserted where it matters."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from services.api.app import create_app
+from shared.keys import KeySchema
+from shared.settings import Settings
+
+
+async def count_keys(redis: Redis, prefix: str) -> int:
+    return len([k async for k in redis.scan_iter(match=f"{prefix}:*", count=1000)])
+
+
+async def test_submit_seed_shape(api: httpx.AsyncClient, redis: Redis, keys: KeySchema) -> None:
+    r = await api.post("/api/tasks", json={"type": "echo", "payload": "user@example.com"})
+    assert r.status_code == 201
+    body = r.json()
+    assert body["status"] == "pending" and body["priority"] == 3 and body["payload"] == "user@example.com"
+    # one stream entry carrying only the id; the task lives in its hash; indexes and counters set
+    [(_, fields)] = await redis.xrange(keys.stream(3))
+    assert fields == {"id": body["id"]}
+    stored = await redis.hgetall(keys.task(body["id"]))
+    assert stored["type"] == "echo" and stored["payload"] == '"user@example.com"' and stored["status"] == "pending"
+    assert await redis.zrange(keys.index_status("pending"), 0, -1) == [body["id"]]
+    assert await redis.zrange(keys.index_type("echo"), 0, -1) == [body["id"]]
+    assert await redis.hget(keys.stats, "submitted_total") == "1"
+    got = await api.get(f"/api/tasks/{body['id']}")
+    assert got.status_code == 200 and got.json()["id"] == body["id"]
+
+
+async def test_future_task_is_scheduled(api: httpx.AsyncClient, redis: Redis, keys: KeySchema) -> None:
+    when = datetime.now(UTC) + timedelta(hours=1)
+    r = await api.post("/api/tasks", json={"type": "noop", "scheduled_for": when.isoformat(), "priority": 5})
+    assert r.status_code == 201 and r.json()["status"] == "scheduled"
+    task_id = r.json()["id"]
+    assert await redis.xlen(keys.stream(5)) == 0
+    due = await redis.zscore(keys.scheduled, task_id)
+    assert due is not None and abs(due - when.timestamp() * 1000) < 2
+    stats = (await api.get("/api/stats")).json()
+    assert stats["scheduled"] == 1 and stats["pending"] == 0 and stats["total"] == 1
+
+
+async def test_idempotency_header_and_field(api: httpx.AsyncClient, redis: Redis, keys: KeySchema) -> None:
+    first = await api.post("/api/tasks", json={"type": "noop"}, headers={"Idempotency-Key": "order-1"})
+    again = await api.post("/api/tasks", json={"type": "noop"}, headers={"Idempotency-Key": "order-1"})
+    field = await api.post("/api/tasks", json={"type": "noop", "idempotency_key": "order-1"})
+    assert first.status_code == 201 and again.status_code == 200 and field.status_code == 200
+    assert first.json()["id"] == again.json()["id"] == field.json()["id"]
+    assert await redis.zcard(keys.index_all) == 1 and await redis.xlen(keys.stream(3)) == 1
+    assert 0 < await redis.ttl(keys.idempotency("order-1")) <= 24 * 3600
+
+
+async def test_batch_one_round_trip_with_duplicates(api: httpx.AsyncClient, redis: Redis, keys: KeySchema) -> None:
+    tasks = [{"type": "noop", "priority": 1 + i % 5} for i in range(1000)]
+    r = await api.post("/api/tasks/batch", json={"tasks": tasks})
+    assert r.status_code == 201 and r.json()["created"] == 1000
+    assert sum([await redis.xlen(keys.stream(p)) for p in range(1, 6)]) == 1000
+    dup = [{"type": "noop", "idempotency_key": "k1"}, {"type": "noop", "idempotency_key": "k1"}]
+    r = await api.post("/api/tasks/batch", json={"tasks": dup})
+    body = r.json()
+    assert (body["created"], body["duplicates"]) == (1, 1)
+    assert body["tasks"][0]["id"] == body["tasks"][1]["id"]
+
+
+@pytest.mark.parametrize(
+    ("body", "loc", "fragment"),
+    [
+        ({"type": "echo", "priority": 7}, ["body", "priority"], "less than or equal to 5"),
+        ({"type": "echo", "max_retries": 500}, ["body", "max_retries"], "less than or equal to 100"),
+        ({"type": "echo", "scheduled_for": "tomorrow"}, ["body", "scheduled_for"], "datetime"),
+        ({"type": "echo", "scheduled_for": "2030-01-01T00:00:00"}, ["body", "scheduled_for"], "time zone"),
+        ({"type": "echo", "webhook": "not a url"}, ["body", "webhook"], "http"),
+        ({"payload": 1}, ["body", "type"], "Field required"),
+        ({"type": "no_such_type"}, ["body", "type"], "unknown task type 'no_such_type'; known types: echo, fail"),
+        ({"type": "echo", "payload": "x" * 300_000}, ["body", "payload"], "256 KiB"),
+    ],
+)
+async def test_bad_input_is_422_naming_field_and_writes_nothing(
+    api: httpx.AsyncClient, redis: Redis, prefix: str, body: dict[str, object], loc: list[str], fragment: str
+) -> None:
+    r = await api.post("/api/tasks", json=body)
+    assert r.status_code == 422
+    [error] = r.json()["detail"]
+    assert error["loc"] == loc and fragment in error["msg"]
+    assert await count_keys(redis, prefix) == 0
+
+
+async def test_bad_task_in_batch_rejects_the_whole_batch(api: httpx.AsyncClient, redis: Redis, prefix: str) -> None:
+    r = await api.post("/api/tasks/batch", json={"tasks": [{"type": "noop"}, {"type": "nope"}, {"type": "noop"}]})
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["body", "tasks", 1, "type"]
+    r = await api.post("/api/tasks/batch", json={"tasks": [{"type": "noop"}] * 1001})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "tasks"]
+    assert await count_keys(redis, prefix) == 0
+
+
+async def test_body_over_1_mib_is_413(api: httpx.AsyncClient, redis: Redis, prefix: str) -> None:
+    big = b'{"type":"noop","payload":"' + b"x" * (1024 * 1024) + b'"}'
+    r = await api.post("/api/tasks", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "larger than 1048576 bytes" in r.json()["detail"][0]["msg"]
+
+    async def chunks():  # no Content-Length: the limit is enforced while the body streams in
+        for _ in range(20):
+            yield b"x" * 100_000
+
+    r = await api.post("/api/tasks", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert await count_keys(redis, prefix) == 0
+
+
+async def test_types_advertised_and_lenient_mode(settings: Settings, redis: Redis, keys: KeySchema) -> None:
+    await redis.sadd(keys.types, "resize")
+    lenient = settings.model_copy(update={"strict_types": False})
+    configured = settings.model_copy(update={"task_types": ["report"]})
+    for s, task_type in [(settings, "resize"), (lenient, "anything"), (configured, "report")]:
+        app = create_app(s)
+        async with app.router.lifespan_context(app):
+            client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api")
+            async with client:
+                r = await client.post("/api/tasks", json={"type": task_type})
+                assert r.status_code == 201, r.text
+
+
+async def test_list_filters_and_cursor(api: httpx.AsyncClient) -> None:
+    ids = []
+    for i in range(25):
+        r = await api.post("/api/tasks", json={"type": "echo" if i % 2 else "noop", "priority": 1 + i % 5})
+        ids.append(r.json()["id"])
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 10, **({"cursor": cursor} if cursor else {})}
+        page = (await api.get("/api/tasks", params=params)).json()
+        seen += [t["id"] for t in page["tasks"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(ids))
+    echo = (await api.get("/api/tasks", params={"type": "echo", "limit": 100})).json()["tasks"]
+    assert [t["id"] for t in echo] == [i for n, i in enumerate(reversed(ids)) if (24 - n) % 2]
+    both = (await api.get("/api/tasks", params={"type": "noop", "status": "pending", "priority": 1})).json()
+    assert {t["id"] for t in both["tasks"]} == {ids[i] for i in range(25) if i % 2 == 0 and i % 5 == 0}
+    bad = await api.get("/api/tasks", params={"status": "weird", "limit": 0})
+    assert bad.status_code == 422 and {e["loc"][-1] for e in bad.json()["detail"]} == {"status", "limit"}
+
+
+async def test_cancel_retry_delete_and_conflicts(api: httpx.AsyncClient, redis: Redis, keys: KeySchema) -> None:
+    task_id = (await api.post("/api/tasks", json={"type": "noop"})).json()["id"]
+    assert (await api.post(f"/api/tasks/{task_id}/retry")).status_code == 409
+    assert (await api.delete(f"/api/tasks/{task_id}")).status_code == 409
+    r = await api.post(f"/api/tasks/{task_id}/cancel")
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert await redis.xlen(keys.stream(3)) == 0  # its entry is gone: it never runs
+    again = await api.post(f"/api/tasks/{task_id}/cancel")
+    assert again.status_code == 409 and "only pending or scheduled" in again.json()["detail"]
+    r = await api.post(f"/api/tasks/{task_id}/retry")
+    assert r.status_code == 200 and r.json()["status"] == "pending" and r.json()["attempts"] == 0
+    assert await redis.xlen(keys.stream(3)) == 1
+    assert (await api.post(f"/api/tasks/{task_id}/cancel")).status_code == 200
+    assert (await api.delete(f"/api/tasks/{task_id}")).status_code == 204
+    assert (await api.get(f"/api/tasks/{task_id}")).status_code == 404
+    assert await redis.zcard(keys.index_all) == 0 and await redis.zcard(keys.retention) == 0
+    for path in ("", "/retry", "/cancel"):
+        method = api.get if not path else api.post
+        assert (await method(f"/api/tasks/01NOSUCHTASK{path}")).status_code == 404
+    assert (await api.delete("/api/tasks/01NOSUCHTASK")).status_code == 404
+
+
+async def test_health_ready_metrics_docs(api: httpx.AsyncClient) -> None:
+    assert (await api.get("/api/health")).json()["status"] == "ok"
+    assert (await api.get("/api/ready")).json()["ready"] is True
+    await api.post("/api/tasks", json={"type": "noop"})
+    text = (await api.get("/metrics")).text
+    assert "streamq_tasks_submitted_total" in text and 'route="/api/tasks"' in text
+    assert (await api.get("/openapi.json")).json()["info"]["title"] == "streamq"
+    assert (await api.get("/docs")).status_code == 200
+
+
+async def test_health_is_503_when_redis_is_gone(settings: Settings) -> None:
+    from tests.support import RedisServer
+
+    server = RedisServer()
+    app = create_app(settings.model_copy(update={"redis_url": server.url}))
+    transport = httpx.ASGITransport(app=app)
+    client = httpx.AsyncClient(transport=transport, base_url="http://api")
+    async with app.router.lifespan_context(app), client:
+        assert (await client.get("/api/health")).status_code == 200
+        server.stop()
+        r = await client.get("/api/health")
+        assert r.status_code == 503 and r.json()["status"] == "unavailable"

@@ -1,0 +1,106 @@
+"""Lua scripts seeded and asserted on raw Redis state."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from services.worker.consumer import Consumer
+from services.worker.executor import Executor
+from services.worker.finisher import Finisher
+from services.worker.jobs import Outcome
+from services.worker.registry import Registry
+from shared.keys import WORKER_GROUP, KeySchema
+from shared.models import TaskCreate
+from shared.queue import Queue
+from shared.streams import ensure_group
+
+
+def make_consumer(queue: Queue, name: str, concurrency: int = 10) -> Consumer:
+    keys = queue.keys
+    finisher = Finisher(
+        queue.scripts, keys, group=WORKER_GROUP, consumer=name, result_ttl_ms=60_000, events_maxlen=1000
+    )
+    executor = Executor(Registry(), queue=keys.queue, default_timeout_s=5, retry_base_s=1, retry_max_s=10)
+    return Consumer(
+        queue.redis, queue.scripts, keys, executor, finisher, consumer=name, concurrency=concurrency, events_maxlen=1000
+    )
+
+
+async def test_fetch_reads_highest_priority_first_and_never_more_than_asked(
+    queue: Queue, redis: Redis, keys: KeySchema
+) -> None:
+    await ensure_group(redis, keys.streams(), WORKER_GROUP)
+    await queue.submit([TaskCreate(type="noop", priority=p) for p in (1, 1, 3, 5, 2, 5)])
+    consumer = make_consumer(queue, "c1")
+    first = await consumer.fetch(3)
+    assert [d.priority for d in first] == [5, 5, 3]
+    assert [d.priority for d in await consumer.fetch(10)] == [2, 1, 1]
+    pending = sum([(await redis.xpending(keys.stream(p), WORKER_GROUP))["pending"] for p in range(1, 6)])
+    assert pending == 6
+
+
+async def test_start_skips_cancelled_and_counts_attempts_once_per_entry(
+    queue: Queue, redis: Redis, keys: KeySchema
+) -> None:
+    await ensure_group(redis, keys.streams(), WORKER_GROUP)
+    done = await queue.submit([TaskCreate(type="noop"), TaskCreate(type="noop")])
+    consumer = make_consumer(queue, "c1")
+    deliveries = await consumer.fetch(2)
+    await queue.cancel(done[1].task.id)  # read by the worker but not started yet
+    jobs = await consumer.start(deliveries)
+    assert [j.delivery.task_id for j in jobs] == [done[0].task.id] and jobs[0].attempt == 1
+    # the cancelled one's entry was acknowledged, so nothing of it stays pending
+    assert (await redis.xpending(keys.stream(3), WORKER_GROUP))["pending"] == 1
+    again = await consumer.start(deliveries[:1])  # a redelivery of the same entry
+    assert again[0].attempt == 1 and await redis.hget(keys.task(done[0].task.id), "attempts") == "1"
+
+
+async def test_finish_refuses_a_consumer_that_lost_the_entry(queue: Queue, redis: Redis, keys: KeySchema) -> None:
+    await ensure_group(redis, keys.streams(), WORKER_GROUP)
+    [done] = await queue.submit([TaskCreate(type="noop")])
+    slow = make_consumer(queue, "slow")
+    [job] = await slow.start(await slow.fetch(1))
+    # another worker takes the entry over (as the reclaimer does)
+    await redis.xclaim(keys.stream(3), WORKER_GROUP, "other", 0, [job.delivery.msg_id], justid=True)
+    status = await slow.finisher.record(Outcome(job, completed=True, value='"late"'))
+    assert status == "lost"
+    raw = await redis.hgetall(keys.task(done.task.id))
+    assert raw["status"] == "processing" and "result" not in raw
+    assert (await redis.xpending(keys.stream(3), WORKER_GROUP))["pending"] == 1
+
+
+async def test_finisher_batches_many_outcomes(queue: Queue, redis: Redis, keys: KeySchema) -> None:
+    import asyncio
+
+    await ensure_group(redis, keys.streams(), WORKER_GROUP)
+    await queue.submit([TaskCreate(type="noop") for _ in range(300)])
+    consumer = make_consumer(queue, "c1", concurrency=300)
+    jobs = await consumer.start(await consumer.fetch(300))
+    statuses = await asyncio.gather(
+        *(consumer.finisher.record(Outcome(j, completed=True, value=str(i))) for i, j in enumerate(jobs))
+    )
+    assert statuses == ["completed"] * 300
+    assert await redis.zcard(keys.index_status("completed")) == 300
+    assert await redis.xlen(keys.stream(3)) == 0 and await redis.zcard(keys.index_status("processing")) == 0
+
+
+async def test_revive_and_expiry(queue: Queue, redis: Redis, keys: KeySchema) -> None:
+    await ensure_group(redis, keys.streams(), WORKER_GROUP)
+    [done] = await queue.submit([TaskCreate(type="noop", max_retries=0)])
+    consumer = make_consumer(queue, "c1")
+    [job] = await consumer.start(await consumer.fetch(1))
+    await consumer.finisher.record(Outcome(job, completed=False, value="boom", delay_ms=0, history=""))
+    assert await redis.xlen(keys.dead) == 1
+    revived = await queue.revive(done.task.id)
+    assert revived.status == "pending" and revived.attempts == 0 and await redis.xlen(keys.dead) == 0
+    assert await redis.zscore(keys.retention, done.task.id) is None
+    # finish it, then make its retention deadline pass: the janitor removes every trace
+    [job] = await consumer.start(await consumer.fetch(1))
+    await consumer.finisher.record(Outcome(job, completed=True, value="1"))
+    assert await queue.expire_due() == 0
+    await redis.zadd(keys.retention, {done.task.id: 1})
+    assert await queue.expire_due() == 1
+    assert not await redis.exists(keys.task(done.task.id))
+    for key in (keys.index_all, keys.index_type("noop"), keys.index_status("completed"), keys.retention):
+        assert await redis.zcard(key) == 0
+    assert (await queue.stats()).total == 0
