@@ -21,6 +21,7 @@ key                                         type    what it holds
 <p>:types                                   set     task types any worker has advertised
 <p>:workers                                 zset    worker ids, score = last heartbeat (ms)
 <p>:worker:<id>                             hash    one worker's registration (TTL)
+<p>:ratelimit:<client>                      hash    token bucket of an api key or address (TTL)
 ==========================================  ======  ===================================================
 """
 
@@ -118,3 +119,15 @@ class KeySchema:
 
     def worker(self, worker_id: str) -> str:
         return f"{self.prefix}:worker:{worker_id}"
+
+    def rate_limit(self, client: str) -> str:
+        """Token bucket of one api key (or client address), shared by every api replica."""
+        return f"{self.prefix}:ratelimit:{client}"
+
+
+if __name__ == "__main__":  # `python -m shared.keys new NAME --scopes ...` (API keys; see shared/auth.py)
+    import sys
+
+    from shared.auth import cli
+
+    sys.exit(cli())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from datetime import UTC, datetime
@@ -91,10 +92,13 @@ class TaskCreate(BaseModel):
     @field_validator("payload")
     @classmethod
     def _payload_size(cls, value: Any) -> Any:
+        # the same compact form orjson stores; also refuses NaN/Infinity (not JSON) and ints over 64 bits
         try:
-            size = len(orjson.dumps(value))
-        except TypeError as error:  # pragma: no cover - JSON input is always serialisable
-            raise ValueError(f"must be JSON serialisable ({error})") from None
+            encoded = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+            orjson.dumps(value)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"must be plain JSON ({error})") from None
+        size = len(encoded.encode())
         if size > MAX_PAYLOAD_BYTES:
             raise ValueError(f"is {size} bytes serialised; the limit is {MAX_PAYLOAD_BYTES} bytes (256 KiB)")
         return value

@@ -16,6 +16,12 @@ log = logging.getLogger("streamq.api")
 def main() -> None:
     settings = load_settings()
     setup_logging("api", settings.log_level, settings.log_format)
+    if not settings.api_keys and settings.api_host not in ("127.0.0.1", "::1", "localhost"):
+        log.warning(
+            "no API keys configured but the api binds to a non-loopback address: anyone who can reach it can "
+            "submit and delete tasks; set STREAMQ_API_KEYS",
+            extra={"host": settings.api_host},
+        )
     app = create_app(settings)
     log.info("api starting", extra={"url": f"http://{settings.api_host}:{settings.api_port}"})
     uvicorn.run(
