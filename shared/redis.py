@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -16,16 +16,21 @@ MIN_REDIS_VERSION = (7, 0, 5)
 
 
 def make_client(settings: Settings) -> Redis:
-    """A client with reconnect retries; ``decode_responses`` so every reply is ``str``."""
-    return Redis.from_url(
+    """A client with reconnect retries; ``decode_responses`` so every reply is ``str``.
+
+    The pool blocks (up to 20 s) for a free connection instead of failing, so a burst of concurrent
+    requests queues for Redis rather than erroring."""
+    pool = BlockingConnectionPool.from_url(
         settings.redis_url,
         decode_responses=True,
         health_check_interval=30,
         socket_keepalive=True,
+        max_connections=max(64, settings.worker_concurrency * 2),
+        timeout=20,
         retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        max_connections=max(64, settings.worker_concurrency * 2),
     )
+    return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections
 
 
 async def connect(settings: Settings, attempts: int = 50, delay_s: float = 0.2) -> Redis:
