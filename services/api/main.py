@@ -2,15 +2,48 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Generator
 
 import uvicorn
 
 from services.api.app import create_app
+from shared import lifecycle
 from shared.logging import setup_logging
-from shared.settings import load_settings
+from shared.settings import Settings, load_settings
 
 log = logging.getLogger("streamq.api")
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield  # shared.lifecycle owns SIGTERM/SIGINT and sets `stop`; see serve()
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """Serve until ``stop`` (SIGTERM/SIGINT): uvicorn stops accepting, finishes open requests within
+    the grace period, runs the lifespan shutdown, and the process exits 0."""
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,
+        access_log=False,
+        http="httptools",
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+    )
+    server = _Server(config)
+    serving = asyncio.create_task(server.serve())
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({serving, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True
+    await serving
+    stopper.cancel()
+    if not server.started:
+        raise SystemExit(f"streamq: the api could not start on {settings.api_host}:{settings.api_port}")
 
 
 def main() -> None:
@@ -22,15 +55,5 @@ def main() -> None:
             "submit and delete tasks; set STREAMQ_API_KEYS",
             extra={"host": settings.api_host},
         )
-    app = create_app(settings)
     log.info("api starting", extra={"url": f"http://{settings.api_host}:{settings.api_port}"})
-    uvicorn.run(
-        app,
-        host=settings.api_host,
-        port=settings.api_port,
-        log_config=None,
-        access_log=False,
-        loop="uvloop",
-        http="httptools",
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
-    )
+    lifecycle.run(lambda stop: serve(settings, stop))

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.services import StartService
-from tests.support import ROOT
+from tests.support import ROOT, free_port, wait_http
 
 pytestmark = pytest.mark.e2e
 
@@ -123,12 +123,17 @@ async def test_failed_task_is_retried_by_hand(api_url: str, start_service: Start
         assert (await client.get("/api/stats")).json()["dead_letter"] == 1  # the first dead letter was removed
 
 
-def test_sigterm_exits_zero(start_service: StartService, api_url: str) -> None:
+def test_sigterm_exits_zero(start_service: StartService) -> None:
+    port = free_port()
+    api = start_service("services.api", STREAMQ_API_PORT=str(port))
     worker = start_service("services.worker")
-    time.sleep(1.0)
-    worker.signal(signal.SIGTERM)
-    assert worker.wait(15) == 0
-    assert '"worker stopped"' in worker.log()
+    wait_http(f"http://127.0.0.1:{port}/api/health")
+    while '"worker started"' not in worker.log():
+        time.sleep(0.05)
+    for service in (worker, api):
+        service.signal(signal.SIGTERM)
+        assert service.wait(15) == 0
+    assert '"worker stopped"' in worker.log() and "Application shutdown complete" in api.log()
 
 
 def test_bad_setting_stops_with_one_clear_line() -> None:
