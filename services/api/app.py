@@ -22,6 +22,7 @@ from shared.settings import Settings, parse_rate_limit
 MAX_BODY_BYTES = 1024 * 1024
 ERROR = {"content": {"application/json": {"example": {"detail": "what went wrong"}}}}
 COMMON_RESPONSES: dict[int | str, dict[str, object]] = {
+    400: {"description": "The body is not valid JSON text", **ERROR},
     401: {"description": "A valid API key is required", **ERROR},
     403: {"description": "The API key lacks the scope", **ERROR},
     413: {"description": "Request body over 1 MiB"},
