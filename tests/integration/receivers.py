@@ -128,3 +128,22 @@ async def wait_until(predicate: Any, timeout: float = 10.0, what: str = "conditi
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not reached within {timeout} s")
         await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def running_notifier(settings: Any, consumer: str | None = None) -> AsyncIterator[Any]:
+    """The notifier in-process (as ``python -m services.notifier`` runs it), stopped cleanly."""
+    from services.notifier.main import Notifier
+
+    notifier = Notifier(settings, consumer=consumer)
+    stop = asyncio.Event()
+    task = asyncio.create_task(notifier.run(stop))
+    ready = asyncio.create_task(notifier.ready.wait())
+    await asyncio.wait({task, ready}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()
+    try:
+        yield notifier
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
