@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from email.utils import parseaddr
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from shared.models import TaskCreate
 from shared.ssrf import BlockedUrl, SsrfGuard
@@ -40,6 +40,13 @@ Address = Annotated[str, Field(max_length=320), AfterValidator(check_address)]
 Addresses = Annotated[list[Address], Field(max_length=MAX_RECIPIENTS)]
 
 
+def _one_or_many(value: object) -> object:
+    return [value] if isinstance(value, str) else value
+
+
+OneOrMoreAddresses = Annotated[Addresses, BeforeValidator(_one_or_many)]
+
+
 def _no_newlines(value: str) -> str:
     if "\r" in value or "\n" in value:
         raise ValueError("must not contain line breaks")
@@ -51,7 +58,7 @@ class EmailPayload(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    to: Address | Addresses
+    to: OneOrMoreAddresses  # one address or a list
     cc: Addresses = Field(default_factory=list)
     bcc: Addresses = Field(default_factory=list)
     subject: Annotated[str, Field(max_length=998), AfterValidator(_no_newlines)] = ""
@@ -74,7 +81,7 @@ class EmailPayload(BaseModel):
         return self
 
     def to_list(self) -> list[str]:
-        return [self.to] if isinstance(self.to, str) else list(self.to)
+        return list(self.to)
 
     def recipients(self) -> list[str]:
         return [parseaddr(a)[1] for a in [*self.to_list(), *self.cc, *self.bcc]]
@@ -83,7 +90,7 @@ class EmailPayload(BaseModel):
 def parse_email(payload: Any) -> EmailPayload:
     """The seed's shape (a plain address) becomes a short message to it."""
     if isinstance(payload, str):
-        return EmailPayload(to=payload, subject=SEED_SUBJECT, text=SEED_TEXT)
+        return EmailPayload(to=[payload], subject=SEED_SUBJECT, text=SEED_TEXT)
     return EmailPayload.model_validate(payload)
 
 

@@ -85,7 +85,7 @@ def test_schedule_setting_parses_seconds() -> None:
     finally:
         del os.environ["STREAMQ_WEBHOOK_SCHEDULE"]
     with pytest.raises(ValueError, match="webhook_schedule"):
-        Settings(webhook_schedule="1,-2", _env_file=None)  # type: ignore[call-arg]
+        Settings(webhook_schedule="1,-2", _env_file=None)  # type: ignore[call-arg,arg-type]
 
 
 SCHEDULE = [0.0, 5.0, 300.0]
