@@ -42,6 +42,7 @@ class Receiver:
         self.requests: list[Received] = []
         self.port = free_port()
         self.host = "127.0.0.1"
+        self.in_flight = 0  # requests received and not yet answered
 
     def url(self, path: str = "/hook", host: str | None = None) -> str:
         return f"http://{host or self.host}:{self.port}{path}"
@@ -68,11 +69,15 @@ class Receiver:
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         self.requests.append(Received(scope["method"], scope["path"], headers, body, time.time()))
         answer = self._next(scope["path"])
-        if answer.delay_s:
-            await asyncio.sleep(answer.delay_s)
-        raw = [(k.encode(), v.encode()) for k, v in answer.headers.items()]
-        await send({"type": "http.response.start", "status": answer.status, "headers": raw})
-        await send({"type": "http.response.body", "body": answer.body})
+        self.in_flight += 1
+        try:
+            if answer.delay_s:
+                await asyncio.sleep(answer.delay_s)
+            raw = [(k.encode(), v.encode()) for k, v in answer.headers.items()]
+            await send({"type": "http.response.start", "status": answer.status, "headers": raw})
+            await send({"type": "http.response.body", "body": answer.body})
+        finally:
+            self.in_flight -= 1
 
 
 @contextlib.asynccontextmanager
