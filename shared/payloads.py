@@ -136,19 +136,33 @@ def _loc(index: int | None, *rest: Any) -> list[Any]:
     return ["body", "tasks", index, *rest] if index is not None else ["body", *rest]
 
 
-async def _url_error(guard: SsrfGuard, url: str, loc: list[Any]) -> list[dict[str, Any]]:
-    try:
-        await guard.check_url(url)
-    except BlockedUrl as error:
-        return [{"loc": loc, "msg": f"URL refused: {error}", "type": "blocked_url", "input": url}]
+async def _url_error(
+    guard: SsrfGuard, url: str, loc: list[Any], seen: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """The guard's verdict on a URL as a 422 error; ``seen`` remembers verdicts within one request,
+    so a batch of 1,000 tasks with one webhook URL resolves it once."""
+    if seen is None or url not in seen:
+        try:
+            await guard.check_url(url)
+            reason = ""
+        except BlockedUrl as error:
+            reason = str(error)
+        if seen is not None:
+            seen[url] = reason
+    else:
+        reason = seen[url]
+    if reason:
+        return [{"loc": loc, "msg": f"URL refused: {reason}", "type": "blocked_url", "input": url}]
     return []
 
 
-async def check_task(task: TaskCreate, guard: SsrfGuard, index: int | None = None) -> list[dict[str, Any]]:
+async def check_task(
+    task: TaskCreate, guard: SsrfGuard, index: int | None = None, seen: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     """Errors in the shape FastAPI uses for 422 (``loc``, ``msg``, ``type``); empty when fine."""
     errors: list[dict[str, Any]] = []
     if task.webhook is not None:
-        errors += await _url_error(guard, task.webhook, _loc(index, "webhook"))
+        errors += await _url_error(guard, task.webhook, _loc(index, "webhook"), seen)
     try:
         if task.type == "email" and isinstance(task.payload, str):
             check_address(task.payload)
@@ -158,7 +172,7 @@ async def check_task(task: TaskCreate, guard: SsrfGuard, index: int | None = Non
             if not isinstance(task.payload, dict):
                 raise ValueError("the http task's payload must be an object with at least a url")
             http = HttpPayload.model_validate(task.payload)
-            errors += await _url_error(guard, http.url, _loc(index, "payload", "url"))
+            errors += await _url_error(guard, http.url, _loc(index, "payload", "url"), seen)
     except ValidationError as error:
         errors += _payload_errors(index, error)
     except ValueError as error:
@@ -168,7 +182,8 @@ async def check_task(task: TaskCreate, guard: SsrfGuard, index: int | None = Non
 
 async def check_tasks(tasks: Sequence[TaskCreate], guard: SsrfGuard, *, batch: bool) -> list[dict[str, Any]]:
     errors: list[dict[str, Any]] = []
+    seen: dict[str, str] = {}
     for i, task in enumerate(tasks):
         if task.webhook is not None or task.type in ("email", "http"):
-            errors += await check_task(task, guard, i if batch else None)
+            errors += await check_task(task, guard, i if batch else None, seen)
     return errors
