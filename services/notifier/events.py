@@ -5,18 +5,21 @@ event read twice after a crash still makes one webhook message."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
 
 from shared import webhooks
 from shared.deliveries import Deliveries, delivery_id_for, task_data
 from shared.keys import NOTIFIER_GROUP, KeySchema
 from shared.loops import PeriodicLoop
 from shared.queue import decode_task
+from shared.streams import ensure_group
 
 log = logging.getLogger("streamq.notifier")
 Entry = tuple[str, dict[str, str] | None]
@@ -110,9 +113,20 @@ class EventReader(PeriodicLoop):
 
     async def tick(self) -> None:
         started = time.monotonic()
-        reply = await self.redis.xreadgroup(
-            NOTIFIER_GROUP, self.consumer, {self.keys.events: ">"}, count=self.batch, block=self.block_ms
-        )
+        try:
+            reply = await self.redis.xreadgroup(
+                NOTIFIER_GROUP, self.consumer, {self.keys.events: ">"}, count=self.batch, block=self.block_ms
+            )
+        except ResponseError as error:
+            if "NOGROUP" not in str(error):
+                raise
+            log.warning("events stream or group missing (Redis flushed?); creating it again")
+            await ensure_group(self.redis, [self.keys.events], NOTIFIER_GROUP)
+            return
+        except (RedisError, OSError) as error:
+            log.warning("redis unavailable; retrying", extra={"error": str(error)})
+            await asyncio.sleep(0.5)
+            return
         entries = [e for _stream, items in reply or [] for e in items]
         if entries:
             created = await self.handler.handle(entries)

@@ -101,13 +101,15 @@ def guard() -> SsrfGuard:
     return SsrfGuard(resolver=fake_resolver)
 
 
-async def test_every_url_is_refused_and_the_canary_hears_nothing(guard: SsrfGuard) -> None:
+async def test_every_url_is_refused_and_the_canary_hears_nothing(
+    guard: SsrfGuard, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async with Canary() as canary:
         table = urls(canary.port)
         assert len(table) >= 45
         async with guarded_client(guard, 2.0) as client:
             sender = Sender(client, guard, deliveries=None, secrets=[b"k" * 32], schedule=[0])  # type: ignore[arg-type]
-            handlers_http._guard = guard
+            monkeypatch.setattr(handlers_http, "_guard", guard)
             for url in table:
                 with pytest.raises(BlockedUrl) as info:
                     await guard.check_url(url)
@@ -130,7 +132,7 @@ async def test_the_canary_is_reachable_when_the_guard_is_lifted() -> None:
             await open_guard.check_url(f"http://a:b@127.0.0.1:{canary.port}/")
 
 
-async def test_a_redirect_to_an_internal_address_is_not_followed() -> None:
+async def test_a_redirect_to_an_internal_address_is_not_followed(monkeypatch: pytest.MonkeyPatch) -> None:
     guard = SsrfGuard(allowed_hosts=["localhost"])  # the redirector itself is allow-listed by name
     async with Canary() as canary:
         receiver = Receiver()
@@ -142,7 +144,7 @@ async def test_a_redirect_to_an_internal_address_is_not_followed() -> None:
                 Claimed("msg_1", 1, 1, "T", "completed", receiver.url("/go"), b"{}")
             )
             assert (status, error) == (302, "")
-            handlers_http._guard = guard
+            monkeypatch.setattr(handlers_http, "_guard", guard)
             with pytest.raises(handlers_http.UnexpectedStatus, match="HTTP 302"):
                 await handlers_http.http_request({"url": receiver.url("/go")})
             with pytest.raises(BlockedUrl):  # the target itself is refused
