@@ -1,25 +1,20 @@
-"""Reading the lifecycle events stream through the notifier's consumer group: each terminal event
-of a task with a webhook becomes a delivery (created and acknowledged in one script call); every
-other event is acknowledged. Creating is idempotent (the delivery id comes from the entry id), so an
-event read twice after a crash still makes one webhook message."""
+"""Handling lifecycle events for the notifier: each terminal event of a task with a webhook becomes
+a delivery (created and acknowledged in one script call); every other event is acknowledged.
+Creating is idempotent (the delivery id comes from the entry id), so an event read twice after a
+crash still makes one webhook message."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
-import time
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
 
 from shared import webhooks
 from shared.deliveries import Deliveries, delivery_id_for, task_data
 from shared.keys import NOTIFIER_GROUP, KeySchema
-from shared.loops import PeriodicLoop
 from shared.queue import decode_task
-from shared.streams import ensure_group
 
 log = logging.getLogger("streamq.notifier")
 Entry = tuple[str, dict[str, str] | None]
@@ -82,55 +77,3 @@ class EventHandler:
             entry_id=entry_id,
         )
         return int(created)
-
-
-class EventReader(PeriodicLoop):
-    """Blocks on the events stream for new entries (``>``); each tick handles one batch."""
-
-    name = "notifier-events"
-
-    def __init__(self, redis: Redis, keys: KeySchema, handler: EventHandler, *, consumer: str) -> None:
-        super().__init__(0.0)
-        self.redis = redis
-        self.keys = keys
-        self.handler = handler
-        self.consumer = consumer
-        self.block_ms = 1000
-        self.batch = 200
-
-    async def recover_own(self) -> int:
-        """Handle what this consumer read before a crash and never acknowledged (read from id 0)."""
-        handled = 0
-        while True:
-            reply = await self.redis.xreadgroup(
-                NOTIFIER_GROUP, self.consumer, {self.keys.events: "0"}, count=self.batch
-            )
-            entries = [e for _stream, items in reply or [] for e in items]
-            if not entries:
-                return handled
-            await self.handler.handle(entries)
-            handled += len(entries)
-
-    async def tick(self) -> None:
-        started = time.monotonic()
-        try:
-            reply = await self.redis.xreadgroup(
-                NOTIFIER_GROUP, self.consumer, {self.keys.events: ">"}, count=self.batch, block=self.block_ms
-            )
-        except ResponseError as error:
-            if "NOGROUP" not in str(error):
-                raise
-            log.warning("events stream or group missing (Redis flushed?); creating it again")
-            await ensure_group(self.redis, [self.keys.events], NOTIFIER_GROUP)
-            return
-        except (RedisError, OSError) as error:
-            log.warning("redis unavailable; retrying", extra={"error": str(error)})
-            await asyncio.sleep(0.5)
-            return
-        entries = [e for _stream, items in reply or [] for e in items]
-        if entries:
-            created = await self.handler.handle(entries)
-            log.debug(
-                "events handled",
-                extra={"events": len(entries), "deliveries": created, "ms": (time.monotonic() - started) * 1000},
-            )

@@ -8,7 +8,8 @@ import logging
 import socket
 
 from services.notifier.deliverer import Deliverer
-from services.notifier.events import EventHandler, EventReader
+from services.notifier.events import EventHandler
+from services.notifier.reader import EventReader
 from services.notifier.reclaim import Reclaimer
 from services.notifier.sender import Sender
 from shared import lifecycle, metrics, webhooks
