@@ -56,6 +56,7 @@ class Notifier:
             )
             handler = EventHandler(redis, self.keys, deliveries, s.webhook_schedule[0])
             reader = EventReader(redis, self.keys, handler, consumer=self.consumer)
+            await reader.missed()
             recovered = await reader.recover_own()
             sender = Sender(client, self.guard, deliveries, secrets=secrets, schedule=s.webhook_schedule)
             self.deliverer = deliverer = Deliverer(

@@ -32,6 +32,25 @@ class EventReader(PeriodicLoop):
         self.block_ms = 1000
         self.batch = 200
 
+    async def missed(self) -> int | None:
+        """Events trimmed from the capped stream before this group read them (the notifier was
+        down for about STREAMQ_EVENTS_MAXLEN events): entries added - entries read - lag. None
+        when Redis cannot tell."""
+        stream = await self.redis.xinfo_stream(self.keys.events)
+        group = next(g for g in await self.redis.xinfo_groups(self.keys.events) if g["name"] == NOTIFIER_GROUP)
+        read, lag = group.get("entries-read"), group.get("lag")
+        if read is None and group.get("last-delivered-id") == "0-0":
+            read = 0
+        if read is None or lag is None:
+            return None
+        missed = max(0, int(stream["entries-added"]) - int(read) - int(lag))
+        if missed:
+            log.warning(
+                "events were trimmed before the notifier read them; their webhooks were not sent",
+                extra={"missed": missed},
+            )
+        return missed
+
     async def recover_own(self) -> int:
         """Handle what this consumer read before a crash and never acknowledged (read from id 0)."""
         handled = 0

@@ -278,3 +278,16 @@ async def test_trimmed_pending_events_are_counted_not_fatal(settings: Settings, 
     assert await reclaimer.sweep() == 0
     assert reclaimer.deleted == 5
     assert (await redis.xpending(keys.events, NOTIFIER_GROUP))["pending"] == 0
+
+
+async def test_events_trimmed_before_any_notifier_read_them_are_reported(redis: Redis, keys: KeySchema) -> None:
+    from services.notifier.reader import EventReader
+
+    await ensure_group(redis, [keys.events], NOTIFIER_GROUP)
+    reader = EventReader(redis, keys, handler=None, consumer="me")  # type: ignore[arg-type]
+    assert await reader.missed() == 0
+    for i in range(5):
+        await redis.xadd(keys.events, {"event": "created", "task": f"T{i}", "status": "pending"})
+    assert await reader.missed() == 0
+    await redis.xtrim(keys.events, maxlen=2, approximate=False)
+    assert await reader.missed() == 3
