@@ -82,6 +82,7 @@ class Receiver:
 
 @contextlib.asynccontextmanager
 async def serving(receiver: Receiver) -> AsyncIterator[Receiver]:
+    """Serve ``receiver`` with uvicorn in this event loop."""
     config = uvicorn.Config(
         receiver, host=receiver.host, port=receiver.port, log_level="warning", lifespan="off", ws="none",
         http="h11", access_log=False,

@@ -5,9 +5,11 @@ is lifted, and a pinned name connects to the address it was checked on."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 
+import httpx
 import pytest
 
 from services.notifier.sender import Sender
@@ -16,6 +18,7 @@ from shared.deliveries import Claimed
 from shared.errors import Permanent
 from shared.ssrf import BlockedUrl, SsrfGuard, blocked_reason, guarded_client, system_resolve
 from tests.integration.receivers import Answer, Canary, Receiver, serving
+from tests.support import free_port
 
 FAKE_DNS = {  # names a hostile DNS server could answer with
     "rebind.example": ["127.0.0.1"],
@@ -188,3 +191,44 @@ def test_public_addresses_pass(address: str) -> None:
 
 def test_a_mapped_public_address_is_still_refused() -> None:
     assert "IPv4-mapped" in (blocked_reason("::ffff:8.8.8.8") or "")
+
+
+async def test_https_to_the_pinned_address_keeps_sni_and_checks_the_certificate_name() -> None:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("hooks.test").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    sni: list[str | None] = []
+    hosts: list[str] = []
+    server_context.sni_callback = lambda _sock, name, _ctx: sni.append(name)  # type: ignore[assignment,misc]
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        hosts.extend(line.split(":", 1)[1].strip() for line in head.split("\r\n") if line.lower().startswith("host:"))
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    port = free_port()
+    server = await asyncio.start_server(answer, "127.0.0.1", port, ssl=server_context)
+    guard = SsrfGuard(allowed_hosts=["hooks.test", "other.test"], resolver=resolver)
+    try:
+        async with guarded_client(guard, 2.0, verify=client_context) as client:
+            response = await client.post(f"https://hooks.test:{port}/hook", content=b"x")
+            assert response.status_code == 200
+            with pytest.raises(httpx.ConnectError, match=r"certificate|hostname"):
+                # the same address under another name: the certificate is checked against the name
+                await client.post(f"https://other.test:{port}/hook", content=b"x")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert sni == ["hooks.test", "other.test"]  # SNI carries the name, not the pinned address
+    assert hosts == [f"hooks.test:{port}"]
