@@ -8,6 +8,7 @@ import asyncio
 import base64
 import itertools
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import httpx
 import pytest
@@ -78,6 +79,9 @@ async def test_completed_task_posts_a_signed_webhook(
     async with running_worker(settings), running_notifier(settings):
         await wait_webhook_status(api, task_id, "delivered")
     [request] = receiver.requests
+    completed_at = (await task_json(api, task_id))["completed_at"]
+    lag = request.at - datetime.fromisoformat(str(completed_at)).timestamp()
+    print(f"\ntask completed -> webhook received: {lag * 1000:.0f} ms (poll interval 50 ms)")
     payload = Webhook(SECRET).verify(request.body, request.headers)  # raises unless the signature is right
     assert payload["type"] == "task.completed"
     assert payload["data"]["id"] == task_id and payload["data"]["result"] == {"n": 1}
