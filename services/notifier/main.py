@@ -47,6 +47,11 @@ class Notifier:
                 "streamq: invalid setting STREAMQ_WEBHOOK_SECRET: the notifier needs a secret "
                 "(whsec_ + base64 of 24-64 random bytes)"
             )
+        if s.webhook_lease_s <= s.webhook_timeout_s:
+            raise SystemExit(
+                "streamq: invalid setting STREAMQ_WEBHOOK_LEASE_S: must be greater than STREAMQ_WEBHOOK_TIMEOUT_S "
+                f"({s.webhook_lease_s:g} <= {s.webhook_timeout_s:g}), or an attempt could be sent twice at once"
+            )
         redis = await connect(s)
         client = guarded_client(self.guard, s.webhook_timeout_s)
         try:
@@ -58,7 +63,14 @@ class Notifier:
             reader = EventReader(redis, self.keys, handler, consumer=self.consumer)
             await reader.missed()
             recovered = await reader.recover_own()
-            sender = Sender(client, self.guard, deliveries, secrets=secrets, schedule=s.webhook_schedule)
+            sender = Sender(
+                client,
+                self.guard,
+                deliveries,
+                secrets=secrets,
+                schedule=s.webhook_schedule,
+                timeout_s=s.webhook_timeout_s,
+            )
             self.deliverer = deliverer = Deliverer(
                 redis,
                 self.keys,

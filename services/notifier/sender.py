@@ -3,6 +3,7 @@ the answer means (delivered, retry later, failed, gone) and record it in one scr
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -32,19 +33,24 @@ class Sender:
         *,
         secrets: Sequence[bytes],
         schedule: Sequence[float],
+        timeout_s: float = 10.0,
     ) -> None:
         self.client = client
         self.guard = guard
         self.deliveries = deliveries
         self.secrets = list(secrets)
         self.schedule = list(schedule)
+        self.timeout_s = timeout_s  # the whole attempt, however slowly the receiver answers
 
     async def post(self, claimed: Claimed) -> tuple[int | None, str, float | None, str]:
         """(status code or None, error, Retry-After seconds, start of the answer)."""
         headers = webhooks.headers(self.secrets, claimed.delivery_id, claimed.body)
         try:
             self.guard.check_static(claimed.url)
-            async with self.client.stream("POST", claimed.url, content=claimed.body, headers=headers) as response:
+            async with (
+                asyncio.timeout(self.timeout_s),
+                self.client.stream("POST", claimed.url, content=claimed.body, headers=headers) as response,
+            ):
                 snippet = b""
                 async for chunk in response.aiter_bytes():
                     snippet += chunk
@@ -57,6 +63,8 @@ class Sender:
             return None, f"{REFUSED} the SSRF guard: {error}", None, ""
         except httpx.InvalidURL as error:
             return None, f"{REFUSED} httpx: invalid URL: {error}", None, ""
+        except TimeoutError:
+            return None, f"timed out after {self.timeout_s:g} s", None, ""
         except httpx.HTTPError as error:
             return None, f"{type(error).__name__}: {error}" if str(error) else type(error).__name__, None, ""
 

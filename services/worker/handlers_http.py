@@ -9,6 +9,7 @@ URL the guard refuses fails at once.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -32,6 +33,10 @@ KEPT_HEADERS = (
 )
 
 _guard = SsrfGuard()
+
+
+class HttpTimeout(Exception):
+    """No complete answer within the payload's ``timeout_s``: the run fails and is retried."""
 
 
 class UnexpectedStatus(Exception):
@@ -69,12 +74,15 @@ async def http_request(payload: Any) -> dict[str, Any]:
         kwargs["content"] = p.body.encode()
     try:
         async with (
+            asyncio.timeout(p.timeout_s),
             guarded_client(_guard, p.timeout_s) as client,
             client.stream(p.method, p.url, **kwargs) as response,
         ):
             body, truncated = await _read(response)
     except (BlockedUrl, httpx.InvalidURL) as error:
         raise Permanent(f"URL refused: {error}") from None
+    except TimeoutError:
+        raise HttpTimeout(f"no complete answer from {p.method} {p.url} within {p.timeout_s:g} s") from None
     result = {
         "status": response.status_code,
         "headers": {k: response.headers[k] for k in KEPT_HEADERS if k in response.headers},

@@ -99,3 +99,13 @@ async def test_bad_payloads_get_422(api: httpx.AsyncClient, payload: object, loc
     assert response.status_code == 422, response.text
     errors = response.json()["detail"]
     assert any(e["loc"][: len(loc)] == loc and fragment in e["msg"] for e in errors), errors
+
+
+async def test_a_slow_answer_times_out_and_retries(settings: Settings, queue: Queue, receiver: Receiver) -> None:
+    receiver.on("/slow", Answer(200, delay_s=2))
+    payload = {"url": receiver.url("/slow"), "timeout_s": 0.3}
+    [done] = await queue.submit([TaskCreate(type="http", payload=payload, max_retries=1, retry_backoff_s=60)])
+    async with running_worker(open_settings(settings)):
+        await wait_for_status(queue, done.task.id, {"scheduled"})
+    task = await queue.get(done.task.id)
+    assert task.error == f"HttpTimeout: no complete answer from GET {receiver.url('/slow')} within 0.3 s"

@@ -295,3 +295,29 @@ async def test_events_trimmed_before_any_notifier_read_them_are_reported(redis: 
     assert await reader.missed() == 0
     await redis.xtrim(keys.events, maxlen=2, approximate=False)
     assert await reader.missed() == 3
+
+
+async def test_a_slow_receiver_times_out_and_is_retried(
+    settings: Settings, api: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    quick = settings.model_copy(update={"webhook_timeout_s": 0.5, "webhook_lease_s": 2})
+    receiver.on("/slow", Answer(200, delay_s=1.5), Answer(200))
+    task_id = await submit(api, receiver.url("/slow"))
+    async with running_worker(quick), running_notifier(quick):
+        await wait_webhook_status(api, task_id, "delivered")
+    first, second = (await api.get(f"/api/tasks/{task_id}/deliveries")).json()["deliveries"]
+    assert first["outcome"] == "retrying" and first["error"] == "timed out after 0.5 s"
+    assert 450 <= first["duration_ms"] < 1400 and second["outcome"] == "delivered"
+
+
+@pytest.mark.parametrize(
+    ("update", "fragment"),
+    [({"webhook_secret": ""}, "STREAMQ_WEBHOOK_SECRET"), ({"webhook_lease_s": 2.0}, "STREAMQ_WEBHOOK_LEASE_S")],
+)
+async def test_the_notifier_refuses_to_start_misconfigured(
+    settings: Settings, update: dict[str, object], fragment: str
+) -> None:
+    from services.notifier.main import Notifier
+
+    with pytest.raises(SystemExit, match=fragment):
+        await Notifier(settings.model_copy(update=update)).run(asyncio.Event())
