@@ -18,6 +18,9 @@ key                                         type    what it holds
 <p>:{<q>}:events                            stream  lifecycle events, capped
 <p>:{<q>}:stats                             hash    lifetime counters
 <p>:{<q>}:idem:<key>                        string  task id of an idempotency key (TTL 24 h)
+<p>:{<q>}:webhooks:due                      zset    webhook delivery ids, score = when the next attempt is due (ms)
+<p>:{<q>}:webhook:<delivery id>             hash    one webhook message: task, event, url, body, attempts, status
+<p>:{<q>}:deliveries:<task id>              list    the task's delivery attempts (JSON), newest last, capped
 <p>:types                                   set     task types any worker has advertised
 <p>:workers                                 zset    worker ids, score = last heartbeat (ms)
 <p>:worker:<id>                             hash    one worker's registration (TTL)
@@ -31,6 +34,7 @@ from dataclasses import dataclass
 from shared.models import MAX_PRIORITY, MIN_PRIORITY, PRIORITIES, TaskStatus
 
 WORKER_GROUP = "workers"
+NOTIFIER_GROUP = "notifier"  # the notifier's consumer group on the events stream
 STATUS_ORDER = (
     TaskStatus.PENDING,
     TaskStatus.SCHEDULED,
@@ -93,6 +97,16 @@ class KeySchema:
 
     def idempotency(self, key: str) -> str:
         return f"{self._q}:idem:{key}"
+
+    @property
+    def webhooks_due(self) -> str:
+        return f"{self._q}:webhooks:due"
+
+    def webhook(self, delivery_id: str) -> str:
+        return f"{self._q}:webhook:{delivery_id}"
+
+    def deliveries(self, task_id: str) -> str:
+        return f"{self._q}:deliveries:{task_id}"
 
     def common(self) -> list[str]:
         """The first 17 KEYS of every state-change script, in the order ``lua/lib.lua`` expects."""

@@ -16,7 +16,7 @@ MIN_PRIORITY = 1
 MAX_PRIORITY = 5
 DEFAULT_PRIORITY = 3
 PRIORITIES = tuple(range(MAX_PRIORITY, MIN_PRIORITY - 1, -1))  # highest first
-BUILTIN_TYPES = ("noop", "echo", "sleep", "fail")
+BUILTIN_TYPES = ("noop", "echo", "sleep", "fail", "email", "http")
 
 
 class TaskStatus(StrEnum):
@@ -147,6 +147,7 @@ class TaskPublic(BaseModel):
     error: str | None = None
     worker: str | None = None
     history: list[AttemptError] = Field(default_factory=list)
+    webhook_status: str | None = None  # pending, retrying, delivered, failed, gone (the latest message)
 
 
 class TaskPage(BaseModel):

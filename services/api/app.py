@@ -9,13 +9,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from services.api.middleware import BodyLimit, HttpMetrics
-from services.api.routes import health, stats, tasks
+from services.api.routes import deliveries, health, stats, tasks
 from services.api.types import TypeCatalog
 from shared.errors import Conflict, NotFound
 from shared.keys import KeySchema
 from shared.queue import Queue
 from shared.redis import connect
 from shared.settings import Settings
+from shared.ssrf import SsrfGuard
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -46,9 +47,11 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.guard = SsrfGuard.from_settings(settings)
     app.include_router(tasks.router)
     app.include_router(stats.router)
     app.include_router(health.router)
+    app.include_router(deliveries.router)
 
     @app.exception_handler(NotFound)
     async def not_found(_request: Request, error: NotFound) -> JSONResponse:

@@ -13,6 +13,7 @@ from services.worker.consumer import Consumer
 from services.worker.executor import Executor
 from services.worker.finisher import Finisher
 from services.worker.heartbeat import Heartbeat
+from services.worker.integrations import configure as configure_integrations
 from services.worker.janitor import Janitor
 from services.worker.registry import REGISTRY, Registry, load_modules
 from shared import lifecycle, metrics
@@ -43,6 +44,7 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
+        configure_integrations(s)  # email and http task types
         redis = await connect(s)
         try:
             queue = Queue(redis, self.keys, events_maxlen=s.events_maxlen, result_ttl_s=s.result_ttl_s)
