@@ -51,7 +51,7 @@ class Sampler(PeriodicLoop):
             self.keys.history,
             {"s": orjson.dumps(sample)},
             minid=str(now_ms - self.retention_ms),
-            approximate=True,
+            approximate=False,  # exact: each add removes at most the one or two samples that aged out
         )
 
     def build(

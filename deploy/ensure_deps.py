@@ -14,6 +14,7 @@ import sys
 
 # binary -> Debian package
 REQUIRED = {"redis-server": "redis-server", "redis-cli": "redis-tools"}
+REQUIRED["chromium"] = "chromium"  # the dashboard's browser tests (Playwright drives Debian's chromium)
 
 
 def missing() -> dict[str, str]:

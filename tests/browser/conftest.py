@@ -26,7 +26,6 @@ FLAGS = [
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
 
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if shutil.which(CHROMIUM) is None:

@@ -27,7 +27,9 @@ def test_overview_cards_and_charts_have_data(page: Page, stack: Stack) -> None:
     print(f"\noverview chart points: {points}")
     stats = stack.http.get(f"{stack.api_url}/api/stats").json()
     wait_until(lambda: stack.http.get(f"{stack.api_url}/api/stats").json()["completed"] >= 12, 15, "12 completed")
-    expect(page.get_by_test_id("count-completed")).to_have_text(str(stack.http.get(f"{stack.api_url}/api/stats").json()["completed"]))
+    expect(page.get_by_test_id("count-completed")).to_have_text(
+        str(stack.http.get(f"{stack.api_url}/api/stats").json()["completed"])
+    )
     assert stats["total"] >= 13
     expect(page.get_by_test_id("count-failed")).not_to_have_text("0")
     shot(page, "overview")
@@ -50,7 +52,9 @@ def test_create_priority_5_in_advanced_tab_completes_live(page: Page, stack: Sta
     task_id = row.get_attribute("data-task")
     assert task_id and stack.task(task_id)["priority"] == 5
     expect(row.locator("td").nth(2)).to_have_text("5")
-    expect(page.locator(f'tr[data-task="{task_id}"] .badge')).to_have_attribute("data-status", "completed", timeout=10_000)
+    expect(page.locator(f'tr[data-task="{task_id}"] .badge')).to_have_attribute(
+        "data-status", "completed", timeout=10_000
+    )
     assert page.evaluate("window.__noReload") is True  # the same page: updated live, never reloaded
     shot(page, "create-completed")
 
@@ -58,7 +62,9 @@ def test_create_priority_5_in_advanced_tab_completes_live(page: Page, stack: Sta
 def test_failed_task_shows_error_and_retry_revives_it(page: Page, stack: Stack) -> None:
     task = stack.submit(type="fail", payload="kaput", max_retries=0)
     page.goto(f"/#/task/{task['id']}")
-    expect(page.get_by_test_id("task-status").locator(".badge")).to_have_attribute("data-status", "failed", timeout=10_000)
+    expect(page.get_by_test_id("task-status").locator(".badge")).to_have_attribute(
+        "data-status", "failed", timeout=10_000
+    )
     expect(page.get_by_test_id("task-error")).to_have_text("RuntimeError: kaput")
     shot(page, "task-failed")
     page.get_by_role("button", name=f"Retry task {task['id']}").click()
