@@ -84,6 +84,7 @@ def main() -> int:
         redis_proc, url = start_private_redis()
         print(f"streamq: nothing answered at the configured Redis; started a private one at {url}")
     env["STREAMQ_REDIS_URL"] = url
+    env.setdefault("STREAMQ_API_URL", f"http://127.0.0.1:{env.get('STREAMQ_API_PORT', '8080')}")  # for the dashboard
     for i, (name, module, extra) in enumerate(SERVICES):
         if not (ROOT / module.replace(".", "/") / "__main__.py").exists():
             continue
