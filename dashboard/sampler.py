@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections import deque
 from typing import Any
 
@@ -39,6 +40,7 @@ class Sampler(PeriodicLoop):
         self.last: dict[str, dict[str, dict[float, float]]] = {}  # service -> histogram -> buckets
         self.window: dict[str, deque[dict[float, float]]] = {h: deque(maxlen=WINDOW) for h in scrape.HISTOGRAMS}
         self.latest: list[scrape.Scrape] = []
+        self.owner = uuid.uuid4().hex  # several dashboards may run: only the lock holder writes samples
 
     async def tick(self) -> None:
         stats = await self.upstream.json("GET", "/api/stats")
@@ -46,6 +48,8 @@ class Sampler(PeriodicLoop):
         scrapes = await scrape.scrape_all(self.upstream.client, ((s["id"], s["metrics_url"]) for s in services))
         self.latest = scrapes
         sample = self.build(stats, services, scrapes)
+        if not await self.is_writer():
+            return
         now_ms = int(time.time() * 1000)
         await self.redis.xadd(
             self.keys.history,
@@ -104,3 +108,22 @@ class Sampler(PeriodicLoop):
         for part in self.window[histogram]:
             scrape.add(total, part)
         return scrape.quantile(0.5, total), scrape.quantile(0.95, total)
+
+    async def is_writer(self) -> bool:
+        """Take or keep the writer lock (three intervals long). A lost race at expiry costs at most
+        one duplicate sample, so no script is needed."""
+        ttl_ms = int(self.interval_s * 3000)
+        if await self.redis.set(self.keys.history_lock, self.owner, nx=True, px=ttl_ms):
+            return True
+        if await self.redis.get(self.keys.history_lock) == self.owner:
+            await self.redis.pexpire(self.keys.history_lock, ttl_ms)
+            return True
+        return False
+
+    async def stop(self) -> None:
+        await super().stop()
+        try:
+            if await self.redis.get(self.keys.history_lock) == self.owner:
+                await self.redis.delete(self.keys.history_lock)  # a restarted dashboard samples at once
+        except Exception:  # Redis gone at shutdown: the lock expires by itself
+            log.warning("could not release the history lock; it expires by itself")

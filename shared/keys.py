@@ -24,6 +24,7 @@ key                                         type    what it holds
 <p>:services                                zset    service instance ids, score = last heartbeat (ms)
 <p>:service:<id>                            hash    one service instance's registration (TTL)
 <p>:{<q>}:history                           stream  dashboard metric samples (field ``s``, JSON), ~24 h
+<p>:{<q>}:history:lock                      string  id of the dashboard process that writes samples (TTL)
 ==========================================  ======  ===================================================
 """
 
@@ -133,3 +134,7 @@ class KeySchema:
     @property
     def history(self) -> str:
         return f"{self._q}:history"
+
+    @property
+    def history_lock(self) -> str:
+        return f"{self._q}:history:lock"

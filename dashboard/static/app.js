@@ -61,6 +61,16 @@ function toast(message) {
 const unavailable = (what) => h("p", { class: "notice", "data-testid": "unavailable" }, `${what} is not available on this server (the api answered 404).`);
 function every(ms, fn) { state.timers.push(setInterval(fn, ms)); }
 function debounce(fn, ms) { let t = null; return () => { clearTimeout(t); t = setTimeout(fn, ms); }; }
+// At most one call per `ms` while events keep coming (a debounce would wait for a quiet moment that a
+// busy queue never has): the first event schedules a call `wait` ms later; events until then join it.
+function throttle(fn, wait, ms) {
+  let due = false; let last = 0;
+  return () => {
+    if (due) return;
+    due = true;
+    setTimeout(() => { due = false; last = Date.now(); fn(); }, Math.max(wait, ms - (Date.now() - last)));
+  };
+}
 function onEvents(fn) { listeners.add(fn); state.cleanup.push(() => listeners.delete(fn)); }
 
 // ---------- live events ---------------------------------------------------------------------------
@@ -163,7 +173,7 @@ async function overview() {
   const resize = debounce(() => { for (const c of state.charts) c.setSize({ width: Math.max(260, c.root.parentNode.clientWidth), height: 200 }); }, 100);
   window.addEventListener("resize", resize);
   state.cleanup.push(() => window.removeEventListener("resize", resize));
-  const refresh = debounce(loadStats, 100);
+  const refresh = throttle(() => loadStats().catch(() => {}), 50, 500);
   onEvents(refresh);
   every(2000, () => drawCharts().catch(() => {}));
   every(5000, () => loadStats().catch(() => {}));
@@ -253,7 +263,7 @@ async function tasks() {
       h("button", { disabled: !data.next_cursor, onclick: () => { page += 1; load(); } }, "Older →"));
   }
   await load();
-  const reload = debounce(() => load().catch(() => {}), 150);
+  const reload = throttle(() => load().catch(() => {}), 50, 500);
   onEvents((batch) => {
     if (batch.some((e) => e.event === "resync" || shown.has(e.task) || (page === 0 && e.event === "created"))) reload();
   });
@@ -304,7 +314,7 @@ async function taskDetail(id) {
     loadDeliveries(t, deliveries, load);
   }
   await load();
-  const reload = debounce(() => load().catch(() => {}), 100);
+  const reload = throttle(() => load().catch(() => {}), 50, 400);
   onEvents((batch) => { if (batch.some((e) => e.task === id || e.event === "resync")) reload(); });
 }
 async function loadDeliveries(task, box, reload) {
@@ -464,7 +474,7 @@ async function dead() {
       h("button", { disabled: !data.next_cursor, onclick: () => { page += 1; load(); } }, "Older →"));
   }
   await load();
-  const reload = debounce(() => load().catch(() => {}), 150);
+  const reload = throttle(() => load().catch(() => {}), 50, 500);
   onEvents((batch) => { if (batch.some((e) => e.status === "failed" || e.event === "resync" || e.event === "deleted" || e.event === "created")) reload(); });
 }
 

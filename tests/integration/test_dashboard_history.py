@@ -70,3 +70,16 @@ def test_quantile_and_deltas() -> None:
     assert scrape.delta({0.1: 5.0, float("inf"): 7.0}, {0.1: 2.0, float("inf"): 3.0}) == {0.1: 3.0, float("inf"): 4.0}
     assert scrape.delta({0.1: 1.0}, {0.1: 4.0}) == {0.1: 1.0}  # process restarted: counts from zero
     assert scrape.delta({0.1: 1.0}, None) == {}
+
+
+async def test_only_one_dashboard_writes_samples(redis: Redis, keys: KeySchema, upstream: Upstream) -> None:
+    first = Sampler(redis, keys, upstream, interval_s=2, retention_s=3600)
+    second = Sampler(redis, keys, upstream, interval_s=2, retention_s=3600)
+    for _ in range(2):
+        await first.tick()
+        await second.tick()
+    assert await redis.xlen(keys.history) == 2  # the second one still scrapes (for its pages) but never writes
+    assert second.latest and second.latest[0].up
+    await first.stop()  # a clean stop hands the lock over at once
+    await second.tick()
+    assert await redis.xlen(keys.history) == 3
