@@ -17,7 +17,7 @@ import orjson
 from redis.asyncio import Redis
 
 from dashboard import scrape
-from dashboard.upstream import Upstream
+from dashboard.upstream import Upstream, UpstreamError
 from shared.keys import KeySchema
 from shared.loops import PeriodicLoop
 
@@ -43,8 +43,12 @@ class Sampler(PeriodicLoop):
         self.owner = uuid.uuid4().hex  # several dashboards may run: only the lock holder writes samples
 
     async def tick(self) -> None:
-        stats = await self.upstream.json("GET", "/api/stats")
-        services = await self.upstream.json("GET", "/api/services")
+        try:
+            stats = await self.upstream.json("GET", "/api/stats")
+            services = await self.upstream.json("GET", "/api/services")
+        except UpstreamError as error:  # the api is starting or down: no sample this time (a gap in the charts)
+            log.warning("no sample: %s", error)
+            return
         scrapes = await scrape.scrape_all(self.upstream.client, ((s["id"], s["metrics_url"]) for s in services))
         self.latest = scrapes
         sample = self.build(stats, services, scrapes)

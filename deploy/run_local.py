@@ -55,6 +55,7 @@ def start_private_redis() -> tuple[subprocess.Popen[bytes], str]:
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
          "--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-policy", "noeviction",
          "--logfile", str(RUN_DIR / "redis.log")],
+        start_new_session=True,  # Ctrl-C reaches the services, not Redis: it stops last, after they unregister
     )  # fmt: skip
     for _ in range(100):
         if redis_answers("127.0.0.1", port):
