@@ -363,7 +363,7 @@ async function create() {
   const tabs = h("div", { class: "tabs", role: "tablist" }, tabBtn("tab-basic", "Basic", basic, () => advanced), tabBtn("tab-advanced", "Advanced", advanced, () => basic));
   const errors = h("ul", { class: "errors", "data-testid": "create-errors" });
   const created = h("tbody");
-  const form = h("form", { class: "panel", onsubmit: async (e) => {
+  const form = h("form", { class: "panel", novalidate: true, onsubmit: async (e) => {
     e.preventDefault();
     errors.replaceChildren();
     let body;

@@ -59,6 +59,20 @@ def test_create_priority_5_in_advanced_tab_completes_live(page: Page, stack: Sta
     shot(page, "create-completed")
 
 
+def test_create_shows_each_bad_field(page: Page, stack: Stack) -> None:
+    page.goto("/#/create")
+    page.get_by_label("Type").fill("echo")
+    page.get_by_role("tab", name="Advanced").click()
+    page.get_by_label("Webhook URL").fill("ftp://example.com/hook")
+    page.get_by_label("Max retries").fill("500")
+    page.get_by_role("button", name="Create task").click()
+    errors = page.get_by_test_id("create-errors")
+    expect(errors).to_contain_text("webhook: Value error, must be an absolute http:// or https:// URL")
+    expect(errors).to_contain_text("max_retries: Input should be less than or equal to 100")
+    expect(page.locator("tr[data-task]")).to_have_count(0)  # nothing was created
+    shot(page, "create-errors")
+
+
 def test_failed_task_shows_error_and_retry_revives_it(page: Page, stack: Stack) -> None:
     task = stack.submit(type="fail", payload="kaput", max_retries=0)
     page.goto(f"/#/task/{task['id']}")
@@ -120,6 +134,9 @@ def test_pages_built_on_endpoints_not_here_say_so(page: Page, stack: Stack) -> N
     expect(page.get_by_test_id("unavailable")).to_contain_text("not available on this server")
     page.goto(f"/#/task/{task['id']}")
     expect(page.get_by_test_id("deliveries").get_by_test_id("unavailable")).to_be_visible()
+    page.get_by_label("New due time (local time)").fill("2099-01-01T09:00")
+    page.get_by_role("button", name="Reschedule").click()
+    expect(page.locator("#toast")).to_have_text("Reschedule is not available on this server")
 
 
 def test_keyboard_reaches_navigation(page: Page, stack: Stack) -> None:
