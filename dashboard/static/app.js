@@ -280,7 +280,8 @@ async function taskDetail(id) {
       body.replaceChildren(h("p", { class: "notice" }, e.status === 404 ? `No task ${id} (it may have been deleted or expired).` : e.message));
       return;
     }
-    const when = h("input", { type: "datetime-local", "aria-label": "New due time (local time)" });
+    const typed = body.querySelector("input[type=datetime-local]"); // keep what the user typed across live refreshes
+    const when = h("input", { type: "datetime-local", "aria-label": "New due time (local time)", value: typed ? typed.value : null });
     const reschedule = h("form", { class: "row", onsubmit: async (e) => {
       e.preventDefault();
       if (!when.value) return toast("Pick a time first");
