@@ -56,6 +56,7 @@ def start_private_redis() -> tuple[subprocess.Popen[bytes], str]:
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
          "--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-policy", "noeviction",
          "--logfile", str(RUN_DIR / "redis.log")],
+        start_new_session=True,  # Ctrl-C reaches the services, not Redis: it stops last, after they unregister
     )  # fmt: skip
     for _ in range(100):
         if redis_answers("127.0.0.1", port):
@@ -113,6 +114,7 @@ def main() -> int:
         print(f"streamq: nothing answered at the configured Redis; started a private one at {url}")
     env["STREAMQ_REDIS_URL"] = url
     sink = dev_defaults(env)
+    env.setdefault("STREAMQ_API_URL", f"http://127.0.0.1:{env.get('STREAMQ_API_PORT', '8080')}")  # for the dashboard
     for i, (name, module, extra) in enumerate(SERVICES):
         if not (ROOT / module.replace(".", "/") / "__main__.py").exists():
             continue

@@ -24,6 +24,10 @@ key                                         type    what it holds
 <p>:types                                   set     task types any worker has advertised
 <p>:workers                                 zset    worker ids, score = last heartbeat (ms)
 <p>:worker:<id>                             hash    one worker's registration (TTL)
+<p>:services                                zset    service instance ids, score = last heartbeat (ms)
+<p>:service:<id>                            hash    one service instance's registration (TTL)
+<p>:{<q>}:history                           stream  dashboard metric samples (field ``s``, JSON), ~24 h
+<p>:{<q>}:history:lock                      string  id of the dashboard process that writes samples (TTL)
 ==========================================  ======  ===================================================
 """
 
@@ -132,3 +136,19 @@ class KeySchema:
 
     def worker(self, worker_id: str) -> str:
         return f"{self.prefix}:worker:{worker_id}"
+
+    # --- service registry and dashboard (appended for the observability issue) --------------------
+    @property
+    def services(self) -> str:
+        return f"{self.prefix}:services"
+
+    def service(self, service_id: str) -> str:
+        return f"{self.prefix}:service:{service_id}"
+
+    @property
+    def history(self) -> str:
+        return f"{self._q}:history"
+
+    @property
+    def history_lock(self) -> str:
+        return f"{self._q}:history:lock"

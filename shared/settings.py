@@ -68,6 +68,14 @@ class Settings(BaseSettings):
     smtp_from: str = "streamq@localhost"
     smtp_tls: str = Field(default="starttls", pattern=r"^(none|starttls|implicit)$")
     smtp_timeout_s: float = Field(default=30.0, gt=0)
+    # observability and the dashboard
+    advertise_host: str | None = Field(default=None, max_length=255)  # host others use to reach this process
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = Field(default=8081, ge=0, le=65535)
+    api_url: str = Field(default="http://127.0.0.1:8080", pattern=r"^https?://")
+    prometheus_url: str | None = Field(default=None, pattern=r"^https?://")
+    history_interval_s: float = Field(default=2.0, gt=0)
+    history_retention_s: int = Field(default=24 * 3600, ge=60)
 
     @field_validator("handlers", "task_types", mode="before")
     @classmethod

@@ -7,14 +7,17 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from prometheus_client import REGISTRY
 
+from services.api.collector import QueueCollector
 from services.api.middleware import BodyLimit, HttpMetrics
-from services.api.routes import deliveries, health, stats, tasks
+from services.api.routes import deliveries, health, services, stats, tasks
 from services.api.types import TypeCatalog
 from shared.errors import Conflict, NotFound
 from shared.keys import KeySchema
 from shared.queue import Queue
 from shared.redis import connect
+from shared.registry import ServiceRegistration
 from shared.settings import Settings
 from shared.ssrf import SsrfGuard
 
@@ -35,9 +38,17 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.redis = redis
         app.state.queue = queue
         app.state.catalog = TypeCatalog(queue, settings.task_types, strict=settings.strict_types)
+        app.state.queue_metrics = collector = QueueCollector(redis, queue.keys)
+        REGISTRY.register(collector)
+        registration = ServiceRegistration.for_settings(
+            redis, settings, kind="api", metrics_host=settings.api_host, metrics_port=settings.api_port
+        )
+        registration.start()
         try:
             yield
         finally:
+            await registration.stop()
+            REGISTRY.unregister(collector)
             await redis.aclose()
 
     app = FastAPI(
@@ -52,6 +63,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(stats.router)
     app.include_router(health.router)
     app.include_router(deliveries.router)
+    app.include_router(services.router)
 
     @app.exception_handler(NotFound)
     async def not_found(_request: Request, error: NotFound) -> JSONResponse:
