@@ -14,6 +14,8 @@ import sys
 
 # binary -> Debian package
 REQUIRED = {"redis-server": "redis-server", "redis-cli": "redis-tools"}
+REQUIRED["chromium"] = "chromium"  # the dashboard's browser tests (Playwright drives Debian's chromium)
+REQUIRED["prometheus"] = "prometheus"  # the dashboard's Prometheus-backed charts test (real server)
 
 
 def missing() -> dict[str, str]:

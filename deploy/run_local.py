@@ -26,6 +26,7 @@ SERVICES = [
     ("scheduler", "services.scheduler", {}),
     ("notifier", "services.notifier", {}),
     ("dashboard", "dashboard", {}),
+    ("smtp-sink", "deploy.smtp_sink", {}),  # only when no SMTP server is configured (see dev_defaults)
 ]
 COLOURS = ["36", "32", "35", "33", "34", "31"]
 
@@ -55,6 +56,7 @@ def start_private_redis() -> tuple[subprocess.Popen[bytes], str]:
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
          "--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-policy", "noeviction",
          "--logfile", str(RUN_DIR / "redis.log")],
+        start_new_session=True,  # Ctrl-C reaches the services, not Redis: it stops last, after they unregister
     )  # fmt: skip
     for _ in range(100):
         if redis_answers("127.0.0.1", port):
@@ -63,6 +65,33 @@ def start_private_redis() -> tuple[subprocess.Popen[bytes], str]:
     else:
         sys.exit("streamq: the private redis-server did not start; see .run/redis.log")
     return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def configured(name: str) -> bool:
+    """Set in the environment or in .env (where the services also read settings)."""
+    dotenv = ROOT / ".env"
+    in_file = dotenv.exists() and any(line.strip().startswith(f"{name}=") for line in dotenv.read_text().splitlines())
+    return name in os.environ or in_file
+
+
+def dev_defaults(env: dict[str, str]) -> bool:
+    """Development defaults for the notifier and the email task type; True when the SMTP sink runs.
+    Without STREAMQ_SMTP_HOST, mail goes to a local sink that prints it; without
+    STREAMQ_WEBHOOK_SECRET, a secret is generated once into .run/webhook_secret."""
+    if not configured("STREAMQ_WEBHOOK_SECRET"):
+        secret_file = RUN_DIR / "webhook_secret"
+        if not secret_file.exists():
+            import base64
+
+            RUN_DIR.mkdir(parents=True, exist_ok=True)
+            secret_file.write_text("whsec_" + base64.b64encode(os.urandom(32)).decode())
+        env["STREAMQ_WEBHOOK_SECRET"] = secret_file.read_text().strip()
+        print(f"streamq: webhooks are signed with the development secret in {secret_file}")
+    if configured("STREAMQ_SMTP_HOST"):
+        return False
+    env.update(STREAMQ_SMTP_HOST="127.0.0.1", STREAMQ_SMTP_PORT=str(free_port()), STREAMQ_SMTP_TLS="none")
+    print(f"streamq: email tasks go to the development SMTP sink on 127.0.0.1:{env['STREAMQ_SMTP_PORT']}")
+    return True
 
 
 def pump(name: str, colour: str, stream: object) -> None:
@@ -84,8 +113,12 @@ def main() -> int:
         redis_proc, url = start_private_redis()
         print(f"streamq: nothing answered at the configured Redis; started a private one at {url}")
     env["STREAMQ_REDIS_URL"] = url
+    sink = dev_defaults(env)
+    env.setdefault("STREAMQ_API_URL", f"http://127.0.0.1:{env.get('STREAMQ_API_PORT', '8080')}")  # for the dashboard
     for i, (name, module, extra) in enumerate(SERVICES):
         if not (ROOT / module.replace(".", "/") / "__main__.py").exists():
+            continue
+        if module == "deploy.smtp_sink" and not sink:
             continue
         proc = subprocess.Popen(
             [sys.executable, "-m", module], cwd=ROOT, env={**env, **extra},

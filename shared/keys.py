@@ -18,10 +18,17 @@ key                                         type    what it holds
 <p>:{<q>}:events                            stream  lifecycle events, capped
 <p>:{<q>}:stats                             hash    lifetime counters
 <p>:{<q>}:idem:<key>                        string  task id of an idempotency key (TTL 24 h)
+<p>:{<q>}:webhooks:due                      zset    webhook delivery ids, score = when the next attempt is due (ms)
+<p>:{<q>}:webhook:<delivery id>             hash    one webhook message: task, event, url, body, attempts, status
+<p>:{<q>}:deliveries:<task id>              list    the task's delivery attempts (JSON), newest last, capped
 <p>:types                                   set     task types any worker has advertised
 <p>:workers                                 zset    worker ids, score = last heartbeat (ms)
 <p>:worker:<id>                             hash    one worker's registration (TTL)
 <p>:ratelimit:<client>                      hash    token bucket of an api key or address (TTL)
+<p>:services                                zset    service instance ids, score = last heartbeat (ms)
+<p>:service:<id>                            hash    one service instance's registration (TTL)
+<p>:{<q>}:history                           stream  dashboard metric samples (field ``s``, JSON), ~24 h
+<p>:{<q>}:history:lock                      string  id of the dashboard process that writes samples (TTL)
 ==========================================  ======  ===================================================
 """
 
@@ -32,6 +39,7 @@ from dataclasses import dataclass
 from shared.models import MAX_PRIORITY, MIN_PRIORITY, PRIORITIES, TaskStatus
 
 WORKER_GROUP = "workers"
+NOTIFIER_GROUP = "notifier"  # the notifier's consumer group on the events stream
 STATUS_ORDER = (
     TaskStatus.PENDING,
     TaskStatus.SCHEDULED,
@@ -95,6 +103,16 @@ class KeySchema:
     def idempotency(self, key: str) -> str:
         return f"{self._q}:idem:{key}"
 
+    @property
+    def webhooks_due(self) -> str:
+        return f"{self._q}:webhooks:due"
+
+    def webhook(self, delivery_id: str) -> str:
+        return f"{self._q}:webhook:{delivery_id}"
+
+    def deliveries(self, task_id: str) -> str:
+        return f"{self._q}:deliveries:{task_id}"
+
     def common(self) -> list[str]:
         """The first 17 KEYS of every state-change script, in the order ``lua/lib.lua`` expects."""
         return [
@@ -123,6 +141,22 @@ class KeySchema:
     def rate_limit(self, client: str) -> str:
         """Token bucket of one api key (or client address), shared by every api replica."""
         return f"{self.prefix}:ratelimit:{client}"
+
+    # --- service registry and dashboard (appended for the observability issue) --------------------
+    @property
+    def services(self) -> str:
+        return f"{self.prefix}:services"
+
+    def service(self, service_id: str) -> str:
+        return f"{self.prefix}:service:{service_id}"
+
+    @property
+    def history(self) -> str:
+        return f"{self._q}:history"
+
+    @property
+    def history_lock(self) -> str:
+        return f"{self._q}:history:lock"
 
 
 if __name__ == "__main__":  # `python -m shared.keys new NAME --scopes ...` (API keys; see shared/auth.py)

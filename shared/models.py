@@ -17,7 +17,7 @@ MIN_PRIORITY = 1
 MAX_PRIORITY = 5
 DEFAULT_PRIORITY = 3
 PRIORITIES = tuple(range(MAX_PRIORITY, MIN_PRIORITY - 1, -1))  # highest first
-BUILTIN_TYPES = ("noop", "echo", "sleep", "fail")
+BUILTIN_TYPES = ("noop", "echo", "sleep", "fail", "email", "http")
 
 
 class TaskStatus(StrEnum):
@@ -92,6 +92,7 @@ def _json_number(value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError("must be a JSON number")
     return value
+
 
 TaskType = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 
@@ -185,6 +186,7 @@ class TaskPublic(BaseModel):
     error: str | None = None
     worker: str | None = None
     history: list[AttemptError] = Field(default_factory=list)
+    webhook_status: str | None = None  # pending, retrying, delivered, failed, gone (the latest message)
 
 
 class TaskPage(BaseModel):

@@ -104,6 +104,7 @@ def decode_task(raw: dict[str, str]) -> TaskPublic:
         error=raw.get("error") or None,
         worker=raw.get("worker") or None,
         history=history,
+        webhook_status=raw.get("webhook_status") or None,
     )
 
 

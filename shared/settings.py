@@ -13,6 +13,9 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CommaList = Annotated[list[str], NoDecode]
+CommaFloats = Annotated[list[float], NoDecode]
+# Svix's schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (seconds)
+DEFAULT_WEBHOOK_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 
 
 class Settings(BaseSettings):
@@ -65,11 +68,67 @@ class Settings(BaseSettings):
         parse_rate_limit(value)
         return value
 
+    # --- webhooks and the notifier (README: Webhooks and email) ---
+    webhook_secret: str = ""  # "whsec_<base64>", several space-separated for rotation
+    webhook_schedule: CommaFloats = Field(default_factory=lambda: list(DEFAULT_WEBHOOK_SCHEDULE))
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    webhook_lease_s: float = Field(default=30.0, gt=0)
+    webhook_concurrency: int = Field(default=16, ge=1, le=1000)
+    webhook_poll_s: float = Field(default=0.25, gt=0)
+    webhook_allowed_hosts: CommaList = Field(default_factory=list)
+    allow_private_networks: bool = False
+    notifier_claim_idle_s: float = Field(default=60.0, gt=0)
+    # --- the email task type ---
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_from: str = "streamq@localhost"
+    smtp_tls: str = Field(default="starttls", pattern=r"^(none|starttls|implicit)$")
+    smtp_timeout_s: float = Field(default=30.0, gt=0)
+    # observability and the dashboard
+    advertise_host: str | None = Field(default=None, max_length=255)  # host others use to reach this process
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = Field(default=8081, ge=0, le=65535)
+    api_url: str = Field(default="http://127.0.0.1:8080", pattern=r"^https?://")
+    prometheus_url: str | None = Field(default=None, pattern=r"^https?://")
+    history_interval_s: float = Field(default=2.0, gt=0)
+    history_retention_s: int = Field(default=24 * 3600, ge=60)
+
     @field_validator("handlers", "task_types", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("webhook_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip().lower().rstrip(".") for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("webhook_schedule", mode="before")
+    @classmethod
+    def _split_schedule(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("webhook_schedule")
+    @classmethod
+    def _check_schedule(cls, value: list[float]) -> list[float]:
+        if not value or any(v < 0 for v in value):
+            raise ValueError("must be a comma-separated list of delays in seconds (>= 0), e.g. 0,5,300")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_secret(cls, value: str) -> str:
+        from shared.webhooks import parse_secrets
+
+        parse_secrets(value)  # raises ValueError naming the problem
         return value
 
     @field_validator("redis_url")

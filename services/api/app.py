@@ -7,9 +7,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from prometheus_client import REGISTRY
 
+from services.api.collector import QueueCollector
 from services.api.middleware import BodyLimit, HttpMetrics
-from services.api.routes import health, stats, tasks
+from services.api.routes import deliveries, health, services, stats, tasks
 from services.api.security import Guard, RateLimited, RateLimiter
 from services.api.types import TypeCatalog
 from shared.auth import parse_keys
@@ -17,7 +19,9 @@ from shared.errors import Conflict, NotFound
 from shared.keys import KeySchema
 from shared.queue import Queue
 from shared.redis import connect
+from shared.registry import ServiceRegistration
 from shared.settings import Settings, parse_rate_limit
+from shared.ssrf import SsrfGuard
 
 MAX_BODY_BYTES = 1024 * 1024
 ERROR = {"content": {"application/json": {"example": {"detail": "what went wrong"}}}}
@@ -48,9 +52,17 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.catalog = TypeCatalog(queue, settings.task_types, strict=settings.strict_types)
         limit = parse_rate_limit(settings.rate_limit)
         app.state.limiter = RateLimiter(queue.scripts, queue.keys, *limit) if limit else None
+        app.state.queue_metrics = collector = QueueCollector(redis, queue.keys)
+        REGISTRY.register(collector)
+        registration = ServiceRegistration.for_settings(
+            redis, settings, kind="api", metrics_host=settings.api_host, metrics_port=settings.api_port
+        )
+        registration.start()
         try:
             yield
         finally:
+            await registration.stop()
+            REGISTRY.unregister(collector)
             await redis.aclose()
 
     app = FastAPI(
@@ -61,9 +73,9 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.limiter = None
-    app.include_router(tasks.router, responses=COMMON_RESPONSES)
-    app.include_router(stats.router, responses=COMMON_RESPONSES)
-    app.include_router(health.router, responses=COMMON_RESPONSES)
+    app.state.guard = SsrfGuard.from_settings(settings)
+    for router in (tasks.router, stats.router, health.router, deliveries.router, services.router):
+        app.include_router(router, responses=COMMON_RESPONSES)
 
     @app.exception_handler(NotFound)
     async def not_found(_request: Request, error: NotFound) -> JSONResponse:

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from services.api.types import TypeCatalog
 from shared.queue import Queue
 from shared.settings import Settings
+from shared.ssrf import SsrfGuard
 
 
 def get_settings(request: Request) -> Settings:
@@ -28,7 +29,12 @@ def get_catalog(request: Request) -> TypeCatalog:
     return request.app.state.catalog  # type: ignore[no-any-return]
 
 
+def get_guard(request: Request) -> SsrfGuard:
+    return request.app.state.guard  # type: ignore[no-any-return]
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 QueueDep = Annotated[Queue, Depends(get_queue)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
 CatalogDep = Annotated[TypeCatalog, Depends(get_catalog)]
+GuardDep = Annotated[SsrfGuard, Depends(get_guard)]

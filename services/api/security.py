@@ -8,7 +8,6 @@ client address without a key (429 + Retry-After) -> 401 without a valid key when
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import orjson

@@ -13,6 +13,7 @@ from services.worker.consumer import Consumer
 from services.worker.executor import Executor
 from services.worker.finisher import Finisher
 from services.worker.heartbeat import Heartbeat
+from services.worker.integrations import configure as configure_integrations
 from services.worker.janitor import Janitor
 from services.worker.registry import REGISTRY, Registry, load_modules
 from shared import lifecycle, metrics
@@ -21,6 +22,7 @@ from shared.logging import setup_logging
 from shared.loops import PeriodicLoop
 from shared.queue import Queue
 from shared.redis import connect
+from shared.registry import ServiceRegistration
 from shared.settings import Settings, load_settings
 from shared.streams import ensure_group
 
@@ -34,15 +36,23 @@ def new_worker_id() -> str:
 class Worker:
     """One worker process's parts; :meth:`run` until ``stop`` is set, then drain."""
 
-    def __init__(self, settings: Settings, registry: Registry = REGISTRY, worker_id: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry = REGISTRY,
+        worker_id: str | None = None,
+        metrics_port: int = 0,
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.worker_id = worker_id or new_worker_id()
         self.keys = KeySchema(settings.key_prefix, settings.queue)
         self.ready = asyncio.Event()  # set once registered and consuming
+        self.metrics_port = metrics_port  # where metrics.serve() bound /metrics (for the service registry)
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
+        configure_integrations(s)  # email and http task types
         redis = await connect(s)
         try:
             queue = Queue(redis, self.keys, events_maxlen=s.events_maxlen, result_ttl_s=s.result_ttl_s)
@@ -83,6 +93,20 @@ class Worker:
             )
             await heartbeat.register()
             loops: list[PeriodicLoop] = [heartbeat, Janitor(queue)]
+            loops.append(
+                ServiceRegistration.for_settings(
+                    redis,
+                    s,
+                    kind="worker",
+                    metrics_port=self.metrics_port,
+                    service_id=self.worker_id,
+                    info=lambda: {
+                        "concurrency": s.worker_concurrency,
+                        "in_flight": len(consumer.running),
+                        "processed": consumer.processed,
+                    },
+                )
+            )
             for loop in loops:
                 loop.start()
             log.info(
@@ -108,5 +132,5 @@ def main() -> None:
     settings = load_settings()
     setup_logging("worker", settings.log_level, settings.log_format)
     load_modules(settings.handlers)
-    metrics.serve(settings.metrics_host, settings.metrics_port)
-    lifecycle.run(Worker(settings).run)
+    port = metrics.serve(settings.metrics_host, settings.metrics_port)
+    lifecycle.run(Worker(settings, metrics_port=port).run)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from redis.exceptions import RedisError
@@ -37,5 +37,6 @@ async def ready(redis: RedisDep) -> JSONResponse:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def prometheus_metrics() -> Response:
+async def prometheus_metrics(request: Request) -> Response:
+    await request.app.state.queue_metrics.refresh()  # queue depth and scheduled count, read now
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 
-from services.api.deps import CatalogDep, QueueDep
+from services.api.deps import CatalogDep, GuardDep, QueueDep
 from services.api.security import caller_id
 from shared import metrics
 from shared.models import (
@@ -20,6 +20,7 @@ from shared.models import (
     TaskPublic,
     TaskStatus,
 )
+from shared.payloads import check_tasks
 from shared.queue import Submitted
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"])
@@ -44,6 +45,13 @@ async def _check_types(catalog: CatalogDep, tasks: list[TaskCreate], *, batch: b
     raise RequestValidationError(errors)
 
 
+async def _check_payloads(guard: GuardDep, tasks: list[TaskCreate], *, batch: bool) -> None:
+    """422 for a bad email/http payload or a webhook URL the SSRF guard refuses (nothing is written)."""
+    errors = await check_tasks(tasks, guard, batch=batch)
+    if errors:
+        raise RequestValidationError(errors)
+
+
 def _count(queue: str, done: list[Submitted]) -> None:
     for s in done:
         if not s.duplicate:
@@ -59,6 +67,7 @@ async def submit_task(
     task: TaskCreate,
     queue: QueueDep,
     catalog: CatalogDep,
+    guard: GuardDep,
     response: Response,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> TaskPublic:
@@ -67,6 +76,7 @@ async def submit_task(
     if idempotency_key and task.idempotency_key is None:
         task = task.model_copy(update={"idempotency_key": idempotency_key})
     await _check_types(catalog, [task], batch=False)
+    await _check_payloads(guard, [task], batch=False)
     [done] = await queue.submit([task])
     _count(queue.keys.queue, [done])
     if done.duplicate:
@@ -75,13 +85,16 @@ async def submit_task(
 
 
 @router.post("/batch", status_code=status.HTTP_201_CREATED)
-async def submit_batch(batch: TaskBatchCreate, queue: QueueDep, catalog: CatalogDep, request: Request) -> BatchResult:
+async def submit_batch(
+    batch: TaskBatchCreate, queue: QueueDep, catalog: CatalogDep, guard: GuardDep, request: Request
+) -> BatchResult:
     """Create up to 1,000 tasks in one request and one Redis round trip; all or none are written.
     Under a rate limit each task counts (the request itself already took one token)."""
     limiter = request.app.state.limiter
     if limiter is not None and len(batch.tasks) > 1:
         await limiter.take(caller_id(request.scope), len(batch.tasks) - 1)
     await _check_types(catalog, batch.tasks, batch=True)
+    await _check_payloads(guard, batch.tasks, batch=True)
     done = await queue.submit(batch.tasks)
     _count(queue.keys.queue, done)
     duplicates = sum(1 for d in done if d.duplicate)

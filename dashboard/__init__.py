@@ -1,0 +1,1 @@
+"""The streamq web dashboard: ``python -m dashboard``."""

@@ -1,0 +1,152 @@
+"""The dashboard's web app: static pages, a same-origin pass-through to the api, live events (SSE),
+chart history, and the services with what their ``/metrics`` said at the last sample."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Annotated, Any
+
+import orjson
+from fastapi import FastAPI, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from dashboard import history
+from dashboard.events import Broadcaster
+from dashboard.sampler import Sampler
+from dashboard.upstream import Upstream, UpstreamError
+from shared.keys import KeySchema
+from shared.loops import PeriodicLoop
+from shared.redis import connect
+from shared.registry import ServiceRegistration
+from shared.settings import Settings
+
+STATIC = resources.files("dashboard") / "static"
+PASS_HEADERS = ("content-type", "idempotency-key")
+KEEPALIVE_S = 15.0
+
+
+def create_app(settings: Settings) -> FastAPI:
+    keys = KeySchema(settings.key_prefix, settings.queue)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = await connect(settings)
+        upstream = Upstream(settings.api_url)
+        broadcaster = Broadcaster(redis, keys)
+        sampler = Sampler(
+            redis, keys, upstream, interval_s=settings.history_interval_s, retention_s=settings.history_retention_s
+        )
+        loops: list[PeriodicLoop] = [broadcaster]
+        if settings.prometheus_url is None:
+            loops.append(sampler)
+        loops.append(
+            ServiceRegistration.for_settings(
+                redis, settings, kind="dashboard", metrics_host=settings.dashboard_host,
+                metrics_port=app.state.port or settings.dashboard_port,
+            )
+        )  # fmt: skip
+        app.state.redis, app.state.upstream = redis, upstream
+        app.state.broadcaster, app.state.sampler = broadcaster, sampler
+        for loop in loops:
+            loop.start()
+        try:
+            yield
+        finally:
+            for loop in reversed(loops):
+                await loop.stop()
+            await upstream.aclose()
+            await redis.aclose()
+
+    app = FastAPI(title="streamq dashboard", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.settings = settings
+    app.state.port = None  # set by main() when the port is picked at start
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(str(STATIC / "index.html"), headers={"cache-control": "no-cache"})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/dash/config")
+    async def config() -> dict[str, Any]:
+        return {
+            "queue": settings.queue,
+            "history": "prometheus" if settings.prometheus_url else "redis",
+            "interval_s": settings.history_interval_s,
+        }
+
+    @app.get("/dash/history")
+    async def chart_history(
+        request: Request, range_s: Annotated[int, Query(ge=60, le=24 * 3600)] = 900
+    ) -> dict[str, Any]:
+        """Chart series over the last ``range_s`` seconds (at most 600 points)."""
+        if settings.prometheus_url:
+            return await history.from_prometheus(request.app.state.upstream.client, settings.prometheus_url, range_s)
+        return await history.from_redis(request.app.state.redis, keys, range_s, settings.history_interval_s)
+
+    @app.get("/dash/services")
+    async def services(request: Request) -> list[dict[str, Any]]:
+        """Every live process (from the api's registry) with whether its ``/metrics`` answered at the
+        last sample and the tasks it had in progress then."""
+        listed: list[dict[str, Any]] = await request.app.state.upstream.json("GET", "/api/services")
+        scraped = {s.service_id: s for s in request.app.state.sampler.latest}
+        for service in listed:
+            result = scraped.get(service["id"])
+            service["metrics_up"] = None if result is None else result.up
+            service["metrics_error"] = None if result is None else result.error
+            service["in_progress"] = (
+                None if result is None or not result.up else result.total("streamq_tasks_in_progress")
+            )
+        return listed
+
+    @app.get("/dash/events")
+    async def events(request: Request) -> StreamingResponse:
+        """Server-sent events: each message is a JSON list of lifecycle events (event, task, status)."""
+        broadcaster: Broadcaster = request.app.state.broadcaster
+        queue = broadcaster.subscribe()
+
+        async def stream() -> AsyncIterator[bytes]:
+            try:
+                yield b"retry: 1000\nevent: hello\ndata: {}\n\n"
+                while True:
+                    try:
+                        batch = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                    except TimeoutError:
+                        yield b": keep-alive\n\n"
+                        continue
+                    if batch is None:
+                        return
+                    yield b"data: " + orjson.dumps(batch) + b"\n\n"
+            finally:
+                broadcaster.unsubscribe(queue)
+
+        headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+        return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+    @app.api_route("/api/{path:path}", methods=["GET", "POST", "DELETE"], include_in_schema=False)
+    async def pass_through(path: str, request: Request) -> Response:
+        """The api's REST endpoints under the dashboard's own origin (no CORS, one URL for the browser)."""
+        headers = {k: v for k, v in request.headers.items() if k.lower() in PASS_HEADERS}
+        try:
+            upstream = await request.app.state.upstream.request(
+                request.method, f"/api/{path}", params=request.query_params.multi_items(),
+                content=await request.body(), headers=headers,
+            )  # fmt: skip
+        except UpstreamError as error:
+            return JSONResponse({"detail": str(error)}, status_code=502)
+        media = upstream.headers.get("content-type")
+        return Response(upstream.content, status_code=upstream.status_code, media_type=media)
+
+    @app.exception_handler(UpstreamError)
+    async def upstream_down(_request: Request, error: UpstreamError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=502)
+
+    return app

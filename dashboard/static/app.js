@@ -1,0 +1,483 @@
+/* streamq dashboard: plain JavaScript, no build step. Hash routes; live updates over SSE. */
+"use strict";
+
+const STATUSES = ["pending", "scheduled", "processing", "completed", "failed", "cancelled"];
+const MARK = { pending: "…", scheduled: "◷", processing: "▶", completed: "✓", failed: "✗", cancelled: "⊘" };
+const RANGES = [[300, "5 min"], [900, "15 min"], [3600, "1 h"], [21600, "6 h"], [86400, "24 h"]];
+const main = document.getElementById("main");
+const state = { view: null, timers: [], charts: [], range: 300 };
+const listeners = new Set(); // functions called with each batch of lifecycle events
+
+// ---------- helpers -------------------------------------------------------------------------------
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "text") el.textContent = v;
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) if (c !== null && c !== undefined) el.append(c instanceof Node ? c : String(c));
+  return el;
+}
+const fmtTime = (iso) => (iso ? new Date(iso).toLocaleString() : "—");
+const fmtJson = (v) => (v === null || v === undefined ? "—" : JSON.stringify(v, null, 2));
+function fmtSecs(s) {
+  if (s === null || s === undefined) return "—";
+  if (s < 1) return `${(s * 1000).toFixed(s < 0.01 ? 2 : 0)} ms`;
+  if (s < 120) return `${s.toFixed(1)} s`;
+  if (s < 7200) return `${Math.floor(s / 60)} min`;
+  if (s < 172800) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+  return `${Math.floor(s / 86400)} d`;
+}
+const axisSecs = (v) => (v === 0 ? "0" : v < 1 ? `${+(v * 1000).toFixed(1)} ms` : `${+v.toFixed(2)} s`);
+const axisNum = (v) => String(+v.toFixed(2));
+const badge = (status) => h("span", { class: `badge ${status}`, "data-status": status }, `${MARK[status] || ""} ${status}`);
+
+class HttpError extends Error {
+  constructor(status, body) { super(describe(body) || `HTTP ${status}`); this.status = status; this.body = body; }
+}
+function describe(body) {
+  if (!body) return "";
+  if (typeof body.detail === "string") return body.detail;
+  if (Array.isArray(body.detail)) return body.detail.map((e) => `${(e.loc || []).filter((p) => p !== "body").join(".")}: ${e.msg}`).join("; ");
+  return "";
+}
+async function api(method, path, body) {
+  const init = { method, headers: {} };
+  if (body !== undefined) { init.body = JSON.stringify(body); init.headers["content-type"] = "application/json"; }
+  const res = await fetch(path, init);
+  const text = await res.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { data = { detail: text }; }
+  if (!res.ok) throw new HttpError(res.status, data);
+  return data;
+}
+function toast(message) {
+  const el = document.getElementById("toast");
+  el.textContent = message; el.hidden = false;
+  clearTimeout(toast.timer); toast.timer = setTimeout(() => { el.hidden = true; }, 4000);
+}
+const unavailable = (what) => h("p", { class: "notice", "data-testid": "unavailable" }, `${what} is not available on this server (the api answered 404).`);
+function every(ms, fn) { state.timers.push(setInterval(fn, ms)); }
+function debounce(fn, ms) { let t = null; return () => { clearTimeout(t); t = setTimeout(fn, ms); }; }
+// At most one call per `ms` while events keep coming (a debounce would wait for a quiet moment that a
+// busy queue never has): the first event schedules a call `wait` ms later; events until then join it.
+function throttle(fn, wait, ms) {
+  let due = false; let last = 0;
+  return () => {
+    if (due) return;
+    due = true;
+    setTimeout(() => { due = false; last = Date.now(); fn(); }, Math.max(wait, ms - (Date.now() - last)));
+  };
+}
+function onEvents(fn) { listeners.add(fn); state.cleanup.push(() => listeners.delete(fn)); }
+
+// ---------- live events ---------------------------------------------------------------------------
+const live = document.getElementById("live");
+let source = null;
+let pollTimer = null;
+function connect() {
+  source = new EventSource("/dash/events");
+  source.addEventListener("hello", () => setLive(true));
+  source.onmessage = (e) => { const batch = JSON.parse(e.data); for (const fn of [...listeners]) fn(batch); };
+  source.onerror = () => setLive(false);
+}
+function setLive(ok) {
+  live.dataset.state = ok ? "live" : "polling";
+  live.textContent = ok ? "live" : "polling";
+  if (ok && pollTimer) { clearInterval(pollTimer); pollTimer = null; }
+  if (!ok && !pollTimer) pollTimer = setInterval(() => { for (const fn of [...listeners]) fn([{ event: "resync" }]); }, 3000);
+}
+
+// ---------- router --------------------------------------------------------------------------------
+const routes = { overview: overview, tasks: tasks, task: taskDetail, create: create, workers: workers, schedules: schedules, dead: dead };
+function route() {
+  for (const t of state.timers) clearInterval(t);
+  for (const fn of state.cleanup || []) fn();
+  for (const c of state.charts) c.destroy();
+  state.timers = []; state.cleanup = []; state.charts = [];
+  const [name, ...rest] = location.hash.replace(/^#\/?/, "").split("?")[0].split("/");
+  const view = routes[name] ? name : "overview";
+  document.querySelectorAll("nav a").forEach((a) => {
+    if (a.dataset.route === (view === "task" ? "tasks" : view)) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  });
+  main.replaceChildren();
+  state.view = view;
+  Promise.resolve(routes[view](...rest.map(decodeURIComponent))).catch((e) => main.append(h("p", { class: "notice" }, `Could not load: ${e.message}`)));
+}
+window.addEventListener("hashchange", () => { route(); main.focus({ preventScroll: true }); });
+
+// ---------- Overview ------------------------------------------------------------------------------
+async function overview() {
+  main.append(h("h1", {}, "Overview"));
+  const cards = h("div", { class: "cards", "data-testid": "cards" });
+  const labels = [...STATUSES, "dead_letter", "total"];
+  const numbers = {};
+  for (const k of labels) {
+    numbers[k] = h("div", { class: "n", "data-testid": `count-${k}` }, "…");
+    const link = STATUSES.includes(k) ? `#/tasks?status=${k}` : k === "dead_letter" ? "#/dead" : "#/tasks";
+    cards.append(h("a", { class: `card ${k}`, href: link, style: "text-decoration:none;color:inherit" }, numbers[k], h("div", { class: "l" }, `${MARK[k] || ""} ${k.replace("_", " ")}`)));
+  }
+  const picker = h("select", { "aria-label": "Chart range", onchange: (e) => { state.range = Number(e.target.value); drawCharts(); } },
+    RANGES.map(([s, label]) => h("option", { value: s, selected: s === state.range }, label)));
+  const source = h("span", { class: "muted" });
+  const charts = h("div", { class: "charts" });
+  main.append(cards, h("div", { class: "row", style: "margin-top:14px" }, h("label", {}, "Range", picker), source), charts);
+
+  async function loadStats() {
+    const s = await api("GET", "/api/stats");
+    for (const k of labels) numbers[k].textContent = s[k];
+  }
+  const specs = [
+    { id: "throughput", title: "Throughput (tasks/s)", series: [["completed_rate", "completed", "#1f7a3a"], ["failed_rate", "failed", "#b3261e"]], fmt: (v) => v.toFixed(2), axis: axisNum },
+    { id: "depth", title: "Queue depth by priority", series: [5, 4, 3, 2, 1].map((p, i) => [`depth.${p}`, `priority ${p}`, ["#b3261e", "#d9822b", "#2454c5", "#1f7a3a", "#5b6675"][i]]), fmt: (v) => v.toFixed(0), axis: (v) => (Number.isInteger(v) ? String(v) : ""), integer: true },
+    { id: "wait", title: "Wait time (due → start)", series: [["wait_p50", "p50", "#2454c5"], ["wait_p95", "p95", "#d9822b"]], fmt: (v) => fmtSecs(v), axis: axisSecs },
+    { id: "run", title: "Run time", series: [["run_p50", "p50", "#1f7a3a"], ["run_p95", "p95", "#b3261e"]], fmt: (v) => fmtSecs(v), axis: axisSecs },
+  ];
+  const boxes = {};
+  for (const spec of specs) {
+    boxes[spec.id] = h("div", { "data-testid": `chart-${spec.id}` });
+    charts.append(h("section", { class: "chart", "aria-label": spec.title }, h("h2", {}, spec.title), boxes[spec.id]));
+  }
+  const pick = (p, key) => { const [a, b] = key.split("."); const v = b ? (p[a] || {})[b] : p[a]; return v === undefined || v === null ? null : Number(v); };
+  async function drawCharts() {
+    const hist = await api("GET", `/dash/history?range_s=${state.range}`);
+    source.textContent = `history from ${hist.source === "prometheus" ? "Prometheus" : "the dashboard's samples in Redis"}, ${hist.points.length} points`;
+    for (const c of state.charts) c.destroy();
+    state.charts = [];
+    const now = Date.now() / 1000;
+    for (const spec of specs) {
+      const box = boxes[spec.id];
+      box.replaceChildren();
+      const xs = hist.points.map((p) => p.t / 1000);
+      const data = [xs, ...spec.series.map(([key]) => hist.points.map((p) => pick(p, key)))];
+      const points = data.slice(1).reduce((n, s) => n + s.filter((v) => v !== null).length, 0);
+      box.dataset.points = String(points);
+      if (!points) { box.append(h("p", { class: "empty" }, "No data yet: samples arrive every 2 s while the stack runs.")); continue; }
+      const width = Math.max(260, box.clientWidth || 260);
+      const chart = new uPlot({
+        width, height: 200,
+        series: [{}, ...spec.series.map(([, label, stroke]) => ({ label, stroke, width: 2, spanGaps: false, value: (u, v) => (v === null ? "—" : spec.fmt(v)) }))],
+        axes: [{}, { size: 64, values: (u, vals) => vals.map((v) => spec.axis(v)) }],
+        scales: {
+          x: { time: true, range: () => [now - state.range, now] },
+          y: { range: (u, min, max) => [0, max > 0 ? (spec.integer ? Math.max(4, Math.ceil(max * 1.2)) : max * 1.15) : 1] },
+        },
+      }, data, box);
+      state.charts.push(chart);
+    }
+  }
+  await Promise.all([loadStats(), drawCharts()]);
+  const resize = debounce(() => { for (const c of state.charts) c.setSize({ width: Math.max(260, c.root.parentNode.clientWidth), height: 200 }); }, 100);
+  window.addEventListener("resize", resize);
+  state.cleanup.push(() => window.removeEventListener("resize", resize));
+  const refresh = throttle(() => loadStats().catch(() => {}), 50, 500);
+  onEvents(refresh);
+  every(2000, () => drawCharts().catch(() => {}));
+  every(5000, () => loadStats().catch(() => {}));
+}
+
+// ---------- Tasks ---------------------------------------------------------------------------------
+function queryOf() {
+  const q = location.hash.split("?")[1] || "";
+  return Object.fromEntries(new URLSearchParams(q));
+}
+function actionButtons(task, after) {
+  const act = (label, method, path, cls, confirmText) => h("button", {
+    class: cls, "data-action": label.toLowerCase(), "aria-label": `${label} task ${task.id}`,
+    onclick: async (e) => {
+      if (confirmText && !confirm(confirmText)) return;
+      e.target.disabled = true;
+      try { await api(method, path); toast(`${label}: ${task.id}`); } catch (err) { toast(`${label} failed: ${err.message}`); }
+      finally { e.target.disabled = false; after(); }
+    },
+  }, label);
+  const out = [];
+  if (task.status === "failed" || task.status === "cancelled") out.push(act("Retry", "POST", `/api/tasks/${task.id}/retry`, "primary"));
+  if (task.status === "pending" || task.status === "scheduled") out.push(act("Cancel", "POST", `/api/tasks/${task.id}/cancel`, ""));
+  if (["completed", "failed", "cancelled"].includes(task.status)) out.push(act("Delete", "DELETE", `/api/tasks/${task.id}`, "danger", `Delete task ${task.id}?`));
+  return h("div", { class: "actions" }, out);
+}
+function taskRow(task, reload, { showError = true } = {}) {
+  return h("tr", { "data-task": task.id },
+    h("td", { class: "mono" }, h("a", { href: `#/task/${task.id}` }, task.id)),
+    h("td", {}, task.type),
+    h("td", { class: "hide-narrow" }, task.priority),
+    h("td", {}, badge(task.status)),
+    h("td", { class: "hide-narrow" }, task.attempts),
+    h("td", { class: "hide-narrow" }, fmtTime(task.created_at)),
+    showError ? h("td", { class: "error-text" }, task.error || "") : null,
+    h("td", {}, actionButtons(task, reload)));
+}
+function taskTable(rows, { showError = true } = {}) {
+  return h("div", { class: "table-wrap" }, h("table", { "data-testid": "task-table" },
+    h("thead", {}, h("tr", {}, h("th", {}, "id"), h("th", {}, "type"), h("th", { class: "hide-narrow" }, "priority"), h("th", {}, "status"),
+      h("th", { class: "hide-narrow" }, "attempts"), h("th", { class: "hide-narrow" }, "created"), showError ? h("th", {}, "error") : null, h("th", {}, "actions"))),
+    h("tbody", {}, rows)));
+}
+async function bulkRetryButton() {
+  return h("button", { class: "primary", "data-action": "retry-failed", onclick: async (e) => {
+    if (!confirm("Retry every failed task? The server does it in batches.")) return;
+    e.target.disabled = true;
+    try { const r = await api("POST", "/api/tasks/retry-failed"); toast(`Retrying failed tasks: ${JSON.stringify(r)}`); }
+    catch (err) { toast(err.status === 404 ? "Bulk retry is not available on this server" : `Bulk retry failed: ${err.message}`); }
+    finally { e.target.disabled = false; }
+  } }, "Retry all failed");
+}
+async function tasks() {
+  const q = queryOf();
+  main.append(h("h1", {}, "Tasks"));
+  const status = h("select", { name: "status" }, h("option", { value: "" }, "any"), STATUSES.map((s) => h("option", { value: s, selected: q.status === s }, s)));
+  const type = h("input", { name: "type", value: q.type || "", placeholder: "e.g. email", size: 12 });
+  const priority = h("select", { name: "priority" }, h("option", { value: "" }, "any"), [5, 4, 3, 2, 1].map((p) => h("option", { value: p, selected: q.priority === String(p) }, p)));
+  const find = h("input", { name: "id", placeholder: "task id", size: 28, class: "mono" });
+  const filters = h("form", { class: "filters", onsubmit: (e) => {
+    e.preventDefault();
+    const p = new URLSearchParams();
+    if (status.value) p.set("status", status.value);
+    if (type.value.trim()) p.set("type", type.value.trim());
+    if (priority.value) p.set("priority", priority.value);
+    location.hash = `#/tasks?${p}`;
+  } }, h("label", {}, "Status", status), h("label", {}, "Type", type), h("label", {}, "Priority", priority), h("button", { type: "submit" }, "Filter"));
+  const finder = h("form", { class: "filters", onsubmit: (e) => { e.preventDefault(); if (find.value.trim()) location.hash = `#/task/${find.value.trim()}`; } },
+    h("label", {}, "Find by id", find), h("button", { type: "submit" }, "Open"));
+  const holder = h("div");
+  const pager = h("div", { class: "pager" });
+  main.append(h("div", { class: "row" }, filters, finder, await bulkRetryButton()), holder, pager);
+  const cursors = [null];
+  let page = 0;
+  let shown = new Set();
+  async function load() {
+    const p = new URLSearchParams({ limit: "50" });
+    for (const k of ["status", "type", "priority"]) if (q[k]) p.set(k, q[k]);
+    if (cursors[page]) p.set("cursor", cursors[page]);
+    const data = await api("GET", `/api/tasks?${p}`);
+    shown = new Set(data.tasks.map((t) => t.id));
+    holder.replaceChildren(data.tasks.length ? taskTable(data.tasks.map((t) => taskRow(t, load))) : h("p", { class: "muted" }, "No tasks match."));
+    cursors[page + 1] = data.next_cursor;
+    pager.replaceChildren(
+      h("button", { disabled: page === 0, onclick: () => { page -= 1; load(); } }, "← Newer"),
+      h("span", { class: "muted" }, `page ${page + 1}`),
+      h("button", { disabled: !data.next_cursor, onclick: () => { page += 1; load(); } }, "Older →"));
+  }
+  await load();
+  const reload = throttle(() => load().catch(() => {}), 50, 500);
+  onEvents((batch) => {
+    if (batch.some((e) => e.event === "resync" || shown.has(e.task) || (page === 0 && e.event === "created"))) reload();
+  });
+}
+
+// ---------- Task detail ---------------------------------------------------------------------------
+async function taskDetail(id) {
+  main.append(h("h1", {}, "Task ", h("span", { class: "mono" }, id)));
+  const body = h("div");
+  main.append(body);
+  async function load() {
+    let t;
+    try { t = await api("GET", `/api/tasks/${id}`); } catch (e) {
+      body.replaceChildren(h("p", { class: "notice" }, e.status === 404 ? `No task ${id} (it may have been deleted or expired).` : e.message));
+      return;
+    }
+    const typed = body.querySelector("input[type=datetime-local]"); // keep what the user typed across live refreshes
+    const when = h("input", { type: "datetime-local", "aria-label": "New due time (local time)", value: typed ? typed.value : null });
+    const reschedule = h("form", { class: "row", onsubmit: async (e) => {
+      e.preventDefault();
+      if (!when.value) return toast("Pick a time first");
+      try { await api("POST", `/api/tasks/${id}/reschedule`, { scheduled_for: new Date(when.value).toISOString() }); toast("Rescheduled"); }
+      catch (err) { toast(err.status === 404 && !describe(err.body).includes(id) ? "Reschedule is not available on this server" : `Reschedule failed: ${err.message}`); }
+      load();
+    } }, h("label", {}, "Reschedule to", when), h("button", { type: "submit", "data-action": "reschedule" }, "Reschedule"));
+    const deliveries = h("div", { "data-testid": "deliveries" }, h("p", { class: "muted" }, "Loading deliveries…"));
+    body.replaceChildren(
+      h("div", { class: "panel" },
+        h("dl", { class: "kv" },
+          h("dt", {}, "status"), h("dd", { "data-testid": "task-status" }, badge(t.status)),
+          h("dt", {}, "type"), h("dd", {}, t.type),
+          h("dt", {}, "priority"), h("dd", {}, t.priority),
+          h("dt", {}, "attempts"), h("dd", {}, `${t.attempts} (max retries ${t.max_retries})`),
+          h("dt", {}, "created"), h("dd", {}, fmtTime(t.created_at)),
+          h("dt", {}, "scheduled for"), h("dd", {}, fmtTime(t.scheduled_for)),
+          h("dt", {}, "started"), h("dd", {}, fmtTime(t.started_at)),
+          h("dt", {}, "finished"), h("dd", {}, fmtTime(t.completed_at)),
+          h("dt", {}, "worker"), h("dd", { class: "mono" }, t.worker || "—"),
+          h("dt", {}, "webhook"), h("dd", {}, t.webhook || "—"),
+          t.error ? [h("dt", {}, "error"), h("dd", { class: "error-text", "data-testid": "task-error" }, t.error)] : null),
+        h("div", { style: "margin-top:12px" }, actionButtons(t, load))),
+      h("h2", {}, "Payload"), h("pre", { "data-testid": "payload" }, fmtJson(t.payload)),
+      h("h2", {}, "Result"), h("pre", { "data-testid": "result" }, fmtJson(t.result)),
+      h("h2", {}, "Error history"),
+      t.history.length ? h("div", { class: "table-wrap" }, h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "attempt"), h("th", {}, "at"), h("th", {}, "error"))),
+        h("tbody", {}, t.history.map((e) => h("tr", {}, h("td", {}, e.attempt), h("td", {}, fmtTime(e.at)), h("td", { class: "error-text" }, e.error)))))) : h("p", { class: "muted" }, "No failed attempts."),
+      h("h2", {}, "Reschedule"), reschedule,
+      h("h2", {}, "Webhook deliveries"), deliveries);
+    loadDeliveries(t, deliveries, load);
+  }
+  await load();
+  const reload = throttle(() => load().catch(() => {}), 50, 400);
+  onEvents((batch) => { if (batch.some((e) => e.task === id || e.event === "resync")) reload(); });
+}
+async function loadDeliveries(task, box, reload) {
+  let list;
+  try { list = await api("GET", `/api/tasks/${task.id}/deliveries`); } catch (e) {
+    box.replaceChildren(e.status === 404 || e.status === 405 ? unavailable("Webhook delivery history") : h("p", { class: "notice" }, e.message));
+    return;
+  }
+  const items = Array.isArray(list) ? list : list.deliveries || [];
+  const redeliver = h("button", { "data-action": "redeliver", onclick: async () => {
+    try { await api("POST", `/api/tasks/${task.id}/redeliver`); toast("Webhook queued for redelivery"); }
+    catch (err) { toast(err.status === 404 ? "Redeliver is not available on this server" : `Redeliver failed: ${err.message}`); }
+    reload();
+  } }, "Redeliver webhook");
+  const cols = ["attempt", "at", "outcome", "status_code", "duration_ms", "error"];
+  box.replaceChildren(
+    items.length ? h("div", { class: "table-wrap" }, h("table", {}, h("thead", {}, h("tr", {}, cols.map((c) => h("th", {}, c.replace("_", " "))))),
+      h("tbody", {}, items.map((d) => h("tr", {}, cols.map((c) => h("td", {}, d[c] === undefined || d[c] === null ? "—" : String(d[c])))))))) : h("p", { class: "muted" }, "No deliveries yet."),
+    task.webhook ? h("div", { style: "margin-top:8px" }, redeliver) : null);
+}
+
+// ---------- Create --------------------------------------------------------------------------------
+async function create() {
+  main.append(h("h1", {}, "Create a task"));
+  const types = new Set(["noop", "echo", "sleep", "fail"]);
+  try { for (const w of await api("GET", "/api/workers")) for (const t of w.handlers) types.add(t); } catch { /* built-ins only */ }
+  const list = h("datalist", { id: "known-types" }, [...types].sort().map((t) => h("option", { value: t })));
+  const field = (label, input) => h("label", {}, label, input);
+  const type = h("input", { name: "type", list: "known-types", required: true, value: "echo" });
+  const payload = h("textarea", { name: "payload", "aria-describedby": "payload-help" }, '"hello"');
+  const priority = h("select", { name: "priority" }, [1, 2, 3, 4, 5].map((p) => h("option", { value: p, selected: p === 3 }, `${p}${p === 5 ? " (highest)" : p === 1 ? " (lowest)" : ""}`)));
+  const scheduled = h("input", { name: "scheduled_for", type: "datetime-local" });
+  const retries = h("input", { name: "max_retries", type: "number", min: 0, max: 100, placeholder: "3" });
+  const timeout = h("input", { name: "timeout_s", type: "number", min: 0, step: "any", placeholder: "server default" });
+  const webhook = h("input", { name: "webhook", type: "url", placeholder: "https://example.com/hook" });
+  const idem = h("input", { name: "idempotency_key", placeholder: "optional" });
+  const basic = h("div", { id: "tab-basic", role: "tabpanel", "aria-labelledby": "tab-basic-btn" },
+    h("div", { class: "grid-form" }, field("Type", type)),
+    h("label", { style: "margin-top:12px" }, "Payload (JSON; plain text is sent as a string)", payload),
+    h("p", { id: "payload-help", class: "muted" }, "Built-in types: noop, echo (returns the payload), sleep (payload: seconds), fail (payload: message)."));
+  const advanced = h("div", { id: "tab-advanced", role: "tabpanel", "aria-labelledby": "tab-advanced-btn", hidden: true },
+    h("div", { class: "grid-form" }, field("Priority", priority), field("Run at (local time; empty = now)", scheduled), field("Max retries", retries),
+      field("Timeout (s)", timeout), field("Webhook URL", webhook), field("Idempotency key", idem)));
+  const tabBtn = (id, label, panel, other) => h("button", { type: "button", role: "tab", id: `${id}-btn`, "aria-controls": id, "aria-selected": id === "tab-basic" ? "true" : "false",
+    onclick: (e) => { panel.hidden = false; other().hidden = true; for (const b of e.target.parentNode.children) b.setAttribute("aria-selected", String(b === e.target)); } }, label);
+  const tabs = h("div", { class: "tabs", role: "tablist" }, tabBtn("tab-basic", "Basic", basic, () => advanced), tabBtn("tab-advanced", "Advanced", advanced, () => basic));
+  const errors = h("ul", { class: "errors", "data-testid": "create-errors" });
+  const created = h("tbody");
+  const form = h("form", { class: "panel", novalidate: true, onsubmit: async (e) => {
+    e.preventDefault();
+    errors.replaceChildren();
+    let body;
+    try { body = { type: type.value.trim() }; const text = payload.value.trim(); if (text) { try { body.payload = JSON.parse(text); } catch { body.payload = text; } } }
+    catch (err) { errors.append(h("li", {}, err.message)); return; }
+    body.priority = Number(priority.value);
+    if (scheduled.value) body.scheduled_for = new Date(scheduled.value).toISOString();
+    if (retries.value !== "") body.max_retries = Number(retries.value);
+    if (timeout.value !== "") body.timeout_s = Number(timeout.value);
+    if (webhook.value.trim()) body.webhook = webhook.value.trim();
+    if (idem.value.trim()) body.idempotency_key = idem.value.trim();
+    try {
+      const t = await api("POST", "/api/tasks", body);
+      created.prepend(taskRow(t, () => refreshCreated(t.id), { showError: true }));
+      toast(`Created ${t.id}`);
+    } catch (err) {
+      const detail = err.body && Array.isArray(err.body.detail) ? err.body.detail : [{ loc: [], msg: err.message }];
+      for (const d of detail) errors.append(h("li", {}, `${(d.loc || []).filter((p) => p !== "body").join(".") || "request"}: ${d.msg}`));
+    }
+  } }, list, tabs, basic, advanced, errors, h("div", { style: "margin-top:12px" }, h("button", { type: "submit", class: "primary" }, "Create task")));
+  main.append(form, h("h2", {}, "Created here"), taskTable([], { showError: true }));
+  main.querySelector("[data-testid=task-table] tbody").replaceWith(created);
+  async function refreshCreated(id) {
+    const row = created.querySelector(`tr[data-task="${id}"]`);
+    if (!row) return;
+    try { const t = await api("GET", `/api/tasks/${id}`); row.replaceWith(taskRow(t, () => refreshCreated(id))); } catch { /* deleted */ }
+  }
+  onEvents((batch) => {
+    for (const id of new Set(batch.map((e) => e.task))) refreshCreated(id);
+    if (batch.some((e) => e.event === "resync")) for (const row of created.querySelectorAll("tr[data-task]")) refreshCreated(row.dataset.task);
+  });
+}
+
+// ---------- Workers -------------------------------------------------------------------------------
+async function workers() {
+  main.append(h("h1", {}, "Workers and services"), h("p", { class: "muted" }, "Every live process of every service, from the service registry; refreshed every 2 s."));
+  const holder = h("div");
+  main.append(holder);
+  const cols = ["kind", "host", "pid", "concurrency", "in flight", "processed", "uptime", "last heartbeat", "metrics", "id"];
+  async function load() {
+    const list = await api("GET", "/dash/services");
+    const now = Date.now();
+    holder.replaceChildren(list.length ? h("div", { class: "table-wrap" }, h("table", { "data-testid": "services" },
+      h("thead", {}, h("tr", {}, cols.map((c) => h("th", {}, c)))),
+      h("tbody", {}, list.map((s) => h("tr", { "data-kind": s.kind, "data-pid": s.pid },
+        h("td", {}, s.kind), h("td", {}, s.host), h("td", {}, s.pid),
+        h("td", {}, s.info.concurrency ?? "—"), h("td", {}, s.info.in_flight ?? s.in_progress ?? "—"), h("td", {}, s.info.processed ?? "—"),
+        h("td", {}, fmtSecs(s.uptime_s)), h("td", {}, `${fmtSecs(Math.max(0, (now - new Date(s.last_heartbeat)) / 1000))} ago`),
+        h("td", {}, s.metrics_up === null ? h("span", { class: "muted" }, "not scraped yet") : h("a", { href: s.metrics_url, title: s.metrics_error || "" }, h("span", { class: `badge ${s.metrics_up ? "up" : "down"}` }, s.metrics_up ? "✓ up" : "✗ down"))),
+        h("td", { class: "mono" }, s.id)))))) : h("p", { class: "notice" }, "No live services registered."));
+  }
+  await load();
+  every(2000, () => load().catch(() => {}));
+}
+
+// ---------- Schedules -----------------------------------------------------------------------------
+async function schedules() {
+  main.append(h("h1", {}, "Schedules"));
+  const holder = h("div");
+  main.append(holder);
+  async function load() {
+    let data;
+    try { data = await api("GET", "/api/schedules"); } catch (e) {
+      holder.replaceChildren(e.status === 404 ? unavailable("Periodic schedules") : h("p", { class: "notice" }, e.message));
+      return;
+    }
+    const items = Array.isArray(data) ? data : data.schedules || [];
+    if (!items.length) { holder.replaceChildren(h("p", { class: "muted" }, "No periodic schedules.")); return; }
+    const act = (s, label, method, path, cls) => h("button", { class: cls, "data-action": label.toLowerCase(), "aria-label": `${label} schedule ${s.name}`, onclick: async () => {
+      if (method === "DELETE" && !confirm(`Delete schedule ${s.name}?`)) return;
+      try { await api(method, path); toast(`${label}: ${s.name}`); } catch (err) { toast(err.status === 404 ? `${label} is not available on this server` : `${label} failed: ${err.message}`); }
+      load();
+    } }, label);
+    holder.replaceChildren(h("div", { class: "table-wrap" }, h("table", { "data-testid": "schedules" },
+      h("thead", {}, h("tr", {}, ["name", "when", "task type", "next run", "last run", "state", "actions"].map((c) => h("th", {}, c)))),
+      h("tbody", {}, items.map((s) => {
+        const name = encodeURIComponent(s.name);
+        const paused = Boolean(s.paused);
+        return h("tr", { "data-schedule": s.name },
+          h("td", {}, s.name), h("td", { class: "mono" }, s.cron || (s.every_s || s.interval_s ? `every ${s.every_s || s.interval_s} s` : "—")),
+          h("td", {}, s.type || (s.task && s.task.type) || "—"), h("td", {}, fmtTime(s.next_run || s.next_run_at)), h("td", {}, fmtTime(s.last_run || s.last_run_at)),
+          h("td", {}, paused ? "⏸ paused" : "▶ active"),
+          h("td", {}, h("div", { class: "actions" }, paused ? act(s, "Resume", "POST", `/api/schedules/${name}/resume`, "primary") : act(s, "Pause", "POST", `/api/schedules/${name}/pause`, ""),
+            act(s, "Delete", "DELETE", `/api/schedules/${name}`, "danger"))));
+      })))));
+  }
+  await load();
+  every(5000, () => load().catch(() => {}));
+}
+
+// ---------- Dead letters --------------------------------------------------------------------------
+async function dead() {
+  main.append(h("h1", {}, "Dead letters"), h("p", { class: "muted" }, "Tasks that failed after their last retry. Retry sends one back to pending with fresh attempts."));
+  const holder = h("div");
+  const pager = h("div", { class: "pager" });
+  main.append(h("div", { class: "row" }, await bulkRetryButton()), holder, pager);
+  const cursors = [null];
+  let page = 0;
+  async function load() {
+    const p = new URLSearchParams({ status: "failed", limit: "50" });
+    if (cursors[page]) p.set("cursor", cursors[page]);
+    const data = await api("GET", `/api/tasks?${p}`);
+    holder.replaceChildren(data.tasks.length ? taskTable(data.tasks.map((t) => taskRow(t, load))) : h("p", { class: "muted" }, "No dead letters."));
+    cursors[page + 1] = data.next_cursor;
+    pager.replaceChildren(
+      h("button", { disabled: page === 0, onclick: () => { page -= 1; load(); } }, "← Newer"),
+      h("span", { class: "muted" }, `page ${page + 1}`),
+      h("button", { disabled: !data.next_cursor, onclick: () => { page += 1; load(); } }, "Older →"));
+  }
+  await load();
+  const reload = throttle(() => load().catch(() => {}), 50, 500);
+  onEvents((batch) => { if (batch.some((e) => e.status === "failed" || e.event === "resync" || e.event === "deleted" || e.event === "created")) reload(); });
+}
+
+connect();
+route();

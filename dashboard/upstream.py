@@ -1,0 +1,36 @@
+"""The api, as the dashboard reaches it: every read of tasks and stats goes through its REST endpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+
+class UpstreamError(Exception):
+    """The api could not be reached or answered with an error."""
+
+
+class Upstream:
+    def __init__(self, api_url: str, client: httpx.AsyncClient | None = None) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.client = client or httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=2.0))
+
+    async def request(
+        self, method: str, path: str, *, params: Any = None, content: bytes | None = None, headers: Any = None
+    ) -> httpx.Response:
+        try:
+            return await self.client.request(
+                method, self.api_url + path, params=params, content=content, headers=headers
+            )
+        except httpx.HTTPError as error:
+            raise UpstreamError(f"the api at {self.api_url} did not answer: {type(error).__name__}") from error
+
+    async def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise UpstreamError(f"{method} {path} answered {response.status_code}")
+        return response.json()
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,79 @@
+"""Handling lifecycle events for the notifier: each terminal event of a task with a webhook becomes
+a delivery (created and acknowledged in one script call); every other event is acknowledged.
+Creating is idempotent (the delivery id comes from the entry id), so an event read twice after a
+crash still makes one webhook message."""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+from redis.asyncio import Redis
+
+from shared import webhooks
+from shared.deliveries import Deliveries, delivery_id_for, task_data
+from shared.keys import NOTIFIER_GROUP, KeySchema
+from shared.queue import decode_task
+
+log = logging.getLogger("streamq.notifier")
+Entry = tuple[str, dict[str, str] | None]
+
+
+def entry_ms(entry_id: str) -> int:
+    return int(entry_id.split("-", 1)[0])
+
+
+class EventHandler:
+    """Turns a batch of event entries into deliveries and acknowledgements."""
+
+    def __init__(self, redis: Redis, keys: KeySchema, deliveries: Deliveries, first_delay_s: float) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.deliveries = deliveries
+        self.first_delay_s = first_delay_s
+        self.trimmed = 0  # pending entries whose payload was trimmed away before they were handled
+
+    async def handle(self, entries: list[Entry]) -> int:
+        """Returns how many deliveries were created."""
+        ack: list[str] = []
+        wanted: list[tuple[str, dict[str, str]]] = []
+        for entry_id, fields in entries:
+            if not fields:
+                self.trimmed += 1
+                log.warning("event trimmed from the stream before it was handled", extra={"entry": entry_id})
+                ack.append(entry_id)
+            elif fields.get("event") in webhooks.TERMINAL_EVENTS and fields.get("task"):
+                wanted.append((entry_id, fields))
+            else:
+                ack.append(entry_id)
+        created = 0
+        if wanted:
+            pipe = self.redis.pipeline(transaction=False)
+            for _entry_id, fields in wanted:
+                pipe.hgetall(self.keys.task(fields["task"]))
+            raws: list[dict[str, str]] = await pipe.execute()
+            for (entry_id, fields), raw in zip(wanted, raws, strict=True):
+                if raw and raw.get("webhook"):
+                    created += await self._create(entry_id, fields["event"], raw)
+                else:
+                    ack.append(entry_id)
+        if ack:
+            await self.redis.xack(self.keys.events, NOTIFIER_GROUP, *ack)
+        return created
+
+    async def _create(self, entry_id: str, event: str, raw: dict[str, Any]) -> int:
+        task = decode_task(raw)
+        body = webhooks.body(event, task_data(task), entry_ms(entry_id))
+        delay_ms = int(self.first_delay_s * random.uniform(1 - webhooks.JITTER, 1 + webhooks.JITTER) * 1000)
+        created = await self.deliveries.create(
+            mode="event",
+            delivery_id=delivery_id_for(entry_id),
+            task_id=task.id,
+            event=event,
+            url=raw["webhook"],
+            body=body,
+            delay_ms=delay_ms,
+            entry_id=entry_id,
+        )
+        return int(created)

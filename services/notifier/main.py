@@ -1,0 +1,103 @@
+"""The notifier process: events -> deliveries -> signed POSTs, with recovery of what a dead
+notifier left (its unacknowledged events, its leased attempts)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+from services.notifier.deliverer import Deliverer
+from services.notifier.events import EventHandler
+from services.notifier.reader import EventReader
+from services.notifier.reclaim import Reclaimer
+from services.notifier.sender import Sender
+from shared import lifecycle, metrics, webhooks
+from shared.deliveries import Deliveries
+from shared.keys import NOTIFIER_GROUP, KeySchema
+from shared.logging import setup_logging
+from shared.loops import PeriodicLoop
+from shared.redis import connect
+from shared.scripts import Scripts
+from shared.settings import Settings, load_settings
+from shared.ssrf import SsrfGuard, guarded_client
+from shared.streams import ensure_group
+
+log = logging.getLogger("streamq.notifier")
+
+
+def consumer_name() -> str:
+    """Stable per host, so a restarted notifier finds its own unacknowledged events at once."""
+    return f"notifier:{socket.gethostname()}"
+
+
+class Notifier:
+    def __init__(self, settings: Settings, consumer: str | None = None, guard: SsrfGuard | None = None) -> None:
+        self.settings = settings
+        self.keys = KeySchema(settings.key_prefix, settings.queue)
+        self.consumer = consumer or consumer_name()
+        self.guard = guard or SsrfGuard.from_settings(settings)
+        self.ready = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        secrets = webhooks.parse_secrets(s.webhook_secret)
+        if not secrets:
+            raise SystemExit(
+                "streamq: invalid setting STREAMQ_WEBHOOK_SECRET: the notifier needs a secret "
+                "(whsec_ + base64 of 24-64 random bytes)"
+            )
+        if s.webhook_lease_s <= s.webhook_timeout_s:
+            raise SystemExit(
+                "streamq: invalid setting STREAMQ_WEBHOOK_LEASE_S: must be greater than STREAMQ_WEBHOOK_TIMEOUT_S "
+                f"({s.webhook_lease_s:g} <= {s.webhook_timeout_s:g}), or an attempt could be sent twice at once"
+            )
+        redis = await connect(s)
+        client = guarded_client(self.guard, s.webhook_timeout_s)
+        try:
+            await ensure_group(redis, [self.keys.events], NOTIFIER_GROUP)
+            deliveries = Deliveries(
+                Scripts(redis), self.keys, events_maxlen=s.events_maxlen, keep_ms=s.result_ttl_s * 1000
+            )
+            handler = EventHandler(redis, self.keys, deliveries, s.webhook_schedule[0])
+            reader = EventReader(redis, self.keys, handler, consumer=self.consumer)
+            await reader.missed()
+            recovered = await reader.recover_own()
+            sender = Sender(
+                client,
+                self.guard,
+                deliveries,
+                secrets=secrets,
+                schedule=s.webhook_schedule,
+                timeout_s=s.webhook_timeout_s,
+            )
+            self.deliverer = deliverer = Deliverer(
+                redis,
+                self.keys,
+                deliveries,
+                sender,
+                concurrency=s.webhook_concurrency,
+                lease_s=s.webhook_lease_s,
+                interval_s=s.webhook_poll_s,
+            )
+            reclaimer = Reclaimer(redis, self.keys, handler, consumer=self.consumer, min_idle_s=s.notifier_claim_idle_s)
+            loops: list[PeriodicLoop] = [reader, deliverer, reclaimer]
+            for loop in loops:
+                loop.start()
+            log.info("notifier started", extra={"consumer": self.consumer, "recovered_events": recovered})
+            self.ready.set()
+            await stop.wait()
+            for loop in loops:
+                await loop.stop()
+            left = await deliverer.drain(s.shutdown_grace_s)
+            log.info("notifier stopped", extra={"left_in_flight": left})
+        finally:
+            await client.aclose()
+            await redis.aclose()
+
+
+def main() -> None:
+    settings = load_settings()
+    setup_logging("notifier", settings.log_level, settings.log_format)
+    metrics.serve(settings.metrics_host, settings.metrics_port)
+    lifecycle.run(Notifier(settings).run)

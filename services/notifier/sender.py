@@ -1,0 +1,111 @@
+"""One webhook attempt: sign, POST through the SSRF guard (no redirects, bounded time), decide what
+the answer means (delivered, retry later, failed, gone) and record it in one script call."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from shared import metrics, webhooks
+from shared.deliveries import Claimed, Deliveries
+from shared.ssrf import BlockedUrl, SsrfGuard
+
+log = logging.getLogger("streamq.notifier")
+REFUSED = "refused by"  # errors starting with this are final (the URL itself is refused)
+MAX_RESPONSE_SNIPPET = 512  # bytes of the receiver's answer kept in the delivery log
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
+
+class Sender:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        guard: SsrfGuard,
+        deliveries: Deliveries,
+        *,
+        secrets: Sequence[bytes],
+        schedule: Sequence[float],
+        timeout_s: float = 10.0,
+    ) -> None:
+        self.client = client
+        self.guard = guard
+        self.deliveries = deliveries
+        self.secrets = list(secrets)
+        self.schedule = list(schedule)
+        self.timeout_s = timeout_s  # the whole attempt, however slowly the receiver answers
+
+    async def post(self, claimed: Claimed) -> tuple[int | None, str, float | None, str]:
+        """(status code or None, error, Retry-After seconds, start of the answer)."""
+        headers = webhooks.headers(self.secrets, claimed.delivery_id, claimed.body)
+        try:
+            self.guard.check_static(claimed.url)
+            async with (
+                asyncio.timeout(self.timeout_s),
+                self.client.stream("POST", claimed.url, content=claimed.body, headers=headers) as response,
+            ):
+                snippet = b""
+                async for chunk in response.aiter_bytes():
+                    snippet += chunk
+                    if len(snippet) >= MAX_RESPONSE_SNIPPET:
+                        break
+                retry_after = webhooks.retry_after_s(response.headers.get("retry-after"))
+                text = snippet[:MAX_RESPONSE_SNIPPET].decode(errors="replace")
+                return response.status_code, "", retry_after, text
+        except BlockedUrl as error:
+            return None, f"{REFUSED} the SSRF guard: {error}", None, ""
+        except httpx.InvalidURL as error:
+            return None, f"{REFUSED} httpx: invalid URL: {error}", None, ""
+        except TimeoutError:
+            return None, f"timed out after {self.timeout_s:g} s", None, ""
+        except httpx.HTTPError as error:
+            return None, f"{type(error).__name__}: {error}" if str(error) else type(error).__name__, None, ""
+
+    async def send(self, claimed: Claimed) -> webhooks.WebhookStatus:
+        started = time.time()
+        status_code, error, retry_after, answer = await self.post(claimed)
+        duration = time.time() - started
+        if error.startswith(REFUSED):
+            verdict = webhooks.Verdict(webhooks.WebhookStatus.FAILED, error=error)
+        else:
+            verdict = webhooks.decide(self.schedule, claimed.round, status_code, error, retry_after)
+        delay_ms = int((verdict.delay_s or 0) * 1000)
+        entry: dict[str, Any] = {
+            "webhook_id": claimed.delivery_id,
+            "event": claimed.event,
+            "url": claimed.url,
+            "attempt": claimed.attempt,
+            "status_code": status_code,
+            "error": verdict.error or None,
+            "response": answer or None,
+            "duration_ms": round(duration * 1000, 1),
+            "started_at": _iso(started),
+            "finished_at": _iso(started + duration),
+            "outcome": verdict.status.value,
+            "next_attempt_at": _iso(time.time() + delay_ms / 1000) if verdict.delay_s is not None else None,
+        }
+        written = await self.deliveries.record(
+            claimed, verdict.status, delay_ms=delay_ms, entry=entry, error=verdict.error
+        )
+        metrics.WEBHOOK_DELIVERIES.labels(verdict.status.value).inc()
+        metrics.WEBHOOK_DELIVERY_SECONDS.observe(duration)
+        log.info(
+            "webhook attempt",
+            extra={
+                "task": claimed.task_id,
+                "webhook_id": claimed.delivery_id,
+                "attempt": claimed.attempt,
+                "status_code": status_code,
+                "outcome": verdict.status.value,
+                "recorded": written,
+                "error": verdict.error,
+            },
+        )
+        return verdict.status

@@ -1,0 +1,95 @@
+"""The ``http`` task type: one HTTP request through the SSRF guard.
+
+Payload ``{"method", "url", "headers", "json" | "body", "timeout_s", "expect_status"}`` (see
+``shared/payloads.py``). Redirects are not followed (a 3xx is an answer like any other). The result
+holds the status, a subset of the response headers and at most 64 KiB of the body. A status other
+than the expected one (2xx by default) fails the run, so it is retried with the task's back-off; a
+URL the guard refuses fails at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+
+from services.worker.registry import handler
+from shared.errors import Permanent
+from shared.payloads import HttpPayload
+from shared.ssrf import BlockedUrl, SsrfGuard, guarded_client
+
+MAX_BODY_BYTES = 64 * 1024
+KEPT_HEADERS = (
+    "content-type",
+    "content-length",
+    "location",
+    "etag",
+    "last-modified",
+    "retry-after",
+    "date",
+    "x-request-id",
+)
+
+_guard = SsrfGuard()
+
+
+class HttpTimeout(Exception):
+    """No complete answer within the payload's ``timeout_s``: the run fails and is retried."""
+
+
+class UnexpectedStatus(Exception):
+    """The answer's status is not the expected one: the run fails and is retried."""
+
+
+def configure(settings: Any) -> None:
+    """Take ``STREAMQ_ALLOW_PRIVATE_NETWORKS`` and ``STREAMQ_WEBHOOK_ALLOWED_HOSTS`` (worker start)."""
+    global _guard
+    _guard = SsrfGuard.from_settings(settings)
+
+
+async def _read(response: httpx.Response) -> tuple[str, bool]:
+    data = b""
+    async for chunk in response.aiter_bytes():
+        data += chunk
+        if len(data) > MAX_BODY_BYTES:
+            return data[:MAX_BODY_BYTES].decode(errors="replace"), True
+    return data.decode(errors="replace"), False
+
+
+@handler("http")
+async def http_request(payload: Any) -> dict[str, Any]:
+    try:
+        p = HttpPayload.model_validate(payload)
+        _guard.check_static(p.url)
+    except ValidationError as error:
+        raise Permanent(f"invalid http payload: {error}") from None
+    except BlockedUrl as error:
+        raise Permanent(f"URL refused: {error}") from None
+    kwargs: dict[str, Any] = {"headers": p.headers}
+    if p.json_body is not None:
+        kwargs["json"] = p.json_body
+    elif p.body is not None:
+        kwargs["content"] = p.body.encode()
+    try:
+        async with (
+            asyncio.timeout(p.timeout_s),
+            guarded_client(_guard, p.timeout_s) as client,
+            client.stream(p.method, p.url, **kwargs) as response,
+        ):
+            body, truncated = await _read(response)
+    except (BlockedUrl, httpx.InvalidURL) as error:
+        raise Permanent(f"URL refused: {error}") from None
+    except TimeoutError:
+        raise HttpTimeout(f"no complete answer from {p.method} {p.url} within {p.timeout_s:g} s") from None
+    result = {
+        "status": response.status_code,
+        "headers": {k: response.headers[k] for k in KEPT_HEADERS if k in response.headers},
+        "body": body,
+        "truncated": truncated,
+    }
+    if not p.expected(response.status_code):
+        expected = p.expect_status if p.expect_status is not None else "2xx"
+        raise UnexpectedStatus(f"HTTP {response.status_code} from {p.method} {p.url} (expected {expected})")
+    return result

@@ -1,0 +1,189 @@
+"""Payloads of the built-in ``email`` and ``http`` task types, validated at submission (422 naming
+the field and the rule, nothing written) and parsed again by their handlers in the worker.
+
+Also the submission-time SSRF check of ``webhook`` URLs and ``http`` task URLs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from email.utils import parseaddr
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from shared.models import TaskCreate
+from shared.ssrf import BlockedUrl, SsrfGuard
+
+SEED_SUBJECT = "Hello from streamq"
+SEED_TEXT = "This message was sent by a streamq email task."
+MAX_RECIPIENTS = 100
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_ADDRESS = re.compile(rf"^[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~.-]{{1,64}}@{_LABEL}(?:\.{_LABEL})+$")
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,76}$")
+RESERVED_HEADERS = frozenset({"from", "to", "cc", "bcc", "subject", "reply-to", "content-type", "mime-version"})
+
+
+def check_address(value: str) -> str:
+    """An address, optionally with a display name (``Ann <ann@example.com>``)."""
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"{value!r} is not a valid email address (line breaks are not allowed)")
+    _name, address = parseaddr(value)
+    local = address.rsplit("@", 1)[0] if "@" in address else ""
+    if not address or not _ADDRESS.match(address) or ".." in local or local.startswith(".") or local.endswith("."):
+        raise ValueError(f"{value!r} is not a valid email address")
+    return value
+
+
+Address = Annotated[str, Field(max_length=320), AfterValidator(check_address)]
+Addresses = Annotated[list[Address], Field(max_length=MAX_RECIPIENTS)]
+
+
+def _one_or_many(value: object) -> object:
+    return [value] if isinstance(value, str) else value
+
+
+OneOrMoreAddresses = Annotated[Addresses, BeforeValidator(_one_or_many)]
+
+
+def _no_newlines(value: str) -> str:
+    if "\r" in value or "\n" in value:
+        raise ValueError("must not contain line breaks")
+    return value
+
+
+class EmailPayload(BaseModel):
+    """The ``email`` task's payload in full (the seed's plain address string is also accepted)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to: OneOrMoreAddresses  # one address or a list
+    cc: Addresses = Field(default_factory=list)
+    bcc: Addresses = Field(default_factory=list)
+    subject: Annotated[str, Field(max_length=998), AfterValidator(_no_newlines)] = ""
+    text: str | None = None
+    html: str | None = None
+    reply_to: Address | None = None
+    headers: dict[str, Annotated[str, Field(max_length=998), AfterValidator(_no_newlines)]] = Field(
+        default_factory=dict
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> EmailPayload:
+        if not self.recipients():
+            raise ValueError("needs at least one recipient in to")
+        for name in self.headers:
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"header name {name!r} must be letters, digits and '-'")
+            if name.lower() in RESERVED_HEADERS:
+                raise ValueError(f"header {name!r} is set from its own field; use that field")
+        return self
+
+    def to_list(self) -> list[str]:
+        return list(self.to)
+
+    def recipients(self) -> list[str]:
+        return [parseaddr(a)[1] for a in [*self.to_list(), *self.cc, *self.bcc]]
+
+
+def parse_email(payload: Any) -> EmailPayload:
+    """The seed's shape (a plain address) becomes a short message to it."""
+    if isinstance(payload, str):
+        return EmailPayload(to=[payload], subject=SEED_SUBJECT, text=SEED_TEXT)
+    return EmailPayload.model_validate(payload)
+
+
+HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+StatusCode = Annotated[int, Field(ge=100, le=599)]
+
+
+class HttpPayload(BaseModel):
+    """The ``http`` task's payload."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    method: HttpMethod = "GET"
+    url: str = Field(max_length=2048)
+    headers: dict[str, Annotated[str, AfterValidator(_no_newlines)]] = Field(default_factory=dict)
+    json_body: Any = Field(default=None, alias="json")
+    body: str | None = None
+    timeout_s: float = Field(default=30.0, gt=0, le=300)
+    expect_status: StatusCode | list[StatusCode] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> HttpPayload:
+        if self.body is not None and self.json_body is not None:
+            raise ValueError("give json or body, not both")
+        return self
+
+    def expected(self, status: int) -> bool:
+        if self.expect_status is None:
+            return 200 <= status < 300
+        allowed = [self.expect_status] if isinstance(self.expect_status, int) else self.expect_status
+        return status in allowed
+
+
+def _payload_errors(index: int | None, error: ValidationError) -> list[dict[str, Any]]:
+    base: list[Any] = ["body", "tasks", index, "payload"] if index is not None else ["body", "payload"]
+    return [
+        {"loc": [*base, *item["loc"]], "msg": item["msg"], "type": item["type"], "input": item.get("input")}
+        for item in error.errors(include_url=False)
+    ]
+
+
+def _loc(index: int | None, *rest: Any) -> list[Any]:
+    return ["body", "tasks", index, *rest] if index is not None else ["body", *rest]
+
+
+async def _url_error(
+    guard: SsrfGuard, url: str, loc: list[Any], seen: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """The guard's verdict on a URL as a 422 error; ``seen`` remembers verdicts within one request,
+    so a batch of 1,000 tasks with one webhook URL resolves it once."""
+    if seen is None or url not in seen:
+        try:
+            await guard.check_url(url)
+            reason = ""
+        except BlockedUrl as error:
+            reason = str(error)
+        if seen is not None:
+            seen[url] = reason
+    else:
+        reason = seen[url]
+    if reason:
+        return [{"loc": loc, "msg": f"URL refused: {reason}", "type": "blocked_url", "input": url}]
+    return []
+
+
+async def check_task(
+    task: TaskCreate, guard: SsrfGuard, index: int | None = None, seen: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """Errors in the shape FastAPI uses for 422 (``loc``, ``msg``, ``type``); empty when fine."""
+    errors: list[dict[str, Any]] = []
+    if task.webhook is not None:
+        errors += await _url_error(guard, task.webhook, _loc(index, "webhook"), seen)
+    try:
+        if task.type == "email" and isinstance(task.payload, str):
+            check_address(task.payload)
+        elif task.type == "email":
+            EmailPayload.model_validate(task.payload)
+        elif task.type == "http":
+            if not isinstance(task.payload, dict):
+                raise ValueError("the http task's payload must be an object with at least a url")
+            http = HttpPayload.model_validate(task.payload)
+            errors += await _url_error(guard, http.url, _loc(index, "payload", "url"), seen)
+    except ValidationError as error:
+        errors += _payload_errors(index, error)
+    except ValueError as error:
+        errors.append({"loc": _loc(index, "payload"), "msg": str(error), "type": "value_error"})
+    return errors
+
+
+async def check_tasks(tasks: Sequence[TaskCreate], guard: SsrfGuard, *, batch: bool) -> list[dict[str, Any]]:
+    errors: list[dict[str, Any]] = []
+    seen: dict[str, str] = {}
+    for i, task in enumerate(tasks):
+        if task.webhook is not None or task.type in ("email", "http"):
+            errors += await check_task(task, guard, i if batch else None, seen)
+    return errors

@@ -1,0 +1,78 @@
+"""Payload rules of the email and http task types, and the email message the worker builds."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from services.worker.handlers_email import build_message
+from shared.models import TaskCreate
+from shared.payloads import SEED_SUBJECT, SEED_TEXT, EmailPayload, HttpPayload, check_address, check_tasks, parse_email
+from shared.ssrf import SsrfGuard
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["user@example.com", "Ann <ann@example.com>", "a.b+tag@sub.example.co.uk", "o'hara@example.ie", "X@EXAMPLE.COM"],
+)
+def test_good_addresses(address: str) -> None:
+    assert check_address(address) == address
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["user", "user@", "@example.com", "a@b", "a..b@example.com", ".a@example.com", "a.@example.com",
+     "a@-example.com", "a b@example.com", "a@example.com\r\nBcc: x@example.com", "Ann <ann@>"],
+)  # fmt: skip
+def test_bad_addresses_name_themselves(address: str) -> None:
+    with pytest.raises(ValueError, match="not a valid email address"):
+        check_address(address)
+
+
+def test_seed_shape_becomes_a_short_message() -> None:
+    p = parse_email("user@example.com")
+    assert (p.to, p.subject, p.text, p.html) == (["user@example.com"], SEED_SUBJECT, SEED_TEXT, None)
+
+
+def test_message_shapes() -> None:
+    sender = "Streamq <q@example.org>"
+    text = build_message(EmailPayload(to=["a@example.com"], subject="s", text="hi"), sender, "T1")
+    assert text.get_content_type() == "text/plain" and text["Message-ID"] == "<T1@example.org>"
+    html = build_message(EmailPayload(to=["a@example.com"], html="<p>x</p>"), sender, "T1")
+    assert html.get_content_type() == "text/html"
+    both = EmailPayload.model_validate(
+        {"to": "a@example.com", "bcc": ["b@example.com"], "text": "t", "html": "<p>h</p>", "headers": {"X-A": "1"}}
+    )
+    message = build_message(both, sender, "T2")
+    assert message.get_content_type() == "multipart/alternative" and message["Bcc"] is None
+    assert message["X-A"] == "1" and message["X-Streamq-Task"] == "T2"
+    assert both.recipients() == ["a@example.com", "b@example.com"]
+
+
+def test_too_many_recipients() -> None:
+    with pytest.raises(ValidationError, match="at most 100"):
+        EmailPayload.model_validate({"to": [f"u{i}@example.com" for i in range(101)]})
+
+
+def test_expected_status() -> None:
+    assert HttpPayload(url="https://x.example").expected(204)
+    assert not HttpPayload(url="https://x.example").expected(301)
+    assert HttpPayload.model_validate({"url": "https://x.example", "expect_status": 404}).expected(404)
+    assert HttpPayload.model_validate({"url": "https://x.example", "expect_status": [200, 409]}).expected(409)
+
+
+async def test_submission_checks_skip_plain_tasks_and_name_batch_positions() -> None:
+    guard = SsrfGuard()
+    tasks = [
+        TaskCreate(type="echo", payload="anything"),
+        TaskCreate(type="email", payload="nope"),
+        TaskCreate(type="http", payload={"url": "http://10.1.2.3/"}),
+        TaskCreate(type="echo", webhook="http://[::1]/x"),
+    ]
+    errors = await check_tasks(tasks, guard, batch=True)
+    assert [e["loc"] for e in errors] == [
+        ["body", "tasks", 1, "payload"],
+        ["body", "tasks", 2, "payload", "url"],
+        ["body", "tasks", 3, "webhook"],
+    ]
+    assert await check_tasks(tasks[3:], SsrfGuard(allow_private=True), batch=False) == []
