@@ -18,6 +18,9 @@ key                                         type    what it holds
 <p>:{<q>}:events                            stream  lifecycle events, capped
 <p>:{<q>}:stats                             hash    lifetime counters
 <p>:{<q>}:idem:<key>                        string  task id of an idempotency key (TTL 24 h)
+<p>:{<q>}:schedule:<name>                   hash    one periodic schedule (cron, timezone, task template)
+<p>:{<q>}:schedules                         zset    every schedule name, score 0 (lexical order)
+<p>:{<q>}:schedules:due                     zset    active schedule names, score = next tick (ms)
 <p>:types                                   set     task types any worker has advertised
 <p>:workers                                 zset    worker ids, score = last heartbeat (ms)
 <p>:worker:<id>                             hash    one worker's registration (TTL)
@@ -93,6 +96,17 @@ class KeySchema:
 
     def idempotency(self, key: str) -> str:
         return f"{self._q}:idem:{key}"
+
+    def schedule(self, name: str) -> str:
+        return f"{self._q}:schedule:{name}"
+
+    @property
+    def schedules(self) -> str:
+        return f"{self._q}:schedules"
+
+    @property
+    def schedules_due(self) -> str:
+        return f"{self._q}:schedules:due"
 
     def common(self) -> list[str]:
         """The first 17 KEYS of every state-change script, in the order ``lua/lib.lua`` expects."""

@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from services.api.middleware import BodyLimit, HttpMetrics
-from services.api.routes import health, stats, tasks
+from services.api.routes import health, recovery, schedules, stats, tasks
 from services.api.types import TypeCatalog
 from shared.errors import Conflict, NotFound
 from shared.keys import KeySchema
@@ -46,7 +46,9 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.include_router(recovery.router)  # before tasks: its fixed paths win over /{task_id}
     app.include_router(tasks.router)
+    app.include_router(schedules.router)
     app.include_router(stats.router)
     app.include_router(health.router)
 
