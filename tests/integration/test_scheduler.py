@@ -115,7 +115,11 @@ async def test_schedule_validation(api: httpx.AsyncClient, redis: Redis, keys: K
         ({**good, "cron": "61 * * * *"}, ["body", "cron"], "not a valid cron"),
         ({**good, "timezone": "Mars/Olympus"}, ["body", "timezone"], "time zone"),
         ({**good, "name": "has space"}, ["body", "name"], "pattern"),
-        ({**good, "task": {"type": "noop", "scheduled_for": "2030-01-01T00:00:00Z"}}, ["body", "task"], "scheduled_for"),
+        (
+            {**good, "task": {"type": "noop", "scheduled_for": "2030-01-01T00:00:00Z"}},
+            ["body", "task"],
+            "scheduled_for",
+        ),
         ({**good, "task": {"type": "noop", "priority": 9}}, ["body", "task", "priority"], "less than or equal"),
         ({**good, "task": {"type": "nosuchtype"}}, ["body", "task", "type"], "unknown task type"),
     ]
