@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -142,7 +143,7 @@ async def test_every_second_schedule_fires_each_tick_once(settings: Settings, re
     expected = int(stopped) - int(created)  # whole seconds that began in between
     assert expected - 1 <= len(ticks) <= expected, (ticks, created, stopped)
     assert len(set(ticks)) == len(ticks) and all(t % 1000 == 0 for t in ticks)
-    assert all(b - a == 1000 for a, b in zip(ticks, ticks[1:], strict=False))  # none missed, none twice
+    assert all(b - a == 1000 for a, b in itertools.pairwise(ticks))  # none missed, none twice
     state = await schedules.get("tick")
     assert state.fired_total == len(ticks) and state.last_task_id is not None
 
