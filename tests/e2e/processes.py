@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from pathlib import Path
 
@@ -74,5 +75,9 @@ async def group_state(redis: Redis, keys: KeySchema) -> tuple[int, int]:
 
 
 def stop_all(services: list[Service]) -> None:
+    """SIGTERM every service first, then wait for each (they shut down in parallel)."""
+    for s in services:
+        if s.proc.poll() is None:
+            s.signal(signal.SIGTERM)
     for s in services:
         s.stop(timeout=15)
