@@ -6,6 +6,8 @@ for due times, so this loop only reports new scheduled tasks; the promoter keeps
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 
 from redis.asyncio import Redis
@@ -37,3 +39,11 @@ class Watcher(PeriodicLoop):
                 wake = wake or fields.get("status") == "scheduled"
         if wake:
             self.on_scheduled()
+
+    async def stop(self) -> None:
+        """Stop now: cancel the blocking read rather than wait for its timeout."""
+        self._stopping.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
