@@ -66,12 +66,13 @@ async def held_by(redis: Redis, keys: KeySchema, pid: int) -> int:
 
 async def group_state(redis: Redis, keys: KeySchema) -> tuple[int, int]:
     """(pending entries, unread entries) of the worker group over every priority stream."""
-    pending = lag = 0
+    pending = unread = 0
     for stream in keys.streams():
         for g in await redis.xinfo_groups(stream):
             pending += int(g["pending"])
-            lag += int(g["lag"] or 0)
-    return pending, lag
+            # XINFO's "lag" is null after deletions, so count the entries past last-delivered-id
+            unread += len(await redis.xrange(stream, min=f"({g['last-delivered-id']}", max="+"))
+    return pending, unread
 
 
 def stop_all(services: list[Service]) -> None:

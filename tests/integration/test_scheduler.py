@@ -178,3 +178,25 @@ async def _fired_ticks(redis: Redis, keys: KeySchema) -> list[int]:
     for task_id in ids:
         pipe.hget(keys.task(task_id), "scheduled_for")
     return sorted(int(t) for t in await pipe.execute())
+
+
+async def test_watcher_wakes_on_scheduled_events_and_skips_ahead_when_busy(redis: Redis, keys: KeySchema) -> None:
+    from services.scheduler.watcher import Watcher
+
+    woken: list[int] = []
+    watcher = Watcher(redis, keys, lambda: woken.append(1), block_ms=50, page=100)
+    await watcher.tick()  # nothing yet: times out
+    assert woken == [] and watcher.last_id == "0-0"
+    await redis.xadd(keys.events, {"event": "completed", "task": "a", "status": "completed"})
+    await watcher.tick()
+    assert woken == []
+    await redis.xadd(keys.events, {"event": "retrying", "task": "b", "status": "scheduled"})
+    await watcher.tick()
+    assert woken == [1]
+    pipe = redis.pipeline(transaction=False)
+    for i in range(250):
+        pipe.xadd(keys.events, {"event": "started", "task": str(i), "status": "processing"})
+    await pipe.execute()
+    await watcher.tick()  # a full page: skip to the newest event, wake the promoter anyway
+    [(newest, _)] = await redis.xrevrange(keys.events, count=1)
+    assert woken == [1, 1] and watcher.last_id == newest and watcher.interval_s > 0
