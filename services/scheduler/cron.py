@@ -22,6 +22,7 @@ class CronLoop(PeriodicLoop):
         self.fired = 0
 
     async def tick(self) -> None:
+        self.interval_s = self.max_wait_s  # kept if this pass fails (Redis down): no busy loop
         now_ms = await self._server_ms()
         for name, tick_ms in await self.schedules.due(now_ms):
             task_id = await self.schedules.fire(name, tick_ms, now_ms)

@@ -32,6 +32,7 @@ class Promoter(PeriodicLoop):
         self._lateness = metrics.SCHEDULER_LATENESS.labels(queue.keys.queue)
 
     async def tick(self) -> None:
+        self.interval_s = self.max_wait_s  # kept if this pass fails (Redis down): no busy loop
         while True:
             now_ms, next_due_ms, moved = await self.promote_once()
             if moved < self.batch:

@@ -18,6 +18,8 @@ from redis.asyncio import Redis
 from shared.keys import KeySchema
 from shared.loops import PeriodicLoop
 
+ERROR_PAUSE_S = 0.5
+
 
 class Watcher(PeriodicLoop):
     name = "watcher"
@@ -42,6 +44,7 @@ class Watcher(PeriodicLoop):
         self.last_id: str | None = None
 
     async def tick(self) -> None:
+        self.interval_s = ERROR_PAUSE_S  # kept if the read fails (Redis down): no busy loop
         if self.last_id is None:
             self.last_id = await self._newest_id()
         reply = await self.redis.xread({self.keys.events: self.last_id}, count=self.page, block=self.block_ms)

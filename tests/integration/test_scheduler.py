@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 from redis.asyncio import Redis
 
 from services.scheduler.promoter import Promoter
@@ -18,6 +20,7 @@ from shared.schedules import ScheduleCreate, Schedules
 from shared.settings import Settings
 from tests.integration.helpers import wait_for_status
 from tests.integration.scheduling import entry_ms, running_scheduler
+from tests.support import RedisServer, wait_port
 
 
 def _in(seconds: float) -> datetime:
@@ -200,3 +203,31 @@ async def test_watcher_wakes_on_scheduled_events_and_skips_ahead_when_busy(redis
     await watcher.tick()  # a full page: skip to the newest event, wake the promoter anyway
     [(newest, _)] = await redis.xrevrange(keys.events, count=1)
     assert woken == [1, 1] and watcher.last_id == newest and watcher.interval_s > 0
+
+
+def _restart_redis(server: RedisServer) -> None:
+    server.proc = subprocess.Popen(
+        ["redis-server", "--port", str(server.port), "--bind", "127.0.0.1", "--save", "", "--dir", server.dir],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_port(server.port)
+
+
+async def test_scheduler_rides_out_a_redis_restart(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    server = RedisServer()
+    private = settings.model_copy(update={"redis_url": server.url})
+    client = Redis.from_url(server.url, decode_responses=True)
+    try:
+        async with running_scheduler(private):
+            server.stop()
+            await asyncio.sleep(1.0)  # every loop fails meanwhile
+            failures = [r for r in caplog.records if r.getMessage().startswith("background loop failed")]
+            assert len(failures) < 20  # each loop pauses after a failure: no busy loop
+            _restart_redis(server)
+            queue = Queue(client, KeySchema(private.key_prefix, private.queue))
+            [done] = await queue.submit([TaskCreate(type="noop", scheduled_for=_in(0.3))])
+            await wait_for_status(queue, done.task.id, {"pending"}, timeout=10)
+    finally:
+        await client.aclose()
+        server.stop()
