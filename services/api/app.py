@@ -46,8 +46,8 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.include_router(recovery.router)  # before tasks: its fixed paths win over /{task_id}
     app.include_router(tasks.router)
+    app.include_router(recovery.router)
     app.include_router(schedules.router)
     app.include_router(stats.router)
     app.include_router(health.router)

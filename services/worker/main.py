@@ -14,10 +14,8 @@ from services.worker.executor import Executor
 from services.worker.finisher import Finisher
 from services.worker.heartbeat import Heartbeat
 from services.worker.janitor import Janitor
-from services.worker.lease import Lease
-from services.worker.reclaimer import Reclaimer
+from services.worker.recovery import recovery_loops
 from services.worker.registry import REGISTRY, Registry, load_modules
-from services.worker.sweeper import Sweeper
 from shared import lifecycle, metrics
 from shared.keys import WORKER_GROUP, KeySchema
 from shared.logging import setup_logging
@@ -86,18 +84,7 @@ class Worker:
             )
             await heartbeat.register()
             loops: list[PeriodicLoop] = [heartbeat, Janitor(queue)]
-            self.lease = Lease(consumer, lease_s=s.lease_s)
-            self.reclaimer = Reclaimer(
-                consumer,
-                lease_s=s.lease_s,
-                max_deliveries=s.max_deliveries,
-                result_ttl_ms=s.result_ttl_s * 1000,
-                stop=stop,
-            )
-            sweeper = Sweeper(
-                redis, queue.scripts, self.keys, me=self.worker_id, lease_s=s.lease_s, events_maxlen=s.events_maxlen
-            )
-            loops += [self.lease, self.reclaimer, sweeper]
+            loops += recovery_loops(s, consumer, stop)  # lease renewal, reclaim, dead consumers, trimming
             for loop in loops:
                 loop.start()
             log.info(
