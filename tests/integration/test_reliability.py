@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import time
+from collections import defaultdict
 from typing import Any
 
 import httpx
@@ -19,7 +21,7 @@ from shared.scripts import Scripts
 from shared.settings import Settings
 from shared.streams import claim_stale, ensure_group, trim_below_pending
 from tests.integration.helpers import running_worker, wait_for_status
-from tests.integration.scheduling import running_scheduler
+from tests.integration.scheduling import entry_ms, running_scheduler
 
 
 async def _all_done(queue: Queue, ids: list[str], statuses: set[str], timeout: float = 15) -> None:
@@ -28,56 +30,88 @@ async def _all_done(queue: Queue, ids: list[str], statuses: set[str], timeout: f
             await wait_for_status(queue, task_id, statuses, timeout=timeout)
 
 
-async def test_fails_twice_then_succeeds_with_growing_backoff(settings: Settings, queue: Queue) -> None:
-    registry = Registry()
+class RetryRecorder:
+    """Registers a handler that fails until ``succeed_at`` and records, for every retry it runs, the
+    task's due time (``scheduled_for``, set by finish.lua) and when the retry started."""
 
-    def flaky(payload: Any, ctx: TaskContext) -> int:
-        if ctx.attempt < 3:
+    def __init__(self, redis: Redis, keys: KeySchema, succeed_at: int) -> None:
+        self.redis, self.keys, self.succeed_at = redis, keys, succeed_at
+        self.due: dict[tuple[str, int], int] = {}
+        self.started: dict[tuple[str, int], float] = {}
+        self.registry = Registry()
+        self.registry.register("flaky", self.run)
+
+    async def run(self, payload: Any, ctx: TaskContext) -> int:
+        if ctx.attempt >= 2:
+            self.started[(ctx.task_id, ctx.attempt)] = time.time() * 1000
+            self.due[(ctx.task_id, ctx.attempt)] = int(
+                await self.redis.hget(self.keys.task(ctx.task_id), "scheduled_for")
+            )
+        if ctx.attempt < self.succeed_at:
             raise RuntimeError(f"attempt {ctx.attempt} fails")
         return ctx.attempt
 
-    registry.register("flaky", flaky)
-    base = 0.2
-    submitted = await queue.submit([TaskCreate(type="flaky", retry_backoff_s=base, max_retries=5) for _ in range(40)])
+    async def delays(self) -> dict[str, list[int]]:
+        """Per task, each retry's back-off in ms: its due time minus the server time the failure was
+        recorded (the id of its ``retrying`` event, written by the same script call)."""
+        failed_at: dict[str, list[int]] = defaultdict(list)
+        for entry_id, fields in await self.redis.xrange(self.keys.events):
+            if fields["event"] == "retrying":
+                failed_at[fields["task"]].append(entry_ms(entry_id))
+        return {task: [self.due[(task, n + 2)] - at for n, at in enumerate(ats)] for task, ats in failed_at.items()}
+
+    def never_early(self) -> bool:
+        return all(self.started[k] >= self.due[k] - CLOCK_MS for k in self.due)
+
+
+CLOCK_MS = 5  # millisecond rounding between the script's TIME and its XADD id
+
+
+async def test_fails_twice_then_succeeds_with_growing_backoff(
+    settings: Settings, queue: Queue, redis: Redis, keys: KeySchema
+) -> None:
+    recorder = RetryRecorder(redis, keys, succeed_at=3)
+    base_ms = 200
+    submitted = await queue.submit(
+        [TaskCreate(type="flaky", retry_backoff_s=base_ms / 1000, max_retries=5) for _ in range(40)]
+    )
     ids = [s.task.id for s in submitted]
-    async with running_scheduler(settings), running_worker(settings, registry):
+    async with running_scheduler(settings), running_worker(settings, recorder.registry):
         await _all_done(queue, ids, {"completed"})
-    tasks = await queue.get_many(ids)
-    first_gaps, second_gaps = [], []
-    for t in tasks:
+    for t in await queue.get_many(ids):
         assert t.status == "completed" and t.attempts == 3 and t.result == 3
         assert [(h.attempt, h.error) for h in t.history] == [
             (1, "RuntimeError: attempt 1 fails"),
             (2, "RuntimeError: attempt 2 fails"),
         ]
-        assert t.started_at is not None
-        first_gaps.append((t.history[1].at - t.history[0].at).total_seconds())
-        second_gaps.append((t.started_at - t.history[1].at).total_seconds())
-    slack = 0.25  # promotion, start and clock granularity on a busy machine
-    assert all(0 <= g <= base + slack for g in first_gaps), first_gaps  # full jitter in [0, base]
-    assert all(0 <= g <= 2 * base + slack for g in second_gaps), second_gaps  # in [0, 2 * base]
-    mean1, mean2 = statistics.mean(first_gaps), statistics.mean(second_gaps)
-    print(f"\nmean back-off gap: attempt 1->2 {mean1 * 1000:.0f} ms, attempt 2->3 {mean2 * 1000:.0f} ms")
-    assert mean2 > mean1  # ceilings double; over 40 tasks the means grow (P(fail) < 1e-6)
+        assert t.history[0].at < t.history[1].at < t.completed_at  # type: ignore[operator]
+    delays = await recorder.delays()
+    assert sorted(delays) == sorted(ids)
+    first = [d[0] for d in delays.values()]
+    second = [d[1] for d in delays.values()]
+    assert all(-CLOCK_MS <= d <= base_ms + CLOCK_MS for d in first), first  # full jitter in [0, base]
+    assert all(-CLOCK_MS <= d <= 2 * base_ms + CLOCK_MS for d in second), second  # in [0, 2 * base]
+    assert recorder.never_early()  # no retry ran before its due time
+    mean1, mean2 = statistics.mean(first), statistics.mean(second)
+    print(
+        f"\nmean back-off: retry 1 {mean1:.0f} ms (ceiling {base_ms}), retry 2 {mean2:.0f} ms (ceiling {2 * base_ms})"
+    )
+    assert mean2 > mean1  # the ceiling doubles; over 40 tasks the mean grows (fails with P < 1e-6)
 
 
-async def test_retry_cap_and_permanent(settings: Settings, queue: Queue) -> None:
-    registry = Registry()
-
-    def always(payload: Any) -> None:
-        raise RuntimeError("no")
-
-    registry.register("always", always)
+async def test_retry_cap_and_no_retries(settings: Settings, queue: Queue, redis: Redis, keys: KeySchema) -> None:
+    recorder = RetryRecorder(redis, keys, succeed_at=99)
     capped = settings.model_copy(update={"retry_max_s": 0.05})
-    [zero] = await queue.submit([TaskCreate(type="always", max_retries=0)])
-    [many] = await queue.submit([TaskCreate(type="always", max_retries=4, retry_backoff_s=30)])
-    async with running_scheduler(capped), running_worker(capped, registry):
+    [zero] = await queue.submit([TaskCreate(type="flaky", max_retries=0)])
+    [many] = await queue.submit([TaskCreate(type="flaky", max_retries=4, retry_backoff_s=30)])
+    async with running_scheduler(capped), running_worker(capped, recorder.registry):
         await _all_done(queue, [zero.task.id, many.task.id], {"failed"}, timeout=10)
     z, m = await queue.get_many([zero.task.id, many.task.id])
     assert z.attempts == 1 and len(z.history) == 1  # max_retries=0 fails at once
-    assert m.attempts == 5 and len(m.history) == 5  # a 30 s base capped at 50 ms
-    gaps = [(b.at - a.at).total_seconds() for a, b in zip(m.history, m.history[1:], strict=False)]
-    assert all(g <= 0.05 + 0.25 for g in gaps), gaps
+    assert m.attempts == 5 and len(m.history) == 5
+    delays = (await recorder.delays())[many.task.id]
+    assert len(delays) == 4 and all(-CLOCK_MS <= d <= 50 + CLOCK_MS for d in delays), delays  # 30 s base, 50 ms cap
+    assert recorder.never_early()
 
 
 async def test_retry_failed_endpoint_revives_in_batches(
