@@ -9,6 +9,7 @@ from collections import defaultdict
 from typing import Any
 
 import httpx
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from services.worker import builtin  # noqa: F401
@@ -189,6 +190,24 @@ async def test_deleted_pending_entry_is_requeued_not_lost(
     assert "requeued" in [f["event"] for _, f in await redis.xrange(keys.events)]
 
 
+async def test_stalled_task_is_reclaimed_without_using_a_retry(
+    settings: Settings, queue: Queue, redis: Redis, keys: KeySchema
+) -> None:
+    await ensure_group(redis, keys.streams(), WORKER_GROUP)
+    [done] = await queue.submit([TaskCreate(type="echo", payload="again", max_retries=0)])
+    entries = await _deliver(redis, keys, "crashed")
+    await _start_as(queue.scripts, keys, "crashed", entries)  # started, then its worker died
+    reclaimed_before = REGISTRY.get_sample_value("streamq_tasks_reclaimed_total", {"queue": "default"}) or 0
+    fast = settings.model_copy(update={"lease_s": 0.2})
+    await asyncio.sleep(0.25)
+    async with running_worker(fast) as worker:
+        await wait_for_status(queue, done.task.id, {"completed"}, timeout=5)
+    task = await queue.get(done.task.id)
+    assert task.result == "again" and task.attempts == 1 and task.worker == worker.worker_id
+    assert REGISTRY.get_sample_value("streamq_tasks_reclaimed_total", {"queue": "default"}) == reclaimed_before + 1
+    assert (await redis.xpending(keys.stream(3), WORKER_GROUP))["pending"] == 0
+
+
 async def test_poison_is_dead_lettered_after_max_deliveries(
     settings: Settings, queue: Queue, redis: Redis, keys: KeySchema
 ) -> None:
@@ -198,6 +217,7 @@ async def test_poison_is_dead_lettered_after_max_deliveries(
     await _start_as(queue.scripts, keys, "w0", [(msg, poison.task.id)])
     for n in range(1, 5):  # four more deliveries, each to a worker that "died"
         await redis.xclaim(keys.stream(3), WORKER_GROUP, f"w{n}", 0, [msg])
+    dead_before = REGISTRY.get_sample_value("streamq_tasks_dead_lettered_total", {"queue": "default"}) or 0
     fast = settings.model_copy(update={"lease_s": 0.2, "max_deliveries": 5})
     await asyncio.sleep(0.25)
     async with running_worker(fast):
@@ -209,6 +229,7 @@ async def test_poison_is_dead_lettered_after_max_deliveries(
     assert (await redis.xpending(keys.stream(3), WORKER_GROUP))["pending"] == 0
     assert await redis.xlen(keys.stream(3)) == 0
     assert await redis.hget(keys.stats, "poisoned_total") == "1"
+    assert REGISTRY.get_sample_value("streamq_tasks_dead_lettered_total", {"queue": "default"}) == dead_before + 1
 
 
 async def test_dead_consumer_removed_only_without_pending(queue: Queue, redis: Redis, keys: KeySchema) -> None:

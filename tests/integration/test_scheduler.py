@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from services.scheduler.promoter import Promoter
@@ -27,6 +28,7 @@ def _in(seconds: float) -> datetime:
 
 
 async def test_due_task_is_promoted_when_due(settings: Settings, queue: Queue, redis: Redis, keys: KeySchema) -> None:
+    observed = REGISTRY.get_sample_value("streamq_scheduler_lateness_seconds_count", {"queue": "default"}) or 0
     async with running_scheduler(settings):
         await asyncio.sleep(0.2)  # the promoter is idle, waiting up to max_wait_s
         [done] = await queue.submit([TaskCreate(type="noop", scheduled_for=_in(0.4))])
@@ -36,6 +38,8 @@ async def test_due_task_is_promoted_when_due(settings: Settings, queue: Queue, r
     lateness = entry_ms(raw["msg_id"]) - int(raw["scheduled_for"])
     print(f"\nlateness of one due task: {lateness} ms")
     assert lateness >= 0  # never early
+    after = REGISTRY.get_sample_value("streamq_scheduler_lateness_seconds_count", {"queue": "default"})
+    assert after == observed + 1  # the lateness histogram saw it
     assert await redis.zcard(keys.scheduled) == 0
     assert [f["event"] for _, f in await redis.xrange(keys.events)] == ["created", "promoted"]
     [(entry, fields)] = await redis.xrange(keys.stream(3))
