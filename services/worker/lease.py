@@ -34,7 +34,9 @@ class Lease(PeriodicLoop):
             args += [d.priority, d.msg_id]
         reply = await self.consumer.scripts.call("renew", self._common, args)
         for delivery, renewed in zip(held, reply, strict=True):
-            if not int(renewed):
+            if int(renewed) == 1:
+                continue
+            self.consumer.in_flight.pop(delivery.msg_id, None)  # stop renewing it
+            if int(renewed) == 0:
                 self.lost += 1
-                self.consumer.in_flight.pop(delivery.msg_id, None)  # stop renewing it
                 log.warning("lease lost: another worker took the task over", extra={"task": delivery.task_id})

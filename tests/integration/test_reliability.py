@@ -151,9 +151,11 @@ async def test_renew_never_takes_back_a_reclaimed_entry(queue: Queue, redis: Red
     renew = [100_000, WORKER_GROUP, "slow", 3, msg]
     assert await queue.scripts.call("renew", keys.common(), renew) == [1]
     await redis.xclaim(keys.stream(3), WORKER_GROUP, "fast", 0, [msg], justid=True)
-    assert await queue.scripts.call("renew", keys.common(), renew) == [0]
+    assert await queue.scripts.call("renew", keys.common(), renew) == [0]  # lease lost
     [row] = await redis.xpending_range(keys.stream(3), WORKER_GROUP, min="-", max="+", count=10)
     assert row["consumer"] == "fast" and row["times_delivered"] == 1  # JUSTID counts no delivery
+    await redis.xack(keys.stream(3), WORKER_GROUP, msg)
+    assert await queue.scripts.call("renew", keys.common(), renew) == [-1]  # finished: nothing to renew
 
 
 async def test_claim_follows_the_cursor_past_the_first_page(redis: Redis, keys: KeySchema) -> None:
