@@ -192,9 +192,7 @@ class Queue:
         last: str | None = None
         while len(found) < limit and budget > 0:
             chunk = min(budget, max(limit * 2, 100)) if (status and task_type) or priority else limit
-            ids: list[str] = await self.redis.zrange(
-                index, upper, "-", desc=True, bylex=True, offset=0, num=chunk
-            )
+            ids: list[str] = await self.redis.zrange(index, upper, "-", desc=True, bylex=True, offset=0, num=chunk)
             if not ids:
                 return found, None
             budget -= len(ids)
@@ -276,9 +274,7 @@ class Queue:
     async def expire_due(self, batch: int = 200) -> int:
         """Delete finished tasks whose result TTL has passed; returns how many were removed."""
         now_ms = int((await self.redis.time())[0]) * 1000
-        ids: list[str] = await self.redis.zrangebyscore(
-            self.keys.retention, "-inf", now_ms, start=0, num=batch
-        )
+        ids: list[str] = await self.redis.zrangebyscore(self.keys.retention, "-inf", now_ms, start=0, num=batch)
         if not ids:
             return 0
         pipe = self.redis.pipeline(transaction=False)
