@@ -18,7 +18,8 @@ from shared.keys import KeySchema
 from shared.models import TaskCreate
 from shared.queue import Queue
 from shared.settings import Settings
-from tests.e2e.processes import service_env, start_schedulers, stop_all
+from tests.e2e.processes import service_env, start_schedulers, start_workers, stop_all
+from tests.integration.helpers import wait_for_status
 from tests.integration.scheduling import entry_ms
 
 pytestmark = pytest.mark.e2e
@@ -128,3 +129,25 @@ def _logged(log: str, message: str, field: str | None = None) -> int:
     if field is None:
         return len(matching)
     return int(matching[-1][field]) if matching else 0
+
+
+@pytest.mark.timeout(60)
+async def test_retries_through_worker_and_scheduler_processes(
+    settings: Settings, queue: Queue, redis: Redis, keys: KeySchema, log_dir: Path
+) -> None:
+    env = service_env(settings)
+    services = await start_schedulers(env, log_dir, 1)
+    try:
+        services += await start_workers(env, log_dir, 1)
+        [failing] = await queue.submit([TaskCreate(type="fail", payload="boom", max_retries=2, retry_backoff_s=0.05)])
+        [later] = await queue.submit(
+            [TaskCreate(type="echo", payload="later", scheduled_for=datetime.now(UTC) + timedelta(seconds=0.5))]
+        )
+        await wait_for_status(queue, failing.task.id, {"failed"}, timeout=15)
+        await wait_for_status(queue, later.task.id, {"completed"}, timeout=15)
+        task = await queue.get(failing.task.id)
+        assert task.attempts == 3 and [h.attempt for h in task.history] == [1, 2, 3]
+        assert [f["id"] for _, f in await redis.xrange(keys.dead)] == [failing.task.id]
+        assert (await queue.get(later.task.id)).result == "later"
+    finally:
+        stop_all(services)
