@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY
 
 from services.api.collector import QueueCollector
 from services.api.middleware import BodyLimit, HttpMetrics
-from services.api.routes import deliveries, health, services, stats, tasks
+from services.api.routes import deliveries, health, recovery, schedules, services, stats, tasks
 from services.api.types import TypeCatalog
 from shared.errors import Conflict, NotFound
 from shared.keys import KeySchema
@@ -60,6 +60,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.guard = SsrfGuard.from_settings(settings)
     app.include_router(tasks.router)
+    app.include_router(recovery.router)
+    app.include_router(schedules.router)
     app.include_router(stats.router)
     app.include_router(health.router)
     app.include_router(deliveries.router)
