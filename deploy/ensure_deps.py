@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 # binary -> Debian package
-REQUIRED = {"redis-server": "redis-server", "redis-cli": "redis-tools"}
+REQUIRED = {"redis-server": "redis-server", "redis-cli": "redis-tools", "promtool": "prometheus", "prometheus": "prometheus"}
 
 
 def missing() -> dict[str, str]:

@@ -16,6 +16,8 @@ from shared.queue import Queue
 from shared.settings import Settings
 from tests.support import RedisServer
 
+pytest_plugins = ["tests.services"]
+
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:

@@ -13,7 +13,7 @@ from datetime import datetime
 import httpx
 import pytest
 
-from tests.e2e.conftest import StartService
+from tests.services import StartService
 from tests.support import ROOT
 
 pytestmark = pytest.mark.e2e

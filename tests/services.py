@@ -1,4 +1,4 @@
-"""Real service processes (``python -m services.X``) against the session's redis-server."""
+"""Fixtures for real service processes (``python -m services.X``) against the session's redis-server."""
 
 from __future__ import annotations
 
