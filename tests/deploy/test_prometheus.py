@@ -3,6 +3,7 @@ live local stack through the repo's scrape configuration (only target addresses 
 
 from __future__ import annotations
 
+import base64
 import shutil
 import subprocess
 import time
@@ -17,6 +18,7 @@ from tests.services import StartService
 from tests.support import ROOT, free_port, wait_http
 
 PROM_DIR = ROOT / "deploy/prometheus"
+SECRET = "whsec_" + base64.b64encode(b"p" * 32).decode()
 # job -> (module, how its metrics port is set)
 JOBS = {
     "streamq-api": "services.api",
@@ -73,7 +75,7 @@ def test_real_prometheus_scrapes_a_live_stack(start_service: StartService, tmp_p
         targets[job] = []
         for _ in range(replicas):
             port = free_port()
-            start_service(module, STREAMQ_METRICS_PORT=str(port))
+            start_service(module, STREAMQ_METRICS_PORT=str(port), STREAMQ_WEBHOOK_SECRET=SECRET)
             targets[job].append(f"127.0.0.1:{port}")
     prom_port = free_port()
     targets["prometheus"] = [f"127.0.0.1:{prom_port}"]
