@@ -13,9 +13,13 @@ import subprocess
 import sys
 
 # binary -> Debian package
-REQUIRED = {"redis-server": "redis-server", "redis-cli": "redis-tools"}
-REQUIRED["chromium"] = "chromium"  # the dashboard's browser tests (Playwright drives Debian's chromium)
-REQUIRED["prometheus"] = "prometheus"  # the dashboard's Prometheus-backed charts test (real server)
+REQUIRED = {
+    "redis-server": "redis-server",
+    "redis-cli": "redis-tools",
+    "chromium": "chromium",  # the dashboard's browser tests (Playwright drives Debian's chromium)
+    "prometheus": "prometheus",  # real Prometheus server in the deploy and dashboard tests
+    "promtool": "prometheus",  # checks the Prometheus config and unit-tests the alerts
+}
 
 
 def missing() -> dict[str, str]:

@@ -21,6 +21,9 @@ key                                         type    what it holds
 <p>:{<q>}:webhooks:due                      zset    webhook delivery ids, score = when the next attempt is due (ms)
 <p>:{<q>}:webhook:<delivery id>             hash    one webhook message: task, event, url, body, attempts, status
 <p>:{<q>}:deliveries:<task id>              list    the task's delivery attempts (JSON), newest last, capped
+<p>:{<q>}:schedule:<name>                   hash    one periodic schedule (cron, timezone, task template)
+<p>:{<q>}:schedules                         zset    every schedule name, score 0 (lexical order)
+<p>:{<q>}:schedules:due                     zset    active schedule names, score = next tick (ms)
 <p>:types                                   set     task types any worker has advertised
 <p>:workers                                 zset    worker ids, score = last heartbeat (ms)
 <p>:worker:<id>                             hash    one worker's registration (TTL)
@@ -112,6 +115,17 @@ class KeySchema:
 
     def deliveries(self, task_id: str) -> str:
         return f"{self._q}:deliveries:{task_id}"
+
+    def schedule(self, name: str) -> str:
+        return f"{self._q}:schedule:{name}"
+
+    @property
+    def schedules(self) -> str:
+        return f"{self._q}:schedules"
+
+    @property
+    def schedules_due(self) -> str:
+        return f"{self._q}:schedules:due"
 
     def common(self) -> list[str]:
         """The first 17 KEYS of every state-change script, in the order ``lua/lib.lua`` expects."""

@@ -44,6 +44,9 @@ class EventType(StrEnum):
     CANCELLED = "cancelled"
     DEAD_LETTERED = "dead_lettered"
     DELETED = "deleted"
+    PROMOTED = "promoted"  # a scheduled task reached its due time and is on its stream
+    RESCHEDULED = "rescheduled"
+    REQUEUED = "requeued"  # its stream entry was lost (deleted while pending): a fresh entry
 
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

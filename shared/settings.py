@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(default=5.0, gt=0)
     events_maxlen: int = Field(default=100_000, ge=100)
     idempotency_ttl_s: int = Field(default=24 * 3600, ge=1)
+    scheduler_batch: int = Field(default=500, ge=1, le=10_000)  # tasks promoted per script call
+    scheduler_max_wait_s: float = Field(default=1.0, gt=0, le=60)  # longest scheduler sleep between checks
 
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=0, ge=0, le=65535)

@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY
 
 from services.api.collector import QueueCollector
 from services.api.middleware import BodyLimit, HttpMetrics
-from services.api.routes import deliveries, health, services, stats, tasks
+from services.api.routes import deliveries, health, recovery, schedules, services, stats, tasks
 from services.api.security import Guard, RateLimited, RateLimiter
 from services.api.types import TypeCatalog
 from shared.auth import parse_keys
@@ -74,8 +74,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.limiter = None
     app.state.guard = SsrfGuard.from_settings(settings)
-    for router in (tasks.router, stats.router, health.router, deliveries.router, services.router):
-        app.include_router(router, responses=COMMON_RESPONSES)
+    routers = (tasks, recovery, schedules, stats, health, deliveries, services)
+    for module in routers:
+        app.include_router(module.router, responses=COMMON_RESPONSES)
 
     @app.exception_handler(NotFound)
     async def not_found(_request: Request, error: NotFound) -> JSONResponse:

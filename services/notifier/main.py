@@ -18,6 +18,7 @@ from shared.keys import NOTIFIER_GROUP, KeySchema
 from shared.logging import setup_logging
 from shared.loops import PeriodicLoop
 from shared.redis import connect
+from shared.registry import ServiceRegistration
 from shared.scripts import Scripts
 from shared.settings import Settings, load_settings
 from shared.ssrf import SsrfGuard, guarded_client
@@ -32,7 +33,14 @@ def consumer_name() -> str:
 
 
 class Notifier:
-    def __init__(self, settings: Settings, consumer: str | None = None, guard: SsrfGuard | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        consumer: str | None = None,
+        guard: SsrfGuard | None = None,
+        metrics_port: int = 0,
+    ) -> None:
+        self.metrics_port = metrics_port  # the bound /metrics port, for the service registry
         self.settings = settings
         self.keys = KeySchema(settings.key_prefix, settings.queue)
         self.consumer = consumer or consumer_name()
@@ -82,6 +90,7 @@ class Notifier:
             )
             reclaimer = Reclaimer(redis, self.keys, handler, consumer=self.consumer, min_idle_s=s.notifier_claim_idle_s)
             loops: list[PeriodicLoop] = [reader, deliverer, reclaimer]
+            loops.append(ServiceRegistration.for_settings(redis, s, kind="notifier", metrics_port=self.metrics_port))
             for loop in loops:
                 loop.start()
             log.info("notifier started", extra={"consumer": self.consumer, "recovered_events": recovered})
@@ -99,5 +108,5 @@ class Notifier:
 def main() -> None:
     settings = load_settings()
     setup_logging("notifier", settings.log_level, settings.log_format)
-    metrics.serve(settings.metrics_host, settings.metrics_port)
-    lifecycle.run(Notifier(settings).run)
+    port = metrics.serve(settings.metrics_host, settings.metrics_port)
+    lifecycle.run(Notifier(settings, metrics_port=port).run)

@@ -15,6 +15,7 @@ from services.worker.finisher import Finisher
 from services.worker.heartbeat import Heartbeat
 from services.worker.integrations import configure as configure_integrations
 from services.worker.janitor import Janitor
+from services.worker.recovery import recovery_loops
 from services.worker.registry import REGISTRY, Registry, load_modules
 from shared import lifecycle, metrics
 from shared.keys import WORKER_GROUP, KeySchema
@@ -107,6 +108,7 @@ class Worker:
                     },
                 )
             )
+            loops += recovery_loops(s, consumer, stop)  # lease renewal, reclaim, dead consumers, trimming
             for loop in loops:
                 loop.start()
             log.info(

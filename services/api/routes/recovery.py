@@ -1,0 +1,35 @@
+"""/api/tasks recovery actions: reschedule a scheduled task, revive every failed task."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict
+
+from services.api.deps import QueueDep
+from shared.models import AwareDatetime, TaskPublic, dt_to_ms
+from shared.recovery import reschedule, revive_failed
+
+router = APIRouter(prefix="/api/tasks", tags=["tasks"])
+
+
+class RescheduleBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scheduled_for: AwareDatetime
+
+
+class Revived(BaseModel):
+    revived: int
+
+
+@router.post("/retry-failed")
+async def retry_failed(queue: QueueDep, batch: int = Query(default=500, ge=1, le=5000)) -> Revived:
+    """Every failed task back to pending with fresh attempts, ``batch`` per Redis round trip;
+    their dead letters are removed."""
+    return Revived(revived=await revive_failed(queue, batch))
+
+
+@router.post("/{task_id}/reschedule", responses={404: {}, 409: {"description": "Not scheduled"}})
+async def reschedule_task(task_id: str, body: RescheduleBody, queue: QueueDep) -> TaskPublic:
+    """Move a scheduled task to a new time (a past time runs it now)."""
+    return await reschedule(queue, task_id, dt_to_ms(body.scheduled_for))

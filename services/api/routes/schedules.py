@@ -1,0 +1,80 @@
+"""/api/schedules: periodic schedules (cron + time zone + task template), pause and resume."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Annotated, TypeVar
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+
+from services.api.deps import CatalogDep, QueueDep
+from shared.schedules import ScheduleCreate, ScheduleExists, ScheduleNotFound, SchedulePublic, Schedules
+
+T = TypeVar("T")
+router = APIRouter(prefix="/api/schedules", tags=["schedules"])
+NamePath = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+
+
+def get_schedules(request: Request, queue: QueueDep) -> Schedules:
+    """One Schedules per app (its scripts are registered once), made on first use."""
+    state = request.app.state
+    if getattr(state, "schedules", None) is None:
+        state.schedules = Schedules(queue.redis, queue.keys, events_maxlen=queue.events_maxlen)
+    return state.schedules  # type: ignore[no-any-return]
+
+
+SchedulesDep = Annotated[Schedules, Depends(get_schedules)]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, responses={409: {"description": "The name is taken"}})
+async def create_schedule(spec: ScheduleCreate, schedules: SchedulesDep, catalog: CatalogDep) -> SchedulePublic:
+    """Create a schedule; its first tick is the next one after now (nothing fires for the past)."""
+    unknown = await catalog.unknown({spec.task.type})
+    if unknown:
+        error = unknown[spec.task.type]
+        raise RequestValidationError(
+            [{"loc": ["body", "task", "type"], "msg": str(error), "type": "unknown_task_type", "input": spec.task.type}]
+        )
+    try:
+        return await schedules.create(spec)
+    except ScheduleExists as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
+
+
+@router.get("")
+async def list_schedules(schedules: SchedulesDep) -> list[SchedulePublic]:
+    """Every schedule, by name."""
+    return await schedules.list_all()
+
+
+@router.get("/{name}", responses={404: {}})
+async def get_schedule(name: NamePath, schedules: SchedulesDep) -> SchedulePublic:
+    return await _found(schedules.get(name))
+
+
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, responses={404: {}})
+async def delete_schedule(name: NamePath, schedules: SchedulesDep) -> Response:
+    """Delete a schedule; the tasks it already created are kept."""
+    await _found(schedules.delete(name))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{name}/pause", responses={404: {}})
+async def pause_schedule(name: NamePath, schedules: SchedulesDep) -> SchedulePublic:
+    """No tick fires while paused."""
+    return await _found(schedules.pause(name))
+
+
+@router.post("/{name}/resume", responses={404: {}})
+async def resume_schedule(name: NamePath, schedules: SchedulesDep) -> SchedulePublic:
+    """Resume at the next tick from now; ticks missed while paused are not fired."""
+    return await _found(schedules.resume(name))
+
+
+async def _found(call: Awaitable[T]) -> T:
+    """Await ``call``; a missing schedule becomes 404."""
+    try:
+        return await call
+    except ScheduleNotFound as error:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None

@@ -1,0 +1,1 @@
+"""The scheduler service: promotes due scheduled tasks and fires periodic schedules."""

@@ -1,0 +1,62 @@
+"""The scheduler process: promoter (due tasks), watcher (wake-ups) and cron (periodic schedules).
+
+Any number of replicas may run; every state change is a script that acts once whatever the number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from services.scheduler.cron import CronLoop
+from services.scheduler.promoter import Promoter
+from services.scheduler.watcher import Watcher
+from shared import lifecycle, metrics
+from shared.keys import KeySchema
+from shared.logging import setup_logging
+from shared.loops import PeriodicLoop
+from shared.queue import Queue
+from shared.redis import connect
+from shared.registry import ServiceRegistration
+from shared.schedules import Schedules
+from shared.settings import Settings, load_settings
+
+log = logging.getLogger("streamq.scheduler")
+
+
+class Scheduler:
+    """One scheduler process's loops; :meth:`run` until ``stop`` is set."""
+
+    def __init__(self, settings: Settings, metrics_port: int = 0) -> None:
+        self.settings = settings
+        self.metrics_port = metrics_port  # the bound /metrics port, for the service registry
+        self.keys = KeySchema(settings.key_prefix, settings.queue)
+        self.ready = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        redis = await connect(s)
+        try:
+            queue = Queue(redis, self.keys, events_maxlen=s.events_maxlen, result_ttl_s=s.result_ttl_s)
+            schedules = Schedules(redis, self.keys, events_maxlen=s.events_maxlen)
+            self.promoter = Promoter(queue, batch=s.scheduler_batch, max_wait_s=s.scheduler_max_wait_s)
+            self.cron = CronLoop(schedules, max_wait_s=s.scheduler_max_wait_s)
+            loops: list[PeriodicLoop] = [self.promoter, Watcher(redis, self.keys, self.promoter.wake), self.cron]
+            loops.append(ServiceRegistration.for_settings(redis, s, kind="scheduler", metrics_port=self.metrics_port))
+            for loop in loops:
+                loop.start()
+            log.info("scheduler started", extra={"queue": s.queue})
+            self.ready.set()
+            await stop.wait()
+            for loop in loops:
+                await loop.stop()
+            log.info("scheduler stopped", extra={"promoted": self.promoter.promoted, "fired": self.cron.fired})
+        finally:
+            await redis.aclose()
+
+
+def main() -> None:
+    settings = load_settings()
+    setup_logging("scheduler", settings.log_level, settings.log_format)
+    port = metrics.serve(settings.metrics_host, settings.metrics_port)
+    lifecycle.run(Scheduler(settings, metrics_port=port).run)

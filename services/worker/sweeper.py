@@ -1,0 +1,62 @@
+"""Stream housekeeping: removing consumers of dead workers and trimming below the oldest pending entry.
+
+A consumer is removed only when its worker's registration has expired and it has no pending
+entry on any priority stream (checked and removed in one script, drop_consumer.lua): XGROUP
+DELCONSUMER would otherwise discard its pending entries. Streams are trimmed only below the
+oldest pending or unread entry (shared.streams.trim_below_pending), so no task is trimmed away.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from redis.asyncio import Redis
+
+from shared.keys import WORKER_GROUP, KeySchema
+from shared.loops import PeriodicLoop
+from shared.scripts import Scripts
+from shared.streams import trim_below_pending
+
+log = logging.getLogger("streamq.worker")
+
+
+class Sweeper(PeriodicLoop):
+    name = "sweeper"
+
+    def __init__(
+        self, redis: Redis, scripts: Scripts, keys: KeySchema, *, me: str, lease_s: float, events_maxlen: int
+    ) -> None:
+        super().__init__(max(lease_s, 1.0))
+        self.redis = redis
+        self.scripts = scripts
+        self.keys = keys
+        self.me = me
+        self.min_idle_ms = int(lease_s * 1000)
+        self.events_maxlen = events_maxlen
+        self._common = keys.common()
+        self.removed = 0
+
+    async def tick(self) -> None:
+        await self.remove_dead_consumers()
+        for stream in self.keys.streams():
+            await trim_below_pending(self.redis, stream)
+
+    async def remove_dead_consumers(self) -> None:
+        candidates: set[str] = set()
+        for stream in self.keys.streams():
+            for c in await self.redis.xinfo_consumers(stream, WORKER_GROUP):
+                if c["name"] != self.me and int(c["pending"]) == 0 and int(c["idle"]) > self.min_idle_ms:
+                    candidates.add(str(c["name"]))
+        if not candidates:
+            return
+        names = sorted(candidates)
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.exists(self.keys.worker(name))
+        for name, alive in zip(names, await pipe.execute(), strict=True):
+            if alive:
+                continue
+            args = [self.events_maxlen, WORKER_GROUP, name]
+            if int(await self.scripts.call("drop_consumer", self._common, args)):
+                self.removed += 1
+                log.info("removed the consumer of a dead worker", extra={"consumer": name})

@@ -1,0 +1,41 @@
+"""Operator actions on tasks that wait or failed: reschedule one, revive every failed one."""
+
+from __future__ import annotations
+
+from shared.errors import Conflict, NotFound
+from shared.models import TaskPublic, TaskStatus
+from shared.queue import Queue
+
+
+async def reschedule(queue: Queue, task_id: str, due_ms: int) -> TaskPublic:
+    """Move a scheduled task to ``due_ms`` (a past time makes it due now); 404 / 409 otherwise."""
+    ok, status = await queue.scripts.call(
+        "reschedule", [*queue.keys.common(), queue.keys.task(task_id)], [queue.events_maxlen, task_id, due_ms]
+    )
+    if not int(ok):
+        if not status:
+            raise NotFound(task_id)
+        raise Conflict(task_id, str(status), "only scheduled tasks can be rescheduled")
+    return await queue.get(task_id)
+
+
+async def revive_failed(queue: Queue, batch: int = 500) -> int:
+    """Put every task that is failed now back on its stream with fresh attempts, ``batch`` tasks per
+    round trip (one revive.lua call per task, pipelined). Tasks that fail again meanwhile are not
+    revived twice: at most the number failed at the start is visited. Returns how many were revived."""
+    index = queue.keys.index_status(TaskStatus.FAILED)
+    budget = int(await queue.redis.zcard(index))
+    common = queue.keys.common()
+    revived = 0
+    while budget > 0:
+        ids: list[str] = await queue.redis.zrange(index, 0, min(batch, budget) - 1)
+        if not ids:
+            break
+        budget -= len(ids)
+        pipe = queue.redis.pipeline(transaction=False)
+        for task_id in ids:
+            await queue.scripts.call(
+                "revive", [*common, queue.keys.task(task_id)], [queue.events_maxlen, task_id], client=pipe
+            )
+        revived += sum(int(ok) for ok, _status in await pipe.execute())
+    return revived

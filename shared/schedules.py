@@ -1,0 +1,210 @@
+"""Periodic schedules: a cron expression, a time zone and a task template.
+
+Each schedule is a hash plus its name in two sorted sets (every name; active names by next tick).
+Firing a tick is one script call that creates the task and moves the schedule on only when the
+schedule is still due at the tick the caller read, so several schedulers can fire concurrently
+and each tick fires once.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from redis.asyncio import Redis
+
+from shared.errors import StreamqError
+from shared.keys import KeySchema
+from shared.models import TaskCreate, ms_to_dt, new_task_id
+from shared.queue import _encode
+from shared.scripts import Scripts
+
+ScheduleName = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")
+
+
+class ScheduleNotFound(StreamqError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"schedule {name!r} not found")
+
+
+class ScheduleExists(StreamqError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"schedule {name!r} already exists; delete it first")
+
+
+def next_tick_ms(cron: str, timezone: str, after_ms: int) -> int:
+    """The first tick of ``cron`` (in ``timezone``) strictly after ``after_ms``."""
+    start = datetime.fromtimestamp(after_ms / 1000, ZoneInfo(timezone))
+    following: float = croniter(cron, start).get_next(float)
+    return round(following * 1000)
+
+
+class ScheduleCreate(BaseModel):
+    """What a client sends to create a schedule."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = ScheduleName
+    cron: str = Field(min_length=1, max_length=200)
+    task: TaskCreate
+    timezone: str = Field(default="UTC", min_length=1, max_length=64)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if not croniter.is_valid(value):
+            raise ValueError(
+                "is not a valid cron expression: 5 fields (minute hour day month weekday), "
+                "or 6 with seconds last, e.g. '*/5 * * * *'"
+            )
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("is not a known IANA time zone, e.g. 'UTC' or 'Europe/Paris'") from None
+        return value
+
+    @field_validator("task")
+    @classmethod
+    def _template(cls, value: TaskCreate) -> TaskCreate:
+        if value.scheduled_for is not None:
+            raise ValueError("task.scheduled_for is not allowed: the schedule decides when its tasks run")
+        if value.idempotency_key is not None:
+            raise ValueError("task.idempotency_key is not allowed: every tick creates a new task")
+        return value
+
+
+class SchedulePublic(BaseModel):
+    name: str
+    cron: str
+    timezone: str
+    task: TaskCreate
+    paused: bool
+    next_run_at: datetime | None
+    last_run_at: datetime | None
+    last_task_id: str | None
+    fired_total: int
+    created_at: datetime
+
+
+def decode_schedule(raw: dict[str, str]) -> SchedulePublic:
+    return SchedulePublic(
+        name=raw["name"],
+        cron=raw["cron"],
+        timezone=raw["timezone"],
+        task=TaskCreate.model_validate_json(raw["task"]),
+        paused=raw.get("paused") == "1",
+        next_run_at=ms_to_dt(raw.get("next_at")),
+        last_run_at=ms_to_dt(raw.get("last_at")),
+        last_task_id=raw.get("last_task") or None,
+        fired_total=int(raw.get("fired_total") or 0),
+        created_at=ms_to_dt(raw["created_at"]),  # type: ignore[arg-type]
+    )
+
+
+class Schedules:
+    """Schedule operations of one queue (used by the api and the scheduler)."""
+
+    def __init__(self, redis: Redis, keys: KeySchema, *, events_maxlen: int = 100_000) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.scripts = Scripts(redis)
+        self.events_maxlen = events_maxlen
+        self._common = keys.common()
+
+    def _keys(self, name: str) -> list[str]:
+        return [*self._common, self.keys.schedule(name), self.keys.schedules, self.keys.schedules_due]
+
+    async def _now_ms(self) -> int:
+        seconds, micros = await self.redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    async def create(self, spec: ScheduleCreate) -> SchedulePublic:
+        first = next_tick_ms(spec.cron, spec.timezone, await self._now_ms())
+        fields = {
+            "name": spec.name,
+            "cron": spec.cron,
+            "timezone": spec.timezone,
+            "task": spec.task.model_dump_json(exclude_none=True),
+        }
+        flat = [part for item in fields.items() for part in item]
+        ok, _created = await self.scripts.call(
+            "schedule_save", self._keys(spec.name), [self.events_maxlen, spec.name, first, len(fields), *flat]
+        )
+        if not int(ok):
+            raise ScheduleExists(spec.name)
+        return await self.get(spec.name)
+
+    async def get(self, name: str) -> SchedulePublic:
+        raw = await self.redis.hgetall(self.keys.schedule(name))
+        if not raw:
+            raise ScheduleNotFound(name)
+        return decode_schedule(raw)
+
+    async def list_all(self) -> list[SchedulePublic]:
+        names: list[str] = await self.redis.zrange(self.keys.schedules, 0, -1)
+        if not names:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(self.keys.schedule(name))
+        return [decode_schedule(raw) for raw in await pipe.execute() if raw]
+
+    async def delete(self, name: str) -> None:
+        if not int(await self.scripts.call("schedule_remove", self._keys(name), [self.events_maxlen, name])):
+            raise ScheduleNotFound(name)
+
+    async def pause(self, name: str) -> SchedulePublic:
+        return await self._set_paused(name, "pause", 0)
+
+    async def resume(self, name: str) -> SchedulePublic:
+        current = await self.get(name)
+        following = next_tick_ms(current.cron, current.timezone, await self._now_ms())
+        return await self._set_paused(name, "resume", following)
+
+    async def _set_paused(self, name: str, mode: str, following: int) -> SchedulePublic:
+        args = [self.events_maxlen, name, mode, following]
+        if not int(await self.scripts.call("schedule_pause", self._keys(name), args)):
+            raise ScheduleNotFound(name)
+        return await self.get(name)
+
+    # --- the scheduler's side --------------------------------------------------------------------
+    async def due(self, now_ms: int, limit: int = 100) -> list[tuple[str, int]]:
+        """Active schedules whose next tick is at or before ``now_ms``: (name, tick)."""
+        rows = await self.redis.zrangebyscore(
+            self.keys.schedules_due, "-inf", now_ms, start=0, num=limit, withscores=True
+        )
+        return [(str(name), int(score)) for name, score in rows]
+
+    async def next_due_ms(self) -> int | None:
+        rows = await self.redis.zrange(self.keys.schedules_due, 0, 0, withscores=True)
+        return int(rows[0][1]) if rows else None
+
+    async def fire(self, name: str, tick_ms: int, now_ms: int) -> str | None:
+        """Fire ``tick_ms`` of ``name`` once: returns the new task id, or None when another
+        scheduler fired it first (or the schedule is gone or paused)."""
+        raw = await self.redis.hmget(self.keys.schedule(name), ["cron", "timezone", "task"])
+        if not raw[0]:
+            return None
+        cron, timezone, template = raw
+        task = TaskCreate.model_validate_json(template)
+        following = next_tick_ms(cron, timezone, max(now_ms, tick_ms))
+        task_id = new_task_id(int(time.time() * 1000))
+        fields = _encode(task, task_id, self.keys.queue)
+        keys = [
+            *self._common,
+            self.keys.schedule(name),
+            self.keys.schedules_due,
+            self.keys.task(task_id),
+            self.keys.index_type(task.type),
+        ]
+        args = [self.events_maxlen, name, tick_ms, following, task_id, task.priority, len(fields) // 2, *fields]
+        fired = int(await self.scripts.call("fire", keys, args))
+        return task_id if fired else None
