@@ -14,7 +14,9 @@ from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError
 
 from services.api.app import create_app
+from shared.keys import KeySchema
 from shared.models import TaskCreate
+from shared.queue import Queue
 from shared.redis import connect, redact
 from shared.settings import Settings
 from tests.integration.helpers import running_worker, wait_for_status
@@ -85,7 +87,9 @@ def make_certs(folder: Path) -> dict[str, Path]:
     return {name: folder / f"{name}" for name in ("ca.crt", "server.crt", "server.key")}
 
 
-async def test_tls_rediss_url(tmp_path: Path) -> None:
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A redis-server answering only TLS, with a certificate from a throwaway CA; yields (port, CA file)."""
     certs = make_certs(tmp_path)
     port = free_port()
     proc = subprocess.Popen(
@@ -94,27 +98,27 @@ async def test_tls_rediss_url(tmp_path: Path) -> None:
          "--tls-ca-cert-file", str(certs["ca.crt"]), "--tls-auth-clients", "no"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    try:
-        wait_port(port)
-        url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={certs['ca.crt']}&ssl_cert_reqs=required"
-        settings = Settings(redis_url=url, key_prefix="tls", heartbeat_s=0.5, _env_file=None)  # type: ignore[call-arg]
-        client = await connect(settings)
-        from shared.keys import KeySchema
-        from shared.queue import Queue
+    wait_port(port)
+    yield port, certs["ca.crt"]
+    proc.terminate()
+    proc.wait(timeout=10)
 
-        queue = Queue(client, KeySchema("tls"))
-        [done] = await queue.submit([TaskCreate(type="echo", payload={"tls": True})])
-        async with running_worker(settings):
-            assert await wait_for_status(queue, done.task.id, {"completed"}) == "completed"
-        assert (await queue.get(done.task.id)).result == {"tls": True}
-        await client.aclose()
-        # a plain connection to the TLS port is refused, and an unknown CA is refused
-        plain = Settings(redis_url=f"redis://127.0.0.1:{port}/0", _env_file=None)  # type: ignore[call-arg]
-        with pytest.raises(RuntimeError, match="cannot reach Redis"):
-            await connect(plain, attempts=1)
-        untrusted = Settings(redis_url=f"rediss://127.0.0.1:{port}/0", _env_file=None)  # type: ignore[call-arg]
-        with pytest.raises(RuntimeError, match="cannot reach Redis"):
-            await connect(untrusted, attempts=1)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+
+async def test_tls_rediss_url(tls_redis: tuple[int, Path]) -> None:
+    port, ca = tls_redis
+    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={ca}&ssl_cert_reqs=required"
+    settings = Settings(redis_url=url, key_prefix="tls", heartbeat_s=0.5, _env_file=None)  # type: ignore[call-arg]
+    client = await connect(settings)
+    queue = Queue(client, KeySchema("tls"))
+    [done] = await queue.submit([TaskCreate(type="echo", payload={"tls": True})])
+    async with running_worker(settings):
+        assert await wait_for_status(queue, done.task.id, {"completed"}) == "completed"
+    assert (await queue.get(done.task.id)).result == {"tls": True}
+    await client.aclose()
+    # a plain connection to the TLS port is refused, and so is a certificate from an unknown CA
+    plain = Settings(redis_url=f"redis://127.0.0.1:{port}/0", _env_file=None)  # type: ignore[call-arg]
+    with pytest.raises(RuntimeError, match="cannot reach Redis"):
+        await connect(plain, attempts=1)
+    untrusted = Settings(redis_url=f"rediss://127.0.0.1:{port}/0", _env_file=None)  # type: ignore[call-arg]
+    with pytest.raises(RuntimeError, match="cannot reach Redis"):
+        await connect(untrusted, attempts=1)
