@@ -20,21 +20,22 @@ from shared.queue import Queue
 from shared.redis import connect, redact
 from shared.settings import Settings
 from tests.integration.helpers import running_worker, wait_for_status
-from tests.support import RedisServer, free_port, wait_port
+from tests.support import ROOT, RedisServer, free_port, wait_port
 
 PASSWORD = "s3cret-Pa55word"
-# The least-privilege ACL from the README (Security section), for key prefix "sq".
-ACL = (
-    "user streamq on >{password} ~sq:* resetchannels -@all "
-    "+@read +@write +@stream +@hash +@sortedset +@set +@string +@list +@keyspace +@scripting +@connection "
-    "+info +time +ping -@dangerous +info"
-)
+
+
+def readme_acl() -> str:
+    """The least-privilege ACL exactly as the README's Security section documents it."""
+    readme = (ROOT / "README.md").read_text()
+    [line] = [ln for ln in readme.splitlines() if ln.startswith("user streamq on >PASSWORD ")]
+    return line.replace(">PASSWORD", f">{PASSWORD}")
 
 
 @pytest.fixture
 def acl_redis(tmp_path: Path) -> Iterator[RedisServer]:
     acl_file = tmp_path / "users.acl"
-    acl_file.write_text(f"user default off\n{ACL.format(password=PASSWORD)}\n")
+    acl_file.write_text(f"user default off\n{readme_acl()}\n")
     server = RedisServer("--aclfile", str(acl_file))
     yield server
     server.stop()
@@ -44,7 +45,7 @@ async def test_services_work_as_a_least_privilege_acl_user(
     acl_redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     url = f"redis://streamq:{PASSWORD}@127.0.0.1:{acl_redis.port}/0"
-    settings = Settings(redis_url=url, key_prefix="sq", heartbeat_s=0.5, _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(redis_url=url, key_prefix="streamq", heartbeat_s=0.5, _env_file=None)  # type: ignore[call-arg]
     caplog.set_level(logging.DEBUG)
     app = create_app(settings)
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api")
