@@ -27,6 +27,7 @@ key                                         type    what it holds
 <p>:types                                   set     task types any worker has advertised
 <p>:workers                                 zset    worker ids, score = last heartbeat (ms)
 <p>:worker:<id>                             hash    one worker's registration (TTL)
+<p>:ratelimit:<client>                      hash    token bucket of an api key or address (TTL)
 <p>:services                                zset    service instance ids, score = last heartbeat (ms)
 <p>:service:<id>                            hash    one service instance's registration (TTL)
 <p>:{<q>}:history                           stream  dashboard metric samples (field ``s``, JSON), ~24 h
@@ -151,6 +152,10 @@ class KeySchema:
     def worker(self, worker_id: str) -> str:
         return f"{self.prefix}:worker:{worker_id}"
 
+    def rate_limit(self, client: str) -> str:
+        """Token bucket of one api key (or client address), shared by every api replica."""
+        return f"{self.prefix}:ratelimit:{client}"
+
     # --- service registry and dashboard (appended for the observability issue) --------------------
     @property
     def services(self) -> str:
@@ -166,3 +171,11 @@ class KeySchema:
     @property
     def history_lock(self) -> str:
         return f"{self._q}:history:lock"
+
+
+if __name__ == "__main__":  # `python -m shared.keys new NAME --scopes ...` (API keys; see shared/auth.py)
+    import sys
+
+    from shared.auth import cli
+
+    sys.exit(cli())

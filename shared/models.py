@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from datetime import UTC, datetime
@@ -9,7 +10,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 MAX_PAYLOAD_BYTES = 256 * 1024
 MIN_PRIORITY = 1
@@ -68,12 +69,43 @@ def _aware(value: datetime) -> datetime:
     return value
 
 
-AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
+def _iso_text(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO 8601 date-time string with a time zone")
+    return value
+
+
+AwareDatetime = Annotated[datetime, BeforeValidator(_iso_text), AfterValidator(_aware)]
+
+
+def _json_int(value: Any) -> Any:
+    """A JSON integer: 3 or 3.0, never true/false or "3" (which Python would coerce)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a JSON integer")
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError("must be a whole number")
+    return int(value)
+
+
+def _json_number(value: Any) -> Any:
+    if value is None:
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a JSON number")
+    return value
+
+
 TaskType = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 
 
 def dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
+
+
+# scheme, an ASCII host name or [IPv6] (IDN hosts in punycode), optional port, then path/query
+WEBHOOK_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?([/?#][^\x00-\x20]*)?$"
 
 
 class TaskCreate(BaseModel):
@@ -86,18 +118,25 @@ class TaskCreate(BaseModel):
     priority: int = Field(default=DEFAULT_PRIORITY, ge=MIN_PRIORITY, le=MAX_PRIORITY)
     max_retries: int = Field(default=3, ge=0, le=100)
     scheduled_for: AwareDatetime | None = None
-    webhook: str | None = Field(default=None, max_length=2048)
+    webhook: str | None = Field(default=None, max_length=2048, pattern=WEBHOOK_PATTERN)
     timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
     retry_backoff_s: float | None = Field(default=None, ge=0, le=24 * 3600)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
 
+    # JSON types as the schema says them: Python would coerce true, "3" or 0 (a timestamp)
+    _ints = field_validator("priority", "max_retries", mode="before")(_json_int)
+    _numbers = field_validator("timeout_s", "retry_backoff_s", mode="before")(_json_number)
+
     @field_validator("payload")
     @classmethod
     def _payload_size(cls, value: Any) -> Any:
+        # the same compact form orjson stores; also refuses NaN/Infinity (not JSON) and ints over 64 bits
         try:
-            size = len(orjson.dumps(value))
-        except TypeError as error:  # pragma: no cover - JSON input is always serialisable
-            raise ValueError(f"must be JSON serialisable ({error})") from None
+            encoded = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+            orjson.dumps(value)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"must be plain JSON ({error})") from None
+        size = len(encoded.encode())
         if size > MAX_PAYLOAD_BYTES:
             raise ValueError(f"is {size} bytes serialised; the limit is {MAX_PAYLOAD_BYTES} bytes (256 KiB)")
         return value

@@ -13,7 +13,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-STANDALONE = frozenset({"fetch"})  # scripts that do not use lib.lua's common KEYS layout
+STANDALONE = frozenset({"fetch", "ratelimit"})  # scripts that do not use lib.lua's common KEYS layout
 LIBRARY = "lib"
 
 

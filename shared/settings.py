@@ -5,6 +5,7 @@ Settings are built in each service's ``main()`` through :func:`load_settings`, n
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Annotated
 
@@ -51,6 +52,23 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=0, ge=0, le=65535)
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     log_format: str = Field(default="json", pattern=r"^(json|text)$")
+
+    api_keys: str = Field(default="", repr=False)
+    rate_limit: str = ""
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_api_keys(cls, value: str) -> str:
+        from shared.auth import parse_keys
+
+        parse_keys(value)
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _check_rate_limit(cls, value: str) -> str:
+        parse_rate_limit(value)
+        return value
 
     # --- webhooks and the notifier (README: Webhooks and email) ---
     webhook_secret: str = ""  # "whsec_<base64>", several space-separated for rotation
@@ -126,6 +144,27 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)(?:\s+burst\s+(\d+))?\s*$")
+_PER = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_rate_limit(value: str) -> tuple[float, int] | None:
+    """``"100/s burst 200"`` -> (100.0 tokens per second, burst 200); ``""`` -> None (no limit).
+    Without ``burst`` the bucket holds one second's worth (at least 1)."""
+    if not value.strip():
+        return None
+    match = _RATE.match(value)
+    if match is None:
+        raise ValueError("must look like '100/s burst 200' (per s, m or h; burst optional)")
+    rate = float(match[1]) / _PER[match[2]]
+    if rate <= 0:
+        raise ValueError("the rate must be greater than 0")
+    burst = int(match[3]) if match[3] else max(1, int(rate))
+    if burst < 1:
+        raise ValueError("the burst must be at least 1")
+    return rate, burst
 
 
 def describe_error(error: ValidationError) -> str:

@@ -12,16 +12,28 @@ from prometheus_client import REGISTRY
 from services.api.collector import QueueCollector
 from services.api.middleware import BodyLimit, HttpMetrics
 from services.api.routes import deliveries, health, recovery, schedules, services, stats, tasks
+from services.api.security import Guard, RateLimited, RateLimiter
 from services.api.types import TypeCatalog
+from shared.auth import parse_keys
 from shared.errors import Conflict, NotFound
 from shared.keys import KeySchema
 from shared.queue import Queue
 from shared.redis import connect
 from shared.registry import ServiceRegistration
-from shared.settings import Settings
+from shared.settings import Settings, parse_rate_limit
 from shared.ssrf import SsrfGuard
 
 MAX_BODY_BYTES = 1024 * 1024
+ERROR = {"content": {"application/json": {"example": {"detail": "what went wrong"}}}}
+COMMON_RESPONSES: dict[int | str, dict[str, object]] = {
+    400: {"description": "The body is not valid JSON text", **ERROR},
+    401: {"description": "A valid API key is required", **ERROR},
+    403: {"description": "The API key lacks the scope", **ERROR},
+    413: {"description": "Request body over 1 MiB"},
+    414: {"description": "URL too long", **ERROR},
+    429: {"description": "Rate limit exceeded (see Retry-After)", **ERROR},
+    431: {"description": "Request headers too large", **ERROR},
+}
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -38,6 +50,8 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.redis = redis
         app.state.queue = queue
         app.state.catalog = TypeCatalog(queue, settings.task_types, strict=settings.strict_types)
+        limit = parse_rate_limit(settings.rate_limit)
+        app.state.limiter = RateLimiter(queue.scripts, queue.keys, *limit) if limit else None
         app.state.queue_metrics = collector = QueueCollector(redis, queue.keys)
         REGISTRY.register(collector)
         registration = ServiceRegistration.for_settings(
@@ -58,14 +72,11 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.limiter = None
     app.state.guard = SsrfGuard.from_settings(settings)
-    app.include_router(tasks.router)
-    app.include_router(recovery.router)
-    app.include_router(schedules.router)
-    app.include_router(stats.router)
-    app.include_router(health.router)
-    app.include_router(deliveries.router)
-    app.include_router(services.router)
+    routers = (tasks, recovery, schedules, stats, health, deliveries, services)
+    for module in routers:
+        app.include_router(module.router, responses=COMMON_RESPONSES)
 
     @app.exception_handler(NotFound)
     async def not_found(_request: Request, error: NotFound) -> JSONResponse:
@@ -75,6 +86,12 @@ def create_app(settings: Settings) -> FastAPI:
     async def conflict(_request: Request, error: Conflict) -> JSONResponse:
         return JSONResponse({"detail": str(error), "status": error.status}, status_code=409)
 
+    @app.exception_handler(RateLimited)
+    async def rate_limited(_request: Request, error: RateLimited) -> JSONResponse:
+        headers = {"Retry-After": str(error.retry_after_s)} if error.retry_after_s else None
+        return JSONResponse({"detail": str(error)}, status_code=429, headers=headers)
+
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(Guard, keys=parse_keys(settings.api_keys), limiter=lambda: app.state.limiter)
     app.add_middleware(HttpMetrics)
     return app

@@ -49,5 +49,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 def main() -> None:
     settings = load_settings()
     setup_logging("api", settings.log_level, settings.log_format)
+    if not settings.api_keys and settings.api_host not in ("127.0.0.1", "::1", "localhost"):
+        log.warning(
+            "no API keys configured but the api binds to a non-loopback address: anyone who can reach it can "
+            "submit and delete tasks; set STREAMQ_API_KEYS",
+            extra={"host": settings.api_host},
+        )
     log.info("api starting", extra={"url": f"http://{settings.api_host}:{settings.api_port}"})
     lifecycle.run(lambda stop: serve(settings, stop))

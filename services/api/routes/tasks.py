@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 
 from services.api.deps import CatalogDep, GuardDep, QueueDep
+from services.api.security import caller_id
 from shared import metrics
 from shared.models import (
     MAX_PRIORITY,
@@ -84,8 +85,14 @@ async def submit_task(
 
 
 @router.post("/batch", status_code=status.HTTP_201_CREATED)
-async def submit_batch(batch: TaskBatchCreate, queue: QueueDep, catalog: CatalogDep, guard: GuardDep) -> BatchResult:
-    """Create up to 1,000 tasks in one request and one Redis round trip; all or none are written."""
+async def submit_batch(
+    batch: TaskBatchCreate, queue: QueueDep, catalog: CatalogDep, guard: GuardDep, request: Request
+) -> BatchResult:
+    """Create up to 1,000 tasks in one request and one Redis round trip; all or none are written.
+    Under a rate limit each task counts (the request itself already took one token)."""
+    limiter = request.app.state.limiter
+    if limiter is not None and len(batch.tasks) > 1:
+        await limiter.take(caller_id(request.scope), len(batch.tasks) - 1)
     await _check_types(catalog, batch.tasks, batch=True)
     await _check_payloads(guard, batch.tasks, batch=True)
     done = await queue.submit(batch.tasks)

@@ -1,0 +1,135 @@
+"""The api's guard (pure ASGI): header and URL size limits, API keys with scopes, and the rate limit.
+
+Order: size limits (431/414) -> identify the caller (bearer token -> key) -> rate limit per key, or per
+client address without a key (429 + Retry-After) -> 401 without a valid key when keys are configured
+-> 403 when the key lacks the route's scope. ``/api/health`` is always open.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from shared.auth import ApiKey, verify
+from shared.auth import Scope as KeyScope
+from shared.keys import KeySchema
+from shared.scripts import Scripts
+
+MAX_HEADER_BYTES = 16 * 1024
+MAX_URL_BYTES = 8 * 1024
+OPEN_PATHS = frozenset({"/api/health"})
+SUBMIT_PATHS = frozenset({"/api/tasks", "/api/tasks/batch"})
+
+
+def required_scope(method: str, path: str) -> KeyScope | None:
+    """The scope a route needs: submitting is ``submit``, reading is ``read``, any other change ``admin``."""
+    if path in OPEN_PATHS:
+        return None
+    if method == "POST" and path in SUBMIT_PATHS:
+        return KeyScope.SUBMIT
+    if method in ("GET", "HEAD", "OPTIONS"):
+        return KeyScope.READ
+    return KeyScope.ADMIN
+
+
+class RateLimited(Exception):
+    def __init__(self, retry_after_ms: int, cost: int) -> None:
+        super().__init__(
+            f"rate limit exceeded; retry after {math.ceil(retry_after_ms / 1000)} s"
+            if retry_after_ms >= 0
+            else f"a request costing {cost} tokens can never fit the burst"
+        )
+        self.retry_after_s = max(1, math.ceil(retry_after_ms / 1000)) if retry_after_ms >= 0 else None
+
+
+class RateLimiter:
+    """A Redis token bucket per caller, shared by every api replica (``shared/lua/ratelimit.lua``)."""
+
+    def __init__(self, scripts: Scripts, keys: KeySchema, rate: float, burst: int) -> None:
+        self.scripts = scripts
+        self.keys = keys
+        self.rate = rate
+        self.burst = burst
+
+    async def take(self, client: str, cost: int = 1) -> None:
+        allowed, value = await self.scripts.call(
+            "ratelimit", [self.keys.rate_limit(client)], [self.rate, self.burst, cost]
+        )
+        if not int(allowed):
+            raise RateLimited(int(value), cost)
+
+
+def caller_id(scope: Scope) -> str:
+    key: ApiKey | None = scope.get("state", {}).get("api_key")
+    if key is not None:
+        return f"key:{key.name}"
+    client = scope.get("client")
+    return f"addr:{client[0] if client else 'unknown'}"
+
+
+async def respond(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = orjson.dumps({"detail": detail})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class Guard:
+    def __init__(self, app: ASGIApp, *, keys: list[ApiKey], limiter: Any) -> None:
+        self.app = app
+        self.keys = keys
+        self.limiter_ref = limiter  # () -> RateLimiter | None (made in the lifespan)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if sum(len(k) + len(v) for k, v in scope["headers"]) > MAX_HEADER_BYTES:
+            await respond(send, 431, f"request headers are larger than {MAX_HEADER_BYTES} bytes")
+            return
+        if len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") > MAX_URL_BYTES:
+            await respond(send, 414, f"the URL is longer than {MAX_URL_BYTES} bytes")
+            return
+        path, method = scope["path"], scope["method"]
+        needed = required_scope(method, path)
+        key = self._identify(scope)
+        scope.setdefault("state", {})["api_key"] = key
+        limiter: RateLimiter | None = self.limiter_ref()
+        if limiter is not None and needed is not None:
+            try:
+                await limiter.take(caller_id(scope))
+            except RateLimited as error:
+                headers = [(b"retry-after", str(error.retry_after_s).encode())] if error.retry_after_s else []
+                await respond(send, 429, str(error), headers)
+                return
+        if self.keys and needed is not None:
+            if key is None:
+                await respond(send, 401, "a valid API key is required: Authorization: Bearer <key>",
+                              [(b"www-authenticate", b'Bearer realm="streamq"')])  # fmt: skip
+                return
+            if needed not in key.scopes:
+                await respond(send, 403, f"the key {key.name!r} lacks the {needed.value!r} scope for {method} {path}")
+                return
+        await self.app(scope, receive, send)
+
+    def _identify(self, scope: Scope) -> ApiKey | None:
+        if not self.keys:
+            return None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, token = value.decode("latin-1").partition(" ")
+                if scheme.lower() == "bearer" and token.strip():
+                    return verify(self.keys, token.strip())
+        return None

@@ -1,0 +1,121 @@
+"""Rate limits (a Redis token bucket shared by api replicas) and request size limits."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from pathlib import Path
+
+import httpx
+from redis.asyncio import Redis
+
+from shared.keys import KeySchema
+from tests.security.conftest import KEYS, SECRETS, ApiFactory
+from tests.services import StartService
+from tests.support import free_port, wait_http
+
+
+def test_burst_of_1000_against_100_per_s_burst_200(start_service: StartService) -> None:
+    """1,000 requests sent at once (pipelined on 10 connections) to a real api process."""
+    port = free_port()
+    start_service("services.api", STREAMQ_API_PORT=str(port), STREAMQ_RATE_LIMIT="100/s burst 200")
+    wait_http(f"http://127.0.0.1:{port}/api/health")
+    request = b"GET /api/ready HTTP/1.1\r\nHost: api\r\n\r\n"
+    replies = [b""] * 10
+    started = time.monotonic()
+    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(10)]
+    for sock in socks:
+        sock.sendall(request * 100)
+    for i, sock in enumerate(socks):
+        sock.settimeout(30)
+        while replies[i].count(b"HTTP/1.1 ") < 100:
+            data = sock.recv(1 << 16)
+            assert data, "connection closed early"
+            replies[i] += data
+        sock.close()
+    took = time.monotonic() - started
+    text = b"".join(replies)
+    allowed, limited = text.count(b"HTTP/1.1 200"), text.count(b"HTTP/1.1 429")
+    print(f"1000 requests in {took:.2f} s: {allowed} allowed, {limited} limited")
+    assert allowed + limited == 1000
+    assert limited >= 750
+    assert text.lower().count(b"retry-after: ") == limited
+    assert b"rate limit exceeded" in text
+
+
+async def test_replicas_share_one_bucket_and_batches_count_each_task(
+    make_api: ApiFactory, redis: Redis, keys: KeySchema
+) -> None:
+    async with make_api(rate_limit="1/h burst 10") as one, make_api(rate_limit="1/h burst 10") as two:
+        assert (await one.post("/api/tasks/batch", json={"tasks": [{"type": "noop"}] * 6})).status_code == 201
+        assert (await two.post("/api/tasks", json={"type": "noop"})).status_code == 201  # 7 taken
+        r = await one.post("/api/tasks/batch", json={"tasks": [{"type": "noop"}] * 5})
+        assert r.status_code == 429 and int(r.headers["retry-after"]) > 60
+        too_big = await two.post("/api/tasks/batch", json={"tasks": [{"type": "noop"}] * 50})
+        assert too_big.status_code == 429 and "can never fit" in too_big.json()["detail"]
+    assert await redis.zcard(keys.index_all) == 7  # nothing of the refused batches was written
+
+
+async def test_limit_is_per_key(make_api: ApiFactory) -> None:
+    async with make_api(rate_limit="1/h burst 2", api_keys=KEYS) as client:
+        reader = {"Authorization": f"Bearer {SECRETS['reader']}"}
+        admin = {"Authorization": f"Bearer {SECRETS['admin']}"}
+        codes = [(await client.get("/api/stats", headers=reader)).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+        assert (await client.post("/api/tasks/01NOSUCHTASK/cancel", headers=admin)).status_code == 404
+        assert (await client.get("/api/health")).status_code == 200  # never limited
+
+
+async def test_header_url_and_list_limits(make_api: ApiFactory) -> None:
+    async with make_api() as client:
+        r = await client.get("/api/stats", headers={"x-big": "a" * 20_000})
+        assert r.status_code == 431 and "16384 bytes" in r.json()["detail"]
+        r = await client.get("/api/tasks", params={"type": "a" * 9000})
+        assert r.status_code == 414
+        r = await client.get("/api/tasks", params={"limit": 501})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "limit"]
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_1_gb_streamed_body_is_cut_off_at_the_limit(start_service: StartService) -> None:
+    port = free_port()
+    api = start_service("services.api", STREAMQ_API_PORT=str(port))
+    wait_http(f"http://127.0.0.1:{port}/api/health")
+    httpx.post(f"http://127.0.0.1:{port}/api/tasks", json={"type": "noop"})  # warm up
+    before = rss_kib(api.pid)
+    sent = 0
+    chunk = b"x" * 65536
+    reply = b""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(
+            b"POST /api/tasks HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        sock.settimeout(0.001)
+        framed = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+        try:
+            while sent < 1024**3 and not reply:
+                sock.sendall(framed)
+                sent += len(chunk)
+                with contextlib.suppress(TimeoutError, BlockingIOError):
+                    reply = sock.recv(4096)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        sock.settimeout(5)
+        while b"\r\n\r\n" not in reply:
+            data = sock.recv(4096)
+            if not data:
+                break
+            reply += data
+    grew = rss_kib(api.pid) - before
+    print(f"sent {sent / 1024**2:.1f} MiB before the api answered; api RSS grew {grew} KiB")
+    assert reply.startswith(b"HTTP/1.1 413")
+    assert sent < 64 * 1024**2  # cut off near the 1 MiB limit, not after the whole gigabyte
+    assert grew < 8 * 1024
