@@ -1,4 +1,5 @@
-"""A live stack as real processes (api, worker, dashboard) on free ports, for e2e and browser tests."""
+"""A live stack as real processes (api, worker, scheduler, notifier, dashboard) on free ports,
+for e2e and browser tests."""
 
 from __future__ import annotations
 
@@ -40,7 +41,13 @@ class Stack:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
     def start(self, *names: str) -> Stack:
-        modules = {"api": "services.api", "worker": "services.worker", "dashboard": "dashboard"}
+        modules = {
+            "api": "services.api",
+            "worker": "services.worker",
+            "dashboard": "dashboard",
+            "scheduler": "services.scheduler",
+            "notifier": "services.notifier",
+        }
         for name in names:
             self.services[name] = Service(modules[name], self.env, self.log_dir, name=name)
         if "api" in names:

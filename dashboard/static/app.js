@@ -31,6 +31,9 @@ function fmtSecs(s) {
   return `${Math.floor(s / 86400)} d`;
 }
 const axisSecs = (v) => (v === 0 ? "0" : v < 1 ? `${+(v * 1000).toFixed(1)} ms` : `${+v.toFixed(2)} s`);
+// x axis: one line per tick (hh:mm, or hh:mm:ss on ranges up to 15 min): uPlot's default adds a date
+// line under the first tick that overlapped the chart's left edge and the next label
+const axisTime = (v) => new Date(v * 1000).toLocaleTimeString([], state.range <= 900 ? { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" } : { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
 const axisNum = (v) => String(+v.toFixed(2));
 const badge = (status) => h("span", { class: `badge ${status}`, "data-status": status }, `${MARK[status] || ""} ${status}`);
 
@@ -158,9 +161,9 @@ async function overview() {
       if (!points) { box.append(h("p", { class: "empty" }, "No data yet: samples arrive every 2 s while the stack runs.")); continue; }
       const width = Math.max(260, box.clientWidth || 260);
       const chart = new uPlot({
-        width, height: 200,
+        width, height: 200, padding: [8, 28, 0, 0], // room on the right for the last time label
         series: [{}, ...spec.series.map(([, label, stroke]) => ({ label, stroke, width: 2, spanGaps: false, value: (u, v) => (v === null ? "—" : spec.fmt(v)) }))],
-        axes: [{}, { size: 64, values: (u, vals) => vals.map((v) => spec.axis(v)) }],
+        axes: [{ space: 72, size: 34, values: (u, vals) => vals.map((v) => axisTime(v)) }, { size: 64, values: (u, vals) => vals.map((v) => spec.axis(v)) }],
         scales: {
           x: { time: true, range: () => [now - state.range, now] },
           y: { range: (u, min, max) => [0, max > 0 ? (spec.integer ? Math.max(4, Math.ceil(max * 1.2)) : max * 1.15) : 1] },
@@ -217,13 +220,13 @@ function taskTable(rows, { showError = true } = {}) {
       h("th", { class: "hide-narrow" }, "attempts"), h("th", { class: "hide-narrow" }, "created"), showError ? h("th", {}, "error") : null, h("th", {}, "actions"))),
     h("tbody", {}, rows)));
 }
-async function bulkRetryButton() {
+function bulkRetryButton(after) {
   return h("button", { class: "primary", "data-action": "retry-failed", onclick: async (e) => {
     if (!confirm("Retry every failed task? The server does it in batches.")) return;
     e.target.disabled = true;
-    try { const r = await api("POST", "/api/tasks/retry-failed"); toast(`Retrying failed tasks: ${JSON.stringify(r)}`); }
+    try { const r = await api("POST", "/api/tasks/retry-failed"); toast(`Revived ${r.revived} failed task${r.revived === 1 ? "" : "s"}`); }
     catch (err) { toast(err.status === 404 ? "Bulk retry is not available on this server" : `Bulk retry failed: ${err.message}`); }
-    finally { e.target.disabled = false; }
+    finally { e.target.disabled = false; after(); }
   } }, "Retry all failed");
 }
 async function tasks() {
@@ -245,7 +248,7 @@ async function tasks() {
     h("label", {}, "Find by id", find), h("button", { type: "submit" }, "Open"));
   const holder = h("div");
   const pager = h("div", { class: "pager" });
-  main.append(h("div", { class: "row" }, filters, finder, await bulkRetryButton()), holder, pager);
+  main.append(h("div", { class: "row" }, filters, finder, bulkRetryButton(() => load().catch(() => {}))), holder, pager);
   const cursors = [null];
   let page = 0;
   let shown = new Set();
@@ -270,26 +273,33 @@ async function tasks() {
 }
 
 // ---------- Task detail ---------------------------------------------------------------------------
+// The page is three parts built once: the task (rebuilt on each of its lifecycle events), the
+// reschedule form (shown while the task is scheduled; what the user typed is kept) and the webhook
+// deliveries (polled while the task has a webhook; redrawn only when the log changed, so nothing
+// flickers).
 async function taskDetail(id) {
   main.append(h("h1", {}, "Task ", h("span", { class: "mono" }, id)));
   const body = h("div");
-  main.append(body);
-  async function load() {
-    let t;
-    try { t = await api("GET", `/api/tasks/${id}`); } catch (e) {
-      body.replaceChildren(h("p", { class: "notice" }, e.status === 404 ? `No task ${id} (it may have been deleted or expired).` : e.message));
-      return;
-    }
-    const typed = body.querySelector("input[type=datetime-local]"); // keep what the user typed across live refreshes
-    const when = h("input", { type: "datetime-local", "aria-label": "New due time (local time)", value: typed ? typed.value : null });
-    const reschedule = h("form", { class: "row", onsubmit: async (e) => {
+  const when = h("input", { type: "datetime-local", "aria-label": "New due time (local time)" });
+  const reschedule = h("section", { hidden: true, "data-testid": "reschedule" }, h("h2", {}, "Reschedule"),
+    h("form", { class: "row", onsubmit: async (e) => {
       e.preventDefault();
       if (!when.value) return toast("Pick a time first");
       try { await api("POST", `/api/tasks/${id}/reschedule`, { scheduled_for: new Date(when.value).toISOString() }); toast("Rescheduled"); }
       catch (err) { toast(err.status === 404 && !describe(err.body).includes(id) ? "Reschedule is not available on this server" : `Reschedule failed: ${err.message}`); }
-      load();
-    } }, h("label", {}, "Reschedule to", when), h("button", { type: "submit", "data-action": "reschedule" }, "Reschedule"));
-    const deliveries = h("div", { "data-testid": "deliveries" }, h("p", { class: "muted" }, "Loading deliveries…"));
+      load().catch(() => {});
+    } }, h("label", {}, "Reschedule to (a past time runs it now)", when), h("button", { type: "submit", "data-action": "reschedule" }, "Reschedule")));
+  const hooks = deliveriesView(id);
+  main.append(body, reschedule, hooks.section);
+  let task = null;
+  async function load() {
+    let t;
+    try { t = await api("GET", `/api/tasks/${id}`); } catch (e) {
+      body.replaceChildren(h("p", { class: "notice" }, e.status === 404 ? `No task ${id} (it may have been deleted or expired).` : e.message));
+      reschedule.hidden = true; hooks.section.hidden = true;
+      return;
+    }
+    task = t;
     body.replaceChildren(
       h("div", { class: "panel" },
         h("dl", { class: "kv" },
@@ -298,7 +308,7 @@ async function taskDetail(id) {
           h("dt", {}, "priority"), h("dd", {}, t.priority),
           h("dt", {}, "attempts"), h("dd", {}, `${t.attempts} (max retries ${t.max_retries})`),
           h("dt", {}, "created"), h("dd", {}, fmtTime(t.created_at)),
-          h("dt", {}, "scheduled for"), h("dd", {}, fmtTime(t.scheduled_for)),
+          h("dt", {}, "scheduled for"), h("dd", { "data-testid": "scheduled-for", "data-iso": t.scheduled_for || "" }, fmtTime(t.scheduled_for)),
           h("dt", {}, "started"), h("dd", {}, fmtTime(t.started_at)),
           h("dt", {}, "finished"), h("dd", {}, fmtTime(t.completed_at)),
           h("dt", {}, "worker"), h("dd", { class: "mono" }, t.worker || "—"),
@@ -308,33 +318,59 @@ async function taskDetail(id) {
       h("h2", {}, "Payload"), h("pre", { "data-testid": "payload" }, fmtJson(t.payload)),
       h("h2", {}, "Result"), h("pre", { "data-testid": "result" }, fmtJson(t.result)),
       h("h2", {}, "Error history"),
-      t.history.length ? h("div", { class: "table-wrap" }, h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "attempt"), h("th", {}, "at"), h("th", {}, "error"))),
-        h("tbody", {}, t.history.map((e) => h("tr", {}, h("td", {}, e.attempt), h("td", {}, fmtTime(e.at)), h("td", { class: "error-text" }, e.error)))))) : h("p", { class: "muted" }, "No failed attempts."),
-      h("h2", {}, "Reschedule"), reschedule,
-      h("h2", {}, "Webhook deliveries"), deliveries);
-    loadDeliveries(t, deliveries, load);
+      t.history.length ? h("div", { class: "table-wrap" }, h("table", { "data-testid": "error-history" }, h("thead", {}, h("tr", {}, h("th", {}, "attempt"), h("th", {}, "at"), h("th", {}, "error"))),
+        h("tbody", {}, t.history.map((e) => h("tr", {}, h("td", {}, e.attempt), h("td", {}, fmtTime(e.at)), h("td", { class: "error-text" }, e.error)))))) : h("p", { class: "muted" }, "No failed attempts."));
+    reschedule.hidden = t.status !== "scheduled";
+    hooks.section.hidden = false;
+    await hooks.refresh(t);
   }
   await load();
   const reload = throttle(() => load().catch(() => {}), 50, 400);
   onEvents((batch) => { if (batch.some((e) => e.task === id || e.event === "resync")) reload(); });
+  // delivery attempts are not lifecycle events: poll the log while the task has a webhook
+  every(1500, () => { if (task && task.webhook) hooks.refresh(task).catch(() => {}); });
 }
-async function loadDeliveries(task, box, reload) {
-  let list;
-  try { list = await api("GET", `/api/tasks/${task.id}/deliveries`); } catch (e) {
-    box.replaceChildren(e.status === 404 || e.status === 405 ? unavailable("Webhook delivery history") : h("p", { class: "notice" }, e.message));
-    return;
-  }
-  const items = Array.isArray(list) ? list : list.deliveries || [];
-  const redeliver = h("button", { "data-action": "redeliver", onclick: async () => {
-    try { await api("POST", `/api/tasks/${task.id}/redeliver`); toast("Webhook queued for redelivery"); }
-    catch (err) { toast(err.status === 404 ? "Redeliver is not available on this server" : `Redeliver failed: ${err.message}`); }
-    reload();
+const DELIVERY_COLS = [
+  ["attempt", (d) => d.attempt], ["started", (d) => fmtTime(d.started_at)], ["event", (d) => d.event],
+  ["outcome", (d) => d.outcome], ["status code", (d) => d.status_code ?? "—"],
+  ["duration", (d) => (d.duration_ms === null || d.duration_ms === undefined ? "—" : fmtSecs(d.duration_ms / 1000))],
+  ["error", (d) => d.error || "—"], ["next attempt", (d) => fmtTime(d.next_attempt_at)],
+];
+function deliveriesView(id) {
+  const status = h("p", { class: "muted", "data-testid": "webhook-status" });
+  const box = h("div", { "data-testid": "deliveries" }, h("p", { class: "muted" }, "Loading deliveries…"));
+  const redeliver = h("button", { "data-action": "redeliver", hidden: true, onclick: async (e) => {
+    e.target.disabled = true;
+    try { await api("POST", `/api/tasks/${id}/redeliver`); toast("Webhook queued for redelivery"); }
+    catch (err) { toast(err.status === 404 && !describe(err.body).includes(id) ? "Redeliver is not available on this server" : `Redeliver failed: ${err.message}`); }
+    finally { e.target.disabled = false; }
+    if (view.task) view.refresh(view.task).catch(() => {});
   } }, "Redeliver webhook");
-  const cols = ["attempt", "at", "outcome", "status_code", "duration_ms", "error"];
-  box.replaceChildren(
-    items.length ? h("div", { class: "table-wrap" }, h("table", {}, h("thead", {}, h("tr", {}, cols.map((c) => h("th", {}, c.replace("_", " "))))),
-      h("tbody", {}, items.map((d) => h("tr", {}, cols.map((c) => h("td", {}, d[c] === undefined || d[c] === null ? "—" : String(d[c])))))))) : h("p", { class: "muted" }, "No deliveries yet."),
-    task.webhook ? h("div", { style: "margin-top:8px" }, redeliver) : null);
+  const section = h("section", {}, h("h2", {}, "Webhook deliveries"), status, box, h("div", { style: "margin-top:8px" }, redeliver));
+  let drawn = null; // the JSON last drawn: identical data is not drawn again
+  const view = { section, task: null, async refresh(task) {
+    view.task = task;
+    let log;
+    try { log = await api("GET", `/api/tasks/${id}/deliveries`); } catch (e) {
+      const key = `error:${e.status}`;
+      if (drawn !== key) box.replaceChildren(e.status === 404 && !describe(e.body).includes(id) || e.status === 405 ? unavailable("Webhook delivery history") : h("p", { class: "notice" }, e.message));
+      drawn = key; redeliver.hidden = true;
+      return;
+    }
+    const items = Array.isArray(log) ? log : log.deliveries || [];
+    const webhook = log.webhook ?? task.webhook;
+    status.replaceChildren(webhook ? h("span", {}, "webhook status: ", h("strong", { "data-status": log.webhook_status || "" }, log.webhook_status || "none yet")) : "This task has no webhook.");
+    redeliver.hidden = !webhook;
+    redeliver.setAttribute("aria-label", `Redeliver the webhook of task ${id}`);
+    const key = JSON.stringify(items);
+    if (key === drawn) return;
+    drawn = key;
+    box.replaceChildren(items.length ? h("div", { class: "table-wrap" }, h("table", { "data-testid": "delivery-log" },
+      h("thead", {}, h("tr", {}, DELIVERY_COLS.map(([c]) => h("th", {}, c)))),
+      h("tbody", {}, items.map((d) => h("tr", { "data-outcome": d.outcome, "data-status-code": d.status_code ?? "" },
+        DELIVERY_COLS.map(([c, f]) => h("td", { class: c === "error" && d.error ? "error-text" : null }, String(f(d))))))))) : h("p", { class: "muted" }, "No deliveries yet."));
+  } };
+  return view;
 }
 
 // ---------- Create --------------------------------------------------------------------------------
@@ -422,37 +458,76 @@ async function workers() {
 
 // ---------- Schedules -----------------------------------------------------------------------------
 async function schedules() {
-  main.append(h("h1", {}, "Schedules"));
+  main.append(h("h1", {}, "Schedules"), h("p", { class: "muted" }, "Periodic schedules: the scheduler creates a task from the template at every cron tick (in the schedule's time zone)."));
   const holder = h("div");
-  main.append(holder);
+  main.append(scheduleForm(() => load()), h("h2", {}, "Schedules"), holder);
+  let drawn = null;
   async function load() {
     let data;
     try { data = await api("GET", "/api/schedules"); } catch (e) {
       holder.replaceChildren(e.status === 404 ? unavailable("Periodic schedules") : h("p", { class: "notice" }, e.message));
+      drawn = null;
       return;
     }
     const items = Array.isArray(data) ? data : data.schedules || [];
-    if (!items.length) { holder.replaceChildren(h("p", { class: "muted" }, "No periodic schedules.")); return; }
-    const act = (s, label, method, path, cls) => h("button", { class: cls, "data-action": label.toLowerCase(), "aria-label": `${label} schedule ${s.name}`, onclick: async () => {
-      if (method === "DELETE" && !confirm(`Delete schedule ${s.name}?`)) return;
-      try { await api(method, path); toast(`${label}: ${s.name}`); } catch (err) { toast(err.status === 404 ? `${label} is not available on this server` : `${label} failed: ${err.message}`); }
-      load();
+    const key = JSON.stringify(items);
+    if (key === drawn) return; // unchanged: keep the table (and the focus on its buttons)
+    drawn = key;
+    if (!items.length) { holder.replaceChildren(h("p", { class: "muted", "data-testid": "no-schedules" }, "No periodic schedules.")); return; }
+    const act = (s, label, method, path, cls) => h("button", { class: cls, "data-action": label.toLowerCase(), "aria-label": `${label} schedule ${s.name}`, onclick: async (e) => {
+      if (method === "DELETE" && !confirm(`Delete schedule ${s.name}? The tasks it created are kept.`)) return;
+      e.target.disabled = true;
+      try { await api(method, path); toast(`${label}: ${s.name}`); } catch (err) { toast(err.status === 404 && !describe(err.body).includes(s.name) ? `${label} is not available on this server` : `${label} failed: ${err.message}`); }
+      load().catch(() => {});
     } }, label);
     holder.replaceChildren(h("div", { class: "table-wrap" }, h("table", { "data-testid": "schedules" },
-      h("thead", {}, h("tr", {}, ["name", "when", "task type", "next run", "last run", "state", "actions"].map((c) => h("th", {}, c)))),
+      h("thead", {}, h("tr", {}, ["name", "cron", "time zone", "task type", "next run", "last run", "fired", "state", "actions"].map((c) => h("th", {}, c)))),
       h("tbody", {}, items.map((s) => {
         const name = encodeURIComponent(s.name);
         const paused = Boolean(s.paused);
-        return h("tr", { "data-schedule": s.name },
-          h("td", {}, s.name), h("td", { class: "mono" }, s.cron || (s.every_s || s.interval_s ? `every ${s.every_s || s.interval_s} s` : "—")),
-          h("td", {}, s.type || (s.task && s.task.type) || "—"), h("td", {}, fmtTime(s.next_run || s.next_run_at)), h("td", {}, fmtTime(s.last_run || s.last_run_at)),
-          h("td", {}, paused ? "⏸ paused" : "▶ active"),
+        return h("tr", { "data-schedule": s.name, "data-paused": String(paused) },
+          h("td", {}, s.name), h("td", { class: "mono" }, s.cron || "—"), h("td", {}, s.timezone || "UTC"),
+          h("td", {}, (s.task && s.task.type) || s.type || "—"), h("td", {}, fmtTime(s.next_run_at)),
+          h("td", {}, s.last_task_id ? h("a", { href: `#/task/${s.last_task_id}` }, fmtTime(s.last_run_at)) : fmtTime(s.last_run_at)),
+          h("td", {}, s.fired_total ?? "—"),
+          h("td", { "data-testid": "schedule-state" }, paused ? "⏸ paused" : "▶ active"),
           h("td", {}, h("div", { class: "actions" }, paused ? act(s, "Resume", "POST", `/api/schedules/${name}/resume`, "primary") : act(s, "Pause", "POST", `/api/schedules/${name}/pause`, ""),
             act(s, "Delete", "DELETE", `/api/schedules/${name}`, "danger"))));
       })))));
   }
   await load();
-  every(5000, () => load().catch(() => {}));
+  every(3000, () => load().catch(() => {}));
+}
+function scheduleForm(after) {
+  const field = (label, input) => h("label", {}, label, input);
+  const name = h("input", { name: "name", required: true, placeholder: "nightly-report", pattern: "[A-Za-z0-9_.:\\-]+" });
+  const cron = h("input", { name: "cron", required: true, value: "*/5 * * * *", class: "mono" });
+  const zone = h("input", { name: "timezone", value: Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC" });
+  const type = h("input", { name: "type", required: true, value: "echo", list: "schedule-types" });
+  const payload = h("input", { name: "payload", value: '"tick"', class: "mono" });
+  const priority = h("select", { name: "priority" }, [1, 2, 3, 4, 5].map((p) => h("option", { value: p, selected: p === 3 }, p)));
+  const types = h("datalist", { id: "schedule-types" }, ["noop", "echo", "sleep", "fail"].map((t) => h("option", { value: t })));
+  const errors = h("ul", { class: "errors", "data-testid": "schedule-errors" });
+  return h("form", { class: "panel", novalidate: true, "aria-label": "New schedule", onsubmit: async (e) => {
+    e.preventDefault();
+    errors.replaceChildren();
+    const task = { type: type.value.trim(), priority: Number(priority.value) };
+    const text = payload.value.trim();
+    if (text) { try { task.payload = JSON.parse(text); } catch { task.payload = text; } }
+    try {
+      const s = await api("POST", "/api/schedules", { name: name.value.trim(), cron: cron.value.trim(), timezone: zone.value.trim() || "UTC", task });
+      toast(`Created schedule ${s.name}; next run ${fmtTime(s.next_run_at)}`);
+      name.value = "";
+      after();
+    } catch (err) {
+      if (err.status === 404) { toast("Periodic schedules are not available on this server"); return; }
+      const detail = err.body && Array.isArray(err.body.detail) ? err.body.detail : [{ loc: [], msg: err.message }];
+      for (const d of detail) errors.append(h("li", {}, `${(d.loc || []).filter((p) => p !== "body").join(".") || "request"}: ${d.msg}`));
+    }
+  } }, h("h2", { style: "margin-top:0" }, "New schedule"), types,
+  h("div", { class: "grid-form" }, field("Name", name), field("Cron (minute hour day month weekday)", cron), field("Time zone", zone),
+    field("Task type", type), field("Task payload (JSON)", payload), field("Task priority", priority)),
+  errors, h("div", { style: "margin-top:12px" }, h("button", { type: "submit", class: "primary" }, "Create schedule")));
 }
 
 // ---------- Dead letters --------------------------------------------------------------------------
@@ -460,7 +535,7 @@ async function dead() {
   main.append(h("h1", {}, "Dead letters"), h("p", { class: "muted" }, "Tasks that failed after their last retry. Retry sends one back to pending with fresh attempts."));
   const holder = h("div");
   const pager = h("div", { class: "pager" });
-  main.append(h("div", { class: "row" }, await bulkRetryButton()), holder, pager);
+  main.append(h("div", { class: "row" }, bulkRetryButton(() => load().catch(() => {}))), holder, pager);
   const cursors = [null];
   let page = 0;
   async function load() {

@@ -1,8 +1,9 @@
 """Browser fixtures: Debian's chromium driven by Playwright (no browser download), one live stack
-(api, worker, dashboard as real processes) per module."""
+(api, worker, scheduler, notifier, dashboard as real processes) per module."""
 
 from __future__ import annotations
 
+import base64
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.stack import Stack
+from tests.stack import Stack, wait_until
 from tests.support import ROOT, RedisServer
 
 CHROMIUM = "/usr/bin/chromium"
@@ -24,6 +25,7 @@ FLAGS = [
     "--no-first-run",
 ]
 ARTIFACTS = ROOT / "tests" / "artifacts"
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"dashboard-browser-test-secret-32").decode()
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +40,18 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = Stack(redis_server, tmp_path_factory.mktemp("logs"), STREAMQ_WORKER_CONCURRENCY="4")
-    stack.start("api", "worker", "dashboard")
+    stack = Stack(
+        redis_server,
+        tmp_path_factory.mktemp("logs"),
+        STREAMQ_WORKER_CONCURRENCY="4",
+        # webhooks go only to the tests' receiver on 127.0.0.1; nothing leaves loopback
+        STREAMQ_ALLOW_PRIVATE_NETWORKS="true",
+        STREAMQ_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        STREAMQ_WEBHOOK_POLL_S="0.1",
+    )
+    stack.start("api", "worker", "scheduler", "notifier", "dashboard")
+    for kind in ("scheduler", "notifier"):
+        wait_until(lambda: stack.services_of(kind), 15, f"the {kind} registered")  # noqa: B023 (called at once)
     yield stack
     stack.close()
 

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import time
+import uuid
+from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 from playwright.sync_api import Page, expect
+from standardwebhooks import Webhook
 
-from tests.browser.conftest import shot
+from tests.browser.conftest import WEBHOOK_SECRET, shot
+from tests.browser.receiver import Receiver
 from tests.stack import Stack, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -128,15 +133,120 @@ def test_tasks_filters_and_dead_letters(page: Page, stack: Stack) -> None:
     shot(page, "dead-letters")
 
 
-def test_pages_built_on_endpoints_not_here_say_so(page: Page, stack: Stack) -> None:
-    task = stack.submit(type="echo", payload=1, webhook="https://example.com/hook")
+def test_webhook_delivery_log_and_redeliver(page: Page, stack: Stack) -> None:
+    with Receiver() as receiver:
+        task = stack.submit(type="echo", payload="hook me", webhook=receiver.url("/hook"))
+        page.goto(f"/#/task/{task['id']}")
+        rows = page.get_by_test_id("delivery-log").locator("tbody tr")
+        expect(rows).to_have_count(1, timeout=15_000)
+        expect(rows.first).to_have_attribute("data-outcome", "delivered")
+        expect(rows.first.locator("td").nth(4)).to_have_text("200")  # status code column
+        expect(rows.first.locator("td").nth(2)).to_have_text("completed")  # event column
+        expect(page.get_by_test_id("webhook-status")).to_have_text("webhook status: delivered")
+        shot(page, "task-webhook-delivered")
+        page.get_by_role("button", name=f"Redeliver the webhook of task {task['id']}").click()
+        expect(page.locator("#toast")).to_have_text("Webhook queued for redelivery")
+        expect(rows).to_have_count(2, timeout=15_000)
+        expect(rows.nth(1)).to_have_attribute("data-outcome", "delivered")
+        expect(rows.nth(1).locator("td").nth(4)).to_have_text("200")
+        wait_until(lambda: len(receiver.hits) == 2, 5, "two requests at the receiver")
+    assert {hit.path for hit in receiver.hits} == {"/hook"}
+    assert len({hit.headers["webhook-id"] for hit in receiver.hits}) == 1  # the same message, sent again
+    for hit in receiver.hits:
+        Webhook(WEBHOOK_SECRET).verify(hit.body, hit.headers)
+        assert orjson.loads(hit.body)["data"]["id"] == task["id"]
+    shot(page, "task-webhook-redelivered")
+
+
+def test_schedule_create_pause_resume_delete_on_page(page: Page, stack: Stack) -> None:
+    page.on("dialog", lambda dialog: dialog.accept())
+    name = f"browser-{uuid.uuid4().hex[:8]}"
     page.goto("/#/schedules")
-    expect(page.get_by_test_id("unavailable")).to_contain_text("not available on this server")
+    page.get_by_label("Name", exact=True).fill(name)
+    page.get_by_label("Cron (minute hour day month weekday)").fill("every morning")
+    page.get_by_label("Time zone").fill("Europe/Paris")
+    page.get_by_label("Task type").fill("echo")
+    page.get_by_role("button", name="Create schedule").click()
+    expect(page.get_by_test_id("schedule-errors")).to_contain_text("cron: Value error, is not a valid cron expression")
+    assert stack.http.get(f"{stack.api_url}/api/schedules/{name}").status_code == 404  # nothing half-written
+    page.get_by_label("Cron (minute hour day month weekday)").fill("0 9 * * 1-5")
+    page.get_by_role("button", name="Create schedule").click()
+    row = page.locator(f'tr[data-schedule="{name}"]')
+    expect(row).to_be_visible()
+    expect(page.get_by_test_id("schedule-errors")).to_be_empty()
+    cells = row.locator("td")
+    expect(cells.nth(1)).to_have_text("0 9 * * 1-5")
+    expect(cells.nth(2)).to_have_text("Europe/Paris")
+    expect(cells.nth(3)).to_have_text("echo")
+    expect(cells.nth(4)).not_to_have_text("—")  # next run
+    schedule = stack.http.get(f"{stack.api_url}/api/schedules/{name}").json()
+    assert schedule["paused"] is False and schedule["next_run_at"] is not None
+    shot(page, "schedules")
+    row.get_by_role("button", name=f"Pause schedule {name}").click()
+    expect(row).to_have_attribute("data-paused", "true")
+    expect(row.get_by_test_id("schedule-state")).to_have_text("⏸ paused")
+    assert stack.http.get(f"{stack.api_url}/api/schedules/{name}").json()["paused"] is True
+    row.get_by_role("button", name=f"Resume schedule {name}").click()
+    expect(row).to_have_attribute("data-paused", "false")
+    assert stack.http.get(f"{stack.api_url}/api/schedules/{name}").json()["paused"] is False
+    row.get_by_role("button", name=f"Delete schedule {name}").click()
+    expect(row).to_have_count(0)
+    assert stack.http.get(f"{stack.api_url}/api/schedules/{name}").status_code == 404
+
+
+WATCH_DELIVERIES = """() => {
+  window.__deliveries = document.querySelector('[data-testid=deliveries]');
+  window.__loading = 0;
+  new MutationObserver(() => {
+    if (document.querySelector('[data-testid=deliveries]').textContent.includes('Loading')) window.__loading += 1;
+  }).observe(document.getElementById('main'), { childList: true, subtree: true, characterData: true });
+}"""
+
+
+def test_reschedule_a_scheduled_task_from_its_page(page: Page, stack: Stack) -> None:
+    later = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+    task = stack.submit(type="echo", payload="later", scheduled_for=later)
     page.goto(f"/#/task/{task['id']}")
-    expect(page.get_by_test_id("deliveries").get_by_test_id("unavailable")).to_be_visible()
-    page.get_by_label("New due time (local time)").fill("2099-01-01T09:00")
-    page.get_by_role("button", name="Reschedule").click()
-    expect(page.locator("#toast")).to_have_text("Reschedule is not available on this server")
+    status = page.get_by_test_id("task-status").locator(".badge")
+    expect(status).to_have_attribute("data-status", "scheduled")
+    expect(page.get_by_test_id("deliveries")).to_have_text("No deliveries yet.")
+    page.evaluate(WATCH_DELIVERIES)
+    when = page.get_by_label("New due time (local time)")
+    when.fill("2099-01-01T09:00")
+    page.get_by_role("button", name="Reschedule", exact=True).click()
+    expect(page.locator("#toast")).to_have_text("Rescheduled")
+    due_ms = page.evaluate("new Date('2099-01-01T09:00').getTime()")
+    expect(page.get_by_test_id("scheduled-for")).to_have_text(page.evaluate(f"new Date({due_ms}).toLocaleString()"))
+    scheduled_for = datetime.fromisoformat(stack.task(task["id"])["scheduled_for"])
+    assert scheduled_for.timestamp() * 1000 == due_ms
+    expect(when).to_have_value("2099-01-01T09:00")  # what was typed survives the live refresh
+    # a past time runs it now (the scheduler process promotes it, the worker runs it)
+    when.fill("2000-01-01T00:00")
+    page.get_by_role("button", name="Reschedule", exact=True).click()
+    expect(status).to_have_attribute("data-status", "completed", timeout=10_000)
+    expect(page.get_by_test_id("result")).to_have_text('"later"')
+    expect(page.get_by_test_id("reschedule")).to_be_hidden()
+    # no flicker: the deliveries part was never rebuilt ("Loading deliveries..." never shown again)
+    assert page.evaluate("window.__loading") == 0
+    assert page.evaluate("window.__deliveries === document.querySelector('[data-testid=deliveries]')") is True
+
+
+def test_retry_all_failed_revives_failed_tasks(page: Page, stack: Stack) -> None:
+    failed = [stack.submit(type="fail", payload=f"bulk {i}", max_retries=0)["id"] for i in range(3)]
+    wait_until(lambda: all(stack.task(t)["status"] == "failed" for t in failed), 10, "three failed")
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto("/#/dead")
+    for task_id in failed:
+        expect(page.locator(f'tr[data-task="{task_id}"]')).to_be_visible()
+    page.get_by_role("button", name="Retry all failed").click()
+    expect(page.locator("#toast")).to_contain_text("Revived ")
+    revived = int((page.locator("#toast").text_content() or "").split()[1])
+    assert revived >= len(failed)
+    # each ran again (and failed again: `fail` always does), so each has a second failed attempt
+    wait_until(lambda: all(len(stack.task(t)["history"]) == 2 for t in failed), 15, "every task run again")
+    for task_id in failed:
+        expect(page.locator(f'tr[data-task="{task_id}"] .badge')).to_have_attribute("data-status", "failed")
+    print(f"\nRetry all failed revived {revived} tasks")
 
 
 def test_keyboard_reaches_navigation(page: Page, stack: Stack) -> None:
