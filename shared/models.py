@@ -104,10 +104,6 @@ def dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-# scheme, an ASCII host name or [IPv6] (IDN hosts in punycode), optional port, then path/query
-WEBHOOK_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?([/?#][^\x00-\x20]*)?$"
-
-
 class TaskCreate(BaseModel):
     """What a client sends to create a task."""
 
@@ -118,7 +114,7 @@ class TaskCreate(BaseModel):
     priority: int = Field(default=DEFAULT_PRIORITY, ge=MIN_PRIORITY, le=MAX_PRIORITY)
     max_retries: int = Field(default=3, ge=0, le=100)
     scheduled_for: AwareDatetime | None = None
-    webhook: str | None = Field(default=None, max_length=2048, pattern=WEBHOOK_PATTERN)
+    webhook: str | None = Field(default=None, max_length=2048)
     timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
     retry_backoff_s: float | None = Field(default=None, ge=0, le=24 * 3600)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)

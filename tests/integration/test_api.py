@@ -76,7 +76,7 @@ async def test_batch_one_round_trip_with_duplicates(api: httpx.AsyncClient, redi
         ({"type": "echo", "max_retries": 500}, ["body", "max_retries"], "less than or equal to 100"),
         ({"type": "echo", "scheduled_for": "tomorrow"}, ["body", "scheduled_for"], "datetime"),
         ({"type": "echo", "scheduled_for": "2030-01-01T00:00:00"}, ["body", "scheduled_for"], "time zone"),
-        ({"type": "echo", "webhook": "not a url"}, ["body", "webhook"], "pattern"),
+        ({"type": "echo", "webhook": "not a url"}, ["body", "webhook"], "http"),
         ({"payload": 1}, ["body", "type"], "Field required"),
         ({"type": "no_such_type"}, ["body", "type"], "unknown task type 'no_such_type'; known types: echo, email"),
         ({"type": "echo", "payload": "x" * 300_000}, ["body", "payload"], "256 KiB"),

@@ -26,7 +26,7 @@ def test_seed_shape_gets_defaults() -> None:
         ({"type": ""}, "type", "at least 1"),
         ({"type": "bad type!"}, "type", "pattern"),
         ({"type": "echo", "scheduled_for": "2030-01-01T00:00:00"}, "scheduled_for", "time zone"),
-        ({"type": "echo", "webhook": "ftp://example.com/x"}, "webhook", "pattern"),
+        ({"type": "echo", "webhook": "ftp://example.com/x"}, "webhook", "http"),
         ({"type": "echo", "priority": True}, "priority", "JSON integer"),
         ({"type": "echo", "priority": "3"}, "priority", "JSON integer"),
         ({"type": "echo", "max_retries": 2.5}, "max_retries", "whole number"),
