@@ -51,6 +51,8 @@ def parse(argv: list[str]) -> Config:
     parser.add_argument("--tiny", action="store_true", help="tiny sizes and one run (the smoke test's)")
     parser.add_argument("--only", help=f"comma-separated workloads among: {', '.join(WORKLOADS)}")
     parser.add_argument("--out", help="JSON path (default bench/results/<date>.json)")
+    parser.add_argument("--http-client", choices=("raw", "httpx"), help="load generator of the submit workloads")
+    parser.add_argument("--profile", action="store_true", help="py-spy record each service (needs root)")
     for f in dataclasses.fields(Config):
         if f.type in ("int", "float"):
             kind = int if f.type == "int" else float
@@ -67,10 +69,12 @@ def parse(argv: list[str]) -> Config:
         if unknown:
             parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
     cfg.out = args.out
+    cfg.profile = args.profile
+    cfg.http_client = args.http_client or cfg.http_client
     return cfg
 
 
-async def run(cfg: Config, server: RedisServer, log_dir: Path) -> Rounds:
+async def run(cfg: Config, server: RedisServer, log_dir: Path, stamp: str) -> Rounds:
     redis = server.client()
     ctx = Context(cfg, server, redis, log_dir)
     rounds: Rounds = []
@@ -79,6 +83,8 @@ async def run(cfg: Config, server: RedisServer, log_dir: Path) -> Rounds:
             results: dict[str, dict[str, Any]] = {}
             for name, workload in entries(cfg):
                 await redis.flushall()
+                if cfg.profile:
+                    ctx.profile_dir = ROOT / "bench" / "results" / f"profile-{stamp}" / f"{name}-{number}"
                 before = load()
                 started = time.monotonic()
                 figures = await workload(ctx)
@@ -103,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     log_dir = Path(tempfile.mkdtemp(prefix="streamq-bench-logs-"))
     server = RedisServer()
     try:
-        rounds = asyncio.run(run(cfg, server, log_dir))
+        rounds = asyncio.run(run(cfg, server, log_dir, f"{now:%Y-%m-%dT%H%M%SZ}"))
         redis_version = _redis_version(server)
     except BaseException:
         print(f"bench: failed; service logs kept in {log_dir}", file=sys.stderr)

@@ -16,6 +16,7 @@ class Config:
     raw_chunk: int = 1_000  # commands per pipeline / COUNT per XREADGROUP
     single_n: int = 10_000  # POST /api/tasks requests
     single_clients: int = 32  # concurrent keep-alive clients
+    http_client: str = "raw"  # load generator: "raw" (bench/workloads/http.py) or "httpx"
     batch_n: int = 50_000  # tasks sent through POST /api/tasks/batch
     batch_size: int = 1_000
     batch_clients: int = 2
@@ -29,6 +30,7 @@ class Config:
     schedule_ahead_s: float = 3.0
     memory_n: int = 100_000
     memory_ttl_s: int = 30  # result TTL of the memory workload's workers
+    profile: bool = False  # py-spy record every service process (collapsed stacks in bench/results/)
     out: str | None = None  # JSON path; default bench/results/<date>.json
 
     def as_dict(self) -> dict[str, Any]:

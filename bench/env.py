@@ -79,7 +79,7 @@ class RedisServer:
 class Service:
     """``python -m <module>`` with the given environment; output kept in a log file."""
 
-    def __init__(self, module: str, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(self, module: str, env: dict[str, str], log_dir: Path, profile_dir: Path | None = None) -> None:
         self.module = module
         self.log_path = log_dir / f"{module.rsplit('.', 1)[-1]}-{uuid.uuid4().hex[:6]}.log"
         self._log: IO[bytes] = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
@@ -90,6 +90,12 @@ class Service:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
+        self.spy = _spy(self.proc.pid, profile_dir, module) if profile_dir else None
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the process has used so far (from /proc)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def check(self) -> None:
         if self.proc.poll() is not None:
@@ -105,15 +111,30 @@ class Service:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.spy is not None:
+            self.spy.wait(timeout=30)  # py-spy writes its file once the process is gone
         self._log.close()
+
+
+def _spy(pid: int, profile_dir: Path, module: str) -> subprocess.Popen[bytes]:
+    """``py-spy record`` on a service (needs root or ptrace rights), collapsed stacks (``--format raw``)."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    profile_dir.mkdir(parents=True, exist_ok=True)
+    out = profile_dir / f"{module.rsplit('.', 1)[-1]}-{pid}.txt"
+    return subprocess.Popen(
+        [spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "--nonblocking", "--output", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 class Stack:
     """Services of one workload, all on one fresh key prefix; stopped on exit."""
 
-    def __init__(self, redis: RedisServer, log_dir: Path) -> None:
+    def __init__(self, redis: RedisServer, log_dir: Path, profile_dir: Path | None = None) -> None:
         self.redis = redis
         self.log_dir = log_dir
+        self.profile_dir = profile_dir
         self.prefix = f"b{uuid.uuid4().hex[:8]}"
         self.keys = KeySchema(self.prefix, "default")
         self.services: list[Service] = []
@@ -129,17 +150,17 @@ class Stack:
         }
 
     def start(self, module: str, **extra: str) -> Service:
-        service = Service(module, self.env(**extra), self.log_dir)
+        service = Service(module, self.env(**extra), self.log_dir, self.profile_dir)
         self.services.append(service)
         return service
 
-    async def api(self) -> str:
+    async def api(self) -> tuple[str, Service]:
         port = free_port()
         service = self.start("services.api", STREAMQ_API_PORT=str(port))
         url = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient() as client:
             await until(lambda: _answers(client, f"{url}/api/ready"), service, what="api ready")
-        return url
+        return url, service
 
     async def workers(self, redis: Redis, count: int, concurrency: int, **extra: str) -> list[Service]:
         started = [
@@ -174,6 +195,11 @@ async def until(check: Any, *services: Service, what: str, timeout: float = 30.0
         if time.monotonic() > deadline:
             raise TimeoutError(f"bench: timed out waiting for {what}")
         await asyncio.sleep(every)
+
+
+async def redis_cpu_seconds(redis: Redis) -> float:
+    info = await redis.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def machine() -> dict[str, Any]:

@@ -23,9 +23,10 @@ class Context:
     server: RedisServer
     redis: Redis
     log_dir: Path
+    profile_dir: Path | None = None  # set while a workload runs under --profile
 
     def stack(self) -> Stack:
-        return Stack(self.server, self.log_dir)
+        return Stack(self.server, self.log_dir, self.profile_dir)
 
     def queue(self, keys: KeySchema, result_ttl_s: int = 7 * 24 * 3600) -> Queue:
         return Queue(self.redis, keys, result_ttl_s=result_ttl_s)
