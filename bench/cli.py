@@ -82,6 +82,8 @@ async def run(cfg: Config, server: RedisServer, log_dir: Path, stamp: str) -> Ro
         for number in range(1, cfg.runs + 1):
             results: dict[str, dict[str, Any]] = {}
             for name, workload in entries(cfg):
+                if name == "memory" and number > cfg.memory_runs:
+                    continue
                 await redis.flushall()
                 if cfg.profile:
                     ctx.profile_dir = ROOT / "bench" / "results" / f"profile-{stamp}" / f"{name}-{number}"

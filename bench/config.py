@@ -29,7 +29,8 @@ class Config:
     schedule_n: int = 500
     schedule_ahead_s: float = 3.0
     memory_n: int = 100_000
-    memory_ttl_s: int = 30  # result TTL of the memory workload's workers
+    memory_ttl_s: int = 60  # result TTL of the memory workload's workers (longer than its submit + drain)
+    memory_runs: int = 1  # bytes per task do not depend on timing: one run is enough by default
     profile: bool = False  # py-spy record every service process (collapsed stacks in bench/results/)
     out: str | None = None  # JSON path; default bench/results/<date>.json
 

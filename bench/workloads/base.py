@@ -42,13 +42,13 @@ async def enqueue(queue: Queue, n: int, task_type: str = "noop", chunk: int = 1_
 
 
 async def wait_completed(redis: Redis, keys: KeySchema, n: int, *services: Service, timeout: float) -> None:
-    """Until ``n`` tasks are completed; fails if nothing progresses for 30 s or ``timeout`` passes."""
-    index = keys.index_status("completed")
+    """Until ``n`` tasks have completed (the lifetime counter, which expiry does not lower); fails
+    if nothing progresses for 30 s or ``timeout`` passes."""
     last, last_change = -1, time.monotonic()
 
     async def done() -> bool:
         nonlocal last, last_change
-        count = int(await redis.zcard(index))
+        count = int(await redis.hget(keys.stats, "completed_total") or 0)
         if count != last:
             last, last_change = count, time.monotonic()
         elif time.monotonic() - last_change > 30:

@@ -2,7 +2,8 @@
 result TTL has passed and the workers' janitor has deleted the tasks.
 
 Kept bytes = ``used_memory`` after every task completed minus before any was submitted, divided
-by the tasks still held (``idx:all``). The events stream is capped (``STREAMQ_EVENTS_MAXLEN``) and
+by the tasks still held (``idx:all``; the TTL is set longer than the submit and drain, so
+normally all of them). The events stream is capped (``STREAMQ_EVENTS_MAXLEN``) and
 stays after the tasks go, by design; it is reported on its own."""
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ async def run(ctx: Context) -> Figures:
         stack.stop()
     residual = after - baseline
     return {
+        "tasks_kept": float(kept),
         "bytes_per_task": (peak - baseline) / max(kept, 1),
         "of_which_events_bytes": events_peak / max(kept, 1),
         "residual_after_ttl_bytes": float(residual),
