@@ -23,7 +23,7 @@ class Config:
     drain_n: int = 20_000
     workers: int = 2  # worker processes (drain, latency, schedule, memory)
     default_concurrency: int = 3  # STREAMQ_WORKER_CONCURRENCY's default
-    tuned_concurrency: int = 128
+    tuned_concurrency: int = 256  # best of 64/128/256/512 here; the finisher batches up to 256
     latency_n: int = 2_000
     latency_rate: float = 200.0  # tasks/s, paced
     schedule_n: int = 500
