@@ -119,6 +119,8 @@ class Service:
 def _spy(pid: int, profile_dir: Path, module: str) -> subprocess.Popen[bytes]:
     """``py-spy record`` on a service (needs root or ptrace rights), collapsed stacks (``--format raw``)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        raise SystemExit('bench: --profile needs py-spy: .venv/bin/pip install -e ".[profile]"')
     profile_dir.mkdir(parents=True, exist_ok=True)
     out = profile_dir / f"{module.rsplit('.', 1)[-1]}-{pid}.txt"
     return subprocess.Popen(
