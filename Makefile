@@ -32,6 +32,7 @@ format: install
 	$(VENV)/bin/ruff format .
 
 bench: install
+	$(PY) deploy/ensure_deps.py --install
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:

@@ -13,19 +13,19 @@ from shared.settings import Settings
 from shared.ssrf import SsrfGuard
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def get_queue(request: Request) -> Queue:
+async def get_queue(request: Request) -> Queue:
     return request.app.state.queue  # type: ignore[no-any-return]
 
 
-def get_redis(request: Request) -> Redis:
+async def get_redis(request: Request) -> Redis:
     return request.app.state.redis
 
 
-def get_catalog(request: Request) -> TypeCatalog:
+async def get_catalog(request: Request) -> TypeCatalog:
     return request.app.state.catalog  # type: ignore[no-any-return]
 
 

@@ -8,8 +8,10 @@ then marks the batch processing in one call, and each job runs in its own asynci
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -23,6 +25,12 @@ from shared.models import PRIORITIES
 from shared.scripts import Scripts
 
 log = logging.getLogger("streamq.worker")
+
+
+@functools.cache
+def _child(family: Any, *labels: str) -> Any:
+    """A metric's labelled child, looked up once (``labels()`` costs more than the observation)."""
+    return family.labels(*labels)
 
 
 class Consumer:
@@ -112,11 +120,11 @@ class Consumer:
     async def _process(self, job: Job) -> None:
         queue = self.keys.queue
         started = time.time()
-        metrics.TASK_WAIT_SECONDS.labels(queue, str(job.priority)).observe(max(0.0, started - job.due_ms / 1000))
+        _child(metrics.TASK_WAIT_SECONDS, queue, str(job.priority)).observe(max(0.0, started - job.due_ms / 1000))
         self._labels.inc()
         try:
             outcome = await self.executor.run(job)
-            metrics.TASK_RUN_SECONDS.labels(queue, job.type).observe(time.time() - started)
+            _child(metrics.TASK_RUN_SECONDS, queue, job.type).observe(time.time() - started)
             status = await self.finisher.record(outcome)
             self._count(job, status)
         except asyncio.CancelledError:
@@ -134,7 +142,7 @@ class Consumer:
         queue = self.keys.queue
         if status in ("completed", "failed"):
             self.processed += 1
-            metrics.TASKS_FINISHED.labels(queue, job.type, status).inc()
+            _child(metrics.TASKS_FINISHED, queue, job.type, status).inc()
             if status == "failed":
                 metrics.TASKS_DEAD_LETTERED.labels(queue).inc()
         elif status == "scheduled":

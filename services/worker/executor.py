@@ -55,7 +55,8 @@ class Executor:
         timeout = job.timeout_s or self.default_timeout_s
         try:
             payload = orjson.loads(job.payload_json)
-            result = await asyncio.wait_for(handler(payload, ctx), timeout)
+            async with asyncio.timeout(timeout):  # unlike wait_for, no extra task per run
+                result = await handler(payload, ctx)
         except TimeoutError:
             return self._failure(job, TimeoutError(f"timed out after {timeout:g} s"))
         except asyncio.CancelledError:

@@ -5,7 +5,9 @@ lease was lost (its entry reclaimed by another) cannot write over the task. Outc
   completed  -> completed, result stored
   failed     -> retried (scheduled after delay_ms) while attempts <= max_retries and delay_ms >= 0,
                 else failed and dead-lettered
-The entry is acknowledged and deleted after the outcome is written, in the same script.
+The entry is acknowledged and deleted after the outcome is written, in the same script (entries
+are acknowledged and deleted with one XACK and one XDEL per stream, and completions counted with
+one HINCRBY, at the end of the call).
 KEYS[1..17]  common keys (lib.lua)
 KEYS[17 + i] task hash of outcome i
 ARGV[1]  events MAXLEN   ARGV[2]  consumer group   ARGV[3]  consumer   ARGV[4]  result TTL (ms)
@@ -17,6 +19,8 @@ entry is no longer this consumer's, or 'stale' when the task no longer runs on t
 local now = now_ms()
 local group, consumer, ttl = ARGV[2], ARGV[3], ARGV[4]
 local out = {}
+local acks = {}  -- stream -> entry ids to acknowledge and delete
+local completed = 0
 local n = (#ARGV - 4) / 6
 for i = 1, n do
   local task_key = KEYS[FIRST_TASK_KEY - 1 + i]
@@ -37,9 +41,8 @@ for i = 1, n do
     else
       if hist ~= '' then append_json(task_key, 'history', hist) end
       if outcome == 'completed' then
-        finish_terminal(task_key, id, status, 'completed', now, ttl)
-        redis.call('HSET', task_key, 'result', value, 'error', '')
-        redis.call('HINCRBY', STATS, 'completed_total', 1)
+        finish_terminal(task_key, id, status, 'completed', now, ttl, {'result', value, 'error', ''})
+        completed = completed + 1
         emit('completed', id, 'completed')
         out[i] = 'completed'
       elseif delay >= 0 and tonumber(h[4]) <= tonumber(h[5]) then
@@ -59,9 +62,18 @@ for i = 1, n do
         emit('dead_lettered', id, 'failed')
         out[i] = 'failed'
       end
-      redis.call('XACK', stream, group, msg)
-      redis.call('XDEL', stream, msg)
+      local ids = acks[stream]
+      if not ids then
+        ids = {}
+        acks[stream] = ids
+      end
+      ids[#ids + 1] = msg
     end
   end
 end
+for stream, ids in pairs(acks) do
+  redis.call('XACK', stream, group, unpack(ids))
+  redis.call('XDEL', stream, unpack(ids))
+end
+if completed > 0 then redis.call('HINCRBY', STATS, 'completed_total', completed) end
 return out

@@ -30,10 +30,15 @@ local function emit(event, id, status)
   redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'event', event, 'task', id, 'status', status)
 end
 
--- Move a task between status indexes and record the new status on its hash.
-local function set_status(task_key, id, old, new)
+-- Move a task id between status indexes (the caller writes the status on the hash).
+local function move_index(id, old, new)
   if old and STATUS_INDEX[old] then redis.call('ZREM', STATUS_INDEX[old], id) end
   redis.call('ZADD', STATUS_INDEX[new], 0, id)
+end
+
+-- Move a task between status indexes and record the new status on its hash.
+local function set_status(task_key, id, old, new)
+  move_index(id, old, new)
   redis.call('HSET', task_key, 'status', new)
 end
 
@@ -54,9 +59,14 @@ local function append_json(task_key, field, entry)
   end
 end
 
--- Mark a task terminal: completed_at, retention deadline, status index.
-local function finish_terminal(task_key, id, old, new, now, ttl_ms)
-  set_status(task_key, id, old, new)
-  redis.call('HSET', task_key, 'completed_at', now, 'msg_id', '')
+-- Mark a task terminal: status, completed_at, retention deadline, status index. `extra` (optional)
+-- lists more field, value pairs, written in the same HSET.
+local function finish_terminal(task_key, id, old, new, now, ttl_ms, extra)
+  move_index(id, old, new)
+  local hset = {'HSET', task_key, 'status', new, 'completed_at', now, 'msg_id', ''}
+  if extra then
+    for _, v in ipairs(extra) do hset[#hset + 1] = v end
+  end
+  redis.call(unpack(hset))
   redis.call('ZADD', RETENTION, now + tonumber(ttl_ms), id)
 end

@@ -19,17 +19,14 @@ for i = 1, n do
   local a = 4 + 3 * (i - 1)
   local msg, id, stream = ARGV[a], ARGV[a + 1], stream_of(ARGV[a + 2])
   local h = redis.call('HMGET', task_key, 'status', 'msg_id', 'started_msg', 'priority', 'type', 'payload',
-    'timeout_s', 'max_retries', 'retry_backoff_s', 'scheduled_for', 'created_at')
+    'timeout_s', 'max_retries', 'retry_backoff_s', 'scheduled_for', 'created_at', 'attempts')
   local status, msg_id, started_msg, priority = h[1], h[2], h[3], h[4]
   if (status == 'pending' or status == 'processing') and msg_id == msg then
-    local attempts
-    if started_msg ~= msg then
-      attempts = redis.call('HINCRBY', task_key, 'attempts', 1)
-    else
-      attempts = tonumber(redis.call('HGET', task_key, 'attempts'))
-    end
-    set_status(task_key, id, status, 'processing')
-    redis.call('HSET', task_key, 'started_msg', msg, 'started_at', now, 'worker', consumer)
+    local attempts = tonumber(h[12]) or 0
+    if started_msg ~= msg then attempts = attempts + 1 end
+    move_index(id, status, 'processing')
+    redis.call('HSET', task_key, 'status', 'processing', 'attempts', attempts, 'started_msg', msg, 'started_at', now,
+      'worker', consumer)
     if status == 'pending' then emit('started', id, 'processing') end
     local due = h[10]
     if not due or due == '' then due = h[11] end

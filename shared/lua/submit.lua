@@ -14,6 +14,7 @@ local now = now_ms()
 local idem_ttl = ARGV[2]
 local n = tonumber(ARGV[3])
 local out = {}
+local created = 0
 local a = 4
 for i = 1, n do
   local base = FIRST_TASK_KEY + 3 * (i - 1)
@@ -32,21 +33,24 @@ for i = 1, n do
   else
     local hset = {'HSET', task_key, 'created_at', now, 'attempts', 0}
     for f = fields_at, fields_at + 2 * nfields - 1 do hset[#hset + 1] = ARGV[f] end
-    redis.call(unpack(hset))
-    redis.call('ZADD', INDEX_ALL, 0, id)
-    redis.call('ZADD', type_key, 0, id)
     local status = 'pending'
     if due > now then
       status = 'scheduled'
       redis.call('ZADD', SCHEDULED, due, id)
-      redis.call('HSET', task_key, 'scheduled_for', due)
+      hset[#hset + 1], hset[#hset + 2] = 'scheduled_for', due
     else
-      enqueue(task_key, id, priority)
+      local msg = redis.call('XADD', stream_of(priority), '*', 'id', id)
+      hset[#hset + 1], hset[#hset + 2] = 'msg_id', msg
     end
-    set_status(task_key, id, nil, status)
-    redis.call('HINCRBY', STATS, 'submitted_total', 1)
+    hset[#hset + 1], hset[#hset + 2] = 'status', status
+    redis.call(unpack(hset))  -- the whole task in one HSET (the script is atomic: no reader sees it half-made)
+    redis.call('ZADD', INDEX_ALL, 0, id)
+    redis.call('ZADD', type_key, 0, id)
+    move_index(id, nil, status)
+    created = created + 1
     emit('created', id, status)
     out[i] = {id, status, 0, now}
   end
 end
+if created > 0 then redis.call('HINCRBY', STATS, 'submitted_total', created) end
 return out

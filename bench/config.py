@@ -1,0 +1,38 @@
+"""Sizes and options of one benchmark run (every one settable from the command line)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+WORKLOADS = ("raw", "submit-single", "submit-batch", "drain", "latency", "schedule", "memory")
+
+
+@dataclass(slots=True)
+class Config:
+    runs: int = 3
+    only: list[str] = field(default_factory=lambda: list(WORKLOADS))
+    raw_n: int = 200_000  # entries XADDed then drained by the bare loop
+    raw_chunk: int = 1_000  # commands per pipeline / COUNT per XREADGROUP
+    single_n: int = 10_000  # POST /api/tasks requests
+    single_clients: int = 32  # concurrent keep-alive clients
+    http_client: str = "raw"  # load generator: "raw" (bench/workloads/http.py) or "httpx"
+    batch_n: int = 50_000  # tasks sent through POST /api/tasks/batch
+    batch_size: int = 1_000
+    batch_clients: int = 2
+    drain_n: int = 20_000
+    workers: int = 2  # worker processes (drain, latency, schedule, memory)
+    default_concurrency: int = 3  # STREAMQ_WORKER_CONCURRENCY's default
+    tuned_concurrency: int = 256  # best of 64/128/256/512 here; the finisher batches up to 256
+    latency_n: int = 2_000
+    latency_rate: float = 200.0  # tasks/s, paced
+    schedule_n: int = 500
+    schedule_ahead_s: float = 3.0
+    memory_n: int = 100_000
+    memory_ttl_s: int = 60  # result TTL of the memory workload's workers (longer than its submit + drain)
+    memory_runs: int = 1  # bytes per task do not depend on timing: one run is enough by default
+    profile: bool = False  # py-spy record every service process (collapsed stacks in bench/results/)
+    out: str | None = None  # JSON path; default bench/results/<date>.json
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,76 @@
+"""Summaries (median and min-max of the runs, ratios to the raw yardstick), the table, the JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.stats import spread
+
+# (entry, figure) -> the raw figure it is compared with
+RATIOS = {
+    ("submit-single", "tasks_per_s"): "xadd_per_s",
+    ("submit-batch", "tasks_per_s"): "xadd_per_s",
+    ("drain-default", "tasks_per_s"): "drain_per_s",
+    ("drain-tuned", "tasks_per_s"): "drain_per_s",
+}
+Rounds = list[dict[str, dict[str, Any]]]  # per run: entry -> {"figures": {...}, "load": x, "seconds": y}
+
+
+def add_ratios(rounds: Rounds) -> None:
+    """Each throughput divided by the raw yardstick of the same run."""
+    for entries in rounds:
+        raw = entries.get("raw", {}).get("figures", {})
+        for (entry, figure), yardstick in RATIOS.items():
+            if entry in entries and isinstance(raw.get(yardstick), float):
+                value = entries[entry]["figures"].get(figure)
+                if isinstance(value, float):
+                    entries[entry]["figures"][f"{figure}_ratio"] = value / raw[yardstick]
+
+
+def summarise(rounds: Rounds) -> dict[str, dict[str, Any]]:
+    """entry -> figure -> {median, min, max} (numbers) or the text itself; plus each entry's loads."""
+    out: dict[str, dict[str, Any]] = {}
+    for entries in rounds:
+        for entry, result in entries.items():
+            target = out.setdefault(entry, {"figures": {}, "load": []})
+            target["load"].append(result["load"])
+            for figure, value in result["figures"].items():
+                target["figures"].setdefault(figure, []).append(value)
+    for target in out.values():
+        for figure, values in target["figures"].items():
+            numbers = [v for v in values if isinstance(v, int | float)]
+            target["figures"][figure] = spread(numbers) if len(numbers) == len(values) else values[0]
+    return out
+
+
+def _fmt(value: float) -> str:
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def table(summary: dict[str, dict[str, Any]], runs: int) -> str:
+    head = ("workload", "figure", f"median of {runs}", "min-max", "ratio to raw", "load (1 min)")
+    rows: list[tuple[str, ...]] = [head]
+    for entry, result in summary.items():
+        figures: dict[str, Any] = result["figures"]
+        loads = result["load"]
+        load = f"{min(loads):.2f}-{max(loads):.2f}" if len(loads) > 1 else f"{loads[0]:.2f}"
+        for figure, value in figures.items():
+            if figure.endswith("_ratio"):
+                continue
+            ratio = figures.get(f"{figure}_ratio")
+            ratio_text = (
+                f"{ratio['median'] * 100:.1f}% ({ratio['min'] * 100:.1f}-{ratio['max'] * 100:.1f})" if ratio else ""
+            )
+            if isinstance(value, dict):
+                rows.append((entry, figure, _fmt(value["median"]), f"{_fmt(value['min'])}-{_fmt(value['max'])}",
+                             ratio_text, load))  # fmt: skip
+            else:
+                rows.append((entry, figure, str(value), "", "", load))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
