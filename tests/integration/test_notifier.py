@@ -21,28 +21,23 @@ from shared.settings import Settings
 from shared.streams import ensure_group
 from tests.integration.helpers import running_worker
 from tests.integration.receivers import Answer, Receiver, running_notifier, serving, wait_until
-from tests.support import RedisServer
 
 SECRET = "whsec_" + base64.b64encode(b"streamq-test-secret-0123456789ab").decode()
 
 
 @pytest.fixture
-def settings(redis_server: RedisServer, prefix: str) -> Settings:
-    return Settings(
-        redis_url=redis_server.url,
-        key_prefix=prefix,
-        retry_base_s=0.05,
-        retry_max_s=0.5,
-        heartbeat_s=0.5,
-        shutdown_grace_s=5,
-        webhook_secret=SECRET,
-        webhook_schedule=[0, 0.3, 0.3, 0.3],
-        webhook_poll_s=0.05,
-        webhook_timeout_s=2,
-        webhook_lease_s=4,
-        notifier_claim_idle_s=0.5,
-        allow_private_networks=True,  # the receiver is on loopback
-        _env_file=None,  # type: ignore[call-arg]
+def settings(settings: Settings) -> Settings:
+    """The suite's settings (tests/conftest.py) plus a secret and a fast webhook schedule."""
+    return settings.model_copy(
+        update={
+            "webhook_secret": SECRET,
+            "webhook_schedule": [0, 0.3, 0.3, 0.3],
+            "webhook_poll_s": 0.05,
+            "webhook_timeout_s": 2,
+            "webhook_lease_s": 4,
+            "notifier_claim_idle_s": 0.5,
+            "allow_private_networks": True,  # the receiver is on loopback
+        }
     )
 
 
