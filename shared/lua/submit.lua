@@ -49,6 +49,7 @@ for i = 1, n do
     move_index(id, nil, status)
     created = created + 1
     emit('created', id, status)
+    if status == 'scheduled' then emit('scheduled', id, status) end
     out[i] = {id, status, 0, now}
   end
 end

@@ -45,6 +45,8 @@ async def test_future_task_is_scheduled(api: httpx.AsyncClient, redis: Redis, ke
     assert due is not None and abs(due - when.timestamp() * 1000) < 2
     stats = (await api.get("/api/stats")).json()
     assert stats["scheduled"] == 1 and stats["pending"] == 0 and stats["total"] == 1
+    events = [(f["event"], f["status"]) for _, f in await redis.xrange(keys.events)]
+    assert events == [("created", "scheduled"), ("scheduled", "scheduled")]
 
 
 async def test_idempotency_header_and_field(api: httpx.AsyncClient, redis: Redis, keys: KeySchema) -> None:

@@ -41,7 +41,7 @@ async def test_due_task_is_promoted_when_due(settings: Settings, queue: Queue, r
     after = REGISTRY.get_sample_value("streamq_scheduler_lateness_seconds_count", {"queue": "default"})
     assert after == observed + 1  # the lateness histogram saw it
     assert await redis.zcard(keys.scheduled) == 0
-    assert [f["event"] for _, f in await redis.xrange(keys.events)] == ["created", "promoted"]
+    assert [f["event"] for _, f in await redis.xrange(keys.events)] == ["created", "scheduled", "promoted"]
     [(entry, fields)] = await redis.xrange(keys.stream(3))
     assert entry == raw["msg_id"] and fields == {"id": done.task.id}
 
