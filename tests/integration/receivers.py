@@ -63,6 +63,8 @@ class Receiver:
         body = b""
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the sender went away mid-request (e.g. SIGKILLed): nothing was delivered
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
