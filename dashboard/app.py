@@ -11,14 +11,16 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import FastAPI, Query, Request, Response
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from dashboard import history
+from dashboard import history, login
 from dashboard.events import Broadcaster
 from dashboard.sampler import Sampler
+from dashboard.sessions import SessionStore
 from dashboard.upstream import Upstream, UpstreamError
+from shared.auth import Scope, parse_keys
 from shared.keys import KeySchema
 from shared.loops import PeriodicLoop
 from shared.redis import connect
@@ -32,11 +34,14 @@ KEEPALIVE_S = 15.0
 
 def create_app(settings: Settings) -> FastAPI:
     keys = KeySchema(settings.key_prefix, settings.queue)
+    api_keys = parse_keys(settings.api_keys)
+    proxies = settings.dashboard_trusted_proxies
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = await connect(settings)
-        upstream = Upstream(settings.api_url)
+        upstream = Upstream(settings.api_url, service_key=settings.dashboard_api_key or None)
+        app.state.sessions = SessionStore(redis, keys, settings.dashboard_session_ttl_s)
         broadcaster = Broadcaster(redis, keys)
         sampler = Sampler(
             redis, keys, upstream, interval_s=settings.history_interval_s, retention_s=settings.history_retention_s
@@ -65,11 +70,35 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="streamq dashboard", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.port = None  # set by main() when the port is picked at start
+    app.add_middleware(login.LoginGuard, keys=api_keys, store=lambda: app.state.sessions, trusted_proxies=proxies)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(str(STATIC / "index.html"), headers={"cache-control": "no-cache"})
+
+    @app.get("/login", include_in_schema=False)
+    async def login_page() -> Response:
+        return login.login_page() if api_keys else RedirectResponse("/", status_code=303)
+
+    @app.post("/login", include_in_schema=False)
+    async def log_in(request: Request) -> Response:
+        if not api_keys:
+            return JSONResponse({"detail": "no login: STREAMQ_API_KEYS is not set"}, status_code=404)
+        return await login.login(request, api_keys, request.app.state.sessions, proxies)
+
+    @app.post("/logout", include_in_schema=False)
+    async def log_out(request: Request) -> Response:
+        return await login.logout(request, request.app.state.sessions, proxies)
+
+    @app.get("/dash/session")
+    async def session(request: Request) -> dict[str, Any]:
+        """Who is logged in and what the page may offer (``auth`` false: no keys, everything allowed)."""
+        current = login.session_of(request)
+        if current is None:
+            return {"auth": False, "name": None, "scopes": [s.value for s in Scope], "csrf": None}
+        return {"auth": True, "name": current.name, "scopes": sorted(s.value for s in current.scopes),
+                "csrf": current.csrf}  # fmt: skip
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
@@ -96,7 +125,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def services(request: Request) -> list[dict[str, Any]]:
         """Every live process (from the api's registry) with whether its ``/metrics`` answered at the
         last sample and the tasks it had in progress then."""
-        listed: list[dict[str, Any]] = await request.app.state.upstream.json("GET", "/api/services")
+        listed: list[dict[str, Any]] = await request.app.state.upstream.json(
+            "GET", "/api/services", headers=bearer(request)
+        )
         scraped = {s.service_id: s for s in request.app.state.sampler.latest}
         for service in listed:
             result = scraped.get(service["id"])
@@ -135,6 +166,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def pass_through(path: str, request: Request) -> Response:
         """The api's REST endpoints under the dashboard's own origin (no CORS, one URL for the browser)."""
         headers = {k: v for k, v in request.headers.items() if k.lower() in PASS_HEADERS}
+        headers.update(bearer(request))
         try:
             upstream = await request.app.state.upstream.request(
                 request.method, f"/api/{path}", params=request.query_params.multi_items(),
@@ -144,6 +176,14 @@ def create_app(settings: Settings) -> FastAPI:
             return JSONResponse({"detail": str(error)}, status_code=502)
         media = upstream.headers.get("content-type")
         return Response(upstream.content, status_code=upstream.status_code, media_type=media)
+
+    def bearer(request: Request) -> dict[str, str]:
+        """The logged-in key for the api; with keys configured and no session (cannot happen behind the
+        guard) an empty bearer, so the service key is never used on a user's behalf."""
+        current = login.session_of(request)
+        if current is not None:
+            return {"authorization": f"Bearer {current.secret}"}
+        return {"authorization": ""} if api_keys else {}
 
     @app.exception_handler(UpstreamError)
     async def upstream_down(_request: Request, error: UpstreamError) -> JSONResponse:
