@@ -4,6 +4,7 @@ chart history, and the services with what their ``/metrics`` said at the last sa
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -89,6 +90,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post("/logout", include_in_schema=False)
     async def log_out(request: Request) -> Response:
+        request.app.state.broadcaster.end_owner(request.cookies.get(login.COOKIE, ""))
         return await login.logout(request, request.app.state.sessions, proxies)
 
     @app.get("/dash/session")
@@ -99,6 +101,11 @@ def create_app(settings: Settings) -> FastAPI:
             return {"auth": False, "name": None, "scopes": [s.value for s in Scope], "csrf": None}
         return {"auth": True, "name": current.name, "scopes": sorted(s.value for s in current.scopes),
                 "csrf": current.csrf}  # fmt: skip
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        """Liveness for the container health check (``STREAMQ_HEALTHCHECK_URL``); open even with keys."""
+        return {"status": "ok"}
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
@@ -142,22 +149,28 @@ def create_app(settings: Settings) -> FastAPI:
     async def events(request: Request) -> StreamingResponse:
         """Server-sent events: each message is a JSON list of lifecycle events (event, task, status)."""
         broadcaster: Broadcaster = request.app.state.broadcaster
-        queue = broadcaster.subscribe()
+        cookie = request.cookies.get(login.COOKIE, "") if login.session_of(request) else None
+        queue = broadcaster.subscribe(cookie)
 
         async def stream() -> AsyncIterator[bytes]:
+            checked = time.monotonic()  # when the session was last found in Redis
             try:
                 yield b"retry: 1000\nevent: hello\ndata: {}\n\n"
                 while True:
                     try:
                         batch = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
                     except TimeoutError:
-                        yield b": keep-alive\n\n"
-                        continue
+                        batch = []
                     if batch is None:
                         return
-                    yield b"data: " + orjson.dumps(batch) + b"\n\n"
+                    if cookie is not None and time.monotonic() - checked >= KEEPALIVE_S:
+                        # logged out (on another dashboard replica) or expired: the browser reconnects, gets 401
+                        if await request.app.state.sessions.get(cookie) is None:
+                            return
+                        checked = time.monotonic()
+                    yield (b"data: " + orjson.dumps(batch) + b"\n\n") if batch else b": keep-alive\n\n"
             finally:
-                broadcaster.unsubscribe(queue)
+                broadcaster.unsubscribe(queue, cookie)
 
         headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)

@@ -1,7 +1,7 @@
 """The dashboard's login when ``STREAMQ_API_KEYS`` is set: a guard in front of every route, the login
 and logout endpoints, and the cross-site request checks.
 
-Without a session every route but ``/login`` and ``/static/*`` answers 401 (JSON for ``/api/*``,
+Without a session every route but ``/login``, ``/healthz`` and ``/static/*`` answers 401 (JSON for ``/api/*``,
 ``/dash/*`` and ``/metrics``; a redirect to ``/login`` for the page). ``/metrics`` also takes a bearer
 key with the ``read`` scope (for scrapers). A state-changing request (anything but GET/HEAD/OPTIONS)
 must come from the dashboard's own origin (``Sec-Fetch-Site`` and ``Origin``, when the browser sends
@@ -28,6 +28,7 @@ COOKIE = "streamq_session"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 JSON_PREFIXES = ("/api/", "/dash/", "/metrics")
+OPEN_PATHS = frozenset({"/login", "/healthz"})
 MAX_LOGIN_BODY = 4096
 LOGIN_PAGE = resources.files("dashboard") / "static" / "login.html"
 
@@ -90,7 +91,7 @@ class LoginGuard:
         if refusal is not None:
             await JSONResponse({"detail": refusal}, status_code=403)(scope, receive, send)
             return
-        if path == "/login" or path.startswith("/static/"):
+        if path in OPEN_PATHS or path.startswith("/static/"):
             await self.app(scope, receive, send)
             return
         session = await self.store().get(request.cookies.get(COOKIE, ""))
@@ -137,6 +138,7 @@ async def login(request: Request, keys: list[ApiKey], store: SessionStore, trust
     key = verify(keys, secret) if secret else None
     if key is None:
         return login_page("That API key is not valid.", status_code=401)
+    await store.delete(request.cookies.get(COOKIE, ""))  # a new login replaces the session it had
     session_id, _session = await store.create(key, secret)
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(

@@ -104,6 +104,7 @@ def test_without_a_session_nothing_answers(page: Page, keyed: Stack) -> None:
         assert page_response.status_code == 303 and page_response.headers["location"] == "/login"
         assert http.get("/login").status_code == 200
         assert http.get("/static/style.css").status_code == 200
+        assert http.get("/healthz").json() == {"status": "ok"}  # the container health check
         assert http.get("/metrics").status_code == 401
         # a scraper may read the dashboard's /metrics with a read key
         scraped = http.get("/metrics", headers={"authorization": f"Bearer {SERVICE}"})
@@ -297,6 +298,21 @@ def test_logout_ends_the_session(page: Page, keyed: Stack, redis_server: RedisSe
         assert http.get("/api/stats").status_code == 401
     page.goto("/")
     expect(page).to_have_url(re.compile(re.escape(keyed.dashboard_url) + r"/login(#.*)?$"))
+
+
+def test_logout_ends_open_event_streams(keyed: Stack) -> None:
+    with httpx.Client(base_url=keyed.dashboard_url, timeout=httpx.Timeout(10, read=5)) as http:
+        assert http.post("/login", data={"key": READER}).status_code == 303
+        token = http.get("/dash/session").json()["csrf"]
+        with http.stream("GET", "/dash/events") as events:
+            assert events.status_code == 200
+            chunks = events.iter_bytes()
+            assert b"event: hello" in next(chunks)
+            with httpx.Client(base_url=keyed.dashboard_url, timeout=10, cookies=dict(http.cookies)) as other:
+                assert other.post("/logout", headers={"x-csrf-token": token}).status_code == 200
+            rest = b"".join(chunks)  # ends at once (a read timeout of 5 s would raise here)
+            assert b"data:" not in rest
+        assert http.get("/dash/events").status_code == 401
 
 
 def test_background_reads_work_with_keys(page: Page, keyed: Stack) -> None:
