@@ -46,7 +46,7 @@ def keyed(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
         STREAMQ_DASHBOARD_TRUSTED_PROXIES="127.0.0.1",
     )
     stack.http.headers["authorization"] = f"Bearer {ACTOR}"  # the tests' own calls to the api
-    stack.start("api", "dashboard")
+    stack.start("api", "worker", "dashboard")
     yield stack
     stack.close()
 
@@ -71,6 +71,12 @@ def log_in(page: Page, secret: str) -> None:
 def scheduled_task(stack: Stack) -> str:
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     return str(stack.submit(type="echo", payload="later", scheduled_for=later)["id"])
+
+
+def failed_task(stack: Stack) -> str:
+    task_id = str(stack.submit(type="fail", payload="for the dead letters", max_retries=0)["id"])
+    wait_until(lambda: stack.task(task_id)["status"] == "failed", 15, "the task failed")
+    return task_id
 
 
 def fetch(page: Page, method: str, path: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
@@ -131,7 +137,7 @@ def test_wrong_key_is_refused(page: Page, keyed: Stack) -> None:
 
 def test_read_only_key_sees_no_actions_and_cannot_post(page: Page, keyed: Stack) -> None:
     task_id = scheduled_task(keyed)
-    failed = keyed.submit(type="fail", payload="x", max_retries=0, scheduled_for=datetime.now(UTC).isoformat())
+    failed = {"id": failed_task(keyed)}
     log_in(page, READER)
     expect(page.get_by_test_id("who")).to_have_text("reader (read)")
     page.goto("/#/tasks")
@@ -150,7 +156,8 @@ def test_read_only_key_sees_no_actions_and_cannot_post(page: Page, keyed: Stack)
     expect(page.get_by_test_id("no-schedules")).to_be_visible()
     expect(page.get_by_role("form", name="New schedule")).to_have_count(0)
     page.goto("/#/dead")
-    expect(page.locator('[data-action="retry-failed"]')).to_have_count(0)
+    expect(page.locator(f'tr[data-task="{failed["id"]}"]')).to_be_visible()
+    expect(page.locator("main [data-action]")).to_have_count(0)  # no Retry, Delete or "Retry all failed"
     shot(page, "login-read-only")
     # the page's own request, with the session's CSRF token: the api refuses it for the key's scopes
     csrf = fetch(page, "GET", "/dash/session")
@@ -183,7 +190,12 @@ def test_admin_key_can_act(page: Page, keyed: Stack) -> None:
     assert created and keyed.task(created)["type"] == "echo"
     page.goto("/#/schedules")
     expect(page.get_by_role("form", name="New schedule")).to_be_visible()
+    failed = failed_task(keyed)
+    page.goto("/#/dead")
+    expect(page.locator('[data-action="retry-failed"]')).to_be_visible()
     shot(page, "login-admin")
+    page.get_by_role("button", name=f"Retry task {failed}").click()
+    expect(page.locator("#toast")).to_have_text(f"Retry: {failed}")
 
 
 def test_cookie_flags_and_nothing_secret_in_it(page: Page, keyed: Stack, redis_server: RedisServer) -> None:
