@@ -4,6 +4,7 @@ chart history, and the services with what their ``/metrics`` said at the last sa
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,14 +22,16 @@ from dashboard.events import Broadcaster
 from dashboard.sampler import Sampler
 from dashboard.sessions import SessionStore
 from dashboard.upstream import Upstream, UpstreamError
-from shared.auth import Scope, parse_keys
+from shared.auth import Scope, parse_keys, verify
 from shared.keys import KeySchema
 from shared.loops import PeriodicLoop
 from shared.redis import connect
 from shared.registry import ServiceRegistration
 from shared.settings import Settings
 
+log = logging.getLogger("streamq.dashboard")
 STATIC = resources.files("dashboard") / "static"
+NO_FRAMES = {"x-frame-options": "DENY", "content-security-policy": "frame-ancestors 'none'"}
 PASS_HEADERS = ("content-type", "idempotency-key")
 KEEPALIVE_S = 15.0
 
@@ -43,6 +46,7 @@ def create_app(settings: Settings) -> FastAPI:
         redis = await connect(settings)
         upstream = Upstream(settings.api_url, service_key=settings.dashboard_api_key or None)
         app.state.sessions = SessionStore(redis, keys, settings.dashboard_session_ttl_s)
+        warn_about_service_key(settings)
         broadcaster = Broadcaster(redis, keys)
         sampler = Sampler(
             redis, keys, upstream, interval_s=settings.history_interval_s, retention_s=settings.history_retention_s
@@ -76,7 +80,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
-        return FileResponse(str(STATIC / "index.html"), headers={"cache-control": "no-cache"})
+        headers = {"cache-control": "no-cache", **(NO_FRAMES if api_keys else {})}
+        return FileResponse(str(STATIC / "index.html"), headers=headers)
 
     @app.get("/login", include_in_schema=False)
     async def login_page() -> Response:
@@ -203,3 +208,16 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"detail": str(error)}, status_code=502)
 
     return app
+
+
+def warn_about_service_key(settings: Settings) -> None:
+    """With keys, the dashboard's own reads need ``STREAMQ_DASHBOARD_API_KEY`` (a configured ``read`` key)."""
+    api_keys = parse_keys(settings.api_keys)
+    if not api_keys:
+        return
+    key = verify(api_keys, settings.dashboard_api_key) if settings.dashboard_api_key else None
+    if key is None or Scope.READ not in key.scopes:
+        log.warning(
+            "STREAMQ_API_KEYS is set but STREAMQ_DASHBOARD_API_KEY is not the secret of a configured key "
+            "with the read scope: history sampling and /metrics scraping will be refused by the api"
+        )

@@ -18,8 +18,10 @@ import redis
 from playwright.sync_api import Browser, Page, expect
 from starlette.requests import Request
 
+from dashboard.app import warn_about_service_key
 from dashboard.login import COOKIE, is_https
 from shared.auth import config_line, digest, new_secret
+from shared.settings import load_settings
 from tests.browser.conftest import shot
 from tests.stack import Stack, wait_until
 from tests.support import RedisServer, free_port
@@ -207,6 +209,8 @@ def test_cookie_flags_and_nothing_secret_in_it(page: Page, keyed: Stack, redis_s
     assert cookie["secure"] is False  # plain http here
     assert ACTOR not in cookie["value"] and len(cookie["value"]) >= 40
     assert page.evaluate("document.cookie") == ""  # not readable by scripts
+    index = page.request.get("/")  # with the context's session cookie
+    assert index.status == 200 and index.headers["x-frame-options"] == "DENY"
     client = redis.Redis.from_url(redis_server.url, decode_responses=True)
     try:
         names = client.keys(f"{keyed.prefix}:dashsession:*")  # a test may scan; the services never do
@@ -233,6 +237,17 @@ def test_forwarded_proto_counts_only_from_a_trusted_proxy() -> None:
     assert is_https(Request(scope), []) is False
     assert is_https(Request(scope), ["10.0.0.9"]) is True
     assert is_https(Request({**scope, "scheme": "https", "headers": []}), []) is True
+
+
+def test_missing_service_key_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    keys = config_line("reader", ["read"], READER) + " " + config_line("bot", ["submit"], ACTOR)
+    for service_key, warned in (("", True), (ACTOR, True), (READER, False)):
+        caplog.clear()
+        warn_about_service_key(load_settings(api_keys=keys, dashboard_api_key=service_key))
+        assert ("STREAMQ_DASHBOARD_API_KEY" in caplog.text) is warned, service_key
+    caplog.clear()
+    warn_about_service_key(load_settings(api_keys=""))  # no keys: nothing to say
+    assert caplog.text == ""
 
 
 class EvilSite:
