@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 import html
 from collections.abc import Callable
+from dataclasses import replace
 from importlib import resources
 from urllib.parse import parse_qs
 
@@ -95,9 +96,11 @@ class LoginGuard:
             await self.app(scope, receive, send)
             return
         session = await self.store().get(request.cookies.get(COOKIE, ""))
-        if session is None:
+        key = verify(self.keys, session.secret) if session is not None else None
+        if session is None or key is None:  # no session, or its key was removed from STREAMQ_API_KEYS
             await self._no_session(request, scope, receive, send)
             return
+        session = replace(session, name=key.name, scopes=key.scopes)  # the key's scopes as configured now
         if method not in SAFE_METHODS and not hmac.compare_digest(
             request.headers.get(CSRF_HEADER, "").encode(), session.csrf.encode()
         ):

@@ -355,3 +355,20 @@ def test_background_reads_work_with_keys(page: Page, keyed: Stack) -> None:
     services = json.loads(fetch(page, "GET", "/dash/services")["body"])
     api = [s for s in services if s["kind"] == "api"]
     assert api and api[0]["metrics_up"] is True, api  # the api's /metrics needs a read key
+
+
+def test_a_key_removed_from_the_configuration_ends_its_sessions(keyed: Stack) -> None:
+    with httpx.Client(base_url=keyed.dashboard_url, timeout=10) as http:
+        assert http.post("/login", data={"key": READER}).status_code == 303
+        assert http.get("/dash/session").json()["name"] == "reader"
+        configured = keyed.env["STREAMQ_API_KEYS"]
+        keyed.stop("dashboard")
+        keyed.env["STREAMQ_API_KEYS"] = " ".join(e for e in configured.split() if not e.startswith("reader:"))
+        try:
+            keyed.start("dashboard")
+            assert http.get("/dash/session").status_code == 401  # the session in Redis no longer counts
+            assert http.get("/api/stats").status_code == 401
+        finally:
+            keyed.stop("dashboard")
+            keyed.env["STREAMQ_API_KEYS"] = configured
+            keyed.start("dashboard")
