@@ -4,6 +4,8 @@ chart history, and the services with what their ``/metrics`` said at the last sa
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -11,32 +13,40 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import FastAPI, Query, Request, Response
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from dashboard import history
+from dashboard import history, login
 from dashboard.events import Broadcaster
 from dashboard.sampler import Sampler
+from dashboard.sessions import SessionStore
 from dashboard.upstream import Upstream, UpstreamError
+from shared.auth import Scope, parse_keys, verify
 from shared.keys import KeySchema
 from shared.loops import PeriodicLoop
 from shared.redis import connect
 from shared.registry import ServiceRegistration
 from shared.settings import Settings
 
+log = logging.getLogger("streamq.dashboard")
 STATIC = resources.files("dashboard") / "static"
+NO_FRAMES = {"x-frame-options": "DENY", "content-security-policy": "frame-ancestors 'none'"}
 PASS_HEADERS = ("content-type", "idempotency-key")
 KEEPALIVE_S = 15.0
 
 
 def create_app(settings: Settings) -> FastAPI:
     keys = KeySchema(settings.key_prefix, settings.queue)
+    api_keys = parse_keys(settings.api_keys)
+    proxies = settings.dashboard_trusted_proxies
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = await connect(settings)
-        upstream = Upstream(settings.api_url)
+        upstream = Upstream(settings.api_url, service_key=settings.dashboard_api_key or None)
+        app.state.sessions = SessionStore(redis, keys, settings.dashboard_session_ttl_s)
+        warn_about_service_key(settings)
         broadcaster = Broadcaster(redis, keys)
         sampler = Sampler(
             redis, keys, upstream, interval_s=settings.history_interval_s, retention_s=settings.history_retention_s
@@ -65,11 +75,42 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="streamq dashboard", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.port = None  # set by main() when the port is picked at start
+    app.add_middleware(login.LoginGuard, keys=api_keys, store=lambda: app.state.sessions, trusted_proxies=proxies)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
-        return FileResponse(str(STATIC / "index.html"), headers={"cache-control": "no-cache"})
+        headers = {"cache-control": "no-cache", **(NO_FRAMES if api_keys else {})}
+        return FileResponse(str(STATIC / "index.html"), headers=headers)
+
+    @app.get("/login", include_in_schema=False)
+    async def login_page() -> Response:
+        return login.login_page() if api_keys else RedirectResponse("/", status_code=303)
+
+    @app.post("/login", include_in_schema=False)
+    async def log_in(request: Request) -> Response:
+        if not api_keys:
+            return JSONResponse({"detail": "no login: STREAMQ_API_KEYS is not set"}, status_code=404)
+        return await login.login(request, api_keys, request.app.state.sessions, proxies)
+
+    @app.post("/logout", include_in_schema=False)
+    async def log_out(request: Request) -> Response:
+        request.app.state.broadcaster.end_owner(request.cookies.get(login.COOKIE, ""))
+        return await login.logout(request, request.app.state.sessions, proxies)
+
+    @app.get("/dash/session")
+    async def session(request: Request) -> dict[str, Any]:
+        """Who is logged in and what the page may offer (``auth`` false: no keys, everything allowed)."""
+        current = login.session_of(request)
+        if current is None:
+            return {"auth": False, "name": None, "scopes": [s.value for s in Scope], "csrf": None}
+        return {"auth": True, "name": current.name, "scopes": sorted(s.value for s in current.scopes),
+                "csrf": current.csrf}  # fmt: skip
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        """Liveness for the container health check (``STREAMQ_HEALTHCHECK_URL``); open even with keys."""
+        return {"status": "ok"}
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
@@ -96,7 +137,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def services(request: Request) -> list[dict[str, Any]]:
         """Every live process (from the api's registry) with whether its ``/metrics`` answered at the
         last sample and the tasks it had in progress then."""
-        listed: list[dict[str, Any]] = await request.app.state.upstream.json("GET", "/api/services")
+        listed: list[dict[str, Any]] = await request.app.state.upstream.json(
+            "GET", "/api/services", headers=bearer(request)
+        )
         scraped = {s.service_id: s for s in request.app.state.sampler.latest}
         for service in listed:
             result = scraped.get(service["id"])
@@ -111,22 +154,28 @@ def create_app(settings: Settings) -> FastAPI:
     async def events(request: Request) -> StreamingResponse:
         """Server-sent events: each message is a JSON list of lifecycle events (event, task, status)."""
         broadcaster: Broadcaster = request.app.state.broadcaster
-        queue = broadcaster.subscribe()
+        cookie = request.cookies.get(login.COOKIE, "") if login.session_of(request) else None
+        queue = broadcaster.subscribe(cookie)
 
         async def stream() -> AsyncIterator[bytes]:
+            checked = time.monotonic()  # when the session was last found in Redis
             try:
                 yield b"retry: 1000\nevent: hello\ndata: {}\n\n"
                 while True:
                     try:
                         batch = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
                     except TimeoutError:
-                        yield b": keep-alive\n\n"
-                        continue
+                        batch = []
                     if batch is None:
                         return
-                    yield b"data: " + orjson.dumps(batch) + b"\n\n"
+                    if cookie is not None and time.monotonic() - checked >= KEEPALIVE_S:
+                        # logged out (on another dashboard replica) or expired: the browser reconnects, gets 401
+                        if await request.app.state.sessions.get(cookie) is None:
+                            return
+                        checked = time.monotonic()
+                    yield (b"data: " + orjson.dumps(batch) + b"\n\n") if batch else b": keep-alive\n\n"
             finally:
-                broadcaster.unsubscribe(queue)
+                broadcaster.unsubscribe(queue, cookie)
 
         headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
@@ -135,6 +184,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def pass_through(path: str, request: Request) -> Response:
         """The api's REST endpoints under the dashboard's own origin (no CORS, one URL for the browser)."""
         headers = {k: v for k, v in request.headers.items() if k.lower() in PASS_HEADERS}
+        headers.update(bearer(request))
         try:
             upstream = await request.app.state.upstream.request(
                 request.method, f"/api/{path}", params=request.query_params.multi_items(),
@@ -145,8 +195,29 @@ def create_app(settings: Settings) -> FastAPI:
         media = upstream.headers.get("content-type")
         return Response(upstream.content, status_code=upstream.status_code, media_type=media)
 
+    def bearer(request: Request) -> dict[str, str]:
+        """The logged-in key for the api; with keys configured and no session (cannot happen behind the
+        guard) an empty bearer, so the service key is never used on a user's behalf."""
+        current = login.session_of(request)
+        if current is not None:
+            return {"authorization": f"Bearer {current.secret}"}
+        return {"authorization": ""} if api_keys else {}
+
     @app.exception_handler(UpstreamError)
     async def upstream_down(_request: Request, error: UpstreamError) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=502)
 
     return app
+
+
+def warn_about_service_key(settings: Settings) -> None:
+    """With keys, the dashboard's own reads need ``STREAMQ_DASHBOARD_API_KEY`` (a configured ``read`` key)."""
+    api_keys = parse_keys(settings.api_keys)
+    if not api_keys:
+        return
+    key = verify(api_keys, settings.dashboard_api_key) if settings.dashboard_api_key else None
+    if key is None or Scope.READ not in key.scopes:
+        log.warning(
+            "STREAMQ_API_KEYS is set but STREAMQ_DASHBOARD_API_KEY is not the secret of a configured key "
+            "with the read scope: history sampling and /metrics scraping will be refused by the api"
+        )

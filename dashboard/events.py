@@ -30,14 +30,26 @@ class Broadcaster(PeriodicLoop):
         self.keys = keys
         self.last_id: str | None = None
         self.subscribers: set[asyncio.Queue[list[dict[str, Any]] | None]] = set()
+        self.owners: dict[str, set[asyncio.Queue[list[dict[str, Any]] | None]]] = {}  # login session -> streams
 
-    def subscribe(self) -> asyncio.Queue[list[dict[str, Any]] | None]:
+    def subscribe(self, owner: str | None = None) -> asyncio.Queue[list[dict[str, Any]] | None]:
         queue: asyncio.Queue[list[dict[str, Any]] | None] = asyncio.Queue(QUEUE_SIZE)
         self.subscribers.add(queue)
+        if owner is not None:
+            self.owners.setdefault(owner, set()).add(queue)
         return queue
 
-    def unsubscribe(self, queue: asyncio.Queue[list[dict[str, Any]] | None]) -> None:
+    def unsubscribe(self, queue: asyncio.Queue[list[dict[str, Any]] | None], owner: str | None = None) -> None:
         self.subscribers.discard(queue)
+        if owner is not None and owner in self.owners:
+            self.owners[owner].discard(queue)
+            if not self.owners[owner]:
+                del self.owners[owner]
+
+    def end_owner(self, owner: str) -> None:
+        """End every stream of one login session (at logout)."""
+        for queue in self.owners.pop(owner, set()):
+            _end(queue)
 
     async def tick(self) -> None:
         if self.last_id is None:
@@ -68,6 +80,10 @@ class Broadcaster(PeriodicLoop):
     async def stop(self) -> None:
         await super().stop()
         for queue in list(self.subscribers):
-            while not queue.empty():
-                queue.get_nowait()
-            queue.put_nowait(None)  # ends every open stream
+            _end(queue)  # ends every open stream
+
+
+def _end(queue: asyncio.Queue[list[dict[str, Any]] | None]) -> None:
+    while not queue.empty():
+        queue.get_nowait()
+    queue.put_nowait(None)

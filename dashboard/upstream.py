@@ -12,9 +12,12 @@ class UpstreamError(Exception):
 
 
 class Upstream:
-    def __init__(self, api_url: str, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, api_url: str, client: httpx.AsyncClient | None = None, service_key: str | None = None) -> None:
         self.api_url = api_url.rstrip("/")
-        self.client = client or httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=2.0))
+        # the dashboard's own reads (history sampling, scraping /metrics) use the service key, if set;
+        # requests made for a logged-in user replace it with that user's key
+        headers = {"authorization": f"Bearer {service_key}"} if service_key else None
+        self.client = client or httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=2.0), headers=headers)
 
     async def request(
         self, method: str, path: str, *, params: Any = None, content: bytes | None = None, headers: Any = None

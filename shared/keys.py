@@ -32,6 +32,7 @@ key                                         type    what it holds
 <p>:service:<id>                            hash    one service instance's registration (TTL)
 <p>:{<q>}:history                           stream  dashboard metric samples (field ``s``, JSON), ~24 h
 <p>:{<q>}:history:lock                      string  id of the dashboard process that writes samples (TTL)
+<p>:dashsession:<sha256 of session id>      hash    one dashboard login: key name, scopes, CSRF token, sealed key (TTL)
 ==========================================  ======  ===================================================
 """
 
@@ -171,6 +172,10 @@ class KeySchema:
     @property
     def history_lock(self) -> str:
         return f"{self._q}:history:lock"
+
+    def dashboard_session(self, session_hash: str) -> str:
+        """One dashboard login, named by the SHA-256 of its session id (the id itself is only in the cookie)."""
+        return f"{self.prefix}:dashsession:{session_hash}"
 
 
 if __name__ == "__main__":  # `python -m shared.keys new NAME --scopes ...` (API keys; see shared/auth.py)

@@ -96,6 +96,17 @@ class Settings(BaseSettings):
     prometheus_url: str | None = Field(default=None, pattern=r"^https?://")
     history_interval_s: float = Field(default=2.0, gt=0)
     history_retention_s: int = Field(default=24 * 3600, ge=60)
+    # dashboard login (README: Security, Dashboard login)
+    dashboard_api_key: str = Field(default="", repr=False)  # secret of a `read` key for the dashboard's own reads
+    dashboard_session_ttl_s: int = Field(default=8 * 3600, ge=60, le=30 * 24 * 3600)
+    dashboard_trusted_proxies: CommaList = Field(default_factory=list)  # addresses whose X-Forwarded-Proto counts
+
+    @field_validator("dashboard_trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("handlers", "task_types", mode="before")
     @classmethod

@@ -7,6 +7,10 @@ const RANGES = [[300, "5 min"], [900, "15 min"], [3600, "1 h"], [21600, "6 h"], 
 const main = document.getElementById("main");
 const state = { view: null, timers: [], charts: [], range: 300 };
 const listeners = new Set(); // functions called with each batch of lifecycle events
+// Who is logged in (GET /dash/session): without STREAMQ_API_KEYS there is no login and every scope is
+// allowed; with keys, actions the key's scopes do not allow are not shown at all.
+const session = { auth: false, name: null, scopes: ["submit", "read", "admin"], csrf: null };
+const can = (scope) => session.scopes.includes(scope);
 
 // ---------- helpers -------------------------------------------------------------------------------
 function h(tag, attrs = {}, ...children) {
@@ -49,7 +53,9 @@ function describe(body) {
 async function api(method, path, body) {
   const init = { method, headers: {} };
   if (body !== undefined) { init.body = JSON.stringify(body); init.headers["content-type"] = "application/json"; }
+  if (session.csrf && method !== "GET") init.headers["x-csrf-token"] = session.csrf;
   const res = await fetch(path, init);
+  if (res.status === 401 && session.auth) { location.href = "/login"; throw new HttpError(401, { detail: "logged out" }); }
   const text = await res.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = { detail: text }; }
@@ -188,6 +194,7 @@ function queryOf() {
   return Object.fromEntries(new URLSearchParams(q));
 }
 function actionButtons(task, after) {
+  if (!can("admin")) return h("div", { class: "actions" });
   const act = (label, method, path, cls, confirmText) => h("button", {
     class: cls, "data-action": label.toLowerCase(), "aria-label": `${label} task ${task.id}`,
     onclick: async (e) => {
@@ -221,6 +228,7 @@ function taskTable(rows, { showError = true } = {}) {
     h("tbody", {}, rows)));
 }
 function bulkRetryButton(after) {
+  if (!can("admin")) return null;
   return h("button", { class: "primary", "data-action": "retry-failed", onclick: async (e) => {
     if (!confirm("Retry every failed task? The server does it in batches.")) return;
     e.target.disabled = true;
@@ -320,7 +328,7 @@ async function taskDetail(id) {
       h("h2", {}, "Error history"),
       t.history.length ? h("div", { class: "table-wrap" }, h("table", { "data-testid": "error-history" }, h("thead", {}, h("tr", {}, h("th", {}, "attempt"), h("th", {}, "at"), h("th", {}, "error"))),
         h("tbody", {}, t.history.map((e) => h("tr", {}, h("td", {}, e.attempt), h("td", {}, fmtTime(e.at)), h("td", { class: "error-text" }, e.error)))))) : h("p", { class: "muted" }, "No failed attempts."));
-    reschedule.hidden = t.status !== "scheduled";
+    reschedule.hidden = t.status !== "scheduled" || !can("admin");
     hooks.section.hidden = false;
     await hooks.refresh(t);
   }
@@ -360,7 +368,7 @@ function deliveriesView(id) {
     const items = Array.isArray(log) ? log : log.deliveries || [];
     const webhook = log.webhook ?? task.webhook;
     status.replaceChildren(webhook ? h("span", {}, "webhook status: ", h("strong", { "data-status": log.webhook_status || "" }, log.webhook_status || "none yet")) : "This task has no webhook.");
-    redeliver.hidden = !webhook;
+    redeliver.hidden = !webhook || !can("admin");
     redeliver.setAttribute("aria-label", `Redeliver the webhook of task ${id}`);
     const key = JSON.stringify(items);
     if (key === drawn) return;
@@ -376,6 +384,7 @@ function deliveriesView(id) {
 // ---------- Create --------------------------------------------------------------------------------
 async function create() {
   main.append(h("h1", {}, "Create a task"));
+  if (!can("submit")) { main.append(h("p", { class: "notice", "data-testid": "no-scope" }, `The key ${session.name} has no submit scope: it cannot create tasks.`)); return; }
   const types = new Set(["noop", "echo", "sleep", "fail"]);
   try { for (const w of await api("GET", "/api/workers")) for (const t of w.handlers) types.add(t); } catch { /* built-ins only */ }
   const list = h("datalist", { id: "known-types" }, [...types].sort().map((t) => h("option", { value: t })));
@@ -460,7 +469,7 @@ async function workers() {
 async function schedules() {
   main.append(h("h1", {}, "Schedules"), h("p", { class: "muted" }, "Periodic schedules: the scheduler creates a task from the template at every cron tick (in the schedule's time zone)."));
   const holder = h("div");
-  main.append(scheduleForm(() => load()), h("h2", {}, "Schedules"), holder);
+  main.append(can("admin") ? scheduleForm(() => load()) : null, h("h2", {}, "Schedules"), holder);
   let drawn = null;
   async function load() {
     let data;
@@ -491,8 +500,8 @@ async function schedules() {
           h("td", {}, s.last_task_id ? h("a", { href: `#/task/${s.last_task_id}` }, fmtTime(s.last_run_at)) : fmtTime(s.last_run_at)),
           h("td", {}, s.fired_total ?? "—"),
           h("td", { "data-testid": "schedule-state" }, paused ? "⏸ paused" : "▶ active"),
-          h("td", {}, h("div", { class: "actions" }, paused ? act(s, "Resume", "POST", `/api/schedules/${name}/resume`, "primary") : act(s, "Pause", "POST", `/api/schedules/${name}/pause`, ""),
-            act(s, "Delete", "DELETE", `/api/schedules/${name}`, "danger"))));
+          h("td", {}, h("div", { class: "actions" }, !can("admin") ? null : paused ? act(s, "Resume", "POST", `/api/schedules/${name}/resume`, "primary") : act(s, "Pause", "POST", `/api/schedules/${name}/pause`, ""),
+            can("admin") ? act(s, "Delete", "DELETE", `/api/schedules/${name}`, "danger") : null)));
       })))));
   }
   await load();
@@ -554,5 +563,22 @@ async function dead() {
   onEvents((batch) => { if (batch.some((e) => e.status === "failed" || e.event === "resync" || e.event === "deleted" || e.event === "created")) reload(); });
 }
 
-connect();
-route();
+// ---------- session -------------------------------------------------------------------------------
+function showSession() {
+  if (!can("submit")) document.querySelector('nav a[data-route="create"]').hidden = true;
+  if (!session.auth) return;
+  const logout = h("button", { type: "button", "data-action": "logout", onclick: async () => {
+    try { await api("POST", "/logout"); } catch { /* gone already */ }
+    location.href = "/login";
+  } }, "Log out");
+  document.querySelector("header.top").append(h("span", { class: "who muted", "data-testid": "who" }, `${session.name} (${session.scopes.join(", ")})`), logout);
+}
+async function start() {
+  const res = await fetch("/dash/session");
+  if (res.status === 401) { location.href = "/login"; return; }
+  if (res.ok) Object.assign(session, await res.json());
+  showSession();
+  connect();
+  route();
+}
+start();
