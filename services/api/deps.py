@@ -29,7 +29,7 @@ async def get_catalog(request: Request) -> TypeCatalog:
     return request.app.state.catalog  # type: ignore[no-any-return]
 
 
-def get_guard(request: Request) -> SsrfGuard:
+async def get_guard(request: Request) -> SsrfGuard:
     return request.app.state.guard  # type: ignore[no-any-return]
 
 

@@ -3,6 +3,10 @@
 Each round: fetch.lua reads up to ``free`` entries highest priority first; when nothing waits, one
 blocking XREADGROUP over every stream wakes the worker within milliseconds of a new task. start.lua
 then marks the batch processing in one call, and each job runs in its own asyncio task.
+
+When jobs finish, the finisher reads entries for the slots they free in the same round trip as
+their outcomes (:meth:`reserve`/:meth:`fetched`); those slots count as taken (``reserved``) until
+what was read is started and dispatched, so no more is ever read than there are slots.
 """
 
 from __future__ import annotations
@@ -63,10 +67,17 @@ class Consumer:
         self.processed = 0
         self._slot_freed = asyncio.Event()
         self._labels = metrics.TASKS_IN_PROGRESS.labels(keys.queue)
+        self.refilled = 0  # entries read in the finisher's round trip (for tests and debugging)
+        self.reserved = 0  # slots promised to entries the finisher reads (until they are dispatched)
+        self._starting: set[asyncio.Task[None]] = set()
+        self._stop: asyncio.Event | None = None
+        finisher.refill = self  # the finisher refills the slots it frees (see reserve/fetched)
 
     # --- reading ---------------------------------------------------------------------------------
     async def fetch(self, count: int) -> list[Delivery]:
-        reply = await self.scripts.call("fetch", self.streams, [WORKER_GROUP, self.consumer, count])
+        return self._deliveries(await self.scripts.call("fetch", self.streams, [WORKER_GROUP, self.consumer, count]))
+
+    def _deliveries(self, reply: list[Any]) -> list[Delivery]:
         return [Delivery(PRIORITIES[int(reply[i]) - 1], reply[i + 1], reply[i + 2]) for i in range(0, len(reply), 3)]
 
     async def block_read(self) -> list[Delivery]:
@@ -87,11 +98,44 @@ class Consumer:
         reply = await self.scripts.call("start", keys, args)
         return [Job.from_reply(d, r) for d, r in zip(deliveries, reply, strict=True) if r]
 
+    # --- refill from the finisher's round trip ---------------------------------------------------
+    def reserve(self, slots: int) -> tuple[list[str], list[Any]] | None:
+        """``slots`` jobs are being finished: fetch.lua's KEYS and ARGV to read as many entries in the
+        finisher's round trip (None once stopping: nothing new is read during shutdown)."""
+        if self._stop is None or self._stop.is_set():
+            return None
+        self.reserved += slots
+        return self.streams, [WORKER_GROUP, self.consumer, slots]
+
+    def fetched(self, reply: Any, slots: int) -> None:
+        """What the finisher's fetch.lua call delivered: started and dispatched in a task of its own.
+        On an error nothing was delivered (a script is atomic) and the slots are released."""
+        deliveries = [] if isinstance(reply, BaseException) else self._deliveries(reply)
+        self.reserved -= slots - len(deliveries)
+        if deliveries:
+            self.refilled += len(deliveries)
+            task = asyncio.get_running_loop().create_task(self._start_fetched(deliveries))
+            self._starting.add(task)
+            task.add_done_callback(self._starting.discard)
+        self._slot_freed.set()
+
+    async def _start_fetched(self, deliveries: list[Delivery]) -> None:
+        jobs: list[Job] = []
+        try:
+            jobs = await self.start(deliveries)
+        except (RedisError, OSError) as error:  # the entries stay pending: reclaimed after their lease
+            log.warning("redis unavailable; retrying", extra={"error": str(error)})
+        finally:
+            self.reserved -= len(deliveries)
+            self.dispatch(jobs)
+            self._slot_freed.set()
+
     # --- running ---------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch and dispatch until ``stop`` is set; in-flight jobs keep running (see :meth:`drain`)."""
+        self._stop = stop
         while not stop.is_set():
-            free = self.concurrency - len(self.running)
+            free = self.concurrency - len(self.running) - self.reserved
             if free <= 0:
                 self._slot_freed.clear()
                 await self._wait_slot(stop)
@@ -154,6 +198,8 @@ class Consumer:
     async def drain(self, grace_s: float) -> int:
         """Wait up to ``grace_s`` for running jobs; cancel the rest (their entries stay pending for
         another worker to reclaim). Returns how many were left unfinished."""
+        if self._starting:  # entries the finisher read just before the stop: started and dispatched first
+            await asyncio.wait(set(self._starting), timeout=grace_s)
         if self.running:
             _done, left = await asyncio.wait(set(self.running.values()), timeout=grace_s)
             for task in left:

@@ -1,16 +1,29 @@
 """Recording outcomes: every outcome that arrives while a call is in flight goes in the next one,
-so under load many tasks are finished per round trip and an idle worker still finishes at once."""
+so under load many tasks are finished per round trip and an idle worker still finishes at once.
+
+With a ``refill`` (the consumer), the slots a batch frees are refilled in the same round trip:
+finish.lua and fetch.lua go out in one pipeline (two atomic script calls, no MULTI), and the
+consumer starts what fetch.lua delivered. That saves the consumer's own fetch round trip whenever
+slots free up because tasks finished (the common case under load)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Protocol
 
 from services.worker.jobs import Outcome
 from shared.keys import KeySchema
 from shared.scripts import Scripts
 
 MAX_BATCH = 256
+
+
+class Refill(Protocol):
+    def reserve(self, slots: int) -> tuple[list[str], list[Any]] | None:
+        """``slots`` slots are about to be freed: fetch.lua's KEYS and ARGV to fill them, or None."""
+
+    def fetched(self, reply: Any, slots: int) -> None:
+        """fetch.lua's reply (or the exception it raised) for a reservation of ``slots``."""
 
 
 class Finisher:
@@ -31,6 +44,7 @@ class Finisher:
         self._waiting: list[tuple[Outcome, asyncio.Future[str]]] = []
         self._flushing = False
         self._task: asyncio.Task[None] | None = None
+        self.refill: Refill | None = None
 
     async def record(self, outcome: Outcome) -> str:
         """Record one outcome; returns the status written (or ``lost``/``stale``)."""
@@ -73,4 +87,16 @@ class Finisher:
                 o.delay_ms,
                 o.history,
             ]
-        return [str(s) for s in await self.scripts.call("finish", keys, args)]
+        refill = self.refill
+        fetch = refill.reserve(len(outcomes)) if refill is not None else None
+        if refill is None or fetch is None:
+            return [str(s) for s in await self.scripts.call("finish", keys, args)]
+        try:
+            finished, delivered = await self.scripts.call_many([("finish", keys, args), ("fetch", *fetch)])
+        except BaseException as error:
+            refill.fetched(error, len(outcomes))
+            raise
+        refill.fetched(delivered, len(outcomes))
+        if isinstance(finished, BaseException):
+            raise finished
+        return [str(s) for s in finished]

@@ -1,0 +1,67 @@
+"""Refilling freed slots in the finisher's round trip (finish.lua + fetch.lua in one pipeline):
+never more running than the concurrency, every task run once, nothing read once stopping."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from services.worker.registry import Registry
+from shared.keys import WORKER_GROUP, KeySchema
+from shared.models import TaskCreate
+from shared.queue import Queue
+from shared.settings import Settings
+from tests.integration.helpers import running_worker
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_refill_keeps_concurrency_and_runs_each_task_once(
+    settings: Settings, queue: Queue, redis: Redis, keys: KeySchema
+) -> None:
+    running = 0
+    most = 0
+    seen: list[int] = []
+    registry = Registry()
+
+    async def track(payload: Any) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.005)
+        seen.append(payload)
+        running -= 1
+
+    registry.register("track", track)
+    n = 60
+    done = await queue.submit([TaskCreate(type="track", payload=i) for i in range(n)])
+    two = settings.model_copy(update={"worker_concurrency": 2})
+    async with running_worker(two, registry) as worker:
+        while len(seen) < n:
+            await asyncio.sleep(0.02)
+        refilled = worker.consumer.refilled
+    assert sorted(seen) == list(range(n))  # each once
+    assert most <= 2
+    assert refilled > 0  # the path under test was taken
+    tasks = await queue.get_many([d.task.id for d in done])
+    assert {t.status for t in tasks} == {"completed"} and {t.attempts for t in tasks} == {1}
+    for priority in range(1, 6):
+        assert await redis.xlen(keys.stream(priority)) == 0
+        assert (await redis.xpending(keys.stream(priority), WORKER_GROUP))["pending"] == 0
+
+
+async def test_nothing_is_read_once_stopping(settings: Settings, queue: Queue, redis: Redis, keys: KeySchema) -> None:
+    done = await queue.submit([TaskCreate(type="sleep", payload=0.3) for _ in range(6)])
+    two = settings.model_copy(update={"worker_concurrency": 2})
+    async with running_worker(two) as worker:
+        while len(worker.consumer.running) < 2:
+            await asyncio.sleep(0.01)
+    # the two in flight finished during the shutdown; their freed slots were not refilled
+    statuses = [t.status for t in await queue.get_many([d.task.id for d in done])]
+    assert sorted(statuses) == ["completed"] * 2 + ["pending"] * 4
+    assert (await redis.xpending(keys.stream(3), WORKER_GROUP))["pending"] == 0
+    assert await redis.xlen(keys.stream(3)) == 4
+    assert worker.consumer.reserved == 0
