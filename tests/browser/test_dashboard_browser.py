@@ -99,7 +99,9 @@ def test_live_update_without_reload(page: Page, stack: Stack) -> None:
     page.evaluate("window.__noReload = true")
     started = time.monotonic()
     task = stack.submit(type="echo", payload="live")
-    expect(page.locator(f'tr[data-task="{task["id"]}"] .badge')).to_have_attribute("data-status", "completed")
+    expect(page.locator(f'tr[data-task="{task["id"]}"] .badge')).to_have_attribute(
+        "data-status", "completed", timeout=15_000
+    )
     print(f"\nsubmitted over REST -> completed row visible in the browser: {time.monotonic() - started:.3f} s")
     assert page.evaluate("window.__noReload") is True
 
