@@ -23,6 +23,7 @@ from dashboard.login import COOKIE, is_https
 from shared.auth import config_line, digest, new_secret
 from shared.settings import load_settings
 from tests.browser.conftest import shot
+from tests.browser.pages import open_page
 from tests.stack import Stack, wait_until
 from tests.support import RedisServer, free_port
 
@@ -55,13 +56,8 @@ def keyed(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture
 def page(browser: Browser, keyed: Stack) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=keyed.dashboard_url)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    yield page
-    context.close()
-    assert errors == [], f"JavaScript errors on the page: {errors}"
+    with open_page(browser, keyed.dashboard_url) as page:
+        yield page
 
 
 def log_in(page: Page, secret: str) -> None:
