@@ -1,11 +1,12 @@
-"""Running a worker in-process for integration tests."""
+"""Running services in-process for integration tests."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Protocol, TypeVar
 
 from services.worker.main import Worker
 from services.worker.registry import REGISTRY, Registry
@@ -13,20 +14,34 @@ from shared.queue import Queue
 from shared.settings import Settings
 
 
+class InProcess(Protocol):
+    ready: asyncio.Event
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
+S = TypeVar("S", bound=InProcess)
+
+
 @asynccontextmanager
-async def running_worker(settings: Settings, registry: Registry = REGISTRY) -> AsyncIterator[Worker]:
-    worker = Worker(settings, registry)
+async def running(service: S, stop_timeout: float = 30) -> AsyncIterator[S]:
+    """Run a service object (worker, scheduler, notifier: ``run(stop)`` and ``ready``) in this event
+    loop until it is ready; stop it cleanly on exit. If it dies while starting, its error is raised."""
     stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
-    ready = asyncio.create_task(worker.ready.wait())
+    task = asyncio.create_task(service.run(stop))
+    ready = asyncio.create_task(service.ready.wait())
     await asyncio.wait({task, ready}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
     if task.done():
         task.result()  # raise what stopped it
     try:
-        yield worker
+        yield service
     finally:
         stop.set()
-        await asyncio.wait_for(task, 30)
+        await asyncio.wait_for(task, stop_timeout)
+
+
+def running_worker(settings: Settings, registry: Registry = REGISTRY) -> AbstractAsyncContextManager[Worker]:
+    return running(Worker(settings, registry))
 
 
 async def wait_for_status(queue: Queue, task_id: str, statuses: set[str], timeout: float = 10.0) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 import uvicorn
 
+from tests.integration.helpers import running
 from tests.support import free_port
 
 
@@ -138,20 +139,8 @@ async def wait_until(predicate: Any, timeout: float = 10.0, what: str = "conditi
         await asyncio.sleep(0.02)
 
 
-@contextlib.asynccontextmanager
-async def running_notifier(settings: Any, consumer: str | None = None) -> AsyncIterator[Any]:
+def running_notifier(settings: Any, consumer: str | None = None) -> contextlib.AbstractAsyncContextManager[Any]:
     """The notifier in-process (as ``python -m services.notifier`` runs it), stopped cleanly."""
     from services.notifier.main import Notifier
 
-    notifier = Notifier(settings, consumer=consumer)
-    stop = asyncio.Event()
-    task = asyncio.create_task(notifier.run(stop))
-    ready = asyncio.create_task(notifier.ready.wait())
-    await asyncio.wait({task, ready}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
-    if task.done():
-        task.result()
-    try:
-        yield notifier
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
+    return running(Notifier(settings, consumer=consumer))
