@@ -221,6 +221,14 @@ function taskRow(task, reload, { showError = true } = {}) {
     showError ? h("td", { class: "error-text" }, task.error || "") : null,
     h("td", {}, actionButtons(task, reload)));
 }
+// Newer/Older buttons of a cursor-paged list; go(-1) or go(+1) moves a page.
+function pagerControls(page, nextCursor, go) {
+  return [
+    h("button", { disabled: page === 0, onclick: () => go(-1) }, "← Newer"),
+    h("span", { class: "muted" }, `page ${page + 1}`),
+    h("button", { disabled: !nextCursor, onclick: () => go(1) }, "Older →")];
+}
+
 function taskTable(rows, { showError = true } = {}) {
   return h("div", { class: "table-wrap" }, h("table", { "data-testid": "task-table" },
     h("thead", {}, h("tr", {}, h("th", {}, "id"), h("th", {}, "type"), h("th", { class: "hide-narrow" }, "priority"), h("th", {}, "status"),
@@ -268,10 +276,7 @@ async function tasks() {
     shown = new Set(data.tasks.map((t) => t.id));
     holder.replaceChildren(data.tasks.length ? taskTable(data.tasks.map((t) => taskRow(t, load))) : h("p", { class: "muted" }, "No tasks match."));
     cursors[page + 1] = data.next_cursor;
-    pager.replaceChildren(
-      h("button", { disabled: page === 0, onclick: () => { page -= 1; load(); } }, "← Newer"),
-      h("span", { class: "muted" }, `page ${page + 1}`),
-      h("button", { disabled: !data.next_cursor, onclick: () => { page += 1; load(); } }, "Older →"));
+    pager.replaceChildren(...pagerControls(page, data.next_cursor, (step) => { page += step; load(); }));
   }
   await load();
   const reload = throttle(() => load().catch(() => {}), 50, 500);
@@ -553,10 +558,7 @@ async function dead() {
     const data = await api("GET", `/api/tasks?${p}`);
     holder.replaceChildren(data.tasks.length ? taskTable(data.tasks.map((t) => taskRow(t, load))) : h("p", { class: "muted" }, "No dead letters."));
     cursors[page + 1] = data.next_cursor;
-    pager.replaceChildren(
-      h("button", { disabled: page === 0, onclick: () => { page -= 1; load(); } }, "← Newer"),
-      h("span", { class: "muted" }, `page ${page + 1}`),
-      h("button", { disabled: !data.next_cursor, onclick: () => { page += 1; load(); } }, "Older →"));
+    pager.replaceChildren(...pagerControls(page, data.next_cursor, (step) => { page += step; load(); }));
   }
   await load();
   const reload = throttle(() => load().catch(() => {}), 50, 500);
