@@ -33,7 +33,13 @@ key                                         type    what it holds
 <p>:{<q>}:history                           stream  dashboard metric samples (field ``s``, JSON), ~24 h
 <p>:{<q>}:history:lock                      string  id of the dashboard process that writes samples (TTL)
 <p>:dashsession:<sha256 of session id>      hash    one dashboard login: key name, scopes, CSRF token, sealed key (TTL)
+<p>:queues                                  hash    queue name -> its config (JSON: partitions, paused)
+<p>:{<q>}:paused                            string  present while the queue is paused (one per partition)
 ==========================================  ======  ===================================================
+
+Partitions: partition 0 of queue ``q`` uses the tag ``{q}`` (so a one-partition queue keeps the keys it
+always had); partition ``k >= 1`` uses ``{q:k}``, a different hash slot, so a busy queue spreads over
+several Redis Cluster nodes. Queue names cannot contain ``:``, so tags never collide.
 """
 
 from __future__ import annotations
@@ -58,10 +64,28 @@ STATUS_ORDER = (
 class KeySchema:
     prefix: str = "streamq"
     queue: str = "default"
+    partition: int = 0
+
+    @property
+    def tag(self) -> str:
+        """The hash tag's content: ``q`` for partition 0, ``q:k`` for partition k."""
+        return self.queue if self.partition == 0 else f"{self.queue}:{self.partition}"
 
     @property
     def _q(self) -> str:
-        return f"{self.prefix}:{{{self.queue}}}"
+        return f"{self.prefix}:{{{self.tag}}}"
+
+    def of_partition(self, partition: int) -> KeySchema:
+        """The same queue's keys in another partition."""
+        return KeySchema(self.prefix, self.queue, partition)
+
+    def partitions(self, count: int) -> list[KeySchema]:
+        """Keys of partitions ``0 .. count-1``."""
+        return [self.of_partition(k) for k in range(count)]
+
+    def for_queue(self, queue: str, partition: int = 0) -> KeySchema:
+        """Keys of another queue under the same prefix."""
+        return KeySchema(self.prefix, queue, partition)
 
     # --- per queue (one hash slot) -------------------------------------------------------------
     def stream(self, priority: int) -> str:
@@ -128,6 +152,11 @@ class KeySchema:
     def schedules_due(self) -> str:
         return f"{self._q}:schedules:due"
 
+    @property
+    def paused(self) -> str:
+        """Present while the queue is paused: fetch.lua reads nothing from a partition that has it."""
+        return f"{self._q}:paused"
+
     def common(self) -> list[str]:
         """The first 17 KEYS of every state-change script, in the order ``lua/lib.lua`` expects."""
         return [
@@ -142,6 +171,11 @@ class KeySchema:
         ]
 
     # --- global ---------------------------------------------------------------------------------
+    @property
+    def queues(self) -> str:
+        """Every known queue's config (hash: name -> JSON)."""
+        return f"{self.prefix}:queues"
+
     @property
     def types(self) -> str:
         return f"{self.prefix}:types"

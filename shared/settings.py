@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = Field(default="streamq", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
     queue: str = Field(default="default", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    # workers: the queues to consume with weights ("critical:6,default:3,bulk:1"); empty = `queue` alone
+    queues: str = ""
+    queues_strict: bool = False  # true: always drain the first queue listed before the next (weights ignored)
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)
@@ -62,6 +65,21 @@ class Settings(BaseSettings):
         from shared.auth import parse_keys
 
         parse_keys(value)
+        return value
+
+    def queue_weights(self) -> dict[str, int]:
+        """The queues a worker consumes with their weights, in the order listed."""
+        from shared.queues import parse_weights
+
+        return parse_weights(self.queues) if self.queues.strip() else {self.queue: 1}
+
+    @field_validator("queues")
+    @classmethod
+    def _check_queues(cls, value: str) -> str:
+        from shared.queues import parse_weights
+
+        if value.strip():
+            parse_weights(value)
         return value
 
     @field_validator("rate_limit")

@@ -1,0 +1,135 @@
+"""Named queues: their configs (partitions, paused), the workers' weights, and partition choice.
+
+A queue is created on first use (a task names it) with one partition; ``configure`` grows it (never
+shrinks: a partition that once held tasks keeps being read). Configs live in one global hash
+(``KeySchema.queues``); each partition's pause flag lives inside the partition's own hash slot so
+``fetch.lua`` checks it atomically with the read.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import zlib
+from dataclasses import dataclass
+
+import orjson
+from redis.asyncio import Redis
+
+from shared.keys import KeySchema
+
+QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+MAX_PARTITIONS = 64
+DEFAULT_QUEUE = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    name: str
+    partitions: int = 1
+    paused: bool = False
+
+    def to_json(self) -> str:
+        return orjson.dumps({"partitions": self.partitions, "paused": self.paused}).decode()
+
+    @classmethod
+    def from_json(cls, name: str, raw: str | None) -> QueueConfig:
+        data = orjson.loads(raw) if raw else {}
+        return cls(name, int(data.get("partitions", 1)), bool(data.get("paused", False)))
+
+
+def parse_weights(value: str) -> dict[str, int]:
+    """``"critical:6,default:3,bulk"`` -> ``{"critical": 6, "default": 3, "bulk": 1}`` (order kept).
+
+    Raises ValueError naming the bad part: a name outside ``[A-Za-z0-9_.-]{1,64}``, a weight that is not an
+    integer from 1 to 1000, a queue named twice, or an empty list."""
+    weights: dict[str, int] = {}
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        name, _, weight = part.partition(":")
+        if not QUEUE_NAME.match(name):
+            raise ValueError(f"queue name {name!r} must be 1-64 characters of A-Z a-z 0-9 _ . -")
+        if name in weights:
+            raise ValueError(f"queue {name!r} is named twice")
+        if weight and not (weight.isdigit() and 1 <= int(weight) <= 1000):
+            raise ValueError(f"weight of queue {name!r} must be an integer from 1 to 1000 (got {weight!r})")
+        weights[name] = int(weight) if weight else 1
+    if not weights:
+        raise ValueError("name at least one queue")
+    return weights
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition a task goes to: a stable hash of its idempotency key (so duplicates meet in one
+    slot) or of its id (so tasks spread evenly)."""
+    if partitions <= 1:
+        return 0
+    return zlib.crc32(key.encode()) % partitions
+
+
+class QueueRegistry:
+    """Known queues and their configs, read from Redis at most once per ``cache_s``."""
+
+    def __init__(self, redis: Redis, keys: KeySchema, *, cache_s: float = 1.0) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.cache_s = cache_s
+        self._cache: dict[str, QueueConfig] = {}
+        self._read_at = float("-inf")
+
+    async def all(self, *, fresh: bool = False) -> dict[str, QueueConfig]:
+        """Every known queue by name (sorted), the default queue always included."""
+        if fresh or time.monotonic() - self._read_at > self.cache_s:
+            raw: dict[str, str] = await self.redis.hgetall(self.keys.queues)
+            configs = {name: QueueConfig.from_json(name, value) for name, value in raw.items()}
+            configs.setdefault(DEFAULT_QUEUE, QueueConfig(DEFAULT_QUEUE))
+            self._cache = dict(sorted(configs.items()))
+            self._read_at = time.monotonic()
+        return self._cache
+
+    async def get(self, name: str) -> QueueConfig | None:
+        known = await self.all()
+        if name not in known:
+            known = await self.all(fresh=True)
+        return known.get(name)
+
+    async def ensure(self, name: str) -> QueueConfig:
+        """The queue's config, creating it (one partition) on first use."""
+        config = self._cache.get(name)
+        if config is not None:
+            return config
+        await self.redis.hsetnx(self.keys.queues, name, QueueConfig(name).to_json())
+        return await self.get(name) or QueueConfig(name)
+
+    async def configure(self, name: str, partitions: int) -> QueueConfig:
+        """Set a queue's partition count; it can grow, never shrink (raises ValueError)."""
+        if not 1 <= partitions <= MAX_PARTITIONS:
+            raise ValueError(f"partitions must be from 1 to {MAX_PARTITIONS}")
+        current = await self.ensure(name)
+        if partitions < current.partitions:
+            raise ValueError(f"partitions can only grow (queue {name!r} has {current.partitions})")
+        config = QueueConfig(name, partitions, current.paused)
+        await self._write(config)
+        return config
+
+    async def set_paused(self, name: str, paused: bool) -> QueueConfig:
+        """Pause or resume: the config and every partition's flag, in one round trip."""
+        current = await self.ensure(name)
+        config = QueueConfig(name, current.partitions, paused)
+        await self._write(config)
+        return config
+
+    async def _write(self, config: QueueConfig) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(self.keys.queues, config.name, config.to_json())
+        for part in self.partition_keys(config):  # flags first in the slot they guard, read by fetch.lua
+            if config.paused:
+                pipe.set(part.paused, "1")
+            else:
+                pipe.delete(part.paused)
+        await pipe.execute()
+        self._cache[config.name] = config
+
+    def partition_keys(self, config: QueueConfig) -> list[KeySchema]:
+        return self.keys.for_queue(config.name).partitions(config.partitions)
