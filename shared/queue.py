@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, NotDurable, NotFound
 from shared.keys import KeySchema
 from shared.models import (
     AttemptError,
@@ -119,6 +119,7 @@ class Queue:
         events_maxlen: int = 100_000,
         result_ttl_s: int = 7 * 24 * 3600,
         idempotency_ttl_s: int = 24 * 3600,
+        durable: tuple[int, int] | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -127,6 +128,7 @@ class Queue:
         self.result_ttl_ms = result_ttl_s * 1000
         self.idempotency_ttl_s = idempotency_ttl_s
         self._common = keys.common()
+        self.durable = durable  # (replicas, timeout ms): STREAMQ_DURABLE_SUBMIT
 
     # --- submit ----------------------------------------------------------------------------------
     async def submit(self, tasks: Sequence[TaskCreate]) -> list[Submitted]:
@@ -146,7 +148,7 @@ class Queue:
             due = dt_to_ms(task.scheduled_for) if task.scheduled_for else 0
             fields = _encode(task, task_id, self.keys.queue)
             args += [task_id, task.type, task.priority, due, 1 if idem else 0, len(fields) // 2, *fields]
-        reply = await self.scripts.call("submit", keys, args)
+        reply = await self._submit_script(keys, args)
         duplicates = {str(r[0]) for r in reply if int(r[2])}
         earlier = {t.id: t for t in await self.get_many(sorted(duplicates))}
         out = []
@@ -156,6 +158,17 @@ class Queue:
             else:
                 out.append(Submitted(_public(task, str(r[0]), self.keys.queue, str(r[1]), int(r[3])), False))
         return out
+
+    async def _submit_script(self, keys: list[str], args: list[Any]) -> Any:
+        """The submit script; with durable submission, followed by WAIT on the same connection, and
+        :class:`NotDurable` (the api's 503) when fewer replicas than asked confirmed in time."""
+        if self.durable is None:
+            return await self.scripts.call("submit", keys, args)
+        replicas, timeout_ms = self.durable
+        reply, acked = await self.scripts.call_then_wait("submit", keys, args, replicas, timeout_ms)
+        if acked < replicas:
+            raise NotDurable([str(r[0]) for r in reply], replicas, acked, timeout_ms)
+        return reply
 
     # --- read ------------------------------------------------------------------------------------
     async def get(self, task_id: str) -> TaskPublic:

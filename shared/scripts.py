@@ -46,13 +46,37 @@ class Scripts:
     async def call(self, name: str, keys: list[str], args: list[Any], client: Any = None) -> Any:
         return await self._scripts[name](keys=keys, args=args, client=client)
 
+    async def call_then_wait(
+        self, name: str, keys: list[str], args: list[Any], replicas: int, timeout_ms: int
+    ) -> tuple[Any, int]:
+        """The script, then ``WAIT replicas timeout_ms`` on the same connection (one pipeline, sent to
+        the node that owns the keys): returns the script's reply and how many replicas confirmed the
+        writes. A script the server does not know is loaded and the pair sent again."""
+        from shared.redis import route_to_key
+
+        for attempt in range(2):
+            pipe = self._client.pipeline(transaction=False)
+            pipe.execute_command("EVALSHA", self._scripts[name].sha, len(keys), *keys, *args)
+            pipe.execute_command("WAIT", replicas, timeout_ms, **route_to_key(self._client, keys[0]))
+            reply, acked = await pipe.execute(raise_on_error=False)
+            if isinstance(reply, NoScriptError) and attempt == 0:
+                await self._client.script_load(source(name))
+                continue
+            for value in (reply, acked):
+                if isinstance(value, Exception):
+                    raise value
+            return reply, int(acked)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     async def call_many(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
         """Several script calls in one round trip (a pipeline without MULTI: each script is still its
         own atomic call). Returns each call's reply or the exception it raised. A script the server
         does not know (NOSCRIPT: it did not run) is loaded and called again on its own."""
         pipe = self._client.pipeline(transaction=False)
         for name, keys, args in calls:
-            pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
+            # execute_command, not pipe.evalsha: the cluster pipeline blocks the evalsha method but routes
+            # EVALSHA by its keys (each call to the node of its slot) when sent this way
+            pipe.execute_command("EVALSHA", self._scripts[name].sha, len(keys), *keys, *args)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
         for i, (name, keys, args) in enumerate(calls):
             if isinstance(replies[i], NoScriptError):

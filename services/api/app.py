@@ -17,7 +17,7 @@ from services.api.routes import deliveries, health, recovery, schedules, service
 from services.api.security import Guard, RateLimited, RateLimiter
 from services.api.types import TypeCatalog
 from shared.auth import parse_keys
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, NotDurable, NotFound
 from shared.keys import KeySchema
 from shared.queue import Queue
 from shared.redis import connect
@@ -56,6 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
             events_maxlen=settings.events_maxlen,
             result_ttl_s=settings.result_ttl_s,
             idempotency_ttl_s=settings.idempotency_ttl_s,
+            durable=settings.durable(),
         )
         app.state.redis = redis
         app.state.queue = queue
@@ -96,6 +97,10 @@ def create_app(settings: Settings) -> FastAPI:
     @app.exception_handler(Conflict)
     async def conflict(_request: Request, error: Conflict) -> JSONResponse:
         return JSONResponse({"detail": str(error), "status": error.status}, status_code=409)
+
+    @app.exception_handler(NotDurable)
+    async def not_durable(_request: Request, error: NotDurable) -> JSONResponse:
+        return JSONResponse({"detail": str(error), "tasks": error.task_ids}, status_code=503)
 
     @app.exception_handler(RateLimited)
     async def rate_limited(_request: Request, error: RateLimited) -> JSONResponse:
