@@ -142,7 +142,7 @@ def make_client(settings: Settings) -> Redis:
     topology = parse_topology(settings.redis_url, settings.redis_mode)
     size = max(64, settings.worker_concurrency * 2)
     if topology.mode == "cluster":
-        return _cluster(settings, topology, size)  # type: ignore[return-value]  # same command API
+        return _cluster(settings, topology, size)  # same command API as Redis
     if topology.mode == "sentinel":
         return _sentinel(settings, topology)
     pool = BlockingConnectionPool.from_url(
@@ -169,7 +169,7 @@ def _cluster(settings: Settings, topology: Topology, size: int) -> RedisCluster:
     )
 
 
-class _SentinelPool(SentinelConnectionPool):
+class _SentinelPool(SentinelConnectionPool):  # type: ignore[misc]  # untyped in redis-py
     """The master's pool; closing it also closes the connections to the sentinels."""
 
     async def disconnect(self, inuse_connections: bool = True) -> None:
@@ -182,7 +182,7 @@ def _sentinel(settings: Settings, topology: Topology) -> Redis:
     options = _common(settings, topology)
     sentinel_options = {"decode_responses": True, "socket_timeout": 2.0, "socket_connect_timeout": 2.0}
     manager = Sentinel(list(topology.hosts), sentinel_kwargs=sentinel_options, **options)
-    return manager.master_for(topology.master, connection_pool_class=_SentinelPool, db=topology.db)  # type: ignore[no-any-return]
+    return manager.master_for(topology.master, connection_pool_class=_SentinelPool, db=topology.db)
 
 
 def route_to_key(client: Redis, key: str) -> dict[str, Any]:
