@@ -7,6 +7,7 @@ Both expose ``url`` (what services get as ``STREAMQ_REDIS_URL``) like :class:`te
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -170,6 +171,27 @@ class SentinelServers:
         proc = self.procs[port]
         proc.kill()
         proc.wait(timeout=10)
+
+    def cut_replica(self) -> None:
+        """The replica falls behind: SIGSTOP it and drop its link on the master, so whatever the master
+        writes from now on reaches no replica (until :meth:`resume`). A lagging or partitioned replica."""
+        self.procs[self.replica_port].send_signal(signal.SIGSTOP)
+        with redis.Redis(port=self.master_port, decode_responses=True) as client:
+            client.client_kill_filter(_type="replica")
+
+    def resume(self, port: int) -> None:
+        self.procs[port].send_signal(signal.SIGCONT)
+
+    def restart(self, port: int) -> None:
+        """Start a killed data server again, empty (no persistence): the sentinels make it a replica
+        of the current master, as they do with a failed master that comes back."""
+        self.procs[port] = _start(["--port", str(port), *BASE], self.dir / str(port))
+        wait_port(port)
+
+    def replicas_of(self, port: int) -> int:
+        with redis.Redis(port=port, decode_responses=True) as client:
+            info = client.info("replication")
+            return sum(1 for k, v in info.items() if k.startswith("slave") and "online" in str(v))
 
     def stop(self) -> None:
         for proc in self.procs.values():
