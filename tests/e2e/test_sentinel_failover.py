@@ -1,9 +1,10 @@
 """Sentinel failover under load, with real processes: api + 2 workers through a ``redis+sentinel://``
 URL; 5,000 tasks submitted (batches and singles, every acknowledged id recorded); the master is
-SIGKILLed mid-run, half a second after the replica lost its link. The services follow the new master on their own (no restart). Reported: how many
-acknowledged submissions were lost (replication is asynchronous); asserted: every acknowledged task
-that survived reaches a terminal state (none stuck pending or processing, consumer group PEL empty),
-and with ``STREAMQ_DURABLE_SUBMIT=replicas:1`` none is lost."""
+SIGKILLed mid-run, half a second after its replica lost the link. The services follow the new
+master on their own (no restart). Reported: how many acknowledged submissions were lost
+(replication is asynchronous); asserted: every acknowledged task that survived reaches a terminal
+state (none stuck pending or processing, consumer group PEL empty), and with
+``STREAMQ_DURABLE_SUBMIT=replicas:1`` none is lost."""
 
 from __future__ import annotations
 
