@@ -164,7 +164,10 @@ def _cluster(settings: Settings, topology: Topology, size: int) -> RedisCluster:
     return RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in topology.hosts],
         max_connections=size * 4,  # per node; the cluster client fails (does not wait) past it
-        reinitialize_steps=1,  # a MOVED reply refreshes the whole slot map (resharding, failover)
+        # a MOVED reply patches that slot in the map and the command follows it; never a periodic full
+        # refresh, which in redis-py closes the whole client (every connection, also those in use by
+        # blocked reads); connection errors (a node gone, a failover) still refresh the whole map
+        reinitialize_steps=0,
         **options,
     )
 
