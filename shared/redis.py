@@ -13,11 +13,11 @@ from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry  # the asyncio Retry: the sync one does not retry awaited calls
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.asyncio.retry import Retry  # the asyncio Retry: the sync one does not retry awaited calls
 
 from shared.settings import Settings
 
