@@ -20,9 +20,9 @@ from shared.settings import Settings
 
 async def _api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
-            yield client
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+        yield api
 
 
 async def test_unconfirmed_submit_is_503_naming_the_setting(settings: Settings, redis: Redis, keys: KeySchema) -> None:
@@ -58,5 +58,5 @@ async def test_scripts_reload_after_the_script_cache_is_flushed(redis: Redis, ke
     reply, acked = await queue.scripts.call_then_wait(
         "revive", [*keys.common(), keys.task(first.task.id)], [1000, first.task.id], 0, 10
     )
-    assert list(reply)[0] == 1 and acked == 0
+    assert reply[0] == 1 and acked == 0
     assert await redis.hget(keys.task(first.task.id), "status") == "pending"
