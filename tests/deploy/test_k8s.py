@@ -82,7 +82,8 @@ def test_matches_its_schema(source: str, doc: Doc) -> None:
     crd = CRD_SCHEMAS.get((doc["apiVersion"], doc["kind"]))
     if crd is not None:
         schema = json.loads((ROOT / "tests/deploy/schemas" / crd).read_text())
-        errors = [f"{list(e.absolute_path)}: {e.message}" for e in jsonschema.Draft202012Validator(schema).iter_errors(doc)]
+        validator = jsonschema.Draft202012Validator(schema)
+        errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(doc)]
         assert errors == []
         return
     for version in K8S_VERSIONS:

@@ -139,22 +139,23 @@ def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
+def pod_labels(workload: Doc) -> dict[str, str]:
+    labels: dict[str, str] = workload["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
 def test_labels_and_selectors_agree(rendered: Rendered) -> None:
     deployments = rendered.of_kind("Deployment") + rendered.of_kind("StatefulSet")
     for workload in deployments:
         selector = workload["spec"]["selector"]["matchLabels"]
-        assert selects(selector, workload["spec"]["template"]["metadata"]["labels"])
-        others = [d for d in deployments if d is not workload]
-        assert not any(selects(selector, d["spec"]["template"]["metadata"]["labels"]) for d in others)
+        assert selects(selector, pod_labels(workload))
+        assert not any(selects(selector, pod_labels(d)) for d in deployments if d is not workload)
     for pdb in rendered.of_kind("PodDisruptionBudget"):
-        assert pdb["spec"]["selector"]["matchLabels"] == rendered.one("Deployment", pdb["metadata"]["name"])[
-            "spec"
-        ]["selector"]["matchLabels"]
-    assert {p["metadata"]["name"] for p in rendered.of_kind("PodDisruptionBudget")} == {
-        f"streamq-{c}" for c in MODULES
-    }
+        target = rendered.one("Deployment", pdb["metadata"]["name"])
+        assert pdb["spec"]["selector"]["matchLabels"] == target["spec"]["selector"]["matchLabels"]
+    assert {p["metadata"]["name"] for p in rendered.of_kind("PodDisruptionBudget")} == {f"streamq-{c}" for c in MODULES}
     for service in rendered.of_kind("Service"):
-        [target] = [d for d in deployments if selects(service["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])]
+        [target] = [d for d in deployments if selects(service["spec"]["selector"], pod_labels(d))]
         containers = pod_spec(target)["containers"]  # type: ignore[index]
         for port in service["spec"]["ports"]:
             assert any(named_port(c, port["targetPort"]) == port["port"] for c in containers), port
@@ -162,7 +163,8 @@ def test_labels_and_selectors_agree(rendered: Rendered) -> None:
 
 def test_the_service_monitor_scrapes_every_metrics_port(rendered: Rendered) -> None:
     [monitor] = rendered.of_kind("ServiceMonitor")
-    scraped = [s for s in rendered.of_kind("Service") if selects(monitor["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])]
+    wanted = monitor["spec"]["selector"]["matchLabels"]
+    scraped = [s for s in rendered.of_kind("Service") if selects(wanted, s["metadata"]["labels"])]
     assert {s["metadata"]["name"] for s in scraped} == {
         "streamq-api",
         "streamq-worker-metrics",
