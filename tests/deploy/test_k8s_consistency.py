@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import re
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
@@ -82,7 +83,7 @@ def test_every_streamq_deployment_runs_a_real_module(rendered: Rendered) -> None
 
 def test_every_variable_is_a_real_setting_with_a_valid_value(rendered: Rendered) -> None:
     fields = {f"STREAMQ_{name.upper()}" for name in Settings.model_fields}
-    keda = {"KEDA_REDIS_ADDRESS", "KEDA_REDIS_PASSWORD"}  # read by the ScaledObject's triggers only
+    keda = {"KEDA_REDIS_ADDRESS", "KEDA_REDIS_USERNAME", "KEDA_REDIS_PASSWORD"}  # read by the KEDA triggers only
     names = set(rendered.environment())
     for component in MODULES:
         names |= {variable["name"] for variable in rendered.container(component).get("env", [])}
@@ -192,23 +193,30 @@ def test_keda_scales_the_worker_on_its_streams(rendered: Rendered) -> None:
     streams = [s for queue in settings.queue_weights() for s in KeySchema(settings.key_prefix, queue).streams()]
     triggers = scaled["spec"]["triggers"]
     assert [t["metadata"]["stream"] for t in triggers] == streams
-    environment = rendered.environment()
     for trigger in triggers:
         meta = trigger["metadata"]
         assert trigger["type"] == "redis-streams" and meta["consumerGroup"] == WORKER_GROUP
         assert int(meta["streamLength"]) >= settings.worker_concurrency
-        assert meta["addressFromEnv"] in rendered.config and meta["passwordFromEnv"] in environment
+        assert meta["addressFromEnv"] in rendered.config
+        assert {meta["usernameFromEnv"], meta["passwordFromEnv"]} <= set(rendered.secret["stringData"])
     assert 1 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"]
 
 
-def test_keda_reads_the_redis_the_services_use() -> None:
-    dev = Rendered("dev")
-    url = dev.settings().redis_url
-    address = dev.config["KEDA_REDIS_ADDRESS"]
-    assert re.match(rf"redis://{re.escape(address)}/0$", url), (url, address)
-    host, port = address.split(":")
-    service = dev.one("Service", host)
-    assert [p["port"] for p in service["spec"]["ports"]] == [int(port)]
+def test_keda_reads_the_redis_the_services_use(rendered: Rendered) -> None:
+    """The triggers' address, ACL user, password, database and TLS are those of STREAMQ_REDIS_URL."""
+    url = urlsplit(rendered.settings().redis_url)
+    env = rendered.environment()
+    [scaled] = rendered.of_kind("ScaledObject")
+    for trigger in scaled["spec"]["triggers"]:
+        meta = trigger["metadata"]
+        assert env[meta["addressFromEnv"]] == f"{url.hostname}:{url.port}"
+        assert env[meta["usernameFromEnv"]] == unquote(url.username or "")
+        assert env[meta["passwordFromEnv"]] == unquote(url.password or "")
+        assert meta.get("databaseIndex", "0") == (url.path.strip("/") or "0")
+        assert meta.get("enableTLS", "false") == ("true" if url.scheme == "rediss" else "false")
+    if rendered.overlay == "dev":  # the in-cluster Redis Service
+        service = rendered.one("Service", str(url.hostname))
+        assert [p["port"] for p in service["spec"]["ports"]] == [url.port]
 
 
 def test_the_prometheus_alternative_names_exported_metrics() -> None:
