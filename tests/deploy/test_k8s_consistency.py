@@ -196,10 +196,14 @@ def test_keda_scales_the_worker_on_its_streams(rendered: Rendered) -> None:
     for trigger in triggers:
         meta = trigger["metadata"]
         assert trigger["type"] == "redis-streams" and meta["consumerGroup"] == WORKER_GROUP
-        assert int(meta["streamLength"]) >= settings.worker_concurrency
+        assert int(meta["streamLength"]) == settings.worker_concurrency
         assert meta["addressFromEnv"] in rendered.config
         assert {meta["usernameFromEnv"], meta["passwordFromEnv"]} <= set(rendered.secret["stringData"])
     assert 1 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"]
+    # one metric: the sum of every stream's length, a replica per STREAMQ_WORKER_CONCURRENCY tasks outstanding
+    modifiers = scaled["spec"]["advanced"]["scalingModifiers"]
+    assert sorted(modifiers["formula"].split(" + ")) == sorted(t["name"] for t in triggers)
+    assert int(modifiers["target"]) == settings.worker_concurrency and modifiers["metricType"] == "AverageValue"
 
 
 def test_keda_reads_the_redis_the_services_use(rendered: Rendered) -> None:
