@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import re
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from redis.asyncio import Redis
 
 from services.api.app import create_app
 from services.api.security import OPEN_PATHS as API_OPEN_PATHS
+from services.worker.registry import Registry
 from shared.auth import config_line
 from shared.keys import WORKER_GROUP, KeySchema
+from shared.models import DEFAULT_PRIORITY, TaskCreate
+from shared.queue import Queue
 from shared.settings import Settings
 from tests.deploy.kustomize_lite import load_all, pod_spec, render
 from tests.deploy.test_compose import _metric_names
+from tests.integration.helpers import running_worker
 from tests.support import ROOT
 
 K8S = ROOT / "deploy/k8s"
@@ -195,7 +201,8 @@ def test_keda_scales_the_worker_on_its_streams(rendered: Rendered) -> None:
     assert [t["metadata"]["stream"] for t in triggers] == streams
     for trigger in triggers:
         meta = trigger["metadata"]
-        assert trigger["type"] == "redis-streams" and meta["consumerGroup"] == WORKER_GROUP
+        # a consumerGroup would switch the scaler from XLEN to XPENDING (or the lag) and ignore streamLength
+        assert trigger["type"] == "redis-streams" and "consumerGroup" not in meta
         assert int(meta["streamLength"]) == settings.worker_concurrency
         assert meta["addressFromEnv"] in rendered.config
         assert {meta["usernameFromEnv"], meta["passwordFromEnv"]} <= set(rendered.secret["stringData"])
@@ -262,3 +269,34 @@ def test_containers_are_locked_down(rendered: Rendered) -> None:
             assert security["capabilities"] == {"drop": ["ALL"]}
             assert {"cpu", "memory"} <= set(container["resources"]["requests"])
             assert {"cpu", "memory"} <= set(container["resources"]["limits"])
+
+
+async def test_a_stream_length_is_the_worker_groups_lag_plus_pending(
+    settings: Settings, queue: Queue, redis: Redis, keys: KeySchema
+) -> None:
+    """What the KEDA triggers read (XLEN) is the work outstanding: finished entries are deleted, so the
+    length is the `workers` group's lag plus its pending entries; and the lag turns unknown after a
+    cancel, which is why the lagCount mode is not used."""
+    release = asyncio.Event()
+    registry = Registry()
+
+    async def hold(payload: Any) -> None:
+        await release.wait()
+
+    registry.register("hold", hold)
+    submitted = await queue.submit([TaskCreate(type="hold", payload=i) for i in range(6)])
+    stream = keys.stream(DEFAULT_PRIORITY)
+    two = settings.model_copy(update={"worker_concurrency": 2})
+    async with running_worker(two, registry) as worker:
+        while len(worker.consumer.running) < 2:
+            await asyncio.sleep(0.01)
+        [group] = await redis.xinfo_groups(stream)
+        assert group["name"] == WORKER_GROUP and (group["lag"], group["pending"]) == (4, 2)
+        assert await redis.xlen(stream) == group["lag"] + group["pending"] == 6
+        await queue.cancel(submitted[-1].task.id)  # deletes an entry not yet delivered
+        [group] = await redis.xinfo_groups(stream)
+        assert await redis.xlen(stream) == 5 and group["pending"] == 2 and group["lag"] is None
+        release.set()
+        while await redis.xlen(stream):
+            await asyncio.sleep(0.02)
+    assert (await redis.xpending(stream, WORKER_GROUP))["pending"] == 0
