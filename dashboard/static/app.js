@@ -214,11 +214,11 @@ function taskRow(task, reload, { showError = true } = {}) {
   return h("tr", { "data-task": task.id },
     h("td", { class: "mono" }, h("a", { href: `#/task/${task.id}` }, task.id)),
     h("td", {}, task.type),
-    h("td", { "data-testid": "task-queue" }, h("a", { href: `#/tasks?queue=${encodeURIComponent(task.queue || "")}` }, task.queue || "—")),
     h("td", { class: "hide-narrow" }, task.priority),
     h("td", {}, badge(task.status)),
     h("td", { class: "hide-narrow" }, task.attempts),
     h("td", { class: "hide-narrow" }, fmtTime(task.created_at)),
+    h("td", { "data-testid": "task-queue" }, h("a", { href: `#/tasks?queue=${encodeURIComponent(task.queue || "")}` }, task.queue || "—")),
     showError ? h("td", { class: "error-text" }, task.error || "") : null,
     h("td", {}, actionButtons(task, reload)));
 }
@@ -232,8 +232,8 @@ function pagerControls(page, nextCursor, go) {
 
 function taskTable(rows, { showError = true } = {}) {
   return h("div", { class: "table-wrap" }, h("table", { "data-testid": "task-table" },
-    h("thead", {}, h("tr", {}, h("th", {}, "id"), h("th", {}, "type"), h("th", {}, "queue"), h("th", { class: "hide-narrow" }, "priority"), h("th", {}, "status"),
-      h("th", { class: "hide-narrow" }, "attempts"), h("th", { class: "hide-narrow" }, "created"), showError ? h("th", {}, "error") : null, h("th", {}, "actions"))),
+    h("thead", {}, h("tr", {}, h("th", {}, "id"), h("th", {}, "type"), h("th", { class: "hide-narrow" }, "priority"), h("th", {}, "status"),
+      h("th", { class: "hide-narrow" }, "attempts"), h("th", { class: "hide-narrow" }, "created"), h("th", {}, "queue"), showError ? h("th", {}, "error") : null, h("th", {}, "actions"))),
     h("tbody", {}, rows)));
 }
 function bulkRetryButton(after) {
@@ -549,15 +549,16 @@ async function schedules() {
       load().catch(() => {});
     } }, label);
     holder.replaceChildren(h("div", { class: "table-wrap" }, h("table", { "data-testid": "schedules" },
-      h("thead", {}, h("tr", {}, ["name", "queue", "cron", "time zone", "task type", "next run", "last run", "fired", "state", "actions"].map((c) => h("th", {}, c)))),
+      h("thead", {}, h("tr", {}, ["name", "cron", "time zone", "task type", "next run", "last run", "fired", "queue", "state", "actions"].map((c) => h("th", {}, c)))),
       h("tbody", {}, items.map((s) => {
         const name = encodeURIComponent(s.name);
         const paused = Boolean(s.paused);
         return h("tr", { "data-schedule": s.name, "data-paused": String(paused) },
-          h("td", {}, s.name), h("td", {}, s.queue || (s.task && s.task.queue) || "—"), h("td", { class: "mono" }, s.cron || "—"), h("td", {}, s.timezone || "UTC"),
+          h("td", {}, s.name), h("td", { class: "mono" }, s.cron || "—"), h("td", {}, s.timezone || "UTC"),
           h("td", {}, (s.task && s.task.type) || s.type || "—"), h("td", {}, fmtTime(s.next_run_at)),
           h("td", {}, s.last_task_id ? h("a", { href: `#/task/${s.last_task_id}` }, fmtTime(s.last_run_at)) : fmtTime(s.last_run_at)),
           h("td", {}, s.fired_total ?? "—"),
+          h("td", { "data-testid": "schedule-queue" }, s.queue || (s.task && s.task.queue) || "—"),
           h("td", { "data-testid": "schedule-state" }, paused ? "⏸ paused" : "▶ active"),
           h("td", {}, h("div", { class: "actions" }, !can("admin") ? null : paused ? act(s, "Resume", "POST", `/api/schedules/${name}/resume`, "primary") : act(s, "Pause", "POST", `/api/schedules/${name}/pause`, ""),
             can("admin") ? act(s, "Delete", "DELETE", `/api/schedules/${name}`, "danger") : null)));
