@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import importlib.util
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import orjson
@@ -18,12 +20,13 @@ from redis.asyncio import Redis
 from dashboard.events import Broadcaster
 from services.scheduler.promoter import Promoter
 from services.scheduler.watcher import Watchers
+from services.worker.registry import Registry, TaskContext
 from shared.keys import NOTIFIER_GROUP, KeySchema
 from shared.models import TaskCreate
 from shared.queue import Queue
 from shared.queues import QueueRegistry
 from shared.settings import Settings
-from tests.integration.helpers import wait_for_status
+from tests.integration.helpers import running_worker, wait_for_status
 from tests.integration.receivers import Receiver, running_notifier, serving, wait_until
 from tests.integration.scheduling import running_scheduler
 from tests.integration.test_metrics import samples
@@ -297,3 +300,45 @@ async def test_dashboard_feeds_read_every_partition(redis: Redis, keys: KeySchem
         assert {(e["task"], e["queue"]) for e in seen} == {("T1", "bulk"), ("T0", keys.queue)}
     finally:
         await broadcaster.stop()
+
+
+# --- the whole path with a worker of the named queue ----------------------------------------------
+WORKER_READS_NAMED_QUEUES = importlib.util.find_spec("shared.broker") is not None
+
+
+@pytest.mark.xfail(
+    not WORKER_READS_NAMED_QUEUES, reason="needs the worker of the queues branch (STREAMQ_QUEUES)", strict=True
+)
+@pytest.mark.timeout(60)
+async def test_delayed_and_retried_tasks_in_3_partitions_complete(
+    settings: Settings, redis: Redis, keys: KeySchema, registry: QueueRegistry
+) -> None:
+    handlers = Registry()
+
+    async def flaky(_payload: Any, ctx: TaskContext) -> str:
+        if ctx.attempt == 1:
+            raise RuntimeError("first run fails")
+        return f"done on attempt {ctx.attempt}"
+
+    handlers.register("flaky", flaky)
+    handlers.register("noop", lambda _payload: None)
+    await registry.configure("bulk", 3)
+    queues = partition_queues(redis, keys, "bulk", 3)
+    delayed, retried = [], []
+    for q in queues:
+        [d] = await q.submit([TaskCreate(type="noop", scheduled_for=_in(0.3))])
+        [r] = await q.submit([TaskCreate(type="flaky", max_retries=2, retry_backoff_s=0.2)])
+        delayed.append(d.task.id)
+        retried.append(r.task.id)
+    bulk_worker = settings.model_copy(update={"queues": "bulk"})
+    async with running_worker(bulk_worker, handlers), running_scheduler(settings):
+        for q, d, r in zip(queues, delayed, retried, strict=True):
+            await wait_for_status(q, d, {"completed"}, timeout=20)
+            await wait_for_status(q, r, {"completed"}, timeout=20)
+    for part, d, r in zip(keys.for_queue("bulk").partitions(3), delayed, retried, strict=True):
+        assert set(await redis.zrange(part.index_status("completed"), 0, -1)) == {d, r}
+        assert await redis.zcard(part.scheduled) == 0
+        raw = await redis.hgetall(part.task(r))
+        assert raw["attempts"] == "2" and "first run fails" in raw["history"]
+        events = [(f["event"], f["task"]) for _, f in await redis.xrange(part.events)]
+        assert ("promoted", d) in events and ("retrying", r) in events and ("promoted", r) in events
