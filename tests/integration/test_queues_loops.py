@@ -181,6 +181,15 @@ async def test_cron_schedule_targeting_bulk_fires_into_bulk(
     assert (await api.get("/api/schedules/every-second")).status_code == 404
 
 
+async def test_schedule_queue_name_is_validated(api: httpx.AsyncClient, redis: Redis, keys: KeySchema) -> None:
+    body = {"name": "bad-queue", "cron": "0 3 * * *", "task": {"type": "noop", "queue": "no:colons"}}
+    reply = await api.post("/api/schedules", json=body)
+    assert reply.status_code == 422
+    [error] = reply.json()["detail"]
+    assert error["loc"] == ["body", "task", "queue"] and "pattern" in error["msg"]
+    assert await redis.hkeys(keys.queues) == []  # no queue created, nothing half-written
+
+
 # --- notifier -----------------------------------------------------------------------------------
 @pytest.fixture
 def hook_settings(settings: Settings) -> Settings:
