@@ -1,9 +1,13 @@
-"""Live updates: one reader of the events stream fans each batch out to every SSE subscriber."""
+"""Live updates: one reader per events stream (every partition of every known queue) fans each batch
+out to every SSE subscriber. Each reader is a plain ``XREAD BLOCK`` naming one partition's stream
+(one hash slot, as Redis Cluster requires) and no consumer group, so stopping it mid-read loses
+nothing. New queues and partitions get a reader within the registry's cache period."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -11,6 +15,7 @@ from redis.exceptions import RedisError
 
 from shared.keys import KeySchema
 from shared.loops import PeriodicLoop
+from shared.queues import QueueRegistry
 
 log = logging.getLogger("streamq.dashboard.events")
 BLOCK_MS = 1000
@@ -19,16 +24,18 @@ QUEUE_SIZE = 256  # batches a slow subscriber may fall behind before it is told 
 
 
 class Broadcaster(PeriodicLoop):
-    """``XREAD BLOCK`` on the events stream from where it stood at start; each batch of events goes to
-    every subscriber's queue. A subscriber that falls behind gets a ``resync`` (reload what it shows)."""
+    """Keeps one :class:`PartitionFeed` per partition of every known queue; each batch of events goes
+    to every subscriber's queue. A subscriber that falls behind gets a ``resync`` (reload what it shows)."""
 
     name = "events-broadcaster"
 
-    def __init__(self, redis: Redis, keys: KeySchema) -> None:
-        super().__init__(0)
+    def __init__(self, redis: Redis, keys: KeySchema, registry: QueueRegistry | None = None) -> None:
+        super().__init__(1.0)
         self.redis = redis
         self.keys = keys
-        self.last_id: str | None = None
+        self.registry = registry or QueueRegistry(redis, keys)
+        self.interval_s = self.registry.cache_s
+        self.feeds: dict[KeySchema, PartitionFeed] = {}
         self.subscribers: set[asyncio.Queue[list[dict[str, Any]] | None]] = set()
         self.owners: dict[str, set[asyncio.Queue[list[dict[str, Any]] | None]]] = {}  # login session -> streams
 
@@ -52,21 +59,16 @@ class Broadcaster(PeriodicLoop):
             _end(queue)
 
     async def tick(self) -> None:
-        if self.last_id is None:
-            newest = await self.redis.xrevrange(self.keys.events, count=1)
-            self.last_id = newest[0][0] if newest else "0-0"
         try:
-            reply = await self.redis.xread({self.keys.events: self.last_id}, count=BATCH, block=BLOCK_MS)
+            parts = await self.registry.all_partitions(self.keys.queue)
         except (RedisError, OSError) as error:
-            log.warning("cannot read the events stream; trying again", extra={"error": str(error)})
-            await asyncio.sleep(1)
+            log.warning("cannot read the queue registry; trying again", extra={"error": str(error)})
             return
-        if not reply:
-            return
-        entries = reply[0][1]
-        self.last_id = entries[-1][0]
-        batch = [{"id": entry_id, **fields} for entry_id, fields in entries]
-        self.publish(batch)
+        for part in parts:
+            if part not in self.feeds:
+                feed = PartitionFeed(self.redis, part, self.publish)
+                feed.start()
+                self.feeds[part] = feed
 
     def publish(self, batch: list[dict[str, Any]]) -> None:
         for queue in list(self.subscribers):
@@ -79,8 +81,38 @@ class Broadcaster(PeriodicLoop):
 
     async def stop(self) -> None:
         await super().stop()
+        for feed in self.feeds.values():
+            await feed.stop()
         for queue in list(self.subscribers):
             _end(queue)  # ends every open stream
+
+
+class PartitionFeed(PeriodicLoop):
+    """``XREAD BLOCK`` on one partition's events stream from where it stood at start."""
+
+    def __init__(self, redis: Redis, keys: KeySchema, publish: Callable[[list[dict[str, Any]]], None]) -> None:
+        super().__init__(0)
+        self.name = f"events-{keys.tag}"
+        self.redis = redis
+        self.keys = keys
+        self.publish = publish
+        self.last_id: str | None = None
+
+    async def tick(self) -> None:
+        try:
+            if self.last_id is None:
+                newest = await self.redis.xrevrange(self.keys.events, count=1)
+                self.last_id = newest[0][0] if newest else "0-0"
+            reply = await self.redis.xread({self.keys.events: self.last_id}, count=BATCH, block=BLOCK_MS)
+        except (RedisError, OSError) as error:
+            log.warning("cannot read the events stream; trying again", extra={"error": str(error)})
+            await asyncio.sleep(1)
+            return
+        if not reply:
+            return
+        entries = reply[0][1]
+        self.last_id = entries[-1][0]
+        self.publish([{"id": entry_id, "queue": self.keys.queue, **fields} for entry_id, fields in entries])
 
 
 def _end(queue: asyncio.Queue[list[dict[str, Any]] | None]) -> None:

@@ -133,3 +133,12 @@ class QueueRegistry:
 
     def partition_keys(self, config: QueueConfig) -> list[KeySchema]:
         return self.keys.for_queue(config.name).partitions(config.partitions)
+
+    async def all_partitions(self, *also: str) -> list[KeySchema]:
+        """Keys of every partition of every known queue (cached like :meth:`all`), plus partition 0 of
+        each queue in ``also`` not registered yet (a service's own default queue): what the background
+        services fan out over."""
+        configs = dict(await self.all())
+        for name in also:
+            configs.setdefault(name, QueueConfig(name))
+        return [part for name in sorted(configs) for part in self.partition_keys(configs[name])]

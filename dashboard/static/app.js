@@ -100,7 +100,7 @@ function setLive(ok) {
 }
 
 // ---------- router --------------------------------------------------------------------------------
-const routes = { overview: overview, tasks: tasks, task: taskDetail, create: create, workers: workers, schedules: schedules, dead: dead };
+const routes = { overview: overview, tasks: tasks, queues: queues, task: taskDetail, create: create, workers: workers, schedules: schedules, dead: dead };
 function route() {
   for (const t of state.timers) clearInterval(t);
   for (const fn of state.cleanup || []) fn();
@@ -218,6 +218,7 @@ function taskRow(task, reload, { showError = true } = {}) {
     h("td", {}, badge(task.status)),
     h("td", { class: "hide-narrow" }, task.attempts),
     h("td", { class: "hide-narrow" }, fmtTime(task.created_at)),
+    h("td", { "data-testid": "task-queue" }, h("a", { href: `#/tasks?queue=${encodeURIComponent(task.queue || "")}` }, task.queue || "—")),
     showError ? h("td", { class: "error-text" }, task.error || "") : null,
     h("td", {}, actionButtons(task, reload)));
 }
@@ -232,7 +233,7 @@ function pagerControls(page, nextCursor, go) {
 function taskTable(rows, { showError = true } = {}) {
   return h("div", { class: "table-wrap" }, h("table", { "data-testid": "task-table" },
     h("thead", {}, h("tr", {}, h("th", {}, "id"), h("th", {}, "type"), h("th", { class: "hide-narrow" }, "priority"), h("th", {}, "status"),
-      h("th", { class: "hide-narrow" }, "attempts"), h("th", { class: "hide-narrow" }, "created"), showError ? h("th", {}, "error") : null, h("th", {}, "actions"))),
+      h("th", { class: "hide-narrow" }, "attempts"), h("th", { class: "hide-narrow" }, "created"), h("th", {}, "queue"), showError ? h("th", {}, "error") : null, h("th", {}, "actions"))),
     h("tbody", {}, rows)));
 }
 function bulkRetryButton(after) {
@@ -250,6 +251,7 @@ async function tasks() {
   main.append(h("h1", {}, "Tasks"));
   const status = h("select", { name: "status" }, h("option", { value: "" }, "any"), STATUSES.map((s) => h("option", { value: s, selected: q.status === s }, s)));
   const type = h("input", { name: "type", value: q.type || "", placeholder: "e.g. email", size: 12 });
+  const queue = h("input", { name: "queue", value: q.queue || "", placeholder: "any", size: 10 });
   const priority = h("select", { name: "priority" }, h("option", { value: "" }, "any"), [5, 4, 3, 2, 1].map((p) => h("option", { value: p, selected: q.priority === String(p) }, p)));
   const find = h("input", { name: "id", placeholder: "task id", size: 28, class: "mono" });
   const filters = h("form", { class: "filters", onsubmit: (e) => {
@@ -257,9 +259,10 @@ async function tasks() {
     const p = new URLSearchParams();
     if (status.value) p.set("status", status.value);
     if (type.value.trim()) p.set("type", type.value.trim());
+    if (queue.value.trim()) p.set("queue", queue.value.trim());
     if (priority.value) p.set("priority", priority.value);
     location.hash = `#/tasks?${p}`;
-  } }, h("label", {}, "Status", status), h("label", {}, "Type", type), h("label", {}, "Priority", priority), h("button", { type: "submit" }, "Filter"));
+  } }, h("label", {}, "Status", status), h("label", {}, "Type", type), h("label", {}, "Queue", queue), h("label", {}, "Priority", priority), h("button", { type: "submit" }, "Filter"));
   const finder = h("form", { class: "filters", onsubmit: (e) => { e.preventDefault(); if (find.value.trim()) location.hash = `#/task/${find.value.trim()}`; } },
     h("label", {}, "Find by id", find), h("button", { type: "submit" }, "Open"));
   const holder = h("div");
@@ -270,7 +273,7 @@ async function tasks() {
   let shown = new Set();
   async function load() {
     const p = new URLSearchParams({ limit: "50" });
-    for (const k of ["status", "type", "priority"]) if (q[k]) p.set(k, q[k]);
+    for (const k of ["status", "type", "queue", "priority"]) if (q[k]) p.set(k, q[k]);
     if (cursors[page]) p.set("cursor", cursors[page]);
     const data = await api("GET", `/api/tasks?${p}`);
     shown = new Set(data.tasks.map((t) => t.id));
@@ -281,8 +284,56 @@ async function tasks() {
   await load();
   const reload = throttle(() => load().catch(() => {}), 50, 500);
   onEvents((batch) => {
-    if (batch.some((e) => e.event === "resync" || shown.has(e.task) || (page === 0 && e.event === "created"))) reload();
+    const fresh = (e) => page === 0 && e.event === "created" && (!q.queue || !e.queue || e.queue === q.queue);
+    if (batch.some((e) => e.event === "resync" || shown.has(e.task) || fresh(e))) reload();
   });
+}
+
+// ---------- Queues --------------------------------------------------------------------------------
+// GET /api/queues: [{name, partitions, paused, stats: {pending, ...}, depth: {priority: n}, dead_letter}]
+async function queues() {
+  main.append(h("h1", {}, "Queues"), h("p", { class: "muted" }, "Every named queue, summed over its partitions. A paused queue still accepts tasks; workers start none of them until it is resumed."));
+  const holder = h("div");
+  main.append(holder);
+  let drawn = null;
+  const count = (qu, status) => { const c = qu.stats || qu.counts || qu; return c[status] ?? 0; };
+  const depthOf = (qu) => [5, 4, 3, 2, 1].map((p) => [p, Number((qu.depth || {})[p] ?? 0)]);
+  async function load() {
+    let data;
+    try { data = await api("GET", "/api/queues"); } catch (e) {
+      holder.replaceChildren(e.status === 404 ? unavailable("Named queues") : h("p", { class: "notice" }, e.message));
+      drawn = null;
+      return;
+    }
+    const items = Array.isArray(data) ? data : data.queues || [];
+    const key = JSON.stringify(items);
+    if (key === drawn) return; // unchanged: keep the table (and the focus on its buttons)
+    drawn = key;
+    const act = (qu, label, cls) => h("button", { class: cls, "data-action": label.toLowerCase(), "aria-label": `${label} queue ${qu.name}`, onclick: async (e) => {
+      e.target.disabled = true;
+      try { await api("POST", `/api/queues/${encodeURIComponent(qu.name)}/${label.toLowerCase()}`); toast(`${label}: ${qu.name}`); }
+      catch (err) { toast(`${label} failed: ${err.message}`); }
+      load().catch(() => {});
+    } }, label);
+    const cols = ["queue", "partitions", "state", ...STATUSES, "waiting (by priority 5…1)", "dead letters", "actions"];
+    holder.replaceChildren(h("div", { class: "table-wrap" }, h("table", { "data-testid": "queues" },
+      h("thead", {}, h("tr", {}, cols.map((c) => h("th", {}, c)))),
+      h("tbody", {}, items.map((qu) => {
+        const depth = depthOf(qu);
+        return h("tr", { "data-queue": qu.name, "data-paused": String(Boolean(qu.paused)) },
+          h("td", {}, h("a", { href: `#/tasks?queue=${encodeURIComponent(qu.name)}` }, qu.name)),
+          h("td", { "data-testid": "partitions" }, qu.partitions),
+          h("td", { "data-testid": "queue-state" }, qu.paused ? "⏸ paused" : "▶ active"),
+          STATUSES.map((st) => h("td", { "data-count": st }, count(qu, st))),
+          h("td", { "data-testid": "depth", title: depth.map(([p, n]) => `priority ${p}: ${n}`).join(", ") }, `${depth.reduce((n, [, d]) => n + d, 0)} (${depth.map(([, d]) => d).join(" / ")})`),
+          h("td", { "data-count": "dead_letter" }, qu.dead_letter ?? count(qu, "dead_letter")),
+          h("td", {}, h("div", { class: "actions" }, !can("admin") ? null : qu.paused ? act(qu, "Resume", "primary") : act(qu, "Pause", ""))));
+      })))));
+  }
+  await load();
+  const reload = throttle(() => load().catch(() => {}), 50, 1000);
+  onEvents(reload);
+  every(3000, () => load().catch(() => {}));
 }
 
 // ---------- Task detail ---------------------------------------------------------------------------
@@ -318,6 +369,7 @@ async function taskDetail(id) {
         h("dl", { class: "kv" },
           h("dt", {}, "status"), h("dd", { "data-testid": "task-status" }, badge(t.status)),
           h("dt", {}, "type"), h("dd", {}, t.type),
+          h("dt", {}, "queue"), h("dd", { "data-testid": "task-queue" }, h("a", { href: `#/tasks?queue=${encodeURIComponent(t.queue || "")}` }, t.queue || "—")),
           h("dt", {}, "priority"), h("dd", {}, t.priority),
           h("dt", {}, "attempts"), h("dd", {}, `${t.attempts} (max retries ${t.max_retries})`),
           h("dt", {}, "created"), h("dd", {}, fmtTime(t.created_at)),
@@ -402,12 +454,13 @@ async function create() {
   const timeout = h("input", { name: "timeout_s", type: "number", min: 0, step: "any", placeholder: "server default" });
   const webhook = h("input", { name: "webhook", type: "url", placeholder: "https://example.com/hook" });
   const idem = h("input", { name: "idempotency_key", placeholder: "optional" });
+  const queueName = h("input", { name: "queue", placeholder: "server default" });
   const basic = h("div", { id: "tab-basic", role: "tabpanel", "aria-labelledby": "tab-basic-btn" },
     h("div", { class: "grid-form" }, field("Type", type)),
     h("label", { style: "margin-top:12px" }, "Payload (JSON; plain text is sent as a string)", payload),
     h("p", { id: "payload-help", class: "muted" }, "Built-in types: noop, echo (returns the payload), sleep (payload: seconds), fail (payload: message)."));
   const advanced = h("div", { id: "tab-advanced", role: "tabpanel", "aria-labelledby": "tab-advanced-btn", hidden: true },
-    h("div", { class: "grid-form" }, field("Priority", priority), field("Run at (local time; empty = now)", scheduled), field("Max retries", retries),
+    h("div", { class: "grid-form" }, field("Queue", queueName), field("Priority", priority), field("Run at (local time; empty = now)", scheduled), field("Max retries", retries),
       field("Timeout (s)", timeout), field("Webhook URL", webhook), field("Idempotency key", idem)));
   const tabBtn = (id, label, panel, other) => h("button", { type: "button", role: "tab", id: `${id}-btn`, "aria-controls": id, "aria-selected": id === "tab-basic" ? "true" : "false",
     onclick: (e) => { panel.hidden = false; other().hidden = true; for (const b of e.target.parentNode.children) b.setAttribute("aria-selected", String(b === e.target)); } }, label);
@@ -426,6 +479,7 @@ async function create() {
     if (timeout.value !== "") body.timeout_s = Number(timeout.value);
     if (webhook.value.trim()) body.webhook = webhook.value.trim();
     if (idem.value.trim()) body.idempotency_key = idem.value.trim();
+    if (queueName.value.trim()) body.queue = queueName.value.trim();
     try {
       const t = await api("POST", "/api/tasks", body);
       created.prepend(taskRow(t, () => refreshCreated(t.id), { showError: true }));
@@ -495,7 +549,7 @@ async function schedules() {
       load().catch(() => {});
     } }, label);
     holder.replaceChildren(h("div", { class: "table-wrap" }, h("table", { "data-testid": "schedules" },
-      h("thead", {}, h("tr", {}, ["name", "cron", "time zone", "task type", "next run", "last run", "fired", "state", "actions"].map((c) => h("th", {}, c)))),
+      h("thead", {}, h("tr", {}, ["name", "cron", "time zone", "task type", "next run", "last run", "fired", "queue", "state", "actions"].map((c) => h("th", {}, c)))),
       h("tbody", {}, items.map((s) => {
         const name = encodeURIComponent(s.name);
         const paused = Boolean(s.paused);
@@ -504,6 +558,7 @@ async function schedules() {
           h("td", {}, (s.task && s.task.type) || s.type || "—"), h("td", {}, fmtTime(s.next_run_at)),
           h("td", {}, s.last_task_id ? h("a", { href: `#/task/${s.last_task_id}` }, fmtTime(s.last_run_at)) : fmtTime(s.last_run_at)),
           h("td", {}, s.fired_total ?? "—"),
+          h("td", { "data-testid": "schedule-queue" }, s.queue || (s.task && s.task.queue) || "—"),
           h("td", { "data-testid": "schedule-state" }, paused ? "⏸ paused" : "▶ active"),
           h("td", {}, h("div", { class: "actions" }, !can("admin") ? null : paused ? act(s, "Resume", "POST", `/api/schedules/${name}/resume`, "primary") : act(s, "Pause", "POST", `/api/schedules/${name}/pause`, ""),
             can("admin") ? act(s, "Delete", "DELETE", `/api/schedules/${name}`, "danger") : null)));
@@ -520,12 +575,14 @@ function scheduleForm(after) {
   const type = h("input", { name: "type", required: true, value: "echo", list: "schedule-types" });
   const payload = h("input", { name: "payload", value: '"tick"', class: "mono" });
   const priority = h("select", { name: "priority" }, [1, 2, 3, 4, 5].map((p) => h("option", { value: p, selected: p === 3 }, p)));
+  const queue = h("input", { name: "queue", placeholder: "server default" });
   const types = h("datalist", { id: "schedule-types" }, ["noop", "echo", "sleep", "fail"].map((t) => h("option", { value: t })));
   const errors = h("ul", { class: "errors", "data-testid": "schedule-errors" });
   return h("form", { class: "panel", novalidate: true, "aria-label": "New schedule", onsubmit: async (e) => {
     e.preventDefault();
     errors.replaceChildren();
     const task = { type: type.value.trim(), priority: Number(priority.value) };
+    if (queue.value.trim()) task.queue = queue.value.trim();
     const text = payload.value.trim();
     if (text) { try { task.payload = JSON.parse(text); } catch { task.payload = text; } }
     try {
@@ -540,7 +597,7 @@ function scheduleForm(after) {
     }
   } }, h("h2", { style: "margin-top:0" }, "New schedule"), types,
   h("div", { class: "grid-form" }, field("Name", name), field("Cron (minute hour day month weekday)", cron), field("Time zone", zone),
-    field("Task type", type), field("Task payload (JSON)", payload), field("Task priority", priority)),
+    field("Task type", type), field("Task payload (JSON)", payload), field("Task priority", priority), field("Task queue", queue)),
   errors, h("div", { style: "margin-top:12px" }, h("button", { type: "submit", class: "primary" }, "Create schedule")));
 }
 

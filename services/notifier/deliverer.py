@@ -1,16 +1,19 @@
-"""Sending due webhook attempts: every tick, lease up to the free slots' worth of due deliveries
-(by the Redis clock) and send each in its own asyncio task."""
+"""Sending due webhook attempts: every tick, read the due sets of every lane (partition) in one
+pipeline, lease up to the free slots' worth of due deliveries (by the Redis clock; one claim script
+per partition that has any, in that partition's slot) and send each in its own asyncio task. The
+lane read first rotates every tick, so a busy partition cannot starve the others."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from redis.asyncio import Redis
 
+from services.notifier.lanes import Lane
 from services.notifier.sender import Sender
 from shared.deliveries import Claimed, Deliveries
-from shared.keys import KeySchema
 from shared.loops import PeriodicLoop
 
 log = logging.getLogger("streamq.notifier")
@@ -22,8 +25,7 @@ class Deliverer(PeriodicLoop):
     def __init__(
         self,
         redis: Redis,
-        keys: KeySchema,
-        deliveries: Deliveries,
+        lanes: Callable[[], list[Lane]],
         sender: Sender,
         *,
         concurrency: int,
@@ -32,29 +34,43 @@ class Deliverer(PeriodicLoop):
     ) -> None:
         super().__init__(interval_s)
         self.redis = redis
-        self.keys = keys
-        self.deliveries = deliveries
+        self.lanes = lanes
         self.sender = sender
         self.concurrency = concurrency
         self.lease_ms = int(lease_s * 1000)
         self.running: set[asyncio.Task[None]] = set()
+        self._turn = 0
 
     async def tick(self) -> None:
-        while (free := self.concurrency - len(self.running)) > 0:
+        lanes = self.lanes()
+        if lanes:
+            self._turn = (self._turn + 1) % len(lanes)
+            lanes = lanes[self._turn :] + lanes[: self._turn]
+        while lanes and (free := self.concurrency - len(self.running)) > 0:
             seconds, micros = await self.redis.time()
             now_ms = int(seconds) * 1000 + int(micros) // 1000
-            ids = await self.redis.zrangebyscore(self.keys.webhooks_due, "-inf", now_ms, start=0, num=free)
-            claimed = await self.deliveries.claim(list(ids), self.lease_ms)
-            for c in claimed:
-                task = asyncio.create_task(self._send(c), name=f"webhook-{c.delivery_id}")
-                self.running.add(task)
-                task.add_done_callback(self.running.discard)
-            if len(ids) < free:
-                return
+            pipe = self.redis.pipeline(transaction=False)
+            for lane in lanes:
+                pipe.zrangebyscore(lane.keys.webhooks_due, "-inf", now_ms, start=0, num=free)
+            due: list[list[str]] = await pipe.execute()
+            full = []
+            for lane, ids in zip(lanes, due, strict=True):
+                room = self.concurrency - len(self.running)
+                if ids and room > 0:
+                    self._start(lane.deliveries, await lane.deliveries.claim(list(ids[:room]), self.lease_ms))
+                if len(ids) >= free:
+                    full.append(lane)
+            lanes = full
 
-    async def _send(self, claimed: Claimed) -> None:
+    def _start(self, deliveries: Deliveries, claimed: list[Claimed]) -> None:
+        for c in claimed:
+            task = asyncio.create_task(self._send(deliveries, c), name=f"webhook-{c.delivery_id}")
+            self.running.add(task)
+            task.add_done_callback(self.running.discard)
+
+    async def _send(self, deliveries: Deliveries, claimed: Claimed) -> None:
         try:
-            await self.sender.send(claimed)
+            await self.sender.send(claimed, deliveries)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -1,5 +1,6 @@
 """The notifier process: events -> deliveries -> signed POSTs, with recovery of what a dead
-notifier left (its unacknowledged events, its leased attempts)."""
+notifier left (its unacknowledged events, its leased attempts), over every partition of every
+known queue (one lane per partition, see :mod:`services.notifier.lanes`)."""
 
 from __future__ import annotations
 
@@ -9,20 +10,21 @@ import socket
 
 from services.notifier.deliverer import Deliverer
 from services.notifier.events import EventHandler
+from services.notifier.lanes import Lane, Lanes
 from services.notifier.reader import EventReader
 from services.notifier.reclaim import Reclaimer
 from services.notifier.sender import Sender
 from shared import lifecycle, metrics, webhooks
 from shared.deliveries import Deliveries
-from shared.keys import NOTIFIER_GROUP, KeySchema
+from shared.keys import KeySchema
 from shared.logging import setup_logging
 from shared.loops import PeriodicLoop
+from shared.queues import QueueRegistry
 from shared.redis import connect
 from shared.registry import ServiceRegistration
 from shared.scripts import Scripts
 from shared.settings import Settings, load_settings
 from shared.ssrf import SsrfGuard, guarded_client
-from shared.streams import ensure_group
 
 log = logging.getLogger("streamq.notifier")
 
@@ -63,37 +65,43 @@ class Notifier:
         redis = await connect(s)
         client = guarded_client(self.guard, s.webhook_timeout_s)
         try:
-            await ensure_group(redis, [self.keys.events], NOTIFIER_GROUP)
-            deliveries = Deliveries(
-                Scripts(redis), self.keys, events_maxlen=s.events_maxlen, keep_ms=s.result_ttl_s * 1000
-            )
-            handler = EventHandler(redis, self.keys, deliveries, s.webhook_schedule[0])
-            reader = EventReader(redis, self.keys, handler, consumer=self.consumer)
-            await reader.missed()
-            recovered = await reader.recover_own()
+            scripts = Scripts(redis)
+
+            def make_lane(keys: KeySchema) -> Lane:
+                deliveries = Deliveries(scripts, keys, events_maxlen=s.events_maxlen, keep_ms=s.result_ttl_s * 1000)
+                handler = EventHandler(redis, keys, deliveries, s.webhook_schedule[0])
+                return Lane(keys, deliveries, handler, EventReader(redis, keys, handler, consumer=self.consumer))
+
+            registry = QueueRegistry(redis, self.keys)
+            self.lanes = lanes = Lanes(redis, registry, make_lane, also=self.keys.queue, interval_s=registry.cache_s)
+            await lanes.open_new()
             sender = Sender(
                 client,
                 self.guard,
-                deliveries,
+                None,
                 secrets=secrets,
                 schedule=s.webhook_schedule,
                 timeout_s=s.webhook_timeout_s,
             )
             self.deliverer = deliverer = Deliverer(
                 redis,
-                self.keys,
-                deliveries,
+                lanes.current,
                 sender,
                 concurrency=s.webhook_concurrency,
                 lease_s=s.webhook_lease_s,
                 interval_s=s.webhook_poll_s,
             )
-            reclaimer = Reclaimer(redis, self.keys, handler, consumer=self.consumer, min_idle_s=s.notifier_claim_idle_s)
-            loops: list[PeriodicLoop] = [reader, deliverer, reclaimer]
+            reclaimer = Reclaimer(
+                redis,
+                lambda: [lane.handler for lane in lanes.current()],
+                consumer=self.consumer,
+                min_idle_s=s.notifier_claim_idle_s,
+            )
+            loops: list[PeriodicLoop] = [lanes, deliverer, reclaimer]
             loops.append(ServiceRegistration.for_settings(redis, s, kind="notifier", metrics_port=self.metrics_port))
             for loop in loops:
                 loop.start()
-            log.info("notifier started", extra={"consumer": self.consumer, "recovered_events": recovered})
+            log.info("notifier started", extra={"consumer": self.consumer, "recovered_events": lanes.recovered})
             self.ready.set()
             await stop.wait()
             for loop in loops:

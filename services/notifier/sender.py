@@ -29,7 +29,7 @@ class Sender:
         self,
         client: httpx.AsyncClient,
         guard: SsrfGuard,
-        deliveries: Deliveries,
+        deliveries: Deliveries | None,
         *,
         secrets: Sequence[bytes],
         schedule: Sequence[float],
@@ -68,7 +68,12 @@ class Sender:
         except httpx.HTTPError as error:
             return None, f"{type(error).__name__}: {error}" if str(error) else type(error).__name__, None, ""
 
-    async def send(self, claimed: Claimed) -> webhooks.WebhookStatus:
+    async def send(self, claimed: Claimed, deliveries: Deliveries | None = None) -> webhooks.WebhookStatus:
+        """Attempt ``claimed`` and record the attempt through ``deliveries`` (the claimed delivery's
+        partition; default: the one given at construction)."""
+        target = deliveries or self.deliveries
+        if target is None:
+            raise ValueError("no Deliveries to record the attempt in")
         started = time.time()
         status_code, error, retry_after, answer = await self.post(claimed)
         duration = time.time() - started
@@ -91,9 +96,7 @@ class Sender:
             "outcome": verdict.status.value,
             "next_attempt_at": _iso(time.time() + delay_ms / 1000) if verdict.delay_s is not None else None,
         }
-        written = await self.deliveries.record(
-            claimed, verdict.status, delay_ms=delay_ms, entry=entry, error=verdict.error
-        )
+        written = await target.record(claimed, verdict.status, delay_ms=delay_ms, entry=entry, error=verdict.error)
         metrics.WEBHOOK_DELIVERIES.labels(verdict.status.value).inc()
         metrics.WEBHOOK_DELIVERY_SECONDS.observe(duration)
         log.info(

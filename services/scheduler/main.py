@@ -1,4 +1,5 @@
-"""The scheduler process: promoter (due tasks), watcher (wake-ups) and cron (periodic schedules).
+"""The scheduler process: promoter (due tasks), watchers (wake-ups) and cron (periodic schedules),
+each over every partition of every known queue.
 
 Any number of replicas may run; every state change is a script that acts once whatever the number.
 """
@@ -10,15 +11,16 @@ import logging
 
 from services.scheduler.cron import CronLoop
 from services.scheduler.promoter import Promoter
-from services.scheduler.watcher import Watcher
+from services.scheduler.watcher import Watchers
 from shared import lifecycle, metrics
 from shared.keys import KeySchema
 from shared.logging import setup_logging
 from shared.loops import PeriodicLoop
 from shared.queue import Queue
+from shared.queues import QueueRegistry
 from shared.redis import connect
 from shared.registry import ServiceRegistration
-from shared.schedules import Schedules
+from shared.schedules import ScheduleBook
 from shared.settings import Settings, load_settings
 
 log = logging.getLogger("streamq.scheduler")
@@ -38,10 +40,14 @@ class Scheduler:
         redis = await connect(s)
         try:
             queue = Queue(redis, self.keys, events_maxlen=s.events_maxlen, result_ttl_s=s.result_ttl_s)
-            schedules = Schedules(redis, self.keys, events_maxlen=s.events_maxlen)
-            self.promoter = Promoter(queue, batch=s.scheduler_batch, max_wait_s=s.scheduler_max_wait_s)
-            self.cron = CronLoop(schedules, max_wait_s=s.scheduler_max_wait_s)
-            loops: list[PeriodicLoop] = [self.promoter, Watcher(redis, self.keys, self.promoter.wake), self.cron]
+            registry = QueueRegistry(redis, self.keys)
+            book = ScheduleBook(redis, self.keys, registry, events_maxlen=s.events_maxlen)
+            self.promoter = Promoter(
+                queue, registry=registry, batch=s.scheduler_batch, max_wait_s=s.scheduler_max_wait_s
+            )
+            self.cron = CronLoop(book, max_wait_s=s.scheduler_max_wait_s)
+            watchers = Watchers(registry, self.promoter.wake, also=self.keys.queue, interval_s=registry.cache_s)
+            loops: list[PeriodicLoop] = [self.promoter, watchers, self.cron]
             loops.append(ServiceRegistration.for_settings(redis, s, kind="scheduler", metrics_port=self.metrics_port))
             for loop in loops:
                 loop.start()

@@ -1,4 +1,9 @@
-"""Waking the promoter when a task is scheduled: a blocking read of the events stream.
+"""Waking the promoter when a task is scheduled: a blocking read of each partition's events stream.
+
+One :class:`Watcher` per partition of every known queue (:class:`Watchers` starts one for each new
+partition within the registry's cache period): in Redis Cluster a blocking read may only name the
+streams of one hash slot, and each partition is its own slot. The read is a plain XREAD (no consumer
+group), so cancelling it on stop loses nothing.
 
 Redis releases a blocked read on its own timer (every 100 ms at the default ``hz``), too coarse
 for due times, so this loop only reports new scheduled tasks; the promoter keeps the time itself.
@@ -17,6 +22,7 @@ from redis.asyncio import Redis
 
 from shared.keys import KeySchema
 from shared.loops import PeriodicLoop
+from shared.queues import QueueRegistry
 
 ERROR_PAUSE_S = 0.5
 
@@ -71,3 +77,31 @@ class Watcher(PeriodicLoop):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+class Watchers(PeriodicLoop):
+    """Keeps one :class:`Watcher` running per partition of every known queue (partitions only grow)."""
+
+    name = "watchers"
+
+    def __init__(
+        self, registry: QueueRegistry, on_scheduled: Callable[[], None], *, also: str, interval_s: float = 1.0
+    ) -> None:
+        super().__init__(interval_s)
+        self.registry = registry
+        self.on_scheduled = on_scheduled
+        self.also = also
+        self.watchers: dict[KeySchema, Watcher] = {}
+
+    async def tick(self) -> None:
+        for part in await self.registry.all_partitions(self.also):
+            if part not in self.watchers:
+                watcher = Watcher(self.registry.redis, part, self.on_scheduled)
+                watcher.name = f"watcher-{part.tag}"
+                watcher.start()
+                self.watchers[part] = watcher
+
+    async def stop(self) -> None:
+        await super().stop()
+        for watcher in self.watchers.values():
+            await watcher.stop()

@@ -25,6 +25,7 @@ API_FAMILIES = {
     "streamq_tasks_in_progress",
     "streamq_queue_depth",
     "streamq_scheduled_tasks",
+    "streamq_queue_paused",
     "streamq_scheduler_lateness_seconds",
     "streamq_webhook_deliveries",
     "streamq_webhook_delivery_seconds",

@@ -272,10 +272,10 @@ async def test_trimmed_pending_events_are_counted_not_fatal(settings: Settings, 
     await redis.xtrim(keys.events, maxlen=0)  # the capped stream dropped them while pending
     deliveries = Deliveries(Scripts(redis), keys, events_maxlen=100, keep_ms=1000)
     handler = EventHandler(redis, keys, deliveries, 0)
-    reclaimer = Reclaimer(redis, keys, handler, consumer="me", min_idle_s=0.001)
+    reclaimer = Reclaimer(redis, lambda: [handler], consumer="me", min_idle_s=0.001)
     await asyncio.sleep(0.01)
     assert await reclaimer.sweep() == 0
-    assert reclaimer.deleted == 5
+    assert reclaimer.deleted == {keys.events: 5}
     assert (await redis.xpending(keys.events, NOTIFIER_GROUP))["pending"] == 0
 
 

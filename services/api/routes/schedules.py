@@ -1,4 +1,7 @@
-"""/api/schedules: periodic schedules (cron + time zone + task template), pause and resume."""
+"""/api/schedules: periodic schedules (cron + time zone + task template), pause and resume.
+
+A schedule lives in the queue its template names (``task.queue``, default: the api's queue); names
+are global, so every route finds a schedule by name alone."""
 
 from __future__ import annotations
 
@@ -9,27 +12,30 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response, 
 from fastapi.exceptions import RequestValidationError
 
 from services.api.deps import CatalogDep, QueueDep
-from shared.schedules import ScheduleCreate, ScheduleExists, ScheduleNotFound, SchedulePublic, Schedules
+from shared.queues import QueueRegistry
+from shared.schedules import ScheduleBook, ScheduleCreate, ScheduleExists, ScheduleNotFound, SchedulePublic
 
 T = TypeVar("T")
 router = APIRouter(prefix="/api/schedules", tags=["schedules"])
 NamePath = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 
 
-def get_schedules(request: Request, queue: QueueDep) -> Schedules:
-    """One Schedules per app (its scripts are registered once), made on first use."""
+def get_schedules(request: Request, queue: QueueDep) -> ScheduleBook:
+    """One ScheduleBook per app (its scripts are registered once), made on first use."""
     state = request.app.state
     if getattr(state, "schedules", None) is None:
-        state.schedules = Schedules(queue.redis, queue.keys, events_maxlen=queue.events_maxlen)
+        registry = QueueRegistry(queue.redis, queue.keys)
+        state.schedules = ScheduleBook(queue.redis, queue.keys, registry, events_maxlen=queue.events_maxlen)
     return state.schedules  # type: ignore[no-any-return]
 
 
-SchedulesDep = Annotated[Schedules, Depends(get_schedules)]
+SchedulesDep = Annotated[ScheduleBook, Depends(get_schedules)]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses={409: {"description": "The name is taken"}})
+@router.post("", status_code=status.HTTP_201_CREATED, responses={409: {"description": "The name is taken (any queue)"}})
 async def create_schedule(spec: ScheduleCreate, schedules: SchedulesDep, catalog: CatalogDep) -> SchedulePublic:
-    """Create a schedule; its first tick is the next one after now (nothing fires for the past)."""
+    """Create a schedule in the queue ``task.queue`` names (created on first use); its first tick is the
+    next one after now (nothing fires for the past). Names are global across queues."""
     unknown = await catalog.unknown({spec.task.type})
     if unknown:
         error = unknown[spec.task.type]
@@ -44,7 +50,7 @@ async def create_schedule(spec: ScheduleCreate, schedules: SchedulesDep, catalog
 
 @router.get("")
 async def list_schedules(schedules: SchedulesDep) -> list[SchedulePublic]:
-    """Every schedule, by name."""
+    """Every schedule of every queue, by name."""
     return await schedules.list_all()
 
 
