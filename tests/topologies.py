@@ -145,7 +145,7 @@ class SentinelServers:
 
     def _replica_synced(self) -> bool:
         with redis.Redis(port=self.replica_port, decode_responses=True) as client:
-            return client.info("replication").get("master_link_status") == "up"
+            return bool(client.info("replication").get("master_link_status") == "up")
 
     def _sentinels_see_replica(self) -> bool:
         for port in self.sentinel_ports:
