@@ -160,11 +160,14 @@ class SentinelServers:
     def url(self) -> str:
         return "redis+sentinel://" + ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports) + f"/{self.MASTER}"
 
-    def current_master(self) -> int:
-        """The port the sentinels currently name as master."""
-        with redis.Redis(port=self.sentinel_ports[0], decode_responses=True) as client:
-            _, port = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.MASTER)
-            return int(port)
+    def masters_named(self) -> set[int]:
+        """The master port each sentinel names (one element once they all agree)."""
+        ports = set()
+        for sentinel in self.sentinel_ports:
+            with redis.Redis(port=sentinel, decode_responses=True) as client:
+                _, port = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.MASTER)
+                ports.add(int(port))
+        return ports
 
     def kill(self, port: int) -> None:
         """SIGKILL one data server (no shutdown, no last replication)."""
