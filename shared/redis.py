@@ -23,8 +23,9 @@ from shared.settings import Settings
 
 MIN_REDIS_VERSION = (7, 0, 5)
 Mode = Literal["standalone", "cluster", "sentinel"]
-# client-side reconnect budget: ~10 s of backoff covers a Sentinel failover (detection + promotion)
-RETRIES = 12
+# client-side reconnect budget: ~5 s of back-off per command covers a quick Sentinel failover (detection +
+# promotion) without keeping a shutdown waiting long when Redis is gone
+RETRIES = 8
 BACKOFF = ExponentialBackoff(cap=1.0, base=0.05)
 SCHEMES: dict[str, Mode] = {
     "redis": "standalone",
