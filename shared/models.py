@@ -114,6 +114,8 @@ class TaskCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: TaskType
+    # the queue to run in (created on first use); None = the api's STREAMQ_QUEUE
+    queue: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
     payload: Any = None
     priority: int = Field(default=DEFAULT_PRIORITY, ge=MIN_PRIORITY, le=MAX_PRIORITY)
     max_retries: int = Field(default=3, ge=0, le=100)
@@ -204,7 +206,7 @@ class BatchResult(BaseModel):
 
 
 class Stats(BaseModel):
-    queue: str
+    queue: str  # the queue counted; "*" when several queues are summed (see ``queues``)
     total: int
     pending: int
     scheduled: int
@@ -217,6 +219,7 @@ class Stats(BaseModel):
     failed_total: int
     retried_total: int
     dead_letter: int
+    queues: list[str] = Field(default_factory=list)  # the queues counted
 
 
 class WorkerInfo(BaseModel):
@@ -229,7 +232,8 @@ class WorkerInfo(BaseModel):
     started_at: datetime
     last_heartbeat: datetime
     handlers: list[str]
-    queue: str
+    queue: str  # the first queue it consumes (kept for compatibility; see ``queues``)
+    queues: list[str] = Field(default_factory=list)  # every queue it consumes, in its order
 
 
 def ms_to_dt(value: str | bytes | int | None) -> datetime | None:
