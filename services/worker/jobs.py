@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from shared.keys import KeySchema
+
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
@@ -12,6 +14,7 @@ class Delivery:
     priority: int  # of the stream it was read from
     msg_id: str
     task_id: str
+    keys: KeySchema | None = None  # the partition it was read from (None: the worker's own queue keys)
 
 
 @dataclass(slots=True)

@@ -31,8 +31,6 @@ async def retry_failed(
 
 
 @router.post("/{task_id}/reschedule", responses={404: {}, 409: {"description": "Not scheduled"}})
-async def reschedule_task(
-    task_id: str, body: RescheduleBody, broker: BrokerDep, queue: QueueName = None
-) -> TaskPublic:
+async def reschedule_task(task_id: str, body: RescheduleBody, broker: BrokerDep, queue: QueueName = None) -> TaskPublic:
     """Move a scheduled task to a new time (a past time runs it now)."""
     return await broker.reschedule(task_id, dt_to_ms(body.scheduled_for), queue)

@@ -114,8 +114,7 @@ async def list_tasks(
 ) -> TaskPage:
     """Newest first; pass ``next_cursor`` back as ``cursor`` for the next page (null at the end)."""
     tasks, next_cursor = await broker.list_tasks(
-        queue=queue,
-        status=status_, task_type=type_, priority=priority, limit=limit, cursor=cursor
+        queue=queue, status=status_, task_type=type_, priority=priority, limit=limit, cursor=cursor
     )
     return TaskPage(tasks=tasks, next_cursor=next_cursor)
 
