@@ -34,7 +34,7 @@ class QueuePublic(BaseModel):
 class QueueConfigBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    partitions: int = Field(ge=1, le=MAX_PARTITIONS)
+    partitions: int = Field(ge=1, le=MAX_PARTITIONS, strict=True)
 
 
 async def _public(broker: Broker, figures: list[QueueFigures]) -> list[QueuePublic]:
