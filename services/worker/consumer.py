@@ -79,8 +79,8 @@ class Consumer:
         self.concurrency = concurrency
         self.events_maxlen = events_maxlen
         self.block_ms = block_ms
-        self.running: dict[str, asyncio.Task[None]] = {}  # entry id -> job task
-        self.in_flight: dict[str, Delivery] = {}  # entry id -> delivery (for lease renewal)
+        self.running: dict[str, asyncio.Task[None]] = {}  # Delivery.ref -> job task
+        self.in_flight: dict[str, Delivery] = {}  # Delivery.ref -> delivery (for lease renewal)
         self.backlog: list[Delivery] = []  # delivered by a watcher while no slot was free
         self.processed = 0
         self.idle = asyncio.Event()  # set while nothing waits anywhere: the watchers block meanwhile
@@ -122,7 +122,7 @@ class Consumer:
         """Entries a watcher's blocking read received: started by the run loop as soon as slots allow
         (meanwhile their lease is renewed like running ones)."""
         for d in deliveries:
-            self.in_flight[d.msg_id] = d
+            self.in_flight[d.ref] = d
         self.backlog += deliveries
         self._wake.set()
 
@@ -148,8 +148,8 @@ class Consumer:
                 raise reply
             for d, r in zip(members, reply, strict=True):
                 if r:
-                    started[d.msg_id] = Job.from_reply(d, r)
-        return [started[d.msg_id] for d in deliveries if d.msg_id in started]
+                    started[d.ref] = Job.from_reply(d, r)
+        return [started[d.ref] for d in deliveries if d.ref in started]
 
     # --- refill from the finisher's round trip ---------------------------------------------------
     def reserve(self, slots: int) -> tuple[list[str], list[Any]] | None:
@@ -229,10 +229,10 @@ class Consumer:
         """Start what the watchers delivered (at most ``free``; the rest keeps waiting)."""
         taken, self.backlog = self.backlog[:free], self.backlog[free:]
         jobs = await self.start(taken)
-        started = {j.delivery.msg_id for j in jobs}
+        started = {j.delivery.ref for j in jobs}
         for d in taken:
-            if d.msg_id not in started:
-                self.in_flight.pop(d.msg_id, None)  # skipped (cancelled, or put back while paused)
+            if d.ref not in started:
+                self.in_flight.pop(d.ref, None)  # skipped (cancelled, or put back while paused)
         self.dispatch(jobs)
 
     async def refresh(self) -> None:
@@ -243,9 +243,9 @@ class Consumer:
 
     def dispatch(self, jobs: list[Job]) -> None:
         for job in jobs:
-            msg_id = job.delivery.msg_id
-            self.in_flight[msg_id] = job.delivery
-            self.running[msg_id] = asyncio.create_task(self._process(job), name=f"task-{job.delivery.task_id}")
+            ref = job.delivery.ref
+            self.in_flight[ref] = job.delivery
+            self.running[ref] = asyncio.create_task(self._process(job), name=f"task-{job.delivery.task_id}")
 
     async def _process(self, job: Job) -> None:
         queue = self.of(job.delivery).queue
@@ -265,8 +265,8 @@ class Consumer:
             log.exception("could not record outcome; the task will be reclaimed", extra={"task": job.delivery.task_id})
         finally:
             in_progress.dec()
-            self.in_flight.pop(job.delivery.msg_id, None)
-            self.running.pop(job.delivery.msg_id, None)
+            self.in_flight.pop(job.delivery.ref, None)
+            self.running.pop(job.delivery.ref, None)
             self._slot_freed.set()
 
     def _count(self, job: Job, status: str) -> None:

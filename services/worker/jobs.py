@@ -16,6 +16,12 @@ class Delivery:
     task_id: str
     keys: KeySchema | None = None  # the partition it was read from (None: the worker's own queue keys)
 
+    @property
+    def ref(self) -> str:
+        """Unique among this worker's deliveries: entry ids repeat across streams (each stream numbers
+        its own entries by the millisecond), so the partition and priority are part of it."""
+        return f"{self.keys.tag if self.keys else ''}/{self.priority}/{self.msg_id}"
+
 
 @dataclass(slots=True)
 class Job:

@@ -50,7 +50,7 @@ class Lease(PeriodicLoop):
     def _check(self, delivery: Delivery, renewed: int) -> None:
         if renewed == 1:
             return
-        self.consumer.in_flight.pop(delivery.msg_id, None)  # stop renewing it
+        self.consumer.in_flight.pop(delivery.ref, None)  # stop renewing it
         if renewed == 0:
             self.lost += 1
             log.warning("lease lost: another worker took the task over", extra={"task": delivery.task_id})

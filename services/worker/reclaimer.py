@@ -77,9 +77,9 @@ class Reclaimer(PeriodicLoop):
         runnable: list[Delivery] = []
         poison: list[tuple[Delivery, int]] = []
         for msg_id, fields in entries:
-            if msg_id in self.consumer.running:
-                continue  # our own run whose renewal came late: it is ours again and keeps running
             delivery = Delivery(priority, msg_id, fields.get("id", ""), part)
+            if delivery.ref in self.consumer.running:
+                continue  # our own run whose renewal came late: it is ours again and keeps running
             count = counts.get(msg_id, 1)
             if count > self.max_deliveries:
                 poison.append((delivery, count))

@@ -170,3 +170,33 @@ async def test_worker_registration_lists_its_queues(settings: Settings, redis: R
         assert info.id == worker.worker_id and info.queues == ["critical", "default", "bulk"]
         assert info.queue == "critical"
         assert sorted(await broker.registry.all()) == ["bulk", "critical", "default"]  # created on first use
+
+
+async def test_equal_entry_ids_in_two_partitions_are_two_tasks(
+    settings: Settings, redis: Redis, keys: KeySchema
+) -> None:
+    """Entry ids are numbered per stream, so two partitions' streams often hold the same id: each
+    delivery is told apart by its partition (a worker keyed by entry id alone ran one task twice and
+    left the other processing)."""
+    broker = Broker(redis, keys)
+    await broker.registry.configure("twin", 2)
+    parts = keys.for_queue("twin").partitions(2)
+    ids = ["A" * 26, "B" * 26]
+    for part, task_id in zip(parts, ids, strict=True):
+        await redis.hset(
+            part.task(task_id),
+            mapping={"id": task_id, "queue": "twin", "type": "rec", "payload": "null", "priority": 3,
+                     "max_retries": 0, "status": "pending", "created_at": 1, "attempts": 0, "msg_id": "7-1"},
+        )  # fmt: skip
+        await redis.zadd(part.index_status("pending"), {task_id: 0})
+        await redis.zadd(part.index_all, {task_id: 0})
+        await redis.xadd(part.stream(3), {"id": task_id}, id="7-1")  # the same entry id in both partitions
+    started: list[tuple[str, str]] = []
+    s = settings.model_copy(update={"queues": "twin", "worker_concurrency": 2})
+    async with running_worker(s, recorder(started)) as worker:
+        await until(lambda: len(started) >= 2)
+        await until(lambda: not worker.consumer.running)
+    assert sorted(t for _, t in started) == ids
+    for part, task_id in zip(parts, ids, strict=True):
+        assert await redis.hget(part.task(task_id), "status") == "completed"
+        assert (await redis.xpending(part.stream(3), WORKER_GROUP))["pending"] == 0
