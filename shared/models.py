@@ -60,10 +60,23 @@ def _time_part(ms: int) -> str:
     return "".join([_PAIRS[(ms >> shift) & 1023] for shift in (40, 30, 20, 10, 0)])
 
 
+_LAST_ID = [0, 0]  # (ms, random part) of the id made last in this process
+
+
 def new_task_id(now_ms: int | None = None) -> str:
-    """A ULID: 48-bit millisecond time then 80 random bits, Crockford base32, sortable by time."""
+    """A ULID: 48-bit millisecond time then 80 random bits, Crockford base32, sortable by time.
+    Monotonic within a process (as ULID's monotonic mode): an id made in the same millisecond as the
+    previous one (or an earlier one) takes the previous random part plus one, so ids made one after
+    another sort in the order they were made."""
     ms = int(time.time() * 1000) if now_ms is None else now_ms
-    rand = int.from_bytes(os.urandom(10), "big")
+    last_ms, last_rand = _LAST_ID
+    if ms > last_ms:
+        rand = int.from_bytes(os.urandom(10), "big")
+    elif last_rand + 1 < 1 << 80:
+        ms, rand = last_ms, last_rand + 1
+    else:  # the random part ran out within one millisecond: borrow the next one
+        ms, rand = last_ms + 1, int.from_bytes(os.urandom(10), "big")
+    _LAST_ID[0], _LAST_ID[1] = ms, rand
     return _time_part(ms) + "".join([_PAIRS[(rand >> shift) & 1023] for shift in (70, 60, 50, 40, 30, 20, 10, 0)])
 
 

@@ -48,3 +48,11 @@ QueueName = Annotated[
 RedisDep = Annotated[Redis, Depends(get_redis)]
 CatalogDep = Annotated[TypeCatalog, Depends(get_catalog)]
 GuardDep = Annotated[SsrfGuard, Depends(get_guard)]
+
+
+async def get_task_queue(task_id: str, broker: BrokerDep, queue: QueueName = None) -> Queue:
+    """The partition (``Queue``) holding the task named in the path; 404 when none does."""
+    return await broker.locate(task_id, queue)
+
+
+TaskQueueDep = Annotated[Queue, Depends(get_task_queue)]

@@ -31,6 +31,8 @@ async def test_task_names_its_queue_and_lives_in_its_slot(
     assert (await api.get(f"/api/tasks/{task_id}")).json()["queue"] == "bulk"
     assert (await api.get(f"/api/tasks/{task_id}", params={"queue": "bulk"})).status_code == 200
     assert (await api.get(f"/api/tasks/{task_id}", params={"queue": "default"})).status_code == 404
+    log = await api.get(f"/api/tasks/{task_id}/deliveries")  # the webhook log is found in its queue too
+    assert log.status_code == 200 and log.json()["task"] == task_id and log.json()["deliveries"] == []
     cancelled = await api.post(f"/api/tasks/{task_id}/cancel")
     assert cancelled.json()["status"] == "cancelled"
     assert await redis.zrange(bulk.index_status("cancelled"), 0, -1) == [task_id]
