@@ -90,15 +90,20 @@ class Broker:
         now_ms = int(time.time() * 1000)
         groups: dict[tuple[str, int], list[int]] = {}
         ids = [new_task_id(now_ms) for _ in tasks]
+        configs: dict[str, QueueConfig] = {}
         for i, task in enumerate(tasks):
-            config = await self.config(task.queue or self.keys.queue)
+            name = task.queue or self.keys.queue
+            config = configs.get(name) or configs.setdefault(name, await self.config(name))
             part = partition_of(task.idempotency_key or ids[i], config.partitions)
             groups.setdefault((config.name, part), []).append(i)
         calls: list[tuple[str, list[str], list[Any]]] = []
         for (name, part), members in groups.items():
             keys, args = self.queue(name, part).submit_call([tasks[i] for i in members], [ids[i] for i in members])
             calls.append(("submit", keys, args))
-        replies = await self.default.scripts.call_many(calls)
+        if len(calls) == 1:  # the common case: one queue of one partition, as before partitions
+            replies = [await self.default.scripts.call(*calls[0])]
+        else:
+            replies = await self.default.scripts.call_many(calls)
         for reply in replies:
             if isinstance(reply, BaseException):
                 raise reply

@@ -221,6 +221,8 @@ class Consumer:
             self.dispatch(await self.start(deliveries))
             return
         self._wake.clear()  # nothing anywhere: the watchers block until an entry comes
+        if self.backlog:  # a watcher's earlier block delivered meanwhile
+            return
         self.idle.set()
         await wait_either(stop, self._wake, within_s=self.block_ms / 1000)
         self.idle.clear()
@@ -228,7 +230,11 @@ class Consumer:
     async def start_backlog(self, free: int) -> None:
         """Start what the watchers delivered (at most ``free``; the rest keeps waiting)."""
         taken, self.backlog = self.backlog[:free], self.backlog[free:]
-        jobs = await self.start(taken)
+        try:
+            jobs = await self.start(taken)
+        except BaseException:
+            self.backlog = taken + self.backlog  # still ours (pending, lease renewed): tried again
+            raise
         started = {j.delivery.ref for j in jobs}
         for d in taken:
             if d.ref not in started:
