@@ -156,3 +156,25 @@ async def test_lists_page_across_partitions_without_gaps(redis: Redis, keys: Key
     assert (await broker.cancel(target)).status == "cancelled"
     assert (await broker.revive(target)).status == "pending"
     assert (await broker.locate(target)).keys.partition == partition_of(target, 4)
+
+
+async def test_filtered_pages_across_partitions_stop_at_the_least_certain_point(redis: Redis, keys: KeySchema) -> None:
+    """A page with two filters reads at most 20 x limit index entries per partition; a partition that
+    stops early bounds the merged page, so no matching task is skipped between pages."""
+    broker = Broker(redis, keys)
+    await broker.registry.configure("two", 2)
+    idem = {k: [f"key{i}" for i in range(400) if partition_of(f"key{i}", 2) == k] for k in (0, 1)}
+    echo = []
+    for i in range(6):  # older: matching tasks in both partitions, the newest in partition 0
+        [d] = await broker.submit([TaskCreate(type="echo", queue="two", idempotency_key=idem[(i + 1) % 2][i])])
+        echo.append(d.task.id)
+    for i in range(60):  # newer: non-matching tasks in partition 0 only, more than one page's budget
+        await broker.submit([TaskCreate(type="noop", queue="two", idempotency_key=idem[0][100 + i])])
+    seen: list[str] = []
+    cursor = None
+    for _ in range(100):
+        page, cursor = await broker.list_tasks(queue="two", status="pending", task_type="echo", limit=1, cursor=cursor)
+        seen += [t.id for t in page]
+        if cursor is None:
+            break
+    assert seen == sorted(echo, reverse=True)
