@@ -64,7 +64,7 @@ def _public(task: TaskCreate, task_id: str, queue: str, status: str, created_ms:
         queue=queue,
         status=TaskStatus(status),
         created_at=ms_to_dt(created_ms),  # type: ignore[arg-type]  # never None here
-        **task.model_dump(exclude={"scheduled_for"}),
+        **task.model_dump(exclude={"scheduled_for", "queue"}),
         scheduled_for=task.scheduled_for if status == TaskStatus.SCHEDULED else None,
     )
 
@@ -132,11 +132,16 @@ class Queue:
     async def submit(self, tasks: Sequence[TaskCreate]) -> list[Submitted]:
         """Store, index and enqueue (or schedule) every task in one script call. New tasks are
         returned as built here (no read back); duplicates are read in one more round trip."""
+        now_ms = int(time.time() * 1000)
+        keys, args = self.submit_call(tasks, [new_task_id(now_ms) for _ in tasks])
+        return await self.submitted(tasks, await self.scripts.call("submit", keys, args))
+
+    def submit_call(self, tasks: Sequence[TaskCreate], ids: Sequence[str]) -> tuple[list[str], list[Any]]:
+        """submit.lua's KEYS and ARGV for ``tasks`` with the given new ids (for a caller that pipelines
+        several partitions' calls)."""
         keys = list(self._common)
         args: list[Any] = [self.events_maxlen, self.idempotency_ttl_s, len(tasks)]
-        now_ms = int(time.time() * 1000)
-        for task in tasks:
-            task_id = new_task_id(now_ms)
+        for task, task_id in zip(tasks, ids, strict=True):
             idem = task.idempotency_key
             keys += [
                 self.keys.task(task_id),
@@ -146,7 +151,10 @@ class Queue:
             due = dt_to_ms(task.scheduled_for) if task.scheduled_for else 0
             fields = _encode(task, task_id, self.keys.queue)
             args += [task_id, task.type, task.priority, due, 1 if idem else 0, len(fields) // 2, *fields]
-        reply = await self.scripts.call("submit", keys, args)
+        return keys, args
+
+    async def submitted(self, tasks: Sequence[TaskCreate], reply: list[Any]) -> list[Submitted]:
+        """submit.lua's reply as Submitted records (duplicates read back in one round trip)."""
         duplicates = {str(r[0]) for r in reply if int(r[2])}
         earlier = {t.id: t for t in await self.get_many(sorted(duplicates))}
         out = []
@@ -327,6 +335,7 @@ class Queue:
                     last_heartbeat=ms_to_dt(raw["last_heartbeat"]),  # type: ignore[arg-type]
                     handlers=[h for h in raw.get("handlers", "").split(",") if h],
                     queue=raw.get("queue", "default"),
+                    queues=[q for q in raw.get("queues", raw.get("queue", "default")).split(",") if q],
                 )
             )
         return sorted(out, key=lambda w: w.started_at)

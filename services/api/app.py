@@ -13,10 +13,11 @@ from prometheus_client import REGISTRY
 
 from services.api.collector import QueueCollector
 from services.api.middleware import BodyLimit, HttpMetrics
-from services.api.routes import deliveries, health, recovery, schedules, services, stats, tasks
+from services.api.routes import deliveries, health, queues, recovery, schedules, services, stats, tasks
 from services.api.security import Guard, RateLimited, RateLimiter
 from services.api.types import TypeCatalog
 from shared.auth import parse_keys
+from shared.broker import Broker
 from shared.errors import Conflict, NotFound
 from shared.keys import KeySchema
 from shared.queue import Queue
@@ -59,6 +60,13 @@ def create_app(settings: Settings) -> FastAPI:
         )
         app.state.redis = redis
         app.state.queue = queue
+        app.state.broker = Broker(
+            redis,
+            queue.keys,
+            events_maxlen=settings.events_maxlen,
+            result_ttl_s=settings.result_ttl_s,
+            idempotency_ttl_s=settings.idempotency_ttl_s,
+        )
         app.state.catalog = TypeCatalog(queue, settings.task_types, strict=settings.strict_types)
         limit = parse_rate_limit(settings.rate_limit)
         app.state.limiter = RateLimiter(queue.scripts, queue.keys, *limit) if limit else None
@@ -85,7 +93,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.limiter = None
     app.state.guard = SsrfGuard.from_settings(settings)
-    routers = (tasks, recovery, schedules, stats, health, deliveries, services)
+    routers = (tasks, recovery, schedules, stats, queues, health, deliveries, services)
     for module in routers:
         app.include_router(module.router, responses=COMMON_RESPONSES)
 
