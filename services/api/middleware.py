@@ -22,10 +22,20 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        declared: int | None = None
+        chunked = False
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._reject(send)
-                return
+            if name == b"content-length" and value.isdigit():
+                declared = int(value)
+            elif name == b"transfer-encoding":
+                chunked = True
+        if declared is not None and declared > self.max_bytes:
+            await self._reject(send)
+            return
+        if declared is not None and not chunked:
+            # the server frames the body by its Content-Length: no more than that reaches the app
+            await self.app(scope, receive, send)
+            return
         seen = 0
         rejected = False
 
@@ -73,6 +83,8 @@ class HttpMetrics:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # each label set's children, looked up once (``labels()`` costs more than the update)
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -92,6 +104,17 @@ class HttpMetrics:
         finally:
             route: Any = scope.get("route")
             path = getattr(route, "path", "unmatched")
-            method = scope["method"]
-            metrics.HTTP_REQUESTS.labels(method, path, str(status)).inc()
-            metrics.HTTP_REQUEST_SECONDS.labels(method, path).observe(time.perf_counter() - start)
+            count, timing = self._child(scope["method"], path, status)
+            count.inc()
+            timing.observe(time.perf_counter() - start)
+
+    def _child(self, method: str, path: str, status: int) -> tuple[Any, Any]:
+        key = (method, path, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                metrics.HTTP_REQUESTS.labels(method, path, str(status)),
+                metrics.HTTP_REQUEST_SECONDS.labels(method, path),
+            )
+            self._children[key] = children
+        return children
