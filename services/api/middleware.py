@@ -22,20 +22,10 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared: int | None = None
-        chunked = False
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit():
-                declared = int(value)
-            elif name == b"transfer-encoding":
-                chunked = True
-        if declared is not None and declared > self.max_bytes:
-            await self._reject(send)
-            return
-        if declared is not None and not chunked:
-            # the server frames the body by its Content-Length: no more than that reaches the app
-            await self.app(scope, receive, send)
-            return
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._reject(send)
+                return
         seen = 0
         rejected = False
 
