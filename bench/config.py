@@ -32,6 +32,7 @@ class Config:
     memory_ttl_s: int = 60  # result TTL of the memory workload's workers (longer than its submit + drain)
     memory_runs: int = 1  # bytes per task do not depend on timing: one run is enough by default
     profile: bool = False  # py-spy record every service process (collapsed stacks in bench/results/)
+    trace: bool = False  # latency and schedule: workers stamp each stage (bench/handlers.py), figures per stage
     out: str | None = None  # JSON path; default bench/results/<date>.json
 
     def as_dict(self) -> dict[str, Any]:
