@@ -14,6 +14,7 @@ from bench.handlers import STAMP, TRACE_ENV
 from bench.stats import percentile
 from bench.workloads.base import Context, Figures, task_fields, wait_completed
 from bench.workloads.trace import handler_time, stage_figures
+from shared.keys import KeySchema
 from shared.models import TaskCreate
 
 NO_SCHEDULER = "n/a (no scheduler)"
@@ -26,7 +27,8 @@ async def run(ctx: Context) -> Figures:
     stack = ctx.stack()
     queue = ctx.queue(stack.keys)
     try:
-        scheduler = stack.start("services.scheduler")
+        batch = {"STREAMQ_SCHEDULER_BATCH": str(cfg.scheduler_batch)} if cfg.scheduler_batch else {}
+        scheduler = stack.start("services.scheduler", **batch)
         # tuned concurrency: with 3 slots per worker, starting 500 tasks at once would itself take
         # longer than the lateness being measured
         extra = {TRACE_ENV: "1"} if cfg.trace else {}
@@ -55,5 +57,19 @@ async def run(ctx: Context) -> Figures:
         "lateness_p99_ms": percentile(late, 99),
     }
     if cfg.trace:
+        figures.update(await _promoted(ctx, stack.keys, set(ids), due_ms))
         figures.update(stage_figures([due_ms / 1000] * len(rows), [r[0] for r in rows], "late"))
     return figures
+
+
+async def _promoted(ctx: Context, keys: KeySchema, ids: set[str], due_ms: int) -> Figures:
+    """When promote.lua moved each task onto its stream, from its ``promoted`` event's entry id
+    (the Redis clock, whole ms): the first and last promotion after the due time."""
+    at = [
+        int(entry_id.split("-")[0]) - due_ms
+        for entry_id, fields in await ctx.redis.xrange(keys.events)
+        if fields.get("event") == "promoted" and fields.get("task") in ids
+    ]
+    if not at:
+        return {}
+    return {"late_promoted_first_ms": float(min(at)), "late_promoted_last_ms": float(max(at))}
