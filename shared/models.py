@@ -146,6 +146,8 @@ class TaskCreate(BaseModel):
     @classmethod
     def _payload_size(cls, value: Any) -> Any:
         # the same compact form orjson stores; also refuses NaN/Infinity (not JSON) and ints over 64 bits
+        if value is None:  # the common case (no payload): "null", nothing to check
+            return value
         try:
             encoded = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
             orjson.dumps(value)

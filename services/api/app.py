@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import REGISTRY
 
 from services.api.collector import QueueCollector
+from services.api.fastpath import FastSubmit
 from services.api.middleware import BodyLimit, HttpMetrics
 from services.api.routes import deliveries, health, queues, recovery, schedules, services, stats, tasks
 from services.api.security import Guard, RateLimited, RateLimiter
@@ -47,7 +48,9 @@ def _no_otel() -> dict[str, Any]:
     return {}
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, fast_submit: bool = True) -> FastAPI:
+    """The api; ``fast_submit=False`` leaves ``POST /api/tasks`` entirely to FastAPI (the tests compare both)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = await connect(settings)
@@ -110,6 +113,8 @@ def create_app(settings: Settings) -> FastAPI:
         headers = {"Retry-After": str(error.retry_after_s)} if error.retry_after_s else None
         return JSONResponse({"detail": str(error)}, status_code=429, headers=headers)
 
+    if fast_submit:  # innermost: every middleware below runs in front of it as for any route
+        app.add_middleware(FastSubmit, api=app)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(Guard, keys=parse_keys(settings.api_keys), limiter=lambda: app.state.limiter)
     app.add_middleware(HttpMetrics)
