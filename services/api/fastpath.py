@@ -4,7 +4,7 @@ A pure ASGI middleware, the innermost one: the size limits, API keys, rate limit
 HTTP metrics in front of it run exactly as for any other route. For ``POST /api/tasks`` with a
 ``Content-Type: application/json`` body and no ``Idempotency-Key`` header it reads the body, parses
 it as the route does (``json.loads``, what Starlette's ``Request.json`` calls), validates a
-``TaskCreate``, runs the same type and payload checks, submits through the same ``Queue.submit``
+``TaskCreate``, runs the same type and payload checks, submits through the same ``Broker.submit``
 and answers with the bytes FastAPI would send (201, or 200 for an idempotent replay; the body is
 ``TaskPublic`` as pydantic dumps it, FastAPI's own serialiser for a response model).
 
@@ -92,9 +92,8 @@ class FastSubmit:
         state = self.api.state
         if await state.catalog.unknown({task.type}) or await check_tasks([task], state.guard, batch=False):
             return None
-        queue = state.queue
-        [done] = await queue.submit([task])
-        _count(queue.keys.queue, [done])
+        [done] = await state.broker.submit([task])
+        _count([done])
         return (200 if done.duplicate else 201), done.task.__pydantic_serializer__.to_json(done.task)
 
 

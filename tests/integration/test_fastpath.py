@@ -29,6 +29,7 @@ REQUESTS: list[tuple[bytes, dict[str, str], bool]] = [
     (b'{"type":"noop","timeout_s":2.5,"retry_backoff_s":0,"payload":1e-7}', JSON, True),
     (b'{"type":"noop","scheduled_for":"2099-01-01T00:00:00+02:00"}', JSON, True),
     (b'{"type":"noop","scheduled_for":"2000-01-01T00:00:00Z"}', JSON, True),  # due already: pending
+    (b'{"type":"noop","queue":"bulk","priority":1}', JSON, True),  # a named queue: stored in its own slot
     (b'{"type":"noop","idempotency_key":"k-1"}', JSON, True),
     (b'{"type":"noop","idempotency_key":"k-1"}', JSON, True),  # replay: 200, the first task
     (b'{"type":"noop"}', {**JSON, "Idempotency-Key": "k-2"}, False),
@@ -106,8 +107,9 @@ def _normal(body: bytes) -> bytes:
 
 async def _stored(redis: Redis, keys: KeySchema, body: bytes) -> dict[str, Any]:
     """The task hash the answer names, with its id, clock and stream entry id left out."""
-    task_id = orjson.loads(body)["id"]
-    stored = await redis.hgetall(keys.task(task_id))
+    answer = orjson.loads(body)
+    stored = await redis.hgetall(keys.for_queue(answer["queue"]).task(answer["id"]))
+    assert stored, "the task the answer names is stored in its queue's slot"
     return {k: v for k, v in stored.items() if k not in ("id", "created_at", "msg_id")}
 
 
