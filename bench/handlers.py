@@ -47,6 +47,15 @@ def _wrap_reads(method: Callable[..., Any]) -> Callable[..., Any]:
     return read
 
 
+def _wrap_deliver(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def deliver(self: Any, deliveries: list[Any]) -> None:
+        _mark([d.task_id for d in deliveries], "read")
+        method(self, deliveries)
+
+    return deliver
+
+
 def _wrap_start(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     async def start(self: Any, deliveries: list[Any]) -> Any:
@@ -71,7 +80,7 @@ def _wrap_dispatch(method: Callable[..., Any]) -> Callable[..., Any]:
 def _trace_worker() -> None:
     from services.worker.consumer import Consumer
 
-    Consumer.block_read = _wrap_reads(Consumer.block_read)  # type: ignore[method-assign]
+    Consumer.deliver = _wrap_deliver(Consumer.deliver)  # type: ignore[method-assign]  # a watcher's blocking read
     Consumer.fetch = _wrap_reads(Consumer.fetch)  # type: ignore[method-assign]
     Consumer.start = _wrap_start(Consumer.start)  # type: ignore[method-assign]
     Consumer.dispatch = _wrap_dispatch(Consumer.dispatch)  # type: ignore[method-assign]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import REGISTRY
 
@@ -100,6 +103,12 @@ def create_app(settings: Settings, *, fast_submit: bool = True) -> FastAPI:
     for module in routers:
         app.include_router(module.router, responses=COMMON_RESPONSES)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
+        """FastAPI's own 422 body, with non-finite numbers of the refused input shown as text (the
+        default handler failed with a 500 on ``NaN``, which JSON cannot carry)."""
+        return JSONResponse({"detail": _finite(jsonable_encoder(error.errors()))}, status_code=422)
+
     @app.exception_handler(NotFound)
     async def not_found(_request: Request, error: NotFound) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=404)
@@ -119,3 +128,14 @@ def create_app(settings: Settings, *, fast_submit: bool = True) -> FastAPI:
     app.add_middleware(Guard, keys=parse_keys(settings.api_keys), limiter=lambda: app.state.limiter)
     app.add_middleware(HttpMetrics)
     return app
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by its text, so it can be sent as JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
