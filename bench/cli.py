@@ -54,6 +54,9 @@ def parse(argv: list[str]) -> Config:
     parser.add_argument("--out", help="JSON path (default bench/results/<date>.json)")
     parser.add_argument("--http-client", choices=("raw", "httpx"), help="load generator of the submit workloads")
     parser.add_argument("--profile", action="store_true", help="py-spy record each service (needs root)")
+    parser.add_argument(
+        "--trace", action="store_true", help="latency, schedule: each task's start by stage (bench/handlers.py)"
+    )
     for f in dataclasses.fields(Config):
         if f.type in ("int", "float"):
             kind = int if f.type == "int" else float
@@ -71,6 +74,7 @@ def parse(argv: list[str]) -> Config:
             parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
     cfg.out = args.out
     cfg.profile = args.profile
+    cfg.trace = args.trace
     cfg.http_client = args.http_client or cfg.http_client
     return cfg
 

@@ -29,10 +29,12 @@ class Config:
     latency_rate: float = 200.0  # tasks/s, paced
     schedule_n: int = 500
     schedule_ahead_s: float = 3.0
+    scheduler_batch: int = 0  # STREAMQ_SCHEDULER_BATCH of the schedule workload's scheduler; 0 = its default
     memory_n: int = 100_000
     memory_ttl_s: int = 60  # result TTL of the memory workload's workers (longer than its submit + drain)
     memory_runs: int = 1  # bytes per task do not depend on timing: one run is enough by default
     profile: bool = False  # py-spy record every service process (collapsed stacks in bench/results/)
+    trace: bool = False  # latency and schedule: workers stamp each stage (bench/handlers.py), figures per stage
     out: str | None = None  # JSON path; default bench/results/<date>.json
 
     def as_dict(self) -> dict[str, Any]:

@@ -46,3 +46,8 @@ class NotDurable(StreamqError):
         self.task_ids = task_ids
         self.wanted = wanted
         self.acked = acked
+
+
+def not_durable_body(error: NotDurable) -> dict[str, object]:
+    """The api's 503 body for an unconfirmed submission (the route and the fast path answer alike)."""
+    return {"detail": str(error), "tasks": error.task_ids}

@@ -60,10 +60,23 @@ def _time_part(ms: int) -> str:
     return "".join([_PAIRS[(ms >> shift) & 1023] for shift in (40, 30, 20, 10, 0)])
 
 
+_LAST_ID = [0, 0]  # (ms, random part) of the id made last in this process
+
+
 def new_task_id(now_ms: int | None = None) -> str:
-    """A ULID: 48-bit millisecond time then 80 random bits, Crockford base32, sortable by time."""
+    """A ULID: 48-bit millisecond time then 80 random bits, Crockford base32, sortable by time.
+    Monotonic within a process (as ULID's monotonic mode): an id made in the same millisecond as the
+    previous one (or an earlier one) takes the previous random part plus one, so ids made one after
+    another sort in the order they were made."""
     ms = int(time.time() * 1000) if now_ms is None else now_ms
-    rand = int.from_bytes(os.urandom(10), "big")
+    last_ms, last_rand = _LAST_ID
+    if ms > last_ms:
+        rand = int.from_bytes(os.urandom(10), "big")
+    elif last_rand + 1 < 1 << 80:
+        ms, rand = last_ms, last_rand + 1
+    else:  # the random part ran out within one millisecond: borrow the next one
+        ms, rand = last_ms + 1, int.from_bytes(os.urandom(10), "big")
+    _LAST_ID[0], _LAST_ID[1] = ms, rand
     return _time_part(ms) + "".join([_PAIRS[(rand >> shift) & 1023] for shift in (70, 60, 50, 40, 30, 20, 10, 0)])
 
 
@@ -114,6 +127,8 @@ class TaskCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: TaskType
+    # the queue to run in (created on first use); None = the api's STREAMQ_QUEUE
+    queue: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
     payload: Any = None
     priority: int = Field(default=DEFAULT_PRIORITY, ge=MIN_PRIORITY, le=MAX_PRIORITY)
     max_retries: int = Field(default=3, ge=0, le=100)
@@ -131,6 +146,8 @@ class TaskCreate(BaseModel):
     @classmethod
     def _payload_size(cls, value: Any) -> Any:
         # the same compact form orjson stores; also refuses NaN/Infinity (not JSON) and ints over 64 bits
+        if value is None:  # the common case (no payload): "null", nothing to check
+            return value
         try:
             encoded = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
             orjson.dumps(value)
@@ -204,7 +221,7 @@ class BatchResult(BaseModel):
 
 
 class Stats(BaseModel):
-    queue: str
+    queue: str  # the queue counted; "*" when several queues are summed (see ``queues``)
     total: int
     pending: int
     scheduled: int
@@ -217,6 +234,7 @@ class Stats(BaseModel):
     failed_total: int
     retried_total: int
     dead_letter: int
+    queues: list[str] = Field(default_factory=list)  # the queues counted
 
 
 class WorkerInfo(BaseModel):
@@ -229,7 +247,8 @@ class WorkerInfo(BaseModel):
     started_at: datetime
     last_heartbeat: datetime
     handlers: list[str]
-    queue: str
+    queue: str  # the first queue it consumes (kept for compatibility; see ``queues``)
+    queues: list[str] = Field(default_factory=list)  # every queue it consumes, in its order
 
 
 def ms_to_dt(value: str | bytes | int | None) -> datetime | None:

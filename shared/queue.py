@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from shared.errors import Conflict, NotDurable, NotFound
+from shared.errors import Conflict, NotFound
 from shared.keys import KeySchema
 from shared.models import (
     AttemptError,
@@ -64,7 +64,7 @@ def _public(task: TaskCreate, task_id: str, queue: str, status: str, created_ms:
         queue=queue,
         status=TaskStatus(status),
         created_at=ms_to_dt(created_ms),  # type: ignore[arg-type]  # never None here
-        **task.model_dump(exclude={"scheduled_for"}),
+        **task.model_dump(exclude={"scheduled_for", "queue"}),
         scheduled_for=task.scheduled_for if status == TaskStatus.SCHEDULED else None,
     )
 
@@ -119,7 +119,6 @@ class Queue:
         events_maxlen: int = 100_000,
         result_ttl_s: int = 7 * 24 * 3600,
         idempotency_ttl_s: int = 24 * 3600,
-        durable: tuple[int, int] | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -128,17 +127,21 @@ class Queue:
         self.result_ttl_ms = result_ttl_s * 1000
         self.idempotency_ttl_s = idempotency_ttl_s
         self._common = keys.common()
-        self.durable = durable  # (replicas, timeout ms): STREAMQ_DURABLE_SUBMIT
 
     # --- submit ----------------------------------------------------------------------------------
     async def submit(self, tasks: Sequence[TaskCreate]) -> list[Submitted]:
         """Store, index and enqueue (or schedule) every task in one script call. New tasks are
         returned as built here (no read back); duplicates are read in one more round trip."""
+        now_ms = int(time.time() * 1000)
+        keys, args = self.submit_call(tasks, [new_task_id(now_ms) for _ in tasks])
+        return await self.submitted(tasks, await self.scripts.call("submit", keys, args))
+
+    def submit_call(self, tasks: Sequence[TaskCreate], ids: Sequence[str]) -> tuple[list[str], list[Any]]:
+        """submit.lua's KEYS and ARGV for ``tasks`` with the given new ids (for a caller that pipelines
+        several partitions' calls)."""
         keys = list(self._common)
         args: list[Any] = [self.events_maxlen, self.idempotency_ttl_s, len(tasks)]
-        now_ms = int(time.time() * 1000)
-        for task in tasks:
-            task_id = new_task_id(now_ms)
+        for task, task_id in zip(tasks, ids, strict=True):
             idem = task.idempotency_key
             keys += [
                 self.keys.task(task_id),
@@ -148,7 +151,10 @@ class Queue:
             due = dt_to_ms(task.scheduled_for) if task.scheduled_for else 0
             fields = _encode(task, task_id, self.keys.queue)
             args += [task_id, task.type, task.priority, due, 1 if idem else 0, len(fields) // 2, *fields]
-        reply = await self._submit_script(keys, args)
+        return keys, args
+
+    async def submitted(self, tasks: Sequence[TaskCreate], reply: list[Any]) -> list[Submitted]:
+        """submit.lua's reply as Submitted records (duplicates read back in one round trip)."""
         duplicates = {str(r[0]) for r in reply if int(r[2])}
         earlier = {t.id: t for t in await self.get_many(sorted(duplicates))}
         out = []
@@ -158,17 +164,6 @@ class Queue:
             else:
                 out.append(Submitted(_public(task, str(r[0]), self.keys.queue, str(r[1]), int(r[3])), False))
         return out
-
-    async def _submit_script(self, keys: list[str], args: list[Any]) -> Any:
-        """The submit script; with durable submission, followed by WAIT on the same connection, and
-        :class:`NotDurable` (the api's 503) when fewer replicas than asked confirmed in time."""
-        if self.durable is None:
-            return await self.scripts.call("submit", keys, args)
-        replicas, timeout_ms = self.durable
-        reply, acked = await self.scripts.call_then_wait("submit", keys, args, replicas, timeout_ms)
-        if acked < replicas:
-            raise NotDurable([str(r[0]) for r in reply], replicas, acked, timeout_ms)
-        return reply
 
     # --- read ------------------------------------------------------------------------------------
     async def get(self, task_id: str) -> TaskPublic:
@@ -340,6 +335,7 @@ class Queue:
                     last_heartbeat=ms_to_dt(raw["last_heartbeat"]),  # type: ignore[arg-type]
                     handlers=[h for h in raw.get("handlers", "").split(",") if h],
                     queue=raw.get("queue", "default"),
+                    queues=[q for q in raw.get("queues", raw.get("queue", "default")).split(",") if q],
                 )
             )
         return sorted(out, key=lambda w: w.started_at)

@@ -106,7 +106,7 @@ class QueueRegistry:
         """Set a queue's partition count; it can grow, never shrink (raises ValueError)."""
         if not 1 <= partitions <= MAX_PARTITIONS:
             raise ValueError(f"partitions must be from 1 to {MAX_PARTITIONS}")
-        current = await self.ensure(name)
+        current = await self._current(name)
         if partitions < current.partitions:
             raise ValueError(f"partitions can only grow (queue {name!r} has {current.partitions})")
         config = QueueConfig(name, partitions, current.paused)
@@ -115,10 +115,15 @@ class QueueRegistry:
 
     async def set_paused(self, name: str, paused: bool) -> QueueConfig:
         """Pause or resume: the config and every partition's flag, in one round trip."""
-        current = await self.ensure(name)
+        current = await self._current(name)
         config = QueueConfig(name, current.partitions, paused)
         await self._write(config)
         return config
+
+    async def _current(self, name: str) -> QueueConfig:
+        """The config as stored now (not the cache: another process may have paused or grown it)."""
+        found = (await self.all(fresh=True)).get(name)
+        return found if found is not None else await self.ensure(name)
 
     async def _write(self, config: QueueConfig) -> None:
         pipe = self.redis.pipeline(transaction=False)

@@ -19,6 +19,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from shared.packing import use_hiredis_packing
 from shared.settings import Settings
 
 MIN_REDIS_VERSION = (7, 0, 5)
@@ -156,6 +157,7 @@ def make_client(settings: Settings) -> Redis:
         retry=_retry(),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
+    use_hiredis_packing(pool)  # perf: commands packed in C (see shared/packing.py)
     return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections
 
 

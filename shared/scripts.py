@@ -49,24 +49,42 @@ class Scripts:
     async def call_then_wait(
         self, name: str, keys: list[str], args: list[Any], replicas: int, timeout_ms: int
     ) -> tuple[Any, int]:
-        """The script, then ``WAIT replicas timeout_ms`` on the same connection (one pipeline, sent to
-        the node that owns the keys): returns the script's reply and how many replicas confirmed the
-        writes. A script the server does not know is loaded and the pair sent again."""
+        """One script call, then ``WAIT replicas timeout_ms`` on the same connection: the script's reply
+        (raised if an error) and how many replicas confirmed the writes."""
+        replies, acked = await self.call_many_then_wait([(name, keys, args)], replicas, timeout_ms)
+        if isinstance(replies[0], Exception):
+            raise replies[0]
+        return replies[0], acked
+
+    async def call_many_then_wait(
+        self, calls: list[tuple[str, list[str], list[Any]]], replicas: int, timeout_ms: int
+    ) -> tuple[list[Any], int]:
+        """Like :meth:`call_many`, then ``WAIT replicas timeout_ms`` on every connection that ran a call
+        (one pipeline; on a cluster the pipeline gives each node one connection, and each node gets its
+        WAIT after its calls). Returns each call's reply (or error) and the fewest replicas any node
+        confirmed. A call the server did not know (NOSCRIPT) is loaded and sent again with its own WAIT."""
         from shared.redis import route_to_key
 
-        for attempt in range(2):
-            pipe = self._client.pipeline(transaction=False)
+        pipe = self._client.pipeline(transaction=False)
+        waits: dict[str, dict[str, Any]] = {}
+        for name, keys, args in calls:
             pipe.execute_command("EVALSHA", self._scripts[name].sha, len(keys), *keys, *args)
-            pipe.execute_command("WAIT", replicas, timeout_ms, **route_to_key(self._client, keys[0]))
-            reply, acked = await pipe.execute(raise_on_error=False)
-            if isinstance(reply, NoScriptError) and attempt == 0:
+            route = route_to_key(self._client, keys[0])
+            waits.setdefault(getattr(route.get("target_nodes"), "name", ""), route)
+        for route in waits.values():
+            pipe.execute_command("WAIT", replicas, timeout_ms, **route)
+        out: list[Any] = await pipe.execute(raise_on_error=False)
+        replies, confirmed = out[: len(calls)], out[len(calls) :]
+        for value in confirmed:
+            if isinstance(value, Exception):
+                raise value
+        acked = min(int(v) for v in confirmed)
+        for i, (name, keys, args) in enumerate(calls):
+            if isinstance(replies[i], NoScriptError):
                 await self._client.script_load(source(name))
-                continue
-            for value in (reply, acked):
-                if isinstance(value, Exception):
-                    raise value
-            return reply, int(acked)
-        raise AssertionError("unreachable")  # pragma: no cover
+                again = await self.call_many_then_wait([(name, keys, args)], replicas, timeout_ms)
+                replies[i], acked = again[0][0], min(acked, again[1])
+        return replies, acked
 
     async def call_many(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
         """Several script calls in one round trip (a pipeline without MULTI: each script is still its

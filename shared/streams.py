@@ -79,7 +79,8 @@ async def safe_trim_floor(redis: Redis, stream: str) -> str | None:
         floors.append((last_ms, last_seq + 1))  # everything after last-delivered is unread
         if int(g["pending"]):
             summary = await redis.xpending(stream, g["name"])
-            floors.append(_id_key(str(summary["min"])))
+            if summary["min"] is not None:  # None: the group's last entries were acked since XINFO
+                floors.append(_id_key(str(summary["min"])))
     ms, seq = min(floors)
     return f"{ms}-{seq}"
 

@@ -35,7 +35,7 @@ def test_make_bench_tiny_writes_table_and_json(tmp_path: Path) -> None:
 
     lines = proc.stdout.splitlines()
     header = next(line for line in lines if line.startswith("workload"))
-    assert "median of 1" in header and "ratio to raw" in header
+    assert "median of 1" in header and "ratio to raw RESP" in header and "ratio to redis-py loop" in header
     for entry in ENTRIES:
         assert any(line.startswith(entry + " ") for line in lines), f"no row for {entry}"
     assert f"written {out}" in proc.stdout
@@ -58,6 +58,7 @@ def test_make_bench_tiny_writes_table_and_json(tmp_path: Path) -> None:
         assert value["min"] <= value["median"] <= value["max"] and value["min"] > 0, (entry, figure, value)
     for entry in ("submit-single", "submit-batch", "drain-default", "drain-tuned"):
         assert summary[entry]["figures"]["tasks_per_s_ratio"]["median"] > 0
+        assert summary[entry]["figures"]["tasks_per_s_ratio_redispy"]["median"] > 0
     assert summary["memory"]["figures"]["back_to_baseline"] in ("yes", "no")
     lateness = summary["schedule"]["figures"]["lateness_p99_ms"]
     if has_scheduler():

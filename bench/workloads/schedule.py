@@ -10,9 +10,11 @@ import time
 from datetime import UTC, datetime
 
 from bench.env import has_scheduler
-from bench.handlers import STAMP
+from bench.handlers import STAMP, TRACE_ENV
 from bench.stats import percentile
 from bench.workloads.base import Context, Figures, task_fields, wait_completed
+from bench.workloads.trace import handler_time, stage_figures
+from shared.keys import KeySchema
 from shared.models import TaskCreate
 
 NO_SCHEDULER = "n/a (no scheduler)"
@@ -25,10 +27,12 @@ async def run(ctx: Context) -> Figures:
     stack = ctx.stack()
     queue = ctx.queue(stack.keys)
     try:
-        scheduler = stack.start("services.scheduler")
+        batch = {"STREAMQ_SCHEDULER_BATCH": str(cfg.scheduler_batch)} if cfg.scheduler_batch else {}
+        scheduler = stack.start("services.scheduler", **batch)
         # tuned concurrency: with 3 slots per worker, starting 500 tasks at once would itself take
         # longer than the lateness being measured
-        workers = await stack.workers(ctx.redis, cfg.workers, cfg.tuned_concurrency)
+        extra = {TRACE_ENV: "1"} if cfg.trace else {}
+        workers = await stack.workers(ctx.redis, cfg.workers, cfg.tuned_concurrency, **extra)
         # warm-up: one task due now, so the scheduler is known to be up before the clock starts
         soon = datetime.fromtimestamp(time.time() + 1.0, tz=UTC)
         await queue.submit([TaskCreate(type=STAMP, scheduled_for=soon)])
@@ -46,9 +50,26 @@ async def run(ctx: Context) -> Figures:
     finally:
         stack.stop()
     rows = await task_fields(ctx.redis, stack.keys, ids, "result")
-    late = [float(r[0] or 0) * 1000 - due_ms for r in rows]
-    return {
+    late = [handler_time(r[0]) * 1000 - due_ms for r in rows]
+    figures: Figures = {
         "lateness_min_ms": min(late),  # the scheduler's own reaction, before any queueing
         "lateness_p50_ms": percentile(late, 50),
         "lateness_p99_ms": percentile(late, 99),
     }
+    if cfg.trace:
+        figures.update(await _promoted(ctx, stack.keys, set(ids), due_ms))
+        figures.update(stage_figures([due_ms / 1000] * len(rows), [r[0] for r in rows], "late"))
+    return figures
+
+
+async def _promoted(ctx: Context, keys: KeySchema, ids: set[str], due_ms: int) -> Figures:
+    """When promote.lua moved each task onto its stream, from its ``promoted`` event's entry id
+    (the Redis clock, whole ms): the first and last promotion after the due time."""
+    at = [
+        int(entry_id.split("-")[0]) - due_ms
+        for entry_id, fields in await ctx.redis.xrange(keys.events)
+        if fields.get("event") == "promoted" and fields.get("task") in ids
+    ]
+    if not at:
+        return {}
+    return {"late_promoted_first_ms": float(min(at)), "late_promoted_last_ms": float(max(at))}

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import REGISTRY
 
 from services.api.collector import QueueCollector
+from services.api.fastpath import FastSubmit
 from services.api.middleware import BodyLimit, HttpMetrics
-from services.api.routes import deliveries, health, recovery, schedules, services, stats, tasks
+from services.api.routes import deliveries, health, queues, recovery, schedules, services, stats, tasks
 from services.api.security import Guard, RateLimited, RateLimiter
 from services.api.types import TypeCatalog
 from shared.auth import parse_keys
-from shared.errors import Conflict, NotDurable, NotFound
+from shared.broker import Broker
+from shared.errors import Conflict, NotDurable, NotFound, not_durable_body
 from shared.keys import KeySchema
 from shared.queue import Queue
 from shared.redis import connect
@@ -46,7 +51,9 @@ def _no_otel() -> dict[str, Any]:
     return {}
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, fast_submit: bool = True) -> FastAPI:
+    """The api; ``fast_submit=False`` leaves ``POST /api/tasks`` entirely to FastAPI (the tests compare both)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = await connect(settings)
@@ -56,10 +63,17 @@ def create_app(settings: Settings) -> FastAPI:
             events_maxlen=settings.events_maxlen,
             result_ttl_s=settings.result_ttl_s,
             idempotency_ttl_s=settings.idempotency_ttl_s,
-            durable=settings.durable(),
         )
         app.state.redis = redis
         app.state.queue = queue
+        app.state.broker = Broker(
+            redis,
+            queue.keys,
+            events_maxlen=settings.events_maxlen,
+            result_ttl_s=settings.result_ttl_s,
+            idempotency_ttl_s=settings.idempotency_ttl_s,
+            durable=settings.durable(),
+        )
         app.state.catalog = TypeCatalog(queue, settings.task_types, strict=settings.strict_types)
         limit = parse_rate_limit(settings.rate_limit)
         app.state.limiter = RateLimiter(queue.scripts, queue.keys, *limit) if limit else None
@@ -86,9 +100,15 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.limiter = None
     app.state.guard = SsrfGuard.from_settings(settings)
-    routers = (tasks, recovery, schedules, stats, health, deliveries, services)
+    routers = (tasks, recovery, schedules, stats, queues, health, deliveries, services)
     for module in routers:
         app.include_router(module.router, responses=COMMON_RESPONSES)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
+        """FastAPI's own 422 body, with non-finite numbers of the refused input shown as text (the
+        default handler failed with a 500 on ``NaN``, which JSON cannot carry)."""
+        return JSONResponse({"detail": _finite(jsonable_encoder(error.errors()))}, status_code=422)
 
     @app.exception_handler(NotFound)
     async def not_found(_request: Request, error: NotFound) -> JSONResponse:
@@ -100,14 +120,27 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(NotDurable)
     async def not_durable(_request: Request, error: NotDurable) -> JSONResponse:
-        return JSONResponse({"detail": str(error), "tasks": error.task_ids}, status_code=503)
+        return JSONResponse(not_durable_body(error), status_code=503)
 
     @app.exception_handler(RateLimited)
     async def rate_limited(_request: Request, error: RateLimited) -> JSONResponse:
         headers = {"Retry-After": str(error.retry_after_s)} if error.retry_after_s else None
         return JSONResponse({"detail": str(error)}, status_code=429, headers=headers)
 
+    if fast_submit:  # innermost: every middleware below runs in front of it as for any route
+        app.add_middleware(FastSubmit, api=app)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(Guard, keys=parse_keys(settings.api_keys), limiter=lambda: app.state.limiter)
     app.add_middleware(HttpMetrics)
     return app
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by its text, so it can be sent as JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value

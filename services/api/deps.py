@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from redis.asyncio import Redis
 
 from services.api.types import TypeCatalog
+from shared.broker import Broker
 from shared.queue import Queue
 from shared.settings import Settings
 from shared.ssrf import SsrfGuard
@@ -19,6 +20,10 @@ async def get_settings(request: Request) -> Settings:
 
 async def get_queue(request: Request) -> Queue:
     return request.app.state.queue  # type: ignore[no-any-return]
+
+
+async def get_broker(request: Request) -> Broker:
+    return request.app.state.broker  # type: ignore[no-any-return]
 
 
 async def get_redis(request: Request) -> Redis:
@@ -35,6 +40,19 @@ async def get_guard(request: Request) -> SsrfGuard:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 QueueDep = Annotated[Queue, Depends(get_queue)]
+BrokerDep = Annotated[Broker, Depends(get_broker)]
+QueueName = Annotated[
+    str | None,
+    Query(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$", description="Only this queue (default: all)"),
+]
 RedisDep = Annotated[Redis, Depends(get_redis)]
 CatalogDep = Annotated[TypeCatalog, Depends(get_catalog)]
 GuardDep = Annotated[SsrfGuard, Depends(get_guard)]
+
+
+async def get_task_queue(task_id: str, broker: BrokerDep, queue: QueueName = None) -> Queue:
+    """The partition (``Queue``) holding the task named in the path; 404 when none does."""
+    return await broker.locate(task_id, queue)
+
+
+TaskQueueDep = Annotated[Queue, Depends(get_task_queue)]

@@ -73,6 +73,8 @@ class HttpMetrics:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # each label set's children, looked up once (``labels()`` costs more than the update)
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -92,6 +94,17 @@ class HttpMetrics:
         finally:
             route: Any = scope.get("route")
             path = getattr(route, "path", "unmatched")
-            method = scope["method"]
-            metrics.HTTP_REQUESTS.labels(method, path, str(status)).inc()
-            metrics.HTTP_REQUEST_SECONDS.labels(method, path).observe(time.perf_counter() - start)
+            count, timing = self._child(scope["method"], path, status)
+            count.inc()
+            timing.observe(time.perf_counter() - start)
+
+    def _child(self, method: str, path: str, status: int) -> tuple[Any, Any]:
+        key = (method, path, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                metrics.HTTP_REQUESTS.labels(method, path, str(status)),
+                metrics.HTTP_REQUEST_SECONDS.labels(method, path),
+            )
+            self._children[key] = children
+        return children

@@ -47,7 +47,7 @@ class Executor:
         ctx = TaskContext(
             task_id=job.delivery.task_id,
             type=job.type,
-            queue=self.queue,
+            queue=job.delivery.keys.queue if job.delivery.keys else self.queue,
             attempt=job.attempt,
             max_retries=job.max_retries,
             priority=job.priority,

@@ -4,7 +4,10 @@ so under load many tasks are finished per round trip and an idle worker still fi
 With a ``refill`` (the consumer), the slots a batch frees are refilled in the same round trip:
 finish.lua and fetch.lua go out in one pipeline (two atomic script calls, no MULTI), and the
 consumer starts what fetch.lua delivered. That saves the consumer's own fetch round trip whenever
-slots free up because tasks finished (the common case under load)."""
+slots free up because tasks finished (the common case under load).
+
+Outcomes of different partitions (named queues, partitions) go in one finish.lua call per
+partition, all in the same pipeline: each call touches one hash slot."""
 
 from __future__ import annotations
 
@@ -22,8 +25,9 @@ class Refill(Protocol):
     def reserve(self, slots: int) -> tuple[list[str], list[Any]] | None:
         """``slots`` slots are about to be freed: fetch.lua's KEYS and ARGV to fill them, or None."""
 
-    def fetched(self, reply: Any, slots: int) -> None:
-        """fetch.lua's reply (or the exception it raised) for a reservation of ``slots``."""
+    def fetched(self, reply: Any, slots: int, keys: list[str] | None = None) -> None:
+        """fetch.lua's reply (or the exception it raised) for a reservation of ``slots`` (``keys``: the
+        KEYS :meth:`reserve` gave)."""
 
 
 class Finisher:
@@ -39,7 +43,6 @@ class Finisher:
     ) -> None:
         self.scripts = scripts
         self.keys = keys
-        self._common = keys.common()
         self._head: list[Any] = [events_maxlen, group, consumer, result_ttl_ms]
         self._waiting: list[tuple[Outcome, asyncio.Future[str]]] = []
         self._flushing = False
@@ -74,11 +77,38 @@ class Finisher:
             self._flushing = False
 
     async def _call(self, outcomes: list[Outcome]) -> list[str]:
-        keys = list(self._common)
+        groups: dict[KeySchema, list[int]] = {}
+        for i, o in enumerate(outcomes):
+            groups.setdefault(o.job.delivery.keys or self.keys, []).append(i)
+        calls = [self._finish_call(part, [outcomes[i] for i in members]) for part, members in groups.items()]
+        refill = self.refill
+        fetch = refill.reserve(len(outcomes)) if refill is not None else None
+        if refill is None or fetch is None:
+            if len(calls) == 1:
+                replies = [await self.scripts.call(*calls[0])]
+            else:
+                replies = await self.scripts.call_many(calls)
+        else:
+            try:
+                *replies, delivered = await self.scripts.call_many([*calls, ("fetch", *fetch)])
+            except BaseException as error:
+                refill.fetched(error, len(outcomes), fetch[0])
+                raise
+            refill.fetched(delivered, len(outcomes), fetch[0])
+        statuses: list[str] = [""] * len(outcomes)
+        for members, reply in zip(groups.values(), replies, strict=True):
+            if isinstance(reply, BaseException):
+                raise reply
+            for i, status in zip(members, reply, strict=True):
+                statuses[i] = str(status)
+        return statuses
+
+    def _finish_call(self, part: KeySchema, outcomes: list[Outcome]) -> tuple[str, list[str], list[Any]]:
+        keys = part.common()
         args = list(self._head)
         for o in outcomes:
             d = o.job.delivery
-            keys.append(self.keys.task(d.task_id))
+            keys.append(part.task(d.task_id))
             args += [
                 d.task_id,
                 d.msg_id,
@@ -87,16 +117,4 @@ class Finisher:
                 o.delay_ms,
                 o.history,
             ]
-        refill = self.refill
-        fetch = refill.reserve(len(outcomes)) if refill is not None else None
-        if refill is None or fetch is None:
-            return [str(s) for s in await self.scripts.call("finish", keys, args)]
-        try:
-            finished, delivered = await self.scripts.call_many([("finish", keys, args), ("fetch", *fetch)])
-        except BaseException as error:
-            refill.fetched(error, len(outcomes))
-            raise
-        refill.fetched(delivered, len(outcomes))
-        if isinstance(finished, BaseException):
-            raise finished
-        return [str(s) for s in finished]
+        return "finish", keys, args

@@ -26,6 +26,7 @@ class Heartbeat(PeriodicLoop):
         handlers: list[str],
         interval_s: float,
         counters: Callable[[], tuple[int, int]],
+        queues: list[str] | None = None,
     ) -> None:
         super().__init__(interval_s)
         self.redis = redis
@@ -39,7 +40,8 @@ class Heartbeat(PeriodicLoop):
             "pid": os.getpid(),
             "concurrency": concurrency,
             "handlers": ",".join(handlers),
-            "queue": keys.queue,
+            "queue": (queues or [keys.queue])[0],
+            "queues": ",".join(queues or [keys.queue]),
             "started_at": int(time.time() * 1000),
         }
         self.handlers = handlers

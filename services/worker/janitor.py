@@ -1,6 +1,9 @@
-"""Deleting finished tasks once their result TTL has passed (``STREAMQ_RESULT_TTL_S``)."""
+"""Deleting finished tasks once their result TTL has passed (``STREAMQ_RESULT_TTL_S``), in every
+partition the worker consumes."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from shared.loops import PeriodicLoop
 from shared.queue import Queue
@@ -9,11 +12,19 @@ from shared.queue import Queue
 class Janitor(PeriodicLoop):
     name = "janitor"
 
-    def __init__(self, queue: Queue, interval_s: float = 5.0, batch: int = 500) -> None:
+    def __init__(
+        self,
+        queue: Queue,
+        interval_s: float = 5.0,
+        batch: int = 500,
+        partitions: Callable[[], list[Queue]] | None = None,
+    ) -> None:
         super().__init__(interval_s)
         self.queue = queue
         self.batch = batch
+        self.partitions = partitions or (lambda: [queue])  # every partition the worker consumes
 
     async def tick(self) -> None:
-        while await self.queue.expire_due(self.batch) >= self.batch:
-            pass
+        for queue in self.partitions():
+            while await queue.expire_due(self.batch) >= self.batch:
+                pass

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from shared.keys import KeySchema
+
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
@@ -12,6 +14,13 @@ class Delivery:
     priority: int  # of the stream it was read from
     msg_id: str
     task_id: str
+    keys: KeySchema | None = None  # the partition it was read from (None: the worker's own queue keys)
+
+    @property
+    def ref(self) -> str:
+        """Unique among this worker's deliveries: entry ids repeat across streams (each stream numbers
+        its own entries by the millisecond), so the partition and priority are part of it."""
+        return f"{self.keys.tag if self.keys else ''}/{self.priority}/{self.msg_id}"
 
 
 @dataclass(slots=True)

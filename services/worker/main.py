@@ -8,6 +8,8 @@ import os
 import socket
 import uuid
 
+from redis.asyncio import Redis
+
 from services.worker import builtin  # noqa: F401  (registers the built-in handlers)
 from services.worker.consumer import Consumer
 from services.worker.executor import Executor
@@ -17,11 +19,14 @@ from services.worker.integrations import configure as configure_integrations
 from services.worker.janitor import Janitor
 from services.worker.recovery import recovery_loops
 from services.worker.registry import REGISTRY, Registry, load_modules
+from services.worker.sources import Sources
+from services.worker.watchers import Watchers
 from shared import lifecycle, metrics
 from shared.keys import WORKER_GROUP, KeySchema
 from shared.logging import setup_logging
 from shared.loops import PeriodicLoop
 from shared.queue import Queue
+from shared.queues import QueueRegistry
 from shared.redis import connect
 from shared.registry import ServiceRegistration
 from shared.settings import Settings, load_settings
@@ -49,6 +54,7 @@ class Worker:
         self.worker_id = worker_id or new_worker_id()
         self.keys = KeySchema(settings.key_prefix, settings.queue)
         self.ready = asyncio.Event()  # set once registered and consuming
+        self._queues: dict[KeySchema, Queue] = {}
         self.metrics_port = metrics_port  # where metrics.serve() bound /metrics (for the service registry)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -57,7 +63,9 @@ class Worker:
         redis = await connect(s)
         try:
             queue = Queue(redis, self.keys, events_maxlen=s.events_maxlen, result_ttl_s=s.result_ttl_s)
-            await ensure_group(redis, self.keys.streams(), WORKER_GROUP)
+            sources = await self.sources(redis)
+            for part in sources.all():
+                await ensure_group(redis, part.streams(), WORKER_GROUP)
             executor = Executor(
                 self.registry,
                 queue=s.queue,
@@ -82,6 +90,7 @@ class Worker:
                 consumer=self.worker_id,
                 concurrency=s.worker_concurrency,
                 events_maxlen=s.events_maxlen,
+                sources=sources,
             )
             heartbeat = Heartbeat(
                 redis,
@@ -91,9 +100,11 @@ class Worker:
                 handlers=self.registry.names(),
                 interval_s=s.heartbeat_s,
                 counters=lambda: (len(consumer.running), consumer.processed),
+                queues=sources.queues,
             )
             await heartbeat.register()
-            loops: list[PeriodicLoop] = [heartbeat, Janitor(queue)]
+            janitor = Janitor(queue, partitions=lambda: [self.queue_of(redis, p) for p in sources.all()])
+            loops: list[PeriodicLoop] = [heartbeat, janitor]
             loops.append(
                 ServiceRegistration.for_settings(
                     redis,
@@ -117,10 +128,14 @@ class Worker:
                     "worker": self.worker_id,
                     "concurrency": s.worker_concurrency,
                     "handlers": self.registry.names(),
+                    "queues": sources.weights,
                 },
             )
+            self.watchers = watchers = Watchers(consumer, stop)
+            watchers.sync()
             self.ready.set()
             await consumer.run(stop)
+            await watchers.join()  # each finishes its current block; what it got is run by the drain
             left = await consumer.drain(s.shutdown_grace_s)
             for loop in loops:
                 await loop.stop()
@@ -128,6 +143,25 @@ class Worker:
             log.info("worker stopped", extra={"worker": self.worker_id, "left_pending": left})
         finally:
             await redis.aclose()
+
+    async def sources(self, redis: Redis) -> Sources:
+        """The queues this worker consumes (created if new) with their partitions."""
+        s = self.settings
+        registry = QueueRegistry(redis, self.keys)
+        weights = s.queue_weights()
+        for name in weights:
+            await registry.ensure(name)
+        sources = Sources(self.keys, weights, strict=s.queues_strict, registry=registry)
+        await sources.refresh()
+        return sources
+
+    def queue_of(self, redis: Redis, part: KeySchema) -> Queue:
+        """The ``Queue`` of one partition (kept, for the janitor)."""
+        found = self._queues.get(part)
+        if found is None:
+            s = self.settings
+            found = self._queues[part] = Queue(redis, part, events_maxlen=s.events_maxlen, result_ttl_s=s.result_ttl_s)
+        return found
 
 
 def main() -> None:

@@ -31,5 +31,6 @@ def recovery_loops(settings: Settings, consumer: Consumer, stop: asyncio.Event) 
             me=consumer.consumer,
             lease_s=settings.lease_s,
             events_maxlen=settings.events_maxlen,
+            partitions=consumer.sources.all,
         ),
     ]

@@ -1,7 +1,8 @@
 """Stream housekeeping: removing consumers of dead workers and trimming below the oldest pending entry.
 
 A consumer is removed only when its worker's registration has expired and it has no pending
-entry on any priority stream (checked and removed in one script, drop_consumer.lua): XGROUP
+entry on any priority stream of a partition (checked and removed in one script per partition,
+drop_consumer.lua): XGROUP
 DELCONSUMER would otherwise discard its pending entries. Streams are trimmed only below the
 oldest pending or unread entry (shared.streams.trim_below_pending), so no task is trimmed away.
 """
@@ -9,6 +10,7 @@ oldest pending or unread entry (shared.streams.trim_below_pending), so no task i
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from redis.asyncio import Redis
 
@@ -24,7 +26,15 @@ class Sweeper(PeriodicLoop):
     name = "sweeper"
 
     def __init__(
-        self, redis: Redis, scripts: Scripts, keys: KeySchema, *, me: str, lease_s: float, events_maxlen: int
+        self,
+        redis: Redis,
+        scripts: Scripts,
+        keys: KeySchema,
+        *,
+        me: str,
+        lease_s: float,
+        events_maxlen: int,
+        partitions: Callable[[], list[KeySchema]] | None = None,
     ) -> None:
         super().__init__(max(lease_s, 1.0))
         self.redis = redis
@@ -33,17 +43,19 @@ class Sweeper(PeriodicLoop):
         self.me = me
         self.min_idle_ms = int(lease_s * 1000)
         self.events_maxlen = events_maxlen
-        self._common = keys.common()
+        self.partitions = partitions or (lambda: [keys])  # the partitions the worker consumes
         self.removed = 0
 
     async def tick(self) -> None:
-        await self.remove_dead_consumers()
-        for stream in self.keys.streams():
-            await trim_below_pending(self.redis, stream)
+        for part in self.partitions():
+            await self.remove_dead_consumers(part)
+            for stream in part.streams():
+                await trim_below_pending(self.redis, stream)
 
-    async def remove_dead_consumers(self) -> None:
+    async def remove_dead_consumers(self, part: KeySchema | None = None) -> None:
+        part = part or self.keys
         candidates: set[str] = set()
-        for stream in self.keys.streams():
+        for stream in part.streams():
             for c in await self.redis.xinfo_consumers(stream, WORKER_GROUP):
                 if c["name"] != self.me and int(c["pending"]) == 0 and int(c["idle"]) > self.min_idle_ms:
                     candidates.add(str(c["name"]))
@@ -57,6 +69,6 @@ class Sweeper(PeriodicLoop):
             if alive:
                 continue
             args = [self.events_maxlen, WORKER_GROUP, name]
-            if int(await self.scripts.call("drop_consumer", self._common, args)):
+            if int(await self.scripts.call("drop_consumer", part.common(), args)):
                 self.removed += 1
                 log.info("removed the consumer of a dead worker", extra={"consumer": name})

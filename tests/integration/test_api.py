@@ -94,6 +94,15 @@ async def test_bad_input_is_422_naming_field_and_writes_nothing(
     assert await count_keys(redis, prefix) == 0
 
 
+@pytest.mark.parametrize("raw", [b'{"type":"echo","payload":NaN}', b'{"type":"echo","payload":[1,-Infinity]}'])
+async def test_non_finite_payload_is_422_not_500(api: httpx.AsyncClient, redis: Redis, prefix: str, raw: bytes) -> None:
+    r = await api.post("/api/tasks", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    [error] = r.json()["detail"]
+    assert error["loc"][:2] == ["body", "payload"] and "plain JSON" in error["msg"]
+    assert await count_keys(redis, prefix) == 0
+
+
 async def test_bad_task_in_batch_rejects_the_whole_batch(api: httpx.AsyncClient, redis: Redis, prefix: str) -> None:
     r = await api.post("/api/tasks/batch", json={"tasks": [{"type": "noop"}, {"type": "nope"}, {"type": "noop"}]})
     assert r.status_code == 422

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from pydantic import ValidationError
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from services.api.app import create_app
@@ -16,6 +17,7 @@ from shared.keys import KeySchema
 from shared.models import TaskCreate
 from shared.queue import Queue
 from shared.settings import Settings
+from tests.support import RedisServer
 
 
 async def _api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
@@ -38,6 +40,34 @@ async def test_unconfirmed_submit_is_503_naming_the_setting(settings: Settings, 
             assert await redis.hget(keys.task(task_id), "status") == "pending"
         single = await api.post("/api/tasks", json={"type": "echo"})
         assert single.status_code == 503 and len(single.json()["tasks"]) == 1
+
+
+async def test_batch_over_partitions_waits_on_every_node(settings: Settings, redis: Redis, keys: KeySchema) -> None:
+    durable = settings.model_copy(update={"durable_submit": "replicas:1,50"})
+    async for api in _api(durable):
+        assert (await api.put("/api/queues/bulk", json={"partitions": 3})).status_code == 200
+        tasks = [{"type": "echo", "queue": "bulk", "payload": i} for i in range(12)]
+        r = await api.post("/api/tasks/batch", json={"tasks": tasks})
+        assert r.status_code == 503 and len(r.json()["tasks"]) == 12
+        found = 0
+        for part in keys.for_queue("bulk").partitions(3):
+            found += sum([await redis.exists(part.task(task_id)) for task_id in r.json()["tasks"]])
+        assert found == 12
+
+
+@pytest.mark.standalone_only(reason="adds a replica to the session's plain redis-server")
+async def test_confirmed_submit_is_201(settings: Settings, redis_server: RedisServer, keys: KeySchema) -> None:
+    replica = RedisServer("--replicaof", "127.0.0.1", str(redis_server.port))
+    try:
+        durable = settings.model_copy(update={"durable_submit": "replicas:1,5000"})
+        async for api in _api(durable):
+            r = await api.post("/api/tasks", json={"type": "echo"})
+            assert r.status_code == 201, r.text
+            # WAIT returned 1: the replica has the task (read it there, not on the master)
+            with SyncRedis(port=replica.port, decode_responses=True) as client:
+                assert client.hget(keys.task(r.json()["id"]), "status") == "pending"
+    finally:
+        replica.stop()
 
 
 async def test_zero_replicas_wanted_is_not_a_valid_setting() -> None:

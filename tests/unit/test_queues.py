@@ -68,3 +68,13 @@ async def test_registry_creates_grows_and_pauses(redis: Redis, keys: KeySchema) 
     await registry.set_paused("bulk", False)
     assert [await redis.exists(p.paused) for p in keys.for_queue("bulk").partitions(3)] == [0, 0, 0]
     assert await redis.hget(keys.queues, "bulk") == '{"partitions":3,"paused":false}'
+
+
+async def test_a_replica_with_a_stale_cache_keeps_another_ones_pause(redis: Redis, keys: KeySchema) -> None:
+    one, two = QueueRegistry(redis, keys, cache_s=60), QueueRegistry(redis, keys, cache_s=60)
+    await one.ensure("q")
+    assert (await two.all())["q"].paused is False  # cached for a minute
+    await one.set_paused("q", True)
+    grown = await two.configure("q", 2)  # must not write back the stale "not paused"
+    assert grown == QueueConfig("q", 2, True)
+    assert [await redis.exists(p.paused) for p in keys.for_queue("q").partitions(2)] == [1, 1]

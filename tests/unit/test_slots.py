@@ -73,7 +73,7 @@ class Spy:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: list[tuple[str, list[str]]] = []
-        call, many, wait = Scripts.call, Scripts.call_many, Scripts.call_then_wait
+        call, many, wait = Scripts.call, Scripts.call_many, Scripts.call_many_then_wait
 
         async def spy_call(scripts: Scripts, name: str, keys: list[str], args: list[Any], client: Any = None) -> Any:
             self.calls.append((name, list(keys)))
@@ -83,13 +83,13 @@ class Spy:
             self.calls.extend((name, list(keys)) for name, keys, _ in calls)
             return await many(scripts, calls)
 
-        async def spy_wait(scripts: Scripts, name: str, keys: list[str], *rest: Any) -> Any:
-            self.calls.append((name, list(keys)))
-            return await wait(scripts, name, keys, *rest)
+        async def spy_wait(scripts: Scripts, calls: list[tuple[str, list[str], list[Any]]], *rest: Any) -> Any:
+            self.calls.extend((name, list(keys)) for name, keys, _ in calls)
+            return await wait(scripts, calls, *rest)
 
         monkeypatch.setattr(Scripts, "call", spy_call)
         monkeypatch.setattr(Scripts, "call_many", spy_many)
-        monkeypatch.setattr(Scripts, "call_then_wait", spy_wait)
+        monkeypatch.setattr(Scripts, "call_many_then_wait", spy_wait)
 
     def assert_one_slot_each(self) -> set[str]:
         for name, keys in self.calls:
@@ -99,7 +99,7 @@ class Spy:
 
 
 async def _queue_paths(redis: Redis, keys: KeySchema) -> None:
-    queue = Queue(redis, keys, durable=None)
+    queue = Queue(redis, keys)
     created = await queue.submit(
         [
             TaskCreate(type="echo", payload=1, idempotency_key="k1"),

@@ -7,11 +7,13 @@ from typing import Any
 from fastapi import APIRouter, status
 from pydantic import BaseModel
 
-from services.api.deps import QueueDep, RedisDep, SettingsDep
+from services.api.deps import RedisDep, SettingsDep, TaskQueueDep
 from shared import webhooks
 from shared.deliveries import Deliveries, task_data
 from shared.errors import Conflict
 from shared.models import TERMINAL, new_task_id
+from shared.queue import Queue
+from shared.settings import Settings
 
 router = APIRouter(prefix="/api/tasks", tags=["webhooks"])
 
@@ -45,14 +47,14 @@ class Redelivery(BaseModel):
     new_message: bool
 
 
-def _deliveries(queue: QueueDep, settings: SettingsDep) -> Deliveries:
+def _deliveries(queue: Queue, settings: Settings) -> Deliveries:
     return Deliveries(
         queue.scripts, queue.keys, events_maxlen=queue.events_maxlen, keep_ms=settings.result_ttl_s * 1000
     )
 
 
 @router.get("/{task_id}/deliveries", responses={404: {"description": "No such task"}})
-async def delivery_log(task_id: str, queue: QueueDep, redis: RedisDep, settings: SettingsDep) -> DeliveryLog:
+async def delivery_log(task_id: str, queue: TaskQueueDep, redis: RedisDep, settings: SettingsDep) -> DeliveryLog:
     """Every webhook attempt for the task (oldest first, the last 100): status code, error,
     duration, attempt number, timestamps and outcome."""
     task = await queue.get(task_id)
@@ -70,7 +72,7 @@ async def delivery_log(task_id: str, queue: QueueDep, redis: RedisDep, settings:
     status_code=status.HTTP_202_ACCEPTED,
     responses={404: {}, 409: {"description": "No webhook, or the task has not finished"}},
 )
-async def redeliver(task_id: str, queue: QueueDep, redis: RedisDep, settings: SettingsDep) -> Redelivery:
+async def redeliver(task_id: str, queue: TaskQueueDep, redis: RedisDep, settings: SettingsDep) -> Redelivery:
     """Send the task's latest webhook message again (same ``webhook-id`` and body) with a fresh
     retry schedule; a finished task whose message is gone gets a new one with its current state."""
     task = await queue.get(task_id)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict
 
-from services.api.deps import QueueDep
+from services.api.deps import BrokerDep, QueueName
 from shared.models import AwareDatetime, TaskPublic, dt_to_ms
-from shared.recovery import reschedule, revive_failed
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"])
 
@@ -23,13 +22,15 @@ class Revived(BaseModel):
 
 
 @router.post("/retry-failed")
-async def retry_failed(queue: QueueDep, batch: int = Query(default=500, ge=1, le=5000)) -> Revived:
-    """Every failed task back to pending with fresh attempts, ``batch`` per Redis round trip;
-    their dead letters are removed."""
-    return Revived(revived=await revive_failed(queue, batch))
+async def retry_failed(
+    broker: BrokerDep, batch: int = Query(default=500, ge=1, le=5000), queue: QueueName = None
+) -> Revived:
+    """Every failed task (of ``queue``, or of every queue) back to pending with fresh attempts,
+    ``batch`` per Redis round trip and partition; their dead letters are removed."""
+    return Revived(revived=await broker.revive_failed(batch, queue))
 
 
 @router.post("/{task_id}/reschedule", responses={404: {}, 409: {"description": "Not scheduled"}})
-async def reschedule_task(task_id: str, body: RescheduleBody, queue: QueueDep) -> TaskPublic:
+async def reschedule_task(task_id: str, body: RescheduleBody, broker: BrokerDep, queue: QueueName = None) -> TaskPublic:
     """Move a scheduled task to a new time (a past time runs it now)."""
-    return await reschedule(queue, task_id, dt_to_ms(body.scheduled_for))
+    return await broker.reschedule(task_id, dt_to_ms(body.scheduled_for), queue)

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.api.deps import QueueDep
+from services.api.deps import BrokerDep, QueueName
 from shared.models import Stats, WorkerInfo
 
 router = APIRouter(prefix="/api", tags=["stats"])
 
 
 @router.get("/stats")
-async def get_stats(queue: QueueDep) -> Stats:
-    """Task counts per status (index sizes) and lifetime counters: one round trip, no scans."""
-    return await queue.stats()
+async def get_stats(broker: BrokerDep, queue: QueueName = None) -> Stats:
+    """Task counts per status (index sizes) and lifetime counters, summed over every partition of
+    ``queue`` (or of every queue: ``queue`` is then ``*`` when there are several); no scans."""
+    return await broker.stats(queue)
 
 
 @router.get("/workers")
-async def list_workers(queue: QueueDep) -> list[WorkerInfo]:
-    """Live worker processes, from their heartbeats."""
-    return await queue.workers()
+async def list_workers(broker: BrokerDep) -> list[WorkerInfo]:
+    """Live worker processes, from their heartbeats (``queues``: the queues each consumes)."""
+    return await broker.workers()

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 
-from services.api.deps import CatalogDep, GuardDep, QueueDep
+from services.api.deps import BrokerDep, CatalogDep, GuardDep, QueueName
 from services.api.security import caller_id
 from shared import metrics
 from shared.models import (
@@ -52,10 +52,10 @@ async def _check_payloads(guard: GuardDep, tasks: list[TaskCreate], *, batch: bo
         raise RequestValidationError(errors)
 
 
-def _count(queue: str, done: list[Submitted]) -> None:
+def _count(done: list[Submitted]) -> None:
     for s in done:
         if not s.duplicate:
-            metrics.TASKS_SUBMITTED.labels(queue, s.task.type, str(s.task.priority)).inc()
+            metrics.TASKS_SUBMITTED.labels(s.task.queue, s.task.type, str(s.task.priority)).inc()
 
 
 @router.post(
@@ -65,7 +65,7 @@ def _count(queue: str, done: list[Submitted]) -> None:
 )
 async def submit_task(
     task: TaskCreate,
-    queue: QueueDep,
+    broker: BrokerDep,
     catalog: CatalogDep,
     guard: GuardDep,
     response: Response,
@@ -77,8 +77,8 @@ async def submit_task(
         task = task.model_copy(update={"idempotency_key": idempotency_key})
     await _check_types(catalog, [task], batch=False)
     await _check_payloads(guard, [task], batch=False)
-    [done] = await queue.submit([task])
-    _count(queue.keys.queue, [done])
+    [done] = await broker.submit([task])
+    _count([done])
     if done.duplicate:
         response.status_code = status.HTTP_200_OK
     return done.task
@@ -86,24 +86,26 @@ async def submit_task(
 
 @router.post("/batch", status_code=status.HTTP_201_CREATED)
 async def submit_batch(
-    batch: TaskBatchCreate, queue: QueueDep, catalog: CatalogDep, guard: GuardDep, request: Request
+    batch: TaskBatchCreate, broker: BrokerDep, catalog: CatalogDep, guard: GuardDep, request: Request
 ) -> BatchResult:
-    """Create up to 1,000 tasks in one request and one Redis round trip; all or none are written.
+    """Create up to 1,000 tasks in one request and one Redis round trip (one atomic script call per
+    queue partition the batch touches: all or none of a partition's tasks are written).
     Under a rate limit each task counts (the request itself already took one token)."""
     limiter = request.app.state.limiter
     if limiter is not None and len(batch.tasks) > 1:
         await limiter.take(caller_id(request.scope), len(batch.tasks) - 1)
     await _check_types(catalog, batch.tasks, batch=True)
     await _check_payloads(guard, batch.tasks, batch=True)
-    done = await queue.submit(batch.tasks)
-    _count(queue.keys.queue, done)
+    done = await broker.submit(batch.tasks)
+    _count(done)
     duplicates = sum(1 for d in done if d.duplicate)
     return BatchResult(tasks=[d.task for d in done], created=len(done) - duplicates, duplicates=duplicates)
 
 
 @router.get("")
 async def list_tasks(
-    queue: QueueDep,
+    broker: BrokerDep,
+    queue: QueueName = None,
     status_: Annotated[TaskStatus | None, Query(alias="status")] = None,
     type_: Annotated[str | None, Query(alias="type", max_length=128)] = None,
     priority: Annotated[int | None, Query(ge=MIN_PRIORITY, le=MAX_PRIORITY)] = None,
@@ -111,27 +113,27 @@ async def list_tasks(
     cursor: Annotated[str | None, Query(max_length=64, pattern=r"^[0-9A-Z]+$")] = None,
 ) -> TaskPage:
     """Newest first; pass ``next_cursor`` back as ``cursor`` for the next page (null at the end)."""
-    tasks, next_cursor = await queue.list_tasks(
-        status=status_, task_type=type_, priority=priority, limit=limit, cursor=cursor
+    tasks, next_cursor = await broker.list_tasks(
+        queue=queue, status=status_, task_type=type_, priority=priority, limit=limit, cursor=cursor
     )
     return TaskPage(tasks=tasks, next_cursor=next_cursor)
 
 
 @router.get("/{task_id}", responses={404: {"description": "No such task"}})
-async def get_task(task_id: str, queue: QueueDep) -> TaskPublic:
-    return await queue.get(task_id)
+async def get_task(task_id: str, broker: BrokerDep, queue: QueueName = None) -> TaskPublic:
+    return await broker.get(task_id, queue)
 
 
 @router.post("/{task_id}/retry", responses={404: {}, 409: {"description": "Not failed or cancelled"}})
-async def retry_task(task_id: str, queue: QueueDep) -> TaskPublic:
+async def retry_task(task_id: str, broker: BrokerDep, queue: QueueName = None) -> TaskPublic:
     """A failed or cancelled task goes back to pending with fresh attempts."""
-    return await queue.revive(task_id)
+    return await broker.revive(task_id, queue)
 
 
 @router.post("/{task_id}/cancel", responses={404: {}, 409: {"description": "Not pending or scheduled"}})
-async def cancel_task(task_id: str, queue: QueueDep) -> TaskPublic:
+async def cancel_task(task_id: str, broker: BrokerDep, queue: QueueName = None) -> TaskPublic:
     """A pending or scheduled task is cancelled and never runs."""
-    return await queue.cancel(task_id)
+    return await broker.cancel(task_id, queue)
 
 
 @router.delete(
@@ -139,7 +141,7 @@ async def cancel_task(task_id: str, queue: QueueDep) -> TaskPublic:
     status_code=status.HTTP_204_NO_CONTENT,
     responses={404: {}, 409: {"description": "Not finished"}},
 )
-async def delete_task(task_id: str, queue: QueueDep) -> Response:
+async def delete_task(task_id: str, broker: BrokerDep, queue: QueueName = None) -> Response:
     """Delete a completed, failed or cancelled task."""
-    await queue.delete(task_id)
+    await broker.delete(task_id, queue)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

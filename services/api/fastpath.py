@@ -1,0 +1,127 @@
+"""``POST /api/tasks`` without the framework's per-request machinery, for the common case only.
+
+A pure ASGI middleware, the innermost one: the size limits, API keys, rate limit, body limit and
+HTTP metrics in front of it run exactly as for any other route. For ``POST /api/tasks`` with a
+``Content-Type: application/json`` body and no ``Idempotency-Key`` header it reads the body, parses
+it as the route does (``json.loads``, what Starlette's ``Request.json`` calls), validates a
+``TaskCreate``, runs the same type and payload checks, submits through the same ``Broker.submit``
+and answers with the bytes FastAPI would send (201, or 200 for an idempotent replay; the body is
+``TaskPublic`` as pydantic dumps it, FastAPI's own serialiser for a response model).
+
+Anything unusual goes to the FastAPI route instead, with the body replayed untouched: not JSON, not
+an object, a validation error, an unknown type, a refused payload or webhook, another content type,
+the header. The route then produces its own status and error body, so those stay identical.
+Why: the framework stack (routing, dependency solving, request and response validation) was most
+of the api's CPU per submitted task in py-spy (see ``bench/README.md``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from pydantic import ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.api.routes import tasks
+from services.api.routes.tasks import _count
+from shared.errors import NotDurable, not_durable_body
+from shared.models import TaskCreate
+from shared.payloads import check_tasks
+
+PATH = "/api/tasks"
+JSON = b"application/json"
+
+
+def _plain(headers: list[tuple[bytes, bytes]]) -> bool:
+    """A JSON body and no ``Idempotency-Key`` header (the route validates that header itself)."""
+    json_body = False
+    for name, value in headers:
+        if name == b"content-type":
+            json_body = value == JSON
+        elif name == b"idempotency-key":
+            return False
+    return json_body
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """``receive`` that first gives back the messages already read, then the real ones."""
+    pending = list(messages)
+
+    async def replayed() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replayed
+
+
+def submit_route() -> APIRoute:
+    """The route the fast path stands in for (routing puts it in ``scope["route"]``)."""
+    for route in tasks.router.routes:
+        if isinstance(route, APIRoute) and route.path == PATH and "POST" in (route.methods or ()):
+            return route
+    raise LookupError(f"no POST {PATH} route to stand in for")
+
+
+class FastSubmit:
+    def __init__(self, app: ASGIApp, *, api: FastAPI) -> None:
+        self.app = app
+        self.api = api
+        self.route = submit_route()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not (
+            scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST" and _plain(scope["headers"])
+        ):
+            await self.app(scope, receive, send)
+            return
+        messages = await _read(receive)
+        if messages[-1]["type"] == "http.request":
+            answer = await self._submit(b"".join(m.get("body", b"") for m in messages))
+            if answer is not None:
+                scope["route"] = self.route  # for HttpMetrics' route label, as routing would set it
+                await _respond(send, *answer)
+                return
+        await self.app(scope, _replay(messages, receive), send)
+
+    async def _submit(self, body: bytes) -> tuple[int, bytes] | None:
+        """(status, body) of the submitted task, or None to let the FastAPI route answer."""
+        task = _task(body)
+        if task is None:
+            return None
+        state = self.api.state
+        if await state.catalog.unknown({task.type}) or await check_tasks([task], state.guard, batch=False):
+            return None
+        try:
+            [done] = await state.broker.submit([task])
+        except NotDurable as error:  # as the route's exception handler answers (this runs outside it)
+            return 503, orjson.dumps(not_durable_body(error))
+        _count([done])
+        return (200 if done.duplicate else 201), done.task.__pydantic_serializer__.to_json(done.task)
+
+
+def _task(body: bytes) -> TaskCreate | None:
+    try:
+        data: Any = json.loads(body)
+        return TaskCreate.model_validate(data) if isinstance(data, dict) else None
+    except (ValueError, ValidationError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None
+
+
+async def _read(receive: Receive) -> list[Message]:
+    """Every message of the request body (ends early at a disconnect)."""
+    messages = []
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return messages
+
+
+async def _respond(send: Send, status: int, body: bytes) -> None:
+    """The same head Starlette's ``Response(content, media_type="application/json")`` sends."""
+    headers = [(b"content-length", str(len(body)).encode()), (b"content-type", JSON)]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,253 @@
+"""The producers' facade over named queues and their partitions (one :class:`Queue` per partition).
+
+``submit`` groups tasks by (queue, partition) and sends every group's submit.lua call in one pipelined
+round trip (each call touches one partition's hash slot); replies come back in request order. A task's
+partition is ``partition_of(idempotency_key or id, partitions)``, so an idempotency key always meets its
+earlier task in the same slot. Reads and state changes by id first ``locate`` the partition holding the
+task: one pipelined EXISTS over every known partition (or the named queue's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from shared.errors import NotDurable, NotFound
+from shared.keys import WORKER_GROUP, KeySchema
+from shared.models import PRIORITIES, Stats, TaskCreate, TaskPublic, TaskStatus, WorkerInfo, new_task_id
+from shared.queue import Queue, Submitted
+from shared.queues import QueueConfig, QueueRegistry, partition_of
+from shared.recovery import reschedule, revive_failed
+
+COUNTERS = ("submitted_total", "completed_total", "failed_total", "retried_total")
+
+
+@dataclass(frozen=True, slots=True)
+class QueueFigures:
+    """One queue's live figures, summed over its partitions."""
+
+    config: QueueConfig
+    stats: Stats
+    depth: dict[int, int]  # tasks waiting on each priority stream (length less delivered-unacked)
+
+
+class Broker:
+    """Submit, find, list, count and change tasks across every queue and partition."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: KeySchema,
+        *,
+        events_maxlen: int = 100_000,
+        result_ttl_s: int = 7 * 24 * 3600,
+        idempotency_ttl_s: int = 24 * 3600,
+        registry: QueueRegistry | None = None,
+        durable: tuple[int, int] | None = None,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys  # its queue is the default one (STREAMQ_QUEUE)
+        self.registry = registry or QueueRegistry(redis, keys)
+        self._options = {
+            "events_maxlen": events_maxlen,
+            "result_ttl_s": result_ttl_s,
+            "idempotency_ttl_s": idempotency_ttl_s,
+        }
+        self._queues: dict[tuple[str, int], Queue] = {}
+        self.durable = durable  # (replicas, timeout ms): STREAMQ_DURABLE_SUBMIT
+        self.default = self.queue(keys.queue)
+
+    def queue(self, name: str, partition: int = 0) -> Queue:
+        """The ``Queue`` of one partition (made once, kept)."""
+        found = self._queues.get((name, partition))
+        if found is None:
+            found = Queue(self.redis, self.keys.for_queue(name, partition), **self._options)
+            self._queues[(name, partition)] = found
+        return found
+
+    def partitions(self, config: QueueConfig) -> list[Queue]:
+        return [self.queue(config.name, k) for k in range(config.partitions)]
+
+    async def config(self, name: str) -> QueueConfig:
+        """The queue's config (cached ~1 s), creating the queue on first use."""
+        found = (await self.registry.all()).get(name)
+        return found if found is not None else await self.registry.ensure(name)
+
+    async def configs(self, queue: str | None = None) -> list[QueueConfig]:
+        """Every known queue, or just ``queue`` (NotFound-free: an unknown name has no tasks)."""
+        known = await self.registry.all()
+        if queue is None:
+            return list(known.values())
+        found = known.get(queue) or await self.registry.get(queue)
+        return [found] if found is not None else []
+
+    async def _submit_durable(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
+        """The submit calls, then WAIT on each connection that wrote (README: durable submission);
+        :class:`NotDurable` (the api's 503) when fewer replicas than asked confirmed in time."""
+        assert self.durable is not None
+        replicas, timeout_ms = self.durable
+        replies, acked = await self.default.scripts.call_many_then_wait(calls, replicas, timeout_ms)
+        if acked < replicas and not any(isinstance(r, BaseException) for r in replies):
+            raise NotDurable([str(row[0]) for reply in replies for row in reply], replicas, acked, timeout_ms)
+        return replies
+
+    # --- submit ----------------------------------------------------------------------------------
+    async def submit(self, tasks: Sequence[TaskCreate]) -> list[Submitted]:
+        """Every task in its queue's partition; one pipelined round trip for all groups."""
+        now_ms = int(time.time() * 1000)
+        groups: dict[tuple[str, int], list[int]] = {}
+        ids = [new_task_id(now_ms) for _ in tasks]
+        configs: dict[str, QueueConfig] = {}
+        for i, task in enumerate(tasks):
+            name = task.queue or self.keys.queue
+            config = configs.get(name) or configs.setdefault(name, await self.config(name))
+            part = partition_of(task.idempotency_key or ids[i], config.partitions)
+            groups.setdefault((config.name, part), []).append(i)
+        calls: list[tuple[str, list[str], list[Any]]] = []
+        for (name, part), members in groups.items():
+            keys, args = self.queue(name, part).submit_call([tasks[i] for i in members], [ids[i] for i in members])
+            calls.append(("submit", keys, args))
+        if self.durable is not None:
+            replies = await self._submit_durable(calls)
+        elif len(calls) == 1:  # the common case: one queue of one partition, as before partitions
+            replies = [await self.default.scripts.call(*calls[0])]
+        else:
+            replies = await self.default.scripts.call_many(calls)
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+        done = await asyncio.gather(
+            *(
+                self.queue(name, part).submitted([tasks[i] for i in members], reply)
+                for ((name, part), members), reply in zip(groups.items(), replies, strict=True)
+            )
+        )
+        out: list[Submitted | None] = [None] * len(tasks)
+        for members, submitted in zip(groups.values(), done, strict=True):
+            for i, s in zip(members, submitted, strict=True):
+                out[i] = s
+        return [s for s in out if s is not None]
+
+    # --- by id -----------------------------------------------------------------------------------
+    async def locate(self, task_id: str, queue: str | None = None) -> Queue:
+        """The partition holding ``task_id``: one pipelined EXISTS over every candidate partition."""
+        candidates = [q for config in await self.configs(queue) for q in self.partitions(config)]
+        if not candidates:
+            raise NotFound(task_id)
+        pipe = self.redis.pipeline(transaction=False)
+        for q in candidates:
+            pipe.exists(q.keys.task(task_id))
+        for q, found in zip(candidates, await pipe.execute(), strict=True):
+            if found:
+                return q
+        raise NotFound(task_id)
+
+    async def get(self, task_id: str, queue: str | None = None) -> TaskPublic:
+        return await (await self.locate(task_id, queue)).get(task_id)
+
+    async def cancel(self, task_id: str, queue: str | None = None) -> TaskPublic:
+        return await (await self.locate(task_id, queue)).cancel(task_id)
+
+    async def revive(self, task_id: str, queue: str | None = None) -> TaskPublic:
+        return await (await self.locate(task_id, queue)).revive(task_id)
+
+    async def delete(self, task_id: str, queue: str | None = None) -> None:
+        await (await self.locate(task_id, queue)).delete(task_id)
+
+    async def reschedule(self, task_id: str, due_ms: int, queue: str | None = None) -> TaskPublic:
+        return await reschedule(await self.locate(task_id, queue), task_id, due_ms)
+
+    async def revive_failed(self, batch: int = 500, queue: str | None = None) -> int:
+        """Every failed task of every partition (of ``queue``, or of all queues) back to pending."""
+        total = 0
+        for config in await self.configs(queue):
+            for q in self.partitions(config):
+                total += await revive_failed(q, batch)
+        return total
+
+    # --- lists and counts ------------------------------------------------------------------------
+    async def list_tasks(
+        self,
+        *,
+        queue: str | None = None,
+        status: TaskStatus | None = None,
+        task_type: str | None = None,
+        priority: int | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[TaskPublic], str | None]:
+        """Newest first across partitions: each partition's page, merged by id. A partition whose page
+        stopped early (its scan budget) bounds what is certain: only ids above its cursor are returned,
+        and the next cursor continues from there."""
+        parts = [q for config in await self.configs(queue) for q in self.partitions(config)]
+        if len(parts) == 1:
+            return await parts[0].list_tasks(
+                status=status, task_type=task_type, priority=priority, limit=limit, cursor=cursor
+            )
+        pages = await asyncio.gather(
+            *(
+                q.list_tasks(status=status, task_type=task_type, priority=priority, limit=limit, cursor=cursor)
+                for q in parts
+            )
+        )
+        floor = max((c for _, c in pages if c is not None), default=None)
+        merged = sorted((t for tasks, _ in pages for t in tasks), key=lambda t: t.id, reverse=True)
+        certain = [t for t in merged if floor is None or t.id >= floor]
+        taken = certain[:limit]
+        if len(taken) == limit:
+            return taken, taken[-1].id
+        return taken, floor
+
+    async def stats(self, queue: str | None = None) -> Stats:
+        """Counts summed over every partition of ``queue`` (or of every queue)."""
+        configs = await self.configs(queue)
+        parts = [q for config in configs for q in self.partitions(config)]
+        each = await asyncio.gather(*(q.stats() for q in parts))
+        names = [c.name for c in configs]
+        return self.sum_stats(queue or (names[0] if len(names) == 1 else "*"), names, list(each))
+
+    @staticmethod
+    def sum_stats(name: str, names: list[str], each: list[Stats]) -> Stats:
+        fields = ("total", *(s.value for s in TaskStatus), *COUNTERS, "dead_letter")
+        sums = {f: sum(int(getattr(s, f)) for s in each) for f in fields}
+        return Stats(queue=name, queues=names, **sums)
+
+    async def figures(self, queue: str | None = None) -> list[QueueFigures]:
+        """Per queue: config, summed counts and waiting depth per priority (one round trip per kind)."""
+        configs = await self.configs(queue)
+        out = []
+        for config in configs:
+            parts = self.partitions(config)
+            each, depth = await asyncio.gather(asyncio.gather(*(q.stats() for q in parts)), self.depth(parts))
+            out.append(QueueFigures(config, self.sum_stats(config.name, [config.name], list(each)), depth))
+        return out
+
+    async def depth(self, parts: list[Queue]) -> dict[int, int]:
+        """Tasks waiting per priority: stream length less entries delivered and not acknowledged."""
+        pipe = self.redis.pipeline(transaction=False)
+        for q in parts:
+            for p in PRIORITIES:
+                pipe.xlen(q.keys.stream(p))
+                pipe.xpending(q.keys.stream(p), WORKER_GROUP)
+        reply = await pipe.execute(raise_on_error=False)
+        depth = dict.fromkeys(sorted(PRIORITIES), 0)
+        i = 0
+        for _q in parts:
+            for p in PRIORITIES:
+                length, pending = reply[i], reply[i + 1]
+                i += 2
+                delivered = pending["pending"] if isinstance(pending, dict) else 0  # NOGROUP: no worker yet
+                depth[p] += max(0, int(length) - int(delivered)) if isinstance(length, int) else 0
+        return depth
+
+    # --- shared by every queue -------------------------------------------------------------------
+    async def workers(self) -> list[WorkerInfo]:
+        return await self.default.workers()
+
+    async def advertised_types(self) -> set[str]:
+        return await self.default.advertised_types()
