@@ -17,7 +17,7 @@ from services.worker.integrations import configure as configure_integrations
 from services.worker.janitor import Janitor
 from services.worker.recovery import recovery_loops
 from services.worker.registry import REGISTRY, Registry, load_modules
-from shared import lifecycle, metrics
+from shared import health, lifecycle
 from shared.keys import WORKER_GROUP, KeySchema
 from shared.logging import setup_logging
 from shared.loops import PeriodicLoop
@@ -134,5 +134,6 @@ def main() -> None:
     settings = load_settings()
     setup_logging("worker", settings.log_level, settings.log_format)
     load_modules(settings.handlers)
-    port = metrics.serve(settings.metrics_host, settings.metrics_port)
-    lifecycle.run(Worker(settings, metrics_port=port).run)
+    port = health.serve(settings.metrics_host, settings.metrics_port, settings)  # /metrics, /livez, /readyz
+    service = Worker(settings, metrics_port=port)
+    lifecycle.run(health.watch(service.run, service.ready))
