@@ -145,16 +145,8 @@ class _QuietHandler(WSGIRequestHandler):
         """Probes every few seconds would flood the log."""
 
 
-def serve(
-    host: str,
-    port: int,
-    settings: Settings | None = None,
-    health: Health = HEALTH,
-    registry: CollectorRegistry = REGISTRY,
-) -> int:
-    """Serve ``/metrics``, ``/livez`` and ``/readyz`` on a background thread; returns the bound port."""
-    if settings is not None:
-        health.configure(settings)
+def start(host: str, port: int, health: Health = HEALTH, registry: CollectorRegistry = REGISTRY) -> WSGIServer:
+    """Start the server on a daemon thread; ``shutdown()`` and ``server_close()`` stop it."""
     family, _type, _proto, _name, sockaddr = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
@@ -163,7 +155,15 @@ def serve(
         str(sockaddr[0]), port, make_app(health, registry), server_class, handler_class=_QuietHandler
     )
     threading.Thread(target=server.serve_forever, name="metrics-health", daemon=True).start()
-    bound = int(server.server_address[1])
+    return server
+
+
+def serve(host: str, port: int, settings: Settings | None = None, health: Health = HEALTH) -> int:
+    """Serve ``/metrics``, ``/livez`` and ``/readyz`` for the process; returns the bound port
+    (``port=0`` picks one)."""
+    if settings is not None:
+        health.configure(settings)
+    bound = int(start(host, port, health).server_address[1])
     base = f"http://{host}:{bound}"
     log.info("metrics and health served", extra={"url": f"{base}/metrics", "live": LIVE_PATH, "ready": READY_PATH})
     return bound
