@@ -7,13 +7,15 @@ import asyncio
 import time
 
 import httpx
+import pytest
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 from redis.asyncio import Redis
 
-from shared import health
+from shared import health, healthcheck
 from shared.health import HEALTH, Health
 from shared.registry import ServiceRegistration
-from shared.settings import Settings
+from shared.settings import Settings, load_settings
+from tests.support import free_port
 
 
 def test_liveness_follows_the_loop_stamp() -> None:
@@ -115,3 +117,29 @@ async def test_the_registry_heartbeat_records_redis_for_readiness(redis: Redis, 
     assert HEALTH.redis_at is not None and time.monotonic() - HEALTH.redis_at < HEALTH.redis_stale_s
     assert await redis.zscore(registration.keys.services, registration.service_id) is not None
     await registration.stop()  # never started: just unregisters
+
+
+def test_the_container_healthcheck_defaults_to_the_services_own_probes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``python -m shared.healthcheck``: /readyz on STREAMQ_METRICS_PORT without a URL, /livez with --live."""
+    h = Health()
+    server = health.start("127.0.0.1", 0, h, CollectorRegistry())
+    port = server.server_address[1]
+    monkeypatch.delenv("STREAMQ_HEALTHCHECK_URL", raising=False)
+    monkeypatch.setenv("STREAMQ_METRICS_HOST", "0.0.0.0")
+    monkeypatch.setenv("STREAMQ_METRICS_PORT", str(port))
+    try:
+        assert healthcheck.default_url(load_settings()) == f"http://127.0.0.1:{port}/readyz"
+        assert (healthcheck.main([]), healthcheck.main(["--live"])) == (1, 0)  # starting, but alive
+        ready = asyncio.Event()
+        ready.set()
+        h.ready = ready
+        h.redis_ok()
+        assert healthcheck.main([]) == 0
+        h.loop_beat = time.monotonic() - h.liveness_stale_s - 1
+        assert healthcheck.main(["--live"]) == 1
+        assert healthcheck.main([]) == 0
+        monkeypatch.setenv("STREAMQ_HEALTHCHECK_URL", f"http://127.0.0.1:{free_port()}/readyz")
+        assert healthcheck.main([]) == 1  # the URL wins over the default (nothing listens there)
+    finally:
+        server.shutdown()
+        server.server_close()
