@@ -9,6 +9,7 @@ import time
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Counter, start_http_server
+from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from shared import health, healthcheck
@@ -143,3 +144,8 @@ def test_the_container_healthcheck_defaults_to_the_services_own_probes(monkeypat
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_liveness_window_shorter_than_two_pulses_is_refused() -> None:
+    with pytest.raises(ValidationError, match="liveness_stale_s\n.*greater than or equal to 2"):
+        Settings(liveness_stale_s=1, _env_file=None)  # type: ignore[call-arg]
