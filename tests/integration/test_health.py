@@ -147,5 +147,5 @@ def test_the_container_healthcheck_defaults_to_the_services_own_probes(monkeypat
 
 
 def test_a_liveness_window_shorter_than_two_pulses_is_refused() -> None:
-    with pytest.raises(ValidationError, match="liveness_stale_s\n.*greater than or equal to 2"):
+    with pytest.raises(ValidationError, match=r"liveness_stale_s\n.*greater than or equal to 2"):
         Settings(liveness_stale_s=1, _env_file=None)  # type: ignore[call-arg]
