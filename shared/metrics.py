@@ -1,13 +1,15 @@
 """Prometheus metrics: every family defined once, in the process's default registry.
 
-The api serves them at ``/metrics``; the other services through :func:`serve`.
+The api serves them at ``/metrics``; the other services through :func:`serve` (:mod:`shared.health`).
 """
 
 from __future__ import annotations
 
 import logging
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
+
+from shared import health
 
 log = logging.getLogger("streamq.metrics")
 
@@ -46,8 +48,6 @@ HTTP_REQUEST_SECONDS = Histogram(
 
 
 def serve(host: str, port: int) -> int:
-    """Serve ``/metrics`` on a background thread; returns the bound port (``port=0`` picks one)."""
-    server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
-    bound = int(server.server_address[1])
-    log.info("metrics served", extra={"url": f"http://{host}:{bound}/metrics"})
-    return bound
+    """Serve ``/metrics`` (and ``/livez``, ``/readyz``: :mod:`shared.health`) on a background thread;
+    returns the bound port (``port=0`` picks one)."""
+    return health.serve(host, port)

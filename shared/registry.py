@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
+from shared.health import HEALTH
 from shared.keys import KeySchema
 from shared.loops import PeriodicLoop
 from shared.models import ms_to_dt
@@ -148,6 +149,7 @@ class ServiceRegistration(PeriodicLoop):
         pipe.zadd(self.keys.services, {self.service_id: now})
         pipe.zremrangebyscore(self.keys.services, "-inf", now - self.ttl_s * 1000)
         await pipe.execute()
+        HEALTH.redis_ok()  # readiness (/readyz): Redis answered this process just now
 
     async def stop(self) -> None:
         await super().stop()

@@ -57,6 +57,7 @@ class Settings(BaseSettings):
 
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=0, ge=0, le=65535)
+    liveness_stale_s: float = Field(default=30.0, ge=2)  # /livez turns 503 when the loop is this late (pulse: 1 s)
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     log_format: str = Field(default="json", pattern=r"^(json|text)$")
 

@@ -2,7 +2,7 @@
 
 Order: size limits (431/414) -> identify the caller (bearer token -> key) -> rate limit per key, or per
 client address without a key (429 + Retry-After) -> 401 without a valid key when keys are configured
--> 403 when the key lacks the route's scope. ``/api/health`` is always open.
+-> 403 when the key lacks the route's scope. ``/api/health`` and ``/api/live`` are always open.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from shared.scripts import Scripts
 
 MAX_HEADER_BYTES = 16 * 1024
 MAX_URL_BYTES = 8 * 1024
-OPEN_PATHS = frozenset({"/api/health"})
+OPEN_PATHS = frozenset({"/api/health", "/api/live"})  # the probes (kubelet sends no key)
 SUBMIT_PATHS = frozenset({"/api/tasks", "/api/tasks/batch"})
 
 

@@ -14,7 +14,7 @@ from services.notifier.lanes import Lane, Lanes
 from services.notifier.reader import EventReader
 from services.notifier.reclaim import Reclaimer
 from services.notifier.sender import Sender
-from shared import lifecycle, metrics, webhooks
+from shared import health, lifecycle, webhooks
 from shared.deliveries import Deliveries
 from shared.keys import KeySchema
 from shared.logging import setup_logging
@@ -116,5 +116,6 @@ class Notifier:
 def main() -> None:
     settings = load_settings()
     setup_logging("notifier", settings.log_level, settings.log_format)
-    port = metrics.serve(settings.metrics_host, settings.metrics_port)
-    lifecycle.run(Notifier(settings, metrics_port=port).run)
+    port = health.serve(settings.metrics_host, settings.metrics_port, settings)  # /metrics, /livez, /readyz
+    service = Notifier(settings, metrics_port=port)
+    lifecycle.run(health.watch(service.run, service.ready))

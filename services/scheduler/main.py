@@ -12,7 +12,7 @@ import logging
 from services.scheduler.cron import CronLoop
 from services.scheduler.promoter import Promoter
 from services.scheduler.watcher import Watchers
-from shared import lifecycle, metrics
+from shared import health, lifecycle
 from shared.keys import KeySchema
 from shared.logging import setup_logging
 from shared.loops import PeriodicLoop
@@ -64,5 +64,6 @@ class Scheduler:
 def main() -> None:
     settings = load_settings()
     setup_logging("scheduler", settings.log_level, settings.log_format)
-    port = metrics.serve(settings.metrics_host, settings.metrics_port)
-    lifecycle.run(Scheduler(settings, metrics_port=port).run)
+    port = health.serve(settings.metrics_host, settings.metrics_port, settings)  # /metrics, /livez, /readyz
+    service = Scheduler(settings, metrics_port=port)
+    lifecycle.run(health.watch(service.run, service.ready))

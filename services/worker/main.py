@@ -21,7 +21,7 @@ from services.worker.recovery import recovery_loops
 from services.worker.registry import REGISTRY, Registry, load_modules
 from services.worker.sources import Sources
 from services.worker.watchers import Watchers
-from shared import lifecycle, metrics
+from shared import health, lifecycle
 from shared.keys import WORKER_GROUP, KeySchema
 from shared.logging import setup_logging
 from shared.loops import PeriodicLoop
@@ -168,5 +168,6 @@ def main() -> None:
     settings = load_settings()
     setup_logging("worker", settings.log_level, settings.log_format)
     load_modules(settings.handlers)
-    port = metrics.serve(settings.metrics_host, settings.metrics_port)
-    lifecycle.run(Worker(settings, metrics_port=port).run)
+    port = health.serve(settings.metrics_host, settings.metrics_port, settings)  # /metrics, /livez, /readyz
+    service = Worker(settings, metrics_port=port)
+    lifecycle.run(health.watch(service.run, service.ready))

@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY
 
 import shared.metrics  # noqa: F401  (registers every metric family)
 from services.api.collector import QueueCollector
+from shared.health import READY_PATH
 from shared.keys import KeySchema
 from shared.settings import Settings
 from tests.support import ROOT
@@ -77,7 +78,9 @@ def test_ports_and_healthchecks_are_consistent(compose: dict[str, Any]) -> None:
         own_ports = {int(env.get("STREAMQ_METRICS_PORT", 0))}
         if name == "api":
             own_ports.add(int(env["STREAMQ_API_PORT"]))
-            assert url.endswith("/api/health")
+            assert url.endswith("/api/health")  # readiness (Redis answers); compose restarts nothing on it
+        if name in ("worker", "scheduler", "notifier"):  # shared.health next to /metrics
+            assert url == f"http://127.0.0.1:{env['STREAMQ_METRICS_PORT']}{READY_PATH}", name
         if name == "dashboard":
             own_ports.add(int(env["STREAMQ_DASHBOARD_PORT"]))
         assert port in own_ports, f"{name}: health check port {port} is none of its ports {own_ports}"

@@ -8,12 +8,15 @@ import re
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from services.api.app import create_app
 from services.api.security import OPEN_PATHS as API_OPEN_PATHS
 from services.worker.registry import Registry
+from shared import health
 from shared.auth import config_line
 from shared.keys import WORKER_GROUP, KeySchema
 from shared.models import DEFAULT_PRIORITY, TaskCreate
@@ -109,19 +112,47 @@ def probe_targets(container: Doc) -> set[tuple[str, int]]:
     return {(probe["path"], named_port(container, probe["port"])) for probe in probes}
 
 
+def probe(container: Doc, kind: str) -> tuple[str, int]:
+    """(path, port) of the container's ``readiness`` or ``liveness`` probe."""
+    get = container[f"{kind}Probe"]["httpGet"]
+    return get["path"], named_port(container, get["port"])
+
+
 def test_probes_and_ports_are_what_each_service_serves(rendered: Rendered) -> None:
     s = rendered.settings()
-    assert probe_targets(rendered.container("api")) == {("/api/health", s.api_port)}
+    api = rendered.container("api")
+    assert (probe(api, "readiness"), probe(api, "liveness")) == (("/api/health", s.api_port), ("/api/live", s.api_port))
     assert probe_targets(rendered.container("dashboard")) == {("/healthz", s.dashboard_port)}
-    for component in ["worker", "scheduler", "notifier"]:  # shared.metrics.serve on STREAMQ_METRICS_PORT
-        assert probe_targets(rendered.container(component)) == {("/metrics", s.metrics_port)}, component
+    for component in ["worker", "scheduler", "notifier"]:  # shared.health.serve on STREAMQ_METRICS_PORT
+        container = rendered.container(component)
+        assert probe(container, "readiness") == (health.READY_PATH, s.metrics_port), component
+        assert probe(container, "liveness") == (health.LIVE_PATH, s.metrics_port), component
     assert s.metrics_port > 0  # 0 would pick a random port
 
 
-async def test_the_api_probe_answers_without_a_key_and_metrics_with_a_read_key(settings: Settings) -> None:
-    """With API keys configured, kubelet's probe (no key) gets 200; the ServiceMonitor needs its bearer."""
-    import httpx
+def test_the_probe_paths_are_served_by_the_code() -> None:
+    """The worker/scheduler/notifier probes reach shared.health's JSON answers (not /metrics text),
+    and the api's are routes of the app, in its OpenAPI schema."""
+    rendered = Rendered("production")
+    server = health.start("127.0.0.1", 0, health.Health(), CollectorRegistry())
+    try:
+        for component in ["worker", "scheduler", "notifier"]:
+            for kind, states in [("readiness", {"starting"}), ("liveness", {"ok"})]:
+                path, _port = probe(rendered.container(component), kind)
+                reply = httpx.get(f"http://127.0.0.1:{server.server_address[1]}{path}")
+                assert reply.headers["content-type"] == "application/json", (component, kind)
+                assert reply.json()["status"] in states, (component, kind)
+    finally:
+        server.shutdown()
+        server.server_close()
+    schema = create_app(Settings(_env_file=None)).openapi()  # type: ignore[call-arg]
+    for kind in ["readiness", "liveness"]:
+        path, _port = probe(rendered.container("api"), kind)
+        assert "get" in schema["paths"][path] and path in API_OPEN_PATHS, path
 
+
+async def test_the_api_probe_answers_without_a_key_and_metrics_with_a_read_key(settings: Settings) -> None:
+    """With API keys configured, kubelet's probes (no key) get 200; the ServiceMonitor needs its bearer."""
     keys = config_line("metrics", ["read"], "sq_metrics_secret")
     app = create_app(settings.model_copy(update={"api_keys": keys}))
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api")

@@ -1,4 +1,5 @@
-"""/api/health (liveness: Redis answers), /api/ready (readiness) and /metrics."""
+"""/api/live (liveness: the process answers; never touches Redis), /api/health (readiness: Redis
+answers; open without a key, so probes use it), /api/ready (the same check, behind a read key) and /metrics."""
 
 from __future__ import annotations
 
@@ -25,6 +26,12 @@ async def _ping(redis: RedisDep) -> tuple[bool, float, str]:
         return False, 0.0, str(error)
     except TimeoutError:
         return False, 0.0, f"no answer from Redis within {PING_TIMEOUT_S} s"
+
+
+@router.get("/api/live")
+async def live() -> JSONResponse:
+    """Liveness: answered by the event loop alone, so a Redis outage never gets api pods restarted."""
+    return JSONResponse({"status": "ok"})
 
 
 @router.get("/api/health")
