@@ -1,11 +1,11 @@
 """cluster: the drain workload on a private 3-master Redis Cluster (``redis+cluster://``).
 
 N noop tasks queued over ``--cluster-partitions`` partitions of the queue (partition k under the hash
-tag ``{default:k}``, so partitions land on different masters), worker processes started with the
+tag ``{default:k}``, so partitions land on different masters), 2 worker processes started with the
 tuned concurrency, until every task is completed; timed from Redis's stamps like ``drain``. With one
 partition every task is in one hash slot, so one master does all the queue's work: the figure to
 compare with ``drain-tuned`` (one plain redis-server). More partitions spread the queue over the
-masters; the lead wires the figures for 1, 2 and 3 partitions into the README (Scaling out)."""
+masters (the workers read every partition of the queue's registered config)."""
 
 from __future__ import annotations
 
