@@ -124,6 +124,7 @@ class Consumer:
         for d in deliveries:
             self.in_flight[d.ref] = d
         self.backlog += deliveries
+        self.idle.clear()  # watchers re-arm once a fetch finds nothing again, not while this is started
         self._wake.set()
 
     async def start(self, deliveries: list[Delivery]) -> list[Job]:
@@ -214,11 +215,13 @@ class Consumer:
     async def _round(self, stop: asyncio.Event, free: int) -> None:
         if self.backlog:
             await self.start_backlog(free)
+            await asyncio.sleep(0)  # the jobs just dispatched reach their handlers before the next fetch is sent
             return
         await self.refresh()
         deliveries = await self.fetch(free)
         if deliveries:
             self.dispatch(await self.start(deliveries))
+            await asyncio.sleep(0)
             return
         self._wake.clear()  # nothing anywhere: the watchers block until an entry comes
         if self.backlog:  # a watcher's earlier block delivered meanwhile
