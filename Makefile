@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# the second pass of `make test`: the end-to-end and integration tests against a real 3-master Redis Cluster
+CLUSTER_TESTS ?= tests/e2e tests/integration
 
 .PHONY: install run test lint format bench clean
 
@@ -21,6 +23,7 @@ run: install
 test: install
 	$(PY) deploy/ensure_deps.py --install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --redis-topology=cluster $(PYTEST_ARGS) $(CLUSTER_TESTS)
 
 lint: install
 	$(VENV)/bin/ruff check .

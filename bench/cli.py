@@ -19,7 +19,7 @@ import orjson
 from bench.config import WORKLOADS, Config
 from bench.env import ROOT, RedisServer, has_scheduler, load, machine
 from bench.report import Rounds, add_ratios, summarise, table
-from bench.workloads import drain, latency, memory, raw, schedule, submit
+from bench.workloads import cluster, drain, latency, memory, raw, schedule, submit
 from bench.workloads.base import Context, Figures
 
 TINY: dict[str, Any] = {
@@ -42,6 +42,7 @@ def entries(cfg: Config) -> list[tuple[str, Callable[[Context], Awaitable[Figure
         "latency": [("latency", latency.run)],
         "schedule": [("schedule", schedule.run)],
         "memory": [("memory", memory.run)],
+        "cluster": [("cluster-drain", cluster.run)],
     }
     return [e for name in WORKLOADS if name in cfg.only for e in table[name]]
 

@@ -14,7 +14,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import httpx
 from redis.asyncio import Redis
@@ -130,10 +130,15 @@ def _spy(pid: int, profile_dir: Path, module: str) -> subprocess.Popen[bytes]:
     )
 
 
+class HasUrl(Protocol):
+    @property
+    def url(self) -> str: ...
+
+
 class Stack:
     """Services of one workload, all on one fresh key prefix; stopped on exit."""
 
-    def __init__(self, redis: RedisServer, log_dir: Path, profile_dir: Path | None = None) -> None:
+    def __init__(self, redis: HasUrl, log_dir: Path, profile_dir: Path | None = None) -> None:
         self.redis = redis
         self.log_dir = log_dir
         self.profile_dir = profile_dir

@@ -17,7 +17,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from shared.errors import NotFound
+from shared.errors import NotDurable, NotFound
 from shared.keys import WORKER_GROUP, KeySchema
 from shared.models import PRIORITIES, Stats, TaskCreate, TaskPublic, TaskStatus, WorkerInfo, new_task_id
 from shared.queue import Queue, Submitted
@@ -48,6 +48,7 @@ class Broker:
         result_ttl_s: int = 7 * 24 * 3600,
         idempotency_ttl_s: int = 24 * 3600,
         registry: QueueRegistry | None = None,
+        durable: tuple[int, int] | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys  # its queue is the default one (STREAMQ_QUEUE)
@@ -58,6 +59,7 @@ class Broker:
             "idempotency_ttl_s": idempotency_ttl_s,
         }
         self._queues: dict[tuple[str, int], Queue] = {}
+        self.durable = durable  # (replicas, timeout ms): STREAMQ_DURABLE_SUBMIT
         self.default = self.queue(keys.queue)
 
     def queue(self, name: str, partition: int = 0) -> Queue:
@@ -84,6 +86,16 @@ class Broker:
         found = known.get(queue) or await self.registry.get(queue)
         return [found] if found is not None else []
 
+    async def _submit_durable(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
+        """The submit calls, then WAIT on each connection that wrote (README: durable submission);
+        :class:`NotDurable` (the api's 503) when fewer replicas than asked confirmed in time."""
+        assert self.durable is not None
+        replicas, timeout_ms = self.durable
+        replies, acked = await self.default.scripts.call_many_then_wait(calls, replicas, timeout_ms)
+        if acked < replicas and not any(isinstance(r, BaseException) for r in replies):
+            raise NotDurable([str(row[0]) for reply in replies for row in reply], replicas, acked, timeout_ms)
+        return replies
+
     # --- submit ----------------------------------------------------------------------------------
     async def submit(self, tasks: Sequence[TaskCreate]) -> list[Submitted]:
         """Every task in its queue's partition; one pipelined round trip for all groups."""
@@ -100,7 +112,9 @@ class Broker:
         for (name, part), members in groups.items():
             keys, args = self.queue(name, part).submit_call([tasks[i] for i in members], [ids[i] for i in members])
             calls.append(("submit", keys, args))
-        if len(calls) == 1:  # the common case: one queue of one partition, as before partitions
+        if self.durable is not None:
+            replies = await self._submit_durable(calls)
+        elif len(calls) == 1:  # the common case: one queue of one partition, as before partitions
             replies = [await self.default.scripts.call(*calls[0])]
         else:
             replies = await self.default.scripts.call_many(calls)

@@ -32,3 +32,22 @@ class Retry(StreamqError):
 
 class Permanent(StreamqError):
     """Raised by a handler whose failure must not be retried."""
+
+
+class NotDurable(StreamqError):
+    """A write the server applied but fewer replicas than ``STREAMQ_DURABLE_SUBMIT`` asks confirmed in time."""
+
+    def __init__(self, task_ids: list[str], wanted: int, acked: int, timeout_ms: int) -> None:
+        super().__init__(
+            f"submission not confirmed by {wanted} replica(s) within {timeout_ms} ms (only {acked} did; "
+            f"STREAMQ_DURABLE_SUBMIT=replicas:{wanted},{timeout_ms}): the tasks were written to the master and "
+            "may still exist and run; check them by id, or submit again with the same idempotency key"
+        )
+        self.task_ids = task_ids
+        self.wanted = wanted
+        self.acked = acked
+
+
+def not_durable_body(error: NotDurable) -> dict[str, object]:
+    """The api's 503 body for an unconfirmed submission (the route and the fast path answer alike)."""
+    return {"detail": str(error), "tasks": error.task_ids}

@@ -32,10 +32,10 @@ async def revive_failed(queue: Queue, batch: int = 500) -> int:
         if not ids:
             break
         budget -= len(ids)
-        pipe = queue.redis.pipeline(transaction=False)
-        for task_id in ids:
-            await queue.scripts.call(
-                "revive", [*common, queue.keys.task(task_id)], [queue.events_maxlen, task_id], client=pipe
-            )
-        revived += sum(int(ok) for ok, _status in await pipe.execute())
+        calls = [("revive", [*common, queue.keys.task(task_id)], [queue.events_maxlen, task_id]) for task_id in ids]
+        replies = await queue.scripts.call_many(calls)  # one pipeline (per node on a cluster)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        revived += sum(int(ok) for ok, _status in replies)
     return revived

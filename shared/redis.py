@@ -1,38 +1,202 @@
-"""Connecting to Redis: one asyncio client per process, closed on shutdown."""
+"""Connecting to Redis: one asyncio client per process, closed on shutdown.
+
+:func:`make_client` is the only place that knows the topology (standalone, Redis Cluster, Sentinel);
+everything else talks to the client it returns through the same commands, scripts and pipelines.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry  # the asyncio Retry: the sync one does not retry awaited calls
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from shared.packing import use_hiredis_packing
 from shared.settings import Settings
 
 MIN_REDIS_VERSION = (7, 0, 5)
+Mode = Literal["standalone", "cluster", "sentinel"]
+# client-side reconnect budget: ~5 s of back-off per command covers a quick Sentinel failover (detection +
+# promotion) without keeping a shutdown waiting long when Redis is gone
+RETRIES = 8
+BACKOFF = ExponentialBackoff(cap=1.0, base=0.05)
+SCHEMES: dict[str, Mode] = {
+    "redis": "standalone",
+    "rediss": "standalone",
+    "unix": "standalone",
+    "redis+cluster": "cluster",
+    "rediss+cluster": "cluster",
+    "redis+sentinel": "sentinel",
+    "rediss+sentinel": "sentinel",
+}
+
+# The type services see: every topology's client answers the same commands.
+Client = Redis
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """What ``STREAMQ_REDIS_URL`` + ``STREAMQ_REDIS_MODE`` describe."""
+
+    mode: Mode
+    hosts: tuple[tuple[str, int], ...] = ()  # cluster: startup nodes; sentinel: the sentinels
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+    master: str = ""  # sentinel: the monitored master's name
+    db: int = 0
+    options: dict[str, str] = field(default_factory=dict)  # query string, handed to the connections
+
+
+def parse_topology(url: str, mode: str = "auto") -> Topology:
+    """Parse the URL for ``mode`` (``auto`` = from the scheme); ``ValueError`` names what is wrong."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in SCHEMES:
+        raise ValueError("must start with " + ", ".join(f"{s}://" for s in SCHEMES))
+    chosen: Mode = SCHEMES[scheme] if mode == "auto" else mode  # type: ignore[assignment]
+    if chosen not in ("standalone", "cluster", "sentinel"):
+        raise ValueError("STREAMQ_REDIS_MODE must be auto, standalone, cluster or sentinel")
+    if mode != "auto" and SCHEMES[scheme] != "standalone" and SCHEMES[scheme] != chosen:
+        raise ValueError(f"a {scheme}:// URL cannot be used with STREAMQ_REDIS_MODE={mode}")
+    tls = scheme.startswith("rediss")
+    if chosen == "standalone":
+        return Topology("standalone", tls=tls)
+    if scheme == "unix":
+        raise ValueError(f"a unix:// socket cannot be used for {chosen}")
+    return _parse_multi(url, chosen, tls)
+
+
+def _parse_multi(url: str, mode: Mode, tls: bool) -> Topology:
+    rest = url.split("://", 1)[1]
+    rest, _, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    userinfo, _, hostlist = netloc.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    hosts = tuple(_host_port(part) for part in hostlist.split(",") if part.strip())
+    if not hosts:
+        raise ValueError("names no host:port")
+    segments = [unquote(s) for s in path.split("/") if s]
+    master, db = "", 0
+    if mode == "cluster":
+        if segments not in ([], ["0"]):
+            raise ValueError("a cluster URL takes no path but /0 (a cluster has only database 0)")
+    else:
+        if not segments or len(segments) > 2:
+            raise ValueError("a sentinel URL must end with /<master-name> or /<master-name>/<db>")
+        master = segments[0]
+        if master.isdigit():
+            raise ValueError(f"a sentinel URL's path starts with the master's name, not a database ({master})")
+        db = _db(segments[1]) if len(segments) == 2 else 0
+    return Topology(
+        mode, hosts, tls, unquote(username) or None, unquote(password) or None, master, db, dict(parse_qsl(query))
+    )
+
+
+def _host_port(part: str) -> tuple[str, int]:
+    host, sep, port = part.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{part.strip()!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+def _db(text: str) -> int:
+    if not text.isdigit():
+        raise ValueError(f"database {text!r} is not a number")
+    return int(text)
+
+
+def _retry() -> Retry:
+    return Retry(BACKOFF, retries=RETRIES)
+
+
+def _common(settings: Settings, topology: Topology) -> dict[str, Any]:
+    """Connection options every topology shares."""
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "health_check_interval": 30,
+        "socket_keepalive": True,
+        "username": topology.username,
+        "password": topology.password,
+        "retry": _retry(),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+    }
+    if topology.tls:
+        options["ssl"] = True
+        options.update({k: v for k, v in topology.options.items() if k.startswith("ssl_")})
+    return options
 
 
 def make_client(settings: Settings) -> Redis:
-    """A client with reconnect retries; ``decode_responses`` so every reply is ``str``.
+    """The asyncio client for the configured topology; ``decode_responses`` so every reply is ``str``.
 
-    The pool blocks (up to 20 s) for a free connection instead of failing, so a burst of concurrent
-    requests queues for Redis rather than erroring."""
+    Standalone: the pool blocks (up to 20 s) for a free connection instead of failing, so a burst of
+    concurrent requests queues for Redis rather than erroring. Cluster: a :class:`RedisCluster` that
+    follows MOVED/ASK and refreshes its slot map. Sentinel: the master's client, which asks the
+    sentinels for the current master on every reconnect (so a failover is followed without restart)."""
+    topology = parse_topology(settings.redis_url, settings.redis_mode)
+    size = max(64, settings.worker_concurrency * 2)
+    if topology.mode == "cluster":
+        return _cluster(settings, topology, size)  # same command API as Redis
+    if topology.mode == "sentinel":
+        return _sentinel(settings, topology)
     pool = BlockingConnectionPool.from_url(
         settings.redis_url,
         decode_responses=True,
         health_check_interval=30,
         socket_keepalive=True,
-        max_connections=max(64, settings.worker_concurrency * 2),
+        max_connections=size,
         timeout=20,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
+        retry=_retry(),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
     use_hiredis_packing(pool)  # perf: commands packed in C (see shared/packing.py)
     return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections
+
+
+def _cluster(settings: Settings, topology: Topology, size: int) -> RedisCluster:
+    options = _common(settings, topology)
+    options.pop("retry_on_error")  # the cluster client retries connection/timeout/cluster-down errors itself
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in topology.hosts],
+        max_connections=size * 4,  # per node; the cluster client fails (does not wait) past it
+        # a MOVED reply patches that slot in the map and the command follows it; never a periodic full
+        # refresh, which in redis-py closes the whole client (every connection, also those in use by
+        # blocked reads); connection errors (a node gone, a failover) still refresh the whole map
+        reinitialize_steps=0,
+        **options,
+    )
+
+
+class _SentinelPool(SentinelConnectionPool):  # type: ignore[misc]  # untyped in redis-py
+    """The master's pool; closing it also closes the connections to the sentinels."""
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        await super().disconnect(inuse_connections)
+        for sentinel in self.sentinel_manager.sentinels:
+            await sentinel.aclose()
+
+
+def _sentinel(settings: Settings, topology: Topology) -> Redis:
+    options = _common(settings, topology)
+    sentinel_options = {"decode_responses": True, "socket_timeout": 2.0, "socket_connect_timeout": 2.0}
+    manager = Sentinel(list(topology.hosts), sentinel_kwargs=sentinel_options, **options)
+    return manager.master_for(topology.master, connection_pool_class=_SentinelPool, db=topology.db)
+
+
+def route_to_key(client: Redis, key: str) -> dict[str, Any]:
+    """Options that send a keyless command (WAIT) to the node owning ``key``: on a cluster, that
+    node; elsewhere nothing (there is one master)."""
+    if isinstance(client, RedisCluster):
+        return {"target_nodes": client.get_node_from_key(key)}
+    return {}
 
 
 async def connect(settings: Settings, attempts: int = 50, delay_s: float = 0.2) -> Redis:
@@ -49,7 +213,7 @@ async def connect(settings: Settings, attempts: int = 50, delay_s: float = 0.2) 
     else:
         await client.aclose()
         raise RuntimeError(f"cannot reach Redis at {redact(settings.redis_url)}: {last}")
-    info = await client.info("server")
+    info = await client.info("server")  # one node's answer, also on a cluster (INFO goes to one node)
     version = tuple(int(p) for p in str(info.get("redis_version", "0.0.0")).split(".")[:3])
     if version < MIN_REDIS_VERSION:
         await client.aclose()
@@ -58,9 +222,7 @@ async def connect(settings: Settings, attempts: int = 50, delay_s: float = 0.2) 
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced by ``***``."""
-    from urllib.parse import urlsplit, urlunsplit
-
+    """The URL with any password replaced by ``***`` (also for several hosts: cluster, sentinel)."""
     parts = urlsplit(url)
     if parts.password is None:
         return url

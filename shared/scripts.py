@@ -46,13 +46,55 @@ class Scripts:
     async def call(self, name: str, keys: list[str], args: list[Any], client: Any = None) -> Any:
         return await self._scripts[name](keys=keys, args=args, client=client)
 
+    async def call_then_wait(
+        self, name: str, keys: list[str], args: list[Any], replicas: int, timeout_ms: int
+    ) -> tuple[Any, int]:
+        """One script call, then ``WAIT replicas timeout_ms`` on the same connection: the script's reply
+        (raised if an error) and how many replicas confirmed the writes."""
+        replies, acked = await self.call_many_then_wait([(name, keys, args)], replicas, timeout_ms)
+        if isinstance(replies[0], Exception):
+            raise replies[0]
+        return replies[0], acked
+
+    async def call_many_then_wait(
+        self, calls: list[tuple[str, list[str], list[Any]]], replicas: int, timeout_ms: int
+    ) -> tuple[list[Any], int]:
+        """Like :meth:`call_many`, then ``WAIT replicas timeout_ms`` on every connection that ran a call
+        (one pipeline; on a cluster the pipeline gives each node one connection, and each node gets its
+        WAIT after its calls). Returns each call's reply (or error) and the fewest replicas any node
+        confirmed. A call the server did not know (NOSCRIPT) is loaded and sent again with its own WAIT."""
+        from shared.redis import route_to_key
+
+        pipe = self._client.pipeline(transaction=False)
+        waits: dict[str, dict[str, Any]] = {}
+        for name, keys, args in calls:
+            pipe.execute_command("EVALSHA", self._scripts[name].sha, len(keys), *keys, *args)
+            route = route_to_key(self._client, keys[0])
+            waits.setdefault(getattr(route.get("target_nodes"), "name", ""), route)
+        for route in waits.values():
+            pipe.execute_command("WAIT", replicas, timeout_ms, **route)
+        out: list[Any] = await pipe.execute(raise_on_error=False)
+        replies, confirmed = out[: len(calls)], out[len(calls) :]
+        for value in confirmed:
+            if isinstance(value, Exception):
+                raise value
+        acked = min(int(v) for v in confirmed)
+        for i, (name, keys, args) in enumerate(calls):
+            if isinstance(replies[i], NoScriptError):
+                await self._client.script_load(source(name))
+                again = await self.call_many_then_wait([(name, keys, args)], replicas, timeout_ms)
+                replies[i], acked = again[0][0], min(acked, again[1])
+        return replies, acked
+
     async def call_many(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
         """Several script calls in one round trip (a pipeline without MULTI: each script is still its
         own atomic call). Returns each call's reply or the exception it raised. A script the server
         does not know (NOSCRIPT: it did not run) is loaded and called again on its own."""
         pipe = self._client.pipeline(transaction=False)
         for name, keys, args in calls:
-            pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
+            # execute_command, not pipe.evalsha: the cluster pipeline blocks the evalsha method but routes
+            # EVALSHA by its keys (each call to the node of its slot) when sent this way
+            pipe.execute_command("EVALSHA", self._scripts[name].sha, len(keys), *keys, *args)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
         for i, (name, keys, args) in enumerate(calls):
             if isinstance(replies[i], NoScriptError):

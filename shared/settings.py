@@ -9,7 +9,7 @@ import re
 import sys
 from typing import Annotated
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CommaList = Annotated[list[str], NoDecode]
@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STREAMQ_", env_file=".env", extra="ignore", validate_default=True)
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # auto = from the URL scheme (redis+cluster://, redis+sentinel://); README: Scaling out
+    redis_mode: str = Field(default="auto", pattern=r"^(auto|standalone|cluster|sentinel)$")
+    # "replicas:N[,timeout_ms]": after each submit, WAIT for N replicas (503 if fewer); empty = off
+    durable_submit: str = ""
     key_prefix: str = Field(default="streamq", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
     queue: str = Field(default="default", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
     # workers: the queues to consume with weights ("critical:6,default:3,bulk:1"); empty = `queue` alone
@@ -166,14 +170,53 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        from shared.redis import parse_topology
+
+        parse_topology(value)  # raises ValueError naming the problem
         return value
+
+    @field_validator("redis_mode", mode="after")
+    @classmethod
+    def _check_redis_mode(cls, value: str, info: ValidationInfo) -> str:
+        from shared.redis import parse_topology
+
+        url = info.data.get("redis_url")
+        if url is not None:  # (a bad URL is reported on its own)
+            parse_topology(url, value)
+        return value
+
+    @field_validator("durable_submit")
+    @classmethod
+    def _check_durable_submit(cls, value: str) -> str:
+        parse_durable_submit(value)
+        return value
+
+    def durable(self) -> tuple[int, int] | None:
+        """``STREAMQ_DURABLE_SUBMIT`` as (replicas, timeout in ms), or None when off."""
+        return parse_durable_submit(self.durable_submit)
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+
+_DURABLE = re.compile(r"^\s*replicas\s*:\s*(\d+)\s*(?:,\s*(\d+)\s*)?$")
+DURABLE_TIMEOUT_MS = 1000
+
+
+def parse_durable_submit(value: str) -> tuple[int, int] | None:
+    """``"replicas:1,500"`` -> (1 replica, 500 ms); ``"replicas:1"`` -> (1, 1000); ``""`` -> None (off)."""
+    if not value.strip():
+        return None
+    match = _DURABLE.match(value)
+    if match is None:
+        raise ValueError("must look like 'replicas:N' or 'replicas:N,timeout_ms' (e.g. replicas:1,1000)")
+    replicas = int(match[1])
+    timeout_ms = int(match[2]) if match[2] else DURABLE_TIMEOUT_MS
+    if replicas < 1 or timeout_ms < 1:
+        raise ValueError("the replica count and the timeout must be at least 1 (0 would wait forever)")
+    return replicas, timeout_ms
 
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)(?:\s+burst\s+(\d+))?\s*$")

@@ -1,7 +1,12 @@
-"""Fixtures: one real redis-server per test session; every test gets its own key prefix."""
+"""Fixtures: one real Redis per test session; every test gets its own key prefix.
+
+``--redis-topology=cluster`` (or ``STREAMQ_TEST_TOPOLOGY=cluster``) starts a real 3-master Redis Cluster
+instead of one redis-server, and hands every test and service process its ``redis+cluster://`` URL;
+tests marked ``standalone_only`` are skipped then (README: Scaling out, Redis Cluster)."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -13,15 +18,45 @@ from redis.asyncio import Redis
 from services.api.app import create_app
 from shared.keys import KeySchema
 from shared.queue import Queue
+from shared.redis import make_client
 from shared.settings import Settings
 from tests.support import RedisServer
+from tests.topologies import ClusterServers
 
 pytest_plugins = ["tests.services"]
 
 
+TOPOLOGIES = ("standalone", "cluster")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--redis-topology",
+        choices=TOPOLOGIES,
+        default=os.environ.get("STREAMQ_TEST_TOPOLOGY", "standalone"),
+        help="the Redis the session fixtures start: one redis-server, or a 3-master Redis Cluster",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "standalone_only(reason): needs one plain redis-server; skipped with --redis-topology=cluster"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--redis-topology") == "standalone":
+        return
+    for item in items:
+        marker = item.get_closest_marker("standalone_only")
+        if marker is not None:
+            reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "standalone only")
+            item.add_marker(pytest.mark.skip(reason=f"not on a cluster: {reason}"))
+
+
 @pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
+def redis_server(request: pytest.FixtureRequest) -> Iterator[RedisServer | ClusterServers]:
+    server = ClusterServers() if request.config.getoption("--redis-topology") == "cluster" else RedisServer()
     yield server
     server.stop()
 
@@ -32,7 +67,7 @@ def prefix() -> str:
 
 
 @pytest.fixture
-def settings(redis_server: RedisServer, prefix: str) -> Settings:
+def settings(redis_server: RedisServer | ClusterServers, prefix: str) -> Settings:
     return Settings(
         redis_url=redis_server.url,
         key_prefix=prefix,
@@ -51,7 +86,7 @@ def keys(settings: Settings) -> KeySchema:
 
 @pytest.fixture
 async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = Redis.from_url(settings.redis_url, decode_responses=True)
+    client = make_client(settings)  # the topology's client: a RedisCluster on a cluster
     yield client
     await client.aclose()
 

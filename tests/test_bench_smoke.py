@@ -15,6 +15,7 @@ from bench.env import has_scheduler
 from tests.support import ROOT
 
 ENTRIES = ["raw", "submit-single", "submit-batch", "drain-default", "drain-tuned", "latency", "schedule", "memory"]
+ENTRIES += ["cluster-drain"]
 
 
 @pytest.mark.e2e

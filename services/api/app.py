@@ -22,7 +22,7 @@ from services.api.security import Guard, RateLimited, RateLimiter
 from services.api.types import TypeCatalog
 from shared.auth import parse_keys
 from shared.broker import Broker
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, NotDurable, NotFound, not_durable_body
 from shared.keys import KeySchema
 from shared.queue import Queue
 from shared.redis import connect
@@ -72,6 +72,7 @@ def create_app(settings: Settings, *, fast_submit: bool = True) -> FastAPI:
             events_maxlen=settings.events_maxlen,
             result_ttl_s=settings.result_ttl_s,
             idempotency_ttl_s=settings.idempotency_ttl_s,
+            durable=settings.durable(),
         )
         app.state.catalog = TypeCatalog(queue, settings.task_types, strict=settings.strict_types)
         limit = parse_rate_limit(settings.rate_limit)
@@ -116,6 +117,10 @@ def create_app(settings: Settings, *, fast_submit: bool = True) -> FastAPI:
     @app.exception_handler(Conflict)
     async def conflict(_request: Request, error: Conflict) -> JSONResponse:
         return JSONResponse({"detail": str(error), "status": error.status}, status_code=409)
+
+    @app.exception_handler(NotDurable)
+    async def not_durable(_request: Request, error: NotDurable) -> JSONResponse:
+        return JSONResponse(not_durable_body(error), status_code=503)
 
     @app.exception_handler(RateLimited)
     async def rate_limited(_request: Request, error: RateLimited) -> JSONResponse:

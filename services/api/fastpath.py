@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
@@ -27,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api.routes import tasks
 from services.api.routes.tasks import _count
+from shared.errors import NotDurable, not_durable_body
 from shared.models import TaskCreate
 from shared.payloads import check_tasks
 
@@ -92,7 +94,10 @@ class FastSubmit:
         state = self.api.state
         if await state.catalog.unknown({task.type}) or await check_tasks([task], state.guard, batch=False):
             return None
-        [done] = await state.broker.submit([task])
+        try:
+            [done] = await state.broker.submit([task])
+        except NotDurable as error:  # as the route's exception handler answers (this runs outside it)
+            return 503, orjson.dumps(not_durable_body(error))
         _count([done])
         return (200 if done.duplicate else 201), done.task.__pydantic_serializer__.to_json(done.task)
 

@@ -13,12 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 
 from shared.auth import config_line
 from shared.keys import KeySchema
 from shared.models import TaskCreate
 from shared.queue import Queue
+from shared.redis import make_client
 from shared.settings import Settings
 from tests.stack import wait_until
 from tests.support import Service, free_port, wait_port
@@ -90,7 +90,7 @@ def wait_probe(port: int, path: str, code: int, status: str, timeout: float = 20
 
 
 async def submit(redis_url: str, prefix: str, task_type: str, payload: float) -> str:
-    redis = Redis.from_url(redis_url, decode_responses=True)
+    redis = make_client(Settings(redis_url=redis_url, _env_file=None))  # type: ignore[call-arg]  # any topology
     try:
         [done] = await Queue(redis, KeySchema(prefix, "default")).submit([TaskCreate(type=task_type, payload=payload)])
         return done.task.id
@@ -99,7 +99,7 @@ async def submit(redis_url: str, prefix: str, task_type: str, payload: float) ->
 
 
 async def task_status(redis_url: str, prefix: str, task_id: str) -> str:
-    redis = Redis.from_url(redis_url, decode_responses=True)
+    redis = make_client(Settings(redis_url=redis_url, _env_file=None))  # type: ignore[call-arg]  # any topology
     try:
         return (await Queue(redis, KeySchema(prefix, "default")).get(task_id)).status.value
     finally:

@@ -110,6 +110,11 @@ async def test_registry_lists_expires_and_unregisters(redis: Redis, keys: KeySch
 
 async def test_api_registers_itself(api: httpx.AsyncClient, settings: Settings) -> None:
     services = (await api.get("/api/services")).json()
+    for _ in range(100):  # the registration's first write runs in the background (slower on a cluster)
+        if services:
+            break
+        await asyncio.sleep(0.05)
+        services = (await api.get("/api/services")).json()
     assert [s["kind"] for s in services] == ["api"]
     assert services[0]["metrics_url"] == f"http://127.0.0.1:{settings.api_port}/metrics"
     targets = (await api.get("/api/services/prometheus-targets")).json()

@@ -3,6 +3,7 @@ answers; open without a key, so probes use it), /api/ready (the same check, behi
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from fastapi import APIRouter, Request, Response
@@ -13,15 +14,18 @@ from redis.exceptions import RedisError
 from services.api.deps import RedisDep
 
 router = APIRouter(tags=["health"])
+PING_TIMEOUT_S = 2.0  # a probe answers within this even while the client retries a lost Redis
 
 
 async def _ping(redis: RedisDep) -> tuple[bool, float, str]:
     start = time.perf_counter()
     try:
-        await redis.ping()
+        await asyncio.wait_for(redis.ping(), PING_TIMEOUT_S)
         return True, (time.perf_counter() - start) * 1000, ""
     except (RedisError, OSError) as error:
         return False, 0.0, str(error)
+    except TimeoutError:
+        return False, 0.0, f"no answer from Redis within {PING_TIMEOUT_S} s"
 
 
 @router.get("/api/live")
