@@ -122,29 +122,30 @@ def test_tasks_list_keeps_events_that_arrive_while_it_loads(page: Page, stack: S
     # the page's own dispatch of each SSE batch (app.js `listeners`), so the test knows what it got
     page.evaluate("window.__events = []; listeners.add((batch) => window.__events.push(...batch))")
     held: list[tuple[Route, APIResponse]] = []
-    holding = [True]
+    target: list[str] = []  # the task's id once submitted
 
-    def hold(route: Route) -> None:  # the reply is taken at once (what the server had then), sent later
-        if holding[0]:
-            held.append((route, route.fetch()))
+    def hold(route: Route) -> None:
+        """A reply that shows the task is taken at once (what the server had then) and sent later;
+        any other (another task's created event reloaded the list) goes through."""
+        reply = route.fetch()
+        if target and not held and any(t["id"] == target[0] for t in reply.json()["tasks"]):
+            held.append((route, reply))
         else:
-            route.continue_()
+            route.fulfill(response=reply)
 
     page.route("**/api/tasks?*", hold)
     assert stack.http.post(f"{stack.api_url}/api/queues/{queue}/pause").status_code == 200
     try:
         task = stack.submit(type="echo", payload="while the list loads")
+        target.append(task["id"])  # before any handler runs: they run inside the page calls below
         wait_until(lambda: page.evaluate("1") and held, 15, "the list reloaded on the created event")
-        route, reply = held.pop(0)
+        [(route, reply)] = held
         assert {t["id"]: t["status"] for t in reply.json()["tasks"]}[task["id"]] == "pending"
     finally:
         assert stack.http.post(f"{stack.api_url}/api/queues/{queue}/resume").status_code == 200
     completed = f"e.task === '{task['id']}' && e.status === 'completed'"
     wait_until(lambda: page.evaluate(f"window.__events.some((e) => {completed})"), 15, "the completed event")
-    holding[0] = False
     route.fulfill(response=reply)  # the list as it was before the task ran
-    for other, its_reply in held:  # none expected; never leave a request of the page hanging
-        other.fulfill(response=its_reply)
     expect(page.locator(f'tr[data-task="{task["id"]}"] .badge')).to_have_attribute(
         "data-status", "completed", timeout=15_000
     )
