@@ -64,6 +64,34 @@ def test_create_priority_5_in_advanced_tab_completes_live(page: Page, stack: Sta
     shot(page, "create-completed")
 
 
+def test_created_row_catches_events_that_came_before_the_reply(page: Page, stack: Stack) -> None:
+    """The Create page's row of a task whose ``started``/``completed`` events reach the page before
+    the POST's reply does (there is no row to update yet) still ends ``completed``: the reply is held
+    until the page has received the ``completed`` event."""
+    page.goto("/#/create")
+    page.evaluate("window.__events = []; listeners.add((batch) => window.__events.push(...batch))")
+    held: list[tuple[Route, APIResponse]] = []
+
+    def hold(route: Route) -> None:
+        if route.request.method != "POST":
+            route.fallback()
+            return
+        held.append((route, route.fetch()))
+
+    page.route("**/api/tasks", hold)
+    page.get_by_label("Type").fill("echo")
+    page.get_by_role("button", name="Create task").click()
+    wait_until(lambda: page.evaluate("1") and held, 15, "the POST")
+    [(route, reply)] = held
+    task_id = reply.json()["id"]
+    completed = f"e.task === '{task_id}' && e.status === 'completed'"
+    wait_until(lambda: page.evaluate(f"window.__events.some((e) => {completed})"), 15, "the completed event")
+    route.fulfill(response=reply)  # the task as created (pending), after it completed
+    expect(page.locator(f'tr[data-task="{task_id}"] .badge')).to_have_attribute(
+        "data-status", "completed", timeout=15_000
+    )
+
+
 def test_create_shows_each_bad_field(page: Page, stack: Stack) -> None:
     page.goto("/#/create")
     page.get_by_label("Type").fill("echo")
