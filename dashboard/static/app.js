@@ -271,22 +271,37 @@ async function tasks() {
   const cursors = [null];
   let page = 0;
   let shown = new Set();
+  // A reply can predate events that reach the page while it is on its way (a task created, then
+  // started and completed during the GET: its row is not shown yet, so those events look like
+  // someone else's). Tasks with events during a load are kept in `missed`: when the reply shows one
+  // of them, the list is loaded again. Loads can overlap: an older reply never replaces a newer one.
+  let asked = 0, drawn = 0, inFlight = 0;
+  let missed = new Set();
   async function load() {
     const p = new URLSearchParams({ limit: "50" });
     for (const k of ["status", "type", "queue", "priority"]) if (q[k]) p.set(k, q[k]);
     if (cursors[page]) p.set("cursor", cursors[page]);
-    const data = await api("GET", `/api/tasks?${p}`);
+    const mine = ++asked;
+    inFlight++;
+    let data;
+    try { data = await api("GET", `/api/tasks?${p}`); } finally { inFlight--; }
+    if (mine < drawn) return;
+    drawn = mine;
     shown = new Set(data.tasks.map((t) => t.id));
     holder.replaceChildren(data.tasks.length ? taskTable(data.tasks.map((t) => taskRow(t, load))) : h("p", { class: "muted" }, "No tasks match."));
     cursors[page + 1] = data.next_cursor;
     pager.replaceChildren(...pagerControls(page, data.next_cursor, (step) => { page += step; load(); }));
+    const stale = [...missed].some((id) => shown.has(id));
+    if (!inFlight) missed = new Set();
+    if (stale) reload();
   }
-  await load();
   const reload = throttle(() => load().catch(() => {}), 50, 500);
   onEvents((batch) => {
+    if (inFlight) for (const e of batch) if (e.task) missed.add(e.task);
     const fresh = (e) => page === 0 && e.event === "created" && (!q.queue || !e.queue || e.queue === q.queue);
     if (batch.some((e) => e.event === "resync" || shown.has(e.task) || fresh(e))) reload();
   });
+  await load();
 }
 
 // ---------- Queues --------------------------------------------------------------------------------
@@ -356,13 +371,19 @@ async function taskDetail(id) {
   const hooks = deliveriesView(id);
   main.append(body, reschedule, hooks.section);
   let task = null;
+  let asked = 0, drawn = 0; // loads can overlap: an older reply never replaces a newer one
   async function load() {
+    const mine = ++asked;
     let t;
     try { t = await api("GET", `/api/tasks/${id}`); } catch (e) {
+      if (mine < drawn) return;
+      drawn = mine;
       body.replaceChildren(h("p", { class: "notice" }, e.status === 404 ? `No task ${id} (it may have been deleted or expired).` : e.message));
       reschedule.hidden = true; hooks.section.hidden = true;
       return;
     }
+    if (mine < drawn) return;
+    drawn = mine;
     task = t;
     body.replaceChildren(
       h("div", { class: "panel" },
@@ -389,9 +410,10 @@ async function taskDetail(id) {
     hooks.section.hidden = false;
     await hooks.refresh(t);
   }
-  await load();
   const reload = throttle(() => load().catch(() => {}), 50, 400);
+  // listening before the first load: an event that comes while it is on its way loads again
   onEvents((batch) => { if (batch.some((e) => e.task === id || e.event === "resync")) reload(); });
+  await load();
   // delivery attempts are not lifecycle events: poll the log while the task has a webhook
   every(1500, () => { if (task && task.webhook) hooks.refresh(task).catch(() => {}); });
 }
@@ -483,6 +505,7 @@ async function create() {
     try {
       const t = await api("POST", "/api/tasks", body);
       created.prepend(taskRow(t, () => refreshCreated(t.id), { showError: true }));
+      refreshCreated(t.id); // its events that came before this row existed found nothing to update
       toast(`Created ${t.id}`);
     } catch (err) {
       const detail = err.body && Array.isArray(err.body.detail) ? err.body.detail : [{ loc: [], msg: err.message }];
@@ -491,10 +514,15 @@ async function create() {
   } }, list, tabs, basic, advanced, errors, h("div", { style: "margin-top:12px" }, h("button", { type: "submit", class: "primary" }, "Create task")));
   main.append(form, h("h2", {}, "Created here"), taskTable([], { showError: true }));
   main.querySelector("[data-testid=task-table] tbody").replaceWith(created);
+  const asked = new Map(); // task id -> number of its latest GET: an older reply never replaces a newer one
   async function refreshCreated(id) {
+    if (!created.querySelector(`tr[data-task="${id}"]`)) return;
+    const mine = (asked.get(id) || 0) + 1;
+    asked.set(id, mine);
+    let t;
+    try { t = await api("GET", `/api/tasks/${id}`); } catch { return; /* deleted */ }
     const row = created.querySelector(`tr[data-task="${id}"]`);
-    if (!row) return;
-    try { const t = await api("GET", `/api/tasks/${id}`); row.replaceWith(taskRow(t, () => refreshCreated(id))); } catch { /* deleted */ }
+    if (row && asked.get(id) === mine) row.replaceWith(taskRow(t, () => refreshCreated(id), { showError: true }));
   }
   onEvents((batch) => {
     for (const id of new Set(batch.map((e) => e.task))) refreshCreated(id);
@@ -617,9 +645,9 @@ async function dead() {
     cursors[page + 1] = data.next_cursor;
     pager.replaceChildren(...pagerControls(page, data.next_cursor, (step) => { page += step; load(); }));
   }
-  await load();
   const reload = throttle(() => load().catch(() => {}), 50, 500);
   onEvents((batch) => { if (batch.some((e) => e.status === "failed" || e.event === "resync" || e.event === "deleted" || e.event === "created")) reload(); });
+  await load();
 }
 
 // ---------- session -------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import APIResponse, Page, Route, expect
 from standardwebhooks import Webhook
 
 from tests.browser.conftest import WEBHOOK_SECRET, shot
@@ -64,6 +64,34 @@ def test_create_priority_5_in_advanced_tab_completes_live(page: Page, stack: Sta
     shot(page, "create-completed")
 
 
+def test_created_row_catches_events_that_came_before_the_reply(page: Page, stack: Stack) -> None:
+    """The Create page's row of a task whose ``started``/``completed`` events reach the page before
+    the POST's reply does (there is no row to update yet) still ends ``completed``: the reply is held
+    until the page has received the ``completed`` event."""
+    page.goto("/#/create")
+    page.evaluate("window.__events = []; listeners.add((batch) => window.__events.push(...batch))")
+    held: list[tuple[Route, APIResponse]] = []
+
+    def hold(route: Route) -> None:
+        if route.request.method != "POST":
+            route.fallback()
+            return
+        held.append((route, route.fetch()))
+
+    page.route("**/api/tasks", hold)
+    page.get_by_label("Type").fill("echo")
+    page.get_by_role("button", name="Create task").click()
+    wait_until(lambda: page.evaluate("1") and held, 15, "the POST")
+    [(route, reply)] = held
+    task_id = reply.json()["id"]
+    completed = f"e.task === '{task_id}' && e.status === 'completed'"
+    wait_until(lambda: page.evaluate(f"window.__events.some((e) => {completed})"), 15, "the completed event")
+    route.fulfill(response=reply)  # the task as created (pending), after it completed
+    expect(page.locator(f'tr[data-task="{task_id}"] .badge')).to_have_attribute(
+        "data-status", "completed", timeout=15_000
+    )
+
+
 def test_create_shows_each_bad_field(page: Page, stack: Stack) -> None:
     page.goto("/#/create")
     page.get_by_label("Type").fill("echo")
@@ -103,6 +131,52 @@ def test_live_update_without_reload(page: Page, stack: Stack) -> None:
         "data-status", "completed", timeout=15_000
     )
     print(f"\nsubmitted over REST -> completed row visible in the browser: {time.monotonic() - started:.3f} s")
+    assert page.evaluate("window.__noReload") is True
+
+
+def test_tasks_list_keeps_events_that_arrive_while_it_loads(page: Page, stack: Stack) -> None:
+    """A task's events that reach the page while the Tasks list is being fetched are not lost.
+
+    The list reloads on a ``created`` event; the task's ``started``/``completed`` events can arrive
+    while that reload's GET is in flight (a slow network or a loaded server), and they concern a row
+    the list does not show yet. The reply then shows the task as it was (pending): the page must load
+    again, not keep the stale row forever. Made deterministic: the queue is paused while the list's
+    reply is taken (so it shows ``pending``), and that reply is held until the page has received the
+    ``completed`` event."""
+    queue = stack.env.get("STREAMQ_QUEUE", "default")
+    page.goto("/#/tasks")
+    expect(page.locator("#live")).to_have_attribute("data-state", "live")
+    page.evaluate("window.__noReload = true")
+    # the page's own dispatch of each SSE batch (app.js `listeners`), so the test knows what it got
+    page.evaluate("window.__events = []; listeners.add((batch) => window.__events.push(...batch))")
+    held: list[tuple[Route, APIResponse]] = []
+    target: list[str] = []  # the task's id once submitted
+
+    def hold(route: Route) -> None:
+        """A reply that shows the task is taken at once (what the server had then) and sent later;
+        any other (another task's created event reloaded the list) goes through."""
+        reply = route.fetch()
+        if target and not held and any(t["id"] == target[0] for t in reply.json()["tasks"]):
+            held.append((route, reply))
+        else:
+            route.fulfill(response=reply)
+
+    page.route("**/api/tasks?*", hold)
+    assert stack.http.post(f"{stack.api_url}/api/queues/{queue}/pause").status_code == 200
+    try:
+        task = stack.submit(type="echo", payload="while the list loads")
+        target.append(task["id"])  # before any handler runs: they run inside the page calls below
+        wait_until(lambda: page.evaluate("1") and held, 15, "the list reloaded on the created event")
+        [(route, reply)] = held
+        assert {t["id"]: t["status"] for t in reply.json()["tasks"]}[task["id"]] == "pending"
+    finally:
+        assert stack.http.post(f"{stack.api_url}/api/queues/{queue}/resume").status_code == 200
+    completed = f"e.task === '{task['id']}' && e.status === 'completed'"
+    wait_until(lambda: page.evaluate(f"window.__events.some((e) => {completed})"), 15, "the completed event")
+    route.fulfill(response=reply)  # the list as it was before the task ran
+    expect(page.locator(f'tr[data-task="{task["id"]}"] .badge')).to_have_attribute(
+        "data-status", "completed", timeout=15_000
+    )
     assert page.evaluate("window.__noReload") is True
 
 

@@ -30,6 +30,10 @@ def history(stack: Stack) -> dict[str, object]:
 
 def test_history_is_sampled_and_survives_a_restart(stack: Stack) -> None:
     stack.start("api", "worker", "dashboard")
+    # a rate is the change between two samples: the first must be taken before the tasks run (the
+    # sampler's first tick can miss the api while it starts; the next comes 2 s later, by which time
+    # the worker may have finished all 20, and every later sample would show a rate of 0)
+    wait_until(lambda: history(stack)["points"], 15, "the sampler's first sample")
     ids = [stack.submit(type="sleep", payload=0.05, priority=1 + i % 5)["id"] for i in range(20)]
     wait_until(lambda: all(stack.task(i)["status"] == "completed" for i in ids), 15, "20 completed")
 

@@ -46,8 +46,13 @@ def test_burst_of_1000_against_100_per_s_burst_200(start_service: StartService) 
     allowed, limited = text.count(b"HTTP/1.1 404"), text.count(b"HTTP/1.1 429")
     print(f"1000 requests in {took:.2f} s: {allowed} allowed, {limited} limited")
     assert allowed + limited == 1000
-    assert allowed <= 200 + 100 * took + 2  # the bucket never hands out more than it holds
-    assert limited >= 750
+    # the bucket law over the measured window: it starts full (a fresh prefix), so the whole burst
+    # passes; on top of it at most what refilled at 100/s while the burst was being served (a loaded
+    # machine serves it more slowly, so more refills: the bound follows the elapsed time, not a fixed
+    # count); +2 for the Redis clock's millisecond rounding at each end of the window
+    refilled = 100 * took
+    assert 200 <= allowed <= 200 + refilled + 2  # the burst is handed out, never more than it holds
+    assert limited >= 1000 - (200 + refilled + 2)  # every request beyond that is refused
     assert text.lower().count(b"retry-after: ") == limited
     assert b"rate limit exceeded" in text
 
