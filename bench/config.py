@@ -21,7 +21,7 @@ class Config:
     batch_size: int = 1_000
     batch_clients: int = 2
     drain_n: int = 20_000
-    cluster_partitions: int = 1  # cluster workload: partitions of the queue on the 3-master cluster (1, 2, 3)
+    cluster_partitions: int = 0  # cluster workload: only this many partitions (0: 1, 2 and 3 in turn)
     workers: int = 2  # worker processes (drain, latency, schedule, memory)
     default_concurrency: int = 3  # STREAMQ_WORKER_CONCURRENCY's default
     tuned_concurrency: int = 256  # best of 64/128/256/512 here; the finisher batches up to 256

@@ -1,6 +1,7 @@
 """cluster: the drain workload on a private 3-master Redis Cluster (``redis+cluster://``).
 
-N noop tasks queued over ``--cluster-partitions`` partitions of the queue (partition k under the hash
+For 1, 2 and 3 partitions in turn (or only ``--cluster-partitions N``), on one cluster, each on a fresh key
+prefix: N noop tasks queued over that many partitions of the queue (partition k under the hash
 tag ``{default:k}``, so partitions land on different masters), 2 worker processes started with the
 tuned concurrency, until every task is completed; timed from Redis's stamps like ``drain``. With one
 partition every task is in one hash slot, so one master does all the queue's work: the figure to
@@ -28,12 +29,12 @@ async def _completed(redis: Redis, parts: list[KeySchema]) -> int:
     return sum(int(v or 0) for v in await pipe.execute())
 
 
-async def _drain(ctx: Context, servers: ClusterServers, redis: Redis) -> Figures:
+async def _drain(ctx: Context, servers: ClusterServers, redis: Redis, partitions: int) -> float:
     cfg = ctx.config
     stack = Stack(servers, ctx.log_dir, ctx.profile_dir)
-    parts = stack.keys.partitions(cfg.cluster_partitions)
-    if cfg.cluster_partitions > 1:  # workers read every partition of the queue's registered config
-        await QueueRegistry(redis, stack.keys).configure(stack.keys.queue, cfg.cluster_partitions)
+    parts = stack.keys.partitions(partitions)
+    if partitions > 1:  # workers read every partition of the queue's registered config
+        await QueueRegistry(redis, stack.keys).configure(stack.keys.queue, partitions)
     try:
         ids = [await enqueue(Queue(redis, part), cfg.drain_n // len(parts)) for part in parts]
         total = sum(len(chunk) for chunk in ids)
@@ -49,18 +50,17 @@ async def _drain(ctx: Context, servers: ClusterServers, redis: Redis) -> Figures
         redis, part, chunk, "started_at", "completed_at")]  # fmt: skip
     first = min(int(s[0] or 0) for s in stamps)
     last = max(int(s[1] or 0) for s in stamps)
-    return {
-        "tasks_per_s": total / (max(last - first, 1) / 1000),
-        "partitions": float(cfg.cluster_partitions),
-        "masters": 3.0,
-    }
+    return total / (max(last - first, 1) / 1000)
 
 
 async def run(ctx: Context) -> Figures:
     servers = ClusterServers(3)
     redis = make_client(Settings(redis_url=servers.url, _env_file=None))  # type: ignore[call-arg]
     try:
-        return await _drain(ctx, servers, redis)
+        counts = [ctx.config.cluster_partitions] if ctx.config.cluster_partitions else [1, 2, 3]
+        figures: Figures = {f"p{n}_tasks_per_s": await _drain(ctx, servers, redis, n) for n in counts}
+        figures["masters"] = 3.0
+        return figures
     finally:
         await redis.aclose()
         servers.stop()
