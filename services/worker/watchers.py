@@ -63,6 +63,10 @@ class Watchers:
                 log.warning("redis unavailable; retrying", extra={"error": str(error)})
                 await asyncio.sleep(0.5)
                 continue
+            except Exception:  # a watcher never dies silently: logged, and it blocks again
+                log.exception("watcher failed; retrying", extra={"partition": part.tag})
+                await asyncio.sleep(0.5)
+                continue
             deliveries = [
                 Delivery(PRIORITIES[streams.index(stream)], msg_id, fields.get("id", ""), part)
                 for stream, entries in reply or []
