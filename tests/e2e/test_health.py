@@ -106,6 +106,7 @@ async def task_status(redis_url: str, prefix: str, task_id: str) -> str:
         await redis.aclose()
 
 
+@pytest.mark.standalone_only(reason="starts its own plain redis-server: the cluster would add nothing")
 def test_worker_readiness_waits_for_redis_and_follows_it(
     redis_port: list[RedisOnPort], services: list[Service], log_dir: Path, prefix: str
 ) -> None:
@@ -189,6 +190,7 @@ def test_scheduler_and_notifier_serve_both_probes(
     assert service.wait(30) == 0
 
 
+@pytest.mark.standalone_only(reason="starts its own plain redis-server: the cluster would add nothing")
 def test_api_liveness_never_needs_redis_or_a_key(
     redis_port: list[RedisOnPort], services: list[Service], log_dir: Path, prefix: str
 ) -> None:

@@ -194,6 +194,7 @@ async def test_health_ready_metrics_docs(api: httpx.AsyncClient) -> None:
     assert (await api.get("/docs")).status_code == 200
 
 
+@pytest.mark.standalone_only(reason="starts its own plain redis-server: the cluster would add nothing")
 async def test_health_is_503_when_redis_is_gone(settings: Settings) -> None:
     from tests.support import RedisServer
 

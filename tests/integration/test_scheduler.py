@@ -216,6 +216,7 @@ def _restart_redis(server: RedisServer) -> None:
     wait_port(server.port)
 
 
+@pytest.mark.standalone_only(reason="starts its own plain redis-server: the cluster would add nothing")
 async def test_scheduler_rides_out_a_redis_restart(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
     server = RedisServer()
     private = settings.model_copy(update={"redis_url": server.url})
