@@ -24,7 +24,6 @@ from shared.auth import parse_keys
 from shared.broker import Broker
 from shared.errors import Conflict, NotDurable, NotFound, not_durable_body
 from shared.keys import KeySchema
-from shared.queue import Queue
 from shared.redis import connect
 from shared.registry import ServiceRegistration
 from shared.settings import Settings, parse_rate_limit
@@ -57,23 +56,16 @@ def create_app(settings: Settings, *, fast_submit: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = await connect(settings)
-        queue = Queue(
+        app.state.broker = broker = Broker(
             redis,
             KeySchema(settings.key_prefix, settings.queue),
             events_maxlen=settings.events_maxlen,
             result_ttl_s=settings.result_ttl_s,
             idempotency_ttl_s=settings.idempotency_ttl_s,
-        )
-        app.state.redis = redis
-        app.state.queue = queue
-        app.state.broker = Broker(
-            redis,
-            queue.keys,
-            events_maxlen=settings.events_maxlen,
-            result_ttl_s=settings.result_ttl_s,
-            idempotency_ttl_s=settings.idempotency_ttl_s,
             durable=settings.durable(),
         )
+        app.state.redis = redis
+        app.state.queue = queue = broker.default  # the default queue's partition 0, made once by the broker
         app.state.catalog = TypeCatalog(queue, settings.task_types, strict=settings.strict_types)
         limit = parse_rate_limit(settings.rate_limit)
         app.state.limiter = RateLimiter(queue.scripts, queue.keys, *limit) if limit else None

@@ -22,10 +22,10 @@ from services.worker.registry import REGISTRY, Registry, load_modules
 from services.worker.sources import Sources
 from services.worker.watchers import Watchers
 from shared import health, lifecycle
+from shared.broker import Broker
 from shared.keys import WORKER_GROUP, KeySchema
 from shared.logging import setup_logging
 from shared.loops import PeriodicLoop
-from shared.queue import Queue
 from shared.queues import QueueRegistry
 from shared.redis import connect
 from shared.registry import ServiceRegistration
@@ -54,7 +54,6 @@ class Worker:
         self.worker_id = worker_id or new_worker_id()
         self.keys = KeySchema(settings.key_prefix, settings.queue)
         self.ready = asyncio.Event()  # set once registered and consuming
-        self._queues: dict[KeySchema, Queue] = {}
         self.metrics_port = metrics_port  # where metrics.serve() bound /metrics (for the service registry)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -62,7 +61,8 @@ class Worker:
         configure_integrations(s)  # email and http task types
         redis = await connect(s)
         try:
-            queue = Queue(redis, self.keys, events_maxlen=s.events_maxlen, result_ttl_s=s.result_ttl_s)
+            broker = Broker(redis, self.keys, events_maxlen=s.events_maxlen, result_ttl_s=s.result_ttl_s)
+            queue = broker.default  # partition 0 of STREAMQ_QUEUE; the janitor asks the broker for the others
             sources = await self.sources(redis)
             for part in sources.all():
                 await ensure_group(redis, part.streams(), WORKER_GROUP)
@@ -103,7 +103,7 @@ class Worker:
                 queues=sources.queues,
             )
             await heartbeat.register()
-            janitor = Janitor(queue, partitions=lambda: [self.queue_of(redis, p) for p in sources.all()])
+            janitor = Janitor(queue, partitions=lambda: [broker.queue(p.queue, p.partition) for p in sources.all()])
             loops: list[PeriodicLoop] = [heartbeat, janitor]
             loops.append(
                 ServiceRegistration.for_settings(
@@ -154,14 +154,6 @@ class Worker:
         sources = Sources(self.keys, weights, strict=s.queues_strict, registry=registry)
         await sources.refresh()
         return sources
-
-    def queue_of(self, redis: Redis, part: KeySchema) -> Queue:
-        """The ``Queue`` of one partition (kept, for the janitor)."""
-        found = self._queues.get(part)
-        if found is None:
-            s = self.settings
-            found = self._queues[part] = Queue(redis, part, events_maxlen=s.events_maxlen, result_ttl_s=s.result_ttl_s)
-        return found
 
 
 def main() -> None:
