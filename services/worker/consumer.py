@@ -208,7 +208,6 @@ class Consumer:
             self.dispatch(taken)
             await asyncio.sleep(0)  # the jobs just dispatched reach their handlers before the next fetch is sent
             return
-        await self.refresh()
         jobs = await self.take(free)
         if jobs:
             self.dispatch(jobs)
@@ -222,7 +221,8 @@ class Consumer:
         self.idle.clear()
 
     async def refresh(self) -> None:
-        """Partitions added to a consumed queue: their groups exist before they are read."""
+        """Partitions added to a consumed queue: their groups exist before they are read (called by
+        :class:`~services.worker.growth.Growth`, not by the run loop)."""
         for part in await self.sources.refresh():
             await ensure_group(self.redis, part.streams(), WORKER_GROUP)
             log.info("reading a new partition", extra={"queue": part.queue, "partition": part.partition})
