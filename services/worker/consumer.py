@@ -80,6 +80,7 @@ class Consumer:
         self.block_ms = block_ms
         self.running: dict[str, asyncio.Task[None]] = {}  # Delivery.ref -> job task
         self.in_flight: dict[str, Delivery] = {}  # Delivery.ref -> delivery (for lease renewal)
+        self.running_in: dict[str, int] = {}  # queue -> jobs running (the in-progress gauge)
         self.ready: list[Job] = []  # started by a watcher's read while no slot was free
         self.processed = 0
         self.idle = asyncio.Event()  # set while nothing waits anywhere: the watchers block meanwhile
@@ -237,8 +238,8 @@ class Consumer:
         queue = self.of(job.delivery).queue
         started = time.time()
         _child(metrics.TASK_WAIT_SECONDS, queue, str(job.priority)).observe(max(0.0, started - job.due_ms / 1000))
-        in_progress = _child(metrics.TASKS_IN_PROGRESS, queue)
-        in_progress.inc()
+        self._gauge(queue)
+        self.running_in[queue] += 1
         try:
             outcome = await self.executor.run(job)
             _child(metrics.TASK_RUN_SECONDS, queue, job.type).observe(time.time() - started)
@@ -250,10 +251,16 @@ class Consumer:
         except Exception:
             log.exception("could not record outcome; the task will be reclaimed", extra={"task": job.delivery.task_id})
         finally:
-            in_progress.dec()
+            self.running_in[queue] -= 1
             self.in_flight.pop(job.delivery.ref, None)
             self.running.pop(job.delivery.ref, None)
             self._slot_freed.set()
+
+    def _gauge(self, queue: str) -> None:
+        """``streamq_tasks_in_progress{queue}`` reads ``running_in`` when scraped (no lock per task)."""
+        if queue not in self.running_in:
+            self.running_in[queue] = 0
+            _child(metrics.TASKS_IN_PROGRESS, queue).set_function(lambda: self.running_in[queue])
 
     def _count(self, job: Job, status: str) -> None:
         queue = self.of(job.delivery).queue

@@ -56,7 +56,9 @@ class Finisher:
         if not self._flushing:
             self._flushing = True
             self._task = asyncio.get_running_loop().create_task(self._flush())
-        return await asyncio.shield(future)
+        # not shielded: a job cancelled while waiting cancels only its own future (the flush skips
+        # futures already done), and the outcome is recorded all the same
+        return await future
 
     async def _flush(self) -> None:
         try:
