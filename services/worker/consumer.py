@@ -18,6 +18,7 @@ until that reply is dispatched, so no more is ever read than there are slots."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -36,6 +37,7 @@ from shared.scripts import Scripts
 from shared.streams import ensure_group
 
 log = logging.getLogger("streamq.worker")
+SETTLE_S = 0.02  # longest a finish waits for the run loop's take call (see Consumer.settle)
 
 
 @functools.cache
@@ -86,6 +88,10 @@ class Consumer:
         self.idle = asyncio.Event()  # set while nothing waits anywhere: the watchers block meanwhile
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
+        self._taking = 0  # take calls in flight (not counting the watchers' blocked reads)
+        self._taken = asyncio.Event()  # set while none is
+        self._taken.set()
+        self._follow_ups: set[asyncio.Task[None]] = set()
         self.refilled = 0  # entries read in the finisher's round trip (for tests and debugging)
         self.reserved = 0  # slots promised to entries the finisher reads (until its reply is dispatched)
         self._stop: asyncio.Event | None = None
@@ -111,22 +117,45 @@ class Consumer:
         for part in self.sources.order():
             if count <= 0:
                 break
-            reply = await self.scripts.call("take", *self.take_call(part, count))
+            reply = await self._call_take(*self.take_call(part, count))
             got = self.jobs(part, reply)
             out += got
             count -= len(got)
         return out
 
+    async def _call_take(self, keys: list[str], args: list[Any]) -> Any:
+        self._taking += 1
+        self._taken.clear()
+        try:
+            return await self.scripts.call("take", keys, args)
+        finally:
+            self._taking -= 1
+            if not self._taking:
+                self._taken.set()
+
+    async def settle(self, within_s: float = SETTLE_S) -> None:
+        """Until the run loop's take call (if one is in flight) has answered, at most ``within_s``: the
+        finisher waits so that, in a burst, starting what is due goes to Redis before finishing what
+        already ran (a watcher's blocked read is not waited for)."""
+        if not self._taken.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(within_s):
+                    await self._taken.wait()
+
     def free(self) -> int:
         """Slots neither running nor promised to entries being read or waiting in ``ready``."""
         return self.concurrency - len(self.running) - self.reserved - len(self.ready)
 
-    def deliver_started(self, jobs: list[Job]) -> None:
+    def deliver_started(self, jobs: list[Job], more: KeySchema | None = None) -> None:
         """Jobs a watcher's read started (take.lua): dispatched now as far as slots allow, the
-        rest kept in ``ready`` (lease renewed) for the next free slot; the run loop wakes to read more."""
+        rest kept in ``ready`` (lease renewed) for the next free slot; the run loop wakes to read more.
+        With ``more`` (the read took all it asked for: a burst), the next take call for that partition
+        is sent before the jobs run, so Redis starts the rest while this process runs the first."""
         for job in jobs:
             self.in_flight[job.delivery.ref] = job.delivery
         free = max(0, self.free())
+        if more is not None and free > len(jobs):
+            self._follow_up(more, free - len(jobs))
         self.dispatch(jobs[:free])
         self.ready += jobs[free:]
         self.idle.clear()  # watchers re-arm once a fetch finds nothing again
@@ -177,6 +206,26 @@ class Consumer:
             self.refilled += len(jobs)
             self.dispatch(jobs)
         self._slot_freed.set()
+
+    def _follow_up(self, part: KeySchema, slots: int) -> None:
+        """Read and start up to ``slots`` more entries of ``part`` in a task of its own, reserved like
+        the finisher's refill (dispatched by :meth:`fetched`)."""
+        if self._stop is None or self._stop.is_set():
+            return
+        self.reserved += slots
+        keys, args = self.take_call(part, slots)
+
+        async def follow_up() -> None:
+            reply: Any
+            try:
+                reply = await self._call_take(keys, args)
+            except (RedisError, OSError) as error:  # nothing was started (a script is atomic)
+                reply = error
+            self.fetched(reply, slots, keys)
+
+        task = asyncio.get_running_loop().create_task(follow_up())
+        self._follow_ups.add(task)
+        task.add_done_callback(self._follow_ups.discard)
 
     def _partition_of(self, keys: list[str] | None) -> KeySchema | None:
         if not keys:
@@ -278,6 +327,8 @@ class Consumer:
     async def drain(self, grace_s: float) -> int:
         """Wait up to ``grace_s`` for running jobs; cancel the rest (their entries stay pending for
         another worker to reclaim). Returns how many were left unfinished."""
+        if self._follow_ups:  # takes sent just before the stop: what they started is run too
+            await asyncio.wait(set(self._follow_ups), timeout=grace_s)
         if self.ready:  # jobs a watcher's last blocking read started: run them too
             self.dispatch(self.ready)
             self.ready = []

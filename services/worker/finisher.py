@@ -25,6 +25,9 @@ class Refill(Protocol):
     def reserve(self, slots: int) -> tuple[list[str], list[Any]] | None:
         """``slots`` slots are about to be freed: take.lua's KEYS and ARGV to fill them, or None."""
 
+    async def settle(self) -> None:
+        """Returns once the consumer's own take call (if any) has answered (bounded)."""
+
     def fetched(self, reply: Any, slots: int, keys: list[str] | None = None) -> None:
         """take.lua's reply (or the exception it raised) for a reservation of ``slots`` (``keys``: the
         KEYS :meth:`reserve` gave)."""
@@ -62,6 +65,8 @@ class Finisher:
 
     async def _flush(self) -> None:
         try:
+            if self.refill is not None:
+                await self.refill.settle()  # starting what is due goes first (a burst)
             while self._waiting:
                 batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
                 try:

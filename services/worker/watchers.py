@@ -84,7 +84,8 @@ class Watchers:
         """One blocking read and take.lua in one pipeline; the started jobs go to the consumer."""
         consumer = self.consumer
         staging = staging_consumer(consumer.consumer)
-        keys, args = consumer.take_call(part, max(1, min(TAKE_AT_WAKE, consumer.free())), staging)
+        count = max(1, min(TAKE_AT_WAKE, consumer.free()))
+        keys, args = consumer.take_call(part, count, staging)
         pipe = consumer.redis.pipeline(transaction=False)
         pipe.xreadgroup(WORKER_GROUP, staging, {s: ">" for s in part.streams()}, count=1, block=consumer.block_ms)
         consumer.scripts.queue_call(pipe, "take", keys, args)
@@ -99,4 +100,4 @@ class Watchers:
         jobs = consumer.jobs(part, reply)
         if jobs:
             self.started += len(jobs)
-            consumer.deliver_started(jobs)
+            consumer.deliver_started(jobs, more=part if len(jobs) >= count else None)
