@@ -5,6 +5,7 @@ running than the concurrency, every task run once, nothing read once stopping.""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -20,23 +21,34 @@ from tests.integration.helpers import running_worker
 pytestmark = pytest.mark.timeout(60)
 
 
-async def test_refill_keeps_concurrency_and_runs_each_task_once(
-    settings: Settings, queue: Queue, redis: Redis, keys: KeySchema
-) -> None:
-    running = 0
-    most = 0
-    seen: list[int] = []
+@dataclass
+class Tracked:
+    running: int = 0
+    most: int = 0  # the most ever running at once
+    seen: list[int] = field(default_factory=list)
+
+
+def tracking(run_s: float) -> tuple[Registry, Tracked]:
+    """A registry whose ``track`` task records how many run at once and which payloads ran."""
+    tracked = Tracked()
     registry = Registry()
 
     async def track(payload: Any) -> None:
-        nonlocal running, most
-        running += 1
-        most = max(most, running)
-        await asyncio.sleep(0.005)
-        seen.append(payload)
-        running -= 1
+        tracked.running += 1
+        tracked.most = max(tracked.most, tracked.running)
+        await asyncio.sleep(run_s)
+        tracked.seen.append(payload)
+        tracked.running -= 1
 
     registry.register("track", track)
+    return registry, tracked
+
+
+async def test_refill_keeps_concurrency_and_runs_each_task_once(
+    settings: Settings, queue: Queue, redis: Redis, keys: KeySchema
+) -> None:
+    registry, tracked = tracking(0.005)
+    seen = tracked.seen
     n = 60
     done = await queue.submit([TaskCreate(type="track", payload=i) for i in range(n)])
     two = settings.model_copy(update={"worker_concurrency": 2})
@@ -45,7 +57,7 @@ async def test_refill_keeps_concurrency_and_runs_each_task_once(
             await asyncio.sleep(0.02)
         refilled = worker.consumer.refilled
     assert sorted(seen) == list(range(n))  # each once
-    assert most <= 2
+    assert tracked.most <= 2
     assert refilled > 0  # the path under test was taken
     tasks = await queue.get_many([d.task.id for d in done])
     assert {t.status for t in tasks} == {"completed"} and {t.attempts for t in tasks} == {1}
@@ -57,20 +69,8 @@ async def test_refill_keeps_concurrency_and_runs_each_task_once(
 async def test_a_burst_on_an_idle_worker_keeps_concurrency_and_runs_each_task_once(
     settings: Settings, queue: Queue, redis: Redis, keys: KeySchema
 ) -> None:
-    running = 0
-    most = 0
-    seen: list[int] = []
-    registry = Registry()
-
-    async def track(payload: Any) -> None:
-        nonlocal running, most
-        running += 1
-        most = max(most, running)
-        await asyncio.sleep(0.002)
-        seen.append(payload)
-        running -= 1
-
-    registry.register("track", track)
+    registry, tracked = tracking(0.002)
+    seen = tracked.seen
     n, concurrency = 300, 40
     wide = settings.model_copy(update={"worker_concurrency": concurrency})
     async with running_worker(wide, registry) as worker:
@@ -82,7 +82,7 @@ async def test_a_burst_on_an_idle_worker_keeps_concurrency_and_runs_each_task_on
             await asyncio.sleep(0.02)
         assert worker.watchers.started >= 1  # the watcher's read started the first ones
         assert worker.consumer.refilled > 0  # and a follow-up or refill took more in one call each
-    assert sorted(seen) == list(range(n)) and most <= concurrency
+    assert sorted(seen) == list(range(n)) and tracked.most <= concurrency
     tasks = await queue.get_many([d.task.id for d in done])
     assert {t.status for t in tasks} == {"completed"} and {t.attempts for t in tasks} == {1}
     assert worker.consumer.reserved == 0 and not worker.consumer.ready
