@@ -68,28 +68,38 @@ def test_partitions_of_one_queue_use_different_slots() -> None:
     assert len(slots) == 8
 
 
+def touched(name: str, keys: list[str], args: list[Any]) -> list[str]:
+    """The keys a call touches: its KEYS, and for take.lua the task hashes it names from ARGV[4]."""
+    return [*keys, f"{args[3]}some-task-id"] if name == "take" else list(keys)
+
+
 class Spy:
     """Records every script call's key list (then runs it as usual)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: list[tuple[str, list[str]]] = []
-        call, many, wait = Scripts.call, Scripts.call_many, Scripts.call_many_then_wait
+        call, many, wait, queued = Scripts.call, Scripts.call_many, Scripts.call_many_then_wait, Scripts.queue_call
 
         async def spy_call(scripts: Scripts, name: str, keys: list[str], args: list[Any], client: Any = None) -> Any:
-            self.calls.append((name, list(keys)))
+            self.calls.append((name, touched(name, keys, args)))
             return await call(scripts, name, keys, args, client)
 
         async def spy_many(scripts: Scripts, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
-            self.calls.extend((name, list(keys)) for name, keys, _ in calls)
+            self.calls.extend((name, touched(name, keys, args)) for name, keys, args in calls)
             return await many(scripts, calls)
 
         async def spy_wait(scripts: Scripts, calls: list[tuple[str, list[str], list[Any]]], *rest: Any) -> Any:
-            self.calls.extend((name, list(keys)) for name, keys, _ in calls)
+            self.calls.extend((name, touched(name, keys, args)) for name, keys, args in calls)
             return await wait(scripts, calls, *rest)
+
+        def spy_queued(scripts: Scripts, pipe: Any, name: str, keys: list[str], args: list[Any]) -> None:
+            self.calls.append((name, touched(name, keys, args)))
+            queued(scripts, pipe, name, keys, args)
 
         monkeypatch.setattr(Scripts, "call", spy_call)
         monkeypatch.setattr(Scripts, "call_many", spy_many)
         monkeypatch.setattr(Scripts, "call_many_then_wait", spy_wait)
+        monkeypatch.setattr(Scripts, "queue_call", spy_queued)
 
     def assert_one_slot_each(self) -> set[str]:
         for name, keys in self.calls:
