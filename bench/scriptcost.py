@@ -1,0 +1,182 @@
+"""Redis CPU per task of the hot scripts, from ``INFO commandstats`` (``python -m bench.scriptcost``).
+
+Starts its own redis-server, then for each script path resets the server's statistics, makes the
+calls the services make (the same KEYS/ARGV builders: ``Queue.submit``, ``Promoter.promote_once``,
+the consumer's fetch.lua/start.lua arguments, ``Finisher``'s finish.lua call) and reads the time
+Redis spent inside ``EVALSHA`` (the script and every command it called), divided by the tasks the
+calls handled. The figure depends on the server's CPU, not on the client or the machine's load as
+much as throughput does (it still moves with CPU contention; compare medians of several rounds).
+
+    .venv/bin/python -m bench.scriptcost                 # every phase, 5 rounds
+    .venv/bin/python -m bench.scriptcost --rounds 9 --only promote,finish
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from collections.abc import Awaitable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from redis.asyncio import Redis
+
+from bench.env import RedisServer, load
+from services.scheduler.promoter import Promoter
+from services.worker.finisher import Finisher
+from services.worker.jobs import Delivery, Job, Outcome
+from shared.keys import WORKER_GROUP, KeySchema
+from shared.models import PRIORITIES, TaskCreate
+from shared.queue import Queue
+from shared.streams import ensure_group
+
+PHASES = ("submit", "submit-scheduled", "promote", "fetch", "start", "finish", "finish-retry", "finish-fail")
+CONSUMER = "scriptcost-1"
+FINISH_BATCH = 256  # the finisher's MAX_BATCH
+T = TypeVar("T")
+HISTORY = '{"attempt":1,"error":"boom","at":1700000000000}'
+
+
+async def evalsha_usec(redis: Redis) -> tuple[int, int]:
+    """(calls, usec) of EVALSHA since the last CONFIG RESETSTAT."""
+    stats: dict[str, Any] = await redis.info("commandstats")
+    row = stats.get("cmdstat_evalsha", {"calls": 0, "usec": 0})
+    return int(row["calls"]), int(row["usec"])
+
+
+async def measure(redis: Redis, tasks: int, body: Awaitable[T]) -> tuple[float, T]:
+    """us of EVALSHA per task over ``body``'s calls, and what ``body`` returned."""
+    await redis.config_resetstat()
+    value = await body
+    _calls, usec = await evalsha_usec(redis)
+    return usec / tasks, value
+
+
+class Bench:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self.keys = KeySchema("scriptcost", "default")
+        self.queue = Queue(redis, self.keys, result_ttl_s=3600)
+        self.promoter = Promoter(self.queue, batch=500)
+        self.finisher = Finisher(
+            self.queue.scripts,
+            self.keys,
+            group=WORKER_GROUP,
+            consumer=CONSUMER,
+            result_ttl_ms=self.queue.result_ttl_ms,
+            events_maxlen=self.queue.events_maxlen,
+        )
+
+    async def setup(self) -> None:
+        await ensure_group(self.redis, self.keys.streams(), WORKER_GROUP)
+        far = datetime.now(UTC) + timedelta(days=1)
+        for _ in range(5):  # a realistic scheduled zset: thousands of tasks due later
+            await self.queue.submit([TaskCreate(type="noop", scheduled_for=far) for _ in range(1000)])
+
+    async def submit(self, n: int, batch: int = 1000, due: datetime | None = None) -> None:
+        for _ in range(n // batch):
+            await self.queue.submit([TaskCreate(type="noop", scheduled_for=due) for _ in range(batch)])
+
+    async def fetch(self, count: int) -> list[Delivery]:
+        reply = await self.queue.scripts.call(
+            "fetch", [*self.keys.streams(), self.keys.paused], [WORKER_GROUP, CONSUMER, count]
+        )
+        return [Delivery(PRIORITIES[int(reply[i]) - 1], reply[i + 1], reply[i + 2]) for i in range(0, len(reply), 3)]
+
+    async def start(self, deliveries: list[Delivery]) -> list[Job]:
+        keys = [*self.keys.common(), *(self.keys.task(d.task_id) for d in deliveries), self.keys.paused]
+        args: list[Any] = [self.queue.events_maxlen, WORKER_GROUP, CONSUMER]
+        for d in deliveries:
+            args += [d.msg_id, d.task_id, d.priority]
+        reply = await self.queue.scripts.call("start", keys, args)
+        return [Job.from_reply(d, r) for d, r in zip(deliveries, reply, strict=True) if r]
+
+    async def finish(self, outcomes: list[Outcome]) -> list[str]:
+        reply = await self.queue.scripts.call(*self.finisher._finish_call(self.keys, outcomes))
+        return [str(s) for s in reply]
+
+
+def outcome(job: Job, phase: str) -> Outcome:
+    if phase == "finish":
+        return Outcome(job, True, '{"ok":true}')
+    if phase == "finish-retry":
+        return Outcome(job, False, "boom", delay_ms=3_600_000, history=HISTORY)
+    return Outcome(job, False, "boom", delay_ms=-1, history=HISTORY)
+
+
+async def run_round(b: Bench, phases: set[str], results: dict[str, list[float]]) -> None:
+    r = b.redis
+    if "submit" in phases:
+        results["submit"].append((await measure(r, 20_000, b.submit(20_000)))[0])
+    if "submit-scheduled" in phases:
+        later = datetime.now(UTC) + timedelta(days=1)
+        results["submit-scheduled"].append((await measure(r, 5_000, b.submit(5_000, due=later)))[0])
+    if "promote" in phases:
+        server_s, server_us = await r.time()
+        due_ms = server_s * 1000 + server_us // 1000 + 300
+        await b.submit(500, 500, datetime.fromtimestamp(due_ms / 1000, UTC))
+        await asyncio.sleep(0.35)
+        promoted_before = b.promoter.promoted
+        us, moved = await measure(r, 500, b.promoter.promote_once([b.keys]))
+        assert b.promoter.promoted - promoted_before == 500, (b.promoter.promoted, promoted_before, moved)
+        results["promote"].append(us)
+    for phase in ("finish", "finish-retry", "finish-fail"):
+        if phase not in phases and not (phase == "finish" and phases & {"fetch", "start"}):
+            continue
+        await b.submit(FINISH_BATCH, FINISH_BATCH)
+        fetch_us, deliveries = await measure(r, FINISH_BATCH, b.fetch(FINISH_BATCH))
+        start_us, jobs = await measure(r, FINISH_BATCH, b.start(deliveries))
+        assert len(jobs) == FINISH_BATCH, len(jobs)
+        if phase == "finish":
+            results["fetch"].append(fetch_us)
+            results["start"].append(start_us)
+        us, statuses = await measure(r, FINISH_BATCH, b.finish([outcome(j, phase) for j in jobs]))
+        expected = {"finish": "completed", "finish-retry": "scheduled", "finish-fail": "failed"}[phase]
+        assert set(statuses) == {expected}, set(statuses)
+        if phase in phases:
+            results[phase].append(us)
+
+
+async def main_async(rounds: int, phases: set[str]) -> None:
+    server = RedisServer()
+    redis = server.client()
+    try:
+        b = Bench(redis)
+        await b.setup()
+        await run_round(b, phases, {p: [] for p in PHASES})  # warm-up: scripts loaded, keys created
+        results: dict[str, list[float]] = {p: [] for p in PHASES}
+        started_load = load()
+        t0 = time.monotonic()
+        for _ in range(rounds):
+            await run_round(b, phases, results)
+        info = await redis.info("server")
+        print(
+            f"redis {info['redis_version']}, {rounds} rounds in {time.monotonic() - t0:.1f} s, "
+            f"load (1 min) {started_load} -> {load()}"
+        )
+        print(f"{'script path':<18} {'us/task median':>14}  {'min-max':>13}")
+        for phase in PHASES:
+            values = results[phase]
+            if values:
+                print(f"{phase:<18} {statistics.median(values):>14.2f}  {min(values):>6.2f}-{max(values):<6.2f}")
+    finally:
+        await redis.aclose()
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.scriptcost", description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--only", default=",".join(PHASES), help=f"comma-separated, of: {', '.join(PHASES)}")
+    ns = parser.parse_args()
+    phases = {p.strip() for p in ns.only.split(",") if p.strip()}
+    unknown = phases - set(PHASES)
+    if unknown:
+        parser.error(f"unknown phase(s): {', '.join(sorted(unknown))}")
+    asyncio.run(main_async(ns.rounds, phases))
+
+
+if __name__ == "__main__":
+    main()
