@@ -8,7 +8,7 @@ calls handled. The figure depends on the server's CPU, not on the client or the 
 much as throughput does (it still moves with CPU contention; compare medians of several rounds).
 
     .venv/bin/python -m bench.scriptcost                 # every phase, 5 rounds
-    .venv/bin/python -m bench.scriptcost --rounds 9 --only promote,finish
+    .venv/bin/python -m bench.scriptcost --rounds 9 --only promote,finish --breakdown
 """
 
 from __future__ import annotations
@@ -39,19 +39,21 @@ T = TypeVar("T")
 HISTORY = '{"attempt":1,"error":"boom","at":1700000000000}'
 
 
-async def evalsha_usec(redis: Redis) -> tuple[int, int]:
-    """(calls, usec) of EVALSHA since the last CONFIG RESETSTAT."""
-    stats: dict[str, Any] = await redis.info("commandstats")
-    row = stats.get("cmdstat_evalsha", {"calls": 0, "usec": 0})
-    return int(row["calls"]), int(row["usec"])
+BREAKDOWN: dict[str, dict[str, list[float]]] = {}  # phase -> command -> us per task, per round (--breakdown)
 
 
-async def measure(redis: Redis, tasks: int, body: Awaitable[T]) -> tuple[float, T]:
-    """us of EVALSHA per task over ``body``'s calls, and what ``body`` returned."""
+async def measure(redis: Redis, tasks: int, body: Awaitable[T], phase: str = "") -> tuple[float, T]:
+    """us of EVALSHA per task over ``body``'s calls, and what ``body`` returned (with ``phase``, the
+    commands the scripts called are kept per task in BREAKDOWN)."""
     await redis.config_resetstat()
     value = await body
-    _calls, usec = await evalsha_usec(redis)
-    return usec / tasks, value
+    stats: dict[str, Any] = await redis.info("commandstats")
+    if phase:
+        per = BREAKDOWN.setdefault(phase, {})
+        for name, row in stats.items():
+            per.setdefault(name.removeprefix("cmdstat_"), []).append(int(row["usec"]) / tasks)
+    row = stats.get("cmdstat_evalsha", {"usec": 0})
+    return int(row["usec"]) / tasks, value
 
 
 class Bench:
@@ -109,43 +111,45 @@ def outcome(job: Job, phase: str) -> Outcome:
 async def run_round(b: Bench, phases: set[str], results: dict[str, list[float]]) -> None:
     r = b.redis
     if "submit" in phases:
-        results["submit"].append((await measure(r, 20_000, b.submit(20_000)))[0])
+        results["submit"].append((await measure(r, 20_000, b.submit(20_000), "submit"))[0])
     if "submit-scheduled" in phases:
         later = datetime.now(UTC) + timedelta(days=1)
-        results["submit-scheduled"].append((await measure(r, 5_000, b.submit(5_000, due=later)))[0])
+        results["submit-scheduled"].append((await measure(r, 5_000, b.submit(5_000, due=later), "submit-scheduled"))[0])
     if "promote" in phases:
         server_s, server_us = await r.time()
         due_ms = server_s * 1000 + server_us // 1000 + 300
         await b.submit(500, 500, datetime.fromtimestamp(due_ms / 1000, UTC))
         await asyncio.sleep(0.35)
         promoted_before = b.promoter.promoted
-        us, moved = await measure(r, 500, b.promoter.promote_once([b.keys]))
+        us, moved = await measure(r, 500, b.promoter.promote_once([b.keys]), "promote")
         assert b.promoter.promoted - promoted_before == 500, (b.promoter.promoted, promoted_before, moved)
         results["promote"].append(us)
     for phase in ("finish", "finish-retry", "finish-fail"):
         if phase not in phases and not (phase == "finish" and phases & {"fetch", "start"}):
             continue
         await b.submit(FINISH_BATCH, FINISH_BATCH)
-        fetch_us, deliveries = await measure(r, FINISH_BATCH, b.fetch(FINISH_BATCH))
-        start_us, jobs = await measure(r, FINISH_BATCH, b.start(deliveries))
+        first = phase == "finish"  # fetch and start are measured on the first batch only
+        fetch_us, deliveries = await measure(r, FINISH_BATCH, b.fetch(FINISH_BATCH), "fetch" if first else "")
+        start_us, jobs = await measure(r, FINISH_BATCH, b.start(deliveries), "start" if first else "")
         assert len(jobs) == FINISH_BATCH, len(jobs)
-        if phase == "finish":
+        if first:
             results["fetch"].append(fetch_us)
             results["start"].append(start_us)
-        us, statuses = await measure(r, FINISH_BATCH, b.finish([outcome(j, phase) for j in jobs]))
+        us, statuses = await measure(r, FINISH_BATCH, b.finish([outcome(j, phase) for j in jobs]), phase)
         expected = {"finish": "completed", "finish-retry": "scheduled", "finish-fail": "failed"}[phase]
         assert set(statuses) == {expected}, set(statuses)
         if phase in phases:
             results[phase].append(us)
 
 
-async def main_async(rounds: int, phases: set[str]) -> None:
+async def main_async(rounds: int, phases: set[str], breakdown: bool) -> None:
     server = RedisServer()
     redis = server.client()
     try:
         b = Bench(redis)
         await b.setup()
         await run_round(b, phases, {p: [] for p in PHASES})  # warm-up: scripts loaded, keys created
+        BREAKDOWN.clear()
         results: dict[str, list[float]] = {p: [] for p in PHASES}
         started_load = load()
         t0 = time.monotonic()
@@ -161,6 +165,11 @@ async def main_async(rounds: int, phases: set[str]) -> None:
             values = results[phase]
             if values:
                 print(f"{phase:<18} {statistics.median(values):>14.2f}  {min(values):>6.2f}-{max(values):<6.2f}")
+                if breakdown:
+                    rows = sorted(BREAKDOWN.get(phase, {}).items(), key=lambda kv: -statistics.median(kv[1]))
+                    for name, per in rows:
+                        if name not in ("evalsha", "config|resetstat", "info"):
+                            print(f"  {name:<16} {statistics.median(per):>14.2f}")
     finally:
         await redis.aclose()
         server.stop()
@@ -170,12 +179,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.scriptcost", description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--only", default=",".join(PHASES), help=f"comma-separated, of: {', '.join(PHASES)}")
+    parser.add_argument("--breakdown", action="store_true", help="also each command the scripts called, us/task")
     ns = parser.parse_args()
     phases = {p.strip() for p in ns.only.split(",") if p.strip()}
     unknown = phases - set(PHASES)
     if unknown:
         parser.error(f"unknown phase(s): {', '.join(sorted(unknown))}")
-    asyncio.run(main_async(ns.rounds, phases))
+    asyncio.run(main_async(ns.rounds, phases, ns.breakdown))
 
 
 if __name__ == "__main__":
