@@ -5,7 +5,10 @@ calls the services make (the same KEYS/ARGV builders: ``Queue.submit``, ``Promot
 the consumer's fetch.lua/start.lua arguments, ``Finisher``'s finish.lua call) and reads the time
 Redis spent inside ``EVALSHA`` (the script and every command it called), divided by the tasks the
 calls handled. The figure depends on the server's CPU, not on the client or the machine's load as
-much as throughput does (it still moves with CPU contention; compare medians of several rounds).
+much as throughput does; but commandstats' time is wall-clock, so it grows while another process
+has the core. The second figure, Redis's main-thread CPU time (``INFO cpu``, getrusage) over the
+same calls, does not: it also counts what the server does around the scripts (reading and parsing
+the calls, writing replies, the INFO call), the same for any script version with the same KEYS/ARGV.
 
     .venv/bin/python -m bench.scriptcost                 # every phase, 5 rounds
     .venv/bin/python -m bench.scriptcost --rounds 9 --only promote,finish --breakdown
@@ -32,7 +35,18 @@ from shared.models import PRIORITIES, TaskCreate
 from shared.queue import Queue
 from shared.streams import ensure_group
 
-PHASES = ("submit", "submit-scheduled", "promote", "fetch", "start", "finish", "finish-retry", "finish-fail")
+PHASES = (
+    "submit",
+    "submit-scheduled",
+    "promote",
+    "fetch",
+    "start",
+    "finish",
+    "finish-retry",
+    "finish-fail",
+    "finish-3",
+)
+SMALL = 3  # finish-3: outcomes per call at the worker's default concurrency
 CONSUMER = "scriptcost-1"
 FINISH_BATCH = 256  # the finisher's MAX_BATCH
 T = TypeVar("T")
@@ -42,18 +56,29 @@ HISTORY = '{"attempt":1,"error":"boom","at":1700000000000}'
 BREAKDOWN: dict[str, dict[str, list[float]]] = {}  # phase -> command -> us per task, per round (--breakdown)
 
 
-async def measure(redis: Redis, tasks: int, body: Awaitable[T], phase: str = "") -> tuple[float, T]:
-    """us of EVALSHA per task over ``body``'s calls, and what ``body`` returned (with ``phase``, the
-    commands the scripts called are kept per task in BREAKDOWN)."""
+async def main_thread_cpu_us(redis: Redis) -> float:
+    """CPU time of Redis's main thread so far (getrusage: unlike commandstats' wall-clock usec, not
+    inflated while another process has the core)."""
+    cpu: dict[str, Any] = await redis.info("cpu")
+    return (float(cpu["used_cpu_user_main_thread"]) + float(cpu["used_cpu_sys_main_thread"])) * 1e6
+
+
+async def measure(redis: Redis, tasks: int, body: Awaitable[T], phase: str = "") -> tuple[float, float, T]:
+    """us of EVALSHA per task over ``body``'s calls (commandstats), us of Redis main-thread CPU per
+    task over the same calls (everything the server did meanwhile: parsing, replies, the INFO call),
+    and what ``body`` returned; with ``phase``, the commands the scripts called are kept per task in
+    BREAKDOWN."""
     await redis.config_resetstat()
+    cpu_before = await main_thread_cpu_us(redis)
     value = await body
+    cpu_after = await main_thread_cpu_us(redis)
     stats: dict[str, Any] = await redis.info("commandstats")
     if phase:
         per = BREAKDOWN.setdefault(phase, {})
         for name, row in stats.items():
             per.setdefault(name.removeprefix("cmdstat_"), []).append(int(row["usec"]) / tasks)
     row = stats.get("cmdstat_evalsha", {"usec": 0})
-    return int(row["usec"]) / tasks, value
+    return int(row["usec"]) / tasks, (cpu_after - cpu_before) / tasks, value
 
 
 class Bench:
@@ -108,38 +133,62 @@ def outcome(job: Job, phase: str) -> Outcome:
     return Outcome(job, False, "boom", delay_ms=-1, history=HISTORY)
 
 
-async def run_round(b: Bench, phases: set[str], results: dict[str, list[float]]) -> None:
+Figures = tuple[float, float]  # (EVALSHA us per task, Redis main-thread CPU us per task)
+
+
+async def run_round(b: Bench, phases: set[str], results: dict[str, list[Figures]]) -> None:
     r = b.redis
     if "submit" in phases:
-        results["submit"].append((await measure(r, 20_000, b.submit(20_000), "submit"))[0])
+        us, cpu, _ = await measure(r, 20_000, b.submit(20_000), "submit")
+        results["submit"].append((us, cpu))
     if "submit-scheduled" in phases:
         later = datetime.now(UTC) + timedelta(days=1)
-        results["submit-scheduled"].append((await measure(r, 5_000, b.submit(5_000, due=later), "submit-scheduled"))[0])
+        us, cpu, _ = await measure(r, 5_000, b.submit(5_000, due=later), "submit-scheduled")
+        results["submit-scheduled"].append((us, cpu))
     if "promote" in phases:
         server_s, server_us = await r.time()
         due_ms = server_s * 1000 + server_us // 1000 + 300
         await b.submit(500, 500, datetime.fromtimestamp(due_ms / 1000, UTC))
         await asyncio.sleep(0.35)
         promoted_before = b.promoter.promoted
-        us, moved = await measure(r, 500, b.promoter.promote_once([b.keys]), "promote")
+        us, cpu, moved = await measure(r, 500, b.promoter.promote_once([b.keys]), "promote")
         assert b.promoter.promoted - promoted_before == 500, (b.promoter.promoted, promoted_before, moved)
-        results["promote"].append(us)
+        results["promote"].append((us, cpu))
     for phase in ("finish", "finish-retry", "finish-fail"):
         if phase not in phases and not (phase == "finish" and phases & {"fetch", "start"}):
             continue
         await b.submit(FINISH_BATCH, FINISH_BATCH)
         first = phase == "finish"  # fetch and start are measured on the first batch only
-        fetch_us, deliveries = await measure(r, FINISH_BATCH, b.fetch(FINISH_BATCH), "fetch" if first else "")
-        start_us, jobs = await measure(r, FINISH_BATCH, b.start(deliveries), "start" if first else "")
+        fetch = await measure(r, FINISH_BATCH, b.fetch(FINISH_BATCH), "fetch" if first else "")
+        start = await measure(r, FINISH_BATCH, b.start(fetch[2]), "start" if first else "")
+        jobs = start[2]
         assert len(jobs) == FINISH_BATCH, len(jobs)
         if first:
-            results["fetch"].append(fetch_us)
-            results["start"].append(start_us)
-        us, statuses = await measure(r, FINISH_BATCH, b.finish([outcome(j, phase) for j in jobs]), phase)
+            results["fetch"].append(fetch[:2])
+            results["start"].append(start[:2])
+        us, cpu, statuses = await measure(r, FINISH_BATCH, b.finish([outcome(j, phase) for j in jobs]), phase)
         expected = {"finish": "completed", "finish-retry": "scheduled", "finish-fail": "failed"}[phase]
         assert set(statuses) == {expected}, set(statuses)
         if phase in phases:
-            results[phase].append(us)
+            results[phase].append((us, cpu))
+    if "finish-3" in phases:  # many small calls: what a call costs besides its tasks
+        n = FINISH_BATCH // SMALL * SMALL
+        await b.submit(n, n)
+        jobs = await b.start(await b.fetch(n))
+        us, cpu, statuses = await measure(r, n, finish_small(b, jobs), "finish-3")
+        assert statuses == ["completed"] * n, set(statuses)
+        results["finish-3"].append((us, cpu))
+
+
+async def finish_small(b: Bench, jobs: list[Job]) -> list[str]:
+    statuses: list[str] = []
+    for i in range(0, len(jobs), SMALL):
+        statuses += await b.finish([outcome(j, "finish") for j in jobs[i : i + SMALL]])
+    return statuses
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):>7.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
 async def main_async(rounds: int, phases: set[str], breakdown: bool) -> None:
@@ -150,7 +199,7 @@ async def main_async(rounds: int, phases: set[str], breakdown: bool) -> None:
         await b.setup()
         await run_round(b, phases, {p: [] for p in PHASES})  # warm-up: scripts loaded, keys created
         BREAKDOWN.clear()
-        results: dict[str, list[float]] = {p: [] for p in PHASES}
+        results: dict[str, list[Figures]] = {p: [] for p in PHASES}
         started_load = load()
         t0 = time.monotonic()
         for _ in range(rounds):
@@ -158,13 +207,13 @@ async def main_async(rounds: int, phases: set[str], breakdown: bool) -> None:
         info = await redis.info("server")
         print(
             f"redis {info['redis_version']}, {rounds} rounds in {time.monotonic() - t0:.1f} s, "
-            f"load (1 min) {started_load} -> {load()}"
+            f"load (1 min) {started_load} -> {load()}; median (min-max) of the rounds, us per task"
         )
-        print(f"{'script path':<18} {'us/task median':>14}  {'min-max':>13}")
+        print(f"{'script path':<18} {'EVALSHA (commandstats)':>24}  {'Redis main-thread CPU':>24}")
         for phase in PHASES:
-            values = results[phase]
-            if values:
-                print(f"{phase:<18} {statistics.median(values):>14.2f}  {min(values):>6.2f}-{max(values):<6.2f}")
+            if results[phase]:
+                evalsha, cpu = [f[0] for f in results[phase]], [f[1] for f in results[phase]]
+                print(f"{phase:<18} {spread(evalsha):>24}  {spread(cpu):>24}")
                 if breakdown:
                     rows = sorted(BREAKDOWN.get(phase, {}).items(), key=lambda kv: -statistics.median(kv[1]))
                     for name, per in rows:
