@@ -19,6 +19,26 @@ per outcome i, from ARGV[5 + 6*(i-1)]: task id, entry id, outcome, value (result
 Returns: per outcome, the status written ('completed', 'scheduled', 'failed') or 'lost' when the
 entry is no longer this consumer's, or 'stale' when the task no longer runs on that entry.
 ]]
+-- append_json's new value, from the field's current value (read with the HMGET).
+local function json_appended(current, entry)
+  if not current or current == '' then return '[' .. entry .. ']' end
+  return string.sub(current, 1, -2) .. ',' .. entry .. ']'
+end
+
+-- The lowest and highest of several stream entry ids ('ms-seq', compared as ids, not as strings). A
+-- malformed id is returned as both, for XPENDING to refuse as it did when called per entry.
+local function entry_id_range(ids)
+  local lo, hi, lo_ms, lo_seq, hi_ms, hi_seq
+  for _, id in ipairs(ids) do
+    local ms, seq = string.match(id, '^(%d+)-?(%d*)$')
+    if not ms then return id, id end
+    ms, seq = tonumber(ms), tonumber(seq) or 0
+    if not lo or ms < lo_ms or (ms == lo_ms and seq < lo_seq) then lo, lo_ms, lo_seq = id, ms, seq end
+    if not hi or ms > hi_ms or (ms == hi_ms and seq > hi_seq) then hi, hi_ms, hi_seq = id, ms, seq end
+  end
+  return lo, hi
+end
+
 local now = now_ms()
 local group, consumer, ttl = ARGV[2], ARGV[3], ARGV[4]
 local expires = now + tonumber(ttl)
@@ -73,7 +93,7 @@ for i = 1, n do
         hset[#hset + 1], hset[#hset + 2] = 'error', ''
         redis.call(unpack(hset))
         defer_move(id, status, 'completed')
-        defer_zadd(RETENTION, expires, id)
+        defer('ZADD', RETENTION, expires, id)
         completed = completed + 1
         emit('completed', id, 'completed')
         out[i] = 'completed'
@@ -85,7 +105,7 @@ for i = 1, n do
         hset[#hset + 1], hset[#hset + 2] = 'msg_id', ''
         redis.call(unpack(hset))
         defer_move(id, status, 'scheduled')
-        defer_zadd(SCHEDULED, due, id)
+        defer('ZADD', SCHEDULED, due, id)
         retried = retried + 1
         emit('retrying', id, 'scheduled')
         out[i] = 'scheduled'
@@ -98,7 +118,7 @@ for i = 1, n do
         hset[#hset + 1], hset[#hset + 2] = 'dead_id', dead_id
         redis.call(unpack(hset))
         defer_move(id, status, 'failed')
-        defer_zadd(RETENTION, expires, id)
+        defer('ZADD', RETENTION, expires, id)
         failed = failed + 1
         emit('failed', id, 'failed')
         emit('dead_lettered', id, 'failed')

@@ -72,74 +72,39 @@ local function finish_terminal(task_key, id, old, new, now, ttl_ms, extra)
 end
 
 --[[ Deferred index writes (issue 7): a batch script records each index change while it loops over
-its tasks and writes them at the end with one variadic ZREM / ZADD per key (chunked: Lua's unpack
-takes a few thousand values at most), instead of one ZREM + ZADD per task. The script is atomic, so
+its tasks and writes them at the end with one variadic ZREM / ZADD per key (CHUNK values a call: Lua's
+unpack takes a few thousand at most), instead of one ZREM + ZADD per task. The script is atomic, so
 the end state is the same as writing them one by one, provided each task id moves at most once per
-call (the batch scripts guarantee it: a task seen twice is skipped the second time). ]]
+call (the batch scripts guarantee it: a task seen twice is skipped the second time). Kept to a few
+closures: every state-change script pays for lib.lua's definitions on each call. ]]
 local CHUNK = 4000  -- values per variadic call (even: ZADD takes score, member pairs)
-local DEFERRED_ZREM, DEFERRED_ZADD = {}, {}
+local DEFERRED = {ZREM = {}, ZADD = {}}  -- command -> key -> values
 
--- One command per CHUNK values: cmd key values[i..i+CHUNK-1].
-local function call_chunked(cmd, key, values)
-  for i = 1, #values, CHUNK do
-    redis.call(cmd, key, unpack(values, i, math.min(i + CHUNK - 1, #values)))
-  end
-end
-
-local function defer_zadd(key, score, id)
-  local t = DEFERRED_ZADD[key]
+-- Defer `cmd key a [b]`: defer('ZREM', key, id) or defer('ZADD', key, score, id).
+local function defer(cmd, key, a, b)
+  local t = DEFERRED[cmd][key]
   if not t then
     t = {}
-    DEFERRED_ZADD[key] = t
+    DEFERRED[cmd][key] = t
   end
-  t[#t + 1] = score
-  t[#t + 1] = id
-end
-
-local function defer_zrem(key, id)
-  local t = DEFERRED_ZREM[key]
-  if not t then
-    t = {}
-    DEFERRED_ZREM[key] = t
-  end
-  t[#t + 1] = id
+  t[#t + 1] = a
+  if b then t[#t + 1] = b end
 end
 
 -- move_index, written by flush_deferred().
 local function defer_move(id, old, new)
-  if old and STATUS_INDEX[old] then defer_zrem(STATUS_INDEX[old], id) end
-  defer_zadd(STATUS_INDEX[new], 0, id)
+  if old and STATUS_INDEX[old] then defer('ZREM', STATUS_INDEX[old], id) end
+  defer('ZADD', STATUS_INDEX[new], 0, id)
 end
 
 -- Write every deferred ZREM, then every deferred ZADD.
 local function flush_deferred()
-  for key, ids in pairs(DEFERRED_ZREM) do call_chunked('ZREM', key, ids) end
-  for key, pairs_ in pairs(DEFERRED_ZADD) do call_chunked('ZADD', key, pairs_) end
-  DEFERRED_ZREM, DEFERRED_ZADD = {}, {}
-end
-
--- append_json's new value, from the field's current value (read by the caller's HMGET).
-local function json_appended(current, entry)
-  if not current or current == '' then return '[' .. entry .. ']' end
-  return string.sub(current, 1, -2) .. ',' .. entry .. ']'
-end
-
--- Stream entry ids ('ms-seq') parsed for comparison; nil when malformed.
-local function entry_id_key(id)
-  local ms, seq = string.match(id, '^(%d+)-?(%d*)$')
-  if not ms then return nil end
-  return tonumber(ms), tonumber(seq) or 0
-end
-
--- The lowest and highest of several entry ids (compared as ids, not as strings). A malformed id is
--- returned as both, for the Redis command it is passed to to refuse as it would have alone.
-local function entry_id_range(ids)
-  local lo, hi, lo_ms, lo_seq, hi_ms, hi_seq
-  for _, id in ipairs(ids) do
-    local ms, seq = entry_id_key(id)
-    if not ms then return id, id end
-    if not lo or ms < lo_ms or (ms == lo_ms and seq < lo_seq) then lo, lo_ms, lo_seq = id, ms, seq end
-    if not hi or ms > hi_ms or (ms == hi_ms and seq > hi_seq) then hi, hi_ms, hi_seq = id, ms, seq end
+  for _, cmd in ipairs({'ZREM', 'ZADD'}) do
+    for key, values in pairs(DEFERRED[cmd]) do
+      for i = 1, #values, CHUNK do
+        redis.call(cmd, key, unpack(values, i, math.min(i + CHUNK - 1, #values)))
+      end
+    end
+    DEFERRED[cmd] = {}
   end
-  return lo, hi
 end

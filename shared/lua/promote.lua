@@ -3,9 +3,9 @@
 The caller reads candidate ids from the scheduled zset (by due time) and passes their hashes; this
 script decides with the server clock. A task is moved only by the call whose ZREM removed it, so
 several scheduler replicas can run at once and each task is enqueued exactly once.
-(One ZMSCORE reads every candidate's due time and one variadic ZREM removes the due ones: the script
-is atomic, so everything that ZMSCORE found due is removed by this call's ZREM. Index moves are
-written once per index at the end, see lib.lua.)
+(One ZMSCORE reads every candidate's due time and one variadic ZREM, with the index moves at the
+end of the call (lib.lua's deferred writes), removes the due ones: the script is atomic, so every
+task ZMSCORE found due is removed by this call's ZREM and by no other call.)
 KEYS[1..17]  common keys (lib.lua)
 KEYS[17 + i] task hash of candidate i
 ARGV[1]  events MAXLEN
@@ -20,30 +20,27 @@ for i = 1, n, CHUNK do
   local scores = redis.call('ZMSCORE', SCHEDULED, unpack(ARGV, i + 1, math.min(i + CHUNK - 1, n) + 1))
   for j = 1, #scores do due_at[i + j - 1] = scores[j] end
 end
-local due, removed, seen = {}, {}, {}
+local due, seen = {}, {}
 for i = 1, n do
   local id, score = ARGV[i + 1], due_at[i]
   if score and not seen[id] and tonumber(score) <= now then
     seen[id] = true
     due[#due + 1] = i
-    removed[#removed + 1] = id
+    defer('ZREM', SCHEDULED, id)
   end
 end
-if #removed > 0 then
-  call_chunked('ZREM', SCHEDULED, removed)
-  for _, i in ipairs(due) do
-    local id, task_key = ARGV[i + 1], KEYS[FIRST_TASK_KEY - 1 + i]
-    local h = redis.call('HMGET', task_key, 'status', 'priority')
-    if h[1] == 'scheduled' then
-      local msg = redis.call('XADD', stream_of(h[2]), '*', 'id', id)
-      redis.call('HSET', task_key, 'msg_id', msg, 'status', 'pending')
-      defer_move(id, 'scheduled', 'pending')
-      emit('promoted', id, 'pending')
-      out[#out + 1] = now - tonumber(due_at[i])
-    end
+for _, i in ipairs(due) do
+  local id, task_key = ARGV[i + 1], KEYS[FIRST_TASK_KEY - 1 + i]
+  local h = redis.call('HMGET', task_key, 'status', 'priority')
+  if h[1] == 'scheduled' then
+    local msg = redis.call('XADD', stream_of(h[2]), '*', 'id', id)
+    redis.call('HSET', task_key, 'msg_id', msg, 'status', 'pending')
+    defer_move(id, 'scheduled', 'pending')
+    emit('promoted', id, 'pending')
+    out[#out + 1] = now - tonumber(due_at[i])
   end
-  flush_deferred()
 end
+flush_deferred()
 local first = redis.call('ZRANGE', SCHEDULED, 0, 0, 'WITHSCORES')
 if #first > 0 then out[2] = tonumber(first[2]) end
 return out

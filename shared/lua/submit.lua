@@ -38,7 +38,7 @@ for i = 1, n do
     local status = 'pending'
     if due > now then
       status = 'scheduled'
-      defer_zadd(SCHEDULED, due, id)
+      defer('ZADD', SCHEDULED, due, id)
       hset[#hset + 1], hset[#hset + 2] = 'scheduled_for', due
     else
       local msg = redis.call('XADD', stream_of(priority), '*', 'id', id)
@@ -46,8 +46,8 @@ for i = 1, n do
     end
     hset[#hset + 1], hset[#hset + 2] = 'status', status
     redis.call(unpack(hset))  -- the whole task in one HSET (the script is atomic: no reader sees it half-made)
-    defer_zadd(INDEX_ALL, 0, id)
-    defer_zadd(type_key, 0, id)
+    defer('ZADD', INDEX_ALL, 0, id)
+    defer('ZADD', type_key, 0, id)
     defer_move(id, nil, status)
     created = created + 1
     emit('created', id, status)
