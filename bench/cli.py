@@ -102,6 +102,8 @@ async def run(cfg: Config, server: RedisServer, log_dir: Path, stamp: str) -> Ro
             rounds.append(results)
     finally:
         await redis.aclose()
+        if ctx.library is not None:
+            await ctx.library.aclose()
     return rounds
 
 

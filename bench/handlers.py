@@ -2,7 +2,8 @@
 
 With ``STREAMQ_BENCH_TRACE=1`` in a worker's environment (the ``--latency-trace`` run only), this
 module also wraps a few of the worker's consumer methods to stamp, per task, when its entry was
-read, when start.lua was sent and answered, and when the job was dispatched; ``bench.stamp`` then
+read and started (take.lua does both in one call, also behind a watcher's blocking read), when the
+reclaimer's start.lua was sent and answered, and when the job was dispatched; ``bench.stamp`` then
 returns those stamps with its own, so the latency workload can break created-to-started down. The
 worker's code is not changed; the normal runs load no wrapper.
 """
@@ -39,21 +40,12 @@ def _mark(task_ids: list[str], stage: str) -> None:
 
 def _wrap_reads(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
-    async def read(self: Any, *args: Any) -> Any:
-        deliveries = await method(self, *args)
-        _mark([d.task_id for d in deliveries], "read")
-        return deliveries
+    def read(self: Any, *args: Any) -> Any:
+        jobs = method(self, *args)
+        _mark([j.delivery.task_id for j in jobs], "read")  # read and started by take.lua (any path)
+        return jobs
 
     return read
-
-
-def _wrap_deliver(method: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(method)
-    def deliver(self: Any, deliveries: list[Any]) -> None:
-        _mark([d.task_id for d in deliveries], "read")
-        method(self, deliveries)
-
-    return deliver
 
 
 def _wrap_start(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -80,8 +72,7 @@ def _wrap_dispatch(method: Callable[..., Any]) -> Callable[..., Any]:
 def _trace_worker() -> None:
     from services.worker.consumer import Consumer
 
-    Consumer.deliver = _wrap_deliver(Consumer.deliver)  # type: ignore[method-assign]  # a watcher's blocking read
-    Consumer.fetch = _wrap_reads(Consumer.fetch)  # type: ignore[method-assign]
+    Consumer.jobs = _wrap_reads(Consumer.jobs)  # type: ignore[method-assign]  # every take.lua reply
     Consumer.start = _wrap_start(Consumer.start)  # type: ignore[method-assign]
     Consumer.dispatch = _wrap_dispatch(Consumer.dispatch)  # type: ignore[method-assign]
 

@@ -2,13 +2,14 @@
 
 Starts its own redis-server, then for each script path resets the server's statistics, makes the
 calls the services make (the same KEYS/ARGV builders: ``Queue.submit``, ``Promoter.promote_once``,
-the consumer's fetch.lua/start.lua arguments, ``Finisher``'s finish.lua call) and reads the time
+the consumer's take.lua arguments, ``Finisher``'s finish.lua call) and reads the time
 Redis spent inside ``EVALSHA`` (the script and every command it called), divided by the tasks the
 calls handled. The figure depends on the server's CPU, not on the client or the machine's load as
 much as throughput does; but commandstats' time is wall-clock, so it grows while another process
-has the core. The second figure, Redis's main-thread CPU time (``INFO cpu``, getrusage) over the
-same calls, does not: it also counts what the server does around the scripts (reading and parsing
-the calls, writing replies, the INFO call), the same for any script version with the same KEYS/ARGV.
+has the core. The second figure is Redis's main-thread CPU time (``INFO cpu``, getrusage) over the
+same calls: it also counts what the server does around the scripts (reading and parsing the calls,
+writing replies, the INFO call), and on a shared VM it moved about as much as the first (cache and
+core sharing); the lowest round of several is the least disturbed figure.
 
     .venv/bin/python -m bench.scriptcost                 # every phase, 5 rounds
     .venv/bin/python -m bench.scriptcost --rounds 9 --only promote,finish --breakdown
@@ -31,7 +32,7 @@ from services.scheduler.promoter import Promoter
 from services.worker.finisher import Finisher
 from services.worker.jobs import Delivery, Job, Outcome
 from shared.keys import WORKER_GROUP, KeySchema
-from shared.models import PRIORITIES, TaskCreate
+from shared.models import TaskCreate
 from shared.queue import Queue
 from shared.streams import ensure_group
 
@@ -39,8 +40,7 @@ PHASES = (
     "submit",
     "submit-scheduled",
     "promote",
-    "fetch",
-    "start",
+    "take",
     "finish",
     "finish-retry",
     "finish-fail",
@@ -106,19 +106,13 @@ class Bench:
         for _ in range(n // batch):
             await self.queue.submit([TaskCreate(type="noop", scheduled_for=due) for _ in range(batch)])
 
-    async def fetch(self, count: int) -> list[Delivery]:
-        reply = await self.queue.scripts.call(
-            "fetch", [*self.keys.streams(), self.keys.paused], [WORKER_GROUP, CONSUMER, count]
-        )
-        return [Delivery(PRIORITIES[int(reply[i]) - 1], reply[i + 1], reply[i + 2]) for i in range(0, len(reply), 3)]
-
-    async def start(self, deliveries: list[Delivery]) -> list[Job]:
-        keys = [*self.keys.common(), *(self.keys.task(d.task_id) for d in deliveries), self.keys.paused]
-        args: list[Any] = [self.queue.events_maxlen, WORKER_GROUP, CONSUMER]
-        for d in deliveries:
-            args += [d.msg_id, d.task_id, d.priority]
-        reply = await self.queue.scripts.call("start", keys, args)
-        return [Job.from_reply(d, r) for d, r in zip(deliveries, reply, strict=True) if r]
+    async def take(self, count: int) -> list[Job]:
+        """take.lua: read up to ``count`` entries and start them (the consumer's ``take_call`` and
+        ``jobs``, without the worker around them)."""
+        keys = [*self.keys.common(), self.keys.paused]
+        args = [self.queue.events_maxlen, WORKER_GROUP, CONSUMER, self.keys.task(""), count, ""]
+        reply = await self.queue.scripts.call("take", keys, args)
+        return [Job.from_reply(Delivery(int(row[1]), row[0], row[2], self.keys), row[2:]) for row in reply]
 
     async def finish(self, outcomes: list[Outcome]) -> list[str]:
         reply = await self.queue.scripts.call(*self.finisher._finish_call(self.keys, outcomes))
@@ -155,17 +149,15 @@ async def run_round(b: Bench, phases: set[str], results: dict[str, list[Figures]
         assert b.promoter.promoted - promoted_before == 500, (b.promoter.promoted, promoted_before, moved)
         results["promote"].append((us, cpu))
     for phase in ("finish", "finish-retry", "finish-fail"):
-        if phase not in phases and not (phase == "finish" and phases & {"fetch", "start"}):
+        if phase not in phases and not (phase == "finish" and "take" in phases):
             continue
         await b.submit(FINISH_BATCH, FINISH_BATCH)
-        first = phase == "finish"  # fetch and start are measured on the first batch only
-        fetch = await measure(r, FINISH_BATCH, b.fetch(FINISH_BATCH), "fetch" if first else "")
-        start = await measure(r, FINISH_BATCH, b.start(fetch[2]), "start" if first else "")
-        jobs = start[2]
+        first = phase == "finish"  # take is measured on the first batch only
+        take = await measure(r, FINISH_BATCH, b.take(FINISH_BATCH), "take" if first else "")
+        jobs = take[2]
         assert len(jobs) == FINISH_BATCH, len(jobs)
         if first:
-            results["fetch"].append(fetch[:2])
-            results["start"].append(start[:2])
+            results["take"].append(take[:2])
         us, cpu, statuses = await measure(r, FINISH_BATCH, b.finish([outcome(j, phase) for j in jobs]), phase)
         expected = {"finish": "completed", "finish-retry": "scheduled", "finish-fail": "failed"}[phase]
         assert set(statuses) == {expected}, set(statuses)
@@ -174,7 +166,7 @@ async def run_round(b: Bench, phases: set[str], results: dict[str, list[Figures]
     if "finish-3" in phases:  # many small calls: what a call costs besides its tasks
         n = FINISH_BATCH // SMALL * SMALL
         await b.submit(n, n)
-        jobs = await b.start(await b.fetch(n))
+        jobs = await b.take(n)
         us, cpu, statuses = await measure(r, n, finish_small(b, jobs), "finish-3")
         assert statuses == ["completed"] * n, set(statuses)
         results["finish-3"].append((us, cpu))

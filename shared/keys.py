@@ -154,7 +154,7 @@ class KeySchema:
 
     @property
     def paused(self) -> str:
-        """Present while the queue is paused: fetch.lua reads nothing from a partition that has it."""
+        """Present while the queue is paused: take.lua reads nothing from a partition that has it."""
         return f"{self._q}:paused"
 
     def common(self) -> list[str]:

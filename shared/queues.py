@@ -3,7 +3,7 @@
 A queue is created on first use (a task names it) with one partition; ``configure`` grows it (never
 shrinks: a partition that once held tasks keeps being read). Configs live in one global hash
 (``KeySchema.queues``); each partition's pause flag lives inside the partition's own hash slot so
-``fetch.lua`` checks it atomically with the read.
+``take.lua`` checks it atomically with the read.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ class QueueRegistry:
     async def _write(self, config: QueueConfig) -> None:
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(self.keys.queues, config.name, config.to_json())
-        for part in self.partition_keys(config):  # flags first in the slot they guard, read by fetch.lua
+        for part in self.partition_keys(config):  # flags first in the slot they guard, read by take.lua
             if config.paused:
                 pipe.set(part.paused, "1")
             else:

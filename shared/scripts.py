@@ -1,7 +1,7 @@
 """Lua scripts: read once from ``shared/lua``, registered once per client, called by name.
 
 State-change scripts get ``lib.lua`` prepended (shared helpers and the common KEYS layout);
-``fetch.lua`` stands alone. Each ``.lua`` file starts with a header listing KEYS, ARGV and returns.
+``ratelimit.lua`` stands alone. Each ``.lua`` file starts with a header listing KEYS, ARGV and returns.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-STANDALONE = frozenset({"fetch", "ratelimit"})  # scripts that do not use lib.lua's common KEYS layout
+STANDALONE = frozenset({"ratelimit"})  # scripts that do not use lib.lua's common KEYS layout
 LIBRARY = "lib"
 
 
@@ -68,7 +68,7 @@ class Scripts:
         pipe = self._client.pipeline(transaction=False)
         waits: dict[str, dict[str, Any]] = {}
         for name, keys, args in calls:
-            pipe.execute_command("EVALSHA", self._scripts[name].sha, len(keys), *keys, *args)
+            self.queue_call(pipe, name, keys, args)
             route = route_to_key(self._client, keys[0])
             waits.setdefault(getattr(route.get("target_nodes"), "name", ""), route)
         for route in waits.values():
@@ -86,15 +86,20 @@ class Scripts:
                 replies[i], acked = again[0][0], min(acked, again[1])
         return replies, acked
 
+    def queue_call(self, pipe: Any, name: str, keys: list[str], args: list[Any]) -> None:
+        """Add one script call to ``pipe`` (EVALSHA; a NOSCRIPT reply is the caller's to handle, e.g. by
+        :meth:`call`, which loads the script)."""
+        # execute_command, not pipe.evalsha: the cluster pipeline blocks the evalsha method but routes
+        # EVALSHA by its keys (each call to the node of its slot) when sent this way
+        pipe.execute_command("EVALSHA", self._scripts[name].sha, len(keys), *keys, *args)
+
     async def call_many(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
         """Several script calls in one round trip (a pipeline without MULTI: each script is still its
         own atomic call). Returns each call's reply or the exception it raised. A script the server
         does not know (NOSCRIPT: it did not run) is loaded and called again on its own."""
         pipe = self._client.pipeline(transaction=False)
         for name, keys, args in calls:
-            # execute_command, not pipe.evalsha: the cluster pipeline blocks the evalsha method but routes
-            # EVALSHA by its keys (each call to the node of its slot) when sent this way
-            pipe.execute_command("EVALSHA", self._scripts[name].sha, len(keys), *keys, *args)
+            self.queue_call(pipe, name, keys, args)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
         for i, (name, keys, args) in enumerate(calls):
             if isinstance(replies[i], NoScriptError):

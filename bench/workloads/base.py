@@ -13,6 +13,8 @@ from bench.env import RedisServer, Service, Stack, until
 from shared.keys import KeySchema
 from shared.models import TaskCreate
 from shared.queue import Queue
+from shared.redis import make_client
+from shared.settings import Settings
 
 Figures = dict[str, float | str]
 
@@ -21,15 +23,20 @@ Figures = dict[str, float | str]
 class Context:
     config: Config
     server: RedisServer
-    redis: Redis
+    redis: Redis  # plain redis-py: the raw loop's yardstick client and the workloads' own reads
     log_dir: Path
     profile_dir: Path | None = None  # set while a workload runs under --profile
+    library: Redis | None = None  # the client the services make (shared.redis.make_client), for Queue
 
     def stack(self) -> Stack:
         return Stack(self.server, self.log_dir, self.profile_dir)
 
     def queue(self, keys: KeySchema, result_ttl_s: int = 7 * 24 * 3600) -> Queue:
-        return Queue(self.redis, keys, result_ttl_s=result_ttl_s)
+        """The library as the services use it: a Queue over the client shared.redis.make_client makes
+        (commands packed by hiredis), not over the plain redis-py client of the raw yardstick."""
+        if self.library is None:
+            self.library = make_client(Settings(redis_url=self.server.url))
+        return Queue(self.library, keys, result_ttl_s=result_ttl_s)
 
 
 async def enqueue(queue: Queue, n: int, task_type: str = "noop", chunk: int = 1_000) -> list[str]:

@@ -1,23 +1,24 @@
-"""Reading and dispatching: strict priority, never more work fetched than there are free slots.
+"""Reading and dispatching: strict priority, never more work read than there are free slots.
 
 Each round: the partitions the worker consumes are ordered (:mod:`services.worker.sources`: queues
-by weight or strictly, partitions rotated) and fetch.lua reads up to ``free`` entries from them in
-that order, highest priority first inside each partition (a paused partition yields nothing). When
-nothing waits anywhere, one persistent watcher per partition (:mod:`services.worker.watchers`) blocks
-in XREADGROUP on that partition's streams only (one hash slot each); an entry it gets wakes the
-worker at once. A blocked read is never cancelled: what a watcher receives while every slot is
-taken waits in ``backlog`` (its lease renewed) for the next free slot. start.lua then marks a batch
-processing in one call per partition (one pipelined round trip), and each job runs in its own
-asyncio task.
+by weight or strictly, partitions rotated) and take.lua reads up to ``free`` entries from them in
+that order, highest priority first inside each partition (a paused partition yields nothing), and
+starts them in the same call (marked processing on this worker; cancel, pause and duplicate delivery
+checked): one round trip from read to dispatch. Each job runs in its own asyncio task.
+When nothing waits anywhere, one persistent watcher per partition (:mod:`services.worker.watchers`)
+blocks in XREADGROUP on that partition's streams only (one hash slot each), with take.lua right
+behind the read: the jobs come to the consumer already started. A blocked read is never cancelled:
+jobs a watcher started while every slot was taken wait in ``ready`` (their lease renewed) for the
+next free slot. start.lua starts entries read otherwise (the reclaimer's).
 
-When jobs finish, the finisher reads entries for the slots they free in the same round trip as
-their outcomes (:meth:`reserve`/:meth:`fetched`); those slots count as taken (``reserved``) until
-what was read is started and dispatched, so no more is ever read than there are slots.
-"""
+When jobs finish, the finisher reads and starts entries for the slots they free in the same round
+trip as their outcomes (:meth:`reserve`/:meth:`fetched`); those slots count as taken (``reserved``)
+until that reply is dispatched, so no more is ever read than there are slots."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -32,11 +33,11 @@ from services.worker.jobs import Delivery, Job
 from services.worker.sources import Sources
 from shared import metrics
 from shared.keys import WORKER_GROUP, KeySchema
-from shared.models import PRIORITIES
 from shared.scripts import Scripts
 from shared.streams import ensure_group
 
 log = logging.getLogger("streamq.worker")
+SETTLE_S = 0.02  # longest a finish waits for the run loop's take call (see Consumer.settle)
 
 
 @functools.cache
@@ -81,14 +82,18 @@ class Consumer:
         self.block_ms = block_ms
         self.running: dict[str, asyncio.Task[None]] = {}  # Delivery.ref -> job task
         self.in_flight: dict[str, Delivery] = {}  # Delivery.ref -> delivery (for lease renewal)
-        self.backlog: list[Delivery] = []  # delivered by a watcher while no slot was free
+        self.running_in: dict[str, int] = {}  # queue -> jobs running (the in-progress gauge)
+        self.ready: list[Job] = []  # started by a watcher's read while no slot was free
         self.processed = 0
         self.idle = asyncio.Event()  # set while nothing waits anywhere: the watchers block meanwhile
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
+        self._taking = 0  # take calls in flight (not counting the watchers' blocked reads)
+        self._taken = asyncio.Event()  # set while none is
+        self._taken.set()
+        self._follow_ups: set[asyncio.Task[None]] = set()
         self.refilled = 0  # entries read in the finisher's round trip (for tests and debugging)
-        self.reserved = 0  # slots promised to entries the finisher reads (until they are dispatched)
-        self._starting: set[asyncio.Task[None]] = set()
+        self.reserved = 0  # slots promised to entries the finisher reads (until its reply is dispatched)
         self._stop: asyncio.Event | None = None
         finisher.refill = self  # the finisher refills the slots it frees (see reserve/fetched)
 
@@ -96,35 +101,64 @@ class Consumer:
         return delivery.keys or self.keys
 
     # --- reading ---------------------------------------------------------------------------------
-    @staticmethod
-    def fetch_call(part: KeySchema) -> list[str]:
-        """fetch.lua's KEYS for one partition: its streams (highest priority first) and pause flag."""
-        return [*part.streams(), part.paused]
+    def take_call(self, part: KeySchema, count: int, staging: str = "") -> tuple[list[str], list[Any]]:
+        """take.lua's KEYS and ARGV: read up to ``count`` entries of one partition and start them (first
+        those pending for ``staging``, a watcher's consumer)."""
+        keys = [*part.common(), part.paused]
+        return keys, [self.events_maxlen, WORKER_GROUP, self.consumer, part.task(""), count, staging]
 
-    async def fetch(self, count: int) -> list[Delivery]:
-        """Up to ``count`` entries from the partitions in this round's order."""
-        out: list[Delivery] = []
+    def jobs(self, part: KeySchema, reply: list[Any]) -> list[Job]:
+        """The started jobs of a take.lua reply."""
+        return [Job.from_reply(Delivery(int(row[1]), row[0], row[2], part), row[2:]) for row in reply]
+
+    async def take(self, count: int) -> list[Job]:
+        """Up to ``count`` entries from the partitions in this round's order, started."""
+        out: list[Job] = []
         for part in self.sources.order():
             if count <= 0:
                 break
-            reply = await self.scripts.call("fetch", self.fetch_call(part), [WORKER_GROUP, self.consumer, count])
-            got = self._deliveries(part, reply)
+            reply = await self._call_take(*self.take_call(part, count))
+            got = self.jobs(part, reply)
             out += got
             count -= len(got)
         return out
 
-    def _deliveries(self, part: KeySchema, reply: list[Any]) -> list[Delivery]:
-        return [
-            Delivery(PRIORITIES[int(reply[i]) - 1], reply[i + 1], reply[i + 2], part) for i in range(0, len(reply), 3)
-        ]
+    async def _call_take(self, keys: list[str], args: list[Any]) -> Any:
+        self._taking += 1
+        self._taken.clear()
+        try:
+            return await self.scripts.call("take", keys, args)
+        finally:
+            self._taking -= 1
+            if not self._taking:
+                self._taken.set()
 
-    def deliver(self, deliveries: list[Delivery]) -> None:
-        """Entries a watcher's blocking read received: started by the run loop as soon as slots allow
-        (meanwhile their lease is renewed like running ones)."""
-        for d in deliveries:
-            self.in_flight[d.ref] = d
-        self.backlog += deliveries
-        self.idle.clear()  # watchers re-arm once a fetch finds nothing again, not while this is started
+    async def settle(self, within_s: float = SETTLE_S) -> None:
+        """Until the run loop's take call (if one is in flight) has answered, at most ``within_s``: the
+        finisher waits so that, in a burst, starting what is due goes to Redis before finishing what
+        already ran (a watcher's blocked read is not waited for)."""
+        if not self._taken.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(within_s):
+                    await self._taken.wait()
+
+    def free(self) -> int:
+        """Slots neither running nor promised to entries being read or waiting in ``ready``."""
+        return self.concurrency - len(self.running) - self.reserved - len(self.ready)
+
+    def deliver_started(self, jobs: list[Job], more: KeySchema | None = None) -> None:
+        """Jobs a watcher's read started (take.lua): dispatched now as far as slots allow, the
+        rest kept in ``ready`` (lease renewed) for the next free slot; the run loop wakes to read more.
+        With ``more`` (the read took all it asked for: a burst), the next take call for that partition
+        is sent before the jobs run, so Redis starts the rest while this process runs the first."""
+        for job in jobs:
+            self.in_flight[job.delivery.ref] = job.delivery
+        free = max(0, self.free())
+        if more is not None and free > len(jobs):
+            self._follow_up(more, free - len(jobs))
+        self.dispatch(jobs[:free])
+        self.ready += jobs[free:]
+        self.idle.clear()  # watchers re-arm once a fetch finds nothing again
         self._wake.set()
 
     async def start(self, deliveries: list[Delivery]) -> list[Job]:
@@ -154,27 +188,44 @@ class Consumer:
 
     # --- refill from the finisher's round trip ---------------------------------------------------
     def reserve(self, slots: int) -> tuple[list[str], list[Any]] | None:
-        """``slots`` jobs are being finished: fetch.lua's KEYS and ARGV to read as many entries in the
-        finisher's round trip, from the first partition of a fresh round order (None once stopping:
-        nothing new is read during shutdown)."""
+        """``slots`` jobs are being finished: take.lua's KEYS and ARGV to read and start as many entries
+        in the finisher's round trip, from the first partition of a fresh round order (None once
+        stopping: nothing new is read during shutdown)."""
         if self._stop is None or self._stop.is_set():
             return None
         self.reserved += slots
-        return self.fetch_call(self.sources.order()[0]), [WORKER_GROUP, self.consumer, slots]
+        return self.take_call(self.sources.order()[0], slots)
 
     def fetched(self, reply: Any, slots: int, keys: list[str] | None = None) -> None:
-        """What the finisher's fetch.lua call (``keys``, as :meth:`reserve` gave them) delivered:
-        started and dispatched in a task of its own. On an error nothing was delivered (a script is
-        atomic) and the slots are released."""
+        """What the finisher's take.lua call (``keys``, as :meth:`reserve` gave them) started: dispatched
+        at once. On an error nothing was started (a script is atomic) and the slots are released."""
         part = self._partition_of(keys)
-        deliveries = [] if isinstance(reply, BaseException) or part is None else self._deliveries(part, reply)
-        self.reserved -= slots - len(deliveries)
-        if deliveries:
-            self.refilled += len(deliveries)
-            task = asyncio.get_running_loop().create_task(self._start_fetched(deliveries))
-            self._starting.add(task)
-            task.add_done_callback(self._starting.discard)
+        jobs = [] if isinstance(reply, BaseException) or part is None else self.jobs(part, reply)
+        self.reserved -= slots
+        if jobs:
+            self.refilled += len(jobs)
+            self.dispatch(jobs)
         self._slot_freed.set()
+
+    def _follow_up(self, part: KeySchema, slots: int) -> None:
+        """Read and start up to ``slots`` more entries of ``part`` in a task of its own, reserved like
+        the finisher's refill (dispatched by :meth:`fetched`)."""
+        if self._stop is None or self._stop.is_set():
+            return
+        self.reserved += slots
+        keys, args = self.take_call(part, slots)
+
+        async def follow_up() -> None:
+            reply: Any
+            try:
+                reply = await self._call_take(keys, args)
+            except (RedisError, OSError) as error:  # nothing was started (a script is atomic)
+                reply = error
+            self.fetched(reply, slots, keys)
+
+        task = asyncio.get_running_loop().create_task(follow_up())
+        self._follow_ups.add(task)
+        task.add_done_callback(self._follow_ups.discard)
 
     def _partition_of(self, keys: list[str] | None) -> KeySchema | None:
         if not keys:
@@ -183,17 +234,6 @@ class Consumer:
             if part.paused == keys[-1]:
                 return part
         return None
-
-    async def _start_fetched(self, deliveries: list[Delivery]) -> None:
-        jobs: list[Job] = []
-        try:
-            jobs = await self.start(deliveries)
-        except (RedisError, OSError) as error:  # the entries stay pending: reclaimed after their lease
-            log.warning("redis unavailable; retrying", extra={"error": str(error)})
-        finally:
-            self.reserved -= len(deliveries)
-            self.dispatch(jobs)
-            self._slot_freed.set()
 
     # --- running ---------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -213,39 +253,26 @@ class Consumer:
         self.idle.clear()
 
     async def _round(self, stop: asyncio.Event, free: int) -> None:
-        if self.backlog:
-            await self.start_backlog(free)
+        if self.ready:
+            taken, self.ready = self.ready[:free], self.ready[free:]
+            self.dispatch(taken)
             await asyncio.sleep(0)  # the jobs just dispatched reach their handlers before the next fetch is sent
             return
-        await self.refresh()
-        deliveries = await self.fetch(free)
-        if deliveries:
-            self.dispatch(await self.start(deliveries))
+        jobs = await self.take(free)
+        if jobs:
+            self.dispatch(jobs)
             await asyncio.sleep(0)
             return
         self._wake.clear()  # nothing anywhere: the watchers block until an entry comes
-        if self.backlog:  # a watcher's earlier block delivered meanwhile
+        if self.ready:  # a watcher's earlier block delivered meanwhile
             return
         self.idle.set()
         await wait_either(stop, self._wake, within_s=self.block_ms / 1000)
         self.idle.clear()
 
-    async def start_backlog(self, free: int) -> None:
-        """Start what the watchers delivered (at most ``free``; the rest keeps waiting)."""
-        taken, self.backlog = self.backlog[:free], self.backlog[free:]
-        try:
-            jobs = await self.start(taken)
-        except BaseException:
-            self.backlog = taken + self.backlog  # still ours (pending, lease renewed): tried again
-            raise
-        started = {j.delivery.ref for j in jobs}
-        for d in taken:
-            if d.ref not in started:
-                self.in_flight.pop(d.ref, None)  # skipped (cancelled, or put back while paused)
-        self.dispatch(jobs)
-
     async def refresh(self) -> None:
-        """Partitions added to a consumed queue: their groups exist before they are read."""
+        """Partitions added to a consumed queue: their groups exist before they are read (called by
+        :class:`~services.worker.growth.Growth`, not by the run loop)."""
         for part in await self.sources.refresh():
             await ensure_group(self.redis, part.streams(), WORKER_GROUP)
             log.info("reading a new partition", extra={"queue": part.queue, "partition": part.partition})
@@ -260,8 +287,8 @@ class Consumer:
         queue = self.of(job.delivery).queue
         started = time.time()
         _child(metrics.TASK_WAIT_SECONDS, queue, str(job.priority)).observe(max(0.0, started - job.due_ms / 1000))
-        in_progress = _child(metrics.TASKS_IN_PROGRESS, queue)
-        in_progress.inc()
+        self._gauge(queue)
+        self.running_in[queue] += 1
         try:
             outcome = await self.executor.run(job)
             _child(metrics.TASK_RUN_SECONDS, queue, job.type).observe(time.time() - started)
@@ -273,10 +300,16 @@ class Consumer:
         except Exception:
             log.exception("could not record outcome; the task will be reclaimed", extra={"task": job.delivery.task_id})
         finally:
-            in_progress.dec()
+            self.running_in[queue] -= 1
             self.in_flight.pop(job.delivery.ref, None)
             self.running.pop(job.delivery.ref, None)
             self._slot_freed.set()
+
+    def _gauge(self, queue: str) -> None:
+        """``streamq_tasks_in_progress{queue}`` reads ``running_in`` when scraped (no lock per task)."""
+        if queue not in self.running_in:
+            self.running_in[queue] = 0
+            _child(metrics.TASKS_IN_PROGRESS, queue).set_function(lambda: self.running_in[queue])
 
     def _count(self, job: Job, status: str) -> None:
         queue = self.of(job.delivery).queue
@@ -294,13 +327,11 @@ class Consumer:
     async def drain(self, grace_s: float) -> int:
         """Wait up to ``grace_s`` for running jobs; cancel the rest (their entries stay pending for
         another worker to reclaim). Returns how many were left unfinished."""
-        if self._starting:  # entries the finisher read just before the stop: started and dispatched first
-            await asyncio.wait(set(self._starting), timeout=grace_s)
-        if self.backlog:  # entries a watcher's last blocking read received: run them too
-            try:
-                await self.start_backlog(len(self.backlog))
-            except (RedisError, OSError) as error:  # they stay pending: reclaimed after their lease
-                log.warning("redis unavailable; backlog left pending", extra={"error": str(error)})
+        if self._follow_ups:  # takes sent just before the stop: what they started is run too
+            await asyncio.wait(set(self._follow_ups), timeout=grace_s)
+        if self.ready:  # jobs a watcher's last blocking read started: run them too
+            self.dispatch(self.ready)
+            self.ready = []
         if self.running:
             _done, left = await asyncio.wait(set(self.running.values()), timeout=grace_s)
             for task in left:

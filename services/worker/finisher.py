@@ -2,8 +2,8 @@
 so under load many tasks are finished per round trip and an idle worker still finishes at once.
 
 With a ``refill`` (the consumer), the slots a batch frees are refilled in the same round trip:
-finish.lua and fetch.lua go out in one pipeline (two atomic script calls, no MULTI), and the
-consumer starts what fetch.lua delivered. That saves the consumer's own fetch round trip whenever
+finish.lua and take.lua go out in one pipeline (two atomic script calls, no MULTI), and the
+consumer dispatches what take.lua read and started. That saves the consumer's own fetch round trip whenever
 slots free up because tasks finished (the common case under load).
 
 Outcomes of different partitions (named queues, partitions) go in one finish.lua call per
@@ -23,10 +23,13 @@ MAX_BATCH = 256
 
 class Refill(Protocol):
     def reserve(self, slots: int) -> tuple[list[str], list[Any]] | None:
-        """``slots`` slots are about to be freed: fetch.lua's KEYS and ARGV to fill them, or None."""
+        """``slots`` slots are about to be freed: take.lua's KEYS and ARGV to fill them, or None."""
+
+    async def settle(self) -> None:
+        """Returns once the consumer's own take call (if any) has answered (bounded)."""
 
     def fetched(self, reply: Any, slots: int, keys: list[str] | None = None) -> None:
-        """fetch.lua's reply (or the exception it raised) for a reservation of ``slots`` (``keys``: the
+        """take.lua's reply (or the exception it raised) for a reservation of ``slots`` (``keys``: the
         KEYS :meth:`reserve` gave)."""
 
 
@@ -56,10 +59,14 @@ class Finisher:
         if not self._flushing:
             self._flushing = True
             self._task = asyncio.get_running_loop().create_task(self._flush())
-        return await asyncio.shield(future)
+        # not shielded: a job cancelled while waiting cancels only its own future (the flush skips
+        # futures already done), and the outcome is recorded all the same
+        return await future
 
     async def _flush(self) -> None:
         try:
+            if self.refill is not None:
+                await self.refill.settle()  # starting what is due goes first (a burst)
             while self._waiting:
                 batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
                 try:
@@ -90,7 +97,7 @@ class Finisher:
                 replies = await self.scripts.call_many(calls)
         else:
             try:
-                *replies, delivered = await self.scripts.call_many([*calls, ("fetch", *fetch)])
+                *replies, delivered = await self.scripts.call_many([*calls, ("take", *fetch)])
             except BaseException as error:
                 refill.fetched(error, len(outcomes), fetch[0])
                 raise

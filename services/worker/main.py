@@ -14,6 +14,7 @@ from services.worker import builtin  # noqa: F401  (registers the built-in handl
 from services.worker.consumer import Consumer
 from services.worker.executor import Executor
 from services.worker.finisher import Finisher
+from services.worker.growth import Growth
 from services.worker.heartbeat import Heartbeat
 from services.worker.integrations import configure as configure_integrations
 from services.worker.janitor import Janitor
@@ -104,7 +105,7 @@ class Worker:
             )
             await heartbeat.register()
             janitor = Janitor(queue, partitions=lambda: [broker.queue(p.queue, p.partition) for p in sources.all()])
-            loops: list[PeriodicLoop] = [heartbeat, janitor]
+            loops: list[PeriodicLoop] = [heartbeat, janitor, Growth(consumer)]
             loops.append(
                 ServiceRegistration.for_settings(
                     redis,

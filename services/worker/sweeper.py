@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis
 
+from services.worker.watchers import staging_consumer, staging_owner
 from shared.keys import WORKER_GROUP, KeySchema
 from shared.loops import PeriodicLoop
 from shared.scripts import Scripts
@@ -55,16 +56,17 @@ class Sweeper(PeriodicLoop):
     async def remove_dead_consumers(self, part: KeySchema | None = None) -> None:
         part = part or self.keys
         candidates: set[str] = set()
+        mine = (self.me, staging_consumer(self.me))
         for stream in part.streams():
             for c in await self.redis.xinfo_consumers(stream, WORKER_GROUP):
-                if c["name"] != self.me and int(c["pending"]) == 0 and int(c["idle"]) > self.min_idle_ms:
+                if c["name"] not in mine and int(c["pending"]) == 0 and int(c["idle"]) > self.min_idle_ms:
                     candidates.add(str(c["name"]))
         if not candidates:
             return
         names = sorted(candidates)
         pipe = self.redis.pipeline(transaction=False)
-        for name in names:
-            pipe.exists(self.keys.worker(name))
+        for name in names:  # a staging consumer (watchers.py) lives as long as its worker
+            pipe.exists(self.keys.worker(staging_owner(name) or name))
         for name, alive in zip(names, await pipe.execute(), strict=True):
             if alive:
                 continue

@@ -1,13 +1,18 @@
 """Persistent blocking readers, one per consumed partition, used while nothing waits anywhere.
 
 While the consumer is idle (its last round found nothing), each watcher blocks in XREADGROUP on its
-own partition's five priority streams (one hash slot, so it also runs on Redis Cluster), COUNT 1,
-``block_ms`` at a time. An entry it receives goes to the consumer at once (:meth:`Consumer.deliver`),
-which wakes and starts it; no other partition's block has to time out first. A blocked read is never
-cancelled: on shutdown each watcher finishes its current block (at most ``block_ms``) and whatever it
-received is run during the drain. A paused partition is not read (its flag is checked before each
-block); a read that was already blocked when the pause came is caught by start.lua, which puts the
-entry back instead of starting it.
+own partition's five priority streams (one hash slot, so it also runs on Redis Cluster), ``block_ms``
+at a time. The read (COUNT 1: a wake-up that also delivers) is made as the worker's staging consumer
+(:func:`staging_consumer`), and take.lua follows it on the same connection, in one pipeline: Redis
+runs the script as soon as the read returns, so the entry read (and up to ``TAKE_AT_WAKE`` more, as
+free slots allow) comes back already started (marked processing on this worker; cancel, pause and
+duplicate delivery checked) in the read's own round trip, and goes straight to the consumer
+(:meth:`Consumer.deliver_started`). A blocked read is never cancelled: on shutdown each watcher
+finishes its current block (at most ``block_ms``) and whatever it started is run during the drain.
+A paused partition is not read (its flag is checked before each block); a read already blocked when
+the pause came is caught by take.lua, which puts the entry back instead of starting it. If the
+script did not run (NOSCRIPT after a server restart), it is called again on its own; an entry left
+with the staging consumer is taken by the next call or reclaimed after the lease.
 """
 
 from __future__ import annotations
@@ -15,14 +20,25 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from services.worker.consumer import Consumer, wait_either
-from services.worker.jobs import Delivery
 from shared.keys import WORKER_GROUP, KeySchema
-from shared.models import PRIORITIES
 
 log = logging.getLogger("streamq.worker")
+STAGED_SUFFIX = "~staged"
+TAKE_AT_WAKE = 32  # most entries started with a blocked read; the run loop takes the rest at once
+
+
+def staging_consumer(worker: str) -> str:
+    """The consumer name a worker's blocking reads deliver to (until take.lua moves the entries to the
+    worker's own consumer)."""
+    return worker + STAGED_SUFFIX
+
+
+def staging_owner(consumer: str) -> str | None:
+    """The worker whose staging consumer this is (None for a worker's own consumer)."""
+    return consumer.removesuffix(STAGED_SUFFIX) if consumer.endswith(STAGED_SUFFIX) else None
 
 
 class Watchers:
@@ -33,6 +49,7 @@ class Watchers:
         self.stop = stop
         self.tasks: dict[KeySchema, asyncio.Task[None]] = {}
         self.received = 0  # entries delivered by blocking reads (for tests and debugging)
+        self.started = 0  # of which started (the others were skipped: cancelled, paused, gone)
 
     def sync(self) -> None:
         for part in self.consumer.sources.all():
@@ -46,7 +63,6 @@ class Watchers:
 
     async def watch(self, part: KeySchema) -> None:
         consumer = self.consumer
-        streams = part.streams()
         while not self.stop.is_set():
             self.sync()  # a partition added meanwhile gets its own watcher
             await wait_either(self.stop, consumer.idle)
@@ -56,22 +72,32 @@ class Watchers:
                 if await consumer.redis.exists(part.paused):
                     await wait_either(self.stop, asyncio.Event(), within_s=consumer.block_ms / 1000)
                     continue
-                reply = await consumer.redis.xreadgroup(
-                    WORKER_GROUP, consumer.consumer, {s: ">" for s in streams}, count=1, block=consumer.block_ms
-                )
+                await self.read_and_start(part)
             except (RedisError, OSError) as error:
                 log.warning("redis unavailable; retrying", extra={"error": str(error)})
                 await asyncio.sleep(0.5)
-                continue
             except Exception:  # a watcher never dies silently: logged, and it blocks again
                 log.exception("watcher failed; retrying", extra={"partition": part.tag})
                 await asyncio.sleep(0.5)
-                continue
-            deliveries = [
-                Delivery(PRIORITIES[streams.index(stream)], msg_id, fields.get("id", ""), part)
-                for stream, entries in reply or []
-                for msg_id, fields in entries
-            ]
-            if deliveries:
-                self.received += len(deliveries)
-                consumer.deliver(deliveries)
+
+    async def read_and_start(self, part: KeySchema) -> None:
+        """One blocking read and take.lua in one pipeline; the started jobs go to the consumer."""
+        consumer = self.consumer
+        staging = staging_consumer(consumer.consumer)
+        count = max(1, min(TAKE_AT_WAKE, consumer.free()))
+        keys, args = consumer.take_call(part, count, staging)
+        pipe = consumer.redis.pipeline(transaction=False)
+        pipe.xreadgroup(WORKER_GROUP, staging, {s: ">" for s in part.streams()}, count=1, block=consumer.block_ms)
+        consumer.scripts.queue_call(pipe, "take", keys, args)
+        read, reply = await pipe.execute(raise_on_error=False)
+        if isinstance(read, BaseException):
+            raise read
+        if isinstance(reply, NoScriptError):  # the server lost its scripts: loaded and called on its own
+            reply = await consumer.scripts.call("take", keys, args)
+        elif isinstance(reply, BaseException):
+            raise reply
+        self.received += sum(len(entries) for _stream, entries in read or [])
+        jobs = consumer.jobs(part, reply)
+        if jobs:
+            self.started += len(jobs)
+            consumer.deliver_started(jobs, more=part if len(jobs) >= count else None)

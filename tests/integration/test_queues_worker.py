@@ -115,7 +115,7 @@ async def test_pause_closes_the_race_with_a_blocked_read(settings: Settings, red
         [done] = await broker.submit([TaskCreate(type="rec", queue="racy")])
         # the blocked read receives the entry; start.lua sees the flag and puts it back
         await until(lambda: worker.watchers.received >= 1)
-        await until(lambda: not worker.consumer.backlog and not worker.consumer.in_flight)
+        await until(lambda: not worker.consumer.ready and not worker.consumer.in_flight)
         task = await broker.get(done.task.id)
         assert task.status == "pending" and task.attempts == 0 and task.started_at is None and started == []
         racy = keys.for_queue("racy")

@@ -1,9 +1,11 @@
-"""Refilling freed slots in the finisher's round trip (finish.lua + fetch.lua in one pipeline):
-never more running than the concurrency, every task run once, nothing read once stopping."""
+"""Refilling freed slots in the finisher's round trip (finish.lua + take.lua in one pipeline), and an
+idle worker's burst (a watcher's read, then a follow-up take before the first jobs run): never more
+running than the concurrency, every task run once, nothing read once stopping."""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -19,23 +21,34 @@ from tests.integration.helpers import running_worker
 pytestmark = pytest.mark.timeout(60)
 
 
-async def test_refill_keeps_concurrency_and_runs_each_task_once(
-    settings: Settings, queue: Queue, redis: Redis, keys: KeySchema
-) -> None:
-    running = 0
-    most = 0
-    seen: list[int] = []
+@dataclass
+class Tracked:
+    running: int = 0
+    most: int = 0  # the most ever running at once
+    seen: list[int] = field(default_factory=list)
+
+
+def tracking(run_s: float) -> tuple[Registry, Tracked]:
+    """A registry whose ``track`` task records how many run at once and which payloads ran."""
+    tracked = Tracked()
     registry = Registry()
 
     async def track(payload: Any) -> None:
-        nonlocal running, most
-        running += 1
-        most = max(most, running)
-        await asyncio.sleep(0.005)
-        seen.append(payload)
-        running -= 1
+        tracked.running += 1
+        tracked.most = max(tracked.most, tracked.running)
+        await asyncio.sleep(run_s)
+        tracked.seen.append(payload)
+        tracked.running -= 1
 
     registry.register("track", track)
+    return registry, tracked
+
+
+async def test_refill_keeps_concurrency_and_runs_each_task_once(
+    settings: Settings, queue: Queue, redis: Redis, keys: KeySchema
+) -> None:
+    registry, tracked = tracking(0.005)
+    seen = tracked.seen
     n = 60
     done = await queue.submit([TaskCreate(type="track", payload=i) for i in range(n)])
     two = settings.model_copy(update={"worker_concurrency": 2})
@@ -44,12 +57,36 @@ async def test_refill_keeps_concurrency_and_runs_each_task_once(
             await asyncio.sleep(0.02)
         refilled = worker.consumer.refilled
     assert sorted(seen) == list(range(n))  # each once
-    assert most <= 2
+    assert tracked.most <= 2
     assert refilled > 0  # the path under test was taken
     tasks = await queue.get_many([d.task.id for d in done])
     assert {t.status for t in tasks} == {"completed"} and {t.attempts for t in tasks} == {1}
     for priority in range(1, 6):
         assert await redis.xlen(keys.stream(priority)) == 0
+        assert (await redis.xpending(keys.stream(priority), WORKER_GROUP))["pending"] == 0
+
+
+async def test_a_burst_on_an_idle_worker_keeps_concurrency_and_runs_each_task_once(
+    settings: Settings, queue: Queue, redis: Redis, keys: KeySchema
+) -> None:
+    registry, tracked = tracking(0.002)
+    seen = tracked.seen
+    n, concurrency = 300, 40
+    wide = settings.model_copy(update={"worker_concurrency": concurrency})
+    async with running_worker(wide, registry) as worker:
+        while not worker.consumer.idle.is_set():
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # the watcher blocks in its read
+        done = await queue.submit([TaskCreate(type="track", payload=i) for i in range(n)])  # one call: a burst
+        while len(seen) < n:
+            await asyncio.sleep(0.02)
+        assert worker.watchers.started >= 1  # the watcher's read started the first ones
+        assert worker.consumer.refilled > 0  # and a follow-up or refill took more in one call each
+    assert sorted(seen) == list(range(n)) and tracked.most <= concurrency
+    tasks = await queue.get_many([d.task.id for d in done])
+    assert {t.status for t in tasks} == {"completed"} and {t.attempts for t in tasks} == {1}
+    assert worker.consumer.reserved == 0 and not worker.consumer.ready
+    for priority in range(1, 6):
         assert (await redis.xpending(keys.stream(priority), WORKER_GROUP))["pending"] == 0
 
 

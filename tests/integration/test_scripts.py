@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 from services.worker.consumer import Consumer
 from services.worker.executor import Executor
 from services.worker.finisher import Finisher
-from services.worker.jobs import Outcome
+from services.worker.jobs import Delivery, Outcome
 from services.worker.registry import Registry
 from shared.keys import WORKER_GROUP, KeySchema
 from shared.models import TaskCreate
@@ -28,17 +28,27 @@ def make_consumer(queue: Queue, name: str, concurrency: int = 10) -> Consumer:
     )
 
 
-async def test_fetch_reads_highest_priority_first_and_never_more_than_asked(
+async def test_take_reads_highest_priority_first_and_never_more_than_asked(
     queue: Queue, redis: Redis, keys: KeySchema
 ) -> None:
     await ensure_group(redis, keys.streams(), WORKER_GROUP)
     await queue.submit([TaskCreate(type="noop", priority=p) for p in (1, 1, 3, 5, 2, 5)])
     consumer = make_consumer(queue, "c1")
-    first = await consumer.fetch(3)
-    assert [d.priority for d in first] == [5, 5, 3]
-    assert [d.priority for d in await consumer.fetch(10)] == [2, 1, 1]
+    first = await consumer.take(3)
+    assert [j.delivery.priority for j in first] == [5, 5, 3] == [j.priority for j in first]
+    assert [j.delivery.priority for j in await consumer.take(10)] == [2, 1, 1]
     pending = sum([(await redis.xpending(keys.stream(p), WORKER_GROUP))["pending"] for p in range(1, 6)])
     assert pending == 6
+    # taken = started, in the same call: processing on this consumer, one attempt, one started event each
+    assert (
+        await redis.zcard(keys.index_status("processing")) == 6 and await redis.zcard(keys.index_status("pending")) == 0
+    )
+    for job in first:
+        raw = await redis.hgetall(keys.task(job.delivery.task_id))
+        assert raw["status"] == "processing" and raw["worker"] == "c1" and raw["attempts"] == "1"
+        assert raw["started_msg"] == job.delivery.msg_id == raw["msg_id"]
+    events = [f["event"] for _id, f in await redis.xrange(keys.events)]
+    assert events.count("started") == 6
 
 
 async def test_start_skips_cancelled_and_counts_attempts_once_per_entry(
@@ -47,8 +57,10 @@ async def test_start_skips_cancelled_and_counts_attempts_once_per_entry(
     await ensure_group(redis, keys.streams(), WORKER_GROUP)
     done = await queue.submit([TaskCreate(type="noop"), TaskCreate(type="noop")])
     consumer = make_consumer(queue, "c1")
-    deliveries = await consumer.fetch(2)
-    await queue.cancel(done[1].task.id)  # read by the worker but not started yet
+    # read by a worker but not started yet (as the reclaimer's XAUTOCLAIM leaves them for start.lua)
+    read = await redis.xreadgroup(WORKER_GROUP, "c1", {keys.stream(3): ">"}, count=2)
+    deliveries = [Delivery(3, msg_id, fields["id"], keys) for msg_id, fields in read[0][1]]
+    await queue.cancel(done[1].task.id)
     jobs = await consumer.start(deliveries)
     assert [j.delivery.task_id for j in jobs] == [done[0].task.id] and jobs[0].attempt == 1
     # the cancelled one's entry was acknowledged, so nothing of it stays pending
@@ -61,7 +73,7 @@ async def test_finish_refuses_a_consumer_that_lost_the_entry(queue: Queue, redis
     await ensure_group(redis, keys.streams(), WORKER_GROUP)
     [done] = await queue.submit([TaskCreate(type="noop")])
     slow = make_consumer(queue, "slow")
-    [job] = await slow.start(await slow.fetch(1))
+    [job] = await slow.take(1)
     # another worker takes the entry over (as the reclaimer does)
     await redis.xclaim(keys.stream(3), WORKER_GROUP, "other", 0, [job.delivery.msg_id], justid=True)
     status = await slow.finisher.record(Outcome(job, completed=True, value='"late"'))
@@ -77,7 +89,7 @@ async def test_finisher_batches_many_outcomes(queue: Queue, redis: Redis, keys: 
     await ensure_group(redis, keys.streams(), WORKER_GROUP)
     await queue.submit([TaskCreate(type="noop") for _ in range(300)])
     consumer = make_consumer(queue, "c1", concurrency=300)
-    jobs = await consumer.start(await consumer.fetch(300))
+    jobs = await consumer.take(300)
     statuses = await asyncio.gather(
         *(consumer.finisher.record(Outcome(j, completed=True, value=str(i))) for i, j in enumerate(jobs))
     )
@@ -90,14 +102,14 @@ async def test_revive_and_expiry(queue: Queue, redis: Redis, keys: KeySchema) ->
     await ensure_group(redis, keys.streams(), WORKER_GROUP)
     [done] = await queue.submit([TaskCreate(type="noop", max_retries=0)])
     consumer = make_consumer(queue, "c1")
-    [job] = await consumer.start(await consumer.fetch(1))
+    [job] = await consumer.take(1)
     await consumer.finisher.record(Outcome(job, completed=False, value="boom", delay_ms=0, history=""))
     assert await redis.xlen(keys.dead) == 1
     revived = await queue.revive(done.task.id)
     assert revived.status == "pending" and revived.attempts == 0 and await redis.xlen(keys.dead) == 0
     assert await redis.zscore(keys.retention, done.task.id) is None
     # finish it, then make its retention deadline pass: the janitor removes every trace
-    [job] = await consumer.start(await consumer.fetch(1))
+    [job] = await consumer.take(1)
     await consumer.finisher.record(Outcome(job, completed=True, value="1"))
     assert await queue.expire_due() == 0
     await redis.zadd(keys.retention, {done.task.id: 1})
@@ -150,7 +162,7 @@ async def test_finish_checks_ownership_over_a_wide_range_of_entries(
     await queue.submit([TaskCreate(type="noop", priority=3) for _ in range(1203)])
     await queue.submit([TaskCreate(type="noop", priority=1)])
     consumer = make_consumer(queue, "c1", concurrency=1204)
-    jobs = await consumer.start(await consumer.fetch(1204))
+    jobs = await consumer.take(1204)
     assert len(jobs) == 1204
     first, middle, claimed, last, low = jobs[0], jobs[600], jobs[700], jobs[1202], jobs[1203]
     await redis.xclaim(keys.stream(3), WORKER_GROUP, "other", 0, [claimed.delivery.msg_id], justid=True)
@@ -169,7 +181,7 @@ async def test_finish_writes_each_outcome_and_counts_once_per_call(queue: Queue,
     ok, retry, dead = (m.task.id for m in made)
     await redis.hset(keys.task(retry), "history", '[{"attempt":0,"error":"x","at":1}]')
     consumer = make_consumer(queue, "c1")
-    jobs = {j.delivery.task_id: j for j in await consumer.start(await consumer.fetch(3))}
+    jobs = {j.delivery.task_id: j for j in await consumer.take(3)}
     entry = '{"attempt":1,"error":"e","at":2}'
     outcomes = [
         Outcome(jobs[ok], completed=True, value='{"r":1}'),

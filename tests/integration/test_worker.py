@@ -104,3 +104,29 @@ async def test_registers_and_advertises(settings: Settings, queue: Queue) -> Non
         assert [w.id for w in workers] == [worker.worker_id]
         assert set(REGISTRY.names()) <= await queue.advertised_types()
     assert await queue.workers() == []
+
+
+async def test_an_idle_workers_read_starts_the_task_in_its_own_round_trip(
+    settings: Settings, queue: Queue, redis: Redis, keys: KeySchema
+) -> None:
+    async with running_worker(settings) as worker:
+        while not worker.consumer.idle.is_set():
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # the watcher blocks in XREADGROUP, take.lua queued behind it
+        [first] = await queue.submit([TaskCreate(type="echo", payload=1)])
+        await wait_for_status(queue, first.task.id, {"completed"})
+        assert worker.watchers.started == 1  # started by the script behind the read, not a later fetch
+        # the server loses its scripts (a restart): the read's script fails with NOSCRIPT, is loaded and
+        # called again, and starts what the read delivered
+        while not worker.consumer.idle.is_set():
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        await redis.script_flush()
+        [second] = await queue.submit([TaskCreate(type="echo", payload=2)])
+        await wait_for_status(queue, second.task.id, {"completed"})
+        assert worker.watchers.started == 2
+    # the staging consumer keeps nothing, and the worker's own consumer ran both
+    staged = await redis.xpending_range(
+        keys.stream(3), WORKER_GROUP, "-", "+", 10, consumername=f"{worker.worker_id}~staged"
+    )
+    assert staged == [] and (await queue.get(second.task.id)).worker == worker.worker_id

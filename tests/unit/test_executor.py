@@ -88,3 +88,22 @@ def test_backoff_is_capped_full_jitter() -> None:
         samples = [backoff_ms(attempt, 1.0, 600.0) for _ in range(300)]
         assert all(0 <= s <= ceiling for s in samples)
         assert max(samples) > ceiling * 0.5  # spread over the range, not pinned at 0
+
+
+async def test_deadlines_share_a_timer_and_a_shutdown_cancel_still_propagates(executor: Executor) -> None:
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    outcomes = await asyncio.gather(*(executor.run(make_job("slow", timeout_s=0.05)) for _ in range(20)))
+    assert all("timed out after 0.05 s" in o.value for o in outcomes)
+    assert loop.time() - began < 0.05 + executor.deadlines.resolution_s + 1.0  # late by at most one slot (+ slack)
+    assert executor.deadlines.slots == {} and executor.deadlines.expired == set()
+    # a run cancelled from outside (shutdown) is not turned into a timeout, even when its deadline passes too
+    run = asyncio.ensure_future(executor.run(make_job("slow", timeout_s=0.05)))
+    await asyncio.sleep(0.01)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    # a run that ends before its deadline leaves nothing behind and is never cancelled later
+    assert (await executor.run(make_job("echo", payload=1))).completed
+    await asyncio.sleep(0.1)
+    assert executor.deadlines.expired == set()

@@ -146,5 +146,5 @@ async def test_worker_scripts_name_one_slot(settings: Settings, queue: Queue, mo
         for submitted in done:
             await wait_for_status(queue, submitted.task.id, {"completed", "failed"})
     used = spy.assert_one_slot_each()
-    assert {"fetch", "start", "finish"} <= used
+    assert {"take", "finish"} <= used
     assert used <= set(names())
