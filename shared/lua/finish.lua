@@ -6,8 +6,11 @@ lease was lost (its entry reclaimed by another) cannot write over the task. Outc
   failed     -> retried (scheduled after delay_ms) while attempts <= max_retries and delay_ms >= 0,
                 else failed and dead-lettered
 The entry is acknowledged and deleted after the outcome is written, in the same script (entries
-are acknowledged and deleted with one XACK and one XDEL per stream, and completions counted with
-one HINCRBY, at the end of the call).
+are acknowledged and deleted with one XACK and one XDEL per stream, counters incremented with one
+HINCRBY each, and index and retention entries written with one ZREM / ZADD per key, at the end of
+the call). Ownership is read with one XPENDING per stream, over the batch's range of entry ids and
+for this consumer only (paged), not one XPENDING per outcome; each task's hash is read once (its
+history included) and written with one HSET.
 KEYS[1..17]  common keys (lib.lua)
 KEYS[17 + i] task hash of outcome i
 ARGV[1]  events MAXLEN   ARGV[2]  consumer group   ARGV[3]  consumer   ARGV[4]  result TTL (ms)
@@ -16,48 +19,107 @@ per outcome i, from ARGV[5 + 6*(i-1)]: task id, entry id, outcome, value (result
 Returns: per outcome, the status written ('completed', 'scheduled', 'failed') or 'lost' when the
 entry is no longer this consumer's, or 'stale' when the task no longer runs on that entry.
 ]]
+-- append_json's new value, from the field's current value (read with the HMGET).
+local function json_appended(current, entry)
+  if not current or current == '' then return '[' .. entry .. ']' end
+  return string.sub(current, 1, -2) .. ',' .. entry .. ']'
+end
+
+-- The lowest and highest of several stream entry ids ('ms-seq', compared as ids, not as strings). A
+-- malformed id is returned as both, for XPENDING to refuse as it did when called per entry.
+local function entry_id_range(ids)
+  local lo, hi, lo_ms, lo_seq, hi_ms, hi_seq
+  for _, id in ipairs(ids) do
+    local ms, seq = string.match(id, '^(%d+)-?(%d*)$')
+    if not ms then return id, id end
+    ms, seq = tonumber(ms), tonumber(seq) or 0
+    if not lo or ms < lo_ms or (ms == lo_ms and seq < lo_seq) then lo, lo_ms, lo_seq = id, ms, seq end
+    if not hi or ms > hi_ms or (ms == hi_ms and seq > hi_seq) then hi, hi_ms, hi_seq = id, ms, seq end
+  end
+  return lo, hi
+end
+
 local now = now_ms()
 local group, consumer, ttl = ARGV[2], ARGV[3], ARGV[4]
+local expires = now + tonumber(ttl)
 local out = {}
 local acks = {}  -- stream -> entry ids to acknowledge and delete
-local completed = 0
+local completed, retried, failed = 0, 0, 0
 local n = (#ARGV - 4) / 6
+local msgs = {}
+for i = 1, n do msgs[i] = ARGV[6 + 6 * (i - 1)] end
+local lo, hi = entry_id_range(msgs)
+local PAGE = 1000
+local owned = {}  -- stream -> set of this batch's range's entry ids pending for this consumer
+
+local function owned_on(stream)
+  local set = owned[stream]
+  if set then return set end
+  set = {}
+  local from = lo
+  while true do
+    local rows = redis.call('XPENDING', stream, group, from, hi, PAGE, consumer)
+    for _, row in ipairs(rows) do set[row[1]] = true end
+    if #rows < PAGE then break end
+    from = '(' .. rows[#rows][1]
+  end
+  owned[stream] = set
+  return set
+end
+
 for i = 1, n do
   local task_key = KEYS[FIRST_TASK_KEY - 1 + i]
   local a = 5 + 6 * (i - 1)
   local id, msg, outcome, value, delay, hist = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3],
     tonumber(ARGV[a + 4]), ARGV[a + 5]
-  local h = redis.call('HMGET', task_key, 'status', 'msg_id', 'priority', 'attempts', 'max_retries')
+  local h = redis.call('HMGET', task_key, 'status', 'msg_id', 'priority', 'attempts', 'max_retries', 'history')
   local status, priority = h[1], h[3]
   if not priority then
     out[i] = 'stale'
   else
     local stream = stream_of(priority)
-    local owner = redis.call('XPENDING', stream, group, msg, msg, 1, consumer)
-    if #owner == 0 then
+    if not owned_on(stream)[msg] then
       out[i] = 'lost'
     elseif status ~= 'processing' or h[2] ~= msg then
       out[i] = 'stale'
     else
-      if hist ~= '' then append_json(task_key, 'history', hist) end
+      local hset = {'HSET', task_key}
+      if hist ~= '' then hset[3], hset[4] = 'history', json_appended(h[6], hist) end
       if outcome == 'completed' then
-        finish_terminal(task_key, id, status, 'completed', now, ttl, {'result', value, 'error', ''})
+        hset[#hset + 1], hset[#hset + 2] = 'status', 'completed'
+        hset[#hset + 1], hset[#hset + 2] = 'completed_at', now
+        hset[#hset + 1], hset[#hset + 2] = 'msg_id', ''
+        hset[#hset + 1], hset[#hset + 2] = 'result', value
+        hset[#hset + 1], hset[#hset + 2] = 'error', ''
+        redis.call(unpack(hset))
+        defer_move(id, status, 'completed')
+        defer('ZADD', RETENTION, expires, id)
         completed = completed + 1
         emit('completed', id, 'completed')
         out[i] = 'completed'
       elseif delay >= 0 and tonumber(h[4]) <= tonumber(h[5]) then
         local due = now + delay
-        set_status(task_key, id, status, 'scheduled')
-        redis.call('HSET', task_key, 'error', value, 'scheduled_for', due, 'msg_id', '')
-        redis.call('ZADD', SCHEDULED, due, id)
-        redis.call('HINCRBY', STATS, 'retried_total', 1)
+        hset[#hset + 1], hset[#hset + 2] = 'status', 'scheduled'
+        hset[#hset + 1], hset[#hset + 2] = 'error', value
+        hset[#hset + 1], hset[#hset + 2] = 'scheduled_for', due
+        hset[#hset + 1], hset[#hset + 2] = 'msg_id', ''
+        redis.call(unpack(hset))
+        defer_move(id, status, 'scheduled')
+        defer('ZADD', SCHEDULED, due, id)
+        retried = retried + 1
         emit('retrying', id, 'scheduled')
         out[i] = 'scheduled'
       else
-        finish_terminal(task_key, id, status, 'failed', now, ttl)
         local dead_id = redis.call('XADD', DEAD, '*', 'id', id, 'error', value)
-        redis.call('HSET', task_key, 'error', value, 'dead_id', dead_id)
-        redis.call('HINCRBY', STATS, 'failed_total', 1)
+        hset[#hset + 1], hset[#hset + 2] = 'status', 'failed'
+        hset[#hset + 1], hset[#hset + 2] = 'completed_at', now
+        hset[#hset + 1], hset[#hset + 2] = 'msg_id', ''
+        hset[#hset + 1], hset[#hset + 2] = 'error', value
+        hset[#hset + 1], hset[#hset + 2] = 'dead_id', dead_id
+        redis.call(unpack(hset))
+        defer_move(id, status, 'failed')
+        defer('ZADD', RETENTION, expires, id)
+        failed = failed + 1
         emit('failed', id, 'failed')
         emit('dead_lettered', id, 'failed')
         out[i] = 'failed'
@@ -71,9 +133,12 @@ for i = 1, n do
     end
   end
 end
+flush_deferred()
 for stream, ids in pairs(acks) do
   redis.call('XACK', stream, group, unpack(ids))
   redis.call('XDEL', stream, unpack(ids))
 end
+if retried > 0 then redis.call('HINCRBY', STATS, 'retried_total', retried) end
+if failed > 0 then redis.call('HINCRBY', STATS, 'failed_total', failed) end
 if completed > 0 then redis.call('HINCRBY', STATS, 'completed_total', completed) end
 return out

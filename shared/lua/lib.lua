@@ -118,3 +118,41 @@ local function flush_started(started)
     redis.call('ZADD', STATUS_INDEX.processing, unpack(scored))
   end
 end
+
+--[[ Deferred index writes (issue 7): a batch script records each index change while it loops over
+its tasks and writes them at the end with one variadic ZREM / ZADD per key (CHUNK values a call: Lua's
+unpack takes a few thousand at most), instead of one ZREM + ZADD per task. The script is atomic, so
+the end state is the same as writing them one by one, provided each task id moves at most once per
+call (the batch scripts guarantee it: a task seen twice is skipped the second time). Kept to a few
+closures: every state-change script pays for lib.lua's definitions on each call. ]]
+local CHUNK = 4000  -- values per variadic call (even: ZADD takes score, member pairs)
+local DEFERRED = {ZREM = {}, ZADD = {}}  -- command -> key -> values
+
+-- Defer `cmd key a [b]`: defer('ZREM', key, id) or defer('ZADD', key, score, id).
+local function defer(cmd, key, a, b)
+  local t = DEFERRED[cmd][key]
+  if not t then
+    t = {}
+    DEFERRED[cmd][key] = t
+  end
+  t[#t + 1] = a
+  if b then t[#t + 1] = b end
+end
+
+-- move_index, written by flush_deferred().
+local function defer_move(id, old, new)
+  if old and STATUS_INDEX[old] then defer('ZREM', STATUS_INDEX[old], id) end
+  defer('ZADD', STATUS_INDEX[new], 0, id)
+end
+
+-- Write every deferred ZREM, then every deferred ZADD.
+local function flush_deferred()
+  for _, cmd in ipairs({'ZREM', 'ZADD'}) do
+    for key, values in pairs(DEFERRED[cmd]) do
+      for i = 1, #values, CHUNK do
+        redis.call(cmd, key, unpack(values, i, math.min(i + CHUNK - 1, #values)))
+      end
+    end
+    DEFERRED[cmd] = {}
+  end
+end

@@ -3,6 +3,9 @@
 The caller reads candidate ids from the scheduled zset (by due time) and passes their hashes; this
 script decides with the server clock. A task is moved only by the call whose ZREM removed it, so
 several scheduler replicas can run at once and each task is enqueued exactly once.
+(One ZMSCORE reads every candidate's due time and one variadic ZREM, with the index moves at the
+end of the call (lib.lua's deferred writes), removes the due ones: the script is atomic, so every
+task ZMSCORE found due is removed by this call's ZREM and by no other call.)
 KEYS[1..17]  common keys (lib.lua)
 KEYS[17 + i] task hash of candidate i
 ARGV[1]  events MAXLEN
@@ -11,20 +14,33 @@ Returns: {now_ms, next_due_ms (-1 when nothing is scheduled), lateness_ms of eac
 ]]
 local now = now_ms()
 local out = {now, -1}
-for i = 2, #ARGV do
-  local id = ARGV[i]
-  local task_key = KEYS[FIRST_TASK_KEY - 2 + i]
-  local due = redis.call('ZSCORE', SCHEDULED, id)
-  if due and tonumber(due) <= now and redis.call('ZREM', SCHEDULED, id) == 1 then
-    local h = redis.call('HMGET', task_key, 'status', 'priority')
-    if h[1] == 'scheduled' then
-      enqueue(task_key, id, h[2])
-      set_status(task_key, id, 'scheduled', 'pending')
-      emit('promoted', id, 'pending')
-      out[#out + 1] = now - tonumber(due)
-    end
+local n = #ARGV - 1
+local due_at = {}
+for i = 1, n, CHUNK do
+  local scores = redis.call('ZMSCORE', SCHEDULED, unpack(ARGV, i + 1, math.min(i + CHUNK - 1, n) + 1))
+  for j = 1, #scores do due_at[i + j - 1] = scores[j] end
+end
+local due, seen = {}, {}
+for i = 1, n do
+  local id, score = ARGV[i + 1], due_at[i]
+  if score and not seen[id] and tonumber(score) <= now then
+    seen[id] = true
+    due[#due + 1] = i
+    defer('ZREM', SCHEDULED, id)
   end
 end
+for _, i in ipairs(due) do
+  local id, task_key = ARGV[i + 1], KEYS[FIRST_TASK_KEY - 1 + i]
+  local h = redis.call('HMGET', task_key, 'status', 'priority')
+  if h[1] == 'scheduled' then
+    local msg = redis.call('XADD', stream_of(h[2]), '*', 'id', id)
+    redis.call('HSET', task_key, 'msg_id', msg, 'status', 'pending')
+    defer_move(id, 'scheduled', 'pending')
+    emit('promoted', id, 'pending')
+    out[#out + 1] = now - tonumber(due_at[i])
+  end
+end
+flush_deferred()
 local first = redis.call('ZRANGE', SCHEDULED, 0, 0, 'WITHSCORES')
 if #first > 0 then out[2] = tonumber(first[2]) end
 return out

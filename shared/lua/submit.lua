@@ -9,6 +9,8 @@ then per task, 6 fixed values followed by its hash fields:
   id, type, priority, due_ms (0 = run now), has_idempotency_key (0/1), nfields, field1, value1, ...
 Returns: for each task {id, status, duplicate (0/1), created_at ms}; a duplicate returns the first
 task's id (and empty status), for the caller to read.
+Index entries (all, type, status, scheduled) are written with one variadic ZADD per key at the end of
+the call (lib.lua's deferred writes); the task hash, its stream entry and its events per task.
 ]]
 local now = now_ms()
 local idem_ttl = ARGV[2]
@@ -36,7 +38,7 @@ for i = 1, n do
     local status = 'pending'
     if due > now then
       status = 'scheduled'
-      redis.call('ZADD', SCHEDULED, due, id)
+      defer('ZADD', SCHEDULED, due, id)
       hset[#hset + 1], hset[#hset + 2] = 'scheduled_for', due
     else
       local msg = redis.call('XADD', stream_of(priority), '*', 'id', id)
@@ -44,14 +46,15 @@ for i = 1, n do
     end
     hset[#hset + 1], hset[#hset + 2] = 'status', status
     redis.call(unpack(hset))  -- the whole task in one HSET (the script is atomic: no reader sees it half-made)
-    redis.call('ZADD', INDEX_ALL, 0, id)
-    redis.call('ZADD', type_key, 0, id)
-    move_index(id, nil, status)
+    defer('ZADD', INDEX_ALL, 0, id)
+    defer('ZADD', type_key, 0, id)
+    defer_move(id, nil, status)
     created = created + 1
     emit('created', id, status)
     if status == 'scheduled' then emit('scheduled', id, status) end
     out[i] = {id, status, 0, now}
   end
 end
+flush_deferred()
 if created > 0 then redis.call('HINCRBY', STATS, 'submitted_total', created) end
 return out

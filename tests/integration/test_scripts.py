@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from redis.asyncio import Redis
 
 from services.worker.consumer import Consumer
@@ -116,3 +118,98 @@ async def test_revive_and_expiry(queue: Queue, redis: Redis, keys: KeySchema) ->
     for key in (keys.index_all, keys.index_type("noop"), keys.index_status("completed"), keys.retention):
         assert await redis.zcard(key) == 0
     assert (await queue.stats()).total == 0
+
+
+async def test_promote_moves_each_due_candidate_once(queue: Queue, redis: Redis, keys: KeySchema) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    server_s, server_us = await redis.time()
+    soon = datetime.fromtimestamp((server_s * 1000 + server_us // 1000 + 150) / 1000, UTC)
+    later = soon + timedelta(hours=1)
+    made = await queue.submit(
+        [TaskCreate(type="noop", scheduled_for=soon, priority=p) for p in (5, 1, 3, 2)]
+        + [TaskCreate(type="noop", scheduled_for=later)]
+    )
+    a, b, c, d, far = (m.task.id for m in made)
+    await queue.cancel(c)  # leaves the scheduled zset
+    await redis.hset(keys.task(d), "status", "odd")  # still in the zset, but no longer scheduled
+    await asyncio.sleep(0.2)
+    candidates = [b, a, b, far, c, d, "missing"]  # a duplicate, one not due, one gone, one not scheduled
+    call = ("promote", [*keys.common(), *(keys.task(i) for i in candidates)], [1000, *candidates])
+    reply = await queue.scripts.call(*call)
+    assert len(reply) == 4 and all(0 <= int(late) < 5000 for late in reply[2:])  # b and a, once each
+    assert int(reply[1]) == int(await redis.zscore(keys.scheduled, far))  # next due
+    assert await redis.zrange(keys.scheduled, 0, -1) == [far]
+    assert await redis.zrange(keys.index_status("scheduled"), 0, -1) == sorted([far, d])
+    assert await redis.zrange(keys.index_status("pending"), 0, -1) == sorted([a, b])
+    for task_id, priority in ((a, 5), (b, 1)):
+        raw = await redis.hgetall(keys.task(task_id))
+        [(entry, fields)] = await redis.xrange(keys.stream(priority))
+        assert raw["status"] == "pending" and raw["msg_id"] == entry and fields == {"id": task_id}
+    assert await redis.hget(keys.task(d), "status") == "odd" and not await redis.hget(keys.task(d), "msg_id")
+    promoted = [(f["task"], f["status"]) for _, f in await redis.xrange(keys.events) if f["event"] == "promoted"]
+    assert promoted == [(b, "pending"), (a, "pending")]  # one event per task, in candidate order
+    again = await queue.scripts.call(*call)  # another replica with the same candidates: nothing left to move
+    assert len(again) == 2 and sum([await redis.xlen(keys.stream(p)) for p in range(1, 6)]) == 2
+
+
+async def test_finish_checks_ownership_over_a_wide_range_of_entries(
+    queue: Queue, redis: Redis, keys: KeySchema
+) -> None:
+    """finish.lua reads this consumer's pending entries over the batch's id range in pages of 1,000:
+    outcomes far apart, with more than a page of this consumer's entries between them."""
+    await ensure_group(redis, keys.streams(), WORKER_GROUP)
+    await queue.submit([TaskCreate(type="noop", priority=3) for _ in range(1203)])
+    await queue.submit([TaskCreate(type="noop", priority=1)])
+    consumer = make_consumer(queue, "c1", concurrency=1204)
+    jobs = await consumer.take(1204)
+    assert len(jobs) == 1204
+    first, middle, claimed, last, low = jobs[0], jobs[600], jobs[700], jobs[1202], jobs[1203]
+    await redis.xclaim(keys.stream(3), WORKER_GROUP, "other", 0, [claimed.delivery.msg_id], justid=True)
+    outcomes = [Outcome(j, completed=True, value="1") for j in (last, claimed, first, low, middle)]
+    statuses = await asyncio.gather(*(consumer.finisher.record(o) for o in outcomes))
+    assert statuses == ["completed", "lost", "completed", "completed", "completed"]
+    assert await redis.zcard(keys.index_status("completed")) == 4
+    assert await redis.hget(keys.task(claimed.delivery.task_id), "status") == "processing"
+    assert (await redis.xpending(keys.stream(3), WORKER_GROUP))["pending"] == 1203 - 3
+    assert await redis.xlen(keys.stream(1)) == 0
+
+
+async def test_finish_writes_each_outcome_and_counts_once_per_call(queue: Queue, redis: Redis, keys: KeySchema) -> None:
+    await ensure_group(redis, keys.streams(), WORKER_GROUP)
+    made = await queue.submit([TaskCreate(type="noop", max_retries=1) for _ in range(3)])
+    ok, retry, dead = (m.task.id for m in made)
+    await redis.hset(keys.task(retry), "history", '[{"attempt":0,"error":"x","at":1}]')
+    consumer = make_consumer(queue, "c1")
+    jobs = {j.delivery.task_id: j for j in await consumer.take(3)}
+    entry = '{"attempt":1,"error":"e","at":2}'
+    outcomes = [
+        Outcome(jobs[ok], completed=True, value='{"r":1}'),
+        Outcome(jobs[retry], completed=False, value="e", delay_ms=60_000, history=entry),
+        Outcome(jobs[dead], completed=False, value="e", delay_ms=-1, history=entry),
+        Outcome(jobs[ok], completed=True, value='"twice"'),  # the same run again in the same call
+    ]
+    statuses = await asyncio.gather(*(consumer.finisher.record(o) for o in outcomes))
+    assert statuses == ["completed", "scheduled", "failed", "stale"]
+    done, retried, failed = [await redis.hgetall(keys.task(i)) for i in (ok, retry, dead)]
+    assert done["status"] == "completed" and done["result"] == '{"r":1}' and done["error"] == ""
+    assert done["msg_id"] == "" and "history" not in done
+    assert retried["status"] == "scheduled" and retried["error"] == "e" and retried["msg_id"] == ""
+    assert retried["history"] == '[{"attempt":0,"error":"x","at":1},' + entry + "]"
+    assert int(await redis.zscore(keys.scheduled, retry)) == int(retried["scheduled_for"])
+    assert failed["status"] == "failed" and failed["history"] == "[" + entry + "]"
+    [(dead_id, fields)] = await redis.xrange(keys.dead)
+    assert failed["dead_id"] == dead_id and fields == {"id": dead, "error": "e"}
+    for status, ids in (("completed", [ok]), ("scheduled", [retry]), ("failed", [dead]), ("processing", [])):
+        assert await redis.zrange(keys.index_status(status), 0, -1) == ids
+    ttl_ms = 60_000
+    for task_id, raw in ((ok, done), (dead, failed)):
+        assert int(await redis.zscore(keys.retention, task_id)) == int(raw["completed_at"]) + ttl_ms
+    assert await redis.zscore(keys.retention, retry) is None
+    stats = await redis.hgetall(keys.stats)
+    assert (stats["completed_total"], stats["retried_total"], stats["failed_total"]) == ("1", "1", "1")
+    events = [(f["event"], f["task"]) for _, f in await redis.xrange(keys.events) if f["event"] not in ("created",)]
+    assert [e for e in events if e[0] != "started"] == [
+        ("completed", ok), ("retrying", retry), ("failed", dead), ("dead_lettered", dead)
+    ]  # fmt: skip
+    assert sum([await redis.xlen(keys.stream(p)) for p in range(1, 6)]) == 0
