@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from redis.asyncio import Redis
@@ -35,6 +35,23 @@ LIST_SCAN_FACTOR = 20  # a filtered page reads at most limit * this many index e
 class Submitted:
     task: TaskPublic
     duplicate: bool  # an earlier task with the same idempotency key, returned instead
+
+
+class Stored(NamedTuple):
+    """One task of a submit call as submit.lua answered it, before any ``TaskPublic`` is built (the
+    batch route serialises these straight to JSON: a model per task was most of its CPU)."""
+
+    task: TaskCreate
+    id: str
+    queue: str
+    status: str  # pending or scheduled; "" for a duplicate
+    created_ms: int
+    earlier: TaskPublic | None  # a duplicate: the earlier task of the same idempotency key
+
+    def submitted(self) -> Submitted:
+        if self.earlier is not None:
+            return Submitted(self.earlier, True)
+        return Submitted(_public(self.task, self.id, self.queue, self.status, self.created_ms), False)
 
 
 def _encode(task: TaskCreate, task_id: str, queue: str) -> list[str]:
@@ -155,15 +172,19 @@ class Queue:
 
     async def submitted(self, tasks: Sequence[TaskCreate], reply: list[Any]) -> list[Submitted]:
         """submit.lua's reply as Submitted records (duplicates read back in one round trip)."""
+        return [s.submitted() for s in await self.stored(tasks, reply)]
+
+    async def stored(self, tasks: Sequence[TaskCreate], reply: list[Any]) -> list[Stored]:
+        """submit.lua's reply as Stored records (duplicates read back in one round trip)."""
         duplicates = {str(r[0]) for r in reply if int(r[2])}
         earlier = {t.id: t for t in await self.get_many(sorted(duplicates))}
-        out = []
-        for task, r in zip(tasks, reply, strict=True):
-            if int(r[2]):
-                out.append(Submitted(earlier[str(r[0])], True))
-            else:
-                out.append(Submitted(_public(task, str(r[0]), self.keys.queue, str(r[1]), int(r[3])), False))
-        return out
+        queue = self.keys.queue
+        return [
+            Stored(task, str(r[0]), queue, "", 0, earlier[str(r[0])])
+            if int(r[2])
+            else Stored(task, str(r[0]), queue, str(r[1]), int(r[3]), None)
+            for task, r in zip(tasks, reply, strict=True)
+        ]
 
     # --- read ------------------------------------------------------------------------------------
     async def get(self, task_id: str) -> TaskPublic:
