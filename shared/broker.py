@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from shared.errors import NotDurable, NotFound
 from shared.keys import WORKER_GROUP, KeySchema
-from shared.models import PRIORITIES, Stats, TaskCreate, TaskPublic, TaskStatus, WorkerInfo, new_task_id
+from shared.models import PRIORITIES, Stats, TaskCreate, TaskPublic, TaskStatus, WorkerInfo, new_task_ids
 from shared.queue import Queue, Stored, Submitted
 from shared.queues import QueueConfig, QueueRegistry, partition_of
 from shared.recovery import reschedule, revive_failed
@@ -105,7 +105,7 @@ class Broker:
         """As :meth:`submit`, answered with submit.lua's records (no ``TaskPublic`` per new task)."""
         now_ms = int(time.time() * 1000)
         groups: dict[tuple[str, int], list[int]] = {}
-        ids = [new_task_id(now_ms) for _ in tasks]
+        ids = new_task_ids(len(tasks), now_ms)
         configs: dict[str, QueueConfig] = {}
         for i, task in enumerate(tasks):
             name = task.queue or self.keys.queue
