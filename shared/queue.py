@@ -179,10 +179,11 @@ class Queue:
         duplicates = {str(r[0]) for r in reply if int(r[2])}
         earlier = {t.id: t for t in await self.get_many(sorted(duplicates))}
         queue = self.keys.queue
+        new = tuple.__new__  # Stored(...) runs NamedTuple's Python-level __new__: 4% of a batch's api CPU
         return [
-            Stored(task, str(r[0]), queue, "", 0, earlier[str(r[0])])
+            new(Stored, (task, str(r[0]), queue, "", 0, earlier[str(r[0])]))
             if int(r[2])
-            else Stored(task, str(r[0]), queue, str(r[1]), int(r[3]), None)
+            else new(Stored, (task, str(r[0]), queue, str(r[1]), int(r[3]), None))
             for task, r in zip(tasks, reply, strict=True)
         ]
 
