@@ -19,8 +19,8 @@ from redis.asyncio import Redis
 
 from shared.errors import NotDurable, NotFound
 from shared.keys import WORKER_GROUP, KeySchema
-from shared.models import PRIORITIES, Stats, TaskCreate, TaskPublic, TaskStatus, WorkerInfo, new_task_id
-from shared.queue import Queue, Submitted
+from shared.models import PRIORITIES, Stats, TaskCreate, TaskPublic, TaskStatus, WorkerInfo, new_task_ids
+from shared.queue import Queue, Stored, Submitted
 from shared.queues import QueueConfig, QueueRegistry, partition_of
 from shared.recovery import reschedule, revive_failed
 
@@ -99,9 +99,13 @@ class Broker:
     # --- submit ----------------------------------------------------------------------------------
     async def submit(self, tasks: Sequence[TaskCreate]) -> list[Submitted]:
         """Every task in its queue's partition; one pipelined round trip for all groups."""
+        return [s.submitted() for s in await self.submit_stored(tasks)]
+
+    async def submit_stored(self, tasks: Sequence[TaskCreate]) -> list[Stored]:
+        """As :meth:`submit`, answered with submit.lua's records (no ``TaskPublic`` per new task)."""
         now_ms = int(time.time() * 1000)
         groups: dict[tuple[str, int], list[int]] = {}
-        ids = [new_task_id(now_ms) for _ in tasks]
+        ids = new_task_ids(len(tasks), now_ms)
         configs: dict[str, QueueConfig] = {}
         for i, task in enumerate(tasks):
             name = task.queue or self.keys.queue
@@ -123,11 +127,11 @@ class Broker:
                 raise reply
         done = await asyncio.gather(
             *(
-                self.queue(name, part).submitted([tasks[i] for i in members], reply)
+                self.queue(name, part).stored([tasks[i] for i in members], reply)
                 for ((name, part), members), reply in zip(groups.items(), replies, strict=True)
             )
         )
-        out: list[Submitted | None] = [None] * len(tasks)
+        out: list[Stored | None] = [None] * len(tasks)
         for members, submitted in zip(groups.values(), done, strict=True):
             for i, s in zip(members, submitted, strict=True):
                 out[i] = s

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from redis.asyncio import Redis
@@ -37,24 +37,43 @@ class Submitted:
     duplicate: bool  # an earlier task with the same idempotency key, returned instead
 
 
+class Stored(NamedTuple):
+    """One task of a submit call as submit.lua answered it, before any ``TaskPublic`` is built (the
+    batch route serialises these straight to JSON: a model per task was most of its CPU)."""
+
+    task: TaskCreate
+    id: str
+    queue: str
+    status: str  # pending or scheduled; "" for a duplicate
+    created_ms: int
+    earlier: TaskPublic | None  # a duplicate: the earlier task of the same idempotency key
+
+    def submitted(self) -> Submitted:
+        if self.earlier is not None:
+            return Submitted(self.earlier, True)
+        return Submitted(_public(self.task, self.id, self.queue, self.status, self.created_ms), False)
+
+
 def _encode(task: TaskCreate, task_id: str, queue: str) -> list[str]:
+    # once per task of a batch: no dict of the optional fields and no orjson call for a missing payload
+    # (half the time of the loop it replaced; same fields in the same order)
+    payload = task.payload
     fields: list[str] = [
         "id", task_id,
         "queue", queue,
         "type", task.type,
-        "payload", orjson.dumps(task.payload).decode(),
+        "payload", "null" if payload is None else orjson.dumps(payload).decode(),
         "priority", str(task.priority),
         "max_retries", str(task.max_retries),
     ]  # fmt: skip
-    optional = {
-        "webhook": task.webhook,
-        "timeout_s": task.timeout_s,
-        "retry_backoff_s": task.retry_backoff_s,
-        "idempotency_key": task.idempotency_key,
-    }
-    for name, value in optional.items():
-        if value is not None:
-            fields += [name, str(value)]
+    if task.webhook is not None:
+        fields += ["webhook", str(task.webhook)]
+    if task.timeout_s is not None:
+        fields += ["timeout_s", str(task.timeout_s)]
+    if task.retry_backoff_s is not None:
+        fields += ["retry_backoff_s", str(task.retry_backoff_s)]
+    if task.idempotency_key is not None:
+        fields += ["idempotency_key", str(task.idempotency_key)]
     return fields
 
 
@@ -155,15 +174,20 @@ class Queue:
 
     async def submitted(self, tasks: Sequence[TaskCreate], reply: list[Any]) -> list[Submitted]:
         """submit.lua's reply as Submitted records (duplicates read back in one round trip)."""
+        return [s.submitted() for s in await self.stored(tasks, reply)]
+
+    async def stored(self, tasks: Sequence[TaskCreate], reply: list[Any]) -> list[Stored]:
+        """submit.lua's reply as Stored records (duplicates read back in one round trip)."""
         duplicates = {str(r[0]) for r in reply if int(r[2])}
         earlier = {t.id: t for t in await self.get_many(sorted(duplicates))}
-        out = []
-        for task, r in zip(tasks, reply, strict=True):
-            if int(r[2]):
-                out.append(Submitted(earlier[str(r[0])], True))
-            else:
-                out.append(Submitted(_public(task, str(r[0]), self.keys.queue, str(r[1]), int(r[3])), False))
-        return out
+        queue = self.keys.queue
+        new = tuple.__new__  # Stored(...) runs NamedTuple's Python-level __new__: 4% of a batch's api CPU
+        return [
+            new(Stored, (task, str(r[0]), queue, "", 0, earlier[str(r[0])]))
+            if int(r[2])
+            else new(Stored, (task, str(r[0]), queue, str(r[1]), int(r[3]), None))
+            for task, r in zip(tasks, reply, strict=True)
+        ]
 
     # --- read ------------------------------------------------------------------------------------
     async def get(self, task_id: str) -> TaskPublic:

@@ -6,10 +6,15 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
+from pydantic import TypeAdapter
 from redis.asyncio import Redis
 
 from services.api.app import create_app
+from shared.broker import Broker
 from shared.keys import KeySchema
+from shared.models import BatchResult, TaskCreate
+from shared.queue import Stored
 from shared.settings import Settings
 
 
@@ -69,6 +74,57 @@ async def test_batch_one_round_trip_with_duplicates(api: httpx.AsyncClient, redi
     body = r.json()
     assert (body["created"], body["duplicates"]) == (1, 1)
     assert body["tasks"][0]["id"] == body["tasks"][1]["id"]
+
+
+async def test_batch_body_and_state_as_the_batch_result_model_gave(
+    api: httpx.AsyncClient, redis: Redis, keys: KeySchema, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch route writes its body with orjson from submit.lua's records (services/api/encoding.py),
+    not through a TaskPublic per task: the bytes and head must be those of the BatchResult model FastAPI
+    serialised, for a mixed batch (every field kind, scheduled and already-due, a named queue, a duplicate
+    within the batch and one of an earlier task with history)."""
+    earlier = (await api.post("/api/tasks", json={"type": "noop", "idempotency_key": "old"})).json()
+    history = '[{"attempt":1,"error":"boom","at":1764331962123}]'
+    await redis.hset(keys.task(earlier["id"]), mapping={"attempts": 1, "status": "failed", "history": history})
+    captured: list[list[Stored]] = []
+    submit_stored = Broker.submit_stored
+
+    async def spy(self: Broker, tasks: list[TaskCreate]) -> list[Stored]:
+        captured.append(await submit_stored(self, tasks))
+        return captured[-1]
+
+    monkeypatch.setattr(Broker, "submit_stored", spy)
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    tasks: list[dict[str, object]] = [
+        {"type": "noop"},
+        {"type": "echo", "payload": {"a": [1, 2.5, -0.0, 1e-7, 1e16, 2**63, None, True, 'é\u2028"\\']}},
+        {"type": "echo", "priority": 5, "max_retries": 0, "timeout_s": 5, "retry_backoff_s": 0.25},
+        {"type": "noop", "webhook": "http://93.184.216.34/hook?q=é", "idempotency_key": 'k"é'},
+        {"type": "noop", "idempotency_key": 'k"é'},
+        {"type": "noop", "idempotency_key": "old"},
+        {"type": "noop", "queue": "bulk", "scheduled_for": later, "priority": 1},
+        {"type": "noop", "scheduled_for": "2000-01-01T00:00:00.5+02:00"},
+    ]
+    before = {k: _submitted(*k) for k in [("default", "noop", "3"), ("default", "echo", "3"), ("default", "echo", "5"),
+                                          ("bulk", "noop", "1")]}  # fmt: skip
+    r = await api.post("/api/tasks/batch", json={"tasks": tasks})
+    [done] = captured
+    model = BatchResult(tasks=[s.submitted().task for s in done], created=6, duplicates=2)
+    expected = TypeAdapter(BatchResult).dump_json(model)  # what FastAPI sent for the response model
+    assert r.status_code == 201 and r.content == expected
+    assert r.headers.multi_items() == [("content-length", str(len(expected))), ("content-type", "application/json")]
+    body = r.json()
+    assert body["tasks"][3]["id"] == body["tasks"][4]["id"] and body["tasks"][5]["id"] == earlier["id"]
+    assert [t["status"] for t in body["tasks"]][5:] == ["failed", "scheduled", "pending"]
+    after = {labels: _submitted(*labels) for labels in before}
+    assert {k: after[k] - v for k, v in before.items()} == {
+        ("default", "noop", "3"): 3, ("default", "echo", "3"): 1, ("default", "echo", "5"): 1, ("bulk", "noop", "1"): 1
+    }  # fmt: skip
+
+
+def _submitted(queue: str, task_type: str, priority: str) -> float:
+    labels = {"queue": queue, "type": task_type, "priority": priority}
+    return REGISTRY.get_sample_value("streamq_tasks_submitted_total", labels) or 0.0
 
 
 @pytest.mark.parametrize(

@@ -95,3 +95,35 @@ def test_settings_lists_from_commas(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_aware_datetime_accepted() -> None:
     task = TaskCreate.model_validate({"type": "echo", "scheduled_for": "2030-01-01T00:00:00+02:00"})
     assert task.scheduled_for == datetime(2029, 12, 31, 22, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("last", "count"),
+    [
+        (None, 1000),  # a fresh millisecond: random start
+        ((0, 5), 1),
+        ((0, 5), 0),
+        ((0, (1 << 20) - 3), 10),  # the digits above the last 20 bits change mid-batch
+        ((0, (1 << 40) - 500), 1000),  # ... and those above 40
+        ((0, (1 << 80) - 600), 1000),  # the random part runs out: the next millisecond borrowed
+        ((0, (1 << 80) - 1), 3),
+        ((7, 12345), 500),  # the clock went back 7 ms: the later millisecond is kept
+        ((-3, 12345), 500),  # the clock moved on: a fresh random part
+    ],
+)
+def test_new_task_ids_are_those_of_one_call_per_id(
+    monkeypatch: pytest.MonkeyPatch, last: tuple[int, int] | None, count: int
+) -> None:
+    from shared import models
+
+    now = 1_764_331_962_123
+    start = [0, 0] if last is None else [now + last[0], last[1]]
+    draws = iter(range(10**6))
+    monkeypatch.setattr(models.os, "urandom", lambda n: (next(draws) * 7919 + 123456789).to_bytes(n, "big"))
+    monkeypatch.setattr(models, "_LAST_ID", list(start))
+    one_by_one = [models.new_task_id(now) for _ in range(count)]
+    state = list(models._LAST_ID)
+    draws = iter(range(10**6))
+    monkeypatch.setattr(models, "_LAST_ID", list(start))
+    assert models.new_task_ids(count, now) == one_by_one
+    assert list(models._LAST_ID) == state  # where the next call goes on from
