@@ -19,8 +19,8 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=20,
 )
-wild = st.recursive(
-    json_scalars | st.floats() | st.integers(),
+wild = st.recursive(  # finite floats: httpx refuses to encode NaN and infinities (raw NaN bodies: test_api)
+    json_scalars | st.floats(allow_nan=False, allow_infinity=False) | st.integers(),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
     max_leaves=8,
 )
