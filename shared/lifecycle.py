@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -39,3 +40,15 @@ def run(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
         uvloop.run(_runner())
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         asyncio.run(_runner())
+
+
+def freeze_startup_heap() -> None:
+    """Move what start-up made (modules, routes, pydantic's schemas, handler modules: tens of thousands
+    of tracked objects) out of the cyclic garbage collector's reach, once the service is built. The hot
+    paths allocate thousands of tracked objects per batch (the api's submits, the worker's jobs), so
+    full collections come often, and each traversed that whole heap (about 60 ms in the api; about 3 ms
+    with it frozen): about 4 us of the api's CPU per batch-submitted task (bench/README.md, Round 4).
+    Reference counting still frees frozen objects; only cycles made before the freeze and broken later
+    would stay."""
+    gc.collect()
+    gc.freeze()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import Generator
 
@@ -28,7 +27,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Serve until ``stop`` (SIGTERM/SIGINT): uvicorn stops accepting, finishes open requests within
     the grace period, runs the lifespan shutdown, and the process exits 0."""
     app = create_app(settings)
-    _freeze_startup_heap()
+    lifecycle.freeze_startup_heap()
     config = uvicorn.Config(
         app,
         host=settings.api_host,
@@ -47,17 +46,6 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     stopper.cancel()
     if not server.started:
         raise SystemExit(f"streamq: the api could not start on {settings.api_host}:{settings.api_port}")
-
-
-def _freeze_startup_heap() -> None:
-    """Move what start-up made (modules, FastAPI's routes, pydantic's schemas: about 85,000 tracked
-    objects) out of the cyclic garbage collector's reach. A batch submit allocates thousands of tracked
-    objects per request, so full collections come every ~15,000 tasks, and each one traversed that
-    whole heap (about 60 ms; with the heap frozen about 3 ms): about 4 us of the api's CPU per task in
-    ``POST /api/tasks/batch`` (bench/README.md, Round 4). Reference counting still frees frozen objects;
-    only cycles made before the freeze and broken later would stay."""
-    gc.collect()
-    gc.freeze()
 
 
 def main() -> None:

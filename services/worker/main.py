@@ -163,4 +163,5 @@ def main() -> None:
     load_modules(settings.handlers)
     port = health.serve(settings.metrics_host, settings.metrics_port, settings)  # /metrics, /livez, /readyz
     service = Worker(settings, metrics_port=port)
+    lifecycle.freeze_startup_heap()  # the user's handler modules are loaded by now
     lifecycle.run(health.watch(service.run, service.ready))
