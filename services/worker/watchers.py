@@ -101,3 +101,4 @@ class Watchers:
         if jobs:
             self.started += len(jobs)
             consumer.deliver_started(jobs, more=part if len(jobs) >= count else None)
+            await asyncio.sleep(0)  # the jobs reach their handlers before this watcher sets up its next wait
