@@ -249,8 +249,22 @@ class Consumer:
                 await self._round(stop, free)
             except (RedisError, OSError) as error:
                 log.warning("redis unavailable; retrying", extra={"error": str(error)})
+                await self.recover(error)
                 await asyncio.sleep(0.5)
         self.idle.clear()
+
+    async def recover(self, error: BaseException) -> None:
+        """After ``NOGROUP`` (the server lost the consumer group: a failover inside the asynchronous
+        replication window, a server restarted empty), the groups of every consumed partition are
+        created again from id 0, so what waits in the streams is delivered instead of stuck."""
+        if "NOGROUP" not in str(error):
+            return
+        try:
+            for part in self.sources.all():
+                await ensure_group(self.redis, part.streams(), WORKER_GROUP)
+            log.warning("consumer groups were missing; created again", extra={"error": str(error)})
+        except (RedisError, OSError) as again:
+            log.warning("redis unavailable; retrying", extra={"error": str(again)})
 
     async def _round(self, stop: asyncio.Event, free: int) -> None:
         if self.ready:

@@ -75,6 +75,7 @@ class Watchers:
                 await self.read_and_start(part)
             except (RedisError, OSError) as error:
                 log.warning("redis unavailable; retrying", extra={"error": str(error)})
+                await consumer.recover(error)
                 await asyncio.sleep(0.5)
             except Exception:  # a watcher never dies silently: logged, and it blocks again
                 log.exception("watcher failed; retrying", extra={"partition": part.tag})

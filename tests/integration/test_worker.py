@@ -130,3 +130,19 @@ async def test_an_idle_workers_read_starts_the_task_in_its_own_round_trip(
         keys.stream(3), WORKER_GROUP, "-", "+", 10, consumername=f"{worker.worker_id}~staged"
     )
     assert staged == [] and (await queue.get(second.task.id)).worker == worker.worker_id
+
+
+async def test_consumer_groups_lost_by_the_server_are_created_again(
+    settings: Settings, queue: Queue, redis: Redis, keys: KeySchema
+) -> None:
+    """A failover inside the replication window (or a server restarted empty) can lose the groups while
+    the tasks come back: the worker gets NOGROUP, creates them again from id 0, and runs what waits."""
+    async with running_worker(settings):
+        [first] = await queue.submit([TaskCreate(type="echo", payload=1)])
+        await wait_for_status(queue, first.task.id, {"completed"})
+        for stream in keys.streams():
+            await redis.xgroup_destroy(stream, WORKER_GROUP)  # a blocked read gets NOGROUP at once
+        [second] = await queue.submit([TaskCreate(type="echo", payload=2)])
+        await wait_for_status(queue, second.task.id, {"completed"})
+    for stream in keys.streams():
+        assert [g["name"] for g in await redis.xinfo_groups(stream)] == [WORKER_GROUP]
