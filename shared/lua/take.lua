@@ -5,7 +5,8 @@ Reading stream by stream inside one script means a lower priority is read only f
 higher ones left free, so nothing low is over-fetched while something high waits. Each entry read
 is started as start.lua starts it (lib.lua's start_entry: marked processing on this consumer,
 attempts counted; an entry whose task is gone or no longer waits on it is acknowledged and deleted).
-Nothing new is read while the partition's pause flag exists (POST /api/queues/{name}/pause).
+Nothing new is read while the partition's pause flag exists (POST /api/queues/{name}/pause). A
+stream without the consumer group (lost in a failover) is skipped, not an error (see read below).
 With a staging consumer (ARGV[6]; services/worker/watchers.py), the entries pending for it are taken
 first: a watcher blocks in XREADGROUP as that consumer and sends this script right behind the read
 on the same connection, so what the read delivered is started before the reply leaves the server.
@@ -37,6 +38,15 @@ local function task_of(fields)
   return false
 end
 
+-- A read of a stream whose consumer group is gone (NOGROUP: lost in a failover) yields nothing
+-- instead of failing the call after earlier streams' entries were started (their index moves are
+-- written at the end); the worker's own blocking read gets the NOGROUP and re-creates the groups.
+local function read(...)
+  local reply = redis.pcall(...)
+  if type(reply) == 'table' and reply.err then return false end
+  return reply
+end
+
 local function take(stream, p, msg, id)
   local job = id and start_entry(prefix .. id, id, msg, stream, group, consumer, paused, now, started)
   if job then
@@ -52,7 +62,7 @@ end
 if staging ~= '' then
   for p = 5, 1, -1 do
     local stream = stream_of(p)
-    for _, row in ipairs(redis.call('XPENDING', stream, group, '-', '+', 100, staging)) do
+    for _, row in ipairs(read('XPENDING', stream, group, '-', '+', 100, staging) or {}) do
       redis.call('XCLAIM', stream, group, consumer, 0, row[1], 'JUSTID')
       local entry = redis.call('XRANGE', stream, row[1], row[1])[1]
       take(stream, p, row[1], entry and task_of(entry[2]))
@@ -63,7 +73,7 @@ if not paused then
   for p = 5, 1, -1 do
     if remaining <= 0 then break end
     local stream = stream_of(p)
-    local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', remaining, 'STREAMS', stream, '>')
+    local reply = read('XREADGROUP', 'GROUP', group, consumer, 'COUNT', remaining, 'STREAMS', stream, '>')
     if reply then
       for _, entry in ipairs(reply[1][2]) do take(stream, p, entry[1], task_of(entry[2])) end
     end

@@ -213,3 +213,18 @@ async def test_finish_writes_each_outcome_and_counts_once_per_call(queue: Queue,
         ("completed", ok), ("retrying", retry), ("failed", dead), ("dead_lettered", dead)
     ]  # fmt: skip
     assert sum([await redis.xlen(keys.stream(p)) for p in range(1, 6)]) == 0
+
+
+async def test_take_skips_a_stream_whose_group_is_gone_without_half_writing(
+    queue: Queue, redis: Redis, keys: KeySchema
+) -> None:
+    await ensure_group(redis, keys.streams(), WORKER_GROUP)
+    done = await queue.submit([TaskCreate(type="noop", priority=p) for p in (5, 3, 1)])
+    await redis.xgroup_destroy(keys.stream(1), WORKER_GROUP)  # lost in a failover, say
+    jobs = await make_consumer(queue, "c1").take(10)
+    high, mid, low = (d.task.id for d in done)
+    assert [j.delivery.task_id for j in jobs] == [high, mid]
+    # the started ones are fully started (index moves included); the unread one is untouched
+    assert set(await redis.zrange(keys.index_status("processing"), 0, -1)) == {high, mid}
+    assert await redis.zrange(keys.index_status("pending"), 0, -1) == [low]
+    assert await redis.hget(keys.task(low), "status") == "pending"
