@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry  # the asyncio Retry: the sync one does not retry awaited calls
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MaxConnectionsError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.packing import use_hiredis_packing
@@ -134,6 +135,24 @@ def _common(settings: Settings, topology: Topology) -> dict[str, Any]:
     return options
 
 
+class QuickBlockingPool(BlockingConnectionPool):  # type: ignore[misc]
+    """A blocking pool that hands out an idle connection without its waiting machinery.
+
+    redis-py's blocking pool takes an asyncio condition and arms a timeout for every command, even
+    when a connection sits idle (about 0.12 ms of a cold client's 0.3 ms before a command reaches
+    the socket, bench/README.md round 4). With an idle connection at hand nothing has to wait, so it
+    is taken as the plain pool takes it (same bookkeeping, same health check); with none, the blocking
+    path queues for one as before (up to the pool's timeout, never more than ``max_connections``)."""
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        if self._available_connections:
+            try:
+                return await ConnectionPool.get_connection(self)
+            except MaxConnectionsError:  # the last idle one was taken meanwhile: wait like the blocking pool
+                pass
+        return await super().get_connection()
+
+
 def make_client(settings: Settings) -> Redis:
     """The asyncio client for the configured topology; ``decode_responses`` so every reply is ``str``.
 
@@ -147,7 +166,7 @@ def make_client(settings: Settings) -> Redis:
         return _cluster(settings, topology, size)  # same command API as Redis
     if topology.mode == "sentinel":
         return _sentinel(settings, topology)
-    pool = BlockingConnectionPool.from_url(
+    pool = QuickBlockingPool.from_url(
         settings.redis_url,
         decode_responses=True,
         health_check_interval=30,
