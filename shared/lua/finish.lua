@@ -67,6 +67,14 @@ local function owned_on(stream)
   return set
 end
 
+-- One HSET of the task: `hset` (the command so far, with the history when there is one) and these
+-- field, value pairs.
+local function hset_with(hset, ...)
+  local pairs_ = {...}
+  for k = 1, #pairs_ do hset[#hset + 1] = pairs_[k] end
+  redis.call(unpack(hset))
+end
+
 for i = 1, n do
   local task_key = KEYS[FIRST_TASK_KEY - 1 + i]
   local a = 5 + 6 * (i - 1)
@@ -86,12 +94,7 @@ for i = 1, n do
       local hset = {'HSET', task_key}
       if hist ~= '' then hset[3], hset[4] = 'history', json_appended(h[6], hist) end
       if outcome == 'completed' then
-        hset[#hset + 1], hset[#hset + 2] = 'status', 'completed'
-        hset[#hset + 1], hset[#hset + 2] = 'completed_at', now
-        hset[#hset + 1], hset[#hset + 2] = 'msg_id', ''
-        hset[#hset + 1], hset[#hset + 2] = 'result', value
-        hset[#hset + 1], hset[#hset + 2] = 'error', ''
-        redis.call(unpack(hset))
+        hset_with(hset, 'status', 'completed', 'completed_at', now, 'msg_id', '', 'result', value, 'error', '')
         defer_move(id, status, 'completed')
         defer('ZADD', RETENTION, expires, id)
         completed = completed + 1
@@ -99,11 +102,7 @@ for i = 1, n do
         out[i] = 'completed'
       elseif delay >= 0 and tonumber(h[4]) <= tonumber(h[5]) then
         local due = now + delay
-        hset[#hset + 1], hset[#hset + 2] = 'status', 'scheduled'
-        hset[#hset + 1], hset[#hset + 2] = 'error', value
-        hset[#hset + 1], hset[#hset + 2] = 'scheduled_for', due
-        hset[#hset + 1], hset[#hset + 2] = 'msg_id', ''
-        redis.call(unpack(hset))
+        hset_with(hset, 'status', 'scheduled', 'error', value, 'scheduled_for', due, 'msg_id', '')
         defer_move(id, status, 'scheduled')
         defer('ZADD', SCHEDULED, due, id)
         retried = retried + 1
@@ -111,12 +110,7 @@ for i = 1, n do
         out[i] = 'scheduled'
       else
         local dead_id = redis.call('XADD', DEAD, '*', 'id', id, 'error', value)
-        hset[#hset + 1], hset[#hset + 2] = 'status', 'failed'
-        hset[#hset + 1], hset[#hset + 2] = 'completed_at', now
-        hset[#hset + 1], hset[#hset + 2] = 'msg_id', ''
-        hset[#hset + 1], hset[#hset + 2] = 'error', value
-        hset[#hset + 1], hset[#hset + 2] = 'dead_id', dead_id
-        redis.call(unpack(hset))
+        hset_with(hset, 'status', 'failed', 'completed_at', now, 'msg_id', '', 'error', value, 'dead_id', dead_id)
         defer_move(id, status, 'failed')
         defer('ZADD', RETENTION, expires, id)
         failed = failed + 1

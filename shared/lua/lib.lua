@@ -71,54 +71,6 @@ local function finish_terminal(task_key, id, old, new, now, ttl_ms, extra)
   redis.call('ZADD', RETENTION, now + tonumber(ttl_ms), id)
 end
 
--- Start one delivered entry of `stream` on `consumer` (start.lua, take.lua). Returns the job's
--- fields {id, type, payload, timeout_s, attempts, max_retries, retry_backoff_s, due_ms, priority}, or
--- nil when the entry is not started: its task is gone or no longer waits on it (acknowledged and
--- deleted), or the partition is paused and the task pending (entry put back at its stream's tail).
--- A redelivery of the same entry (after a crash) does not count as a new attempt. The ids that leave
--- `pending` are appended to `started` for one index move per call (flush_started).
-local function start_entry(task_key, id, msg, stream, group, consumer, paused, now, started)
-  local h = redis.call('HMGET', task_key, 'status', 'msg_id', 'started_msg', 'priority', 'type', 'payload',
-    'timeout_s', 'max_retries', 'retry_backoff_s', 'scheduled_for', 'created_at', 'attempts')
-  local status, msg_id, started_msg, priority = h[1], h[2], h[3], h[4]
-  if msg_id ~= msg or (status ~= 'pending' and status ~= 'processing') then
-    redis.call('XACK', stream, group, msg)
-    redis.call('XDEL', stream, msg)
-    return nil
-  end
-  if paused and status == 'pending' then
-    redis.call('XACK', stream, group, msg)
-    redis.call('XDEL', stream, msg)
-    enqueue(task_key, id, priority)
-    return nil
-  end
-  local attempts = tonumber(h[12]) or 0
-  if started_msg ~= msg then attempts = attempts + 1 end
-  redis.call('HSET', task_key, 'status', 'processing', 'attempts', attempts, 'started_msg', msg, 'started_at', now,
-    'worker', consumer)
-  if status == 'pending' then
-    started[#started + 1] = id
-    emit('started', id, 'processing')
-  end
-  local due = h[10]
-  if not due or due == '' then due = h[11] end
-  return {id, h[5], h[6], h[7] or '', attempts, h[8], h[9] or '', due, priority}
-end
-
--- Move the ids start_entry started from the pending index to the processing one (variadic, in chunks).
-local function flush_started(started)
-  for i = 1, #started, 500 do
-    local ids, scored = {}, {}
-    for j = i, math.min(i + 499, #started) do
-      ids[#ids + 1] = started[j]
-      scored[#scored + 1] = 0
-      scored[#scored + 1] = started[j]
-    end
-    redis.call('ZREM', STATUS_INDEX.pending, unpack(ids))
-    redis.call('ZADD', STATUS_INDEX.processing, unpack(scored))
-  end
-end
-
 --[[ Deferred index writes (issue 7): a batch script records each index change while it loops over
 its tasks and writes them at the end with one variadic ZREM / ZADD per key (CHUNK values a call: Lua's
 unpack takes a few thousand at most), instead of one ZREM + ZADD per task. The script is atomic, so
@@ -155,4 +107,38 @@ local function flush_deferred()
     end
     DEFERRED[cmd] = {}
   end
+end
+
+-- Start one delivered entry of `stream` on `consumer` (start.lua, take.lua). Returns the job's
+-- fields {id, type, payload, timeout_s, attempts, max_retries, retry_backoff_s, due_ms, priority}, or
+-- nil when the entry is not started: its task is gone or no longer waits on it (acknowledged and
+-- deleted), or the partition is paused and the task pending (entry put back at its stream's tail).
+-- A redelivery of the same entry (after a crash) does not count as a new attempt. The index move is
+-- deferred (the caller ends with flush_deferred()).
+local function start_entry(task_key, id, msg, stream, group, consumer, paused, now)
+  local h = redis.call('HMGET', task_key, 'status', 'msg_id', 'started_msg', 'priority', 'type', 'payload',
+    'timeout_s', 'max_retries', 'retry_backoff_s', 'scheduled_for', 'created_at', 'attempts')
+  local status, msg_id, started_msg, priority = h[1], h[2], h[3], h[4]
+  if msg_id ~= msg or (status ~= 'pending' and status ~= 'processing') then
+    redis.call('XACK', stream, group, msg)
+    redis.call('XDEL', stream, msg)
+    return nil
+  end
+  if paused and status == 'pending' then
+    redis.call('XACK', stream, group, msg)
+    redis.call('XDEL', stream, msg)
+    enqueue(task_key, id, priority)
+    return nil
+  end
+  local attempts = tonumber(h[12]) or 0
+  if started_msg ~= msg then attempts = attempts + 1 end
+  redis.call('HSET', task_key, 'status', 'processing', 'attempts', attempts, 'started_msg', msg, 'started_at', now,
+    'worker', consumer)
+  if status == 'pending' then
+    defer_move(id, 'pending', 'processing')
+    emit('started', id, 'processing')
+  end
+  local due = h[10]
+  if not due or due == '' then due = h[11] end
+  return {id, h[5], h[6], h[7] or '', attempts, h[8], h[9] or '', due, priority}
 end

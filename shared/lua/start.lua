@@ -17,13 +17,13 @@ Returns: per entry, {} when skipped, else
 ]]
 local now = now_ms()
 local group, consumer = ARGV[2], ARGV[3]
-local out, started = {}, {}
+local out = {}
 local n = (#ARGV - 3) / 3
 local paused = KEYS[FIRST_TASK_KEY + n] and redis.call('EXISTS', KEYS[FIRST_TASK_KEY + n]) == 1
 for i = 1, n do
   local a = 4 + 3 * (i - 1)
   out[i] = start_entry(KEYS[FIRST_TASK_KEY - 1 + i], ARGV[a + 1], ARGV[a], stream_of(ARGV[a + 2]), group, consumer,
-    paused, now, started) or {}
+    paused, now) or {}
 end
-flush_started(started)
+flush_deferred()
 return out

@@ -27,7 +27,7 @@ local now = now_ms()
 local group, consumer, prefix, staging = ARGV[2], ARGV[3], ARGV[4], ARGV[6]
 local remaining = tonumber(ARGV[5])
 local paused = redis.call('EXISTS', KEYS[FIRST_TASK_KEY]) == 1
-local out, started = {}, {}
+local out = {}
 
 local function task_of(fields)
   if fields then
@@ -48,7 +48,7 @@ local function read(...)
 end
 
 local function take(stream, p, msg, id)
-  local job = id and start_entry(prefix .. id, id, msg, stream, group, consumer, paused, now, started)
+  local job = id and start_entry(prefix .. id, id, msg, stream, group, consumer, paused, now)
   if job then
     table.insert(job, 1, p)
     table.insert(job, 1, msg)
@@ -79,5 +79,5 @@ if not paused then
     end
   end
 end
-flush_started(started)
+flush_deferred()
 return out
