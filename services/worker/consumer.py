@@ -187,14 +187,15 @@ class Consumer:
         return [started[d.ref] for d in deliveries if d.ref in started]
 
     # --- refill from the finisher's round trip ---------------------------------------------------
-    def reserve(self, slots: int) -> tuple[list[str], list[Any]] | None:
-        """``slots`` jobs are being finished: take.lua's KEYS and ARGV to read and start as many entries
-        in the finisher's round trip, from the first partition of a fresh round order (None once
-        stopping: nothing new is read during shutdown)."""
+    def reserve(self, slots: int, part: KeySchema | None = None) -> tuple[list[str], list[Any]] | None:
+        """``slots`` jobs are being finished (or a burst is being followed up): take.lua's KEYS and ARGV
+        to read and start as many entries of ``part`` (default: the first partition of a fresh round
+        order), those slots counted as taken until :meth:`fetched` (None once stopping: nothing new is
+        read during shutdown)."""
         if self._stop is None or self._stop.is_set():
             return None
         self.reserved += slots
-        return self.take_call(self.sources.order()[0], slots)
+        return self.take_call(part or self.sources.order()[0], slots)
 
     def fetched(self, reply: Any, slots: int, keys: list[str] | None = None) -> None:
         """What the finisher's take.lua call (``keys``, as :meth:`reserve` gave them) started: dispatched
@@ -210,10 +211,10 @@ class Consumer:
     def _follow_up(self, part: KeySchema, slots: int) -> None:
         """Read and start up to ``slots`` more entries of ``part`` in a task of its own, reserved like
         the finisher's refill (dispatched by :meth:`fetched`)."""
-        if self._stop is None or self._stop.is_set():
+        call = self.reserve(slots, part)
+        if call is None:
             return
-        self.reserved += slots
-        keys, args = self.take_call(part, slots)
+        keys, args = call
 
         async def follow_up() -> None:
             reply: Any

@@ -95,10 +95,9 @@ class Executor:
             payload = orjson.loads(job.payload_json)
             result = await handler(payload, ctx)
         except asyncio.CancelledError:
-            if task in self.deadlines.expired:
-                self.deadlines.expired.discard(task)
-                if task.uncancel() <= cancelling:  # only the deadline cancelled it (not a shutdown too)
-                    return self._failure(job, TimeoutError(f"timed out after {timeout:g} s"))
+            # the deadline's own cancel request is withdrawn; a timeout only if nothing else (a shutdown) asked too
+            if task in self.deadlines.expired and task.uncancel() <= cancelling:
+                return self._failure(job, TimeoutError(f"timed out after {timeout:g} s"))
             raise
         except Exception as error:
             return self._failure(job, error)
