@@ -101,10 +101,17 @@ class Scripts:
         for name, keys, args in calls:
             self.queue_call(pipe, name, keys, args)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
-        for i, (name, keys, args) in enumerate(calls):
-            if isinstance(replies[i], NoScriptError):
-                try:
-                    replies[i] = await self.call(name, keys, args)
-                except Exception as error:  # handed back like the pipeline's own errors
-                    replies[i] = error
-        return replies
+        return [
+            await self.unless_unknown(reply, name, keys, args)
+            for reply, (name, keys, args) in zip(replies, calls, strict=True)
+        ]
+
+    async def unless_unknown(self, reply: Any, name: str, keys: list[str], args: list[Any]) -> Any:
+        """A pipelined call's reply; if the server did not know the script (NOSCRIPT: it did not run), the
+        script is loaded and called again on its own, and that reply (or error) is handed back instead."""
+        if not isinstance(reply, NoScriptError):
+            return reply
+        try:
+            return await self.call(name, keys, args)
+        except Exception as error:  # handed back like the pipeline's own errors
+            return error

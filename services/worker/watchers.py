@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from services.worker.consumer import Consumer, wait_either
 from shared.keys import WORKER_GROUP, KeySchema
@@ -93,9 +93,8 @@ class Watchers:
         read, reply = await pipe.execute(raise_on_error=False)
         if isinstance(read, BaseException):
             raise read
-        if isinstance(reply, NoScriptError):  # the server lost its scripts: loaded and called on its own
-            reply = await consumer.scripts.call("take", keys, args)
-        elif isinstance(reply, BaseException):
+        reply = await consumer.scripts.unless_unknown(reply, "take", keys, args)  # the server lost its scripts
+        if isinstance(reply, BaseException):
             raise reply
         self.received += sum(len(entries) for _stream, entries in read or [])
         jobs = consumer.jobs(part, reply)
