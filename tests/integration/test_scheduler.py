@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
-from services.scheduler.promoter import Promoter
+from services.scheduler.promoter import SPIN_MS, Promoter
 from shared.keys import KeySchema
 from shared.models import TaskCreate
 from shared.queue import Queue
@@ -234,3 +234,28 @@ async def test_scheduler_rides_out_a_redis_restart(settings: Settings, caplog: p
     finally:
         await client.aclose()
         server.stop()
+
+
+async def test_pass_waits_for_the_due_time_it_stopped_short_of(queue: Queue, redis: Redis) -> None:
+    """The sleep before a due time ends up to SPIN_MS early (asyncio's timers wake whole milliseconds
+    late); the next pass yields until the due time instead of promoting nothing and sleeping again."""
+    promoter = Promoter(queue, max_wait_s=5)
+    [done] = await queue.submit([TaskCreate(type="noop", scheduled_for=_in(0.5))])
+    await promoter.tick()  # nothing due yet: the next due time and the sleep before it
+    due_ms = int(await redis.zscore(queue.keys.scheduled, done.task.id) or 0)
+    assert promoter.next_due_ms == due_ms and promoter.promoted == 0
+    ahead_ms = due_ms - promoter.server_now_ms()
+    assert promoter.interval_s <= (ahead_ms - SPIN_MS + 1) / 1000  # stops short of the due time
+    await asyncio.sleep(max(0.0, (ahead_ms - 2 * SPIN_MS) / 1000))  # as that sleep would end
+    await promoter.tick()
+    assert promoter.promoted == 1  # promoted in this pass, not after another sleep
+    raw = await redis.hgetall(queue.keys.task(done.task.id))
+    assert entry_ms(raw["msg_id"]) >= int(raw["scheduled_for"])  # and never early
+    assert promoter.next_due_ms is None and promoter.interval_s == 5
+
+
+async def test_far_due_time_is_not_waited_for_in_a_pass(queue: Queue) -> None:
+    promoter = Promoter(queue)
+    promoter.next_due_ms = int(promoter.server_now_ms()) + 60_000
+    await promoter.until_due()  # returns at once: the sleep, not the pass, waits for far due times
+    assert promoter.server_now_ms() < promoter.next_due_ms
