@@ -76,7 +76,8 @@ class Promoter(PeriodicLoop):
         """Yield to the event loop until the due time the last pass reported, if it is at most
         ``2 * SPIN_MS`` away (the end of a sleep that stopped short of it); otherwise return at once."""
         due = self.next_due_ms
-        while due is not None and 0 < due - self.server_now_ms() <= 2 * SPIN_MS:
+        # a deliberate spin (no event marks a clock time), of at most 2 * SPIN_MS
+        while due is not None and 0 < due - self.server_now_ms() <= 2 * SPIN_MS:  # noqa: ASYNC110
             await asyncio.sleep(0)
 
     async def promote_once(self, parts: list[KeySchema]) -> list[tuple[int, int, int]]:
