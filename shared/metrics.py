@@ -45,7 +45,7 @@ class TallyChild:
 
 
 class TallyHistogram(Collector):
-    """A labelled histogram for the worker's per-task hot path: ``observe`` takes no lock and walks no
+    """A labelled histogram for per-task hot paths (worker, promoter): ``observe`` takes no lock and walks no
     bucket list (prometheus-client's takes a lock for the sum and one for the bucket, twice per task);
     the family is built from the tallies when scraped. Same name, buckets (``le`` inclusive) and
     samples (``_bucket``, ``_count``, ``_sum``) as a prometheus-client Histogram; a scrape running
@@ -90,11 +90,8 @@ TASK_WAIT_SECONDS = TallyHistogram(
     "streamq_task_wait_seconds", "From due time to start", ["queue", "priority"], TIME_BUCKETS
 )
 TASKS_IN_PROGRESS = Gauge("streamq_tasks_in_progress", "Tasks running in this process", ["queue"])
-SCHEDULER_LATENESS = Histogram(
-    "streamq_scheduler_lateness_seconds",
-    "Due time to enqueued, per promoted task",
-    ["queue"],
-    buckets=TIME_BUCKETS,
+SCHEDULER_LATENESS = TallyHistogram(  # up to a batch (500) of observations per promote call
+    "streamq_scheduler_lateness_seconds", "Due time to enqueued, per promoted task", ["queue"], TIME_BUCKETS
 )
 WEBHOOK_DELIVERIES = Counter(
     "streamq_webhook_deliveries",

@@ -38,6 +38,7 @@ from shared.streams import ensure_group
 
 log = logging.getLogger("streamq.worker")
 SETTLE_S = 0.02  # longest a finish waits for the run loop's take call (see Consumer.settle)
+FOLLOW_UP_CHUNK = 64  # most entries one follow-up take of a burst starts (see Consumer.deliver_started)
 
 
 @functools.cache
@@ -92,6 +93,7 @@ class Consumer:
         self._taken = asyncio.Event()  # set while none is
         self._taken.set()
         self._follow_ups: set[asyncio.Task[None]] = set()
+        self._chains = 0  # bursts being followed up (the run loop leaves their slots to them)
         self.refilled = 0  # entries read in the finisher's round trip (for tests and debugging)
         self.reserved = 0  # slots promised to entries the finisher reads (until its reply is dispatched)
         self._stop: asyncio.Event | None = None
@@ -129,9 +131,12 @@ class Consumer:
         try:
             return await self.scripts.call("take", keys, args)
         finally:
-            self._taking -= 1
-            if not self._taking:
-                self._taken.set()
+            self._took()
+
+    def _took(self) -> None:
+        self._taking -= 1
+        if not self._taking:
+            self._taken.set()
 
     async def settle(self, within_s: float = SETTLE_S) -> None:
         """Until the run loop's take call (if one is in flight) has answered, at most ``within_s``: the
@@ -150,11 +155,15 @@ class Consumer:
         """Jobs a watcher's read started (take.lua): dispatched now as far as slots allow, the
         rest kept in ``ready`` (lease renewed) for the next free slot; the run loop wakes to read more.
         With ``more`` (the read took all it asked for: a burst), the next take call for that partition
-        is sent before the jobs run, so Redis starts the rest while this process runs the first."""
+        is sent before the jobs run, so Redis starts the rest while this process runs the first. The
+        follow-ups take ``FOLLOW_UP_CHUNK`` entries at a time, each sent before the previous one's jobs
+        are dispatched, until the slots are full or the partition has no more: the first jobs of a
+        burst reach their handlers while Redis starts the next ones, and a worker running a chunk
+        leaves Redis to the other workers' takes, instead of one call starting every slot at once."""
         for job in jobs:
             self.in_flight[job.delivery.ref] = job.delivery
         free = max(0, self.free())
-        if more is not None and free > len(jobs):
+        if more is not None:
             self._follow_up(more, free - len(jobs))
         self.dispatch(jobs[:free])
         self.ready += jobs[free:]
@@ -197,24 +206,34 @@ class Consumer:
         self.reserved += slots
         return self.take_call(part or self.sources.order()[0], slots)
 
-    def fetched(self, reply: Any, slots: int, keys: list[str] | None = None) -> None:
+    def fetched(self, reply: Any, slots: int, keys: list[str] | None = None, more: KeySchema | None = None) -> None:
         """What the finisher's take.lua call (``keys``, as :meth:`reserve` gave them) started: dispatched
-        at once. On an error nothing was started (a script is atomic) and the slots are released."""
+        at once. On an error nothing was started (a script is atomic) and the slots are released.
+        With ``more`` (a burst's follow-up) and every slot asked for filled, the next follow-up is sent
+        first, for the slots still free."""
         part = self._partition_of(keys)
         jobs = [] if isinstance(reply, BaseException) or part is None else self.jobs(part, reply)
         self.reserved -= slots
+        if more is not None and len(jobs) >= slots:
+            self._follow_up(more, self.free() - len(jobs))
         if jobs:
             self.refilled += len(jobs)
             self.dispatch(jobs)
         self._slot_freed.set()
 
-    def _follow_up(self, part: KeySchema, slots: int) -> None:
-        """Read and start up to ``slots`` more entries of ``part`` in a task of its own, reserved like
-        the finisher's refill (dispatched by :meth:`fetched`)."""
-        call = self.reserve(slots, part)
+    def _follow_up(self, part: KeySchema, free: int) -> None:
+        """Read and start up to ``FOLLOW_UP_CHUNK`` more entries of ``part`` (at most ``free``) in a task
+        of its own, reserved like the finisher's refill (dispatched by :meth:`fetched`, which sends the
+        next one while the burst lasts). The chain counts as a take in flight for :meth:`settle`
+        from this call until its last reply."""
+        slots = min(free, FOLLOW_UP_CHUNK)
+        call = self.reserve(slots, part) if slots > 0 else None
         if call is None:
             return
         keys, args = call
+        self._chains += 1
+        self._taking += 1
+        self._taken.clear()
 
         async def follow_up() -> None:
             reply: Any
@@ -222,7 +241,11 @@ class Consumer:
                 reply = await self._call_take(keys, args)
             except (RedisError, OSError) as error:  # nothing was started (a script is atomic)
                 reply = error
-            self.fetched(reply, slots, keys)
+            try:
+                self.fetched(reply, slots, keys, more=part)  # may send the next link first
+            finally:
+                self._chains -= 1
+                self._took()
 
         task = asyncio.get_running_loop().create_task(follow_up())
         self._follow_ups.add(task)
@@ -242,7 +265,7 @@ class Consumer:
         self._stop = stop
         while not stop.is_set():
             free = self.concurrency - len(self.running) - self.reserved
-            if free <= 0:
+            if free <= 0 or self._chains:  # a burst's follow-ups fill the free slots chunk by chunk
                 self._slot_freed.clear()
                 await wait_either(stop, self._slot_freed)
                 continue

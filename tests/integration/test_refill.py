@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from services.worker.consumer import FOLLOW_UP_CHUNK
 from services.worker.registry import Registry
 from shared.keys import WORKER_GROUP, KeySchema
 from shared.models import TaskCreate
@@ -88,6 +89,39 @@ async def test_a_burst_on_an_idle_worker_keeps_concurrency_and_runs_each_task_on
     assert worker.consumer.reserved == 0 and not worker.consumer.ready
     for priority in range(1, 6):
         assert (await redis.xpending(keys.stream(priority), WORKER_GROUP))["pending"] == 0
+
+
+async def test_a_burst_is_followed_up_chunk_by_chunk_until_the_slots_are_full(
+    settings: Settings, queue: Queue, redis: Redis, keys: KeySchema
+) -> None:
+    registry, tracked = tracking(1.0)  # long enough that no slot frees during the burst
+    concurrency = 3 * FOLLOW_UP_CHUNK + 20
+    wide = settings.model_copy(update={"worker_concurrency": concurrency})
+    async with running_worker(wide, registry) as worker:
+        consumer = worker.consumer
+        asked: list[int] = []
+        call_take = consumer._call_take
+
+        async def counted(keys_: list[str], args: list[Any]) -> Any:
+            asked.append(int(args[4]))
+            return await call_take(keys_, args)
+
+        consumer._call_take = counted  # type: ignore[method-assign]  # records each take's COUNT
+        while not consumer.idle.is_set():
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # the watcher blocks in its read
+        await queue.submit([TaskCreate(type="track", payload=i) for i in range(concurrency + 50)])
+        while tracked.running < concurrency:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert tracked.running == concurrency and consumer.reserved == 0
+        at_wake = worker.watchers.started
+        # the watcher started the first ones with its read; the rest came in follow-ups of at most
+        # one chunk each, until the slots were full (the run loop did not take them all at once)
+        assert at_wake >= 1 and asked and max(asked) <= FOLLOW_UP_CHUNK
+        assert sum(asked) == concurrency - at_wake and len(asked) >= 3
+    pending = sum([await redis.xlen(keys.stream(p)) for p in range(1, 6)])
+    assert pending >= 50  # the tasks beyond the slots were not read
 
 
 async def test_nothing_is_read_once_stopping(settings: Settings, queue: Queue, redis: Redis, keys: KeySchema) -> None:
