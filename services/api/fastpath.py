@@ -4,9 +4,10 @@ A pure ASGI middleware, the innermost one: the size limits, API keys, rate limit
 HTTP metrics in front of it run exactly as for any other route. For ``POST /api/tasks`` with a
 ``Content-Type: application/json`` body and no ``Idempotency-Key`` header it reads the body, parses
 it as the route does (``json.loads``, what Starlette's ``Request.json`` calls), validates a
-``TaskCreate``, runs the same type and payload checks, submits through the same ``Broker.submit``
-and answers with the bytes FastAPI would send (201, or 200 for an idempotent replay; the body is
-``TaskPublic`` as pydantic dumps it, FastAPI's own serialiser for a response model).
+``TaskCreate``, runs the same type and payload checks, submits through ``Broker.submit_stored`` (the
+route's ``Broker.submit`` without the ``TaskPublic``) and answers with the bytes FastAPI would send
+(201, or 200 for an idempotent replay; the body is ``TaskPublic`` as pydantic dumps it, FastAPI's own
+serialiser for a response model, written by ``encoding.TaskJson`` from submit.lua's record).
 
 Anything unusual goes to the FastAPI route instead, with the body replayed untouched: not JSON, not
 an object, a validation error, an unknown type, a refused payload or webhook, another content type,
@@ -26,8 +27,9 @@ from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.api.encoding import TaskJson
 from services.api.routes import tasks
-from services.api.routes.tasks import _count
+from services.api.routes.tasks import _count_stored
 from shared.errors import NotDurable, not_durable_body
 from shared.models import TaskCreate
 from shared.payloads import check_tasks
@@ -70,6 +72,7 @@ class FastSubmit:
         self.app = app
         self.api = api
         self.route = submit_route()
+        self.encode = TaskJson()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not (
@@ -95,11 +98,11 @@ class FastSubmit:
         if await state.catalog.unknown({task.type}) or await check_tasks([task], state.guard, batch=False):
             return None
         try:
-            [done] = await state.broker.submit([task])
+            [done] = await state.broker.submit_stored([task])
         except NotDurable as error:  # as the route's exception handler answers (this runs outside it)
             return 503, orjson.dumps(not_durable_body(error))
-        _count([done])
-        return (200 if done.duplicate else 201), done.task.__pydantic_serializer__.to_json(done.task)
+        _count_stored([done])
+        return (200 if done.earlier is not None else 201), self.encode(done)
 
 
 def _task(body: bytes) -> TaskCreate | None:
