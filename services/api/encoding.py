@@ -73,3 +73,22 @@ def batch_json(done: Sequence[Stored]) -> bytes:
         tasks.append(new_task(stored, stamp))
         created += 1
     return orjson.dumps({"tasks": tasks, "created": created, "duplicates": len(done) - created})
+
+
+class TaskJson:
+    """One submitted task as ``POST /api/tasks`` answers it: the ``TaskPublic`` JSON pydantic writes, from
+    submit.lua's record (the fast path; a ``TaskPublic`` and its dump cost more than the whole rest of the
+    encoding). Tasks of one script call share their ``created_at``, formatted once."""
+
+    def __init__(self) -> None:
+        self._stamp: tuple[int, orjson.Fragment] = (-1, orjson.Fragment(b"null"))
+
+    def __call__(self, stored: Stored) -> bytes:
+        earlier = stored.earlier
+        if earlier is not None:
+            return earlier.__pydantic_serializer__.to_json(earlier)
+        created_ms, stamp = self._stamp
+        if created_ms != stored.created_ms:
+            stamp = date_json(ms_to_dt(stored.created_ms))  # type: ignore[arg-type]
+            self._stamp = (stored.created_ms, stamp)
+        return orjson.dumps(new_task(stored, stamp))

@@ -4,9 +4,11 @@ A pure ASGI middleware, the innermost one: the size limits, API keys, rate limit
 HTTP metrics in front of it run exactly as for any other route. For ``POST /api/tasks`` with a
 ``Content-Type: application/json`` body and no ``Idempotency-Key`` header it reads the body, parses
 it as the route does (``json.loads``, what Starlette's ``Request.json`` calls), validates a
-``TaskCreate``, runs the same type and payload checks, submits through the same ``Broker.submit``
-and answers with the bytes FastAPI would send (201, or 200 for an idempotent replay; the body is
-``TaskPublic`` as pydantic dumps it, FastAPI's own serialiser for a response model).
+``TaskCreate``, runs the same type and payload checks, submits through ``Broker.submit_stored`` (the
+route's ``Broker.submit`` without the ``TaskPublic``), together with the other submits of the same
+event-loop turn (``services/api/coalesce.py``: one script call for all of them), and answers with the
+bytes FastAPI would send (201, or 200 for an idempotent replay; the body is ``TaskPublic`` as pydantic
+dumps it, FastAPI's own serialiser for a response model, written by ``encoding.TaskJson``).
 
 Anything unusual goes to the FastAPI route instead, with the body replayed untouched: not JSON, not
 an object, a validation error, an unknown type, a refused payload or webhook, another content type,
@@ -26,8 +28,11 @@ from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.api.coalesce import Coalescer
+from services.api.encoding import TaskJson
 from services.api.routes import tasks
-from services.api.routes.tasks import _count
+from services.api.routes.tasks import _count_stored
+from shared.broker import Broker
 from shared.errors import NotDurable, not_durable_body
 from shared.models import TaskCreate
 from shared.payloads import check_tasks
@@ -70,6 +75,8 @@ class FastSubmit:
         self.app = app
         self.api = api
         self.route = submit_route()
+        self.encode = TaskJson()
+        self._coalescer: Coalescer | None = None  # made on first use (the broker is made in the lifespan)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not (
@@ -94,12 +101,22 @@ class FastSubmit:
         state = self.api.state
         if await state.catalog.unknown({task.type}) or await check_tasks([task], state.guard, batch=False):
             return None
-        try:
-            [done] = await state.broker.submit([task])
-        except NotDurable as error:  # as the route's exception handler answers (this runs outside it)
-            return 503, orjson.dumps(not_durable_body(error))
-        _count([done])
-        return (200 if done.duplicate else 201), done.task.__pydantic_serializer__.to_json(done.task)
+        broker = state.broker
+        if broker.durable is not None:  # each call's 503 names its own tasks: not coalesced
+            try:
+                [done] = await broker.submit_stored([task])
+            except NotDurable as error:  # as the route's exception handler answers (this runs outside it)
+                return 503, orjson.dumps(not_durable_body(error))
+            _count_stored([done])
+        else:
+            done = await self._coalesced(broker).submit(task)
+        return (200 if done.earlier is not None else 201), self.encode(done)
+
+    def _coalesced(self, broker: Broker) -> Coalescer:
+        coalescer = self._coalescer
+        if coalescer is None or coalescer.broker is not broker:  # a new lifespan, a new broker
+            coalescer = self._coalescer = Coalescer(broker, _count_stored)
+        return coalescer
 
 
 def _task(body: bytes) -> TaskCreate | None:

@@ -4,6 +4,7 @@ and stored Redis state; what the fast path does not handle reaches the route wit
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from collections.abc import AsyncIterator
@@ -18,7 +19,10 @@ from starlette.types import Receive, Scope, Send
 
 from services.api.app import create_app
 from services.api.fastpath import submit_route
+from shared.broker import Broker
 from shared.keys import KeySchema
+from shared.models import TaskCreate
+from shared.queue import Stored
 from shared.settings import Settings
 
 JSON = {"content-type": "application/json"}
@@ -183,3 +187,64 @@ async def test_fast_path_is_behind_the_guard(settings: Settings, redis: Redis) -
         r = await api.client.post("/api/tasks", json={"type": "noop"}, headers=bearer)
         assert r.status_code == 201 and api.route_calls == []
         assert await redis.zcard(api.keys.index_all) == 1
+
+
+async def test_concurrent_submits_share_calls_and_each_gets_its_own_answer(
+    fast: Api, slow: Api, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Submits that arrive together go to Redis in one call (services/api/coalesce.py); each request
+    still gets the answer it would get alone: its own task, 201, or 200 with the first task when its
+    idempotency key was seen, also earlier in the same call."""
+    calls: list[int] = []
+    submit_stored = Broker.submit_stored
+
+    async def spy(self: Broker, tasks: list[TaskCreate]) -> list[Stored]:
+        calls.append(len(tasks))
+        return await submit_stored(self, tasks)
+
+    monkeypatch.setattr(Broker, "submit_stored", spy)
+    bodies = [
+        *[{"type": "noop", "payload": i} for i in range(6)],
+        {"type": "echo", "payload": {"a": [1, 2.5]}, "priority": 5},
+        {"type": "noop", "queue": "bulk", "priority": 1},
+        {"type": "noop", "scheduled_for": "2099-01-01T00:00:00Z"},
+        {"type": "noop", "idempotency_key": "same"},
+        {"type": "noop", "idempotency_key": "same"},
+    ]
+    answers = await asyncio.gather(*(fast.client.post("/api/tasks", json=b) for b in bodies))
+    assert max(calls) > 1 and sum(calls) == len(bodies)  # shared calls, every task in exactly one
+    by_key = [a for a, b in zip(answers, bodies, strict=True) if b.get("idempotency_key")]
+    assert sorted(a.status_code for a in by_key) == [200, 201]
+    assert by_key[0].json() == by_key[1].json()
+    for answer, body in zip(answers, bodies, strict=True):
+        alone = await slow.client.post("/api/tasks", json=body)
+        if body.get("idempotency_key"):
+            continue
+        assert answer.status_code == alone.status_code == 201
+        assert _headers(answer) == _headers(alone)
+        assert _normal(answer.content) == _normal(alone.content), (body, answer.content, alone.content)
+        assert await _stored(redis, fast.keys, answer.content) == await _stored(redis, slow.keys, alone.content)
+    ids = [a.json()["id"] for a in answers]
+    assert len(set(ids)) == len(bodies) - 1
+    assert await redis.zcard(fast.keys.index_all) == len(bodies) - 2  # bulk has its own partition 0 keys
+    assert await redis.hget(fast.keys.stats, "submitted_total") == str(len(bodies) - 2)
+    assert fast.route_calls == []
+
+
+async def test_durable_submits_are_not_coalesced(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With STREAMQ_DURABLE_SUBMIT each request's 503 names its own task: one call per request."""
+    calls: list[int] = []
+    submit_stored = Broker.submit_stored
+
+    async def spy(self: Broker, tasks: list[TaskCreate]) -> list[Stored]:
+        calls.append(len(tasks))
+        return await submit_stored(self, tasks)
+
+    monkeypatch.setattr(Broker, "submit_stored", spy)
+    durable = settings.model_copy(update={"durable_submit": "replicas:1,50"})
+    async for api in _open(durable, fast=True):
+        answers = await asyncio.gather(*(api.client.post("/api/tasks", json={"type": "noop"}) for _ in range(3)))
+        assert [a.status_code for a in answers] == [503] * 3  # no replica here
+        assert calls == [1, 1, 1]
+        assert all(len(a.json()["tasks"]) == 1 for a in answers), [a.json() for a in answers]
+        assert api.route_calls == []

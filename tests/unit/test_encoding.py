@@ -13,7 +13,7 @@ import orjson
 import pytest
 from pydantic import TypeAdapter
 
-from services.api.encoding import batch_json
+from services.api.encoding import TaskJson, batch_json
 from shared.models import AttemptError, BatchResult, TaskCreate, TaskStatus
 from shared.queue import Stored, _encode
 
@@ -78,3 +78,21 @@ def test_hash_fields_of_a_task() -> None:
         "id", "ID", "queue", "q", "type", "noop", "payload", "null", "priority", "3", "max_retries", "3"
     ]  # fmt: skip
     assert _encode(TaskCreate(type="noop", payload=0), "ID", "q")[7] == "0"
+
+
+@pytest.mark.parametrize("created_ms", [1_764_331_962_123, 1_764_331_962_000, 0])
+def test_task_json_is_the_task_public_pydantic_writes(created_ms: int) -> None:
+    """``POST /api/tasks``'s fast path answers with ``TaskJson``: the bytes of the ``TaskPublic`` that
+    ``Stored.submitted`` builds (what the route and the earlier fast path sent)."""
+    encode = TaskJson()
+    tasks = [TaskCreate.model_validate(json.loads(json.dumps(b))) for b in BODIES]
+    for stamp in (created_ms, created_ms + 1, created_ms):  # the cached created_at follows the calls
+        for i, task in enumerate(tasks):
+            stored = Stored(task, f"01KB{i:022d}", task.queue or "default", "scheduled" if i == 4 else "pending",
+                            stamp, None)  # fmt: skip
+            public = stored.submitted().task
+            assert encode(stored) == public.__pydantic_serializer__.to_json(public)
+    earlier = Stored(tasks[0], "01KB0", "default", "pending", created_ms, None).submitted().task
+    earlier = earlier.model_copy(update={"attempts": 1, "error": "boom", "status": TaskStatus.FAILED})
+    duplicate = Stored(tasks[0], earlier.id, "default", "", 0, earlier)
+    assert encode(duplicate) == earlier.__pydantic_serializer__.to_json(earlier)
