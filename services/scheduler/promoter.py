@@ -61,9 +61,9 @@ class Promoter(PeriodicLoop):
         while parts:
             results = await self.promote_once(parts)
             full = []
-            for part, (_server_ms, next_due_ms, moved) in zip(parts, results, strict=True):
+            for part, (server_ms, next_due_ms, moved) in zip(parts, results, strict=True):
                 next_due[part] = next_due_ms
-                if moved >= self.batch:
+                if moved >= self.batch and 0 <= next_due_ms <= server_ms:  # a full page, and more due
                     full.append(part)
             parts = full
         due = [ms for ms in next_due.values() if ms >= 0]

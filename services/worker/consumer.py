@@ -4,7 +4,10 @@ Each round: the partitions the worker consumes are ordered (:mod:`services.worke
 by weight or strictly, partitions rotated) and take.lua reads up to ``free`` entries from them in
 that order, highest priority first inside each partition (a paused partition yields nothing), and
 starts them in the same call (marked processing on this worker; cancel, pause and duplicate delivery
-checked): one round trip from read to dispatch. Each job runs in its own asyncio task.
+checked): one round trip from read to dispatch. Each job runs in its own asyncio task. A round reads
+at most ``FOLLOW_UP_CHUNK`` entries; when it gets that many and more slots are free, the rest are
+taken by follow-up calls of the same size, each sent before the previous one's jobs are dispatched
+(:meth:`Consumer.deliver_started`), so the first jobs of a burst run while Redis starts the next.
 When nothing waits anywhere, one persistent watcher per partition (:mod:`services.worker.watchers`)
 blocks in XREADGROUP on that partition's streams only (one hash slot each), with take.lua right
 behind the read: the jobs come to the consumer already started. A blocked read is never cancelled:
@@ -206,16 +209,12 @@ class Consumer:
         self.reserved += slots
         return self.take_call(part or self.sources.order()[0], slots)
 
-    def fetched(self, reply: Any, slots: int, keys: list[str] | None = None, more: KeySchema | None = None) -> None:
+    def fetched(self, reply: Any, slots: int, keys: list[str] | None = None) -> None:
         """What the finisher's take.lua call (``keys``, as :meth:`reserve` gave them) started: dispatched
-        at once. On an error nothing was started (a script is atomic) and the slots are released.
-        With ``more`` (a burst's follow-up) and every slot asked for filled, the next follow-up is sent
-        first, for the slots still free."""
+        at once. On an error nothing was started (a script is atomic) and the slots are released."""
         part = self._partition_of(keys)
         jobs = [] if isinstance(reply, BaseException) or part is None else self.jobs(part, reply)
         self.reserved -= slots
-        if more is not None and len(jobs) >= slots:
-            self._follow_up(more, self.free() - len(jobs))
         if jobs:
             self.refilled += len(jobs)
             self.dispatch(jobs)
@@ -223,8 +222,9 @@ class Consumer:
 
     def _follow_up(self, part: KeySchema, free: int) -> None:
         """Read and start up to ``FOLLOW_UP_CHUNK`` more entries of ``part`` (at most ``free``) in a task
-        of its own, reserved like the finisher's refill (dispatched by :meth:`fetched`, which sends the
-        next one while the burst lasts). The chain counts as a take in flight for :meth:`settle`
+        of its own, reserved like the finisher's refill (dispatched by :meth:`fetched`); while the burst
+        lasts (a reply fills every slot it asked for), each link sends the next before its own jobs are
+        parsed and dispatched. The chain counts as a take in flight for :meth:`settle`
         from this call until its last reply."""
         slots = min(free, FOLLOW_UP_CHUNK)
         call = self.reserve(slots, part) if slots > 0 else None
@@ -242,7 +242,12 @@ class Consumer:
             except (RedisError, OSError) as error:  # nothing was started (a script is atomic)
                 reply = error
             try:
-                self.fetched(reply, slots, keys, more=part)  # may send the next link first
+                if not isinstance(reply, BaseException) and len(reply) >= slots:  # the burst goes on
+                    # the next link is reserved and sent before this reply is parsed and dispatched
+                    # (this link's slots are still counted as reserved, so free() leaves them out)
+                    self._follow_up(part, self.free())
+                    await asyncio.sleep(0)
+                self.fetched(reply, slots, keys)
             finally:
                 self._chains -= 1
                 self._took()
@@ -296,8 +301,11 @@ class Consumer:
             self.dispatch(taken)
             await asyncio.sleep(0)  # the jobs just dispatched reach their handlers before the next fetch is sent
             return
-        jobs = await self.take(free)
+        count = min(free, FOLLOW_UP_CHUNK)
+        jobs = await self.take(count)
         if jobs:
+            if len(jobs) >= count and free > count:  # more may wait: the rest is followed up as a burst
+                self._follow_up(jobs[-1].delivery.keys or self.keys, free - count)
             self.dispatch(jobs)
             await asyncio.sleep(0)
             return
