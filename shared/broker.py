@@ -13,7 +13,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
@@ -103,6 +103,16 @@ class Broker:
 
     async def submit_stored(self, tasks: Sequence[TaskCreate]) -> list[Stored]:
         """As :meth:`submit`, answered with submit.lua's records (no ``TaskPublic`` per new task)."""
+        done = await self.submit_each(tasks)
+        for outcome in done:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return cast(list[Stored], done)
+
+    async def submit_each(self, tasks: Sequence[TaskCreate]) -> list[Stored | BaseException]:
+        """As :meth:`submit_stored`, but each task gets its own call's outcome: its record, or the error
+        of the script call that carried it (one call per queue partition; when one of several calls
+        fails, the tasks of the others were written and get their records)."""
         now_ms = int(time.time() * 1000)
         groups: dict[tuple[str, int], list[int]] = {}
         ids = new_task_ids(len(tasks), now_ms)
@@ -116,26 +126,28 @@ class Broker:
         for (name, part), members in groups.items():
             keys, args = self.queue(name, part).submit_call([tasks[i] for i in members], [ids[i] for i in members])
             calls.append(("submit", keys, args))
+        replies: list[Any]
         if self.durable is not None:
             replies = await self._submit_durable(calls)
         elif len(calls) == 1:  # the common case: one queue of one partition, as before partitions
             replies = [await self.default.scripts.call(*calls[0])]
         else:
             replies = await self.default.scripts.call_many(calls)
-        for reply in replies:
+        written = [
+            (members, self.queue(name, part).stored([tasks[i] for i in members], reply))
+            for ((name, part), members), reply in zip(groups.items(), replies, strict=True)
+            if not isinstance(reply, BaseException)
+        ]
+        records = await asyncio.gather(*(stored for _members, stored in written))
+        out: list[Stored | BaseException] = [None] * len(tasks)  # type: ignore[list-item]  # all set below
+        for members, reply in zip(groups.values(), replies, strict=True):
             if isinstance(reply, BaseException):
-                raise reply
-        done = await asyncio.gather(
-            *(
-                self.queue(name, part).stored([tasks[i] for i in members], reply)
-                for ((name, part), members), reply in zip(groups.items(), replies, strict=True)
-            )
-        )
-        out: list[Stored | None] = [None] * len(tasks)
-        for members, submitted in zip(groups.values(), done, strict=True):
-            for i, s in zip(members, submitted, strict=True):
-                out[i] = s
-        return [s for s in out if s is not None]
+                for i in members:
+                    out[i] = reply
+        for (members, _stored), submitted in zip(written, records, strict=True):
+            for i, record in zip(members, submitted, strict=True):
+                out[i] = record
+        return out
 
     # --- by id -----------------------------------------------------------------------------------
     async def locate(self, task_id: str, queue: str | None = None) -> Queue:

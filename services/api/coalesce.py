@@ -12,7 +12,10 @@ timer: a lone request goes out one loop turn later, as before; several flushes m
 What each request gets is what ``Broker.submit_stored([task])`` gives it alone: its id, status,
 the script's ``created_at``, or the earlier task of its idempotency key (submit.lua takes a batch's
 tasks in order, so a key seen earlier in the same call is a duplicate exactly as in an earlier
-call). A failed call fails every request it carried, each with the call's exception. Durable
+call). A failed call fails every request it carried, each with the call's exception; when the
+tasks of a turn span several queue partitions (one call each), the requests of the calls that
+succeeded get their records (``Broker.submit_each``): none is told it failed while its task was
+written. Durable
 submission (``STREAMQ_DURABLE_SUBMIT``) is not coalesced: its 503 names the tasks of the call.
 """
 
@@ -68,8 +71,8 @@ class Coalescer:
             self._open = None
         waiters = batch.waiters
         try:
-            done = await self.broker.submit_stored(batch.tasks)
-            self._count(done)
+            done = await self.broker.submit_each(batch.tasks)
+            self._count([outcome for outcome in done if not isinstance(outcome, BaseException)])
         except asyncio.CancelledError:  # the loop is closing: so are the requests waiting here
             for waiter in waiters:
                 waiter.cancel()
@@ -79,6 +82,10 @@ class Coalescer:
                 if not waiter.done():
                     waiter.set_exception(error)
             return
-        for waiter, stored in zip(waiters, done, strict=True):
-            if not waiter.done():
-                waiter.set_result(stored)
+        for waiter, outcome in zip(waiters, done, strict=True):
+            if waiter.done():
+                continue
+            if isinstance(outcome, BaseException):  # its partition's call failed; the others' were written
+                waiter.set_exception(outcome)
+            else:
+                waiter.set_result(outcome)

@@ -196,13 +196,13 @@ async def test_concurrent_submits_share_calls_and_each_gets_its_own_answer(
     still gets the answer it would get alone: its own task, 201, or 200 with the first task when its
     idempotency key was seen, also earlier in the same call."""
     calls: list[int] = []
-    submit_stored = Broker.submit_stored
+    submit_each = Broker.submit_each
 
-    async def spy(self: Broker, tasks: list[TaskCreate]) -> list[Stored]:
+    async def spy(self: Broker, tasks: list[TaskCreate]) -> list[Stored | BaseException]:
         calls.append(len(tasks))
-        return await submit_stored(self, tasks)
+        return await submit_each(self, tasks)
 
-    monkeypatch.setattr(Broker, "submit_stored", spy)
+    monkeypatch.setattr(Broker, "submit_each", spy)
     bodies = [
         *[{"type": "noop", "payload": i} for i in range(6)],
         {"type": "echo", "payload": {"a": [1, 2.5]}, "priority": 5},

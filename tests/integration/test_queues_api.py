@@ -178,3 +178,30 @@ async def test_filtered_pages_across_partitions_stop_at_the_least_certain_point(
         if cursor is None:
             break
     assert seen == sorted(echo, reverse=True)
+
+
+async def test_a_failed_partition_fails_only_its_own_tasks(redis: Redis, keys: KeySchema) -> None:
+    """Broker.submit_each (the api's coalesced single submits): one script call per partition; a call
+    that fails fails its tasks only, the others are written and get their records."""
+    broker = Broker(redis, keys)
+    await broker.registry.configure("split", 2)
+    parts = keys.for_queue("split").partitions(2)
+    tasks = [TaskCreate(type="noop", queue="split", idempotency_key=f"k{i}") for i in range(40)]
+    first = next(f"k{i}" for i in range(40) if partition_of(f"k{i}", 2) == 1)
+    # partition 1's submit.lua fails on its first command (GET of that key): WRONGTYPE, nothing written
+    await redis.hset(parts[1].idempotency(first), "not", "a string")
+    done = await broker.submit_each(tasks)
+    failed = [i for i, d in enumerate(done) if isinstance(d, BaseException)]
+    assert failed == [i for i in range(40) if partition_of(f"k{i}", 2) == 1] and 0 < len(failed) < 40
+    assert all("WRONGTYPE" in str(done[i]) for i in failed)
+    for i, d in enumerate(done):
+        if i not in failed:
+            assert not isinstance(d, BaseException) and d.task.idempotency_key == f"k{i}"
+            assert await redis.hget(parts[0].task(d.id), "status") == "pending"
+    assert await redis.zcard(parts[0].index_all) == 40 - len(failed) and not await redis.exists(parts[1].index_all)
+    try:
+        await broker.submit_stored([*tasks[:1], tasks[failed[0]]])
+    except Exception as error:  # the batch path still refuses the whole request
+        assert "WRONGTYPE" in str(error)
+    else:
+        raise AssertionError("submit_stored returned despite a failed call")

@@ -14,21 +14,28 @@ from shared.queue import Stored
 
 
 class FakeBroker:
-    """Records each submit_stored call; answers each task with a Stored naming its call and place."""
+    """Records each submit_each call; answers each task with a Stored naming its call and place (or,
+    for the payloads in ``fail_payloads``, the error of a failed partition's call)."""
 
-    def __init__(self, fail: BaseException | None = None) -> None:
+    def __init__(self, fail: BaseException | None = None, fail_payloads: frozenset[object] = frozenset()) -> None:
         self.calls: list[list[str]] = []
         self.fail = fail
+        self.fail_payloads = fail_payloads
         self.gate = asyncio.Event()
         self.gate.set()
 
-    async def submit_stored(self, tasks: Sequence[TaskCreate]) -> list[Stored]:
+    async def submit_each(self, tasks: Sequence[TaskCreate]) -> list[Stored | BaseException]:
         self.calls.append([str(t.payload) for t in tasks])
         n = len(self.calls)
         await self.gate.wait()
         if self.fail is not None:
             raise self.fail
-        return [Stored(t, f"call{n}-{i}", "default", "pending", n, None) for i, t in enumerate(tasks)]
+        return [
+            RuntimeError(f"partition of {t.payload} failed")
+            if t.payload in self.fail_payloads
+            else Stored(t, f"call{n}-{i}", "default", "pending", n, None)
+            for i, t in enumerate(tasks)
+        ]
 
 
 def _coalescer(broker: FakeBroker, counted: list[list[Stored]], **kwargs: Any) -> Coalescer:
@@ -93,3 +100,17 @@ async def test_a_cancelled_request_leaves_the_others_their_answer() -> None:
     with pytest.raises(asyncio.CancelledError):
         await gone
     assert broker.calls == [["gone", "kept"]]  # already sent: it was stored, as a lone call would have been
+
+
+async def test_a_failed_partition_fails_only_the_requests_it_carried() -> None:
+    broker, counted = FakeBroker(fail_payloads=frozenset({1, 3})), []
+    coalescer = _coalescer(broker, counted)
+    done = await asyncio.gather(*(coalescer.submit(_task(i)) for i in range(5)), return_exceptions=True)
+    assert [str(d) if isinstance(d, BaseException) else d.id for d in done] == [
+        "call1-0",
+        "partition of 1 failed",
+        "call1-2",
+        "partition of 3 failed",
+        "call1-4",
+    ]
+    assert [[s.id for s in c] for c in counted] == [["call1-0", "call1-2", "call1-4"]]  # only what was written
