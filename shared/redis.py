@@ -240,6 +240,18 @@ async def connect(settings: Settings, attempts: int = 50, delay_s: float = 0.2) 
     return client
 
 
+def raw_stream_reads(client: Redis) -> Redis:
+    """``client`` with its XREAD replies left as hiredis parsed them (nested lists: one entry is
+    ``[id, [field, value, ...]]``), without redis-py's dict per entry (2.3 -> 1 us of CPU per entry
+    read). For a client of its own, used only by readers that scan entries (the scheduler's watchers)."""
+    client.set_response_callback("XREAD", _as_parsed)
+    return client
+
+
+def _as_parsed(response: Any, **_options: Any) -> Any:
+    return response
+
+
 def redact(url: str) -> str:
     """The URL with any password replaced by ``***`` (also for several hosts: cluster, sentinel)."""
     parts = urlsplit(url)

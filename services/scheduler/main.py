@@ -18,7 +18,7 @@ from shared.logging import setup_logging
 from shared.loops import PeriodicLoop
 from shared.queue import Queue
 from shared.queues import QueueRegistry
-from shared.redis import connect
+from shared.redis import connect, make_client, raw_stream_reads
 from shared.registry import ServiceRegistration
 from shared.schedules import ScheduleBook
 from shared.settings import Settings, load_settings
@@ -38,6 +38,7 @@ class Scheduler:
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
         redis = await connect(s)
+        reader = raw_stream_reads(make_client(s))  # the watchers' blocking reads (connects when first used)
         try:
             queue = Queue(redis, self.keys, events_maxlen=s.events_maxlen, result_ttl_s=s.result_ttl_s)
             registry = QueueRegistry(redis, self.keys)
@@ -46,7 +47,7 @@ class Scheduler:
                 queue, registry=registry, batch=s.scheduler_batch, max_wait_s=s.scheduler_max_wait_s
             )
             self.cron = CronLoop(book, max_wait_s=s.scheduler_max_wait_s)
-            watchers = Watchers(registry, self.promoter.wake, also=self.keys.queue, interval_s=registry.cache_s)
+            watchers = Watchers(registry, reader, self.promoter.wake, also=self.keys.queue, interval_s=registry.cache_s)
             loops: list[PeriodicLoop] = [self.promoter, watchers, self.cron]
             loops.append(ServiceRegistration.for_settings(redis, s, kind="scheduler", metrics_port=self.metrics_port))
             for loop in loops:
@@ -58,6 +59,7 @@ class Scheduler:
                 await loop.stop()
             log.info("scheduler stopped", extra={"promoted": self.promoter.promoted, "fired": self.cron.fired})
         finally:
+            await reader.aclose()
             await redis.aclose()
 
 

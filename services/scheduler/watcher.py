@@ -7,9 +7,13 @@ group), so cancelling it on stop loses nothing.
 
 Redis releases a blocked read on its own timer (every 100 ms at the default ``hz``), too coarse
 for due times, so this loop only reports new scheduled tasks; the promoter keeps the time itself.
-When events arrive faster than one page per read (a busy queue), it stops reading them one by one:
-it skips to the newest event and wakes the promoter every ``busy_pause_s`` instead, so its cost
-stays flat however many tasks run.
+The reads go through a client of their own whose XREAD replies stay as hiredis parsed them
+(:func:`shared.redis.raw_stream_reads`): an entry is scanned for the ``scheduled`` status without
+a dict built per event. When a read brings ``busy_at`` events or more (a busy queue), the next read
+waits ``busy_pause_s``, so a busy stream is read in pages rather than one event at a time, and the
+promoter is woken only by pages that hold a scheduled task (a burst of started and completed
+events no longer wakes it); a page that comes back full (``page``) is skipped to the newest
+event and wakes the promoter anyway, so the cost stays flat however many tasks run.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -25,6 +30,15 @@ from shared.loops import PeriodicLoop
 from shared.queues import QueueRegistry
 
 ERROR_PAUSE_S = 0.5
+SCHEDULED = "scheduled"  # the status of every event that puts a task in the scheduled zset
+
+
+def _entries(reply: Any) -> list[Any]:
+    """The ``[id, [field, value, ...]]`` entries of a raw XREAD reply (RESP2 list or RESP3 map)."""
+    if not reply:
+        return []
+    batches = reply.values() if isinstance(reply, dict) else (stream[1] for stream in reply)
+    return [entry for batch in batches for entry in batch]
 
 
 class Watcher(PeriodicLoop):
@@ -37,7 +51,8 @@ class Watcher(PeriodicLoop):
         on_scheduled: Callable[[], None],
         *,
         block_ms: int = 1000,
-        page: int = 100,
+        page: int = 1000,
+        busy_at: int = 50,
         busy_pause_s: float = 0.01,
     ) -> None:
         super().__init__(0.0)
@@ -46,6 +61,7 @@ class Watcher(PeriodicLoop):
         self.on_scheduled = on_scheduled
         self.block_ms = block_ms
         self.page = page
+        self.busy_at = busy_at
         self.busy_pause_s = busy_pause_s
         self.last_id: str | None = None
 
@@ -54,16 +70,16 @@ class Watcher(PeriodicLoop):
         if self.last_id is None:
             self.last_id = await self._newest_id()
         reply = await self.redis.xread({self.keys.events: self.last_id}, count=self.page, block=self.block_ms)
-        entries = [entry for _stream, batch in reply or [] for entry in batch]
-        if len(entries) >= self.page:  # busy: skip ahead rather than parse every event
+        entries = _entries(reply)
+        if len(entries) >= self.page:  # more than a page since the last read: skip to the newest
             self.last_id = await self._newest_id()
             self.interval_s = self.busy_pause_s
             self.on_scheduled()
             return
-        self.interval_s = 0.0
+        self.interval_s = self.busy_pause_s if len(entries) >= self.busy_at else 0.0
         if entries:
-            self.last_id = entries[-1][0]
-        if any(fields.get("status") == "scheduled" for _id, fields in entries):
+            self.last_id = str(entries[-1][0])
+        if any(fields and SCHEDULED in fields for _id, fields in entries):
             self.on_scheduled()
 
     async def _newest_id(self) -> str:
@@ -85,10 +101,18 @@ class Watchers(PeriodicLoop):
     name = "watchers"
 
     def __init__(
-        self, registry: QueueRegistry, on_scheduled: Callable[[], None], *, also: str, interval_s: float = 1.0
+        self,
+        registry: QueueRegistry,
+        reader: Redis,
+        on_scheduled: Callable[[], None],
+        *,
+        also: str,
+        interval_s: float = 1.0,
     ) -> None:
+        """``reader``: the watchers' own client, made by :func:`shared.redis.raw_stream_reads`."""
         super().__init__(interval_s)
         self.registry = registry
+        self.reader = reader
         self.on_scheduled = on_scheduled
         self.also = also
         self.watchers: dict[KeySchema, Watcher] = {}
@@ -96,7 +120,7 @@ class Watchers(PeriodicLoop):
     async def tick(self) -> None:
         for part in await self.registry.all_partitions(self.also):
             if part not in self.watchers:
-                watcher = Watcher(self.registry.redis, part, self.on_scheduled)
+                watcher = Watcher(self.reader, part, self.on_scheduled)
                 watcher.name = f"watcher-{part.tag}"
                 watcher.start()
                 self.watchers[part] = watcher

@@ -25,6 +25,7 @@ from shared.keys import NOTIFIER_GROUP, KeySchema
 from shared.models import TaskCreate
 from shared.queue import Queue
 from shared.queues import QueueRegistry
+from shared.redis import make_client, raw_stream_reads
 from shared.settings import Settings
 from tests.integration.helpers import running_worker, wait_for_status
 from tests.integration.receivers import Receiver, running_notifier, serving, wait_until
@@ -125,11 +126,12 @@ async def test_scheduler_picks_up_a_queue_created_while_it_runs(
 
 
 async def test_watchers_read_each_partition_and_wake_the_promoter(
-    redis: Redis, keys: KeySchema, registry: QueueRegistry
+    settings: Settings, redis: Redis, keys: KeySchema, registry: QueueRegistry
 ) -> None:
     await registry.configure("bulk", 3)
     woken: list[int] = []
-    watchers = Watchers(registry, lambda: woken.append(1), also=keys.queue, interval_s=0.05)
+    reader = raw_stream_reads(make_client(settings))
+    watchers = Watchers(registry, reader, lambda: woken.append(1), also=keys.queue, interval_s=0.05)
     watchers.start()
     try:
         await wait_until(lambda: len(watchers.watchers) == 4, what="a watcher per partition")
@@ -139,6 +141,7 @@ async def test_watchers_read_each_partition_and_wake_the_promoter(
         await wait_until(lambda: woken, what="the promoter woken by partition 2's event")
     finally:
         await watchers.stop()
+        await reader.aclose()
 
 
 # --- scheduler: cron ----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from services.scheduler.promoter import SPIN_MS, Promoter
 from shared.keys import KeySchema
 from shared.models import TaskCreate
 from shared.queue import Queue
+from shared.redis import make_client, raw_stream_reads
 from shared.schedules import ScheduleCreate, Schedules
 from shared.settings import Settings
 from tests.integration.helpers import wait_for_status
@@ -185,11 +186,14 @@ async def _fired_ticks(redis: Redis, keys: KeySchema) -> list[int]:
     return sorted(int(t) for t in await pipe.execute())
 
 
-async def test_watcher_wakes_on_scheduled_events_and_skips_ahead_when_busy(redis: Redis, keys: KeySchema) -> None:
+async def test_watcher_wakes_on_scheduled_events_and_skips_ahead_when_busy(
+    settings: Settings, redis: Redis, keys: KeySchema
+) -> None:
     from services.scheduler.watcher import Watcher
 
     woken: list[int] = []
-    watcher = Watcher(redis, keys, lambda: woken.append(1), block_ms=50, page=100)
+    reader = raw_stream_reads(make_client(settings))
+    watcher = Watcher(reader, keys, lambda: woken.append(1), block_ms=50, page=100, busy_at=20)
     await watcher.tick()  # nothing yet: times out
     assert woken == [] and watcher.last_id == "0-0"
     await redis.xadd(keys.events, {"event": "completed", "task": "a", "status": "completed"})
@@ -205,6 +209,17 @@ async def test_watcher_wakes_on_scheduled_events_and_skips_ahead_when_busy(redis
     await watcher.tick()  # a full page: skip to the newest event, wake the promoter anyway
     [(newest, _)] = await redis.xrevrange(keys.events, count=1)
     assert woken == [1, 1] and watcher.last_id == newest and watcher.interval_s > 0
+    pipe = redis.pipeline(transaction=False)
+    for i in range(30):  # a busy page without a scheduled task: read, not woken, the next read paced
+        pipe.xadd(keys.events, {"event": "completed", "task": str(i), "status": "completed"})
+    await pipe.execute()
+    await watcher.tick()
+    [(newest, _)] = await redis.xrevrange(keys.events, count=1)
+    assert woken == [1, 1] and watcher.last_id == newest and watcher.interval_s == watcher.busy_pause_s
+    await redis.xadd(keys.events, {"event": "created", "task": "c", "status": "scheduled"})
+    await watcher.tick()
+    assert woken == [1, 1, 1] and watcher.interval_s == 0
+    await reader.aclose()
 
 
 def _restart_redis(server: RedisServer) -> None:
