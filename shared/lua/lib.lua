@@ -97,16 +97,28 @@ local function defer_move(id, old, new)
   defer('ZADD', STATUS_INDEX[new], 0, id)
 end
 
--- Write every deferred ZREM, then every deferred ZADD.
+-- Write every deferred ZREM, then every deferred ZADD. The ZADD pairs go newest first: task ids are
+-- time-ordered and an index of up to 128 members is a listpack sorted by score then id, into which each
+-- insert walks from the head; a batch of ids in time order walks past all the ids it added before (a
+-- score-0 index filled from empty: 1.5 us per id in id order, 0.7 newest first, bench.scriptcost).
 local function flush_deferred()
-  for _, cmd in ipairs({'ZREM', 'ZADD'}) do
-    for key, values in pairs(DEFERRED[cmd]) do
-      for i = 1, #values, CHUNK do
-        redis.call(cmd, key, unpack(values, i, math.min(i + CHUNK - 1, #values)))
-      end
+  for key, values in pairs(DEFERRED.ZREM) do
+    for i = 1, #values, CHUNK do
+      redis.call('ZREM', key, unpack(values, i, math.min(i + CHUNK - 1, #values)))
     end
-    DEFERRED[cmd] = {}
   end
+  DEFERRED.ZREM = {}
+  for key, values in pairs(DEFERRED.ZADD) do
+    local n = #values
+    local pairs_desc = {}
+    for i = 1, n, 2 do
+      pairs_desc[n - i], pairs_desc[n - i + 1] = values[i], values[i + 1]
+    end
+    for i = 1, n, CHUNK do
+      redis.call('ZADD', key, unpack(pairs_desc, i, math.min(i + CHUNK - 1, n)))
+    end
+  end
+  DEFERRED.ZADD = {}
 end
 
 -- Start one delivered entry of `stream` on `consumer` (start.lua, take.lua). Returns the job's
