@@ -91,10 +91,11 @@ local function defer(cmd, key, a, b)
   if b then t[#t + 1] = b end
 end
 
--- move_index, written by flush_deferred().
+-- move_index, written by flush_deferred(). (The score is the string '0': redis.call formats a Lua
+-- number argument with snprintf %.17g, about 0.25 us each.)
 local function defer_move(id, old, new)
   if old and STATUS_INDEX[old] then defer('ZREM', STATUS_INDEX[old], id) end
-  defer('ZADD', STATUS_INDEX[new], 0, id)
+  defer('ZADD', STATUS_INDEX[new], '0', id)
 end
 
 -- Write every deferred ZREM, then every deferred ZADD. The ZADD pairs go newest first: task ids are
@@ -125,9 +126,11 @@ end
 -- fields {id, type, payload, timeout_s, attempts, max_retries, retry_backoff_s, due_ms, priority}, or
 -- nil when the entry is not started: its task is gone or no longer waits on it (acknowledged and
 -- deleted), or the partition is paused and the task pending (entry put back at its stream's tail).
--- A redelivery of the same entry (after a crash) does not count as a new attempt. The index move is
--- deferred (the caller ends with flush_deferred()).
-local function start_entry(task_key, id, msg, stream, group, consumer, paused, now)
+-- With `row` (take.lua's reply row {entry id, stream priority, and 9 placeholders}), the fields go to
+-- row[3..11] and row is returned: the reply row is built once. `now` is written as given (take.lua
+-- passes it as a string: see defer_move). A redelivery of the same entry (after a crash) does not
+-- count as a new attempt. The index move is deferred (the caller ends with flush_deferred()).
+local function start_entry(task_key, id, msg, stream, group, consumer, paused, now, row)
   local h = redis.call('HMGET', task_key, 'status', 'msg_id', 'started_msg', 'priority', 'type', 'payload',
     'timeout_s', 'max_retries', 'retry_backoff_s', 'scheduled_for', 'created_at', 'attempts')
   local status, msg_id, started_msg, priority = h[1], h[2], h[3], h[4]
@@ -144,7 +147,9 @@ local function start_entry(task_key, id, msg, stream, group, consumer, paused, n
   end
   local attempts = tonumber(h[12]) or 0
   if started_msg ~= msg then attempts = attempts + 1 end
-  redis.call('HSET', task_key, 'status', 'processing', 'attempts', attempts, 'started_msg', msg, 'started_at', now,
+  -- a one-digit count is written as its string (no number formatting in redis.call; same value)
+  local written = attempts < 10 and string.char(48 + attempts) or attempts
+  redis.call('HSET', task_key, 'status', 'processing', 'attempts', written, 'started_msg', msg, 'started_at', now,
     'worker', consumer)
   if status == 'pending' then
     defer_move(id, 'pending', 'processing')
@@ -152,5 +157,10 @@ local function start_entry(task_key, id, msg, stream, group, consumer, paused, n
   end
   local due = h[10]
   if not due or due == '' then due = h[11] end
+  if row then
+    row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10], row[11] =
+      id, h[5], h[6], h[7] or '', attempts, h[8], h[9] or '', due, priority
+    return row
+  end
   return {id, h[5], h[6], h[7] or '', attempts, h[8], h[9] or '', due, priority}
 end
