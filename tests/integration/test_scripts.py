@@ -228,3 +228,22 @@ async def test_take_skips_a_stream_whose_group_is_gone_without_half_writing(
     assert set(await redis.zrange(keys.index_status("processing"), 0, -1)) == {high, mid}
     assert await redis.zrange(keys.index_status("pending"), 0, -1) == [low]
     assert await redis.hget(keys.task(low), "status") == "pending"
+
+
+async def test_take_writes_attempts_and_start_time_as_decimal_integers(
+    queue: Queue, redis: Redis, keys: KeySchema
+) -> None:
+    """take.lua writes a one-digit attempts count and started_at as strings it builds itself (not Lua
+    numbers formatted by redis.call): the same text either way, across the one- to two-digit edge."""
+    await ensure_group(redis, keys.streams(), WORKER_GROUP)
+    made = await queue.submit([TaskCreate(type="noop") for _ in range(3)])
+    for m, attempts in zip(made, ("0", "8", "9"), strict=True):
+        await redis.hset(keys.task(m.task.id), "attempts", attempts)
+    before_ms = int((await redis.time())[0]) * 1000
+    jobs = await make_consumer(queue, "c1").take(3)
+    assert [j.attempt for j in jobs] == [1, 9, 10]
+    for job, written in zip(jobs, ("1", "9", "10"), strict=True):
+        raw = await redis.hgetall(keys.task(job.delivery.task_id))
+        assert raw["attempts"] == written
+        assert raw["started_at"].isdigit() and 0 <= int(raw["started_at"]) - before_ms < 60_000
+
