@@ -36,7 +36,7 @@ for _, i in ipairs(due) do
     local msg = redis.call('XADD', stream_of(h[2]), '*', 'id', id)
     redis.call('HSET', task_key, 'msg_id', msg, 'status', 'pending')
     defer_move(id, 'scheduled', 'pending')
-    emit('promoted', id, 'pending')
+    emit_batched('promoted', id, 'pending')
     out[#out + 1] = now - tonumber(due_at[i])
   end
 end
