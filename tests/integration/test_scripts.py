@@ -286,3 +286,12 @@ async def test_take_and_promote_trim_the_events_stream_as_each_xadd_would(
     await check(("promote", [*keys.common(), *(keys.task(i) for i in ids)], [700, *ids]), 700, 250)
     take = ("take", [*keys.common(), keys.paused], [620, WORKER_GROUP, "c1", keys.task(""), 600, ""])
     await check(take, 620, 600)
+    # start.lua (the reclaimer's entries) starts through the same start_entry
+    ids = [m.task.id for m in await queue.submit([TaskCreate(type="noop", priority=2) for _ in range(300)])]
+    [(_, entries)] = await redis.xreadgroup(WORKER_GROUP, "c2", {keys.stream(2): ">"}, count=300)
+    args: list[Any] = [620, WORKER_GROUP, "c2"]
+    for entry_id, fields in entries:
+        args += [entry_id, fields["id"], 2]
+    start_keys = [*keys.common(), *(keys.task(f["id"]) for _, f in entries), keys.paused]
+    assert [f["id"] for _, f in entries] == ids
+    await check(("start", start_keys, args), 620, 300)
