@@ -18,17 +18,18 @@ local n = #ARGV - 1
 local due_at = {}
 for i = 1, n, CHUNK do
   local scores = redis.call('ZMSCORE', SCHEDULED, unpack(ARGV, i + 1, math.min(i + CHUNK - 1, n) + 1))
-  for j = 1, #scores do due_at[i + j - 1] = scores[j] end
+  for j = 1, #scores do due_at[i + j - 1] = tonumber(scores[j]) end  -- nil: not in the zset
 end
-local due, seen = {}, {}
+local due, seen, removed = {}, {}, {}
 for i = 1, n do
   local id, score = ARGV[i + 1], due_at[i]
-  if score and not seen[id] and tonumber(score) <= now then
+  if score and not seen[id] and score <= now then
     seen[id] = true
-    due[#due + 1] = i
-    defer('ZREM', SCHEDULED, id)
+    local k = #due + 1
+    due[k], removed[k] = i, id
   end
 end
+DEFERRED.ZREM[SCHEDULED] = removed  -- written by flush_deferred() (nothing else defers to that key here)
 for _, i in ipairs(due) do
   local id, task_key = ARGV[i + 1], KEYS[FIRST_TASK_KEY - 1 + i]
   local h = redis.call('HMGET', task_key, 'status', 'priority')
@@ -36,8 +37,8 @@ for _, i in ipairs(due) do
     local msg = redis.call('XADD', stream_of(h[2]), '*', 'id', id)
     redis.call('HSET', task_key, 'msg_id', msg, 'status', 'pending')
     defer_move(id, 'scheduled', 'pending')
-    emit('promoted', id, 'pending')
-    out[#out + 1] = now - tonumber(due_at[i])
+    emit_batched('promoted', id, 'pending')
+    out[#out + 1] = now - due_at[i]
   end
 end
 flush_deferred()

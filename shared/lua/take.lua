@@ -23,7 +23,7 @@ ARGV[5]  COUNT (free slots)   ARGV[6]  staging consumer ('' for none)
 Returns: per started entry, highest priority first: {entry id, stream priority, id, type, payload,
   timeout_s, attempts, max_retries, retry_backoff_s, due_ms, priority}
 ]]
-local now = now_ms()
+local now = string.format('%d', now_ms())  -- only written (started_at): see lib.lua's defer_move
 local group, consumer, prefix, staging = ARGV[2], ARGV[3], ARGV[4], ARGV[6]
 local remaining = tonumber(ARGV[5])
 local paused = redis.call('EXISTS', KEYS[FIRST_TASK_KEY]) == 1
@@ -31,7 +31,8 @@ local out = {}
 
 local function task_of(fields)
   if fields then
-    for f = 1, #fields, 2 do
+    if fields[1] == 'id' then return fields[2] end  -- the one field stream entries have
+    for f = 3, #fields, 2 do
       if fields[f] == 'id' then return fields[f + 1] end
     end
   end
@@ -48,10 +49,10 @@ local function read(...)
 end
 
 local function take(stream, p, msg, id)
-  local job = id and start_entry(prefix .. id, id, msg, stream, group, consumer, paused, now)
+  -- the reply row, sized once (start_entry fills slots 3..11)
+  local job = id and start_entry(prefix .. id, id, msg, stream, group, consumer, paused, now,
+    {msg, p, false, false, false, false, false, false, false, false, false})
   if job then
-    table.insert(job, 1, p)
-    table.insert(job, 1, msg)
     out[#out + 1] = job
   elseif not id then  -- the entry was deleted meanwhile (its task cancelled or removed)
     redis.call('XACK', stream, group, msg)

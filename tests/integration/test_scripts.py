@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -228,3 +229,69 @@ async def test_take_skips_a_stream_whose_group_is_gone_without_half_writing(
     assert set(await redis.zrange(keys.index_status("processing"), 0, -1)) == {high, mid}
     assert await redis.zrange(keys.index_status("pending"), 0, -1) == [low]
     assert await redis.hget(keys.task(low), "status") == "pending"
+
+
+async def test_take_writes_attempts_and_start_time_as_decimal_integers(
+    queue: Queue, redis: Redis, keys: KeySchema
+) -> None:
+    """take.lua writes a one-digit attempts count and started_at as strings it builds itself (not Lua
+    numbers formatted by redis.call): the same text either way, across the one- to two-digit edge."""
+    await ensure_group(redis, keys.streams(), WORKER_GROUP)
+    made = await queue.submit([TaskCreate(type="noop") for _ in range(3)])
+    for m, attempts in zip(made, ("0", "8", "9"), strict=True):
+        await redis.hset(keys.task(m.task.id), "attempts", attempts)
+    before_ms = int((await redis.time())[0]) * 1000
+    jobs = await make_consumer(queue, "c1").take(3)
+    assert [j.attempt for j in jobs] == [1, 9, 10]
+    for job, written in zip(jobs, ("1", "9", "10"), strict=True):
+        raw = await redis.hgetall(keys.task(job.delivery.task_id))
+        assert raw["attempts"] == written
+        assert raw["started_at"].isdigit() and 0 <= int(raw["started_at"]) - before_ms < 60_000
+
+
+async def test_take_and_promote_trim_the_events_stream_as_each_xadd_would(
+    queue: Queue, redis: Redis, keys: KeySchema
+) -> None:
+    """take.lua and promote.lua add their events untrimmed and trim the stream once at the end of the
+    call (lib.lua's emit_batched): the stream must end as trimming with every XADD (MAXLEN ~) leaves it,
+    replayed here on another key with the same entry ids and fields (so the same stream nodes)."""
+    from datetime import UTC, datetime
+
+    await ensure_group(redis, keys.streams(), WORKER_GROUP)
+    reference = keys.events + ":reference"
+
+    async def check(call: tuple[str, list[str], list[Any]], maxlen: int, added: int) -> None:
+        before = await redis.xrange(keys.events)
+        await queue.scripts.call(*call)
+        after = await redis.xrange(keys.events)
+
+        def order(entry_id: str) -> tuple[int, ...]:
+            return tuple(int(part) for part in entry_id.split("-"))
+
+        new = [e for e in after if not before or order(e[0]) > order(before[-1][0])]
+        assert len(new) == added  # all the call's events are still there (maxlen >= added)
+        await redis.delete(reference)
+        for entry_id, fields in before:
+            await redis.xadd(reference, fields, id=entry_id)
+        for entry_id, fields in new:
+            await redis.xadd(reference, fields, id=entry_id, maxlen=maxlen, approximate=True)
+        assert len(after) < len(before) + added  # the call did trim
+        assert after == await redis.xrange(reference)
+
+    server_s, server_us = await redis.time()
+    soon = datetime.fromtimestamp((server_s * 1000 + server_us // 1000 + 150) / 1000, UTC)
+    ids = [m.task.id for m in await queue.submit([TaskCreate(type="noop", scheduled_for=soon) for _ in range(250)])]
+    await queue.submit([TaskCreate(type="noop") for _ in range(400)])  # 900 events, not trimmed (maxlen 100,000)
+    await asyncio.sleep(0.2)
+    await check(("promote", [*keys.common(), *(keys.task(i) for i in ids)], [700, *ids]), 700, 250)
+    take = ("take", [*keys.common(), keys.paused], [620, WORKER_GROUP, "c1", keys.task(""), 600, ""])
+    await check(take, 620, 600)
+    # start.lua (the reclaimer's entries) starts through the same start_entry
+    ids = [m.task.id for m in await queue.submit([TaskCreate(type="noop", priority=2) for _ in range(300)])]
+    [(_, entries)] = await redis.xreadgroup(WORKER_GROUP, "c2", {keys.stream(2): ">"}, count=300)
+    args: list[Any] = [620, WORKER_GROUP, "c2"]
+    for entry_id, fields in entries:
+        args += [entry_id, fields["id"], 2]
+    start_keys = [*keys.common(), *(keys.task(f["id"]) for _, f in entries), keys.paused]
+    assert [f["id"] for _, f in entries] == ids
+    await check(("start", start_keys, args), 620, 300)

@@ -1,0 +1,138 @@
+"""take.lua / promote.lua of a git revision against the working tree's, interleaved on one Redis
+(``python -m bench.scriptab``).
+
+``bench.scriptcost`` measures one version per process, so two versions are compared across runs that
+another process on a shared VM disturbs differently. Here both versions run in one private
+redis-server, each on its own queue (same setup as ``bench.scriptcost``: 5,000 tasks scheduled for
+later), round by round and in alternating order, and each round's figures are paired: the median of
+the per-round ratios (B / A) is much steadier than either median. Phases: ``promote`` (500 tasks due
+at once, promoted in one call, then taken and finished so the next round starts from empty indexes)
+and ``take`` (256 tasks submitted, taken in one call, finished). Only take.lua, promote.lua and the
+lib.lua prepended to them come from the revision; every other script is the working tree's.
+
+    .venv/bin/python -m bench.scriptab --base main --rounds 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.env import RedisServer, load
+from bench.scriptcost import CONSUMER, FINISH_BATCH, Bench, measure, outcome
+from services.scheduler.promoter import Promoter
+from services.worker.finisher import Finisher
+from shared.keys import WORKER_GROUP, KeySchema
+from shared.queue import Queue
+
+SCRIPTS = ("take", "promote")
+LUA = Path(__file__).resolve().parent.parent / "shared" / "lua"
+
+
+def sources(rev: str | None) -> dict[str, str]:
+    """take.lua and promote.lua with lib.lua prepended (as shared.scripts does), from ``rev`` or the
+    working tree."""
+
+    def read(name: str) -> str:
+        if rev is None:
+            return (LUA / f"{name}.lua").read_text()
+        return subprocess.run(
+            ["git", "show", f"{rev}:shared/lua/{name}.lua"], cwd=LUA, check=True, capture_output=True, text=True
+        ).stdout
+
+    lib = read("lib")
+    return {name: lib + "\n" + read(name) for name in SCRIPTS}
+
+
+async def bench_for(server: RedisServer, queue: str, scripts: dict[str, str]) -> Bench:
+    redis = server.client()
+    b = Bench(redis)
+    b.keys = KeySchema("scriptab", queue)
+    b.queue = Queue(redis, b.keys, result_ttl_s=3600)
+    b.promoter = Promoter(b.queue, batch=500)
+    b.finisher = Finisher(
+        b.queue.scripts,
+        b.keys,
+        group=WORKER_GROUP,
+        consumer=CONSUMER,
+        result_ttl_ms=b.queue.result_ttl_ms,
+        events_maxlen=b.queue.events_maxlen,
+    )
+    for name, text in scripts.items():
+        b.queue.scripts._scripts[name] = redis.register_script(text)
+    await b.setup()
+    return b
+
+
+async def main_async(base: str, rounds: int, phases: list[str]) -> None:
+    server = RedisServer()
+    benches = [await bench_for(server, "a", sources(base)), await bench_for(server, "b", sources(None))]
+    r = benches[0].redis
+    results: dict[tuple[str, int], list[tuple[float, float]]] = {(p, i): [] for p in phases for i in (0, 1)}
+    started, started_load = time.monotonic(), load()
+    try:
+        for n in range(rounds + 1):  # round 0 warms up
+            order = [0, 1] if n % 2 else [1, 0]
+            if "promote" in phases:
+                server_s, server_us = await r.time()
+                due = datetime.fromtimestamp((server_s * 1000 + server_us // 1000 + 200) / 1000, UTC)
+                for i in order:
+                    await benches[i].submit(500, 500, due)
+                await asyncio.sleep(0.25)
+                for i in order:
+                    b = benches[i]
+                    before = b.promoter.promoted
+                    us, cpu, _ = await measure(r, 500, b.promoter.promote_once([b.keys]))
+                    assert b.promoter.promoted - before == 500
+                    if n:
+                        results[("promote", i)].append((us, cpu))
+                for i in order:
+                    b = benches[i]
+                    await b.finish([outcome(j, "finish") for j in await b.take(500)])
+            if "take" in phases:
+                for i in order:
+                    b = benches[i]
+                    await b.submit(FINISH_BATCH, FINISH_BATCH)
+                    us, cpu, jobs = await measure(r, FINISH_BATCH, b.take(FINISH_BATCH))
+                    assert len(jobs) == FINISH_BATCH
+                    await b.finish([outcome(j, "finish") for j in jobs])
+                    if n:
+                        results[("take", i)].append((us, cpu))
+    finally:
+        for b in benches:
+            await b.redis.aclose()
+        server.stop()
+    print(
+        f"A = {base}, B = working tree; {rounds} rounds in {time.monotonic() - started:.1f} s, "
+        f"load (1 min) {started_load} -> {load()}; EVALSHA us per task (commandstats), median and lowest round"
+    )
+    for phase in phases:
+        a = [f[0] for f in results[(phase, 0)]]
+        v = [f[0] for f in results[(phase, 1)]]
+        ratio = statistics.median(y / x for x, y in zip(a, v, strict=True))
+        print(
+            f"{phase:<8} A {statistics.median(a):6.2f} ({min(a):.2f})   B {statistics.median(v):6.2f} ({min(v):.2f})"
+            f"   B/A per round, median {ratio:.3f}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.scriptab", description=__doc__.split("\n")[0])
+    parser.add_argument("--base", default="main", help="git revision of version A (default: main)")
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--only", default=",".join(SCRIPTS), help="comma-separated, of: take, promote")
+    ns = parser.parse_args()
+    phases = [p.strip() for p in ns.only.split(",") if p.strip()]
+    unknown = set(phases) - set(SCRIPTS)
+    if unknown:
+        parser.error(f"unknown phase(s): {', '.join(sorted(unknown))}")
+    asyncio.run(main_async(ns.base, ns.rounds, phases))
+
+
+if __name__ == "__main__":
+    main()
