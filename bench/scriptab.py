@@ -24,11 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.env import RedisServer, load
-from bench.scriptcost import CONSUMER, FINISH_BATCH, Bench, measure, outcome
-from services.scheduler.promoter import Promoter
-from services.worker.finisher import Finisher
-from shared.keys import WORKER_GROUP, KeySchema
-from shared.queue import Queue
+from bench.scriptcost import FINISH_BATCH, Bench, measure, outcome
 
 SCRIPTS = ("take", "promote")
 LUA = Path(__file__).resolve().parent.parent / "shared" / "lua"
@@ -51,18 +47,7 @@ def sources(rev: str | None) -> dict[str, str]:
 
 async def bench_for(server: RedisServer, queue: str, scripts: dict[str, str]) -> Bench:
     redis = server.client()
-    b = Bench(redis)
-    b.keys = KeySchema("scriptab", queue)
-    b.queue = Queue(redis, b.keys, result_ttl_s=3600)
-    b.promoter = Promoter(b.queue, batch=500)
-    b.finisher = Finisher(
-        b.queue.scripts,
-        b.keys,
-        group=WORKER_GROUP,
-        consumer=CONSUMER,
-        result_ttl_ms=b.queue.result_ttl_ms,
-        events_maxlen=b.queue.events_maxlen,
-    )
+    b = Bench(redis, "scriptab", queue)
     for name, text in scripts.items():
         b.queue.scripts._scripts[name] = redis.register_script(text)
     await b.setup()

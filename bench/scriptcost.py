@@ -82,9 +82,9 @@ async def measure(redis: Redis, tasks: int, body: Awaitable[T], phase: str = "")
 
 
 class Bench:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, prefix: str = "scriptcost", queue: str = "default") -> None:
         self.redis = redis
-        self.keys = KeySchema("scriptcost", "default")
+        self.keys = KeySchema(prefix, queue)
         self.queue = Queue(redis, self.keys, result_ttl_s=3600)
         self.promoter = Promoter(self.queue, batch=500)
         self.finisher = Finisher(
