@@ -28,6 +28,7 @@ Mode = Literal["standalone", "cluster", "sentinel"]
 # client-side reconnect budget: ~5 s of back-off per command covers a quick Sentinel failover (detection +
 # promotion) without keeping a shutdown waiting long when Redis is gone
 RETRIES = 8
+PING_TIMEOUT_S = 5.0  # longest one start-up PING may take (retries included) before connect() tries again
 BACKOFF = ExponentialBackoff(cap=1.0, base=0.05)
 SCHEMES: dict[str, Mode] = {
     "redis": "standalone",
@@ -219,19 +220,23 @@ def route_to_key(client: Redis, key: str) -> dict[str, Any]:
 
 
 async def connect(settings: Settings, attempts: int = 50, delay_s: float = 0.2) -> Redis:
-    """Connect and ping, waiting for Redis to come up; fail with a clear error if it never does."""
+    """Connect and ping, waiting for Redis to come up; fail with a clear error if it never does (after
+    ``attempts`` pings ``delay_s`` apart, each given at most ``PING_TIMEOUT_S``, and at most that long
+    in all plus one ping's time)."""
     client = make_client(settings)
-    last: Exception | None = None
-    for _ in range(attempts):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + attempts * delay_s + PING_TIMEOUT_S
+    for attempt in range(1, attempts + 1):
         try:
-            await client.ping()
+            async with asyncio.timeout(PING_TIMEOUT_S):  # a TLS port read as plain Redis never answers
+                await client.ping()
             break
         except (RedisConnectionError, RedisTimeoutError, OSError) as error:
-            last = error
+            if attempt == attempts or loop.time() + delay_s > deadline:
+                await client.aclose()
+                reason = str(error) or f"no answer to PING within {PING_TIMEOUT_S:g} s"
+                raise RuntimeError(f"cannot reach Redis at {redact(settings.redis_url)}: {reason}") from error
             await asyncio.sleep(delay_s)
-    else:
-        await client.aclose()
-        raise RuntimeError(f"cannot reach Redis at {redact(settings.redis_url)}: {last}")
     info = await client.info("server")  # one node's answer, also on a cluster (INFO goes to one node)
     version = tuple(int(p) for p in str(info.get("redis_version", "0.0.0")).split(".")[:3])
     if version < MIN_REDIS_VERSION:
