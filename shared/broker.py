@@ -133,20 +133,19 @@ class Broker:
             replies = [await self.default.scripts.call(*calls[0])]
         else:
             replies = await self.default.scripts.call_many(calls)
-        written = [
-            (members, self.queue(name, part).stored([tasks[i] for i in members], reply))
+        stored = [
+            self.queue(name, part).stored([tasks[i] for i in members], reply)
             for ((name, part), members), reply in zip(groups.items(), replies, strict=True)
             if not isinstance(reply, BaseException)
         ]
-        records = await asyncio.gather(*(stored for _members, stored in written))
+        records = iter(await asyncio.gather(*stored))  # one list per call that succeeded, in call order
         out: list[Stored | BaseException] = [None] * len(tasks)  # type: ignore[list-item]  # all set below
         for members, reply in zip(groups.values(), replies, strict=True):
-            if isinstance(reply, BaseException):
-                for i in members:
-                    out[i] = reply
-        for (members, _stored), submitted in zip(written, records, strict=True):
-            for i, record in zip(members, submitted, strict=True):
-                out[i] = record
+            outcomes: Sequence[Stored | BaseException] = (
+                [reply] * len(members) if isinstance(reply, BaseException) else next(records)
+            )
+            for i, outcome in zip(members, outcomes, strict=True):
+                out[i] = outcome
         return out
 
     # --- by id -----------------------------------------------------------------------------------

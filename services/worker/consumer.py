@@ -129,12 +129,16 @@ class Consumer:
         return out
 
     async def _call_take(self, keys: list[str], args: list[Any]) -> Any:
-        self._taking += 1
-        self._taken.clear()
+        self._taking_starts()
         try:
             return await self.scripts.call("take", keys, args)
         finally:
             self._took()
+
+    def _taking_starts(self) -> None:
+        """A take (or a burst's chain of them) is in flight until the matching :meth:`_took`."""
+        self._taking += 1
+        self._taken.clear()
 
     def _took(self) -> None:
         self._taking -= 1
@@ -232,8 +236,7 @@ class Consumer:
             return
         keys, args = call
         self._chains += 1
-        self._taking += 1
-        self._taken.clear()
+        self._taking_starts()
 
         async def follow_up() -> None:
             reply: Any
