@@ -19,7 +19,7 @@ import orjson
 from bench.config import WORKLOADS, Config
 from bench.env import ROOT, RedisServer, has_scheduler, load, machine
 from bench.report import Rounds, add_ratios, summarise, table
-from bench.workloads import cluster, drain, latency, memory, raw, schedule, submit
+from bench.workloads import cluster, drain, floor, latency, memory, raw, schedule, submit
 from bench.workloads.base import Context, Figures
 
 TINY: dict[str, Any] = {
@@ -33,6 +33,7 @@ def entries(cfg: Config) -> list[tuple[str, Callable[[Context], Awaitable[Figure
     """(entry name, workload) in run order, for the selected workloads."""
     table: dict[str, list[tuple[str, Callable[[Context], Awaitable[Figures]]]]] = {
         "raw": [("raw", raw.run)],
+        "floor": [("floor", floor.run)],
         "submit-single": [("submit-single", submit.single)],
         "submit-batch": [("submit-batch", submit.batch)],
         "drain": [

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-WORKLOADS = ("raw", "submit-single", "submit-batch", "drain", "latency", "schedule", "memory", "cluster")
+WORKLOADS = ("raw", "floor", "submit-single", "submit-batch", "drain", "latency", "schedule", "memory", "cluster")
 
 
 @dataclass(slots=True)

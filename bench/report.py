@@ -6,26 +6,31 @@ from typing import Any
 
 from bench.stats import spread
 
-# (entry, figure) -> the raw figure it is compared with; each throughput gets two ratios: to the
-# hand-encoded RESP loop (``<figure>_ratio``, the strict yardstick) and to the redis-py pipeline loop
-# (``<figure>_ratio_redispy``, the yardstick the issue's own numbers describe)
+# (entry, figure) -> (yardstick entry, its figure): each throughput is divided by the hand-encoded
+# RESP loop's (``<figure>_ratio``, the strict yardstick) and by the redis-py pipeline loop's
+# (``<figure>_ratio_redispy``, the yardstick the issue's own numbers describe); each timing by the bare
+# loops' of the ``floor`` entry (``<figure>_ratio``: 1.5 = half as slow again as the floor)
 RATIOS = {
-    ("submit-single", "tasks_per_s"): "xadd_per_s",
-    ("submit-batch", "tasks_per_s"): "xadd_per_s",
-    ("drain-default", "tasks_per_s"): "drain_per_s",
-    ("drain-tuned", "tasks_per_s"): "drain_per_s",
+    ("submit-single", "tasks_per_s"): ("raw", "xadd_per_s"),
+    ("submit-batch", "tasks_per_s"): ("raw", "xadd_per_s"),
+    ("drain-default", "tasks_per_s"): ("raw", "drain_per_s"),
+    ("drain-tuned", "tasks_per_s"): ("raw", "drain_per_s"),
+    ("latency", "started_p50_ms"): ("floor", "latency_p50_ms"),
+    ("latency", "started_p99_ms"): ("floor", "latency_p99_ms"),
+    ("schedule", "lateness_p50_ms"): ("floor", "schedule_p50_ms"),
+    ("schedule", "lateness_p99_ms"): ("floor", "schedule_p99_ms"),
 }
 YARDSTICKS = (("_ratio", ""), ("_ratio_redispy", "redispy_"))  # (suffix of the ratio, prefix of the raw figure)
 Rounds = list[dict[str, dict[str, Any]]]  # per run: entry -> {"figures": {...}, "load": x, "seconds": y}
 
 
 def add_ratios(rounds: Rounds) -> None:
-    """Each throughput divided by the raw yardstick of the same run."""
+    """Each throughput and timing divided by its yardstick of the same run."""
     for entries in rounds:
-        raw = entries.get("raw", {}).get("figures", {})
-        for (entry, figure), yardstick in RATIOS.items():
+        for (entry, figure), (base_entry, yardstick) in RATIOS.items():
+            bare = entries.get(base_entry, {}).get("figures", {})
             for suffix, prefix in YARDSTICKS:
-                base = raw.get(prefix + yardstick)
+                base = bare.get(prefix + yardstick)
                 value = entries.get(entry, {}).get("figures", {}).get(figure)
                 if isinstance(base, float) and isinstance(value, float):
                     entries[entry]["figures"][figure + suffix] = value / base
@@ -55,14 +60,17 @@ def _fmt(value: float) -> str:
     return f"{value:.3f}"
 
 
-def _ratio_text(ratio: dict[str, float] | None) -> str:
+def _ratio_text(ratio: dict[str, float] | None, times: bool = False) -> str:
+    """A throughput's ratio as a percentage; a timing's (``times``) as a multiple of its floor."""
     if not ratio:
         return ""
+    if times:
+        return f"{ratio['median']:.2f}x ({ratio['min']:.2f}-{ratio['max']:.2f})"
     return f"{ratio['median'] * 100:.1f}% ({ratio['min'] * 100:.1f}-{ratio['max'] * 100:.1f})"
 
 
 def table(summary: dict[str, dict[str, Any]], runs: int) -> str:
-    head = ("workload", "figure", f"median of {runs}", "min-max", "ratio to raw RESP", "ratio to redis-py loop",
+    head = ("workload", "figure", f"median of {runs}", "min-max", "ratio to raw RESP / floor", "ratio to redis-py loop",
             "load (1 min)")  # fmt: skip
     rows: list[tuple[str, ...]] = [head]
     for entry, result in summary.items():
@@ -72,7 +80,7 @@ def table(summary: dict[str, dict[str, Any]], runs: int) -> str:
         for figure, value in figures.items():
             if figure.endswith(("_ratio", "_ratio_redispy")):
                 continue
-            ratios = [_ratio_text(figures.get(figure + suffix)) for suffix, _prefix in YARDSTICKS]
+            ratios = [_ratio_text(figures.get(figure + suffix), figure.endswith("_ms")) for suffix, _ in YARDSTICKS]
             if isinstance(value, dict):
                 rows.append((entry, figure, _fmt(value["median"]), f"{_fmt(value['min'])}-{_fmt(value['max'])}",
                              *ratios, load))  # fmt: skip
