@@ -14,7 +14,8 @@ from bench.config import WORKLOADS
 from bench.env import has_scheduler
 from tests.support import ROOT
 
-ENTRIES = ["raw", "submit-single", "submit-batch", "drain-default", "drain-tuned", "latency", "schedule", "memory"]
+ENTRIES = ["raw", "floor", "submit-single", "submit-batch", "drain-default", "drain-tuned", "latency", "schedule"]
+ENTRIES += ["memory"]
 ENTRIES += ["cluster-drain"]
 
 
@@ -51,6 +52,10 @@ def test_make_bench_tiny_writes_table_and_json(tmp_path: Path) -> None:
         ("submit-batch", "tasks_per_s"),
         ("drain-default", "tasks_per_s"),
         ("drain-tuned", "tasks_per_s"),
+        ("floor", "latency_p50_ms"),
+        ("floor", "schedule_p99_ms"),
+        ("floor", "state_latency_p50_ms"),
+        ("floor", "state_schedule_p99_ms"),
         ("latency", "started_p99_ms"),
         ("memory", "bytes_per_task"),
     ]:
@@ -59,6 +64,7 @@ def test_make_bench_tiny_writes_table_and_json(tmp_path: Path) -> None:
     for entry in ("submit-single", "submit-batch", "drain-default", "drain-tuned"):
         assert summary[entry]["figures"]["tasks_per_s_ratio"]["median"] > 0
         assert summary[entry]["figures"]["tasks_per_s_ratio_redispy"]["median"] > 0
+    assert summary["latency"]["figures"]["started_p50_ms_ratio"]["median"] > 0  # to the floor
     assert summary["memory"]["figures"]["back_to_baseline"] in ("yes", "no")
     lateness = summary["schedule"]["figures"]["lateness_p99_ms"]
     if has_scheduler():

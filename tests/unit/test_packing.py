@@ -73,3 +73,40 @@ async def test_the_services_client_round_trips(redis_server: RedisServer) -> Non
         await client.delete("packing:k")
     finally:
         await client.aclose()
+
+
+async def test_a_write_the_server_does_not_take_times_out_and_drops_the_connection() -> None:
+    """The send timeout (a timer on the write, not ``asyncio.wait_for``) still bounds a write that
+    cannot complete: a peer that accepts and never reads, 64 MB to send, a 0.3 s socket timeout."""
+    import asyncio
+
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        taken = 0
+        while taken < 1 << 20:  # +OK to the connection's handshake; stops reading after 1 MB
+            data = await reader.read(65536)
+            if not data:
+                return
+            taken += len(data)
+            writer.write(b"+OK\r\n" * data.count(b"*"))
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    conn = Packing(host="127.0.0.1", port=port, socket_timeout=0.3)
+    try:
+        await conn.connect()
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(RedisTimeoutError, match="Timeout writing to socket"):
+            await conn.send_packed_command([b"x" * (64 << 20)], check_health=False)
+        assert asyncio.get_running_loop().time() - started < 5
+        assert not conn.is_connected and conn.socket_timeout == 0.3
+    finally:
+        await conn.disconnect()
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
