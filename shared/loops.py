@@ -7,6 +7,7 @@ import contextlib
 import logging
 
 log = logging.getLogger("streamq.loops")
+STOP_WITHIN_S = 2.0  # longest stop() waits for the current tick (a blocking read ends within its 1 s block)
 
 
 class PeriodicLoop:
@@ -24,10 +25,19 @@ class PeriodicLoop:
         self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
+        """No tick after the current one. A tick still running after ``STOP_WITHIN_S`` is cancelled: with
+        Redis unreachable each of its calls retries for seconds, and a shutdown is not held up by an
+        outage (a tick is a periodic job: the next process, or the next tick elsewhere, does it)."""
         self._stopping.set()
         self._woken.set()
-        if self._task is not None:
-            await self._task
+        task = self._task
+        if task is None:
+            return
+        done, _ = await asyncio.wait({task}, timeout=STOP_WITHIN_S)
+        if not done:
+            log.warning("background loop cancelled at shutdown", extra={"loop": self.name})
+            task.cancel()
+            await asyncio.wait({task})
 
     def wake(self) -> None:
         """Run the next tick now instead of after the rest of the interval."""
@@ -45,3 +55,8 @@ class PeriodicLoop:
                 log.exception("background loop failed; will try again", extra={"loop": self.name})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._woken.wait(), self.interval_s)
+
+
+async def stop_all(loops: list[PeriodicLoop]) -> None:
+    """Stop every loop at once (each bounded by :meth:`PeriodicLoop.stop`), not one after another."""
+    await asyncio.gather(*(loop.stop() for loop in loops))

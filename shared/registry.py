@@ -12,6 +12,7 @@ Wiring it into a service is one line next to its other loops::
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -32,6 +33,7 @@ from shared.models import ms_to_dt
 from shared.settings import Settings
 
 log = logging.getLogger("streamq.registry")
+UNREGISTER_WITHIN_S = 1.0  # a shutdown's last Redis call (Redis down: the registration's TTL removes it)
 
 STATIC_FIELDS = ("id", "kind", "host", "pid", "metrics_url", "version", "queue", "started_at")
 Info = Callable[[], Mapping[str, int | str]]
@@ -154,11 +156,12 @@ class ServiceRegistration(PeriodicLoop):
     async def stop(self) -> None:
         await super().stop()
         try:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.delete(self.keys.service(self.service_id))
-            pipe.zrem(self.keys.services, self.service_id)
-            await pipe.execute()
-        except Exception:  # Redis gone at shutdown: the TTL removes the registration
+            async with asyncio.timeout(UNREGISTER_WITHIN_S):
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.delete(self.keys.service(self.service_id))
+                pipe.zrem(self.keys.services, self.service_id)
+                await pipe.execute()
+        except Exception:  # Redis gone at shutdown (or not answering in time): the TTL removes the registration
             log.warning("could not unregister; the registration expires by itself", extra={"id": self.service_id})
 
 

@@ -18,7 +18,7 @@ from shared import health, lifecycle, webhooks
 from shared.deliveries import Deliveries
 from shared.keys import KeySchema
 from shared.logging import setup_logging
-from shared.loops import PeriodicLoop
+from shared.loops import PeriodicLoop, stop_all
 from shared.queues import QueueRegistry
 from shared.redis import connect
 from shared.registry import ServiceRegistration
@@ -104,8 +104,7 @@ class Notifier:
             log.info("notifier started", extra={"consumer": self.consumer, "recovered_events": lanes.recovered})
             self.ready.set()
             await stop.wait()
-            for loop in loops:
-                await loop.stop()
+            await stop_all(loops)
             left = await deliverer.drain(s.shutdown_grace_s)
             log.info("notifier stopped", extra={"left_in_flight": left})
         finally:

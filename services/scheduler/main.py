@@ -15,7 +15,7 @@ from services.scheduler.watcher import Watchers
 from shared import health, lifecycle
 from shared.keys import KeySchema
 from shared.logging import setup_logging
-from shared.loops import PeriodicLoop
+from shared.loops import PeriodicLoop, stop_all
 from shared.queue import Queue
 from shared.queues import QueueRegistry
 from shared.redis import connect, make_client, raw_stream_reads
@@ -55,8 +55,7 @@ class Scheduler:
             log.info("scheduler started", extra={"queue": s.queue})
             self.ready.set()
             await stop.wait()
-            for loop in loops:
-                await loop.stop()
+            await stop_all(loops)
             log.info("scheduler stopped", extra={"promoted": self.promoter.promoted, "fired": self.cron.fired})
         finally:
             await reader.aclose()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import uuid
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from services.worker import builtin  # noqa: F401  (registers the built-in handlers)
 from services.worker.consumer import Consumer
@@ -26,10 +28,10 @@ from shared import health, lifecycle
 from shared.broker import Broker
 from shared.keys import WORKER_GROUP, KeySchema
 from shared.logging import setup_logging
-from shared.loops import PeriodicLoop
+from shared.loops import PeriodicLoop, stop_all
 from shared.queues import QueueRegistry
 from shared.redis import connect
-from shared.registry import ServiceRegistration
+from shared.registry import UNREGISTER_WITHIN_S, ServiceRegistration
 from shared.settings import Settings, load_settings
 from shared.streams import ensure_group
 
@@ -138,9 +140,10 @@ class Worker:
             await consumer.run(stop)
             await watchers.join()  # each finishes its current block; what it got is run by the drain
             left = await consumer.drain(s.shutdown_grace_s)
-            for loop in loops:
-                await loop.stop()
-            await heartbeat.unregister()
+            await stop_all(loops)
+            with contextlib.suppress(RedisError, OSError, TimeoutError):  # Redis gone: the heartbeat expires
+                async with asyncio.timeout(UNREGISTER_WITHIN_S):
+                    await heartbeat.unregister()
             log.info("worker stopped", extra={"worker": self.worker_id, "left_pending": left})
         finally:
             await redis.aclose()
