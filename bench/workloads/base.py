@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,16 @@ class Context:
         if self.library is None:
             self.library = make_client(Settings(redis_url=self.server.url))
         return Queue(self.library, keys, result_ttl_s=result_ttl_s)
+
+
+async def paced(n: int, rate: float) -> AsyncIterator[int]:
+    """0 .. n-1, the i-th at ``i / rate`` seconds after the first (a steady pace, not a sleep per step)."""
+    t0 = time.perf_counter()
+    for i in range(n):
+        delay = t0 + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        yield i
 
 
 async def enqueue(queue: Queue, n: int, task_type: str = "noop", chunk: int = 1_000) -> list[str]:

@@ -36,7 +36,7 @@ import orjson
 
 from bench.env import Service, Stack, until
 from bench.stats import percentile
-from bench.workloads.base import Context, Figures
+from bench.workloads.base import Context, Figures, paced
 from bench.workloads.resp import Resp, encode
 from shared.keys import WORKER_GROUP, KeySchema
 from shared.models import TaskCreate, new_task_id
@@ -60,9 +60,9 @@ Feed = Callable[[Resp, str], Awaitable[tuple[int, dict[str, float] | None]]]
 async def run(ctx: Context) -> Figures:
     cfg = ctx.config
     figures: Figures = {}
-    for state, paced, due in ((False, _paced, _due_at_once), (True, _paced_state, _due_state)):
+    for state, steady, due in ((False, _paced, _due_at_once), (True, _paced_state, _due_state)):
         name = "state_" if state else ""
-        latency = await _measure(ctx, cfg.default_concurrency, state, functools.partial(paced, ctx))
+        latency = await _measure(ctx, cfg.default_concurrency, state, functools.partial(steady, ctx))
         lateness = await _measure(ctx, cfg.tuned_concurrency, state, functools.partial(due, ctx))
         figures.update({
             f"{name}latency_p50_ms": percentile(latency, 50),
@@ -125,11 +125,7 @@ def _consumers(stack: Stack, netloc: str, count: int, state: bool, outs: list[Pa
 async def _paced(ctx: Context, conn: Resp, prefix: str) -> tuple[int, None]:
     cfg = ctx.config
     stream = f"{prefix}:floor"
-    t0 = time.perf_counter()
-    for i in range(cfg.latency_n):
-        delay = t0 + i / cfg.latency_rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
+    async for _ in paced(cfg.latency_n, cfg.latency_rate):
         await conn.pipeline(encode("XADD", stream, "*", "t", repr(time.time())), 1)
     return cfg.latency_n, None
 
@@ -140,11 +136,7 @@ async def _paced_state(ctx: Context, conn: Resp, prefix: str) -> tuple[int, dict
     [sha] = await conn.pipeline(encode("SCRIPT", "LOAD", source("submit")), 1)
     task = TaskCreate(type="noop")
     created: dict[str, float] = {}
-    t0 = time.perf_counter()
-    for i in range(cfg.latency_n):
-        delay = t0 + i / cfg.latency_rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
+    async for _ in paced(cfg.latency_n, cfg.latency_rate):
         now = time.time()
         task_id = new_task_id(int(now * 1000))
         keys, args = queue.submit_call([task], [task_id])

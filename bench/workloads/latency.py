@@ -14,7 +14,7 @@ import time
 
 from bench.handlers import STAMP, TRACE_ENV
 from bench.stats import percentile
-from bench.workloads.base import Context, Figures, task_fields, wait_completed
+from bench.workloads.base import Context, Figures, paced, task_fields, wait_completed
 from bench.workloads.trace import handler_time, stage_figures
 from shared.models import TaskCreate
 
@@ -30,11 +30,7 @@ async def run(ctx: Context) -> Figures:
     try:
         workers = await stack.workers(ctx.redis, cfg.workers, cfg.default_concurrency, **extra)
         await asyncio.sleep(0.5)  # let the workers settle into their blocking read
-        t0 = time.perf_counter()
-        for i in range(cfg.latency_n):
-            delay = t0 + i / cfg.latency_rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
+        async for _ in paced(cfg.latency_n, cfg.latency_rate):
             created = time.time()
             [done] = await queue.submit([task])
             round_trips.append((time.time() - created) * 1000)
