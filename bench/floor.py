@@ -27,10 +27,12 @@ from pathlib import Path
 import orjson
 
 from bench.workloads.resp import Resp, encode
+from services.worker.consumer import take_call
 from shared.keys import KeySchema
 from shared.scripts import source
+from shared.settings import Settings
 
-EVENTS_MAXLEN = "100000"  # the services' default
+EVENTS_MAXLEN: int = Settings.model_fields["events_maxlen"].default  # the services' default
 
 BLOCK_MS = "100"  # how soon a stop is noticed; a read returns as soon as an entry comes
 
@@ -65,10 +67,9 @@ async def consume_state(
     [sha] = await conn.pipeline(encode("SCRIPT", "LOAD", source("take")), 1)
     staging = name + "~staged"
 
-    def take(via: str) -> bytes:  # worker.Consumer.take_call's KEYS and ARGV
-        keys = [*part.common(), part.paused]
-        args = [EVENTS_MAXLEN, group, name, part.task(""), str(count), via]
-        return encode("EVALSHA", sha, str(len(keys)), *keys, *args)
+    def take(via: str) -> bytes:  # as a worker calls it
+        keys, args = take_call(part, count, consumer=name, events_maxlen=EVENTS_MAXLEN, staging=via)
+        return encode("EVALSHA", sha, str(len(keys)), *keys, *map(str, args))
 
     block = encode("XREADGROUP", "GROUP", group, staging, "COUNT", "1", "BLOCK", BLOCK_MS, "STREAMS",
                    *part.streams(), *([">"] * len(part.streams())))  # fmt: skip

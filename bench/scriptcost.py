@@ -29,6 +29,7 @@ from redis.asyncio import Redis
 
 from bench.env import RedisServer, load
 from services.scheduler.promoter import Promoter
+from services.worker.consumer import take_call
 from services.worker.finisher import Finisher
 from services.worker.jobs import Delivery, Job, Outcome
 from shared.keys import WORKER_GROUP, KeySchema
@@ -109,8 +110,7 @@ class Bench:
     async def take(self, count: int) -> list[Job]:
         """take.lua: read up to ``count`` entries and start them (the consumer's ``take_call`` and
         ``jobs``, without the worker around them)."""
-        keys = [*self.keys.common(), self.keys.paused]
-        args = [self.queue.events_maxlen, WORKER_GROUP, CONSUMER, self.keys.task(""), count, ""]
+        keys, args = take_call(self.keys, count, consumer=CONSUMER, events_maxlen=self.queue.events_maxlen)
         reply = await self.queue.scripts.call("take", keys, args)
         return [Job.from_reply(Delivery(int(row[1]), row[0], row[2], self.keys), row[2:]) for row in reply]
 

@@ -38,6 +38,7 @@ from bench.env import Service, Stack, until
 from bench.stats import percentile
 from bench.workloads.base import Context, Figures, paced
 from bench.workloads.resp import Resp, encode
+from services.scheduler.promoter import promote_call
 from shared.keys import WORKER_GROUP, KeySchema
 from shared.models import TaskCreate, new_task_id
 from shared.scripts import source
@@ -180,8 +181,8 @@ async def _due_state(ctx: Context, conn: Resp, prefix: str) -> tuple[int, dict[s
     await _wake_at(due_ms / 1000 - 0.0015)  # the scheduler reads its candidates just before the due time
     [ids] = await conn.pipeline(encode("ZRANGEBYSCORE", part.scheduled, "-inf", str(due_ms)), 1)
     await _wake_at(due_ms / 1000)
-    keys = [*part.common(), *(part.task(i.decode()) for i in ids)]
-    [reply] = await conn.pipeline(encode("EVALSHA", sha, str(len(keys)), *keys, str(queue.events_maxlen), *ids), 1)
+    keys, args = promote_call(part, [i.decode() for i in ids], queue.events_maxlen)
+    [reply] = await conn.pipeline(encode("EVALSHA", sha, str(len(keys)), *keys, *map(str, args)), 1)
     if len(reply) - 2 != n:
         raise RuntimeError(f"floor: promoted {len(reply) - 2} of {n}")
     return n, due

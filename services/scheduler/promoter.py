@@ -34,6 +34,11 @@ SPIN_MS = 1.5  # the sleep before a due time ends this early; the rest is spent 
 log = logging.getLogger("streamq.scheduler")
 
 
+def promote_call(part: KeySchema, ids: list[str], events_maxlen: int) -> tuple[list[str], list[Any]]:
+    """promote.lua's KEYS and ARGV for the candidate ``ids`` of one partition."""
+    return [*part.common(), *(part.task(i) for i in ids)], [events_maxlen, *ids]
+
+
 class Promoter(PeriodicLoop):
     name = "promoter"
 
@@ -92,7 +97,7 @@ class Promoter(PeriodicLoop):
         candidates: list[list[str]] = await pipe.execute()
         await self.until_due()
         calls = [
-            ("promote", [*part.common(), *(part.task(i) for i in ids)], [self.queue.events_maxlen, *ids])
+            ("promote", *promote_call(part, ids, self.queue.events_maxlen))
             for part, ids in zip(parts, candidates, strict=True)
         ]
         sent = time.time() * 1000

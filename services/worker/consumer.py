@@ -50,6 +50,15 @@ def _child(family: Any, *labels: str) -> Any:
     return family.labels(*labels)
 
 
+def take_call(
+    part: KeySchema, count: int, *, consumer: str, events_maxlen: int, staging: str = ""
+) -> tuple[list[str], list[Any]]:
+    """take.lua's KEYS and ARGV: read up to ``count`` entries of one partition and start them on
+    ``consumer`` (first those pending for ``staging``, a watcher's consumer)."""
+    keys = [*part.common(), part.paused]
+    return keys, [events_maxlen, WORKER_GROUP, consumer, part.task(""), count, staging]
+
+
 async def wait_either(stop: asyncio.Event, event: asyncio.Event, within_s: float | None = None) -> None:
     """Until ``stop`` or ``event`` is set (or ``within_s`` seconds pass)."""
     stopper = asyncio.ensure_future(stop.wait())
@@ -107,10 +116,8 @@ class Consumer:
 
     # --- reading ---------------------------------------------------------------------------------
     def take_call(self, part: KeySchema, count: int, staging: str = "") -> tuple[list[str], list[Any]]:
-        """take.lua's KEYS and ARGV: read up to ``count`` entries of one partition and start them (first
-        those pending for ``staging``, a watcher's consumer)."""
-        keys = [*part.common(), part.paused]
-        return keys, [self.events_maxlen, WORKER_GROUP, self.consumer, part.task(""), count, staging]
+        """take.lua's KEYS and ARGV for this worker (see :func:`take_call`)."""
+        return take_call(part, count, consumer=self.consumer, events_maxlen=self.events_maxlen, staging=staging)
 
     def jobs(self, part: KeySchema, reply: list[Any]) -> list[Job]:
         """The started jobs of a take.lua reply."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import socket
 import time
@@ -11,6 +13,9 @@ from redis.asyncio import Redis
 
 from shared.keys import KeySchema
 from shared.loops import PeriodicLoop
+from shared.registry import UNREGISTER_WITHIN_S
+
+log = logging.getLogger("streamq.worker")
 
 
 class Heartbeat(PeriodicLoop):
@@ -67,7 +72,13 @@ class Heartbeat(PeriodicLoop):
         await pipe.execute()
 
     async def unregister(self) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.delete(self.keys.worker(self.worker_id))
-        pipe.zrem(self.keys.workers, self.worker_id)
-        await pipe.execute()
+        """At shutdown, bounded like the service registration's (Redis gone: the worker's key expires
+        and the next heartbeat elsewhere drops it from the index)."""
+        try:
+            async with asyncio.timeout(UNREGISTER_WITHIN_S):
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.delete(self.keys.worker(self.worker_id))
+                pipe.zrem(self.keys.workers, self.worker_id)
+                await pipe.execute()
+        except Exception:
+            log.warning("could not unregister; the heartbeat expires by itself", extra={"worker": self.worker_id})

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
 import uuid
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from services.worker import builtin  # noqa: F401  (registers the built-in handlers)
 from services.worker.consumer import Consumer
@@ -31,7 +29,7 @@ from shared.logging import setup_logging
 from shared.loops import PeriodicLoop, stop_all
 from shared.queues import QueueRegistry
 from shared.redis import connect
-from shared.registry import UNREGISTER_WITHIN_S, ServiceRegistration
+from shared.registry import ServiceRegistration
 from shared.settings import Settings, load_settings
 from shared.streams import ensure_group
 
@@ -141,9 +139,7 @@ class Worker:
             await watchers.join()  # each finishes its current block; what it got is run by the drain
             left = await consumer.drain(s.shutdown_grace_s)
             await stop_all(loops)
-            with contextlib.suppress(RedisError, OSError, TimeoutError):  # Redis gone: the heartbeat expires
-                async with asyncio.timeout(UNREGISTER_WITHIN_S):
-                    await heartbeat.unregister()
+            await heartbeat.unregister()
             log.info("worker stopped", extra={"worker": self.worker_id, "left_pending": left})
         finally:
             await redis.aclose()
