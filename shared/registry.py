@@ -155,14 +155,22 @@ class ServiceRegistration(PeriodicLoop):
 
     async def stop(self) -> None:
         await super().stop()
-        try:
-            async with asyncio.timeout(UNREGISTER_WITHIN_S):
-                pipe = self.redis.pipeline(transaction=False)
-                pipe.delete(self.keys.service(self.service_id))
-                pipe.zrem(self.keys.services, self.service_id)
-                await pipe.execute()
-        except Exception:  # Redis gone at shutdown (or not answering in time): the TTL removes the registration
+        if not await unregister(self.redis, self.keys.service(self.service_id), self.keys.services, self.service_id):
             log.warning("could not unregister; the registration expires by itself", extra={"id": self.service_id})
+
+
+async def unregister(redis: Redis, key: str, index: str, member: str) -> bool:
+    """At shutdown: delete a registration's hash and its index entry, within ``UNREGISTER_WITHIN_S``.
+    False when Redis did not answer in time or failed (gone at shutdown: the hash's TTL removes it)."""
+    try:
+        async with asyncio.timeout(UNREGISTER_WITHIN_S):
+            pipe = redis.pipeline(transaction=False)
+            pipe.delete(key)
+            pipe.zrem(index, member)
+            await pipe.execute()
+    except Exception:
+        return False
+    return True
 
 
 def decode_service(raw: Mapping[str, str], now_ms: int) -> ServiceInfo:

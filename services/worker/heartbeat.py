@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -13,7 +12,7 @@ from redis.asyncio import Redis
 
 from shared.keys import KeySchema
 from shared.loops import PeriodicLoop
-from shared.registry import UNREGISTER_WITHIN_S
+from shared.registry import unregister
 
 log = logging.getLogger("streamq.worker")
 
@@ -74,11 +73,5 @@ class Heartbeat(PeriodicLoop):
     async def unregister(self) -> None:
         """At shutdown, bounded like the service registration's (Redis gone: the worker's key expires
         and the next heartbeat elsewhere drops it from the index)."""
-        try:
-            async with asyncio.timeout(UNREGISTER_WITHIN_S):
-                pipe = self.redis.pipeline(transaction=False)
-                pipe.delete(self.keys.worker(self.worker_id))
-                pipe.zrem(self.keys.workers, self.worker_id)
-                await pipe.execute()
-        except Exception:
+        if not await unregister(self.redis, self.keys.worker(self.worker_id), self.keys.workers, self.worker_id):
             log.warning("could not unregister; the heartbeat expires by itself", extra={"worker": self.worker_id})
