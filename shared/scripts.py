@@ -12,7 +12,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 STANDALONE = frozenset({"ratelimit"})  # scripts that do not use lib.lua's common KEYS layout
 LIBRARY = "lib"
@@ -40,10 +42,28 @@ class Scripts:
     """The registered scripts of one client (EVALSHA, reloaded on NOSCRIPT)."""
 
     def __init__(self, client: Redis) -> None:
+        from shared.redis import HeldConnection, HeldConnections
+
         self._client = client
         self._scripts: dict[str, AsyncScript] = {name: client.register_script(source(name)) for name in names()}
+        # standalone and Sentinel: calls go over held connections (shared.redis.HeldConnection)
+        self._held = HeldConnections(client) if HeldConnection.usable(client) else None
 
     async def call(self, name: str, keys: list[str], args: list[Any], client: Any = None) -> Any:
+        """One script call; its reply, or the error it raised. A script the server does not know
+        (NOSCRIPT), and a call whose connection failed, go through redis-py's script object, which
+        loads the script and retries on a new connection (as every call did before held connections:
+        a call that ran before its connection failed may run twice, as with any retried command)."""
+        if self._held is not None and client is None:
+            try:
+                [reply] = await self._held.exchange(self.call_command(name, keys, args))
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                pass
+            else:
+                if not isinstance(reply, NoScriptError):
+                    if isinstance(reply, Exception):
+                        raise reply
+                    return reply
         return await self._scripts[name](keys=keys, args=args, client=client)
 
     async def call_then_wait(
@@ -86,12 +106,16 @@ class Scripts:
                 replies[i], acked = again[0][0], min(acked, again[1])
         return replies, acked
 
+    def call_command(self, name: str, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
+        """One script call as a command's arguments (EVALSHA; a NOSCRIPT reply is the caller's to
+        handle, e.g. by :meth:`unless_unknown`)."""
+        return ("EVALSHA", self._scripts[name].sha, len(keys), *keys, *args)
+
     def queue_call(self, pipe: Any, name: str, keys: list[str], args: list[Any]) -> None:
-        """Add one script call to ``pipe`` (EVALSHA; a NOSCRIPT reply is the caller's to handle, e.g. by
-        :meth:`call`, which loads the script)."""
+        """Add one script call to ``pipe`` (see :meth:`call_command`)."""
         # execute_command, not pipe.evalsha: the cluster pipeline blocks the evalsha method but routes
         # EVALSHA by its keys (each call to the node of its slot) when sent this way
-        pipe.execute_command("EVALSHA", self._scripts[name].sha, len(keys), *keys, *args)
+        pipe.execute_command(*self.call_command(name, keys, args))
 
     async def call_many(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
         """Several script calls in one round trip (a pipeline without MULTI: each script is still its

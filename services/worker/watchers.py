@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from redis.exceptions import RedisError
 
 from services.worker.consumer import Consumer, wait_either
 from shared.keys import WORKER_GROUP, KeySchema
+from shared.redis import HeldConnection
 
 log = logging.getLogger("streamq.worker")
 STAGED_SUFFIX = "~staged"
@@ -48,6 +50,7 @@ class Watchers:
         self.consumer = consumer
         self.stop = stop
         self.tasks: dict[KeySchema, asyncio.Task[None]] = {}
+        self.held: dict[KeySchema, HeldConnection] = {}  # each watcher's own connection (not on a cluster)
         self.received = 0  # entries delivered by blocking reads (for tests and debugging)
         self.started = 0  # of which started (the others were skipped: cancelled, paused, gone)
 
@@ -57,9 +60,12 @@ class Watchers:
                 self.tasks[part] = asyncio.get_running_loop().create_task(self.watch(part), name=f"watch-{part.tag}")
 
     async def join(self) -> None:
-        """Wait for every watcher to finish its current block (after ``stop`` is set)."""
+        """Wait for every watcher to finish its current block (after ``stop`` is set), then give their
+        connections back."""
         if self.tasks:
             await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        for held in self.held.values():
+            await held.release()
 
     async def watch(self, part: KeySchema) -> None:
         consumer = self.consumer
@@ -82,23 +88,47 @@ class Watchers:
                 await asyncio.sleep(0.5)
 
     async def read_and_start(self, part: KeySchema) -> None:
-        """One blocking read and take.lua in one pipeline; the started jobs go to the consumer."""
+        """One blocking read and take.lua in one write; the started jobs go to the consumer."""
         consumer = self.consumer
         staging = staging_consumer(consumer.consumer)
         count = max(1, min(TAKE_AT_WAKE, consumer.free()))
         keys, args = consumer.take_call(part, count, staging)
-        pipe = consumer.redis.pipeline(transaction=False)
-        pipe.xreadgroup(WORKER_GROUP, staging, {s: ">" for s in part.streams()}, count=1, block=consumer.block_ms)
-        consumer.scripts.queue_call(pipe, "take", keys, args)
-        read, reply = await pipe.execute(raise_on_error=False)
+        read, reply = await self._read_then_take(part, staging, keys, args)
         if isinstance(read, BaseException):
             raise read
         reply = await consumer.scripts.unless_unknown(reply, "take", keys, args)  # the server lost its scripts
         if isinstance(reply, BaseException):
             raise reply
-        self.received += sum(len(entries) for _stream, entries in read or [])
+        self.received += _entries_read(read)
         jobs = consumer.jobs(part, reply)
         if jobs:
             self.started += len(jobs)
             consumer.deliver_started(jobs, more=part if len(jobs) >= count else None)
             await asyncio.sleep(0)  # the jobs reach their handlers before this watcher sets up its next wait
+
+    async def _read_then_take(self, part: KeySchema, staging: str, keys: list[str], args: list[Any]) -> list[Any]:
+        """The blocking read as ``staging`` and take.lua right behind it, in one write: both replies
+        (or errors). Over the watcher's own connection (:class:`HeldConnection`), or on a cluster over
+        a pipeline to the partition's node."""
+        consumer = self.consumer
+        streams = part.streams()
+        held = self.held.get(part)
+        if held is None and HeldConnection.usable(consumer.redis):
+            held = self.held[part] = HeldConnection(consumer.redis)
+        if held is None:
+            pipe = consumer.redis.pipeline(transaction=False)
+            pipe.xreadgroup(WORKER_GROUP, staging, {s: ">" for s in streams}, count=1, block=consumer.block_ms)
+            consumer.scripts.queue_call(pipe, "take", keys, args)
+            return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
+        read = ("XREADGROUP", "GROUP", WORKER_GROUP, staging, "COUNT", 1, "BLOCK", consumer.block_ms, "STREAMS",
+                *streams, *([">"] * len(streams)))  # fmt: skip
+        return await held.exchange(read, consumer.scripts.call_command("take", keys, args))
+
+
+def _entries_read(read: Any) -> int:
+    """How many entries an XREADGROUP reply holds: RESP3 ``{stream: entries}`` (read off a connection),
+    RESP2 or redis-py's parsed ``[[stream, entries], ...]`` (a pipeline), or none (the block ran out)."""
+    if not read:
+        return 0
+    per_stream = read.values() if isinstance(read, dict) else (entries for _stream, entries in read)
+    return sum(len(entries) for entries in per_stream)

@@ -1,6 +1,7 @@
 """STREAMQ_DURABLE_SUBMIT against a real Redis with no replica (standalone, or each cluster master):
 WAIT confirms nothing, so the api answers 503 naming the setting, and the tasks exist anyway (documented).
-Also: script calls recover from NOSCRIPT (a flushed script cache), alone, pipelined and before WAIT."""
+Also: script calls recover from NOSCRIPT (a flushed script cache), alone, pipelined and before WAIT,
+and from a dropped connection."""
 
 from __future__ import annotations
 
@@ -90,3 +91,18 @@ async def test_scripts_reload_after_the_script_cache_is_flushed(redis: Redis, ke
     )
     assert reply[0] == 1 and acked == 0
     assert await redis.hget(keys.task(first.task.id), "status") == "pending"
+
+
+@pytest.mark.standalone_only(reason="script calls go over held connections on standalone and Sentinel clients only")
+async def test_a_script_call_whose_held_connection_was_dropped_runs_once_on_a_new_one(
+    redis: Redis, keys: KeySchema
+) -> None:
+    queue = Queue(redis, keys)
+    await queue.submit([TaskCreate(type="echo")])  # the call's connection is now held by queue.scripts
+    held = queue.scripts._held
+    assert held is not None and held.idle and held.idle[0].conn is not None
+    [client_id] = await held.exchange(("CLIENT", "ID"))
+    await redis.client_kill_filter(_id=client_id)
+    [second] = await queue.submit([TaskCreate(type="echo")])  # held connection fails: redis-py's path
+    assert (await queue.get(second.task.id)).status == "pending"
+    assert await redis.zcard(keys.common()[0]) == 2  # each submit ran once

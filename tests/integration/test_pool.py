@@ -1,13 +1,17 @@
 """The standalone client's pool: an idle connection is handed out at once, and with none idle at the
-limit a command still waits for one (it never fails with too many connections)."""
+limit a command still waits for one (it never fails with too many connections). Held connections
+(shared.redis.HeldConnection): replies in step, a dropped or cancelled one replaced."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
-from shared.redis import QuickBlockingPool, make_client
+from shared.redis import HeldConnection, HeldConnections, QuickBlockingPool, make_client
 from shared.settings import Settings
 
 
@@ -32,3 +36,60 @@ async def test_idle_connections_at_once_and_waiting_at_the_limit(settings: Setti
         assert await asyncio.gather(*(client.ping() for _ in range(50))) == [True] * 50
     finally:
         await client.aclose()
+
+
+@pytest.mark.standalone_only(reason="held connections are for standalone and Sentinel clients")
+async def test_a_held_connection_keeps_its_replies_in_step_and_survives_a_kill(settings: Settings) -> None:
+    client = make_client(settings)
+    held = HeldConnection(client)
+    try:
+        assert HeldConnection.usable(client)
+        await client.delete("held:k")
+        # every reply in order, an error reply among them handed back, not raised
+        ok, error, value = await held.exchange(("SET", "held:k", "1"), ("HGET", "held:k", "f"), ("GET", "held:k"))
+        assert ok == "OK" and value == "1"  # raw replies: no response callbacks
+        assert isinstance(error, ResponseError) and "WRONGTYPE" in str(error)
+        first = held.conn
+        assert first is not None and first not in pool_idle(client)  # held, not back in the pool
+        [again] = await held.exchange(("GET", "held:k"))
+        assert again == "1" and held.conn is first  # the same connection each time
+        # the server drops it: the exchange fails as redis-py fails, and the next one takes a fresh one
+        [client_id] = await held.exchange(("CLIENT", "ID"))
+        await client.client_kill_filter(_id=client_id)
+        with pytest.raises(RedisConnectionError):
+            await held.exchange(("GET", "held:k"))
+        assert held.conn is None and first in pool_idle(client)  # given back (disconnected)
+        assert await held.exchange(("GET", "held:k")) == ["1"]
+        # an exchange cancelled while waiting for its reply leaves no half-read connection behind
+        blocked = asyncio.ensure_future(held.exchange(("BLPOP", "held:empty", 5)))
+        await asyncio.sleep(0.1)
+        blocked.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await blocked
+        assert held.conn is None
+        assert await held.exchange(("GET", "held:k")) == ["1"]
+        await held.release()
+        assert held.conn is None and len(pool_idle(client)) >= 1
+    finally:
+        await held.release()
+        await client.delete("held:k")
+        await client.aclose()
+
+
+@pytest.mark.standalone_only(reason="held connections are for standalone and Sentinel clients")
+async def test_held_connections_shared_by_many_calls_keep_at_most_a_few(settings: Settings) -> None:
+    client = make_client(settings)
+    shared = HeldConnections(client, keep=2)
+    try:
+        replies = await asyncio.gather(*(shared.exchange(("ECHO", str(i))) for i in range(20)))
+        assert replies == [[str(i)] for i in range(20)]
+        assert len(shared.idle) == 2  # the rest went back to the pool
+        assert all(h.conn is not None and h.conn not in pool_idle(client) for h in shared.idle)
+    finally:
+        for held in shared.idle:
+            await held.release()
+        await client.aclose()
+
+
+def pool_idle(client: Redis) -> list[object]:
+    return list(client.connection_pool._available_connections)
