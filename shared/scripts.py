@@ -51,20 +51,26 @@ class Scripts:
 
     async def call(self, name: str, keys: list[str], args: list[Any], client: Any = None) -> Any:
         """One script call; its reply, or the error it raised. A script the server does not know
-        (NOSCRIPT), and a call whose connection failed, go through redis-py's script object, which
+        (NOSCRIPT), and a call whose held connection failed, go through redis-py's script object, which
         loads the script and retries on a new connection (as every call did before held connections:
         a call that ran before its connection failed may run twice, as with any retried command)."""
-        if self._held is not None and client is None:
-            try:
-                [reply] = await self._held.exchange(self.call_command(name, keys, args))
-            except (RedisConnectionError, RedisTimeoutError, OSError):
-                pass
-            else:
-                if not isinstance(reply, NoScriptError):
-                    if isinstance(reply, Exception):
-                        raise reply
-                    return reply
+        if client is None:
+            replies = await self._held_calls([(name, keys, args)])
+            if replies is not None and not isinstance(replies[0], NoScriptError):
+                if isinstance(replies[0], Exception):
+                    raise replies[0]
+                return replies[0]
         return await self._scripts[name](keys=keys, args=args, client=client)
+
+    async def _held_calls(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any] | None:
+        """Each call's reply or error, sent in one write over a held connection; None on a cluster
+        client, or when the connection failed (the caller then sends them the way redis-py retries)."""
+        if self._held is None:
+            return None
+        try:
+            return await self._held.exchange(*(self.call_command(*call) for call in calls))
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            return None
 
     async def call_then_wait(
         self, name: str, keys: list[str], args: list[Any], replicas: int, timeout_ms: int
@@ -118,13 +124,16 @@ class Scripts:
         pipe.execute_command(*self.call_command(name, keys, args))
 
     async def call_many(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
-        """Several script calls in one round trip (a pipeline without MULTI: each script is still its
-        own atomic call). Returns each call's reply or the exception it raised. A script the server
-        does not know (NOSCRIPT: it did not run) is loaded and called again on its own."""
-        pipe = self._client.pipeline(transaction=False)
-        for name, keys, args in calls:
-            self.queue_call(pipe, name, keys, args)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        """Several script calls in one round trip (one write over a held connection, or a pipeline; never
+        MULTI: each script is still its own atomic call). Returns each call's reply or the exception it
+        raised. A script the server does not know (NOSCRIPT: it did not run) is loaded and called again
+        on its own."""
+        replies = await self._held_calls(calls)
+        if replies is None:
+            pipe = self._client.pipeline(transaction=False)
+            for name, keys, args in calls:
+                self.queue_call(pipe, name, keys, args)
+            replies = await pipe.execute(raise_on_error=False)
         return [
             await self.unless_unknown(reply, name, keys, args)
             for reply, (name, keys, args) in zip(replies, calls, strict=True)

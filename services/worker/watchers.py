@@ -21,7 +21,9 @@ import asyncio
 import logging
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.worker.consumer import Consumer, wait_either
 from shared.keys import WORKER_GROUP, KeySchema
@@ -122,7 +124,14 @@ class Watchers:
             return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
         read = ("XREADGROUP", "GROUP", WORKER_GROUP, staging, "COUNT", 1, "BLOCK", consumer.block_ms, "STREAMS",
                 *streams, *([">"] * len(streams)))  # fmt: skip
-        return await held.exchange(read, consumer.scripts.call_command("take", keys, args))
+        take = consumer.scripts.call_command("take", keys, args)
+        try:
+            return await held.exchange(read, take)
+        except (RedisConnectionError, RedisTimeoutError):
+            # once more at once on a fresh connection (the held one went stale: a restart, a failover),
+            # as redis-py's own retry would: an entry the lost read delivered is taken by this take.lua
+            # (pending for the staging consumer); one the lost take.lua started is reclaimed after its lease
+            return await held.exchange(read, take)
 
 
 def _entries_read(read: Any) -> int:

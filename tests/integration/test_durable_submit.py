@@ -106,3 +106,9 @@ async def test_a_script_call_whose_held_connection_was_dropped_runs_once_on_a_ne
     [second] = await queue.submit([TaskCreate(type="echo")])  # held connection fails: redis-py's path
     assert (await queue.get(second.task.id)).status == "pending"
     assert await redis.zcard(keys.common()[0]) == 2  # each submit ran once
+    # the same for calls sent together (call_many: the worker's finishes, the scheduler's promotions)
+    [client_id] = await held.exchange(("CLIENT", "ID"))
+    await redis.client_kill_filter(_id=client_id)
+    cancel = [*keys.common(), keys.task(second.task.id)], [1000, second.task.id, 1000]
+    replies = await queue.scripts.call_many([("cancel", *cancel), ("cancel", *cancel)])
+    assert [list(r) for r in replies] == [[1, "cancelled"], [0, "cancelled"]]  # the second finds it done

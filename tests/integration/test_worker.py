@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from services.worker import builtin  # noqa: F401
@@ -130,6 +131,26 @@ async def test_an_idle_workers_read_starts_the_task_in_its_own_round_trip(
         keys.stream(3), WORKER_GROUP, "-", "+", 10, consumername=f"{worker.worker_id}~staged"
     )
     assert staged == [] and (await queue.get(second.task.id)).worker == worker.worker_id
+
+
+@pytest.mark.standalone_only(reason="a watcher holds its own connection on standalone and Sentinel clients only")
+async def test_a_watcher_whose_connection_was_dropped_reads_again_at_once(
+    settings: Settings, queue: Queue, redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_worker(settings) as worker:
+        while not worker.consumer.idle.is_set():
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # the watcher blocks in XREADGROUP on its held connection
+        [held] = worker.watchers.held.values()
+        assert held.conn is not None
+        blocked = [c for c in await redis.client_list() if c["cmd"] == "xreadgroup" and "b" in c["flags"]]
+        assert len(blocked) == 1
+        await redis.client_kill_filter(_id=blocked[0]["id"])  # as a restart or a failover drops it
+        await asyncio.sleep(0.05)
+        [task] = await queue.submit([TaskCreate(type="echo", payload=3)])
+        await wait_for_status(queue, task.task.id, {"completed"})
+        assert worker.watchers.started == 1  # started by the watcher's read on its new connection
+    assert "redis unavailable" not in caplog.text  # read again at once, not after the error path's back-off
 
 
 async def test_consumer_groups_lost_by_the_server_are_created_again(
