@@ -7,6 +7,7 @@ everything else talks to the client it returns through the same commands, script
 from __future__ import annotations
 
 import asyncio
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
@@ -294,12 +295,23 @@ class HeldConnection:
 class HeldConnections:
     """:class:`HeldConnection` s shared by many coroutines for short exchanges (script calls): each
     exchange takes an idle one or a new one, and gives it back after; at most ``keep`` stay held while
-    idle (the others go back to the pool), so the pool keeps its connections for everything else."""
+    idle (the others go back to the pool), so the pool keeps its connections for everything else.
+    :meth:`of` gives every user of one client the same set (a process may have a ``Queue``, and so a
+    ``Scripts``, per queue partition)."""
 
     def __init__(self, client: Redis, keep: int = 4) -> None:
         self.client = client
         self.keep = keep
         self.idle: list[HeldConnection] = []
+
+    @classmethod
+    def of(cls, client: Redis) -> HeldConnections:
+        """The one set of ``client``'s pool (made on first use, dropped with the pool)."""
+        pool = client.connection_pool
+        found = _HELD_BY_POOL.get(pool)
+        if found is None:
+            found = _HELD_BY_POOL[pool] = cls(client)
+        return found
 
     async def exchange(self, *commands: tuple[Any, ...]) -> list[Any]:
         held = self.idle.pop() if self.idle else HeldConnection(self.client)
@@ -310,6 +322,9 @@ class HeldConnections:
                 self.idle.append(held)
             else:
                 await held.release()
+
+
+_HELD_BY_POOL: weakref.WeakKeyDictionary[Any, HeldConnections] = weakref.WeakKeyDictionary()
 
 
 def raw_stream_reads(client: Redis) -> Redis:

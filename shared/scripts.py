@@ -46,8 +46,8 @@ class Scripts:
 
         self._client = client
         self._scripts: dict[str, AsyncScript] = {name: client.register_script(source(name)) for name in names()}
-        # standalone and Sentinel: calls go over held connections (shared.redis.HeldConnection)
-        self._held = HeldConnections(client) if HeldConnection.usable(client) else None
+        # standalone and Sentinel: calls go over the client's held connections (shared.redis.HeldConnection)
+        self._held = HeldConnections.of(client) if HeldConnection.usable(client) else None
 
     async def call(self, name: str, keys: list[str], args: list[Any], client: Any = None) -> Any:
         """One script call; its reply, or the error it raised. A script the server does not know

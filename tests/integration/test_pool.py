@@ -11,6 +11,9 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from shared.keys import KeySchema
+from shared.models import TaskCreate
+from shared.queue import Queue
 from shared.redis import HeldConnection, HeldConnections, QuickBlockingPool, make_client
 from shared.settings import Settings
 
@@ -93,3 +96,23 @@ async def test_held_connections_shared_by_many_calls_keep_at_most_a_few(settings
 
 def pool_idle(client: Redis) -> list[object]:
     return list(client.connection_pool._available_connections)
+
+
+@pytest.mark.standalone_only(reason="held connections are for standalone and Sentinel clients")
+async def test_every_queue_on_a_client_shares_its_few_held_connections(settings: Settings, keys: KeySchema) -> None:
+    """A process may have a Queue (so a Scripts) per queue partition: they share one set of held
+    connections, so at most a few stay out of the pool however many queues submit."""
+    client = make_client(settings)
+    try:
+        queues = [Queue(client, keys.for_queue(f"q{i}", 0)) for i in range(12)]  # as the api's broker makes them
+        assert len({id(q.scripts._held) for q in queues}) == 1
+        submitted = await asyncio.gather(*(q.submit([TaskCreate(type="echo")]) for q in queues for _ in range(5)))
+        assert len(submitted) == 60
+        shared = HeldConnections.of(client)
+        assert len(shared.idle) <= shared.keep
+        pool = client.connection_pool
+        assert len(pool._in_use_connections) == len(shared.idle)  # nothing else kept out of the pool
+    finally:
+        for held in HeldConnections.of(client).idle:
+            await held.release()
+        await client.aclose()
