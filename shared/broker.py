@@ -93,7 +93,8 @@ class Broker:
         replicas, timeout_ms = self.durable
         replies, acked = await self.default.scripts.call_many_then_wait(calls, replicas, timeout_ms)
         if acked < replicas and not any(isinstance(r, BaseException) for r in replies):
-            raise NotDurable([str(row[0]) for reply in replies for row in reply], replicas, acked, timeout_ms)
+            ids = [str(value) for reply in replies for value in reply[::4]]  # submit.lua: 4 values per task
+            raise NotDurable(ids, replicas, acked, timeout_ms)
         return replies
 
     # --- submit ----------------------------------------------------------------------------------

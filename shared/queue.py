@@ -177,8 +177,11 @@ class Queue:
         return [s.submitted() for s in await self.stored(tasks, reply)]
 
     async def stored(self, tasks: Sequence[TaskCreate], reply: list[Any]) -> list[Stored]:
-        """submit.lua's reply as Stored records (duplicates read back in one round trip)."""
-        duplicates = {str(r[0]) for r in reply if int(r[2])}
+        """submit.lua's reply (four values per task, flat) as Stored records (duplicates read back in
+        one round trip)."""
+        values = iter(reply)
+        rows = list(zip(values, values, values, values, strict=True))
+        duplicates = {str(r[0]) for r in rows if int(r[2])}
         earlier = {t.id: t for t in await self.get_many(sorted(duplicates))}
         queue = self.keys.queue
         new = tuple.__new__  # Stored(...) runs NamedTuple's Python-level __new__: 4% of a batch's api CPU
@@ -186,7 +189,7 @@ class Queue:
             new(Stored, (task, str(r[0]), queue, "", 0, earlier[str(r[0])]))
             if int(r[2])
             else new(Stored, (task, str(r[0]), queue, str(r[1]), int(r[3]), None))
-            for task, r in zip(tasks, reply, strict=True)
+            for task, r in zip(tasks, rows, strict=True)
         ]
 
     # --- read ------------------------------------------------------------------------------------

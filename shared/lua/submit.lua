@@ -7,12 +7,13 @@ KEYS[18 + 3*(i-1) + 2]  idempotency key of task i (unused when it has none)
 ARGV[1]  events MAXLEN          ARGV[2]  idempotency TTL (seconds)      ARGV[3]  number of tasks n
 then per task, 6 fixed values followed by its hash fields:
   id, type, priority, due_ms (0 = run now), has_idempotency_key (0/1), nfields, field1, value1, ...
-Returns: for each task {id, status, duplicate (0/1), created_at ms}; a duplicate returns the first
-task's id (and empty status), for the caller to read.
+Returns: for each task, four values in a flat list (no table per task): id, status, duplicate (0/1),
+created_at ms; a duplicate returns the first task's id (and empty status), for the caller to read.
 Index entries (all, type, status, scheduled) are written with one variadic ZADD per key at the end of
 the call (lib.lua's deferred writes); the task hash, its stream entry and its events per task.
 ]]
 local now = now_ms()
+local now_s = string.format('%d', now)  -- written as given (see lib.lua's defer_move)
 local idem_ttl = ARGV[2]
 local n = tonumber(ARGV[3])
 local out = {}
@@ -22,6 +23,8 @@ for i = 1, n do
   local base = FIRST_TASK_KEY + 3 * (i - 1)
   local task_key, type_key, idem_key = KEYS[base], KEYS[base + 1], KEYS[base + 2]
   local id, priority, due, has_idem = ARGV[a], ARGV[a + 2], tonumber(ARGV[a + 3]), ARGV[a + 4]
+  local a_due = a + 3
+  local o = 4 * (i - 1)  -- task i's four reply values
   local nfields = tonumber(ARGV[a + 5])
   local fields_at = a + 6
   a = fields_at + 2 * nfields
@@ -31,28 +34,30 @@ for i = 1, n do
     if not existing then redis.call('SET', idem_key, id, 'EX', idem_ttl) end
   end
   if existing then
-    out[i] = {existing, '', 1, 0}
+    out[o + 1], out[o + 2], out[o + 3], out[o + 4] = existing, '', 1, 0
   else
-    local hset = {'HSET', task_key, 'created_at', now, 'attempts', 0}
-    for f = fields_at, fields_at + 2 * nfields - 1 do hset[#hset + 1] = ARGV[f] end
-    local status = 'pending'
+    -- the whole task in one HSET (the script is atomic: no reader sees it half-made); the caller's
+    -- fields go last, straight from ARGV (no table built per task)
+    local last = fields_at + 2 * nfields - 1
+    local status
     if due > now then
       status = 'scheduled'
-      defer('ZADD', SCHEDULED, due, id)
-      hset[#hset + 1], hset[#hset + 2] = 'scheduled_for', due
+      defer('ZADD', SCHEDULED, ARGV[a_due], id)
+      redis.call('HSET', task_key, 'created_at', now_s, 'attempts', '0', 'scheduled_for', ARGV[a_due],
+        'status', status, unpack(ARGV, fields_at, last))
     else
+      status = 'pending'
       local msg = redis.call('XADD', stream_of(priority), '*', 'id', id)
-      hset[#hset + 1], hset[#hset + 2] = 'msg_id', msg
+      redis.call('HSET', task_key, 'created_at', now_s, 'attempts', '0', 'msg_id', msg, 'status', status,
+        unpack(ARGV, fields_at, last))
     end
-    hset[#hset + 1], hset[#hset + 2] = 'status', status
-    redis.call(unpack(hset))  -- the whole task in one HSET (the script is atomic: no reader sees it half-made)
-    defer('ZADD', INDEX_ALL, 0, id)
-    defer('ZADD', type_key, 0, id)
+    defer('ZADD', INDEX_ALL, '0', id)
+    defer('ZADD', type_key, '0', id)
     defer_move(id, nil, status)
     created = created + 1
-    emit('created', id, status)
-    if status == 'scheduled' then emit('scheduled', id, status) end
-    out[i] = {id, status, 0, now}
+    emit_batched('created', id, status)
+    if status == 'scheduled' then emit_batched('scheduled', id, status) end
+    out[o + 1], out[o + 2], out[o + 3], out[o + 4] = id, status, 0, now
   end
 end
 flush_deferred()
