@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from shared.errors import NotDurable, NotFound
 from shared.keys import WORKER_GROUP, KeySchema
 from shared.models import PRIORITIES, Stats, TaskCreate, TaskPublic, TaskStatus, WorkerInfo, new_task_ids
-from shared.queue import Queue, Stored, Submitted
+from shared.queue import Queue, Stored, Submitted, submit_rows
 from shared.queues import QueueConfig, QueueRegistry, partition_of
 from shared.recovery import reschedule, revive_failed
 
@@ -93,7 +93,7 @@ class Broker:
         replicas, timeout_ms = self.durable
         replies, acked = await self.default.scripts.call_many_then_wait(calls, replicas, timeout_ms)
         if acked < replicas and not any(isinstance(r, BaseException) for r in replies):
-            ids = [str(value) for reply in replies for value in reply[::4]]  # submit.lua: 4 values per task
+            ids = [str(row[0]) for reply in replies for row in submit_rows(reply)]
             raise NotDurable(ids, replicas, acked, timeout_ms)
         return replies
 

@@ -54,6 +54,12 @@ class Stored(NamedTuple):
         return Submitted(_public(self.task, self.id, self.queue, self.status, self.created_ms), False)
 
 
+def submit_rows(reply: list[Any]) -> list[tuple[Any, Any, Any, Any]]:
+    """submit.lua's flat reply as one (id, status, duplicate, created_at ms) row per task."""
+    values = iter(reply)
+    return list(zip(values, values, values, values, strict=True))
+
+
 def _encode(task: TaskCreate, task_id: str, queue: str) -> list[str]:
     # once per task of a batch: no dict of the optional fields and no orjson call for a missing payload
     # (half the time of the loop it replaced; same fields in the same order)
@@ -179,8 +185,7 @@ class Queue:
     async def stored(self, tasks: Sequence[TaskCreate], reply: list[Any]) -> list[Stored]:
         """submit.lua's reply (four values per task, flat) as Stored records (duplicates read back in
         one round trip)."""
-        values = iter(reply)
-        rows = list(zip(values, values, values, values, strict=True))
+        rows = submit_rows(reply)
         duplicates = {str(r[0]) for r in rows if int(r[2])}
         earlier = {t.id: t for t in await self.get_many(sorted(duplicates))}
         queue = self.keys.queue

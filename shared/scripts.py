@@ -16,6 +16,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from shared.redis import HeldConnection, HeldConnections, route_to_key
+
 STANDALONE = frozenset({"ratelimit"})  # scripts that do not use lib.lua's common KEYS layout
 LIBRARY = "lib"
 
@@ -42,8 +44,6 @@ class Scripts:
     """The registered scripts of one client (EVALSHA, reloaded on NOSCRIPT)."""
 
     def __init__(self, client: Redis) -> None:
-        from shared.redis import HeldConnection, HeldConnections
-
         self._client = client
         self._scripts: dict[str, AsyncScript] = {name: client.register_script(source(name)) for name in names()}
         # standalone and Sentinel: calls go over the client's held connections (shared.redis.HeldConnection)
@@ -89,8 +89,6 @@ class Scripts:
         (one pipeline; on a cluster the pipeline gives each node one connection, and each node gets its
         WAIT after its calls). Returns each call's reply (or error) and the fewest replicas any node
         confirmed. A call the server did not know (NOSCRIPT) is loaded and sent again with its own WAIT."""
-        from shared.redis import route_to_key
-
         pipe = self._client.pipeline(transaction=False)
         waits: dict[str, dict[str, Any]] = {}
         for name, keys, args in calls:

@@ -22,8 +22,7 @@ local a = 4
 for i = 1, n do
   local base = FIRST_TASK_KEY + 3 * (i - 1)
   local task_key, type_key, idem_key = KEYS[base], KEYS[base + 1], KEYS[base + 2]
-  local id, priority, due, has_idem = ARGV[a], ARGV[a + 2], tonumber(ARGV[a + 3]), ARGV[a + 4]
-  local a_due = a + 3
+  local id, priority, due_ms, has_idem = ARGV[a], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
   local o = 4 * (i - 1)  -- task i's four reply values
   local nfields = tonumber(ARGV[a + 5])
   local fields_at = a + 6
@@ -36,21 +35,18 @@ for i = 1, n do
   if existing then
     out[o + 1], out[o + 2], out[o + 3], out[o + 4] = existing, '', 1, 0
   else
+    local status, where, at  -- scheduled: its due time; pending: its stream entry
+    if tonumber(due_ms) > now then
+      status, where, at = 'scheduled', 'scheduled_for', due_ms
+      defer('ZADD', SCHEDULED, at, id)
+    else
+      status, where = 'pending', 'msg_id'
+      at = redis.call('XADD', stream_of(priority), '*', 'id', id)
+    end
     -- the whole task in one HSET (the script is atomic: no reader sees it half-made); the caller's
     -- fields go last, straight from ARGV (no table built per task)
-    local last = fields_at + 2 * nfields - 1
-    local status
-    if due > now then
-      status = 'scheduled'
-      defer('ZADD', SCHEDULED, ARGV[a_due], id)
-      redis.call('HSET', task_key, 'created_at', now_s, 'attempts', '0', 'scheduled_for', ARGV[a_due],
-        'status', status, unpack(ARGV, fields_at, last))
-    else
-      status = 'pending'
-      local msg = redis.call('XADD', stream_of(priority), '*', 'id', id)
-      redis.call('HSET', task_key, 'created_at', now_s, 'attempts', '0', 'msg_id', msg, 'status', status,
-        unpack(ARGV, fields_at, last))
-    end
+    redis.call('HSET', task_key, 'created_at', now_s, 'attempts', '0', where, at, 'status', status,
+      unpack(ARGV, fields_at, fields_at + 2 * nfields - 1))
     defer('ZADD', INDEX_ALL, '0', id)
     defer('ZADD', type_key, '0', id)
     defer_move(id, nil, status)
