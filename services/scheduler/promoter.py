@@ -7,7 +7,8 @@ picked up within the registry's cache period.
 
 After each pass the loop sleeps until the earliest due time of any partition (capped at
 ``max_wait_s``), on this process's clock corrected by the server's (every reply carries the server
-time); a newly scheduled task wakes it early through :class:`~services.scheduler.watcher.Watcher`.
+time: :class:`~services.scheduler.clock.ServerClock`); a newly scheduled task wakes it early
+through :class:`~services.scheduler.watcher.Watcher`.
 asyncio's timers wake up to a millisecond late (epoll waits whole milliseconds, rounded up), so the
 sleep ends up to ``SPIN_MS`` early and the pass reads its candidates, then yields to the event loop
 until the due time before it sends them to promote.lua: the call reaches Redis within a fraction
@@ -23,6 +24,7 @@ import math
 import time
 from typing import Any
 
+from services.scheduler.clock import ServerClock
 from shared import metrics
 from shared.keys import KeySchema
 from shared.loops import PeriodicLoop
@@ -51,13 +53,13 @@ class Promoter(PeriodicLoop):
         self.registry = registry or QueueRegistry(queue.redis, queue.keys)
         self.batch = batch
         self.max_wait_s = max_wait_s
-        self.offset_ms = 0  # server clock minus local clock
+        self.clock = ServerClock()
         self.next_due_ms: int | None = None  # the earliest due time the last pass saw (server clock)
         self.promoted = 0
 
     def server_now_ms(self) -> float:
         """The server's clock, estimated from this process's."""
-        return time.time() * 1000 + self.offset_ms
+        return self.clock.now_ms()
 
     async def tick(self) -> None:
         self.interval_s = self.max_wait_s  # kept if this pass fails (Redis down): no busy loop
@@ -105,16 +107,18 @@ class Promoter(PeriodicLoop):
         received = time.time() * 1000
         results = []
         for part, ids, reply in zip(parts, candidates, replies, strict=True):
-            results.append(self._count(part, ids, reply, (sent + received) / 2))
+            results.append(self._count(part, ids, reply, sent, received))
         return results
 
-    def _count(self, part: KeySchema, ids: list[str], reply: Any, midpoint_ms: float) -> tuple[int, int, int]:
+    def _count(
+        self, part: KeySchema, ids: list[str], reply: Any, sent_ms: float, received_ms: float
+    ) -> tuple[int, int, int]:
         if isinstance(reply, Exception):
             where = {"queue": part.queue, "partition": part.partition, "error": str(reply)}
             log.warning("promotion failed in one partition; will try again", extra=where)
             return 0, -1, 0
         now_ms, next_due_ms = int(reply[0]), int(reply[1])
-        self.offset_ms = int(now_ms - midpoint_ms)
+        self.clock.observe(now_ms, sent_ms, received_ms)
         lateness = metrics.SCHEDULER_LATENESS.labels(part.queue)
         for late_ms in reply[2:]:
             lateness.observe(int(late_ms) / 1000)
