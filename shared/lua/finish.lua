@@ -7,8 +7,8 @@ lease was lost (its entry reclaimed by another) cannot write over the task. Outc
                 else failed and dead-lettered
 The entry is acknowledged and deleted after the outcome is written, in the same script (entries
 are acknowledged and deleted with one XACK and one XDEL per stream, counters incremented with one
-HINCRBY each, and index and retention entries written with one ZREM / ZADD per key, at the end of
-the call). Ownership is read with one XPENDING per stream, over the batch's range of entry ids and
+HINCRBY each, index and retention entries written with one ZREM / ZADD per key, and the events
+stream trimmed once, at the end of the call). Ownership is read with one XPENDING per stream, over the batch's range of entry ids and
 for this consumer only (paged), not one XPENDING per outcome; each task's hash is read once (its
 history included) and written with one HSET.
 KEYS[1..17]  common keys (lib.lua)
@@ -41,7 +41,8 @@ end
 
 local now = now_ms()
 local group, consumer, ttl = ARGV[2], ARGV[3], ARGV[4]
-local expires = now + tonumber(ttl)
+-- written as strings, formatted once (redis.call formats a Lua number with %.17g on every use)
+local now_s, expires_s = string.format('%d', now), string.format('%d', now + tonumber(ttl))
 local out = {}
 local acks = {}  -- stream -> entry ids to acknowledge and delete
 local completed, retried, failed = 0, 0, 0
@@ -94,11 +95,11 @@ for i = 1, n do
       local hset = {'HSET', task_key}
       if hist ~= '' then hset[3], hset[4] = 'history', json_appended(h[6], hist) end
       if outcome == 'completed' then
-        hset_with(hset, 'status', 'completed', 'completed_at', now, 'msg_id', '', 'result', value, 'error', '')
+        hset_with(hset, 'status', 'completed', 'completed_at', now_s, 'msg_id', '', 'result', value, 'error', '')
         defer_move(id, status, 'completed')
-        defer('ZADD', RETENTION, expires, id)
+        defer('ZADD', RETENTION, expires_s, id)
         completed = completed + 1
-        emit('completed', id, 'completed')
+        emit_batched('completed', id, 'completed')
         out[i] = 'completed'
       elseif delay >= 0 and tonumber(h[4]) <= tonumber(h[5]) then
         local due = now + delay
@@ -106,16 +107,16 @@ for i = 1, n do
         defer_move(id, status, 'scheduled')
         defer('ZADD', SCHEDULED, due, id)
         retried = retried + 1
-        emit('retrying', id, 'scheduled')
+        emit_batched('retrying', id, 'scheduled')
         out[i] = 'scheduled'
       else
         local dead_id = redis.call('XADD', DEAD, '*', 'id', id, 'error', value)
-        hset_with(hset, 'status', 'failed', 'completed_at', now, 'msg_id', '', 'error', value, 'dead_id', dead_id)
+        hset_with(hset, 'status', 'failed', 'completed_at', now_s, 'msg_id', '', 'error', value, 'dead_id', dead_id)
         defer_move(id, status, 'failed')
-        defer('ZADD', RETENTION, expires, id)
+        defer('ZADD', RETENTION, expires_s, id)
         failed = failed + 1
-        emit('failed', id, 'failed')
-        emit('dead_lettered', id, 'failed')
+        emit_batched('failed', id, 'failed')
+        emit_batched('dead_lettered', id, 'failed')
         out[i] = 'failed'
       end
       local ids = acks[stream]

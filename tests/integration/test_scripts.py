@@ -249,11 +249,11 @@ async def test_take_writes_attempts_and_start_time_as_decimal_integers(
         assert raw["started_at"].isdigit() and 0 <= int(raw["started_at"]) - before_ms < 60_000
 
 
-async def test_take_and_promote_trim_the_events_stream_as_each_xadd_would(
+async def test_batch_scripts_trim_the_events_stream_as_each_xadd_would(
     queue: Queue, redis: Redis, keys: KeySchema
 ) -> None:
-    """take.lua and promote.lua add their events untrimmed and trim the stream once at the end of the
-    call (lib.lua's emit_batched): the stream must end as trimming with every XADD (MAXLEN ~) leaves it,
+    """take.lua, promote.lua, start.lua and finish.lua add their events untrimmed and trim the stream
+    once at the end of the call (lib.lua's emit_batched): the stream must end as trimming with every XADD (MAXLEN ~) leaves it,
     replayed here on another key with the same entry ids and fields (so the same stream nodes)."""
     from datetime import UTC, datetime
 
@@ -295,3 +295,8 @@ async def test_take_and_promote_trim_the_events_stream_as_each_xadd_would(
     start_keys = [*keys.common(), *(keys.task(f["id"]) for _, f in entries), keys.paused]
     assert [f["id"] for _, f in entries] == ids
     await check(("start", start_keys, args), 620, 300)
+    # finish.lua too: those 300 completed
+    args = [620, WORKER_GROUP, "c2", 60_000]
+    for entry_id, fields in entries:
+        args += [fields["id"], entry_id, "completed", "null", -1, ""]
+    await check(("finish", [*keys.common(), *(keys.task(f["id"]) for _, f in entries)], args), 620, 300)
