@@ -253,8 +253,9 @@ async def test_batch_scripts_trim_the_events_stream_as_each_xadd_would(
     queue: Queue, redis: Redis, keys: KeySchema
 ) -> None:
     """take.lua, promote.lua, start.lua and finish.lua add their events untrimmed and trim the stream
-    once at the end of the call (lib.lua's emit_batched): the stream must end as trimming with every XADD (MAXLEN ~) leaves it,
-    replayed here on another key with the same entry ids and fields (so the same stream nodes)."""
+    once at the end of the call (lib.lua's emit_batched): the stream must end as trimming with every
+    XADD (MAXLEN ~) leaves it, replayed here on another key with the same entry ids and fields (so the
+    same stream nodes)."""
     from datetime import UTC, datetime
 
     await ensure_group(redis, keys.streams(), WORKER_GROUP)
