@@ -74,20 +74,14 @@ class Executor:
         self.retry_max_s = retry_max_s
         self.deadlines = Deadlines()
 
-    async def run(self, job: Job) -> Outcome:
+    async def run(self, job: Job, task: asyncio.Task[Any] | None = None) -> Outcome:
+        """Run ``job`` in ``task`` (the current task: given by a caller that has it at hand)."""
         handler = self.registry.get(job.type)
         if handler is None:
             return self._failure(job, Permanent(f"no handler for task type {job.type!r} on this worker"))
-        ctx = TaskContext(
-            task_id=job.delivery.task_id,
-            type=job.type,
-            queue=job.delivery.keys.queue if job.delivery.keys else self.queue,
-            attempt=job.attempt,
-            max_retries=job.max_retries,
-            priority=job.priority,
-        )
+        ctx = self._context(job) if handler.wants_context else None
         timeout = job.timeout_s or self.default_timeout_s
-        task = asyncio.current_task()
+        task = task or asyncio.current_task()
         assert task is not None
         cancelling = task.cancelling()
         slot = self.deadlines.add(task, timeout)
@@ -108,6 +102,16 @@ class Executor:
             return Outcome(job, completed=True, value=orjson.dumps(result).decode())
         except TypeError as error:
             return self._failure(job, Permanent(f"result is not JSON serialisable: {error}"))
+
+    def _context(self, job: Job) -> TaskContext:
+        return TaskContext(
+            task_id=job.delivery.task_id,
+            type=job.type,
+            queue=job.delivery.keys.queue if job.delivery.keys else self.queue,
+            attempt=job.attempt,
+            max_retries=job.max_retries,
+            priority=job.priority,
+        )
 
     def _failure(self, job: Job, error: BaseException) -> Outcome:
         text = f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS]

@@ -40,16 +40,16 @@ class Job:
     @classmethod
     def from_reply(cls, delivery: Delivery, reply: list[str]) -> Job:
         _id, task_type, payload, timeout, attempts, max_retries, backoff, due, priority = reply
-        return cls(
-            delivery=delivery,
-            type=task_type,
-            payload_json=payload,
-            timeout_s=float(timeout) if timeout else None,
-            attempt=int(attempts),
-            max_retries=int(max_retries),
-            retry_backoff_s=float(backoff) if backoff else None,
-            due_ms=int(due),
-            priority=int(priority),
+        return cls(  # positional: keywords cost a tenth of building a job
+            delivery,
+            task_type,
+            payload,
+            float(timeout) if timeout else None,
+            int(attempts),
+            int(max_retries),
+            float(backoff) if backoff else None,
+            int(due),
+            int(priority),
         )
 
 

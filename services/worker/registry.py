@@ -32,7 +32,8 @@ class Handler:
     is_async: bool
     wants_context: bool
 
-    async def __call__(self, payload: Any, ctx: TaskContext) -> Any:
+    async def __call__(self, payload: Any, ctx: TaskContext | None) -> Any:
+        """Run the function; ``ctx`` is passed (and needed) only when it ``wants_context``."""
         args = (payload, ctx) if self.wants_context else (payload,)
         if self.is_async:
             return await self.func(*args)

@@ -1,10 +1,10 @@
-"""The worker's lock-free histograms expose exactly what a prometheus-client Histogram would."""
+"""The worker's lock-free histograms and counters expose exactly what a prometheus-client Histogram would."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from shared.metrics import TIME_BUCKETS, TallyHistogram
+from shared.metrics import TIME_BUCKETS, TallyCounter, TallyHistogram
 
 
 def test_tally_histogram_matches_prometheus_client() -> None:
@@ -16,6 +16,22 @@ def test_tally_histogram_matches_prometheus_client() -> None:
         for labels in (("a", "x"), ("b", "y" if i % 2 else "z")):
             reference.labels(*labels).observe(v)
             tally.labels(*labels).observe(v)
+    want = [line for line in generate_latest(reference_registry).decode().splitlines() if "_created" not in line]
+    got_registry = CollectorRegistry()
+    got_registry.register(tally)
+    assert generate_latest(got_registry).decode().splitlines() == want
+
+
+def test_tally_counter_matches_prometheus_client() -> None:
+    reference_registry = CollectorRegistry()
+    reference = Counter("finished", "doc", ["queue", "status"], registry=reference_registry)
+    tally = TallyCounter("finished", "doc", ["queue", "status"], registry=CollectorRegistry())
+    for i in range(7):
+        for labels in (("a", "completed"), ("b", "failed" if i % 2 else "completed")):
+            reference.labels(*labels).inc()
+            tally.labels(*labels).inc()
+    tally.labels("a", "completed").inc(2.5)
+    reference.labels("a", "completed").inc(2.5)
     want = [line for line in generate_latest(reference_registry).decode().splitlines() if "_created" not in line]
     got_registry = CollectorRegistry()
     got_registry.register(tally)
