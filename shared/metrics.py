@@ -9,6 +9,7 @@ import logging
 import math
 from bisect import bisect_left
 from collections.abc import Iterator
+from typing import Generic, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
@@ -17,6 +18,7 @@ from prometheus_client.registry import Collector
 from shared import health
 
 log = logging.getLogger("streamq.metrics")
+C = TypeVar("C")  # a tally family's child
 
 TIME_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
@@ -41,7 +43,31 @@ class TallyChild:
         self.sum += amount
 
 
-class TallyHistogram(Collector):
+class _Tallies(Collector, Generic[C]):
+    """A labelled family whose children are plain Python numbers, built into a metric family when
+    scraped: ``labels`` is one dict lookup (a child made on first use by ``new_child``)."""
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: list[str], registry: CollectorRegistry | None
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = labelnames
+        self.children: dict[tuple[str, ...], C] = {}
+        if registry is not None:
+            registry.register(self)
+
+    def new_child(self) -> C:
+        raise NotImplementedError
+
+    def labels(self, *values: str) -> C:
+        child = self.children.get(values)
+        if child is None:
+            child = self.children[values] = self.new_child()
+        return child
+
+
+class TallyHistogram(_Tallies[TallyChild]):
     """A labelled histogram for per-task hot paths (worker, promoter): ``observe`` takes no lock and walks no
     bucket list (prometheus-client's takes a lock for the sum and one for the bucket, twice per task);
     the family is built from the tallies when scraped. Same name, buckets (``le`` inclusive) and
@@ -56,19 +82,11 @@ class TallyHistogram(Collector):
         buckets: tuple[float, ...],
         registry: CollectorRegistry | None = REGISTRY,
     ) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.labelnames = labelnames
         self.bounds = (*buckets, math.inf)
-        self.children: dict[tuple[str, ...], TallyChild] = {}
-        if registry is not None:
-            registry.register(self)
+        super().__init__(name, documentation, labelnames, registry)
 
-    def labels(self, *values: str) -> TallyChild:
-        child = self.children.get(values)
-        if child is None:
-            child = self.children[values] = TallyChild(self.bounds)
-        return child
+    def new_child(self) -> TallyChild:
+        return TallyChild(self.bounds)
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
@@ -94,7 +112,7 @@ class TallyCount:
         self.value += amount
 
 
-class TallyCounter(Collector):
+class TallyCounter(_Tallies[TallyCount]):
     """A labelled counter for per-task hot paths (a worker's finished runs): ``labels`` is one dict
     lookup and ``inc`` adds to a plain number (prometheus-client's Counter takes a lock in each: 4%
     of a busy worker's CPU); exposed as a Counter of the same name (``<name>_total``)."""
@@ -102,18 +120,10 @@ class TallyCounter(Collector):
     def __init__(
         self, name: str, documentation: str, labelnames: list[str], registry: CollectorRegistry | None = REGISTRY
     ) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.labelnames = labelnames
-        self.children: dict[tuple[str, ...], TallyCount] = {}
-        if registry is not None:
-            registry.register(self)
+        super().__init__(name, documentation, labelnames, registry)
 
-    def labels(self, *values: str) -> TallyCount:
-        child = self.children.get(values)
-        if child is None:
-            child = self.children[values] = TallyCount()
-        return child
+    def new_child(self) -> TallyCount:
+        return TallyCount()
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
