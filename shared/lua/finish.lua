@@ -8,9 +8,9 @@ lease was lost (its entry reclaimed by another) cannot write over the task. Outc
 The entry is acknowledged and deleted after the outcome is written, in the same script (entries
 are acknowledged and deleted with one XACK and one XDEL per stream, counters incremented with one
 HINCRBY each, index and retention entries written with one ZREM / ZADD per key, and the events
-stream trimmed once, at the end of the call). Ownership is read with one XPENDING per stream, over the batch's range of entry ids and
-for this consumer only (paged), not one XPENDING per outcome; each task's hash is read once (its
-history included) and written with one HSET.
+stream trimmed once, at the end of the call). Ownership is read with one XPENDING per stream, over
+the batch's range of entry ids and for this consumer only (paged), not one XPENDING per outcome;
+each task's hash is read once (its history included) and written with one HSET.
 KEYS[1..17]  common keys (lib.lua)
 KEYS[17 + i] task hash of outcome i
 ARGV[1]  events MAXLEN   ARGV[2]  consumer group   ARGV[3]  consumer   ARGV[4]  result TTL (ms)
