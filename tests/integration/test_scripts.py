@@ -301,3 +301,41 @@ async def test_batch_scripts_trim_the_events_stream_as_each_xadd_would(
     for entry_id, fields in entries:
         args += [fields["id"], entry_id, "completed", "null", -1, ""]
     await check(("finish", [*keys.common(), *(keys.task(f["id"]) for _, f in entries)], args), 620, 300)
+
+
+async def test_submit_stores_the_fields_encode_describes(queue: Queue, redis: Redis, keys: KeySchema) -> None:
+    """submit.lua writes id, queue, type and priority from its own arguments (sent once per task) and
+    the rest from the caller's fields: the hash holds exactly ``_encode``'s fields (what fire.lua
+    stores for a cron task), plus the state fields."""
+    from datetime import UTC, datetime, timedelta
+
+    from shared.queue import _encode
+
+    later = datetime.now(UTC) + timedelta(hours=1)
+    tasks = [
+        TaskCreate.model_validate(
+            {
+                "type": "echo",
+                "payload": {"a": [1, 2.5]},
+                "webhook": "http://h/x",
+                "timeout_s": 5,
+                "retry_backoff_s": 0.5,
+                "idempotency_key": "k",
+                "priority": 5,
+                "max_retries": 0,
+            }
+        ),
+        TaskCreate(type="noop", scheduled_for=later),
+    ]
+    done = await queue.submit(tasks)
+    for task, made in zip(tasks, done, strict=True):
+        raw = await redis.hgetall(keys.task(made.task.id))
+        fields = _encode(task, made.task.id, keys.queue)
+        state = {k: raw.pop(k) for k in ("created_at", "attempts", "status", "msg_id", "scheduled_for") if k in raw}
+        assert raw == dict(zip(fields[::2], fields[1::2], strict=True))
+        assert set(state) == {
+            "created_at",
+            "attempts",
+            "status",
+            "msg_id" if task.scheduled_for is None else "scheduled_for",
+        }
