@@ -343,6 +343,8 @@ class Consumer:
             running[ref] = create_task(self._process(job, ref))
 
     async def _process(self, job: Job, ref: str) -> None:
+        """Run the job; its outcome goes to the finisher, which frees the slot once it is recorded
+        (:meth:`_recorded`: the task ends with the handler, without waiting for the finish call)."""
         queue = self.of(job.delivery).queue
         started = time.time()
         _child(metrics.TASK_WAIT_SECONDS, queue, str(job.priority)).observe(max(0.0, started - job.due_ms / 1000))
@@ -350,19 +352,32 @@ class Consumer:
         self.running_in[queue] += 1
         try:
             outcome = await self.executor.run(job, self.running.get(ref))
-            _child(metrics.TASK_RUN_SECONDS, queue, job.type).observe(time.time() - started)
-            status = await self.finisher.record(outcome)
-            self._count(job, status)
         except asyncio.CancelledError:
+            self._release(queue, ref)
             log.warning("task left pending at shutdown", extra={"task": job.delivery.task_id})
             raise
         except Exception:
-            log.exception("could not record outcome; the task will be reclaimed", extra={"task": job.delivery.task_id})
-        finally:
-            self.running_in[queue] -= 1
-            self.in_flight.pop(ref, None)
-            self.running.pop(ref, None)
-            self._slot_freed.set()
+            self._release(queue, ref)
+            log.exception("could not run the job; the task will be reclaimed", extra={"task": job.delivery.task_id})
+            return
+        _child(metrics.TASK_RUN_SECONDS, queue, job.type).observe(time.time() - started)
+        self.finisher.post(outcome, lambda status: self._recorded(job, ref, queue, status))
+
+    def _recorded(self, job: Job, ref: str, queue: str, status: str | BaseException) -> None:
+        if isinstance(status, BaseException):
+            log.error(
+                "could not record outcome; the task will be reclaimed",
+                extra={"task": job.delivery.task_id, "error": str(status)},
+            )
+        else:
+            self._count(job, status)
+        self._release(queue, ref)
+
+    def _release(self, queue: str, ref: str) -> None:
+        self.running_in[queue] -= 1
+        self.in_flight.pop(ref, None)
+        self.running.pop(ref, None)
+        self._slot_freed.set()
 
     def _gauge(self, queue: str) -> None:
         """``streamq_tasks_in_progress{queue}`` reads ``running_in`` when scraped (no lock per task)."""
@@ -384,18 +399,24 @@ class Consumer:
             log.warning("outcome not recorded: lease lost", extra={"task": job.delivery.task_id, "status": status})
 
     async def drain(self, grace_s: float) -> int:
-        """Wait up to ``grace_s`` for running jobs; cancel the rest (their entries stay pending for
-        another worker to reclaim). Returns how many were left unfinished."""
+        """Wait up to ``grace_s`` for running jobs and for the outcomes they posted to be recorded;
+        cancel the jobs still running (their entries stay pending for another worker to reclaim).
+        Returns how many were left unfinished."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
         if self._follow_ups:  # takes sent just before the stop: what they started is run too
             await asyncio.wait(set(self._follow_ups), timeout=grace_s)
         if self.ready:  # jobs a watcher's last blocking read started: run them too
             self.dispatch(self.ready)
             self.ready = []
+        left: set[asyncio.Task[None]] = set()
         if self.running:
-            _done, left = await asyncio.wait(set(self.running.values()), timeout=grace_s)
+            _done, left = await asyncio.wait(set(self.running.values()), timeout=max(0.0, deadline - loop.time()))
             for task in left:
                 task.cancel()
             if left:
                 await asyncio.wait(left)
-            return len(left)
-        return 0
+        with contextlib.suppress(TimeoutError):  # what finished is recorded, within the grace
+            async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                await self.finisher.idle()
+        return len(left)

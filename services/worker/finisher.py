@@ -12,6 +12,7 @@ partition, all in the same pipeline: each call touches one hash slot."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from services.worker.jobs import Outcome
@@ -19,6 +20,7 @@ from shared.keys import KeySchema
 from shared.scripts import Scripts
 
 MAX_BATCH = 256
+Recorded = Callable[[str | BaseException], None]  # told the status written, or the call's error
 
 
 class Refill(Protocol):
@@ -47,7 +49,7 @@ class Finisher:
         self.scripts = scripts
         self.keys = keys
         self._head: list[Any] = [events_maxlen, group, consumer, result_ttl_ms]
-        self._waiting: list[tuple[Outcome, asyncio.Future[str]]] = []
+        self._waiting: list[tuple[Outcome, Recorded]] = []
         self._flushing = False
         self._task: asyncio.Task[None] | None = None
         self.refill: Refill | None = None
@@ -55,13 +57,31 @@ class Finisher:
     async def record(self, outcome: Outcome) -> str:
         """Record one outcome; returns the status written (or ``lost``/``stale``)."""
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._waiting.append((outcome, future))
+
+        def settle(status: str | BaseException) -> None:
+            # a caller cancelled while waiting cancels only its own future: recorded all the same
+            if not future.done():
+                if isinstance(status, BaseException):
+                    future.set_exception(status)
+                else:
+                    future.set_result(status)
+
+        self.post(outcome, settle)
+        return await future
+
+    def post(self, outcome: Outcome, then: Recorded) -> None:
+        """Record one outcome in the next call; ``then`` gets the status written (or ``lost``/``stale``),
+        or the error that call raised. The caller need not wait: a worker's job ends with its handler,
+        and its slot is freed by ``then`` (no future and no second step of the job's task)."""
+        self._waiting.append((outcome, then))
         if not self._flushing:
             self._flushing = True
             self._task = asyncio.get_running_loop().create_task(self._flush())
-        # not shielded: a job cancelled while waiting cancels only its own future (the flush skips
-        # futures already done), and the outcome is recorded all the same
-        return await future
+
+    async def idle(self) -> None:
+        """Until every outcome posted so far is recorded (or failed)."""
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
 
     async def _flush(self) -> None:
         try:
@@ -72,14 +92,12 @@ class Finisher:
                 try:
                     statuses = await self._call([o for o, _ in batch])
                 except Exception as error:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(error)
+                    for _, then in batch:
+                        then(error)
                     continue
-                for (outcome, future), status in zip(batch, statuses, strict=True):
+                for (outcome, then), status in zip(batch, statuses, strict=True):
                     outcome.status = status
-                    if not future.done():
-                        future.set_result(status)
+                    then(status)
         finally:
             self._flushing = False
 

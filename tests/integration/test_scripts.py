@@ -339,3 +339,17 @@ async def test_submit_stores_the_fields_encode_describes(queue: Queue, redis: Re
             "status",
             "msg_id" if task.scheduled_for is None else "scheduled_for",
         }
+
+
+async def test_drain_returns_once_what_the_jobs_posted_is_recorded(queue: Queue, redis: Redis, keys: KeySchema) -> None:
+    """A job's task ends with its handler and posts the outcome to the finisher, which frees the slot
+    once it is recorded: a drain waits for those records too (within the grace), not only the tasks."""
+    await ensure_group(redis, keys.streams(), WORKER_GROUP)
+    await queue.submit([TaskCreate(type="noop") for _ in range(20)])
+    consumer = make_consumer(queue, "c1", concurrency=20)
+    jobs = await consumer.take(20)
+    consumer.dispatch(jobs)
+    assert await consumer.drain(5.0) == 0
+    statuses = [await redis.hget(keys.task(j.delivery.task_id), "status") for j in jobs]
+    assert statuses == ["failed"] * 20  # (no handler registered here) recorded before the drain returned
+    assert consumer.running == {} and consumer.in_flight == {} and consumer.free() == 20
