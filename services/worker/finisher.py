@@ -12,6 +12,7 @@ partition, all in the same pipeline: each call touches one hash slot."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -19,6 +20,7 @@ from services.worker.jobs import Outcome
 from shared.keys import KeySchema
 from shared.scripts import Scripts
 
+log = logging.getLogger("streamq.worker")
 MAX_BATCH = 256
 Recorded = Callable[[str | BaseException], None]  # told the status written, or the call's error
 
@@ -79,9 +81,10 @@ class Finisher:
             self._task = asyncio.get_running_loop().create_task(self._flush())
 
     async def idle(self) -> None:
-        """Until every outcome posted so far is recorded (or failed)."""
+        """Until every outcome posted so far is recorded (or failed); cancelling this wait does not
+        cancel the recording."""
         while self._task is not None and not self._task.done():
-            await asyncio.shield(self._task)
+            await asyncio.wait({self._task})
 
     async def _flush(self) -> None:
         try:
@@ -93,11 +96,11 @@ class Finisher:
                     statuses = await self._call([o for o, _ in batch])
                 except Exception as error:
                     for _, then in batch:
-                        then(error)
+                        _tell(then, error)
                     continue
                 for (outcome, then), status in zip(batch, statuses, strict=True):
                     outcome.status = status
-                    then(status)
+                    _tell(then, status)
         finally:
             self._flushing = False
 
@@ -143,3 +146,12 @@ class Finisher:
                 o.history,
             ]
         return "finish", keys, args
+
+
+def _tell(then: Recorded, status: str | BaseException) -> None:
+    """One poster's callback; one that fails is logged and does not keep the rest of the batch from
+    theirs (each frees a worker slot)."""
+    try:
+        then(status)
+    except Exception:
+        log.exception("outcome callback failed")
