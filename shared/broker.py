@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from shared.errors import NotDurable, NotFound
 from shared.keys import WORKER_GROUP, KeySchema
 from shared.models import PRIORITIES, Stats, TaskCreate, TaskPublic, TaskStatus, WorkerInfo, new_task_ids
-from shared.queue import Queue, Stored, Submitted, submit_rows
+from shared.queue import Queue, Stored, Submitted, submit_ids
 from shared.queues import QueueConfig, QueueRegistry, partition_of
 from shared.recovery import reschedule, revive_failed
 
@@ -86,15 +86,16 @@ class Broker:
         found = known.get(queue) or await self.registry.get(queue)
         return [found] if found is not None else []
 
-    async def _submit_durable(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
-        """The submit calls, then WAIT on each connection that wrote (README: durable submission);
-        :class:`NotDurable` (the api's 503) when fewer replicas than asked confirmed in time."""
+    async def _submit_durable(self, calls: list[tuple[str, list[str], list[Any]]], ids: list[list[str]]) -> list[Any]:
+        """The submit calls (made with ``ids``, one list per call), then WAIT on each connection that
+        wrote (README: durable submission); :class:`NotDurable` (the api's 503) when fewer replicas than
+        asked confirmed in time."""
         assert self.durable is not None
         replicas, timeout_ms = self.durable
         replies, acked = await self.default.scripts.call_many_then_wait(calls, replicas, timeout_ms)
         if acked < replicas and not any(isinstance(r, BaseException) for r in replies):
-            ids = [str(row[0]) for reply in replies for row in submit_rows(reply)]
-            raise NotDurable(ids, replicas, acked, timeout_ms)
+            written = [i for call_ids, reply in zip(ids, replies, strict=True) for i in submit_ids(call_ids, reply)]
+            raise NotDurable(written, replicas, acked, timeout_ms)
         return replies
 
     # --- submit ----------------------------------------------------------------------------------
@@ -124,19 +125,20 @@ class Broker:
             part = partition_of(task.idempotency_key or ids[i], config.partitions)
             groups.setdefault((config.name, part), []).append(i)
         calls: list[tuple[str, list[str], list[Any]]] = []
-        for (name, part), members in groups.items():
-            keys, args = self.queue(name, part).submit_call([tasks[i] for i in members], [ids[i] for i in members])
+        call_ids = [[ids[i] for i in members] for members in groups.values()]
+        for ((name, part), members), members_ids in zip(groups.items(), call_ids, strict=True):
+            keys, args = self.queue(name, part).submit_call([tasks[i] for i in members], members_ids)
             calls.append(("submit", keys, args))
         replies: list[Any]
         if self.durable is not None:
-            replies = await self._submit_durable(calls)
+            replies = await self._submit_durable(calls, call_ids)
         elif len(calls) == 1:  # the common case: one queue of one partition, as before partitions
             replies = [await self.default.scripts.call(*calls[0])]
         else:
             replies = await self.default.scripts.call_many(calls)
         stored = [
-            self.queue(name, part).stored([tasks[i] for i in members], reply)
-            for ((name, part), members), reply in zip(groups.items(), replies, strict=True)
+            self.queue(name, part).stored([tasks[i] for i in members], members_ids, reply)
+            for ((name, part), members), members_ids, reply in zip(groups.items(), call_ids, replies, strict=True)
             if not isinstance(reply, BaseException)
         ]
         records = iter(await asyncio.gather(*stored))  # one list per call that succeeded, in call order

@@ -54,27 +54,37 @@ class Stored(NamedTuple):
         return Submitted(_public(self.task, self.id, self.queue, self.status, self.created_ms), False)
 
 
-def submit_rows(reply: list[Any]) -> list[tuple[Any, Any, Any, Any]]:
-    """submit.lua's flat reply as one (id, status, duplicate, created_at ms) row per task."""
-    values = iter(reply)
-    return list(zip(values, values, values, values, strict=True))
+def submit_duplicates(reply: list[Any]) -> dict[int, str]:
+    """submit.lua's reply (``now_ms``, then a position and an earlier id per duplicate) as {position
+    in the call (0-based): the earlier task's id}."""
+    values = iter(reply[1:])
+    return {int(i) - 1: str(earlier) for i, earlier in zip(values, values, strict=True)}
+
+
+def submit_ids(ids: Sequence[str], reply: list[Any]) -> list[str]:
+    """The id each task of a submit call has: its own, or a duplicate's earlier task's."""
+    duplicates = submit_duplicates(reply)
+    return [duplicates.get(i, task_id) for i, task_id in enumerate(ids)] if duplicates else list(ids)
 
 
 def _encode(task: TaskCreate, task_id: str, queue: str) -> list[str]:
     """A new task's hash fields (field, value, ...)."""
-    return ["id", task_id, "queue", queue, "type", task.type, "priority", str(task.priority), *_encode_rest(task)]
-
-
-def _encode_rest(task: TaskCreate) -> list[str]:
-    """The hash fields after id, queue, type and priority (which submit.lua writes from its own
-    arguments: sent once per task, not twice)."""
-    # once per task of a batch: no dict of the optional fields and no orjson call for a missing payload
-    # (half the time of the loop it replaced)
-    payload = task.payload
-    fields: list[str] = [
-        "payload", "null" if payload is None else orjson.dumps(payload).decode(),
-        "max_retries", str(task.max_retries),
+    return [
+        "id", task_id, "queue", queue, "type", task.type, "priority", str(task.priority),
+        "payload", _payload(task), "max_retries", str(task.max_retries), *_extras(task),
     ]  # fmt: skip
+
+
+def _payload(task: TaskCreate) -> str:
+    payload = task.payload
+    return "null" if payload is None else orjson.dumps(payload).decode()
+
+
+def _extras(task: TaskCreate) -> list[str]:
+    """The optional hash fields (field, value, ...): submit.lua writes every other field from its
+    fixed per-task arguments (sent once each, without field names)."""
+    # once per task of a batch: no dict of the optional fields (half the time of the loop it replaced)
+    fields: list[str] = []
     if task.webhook is not None:
         fields += ["webhook", str(task.webhook)]
     if task.timeout_s is not None:
@@ -155,52 +165,49 @@ class Queue:
         self.result_ttl_ms = result_ttl_s * 1000
         self.idempotency_ttl_s = idempotency_ttl_s
         self._common = keys.common()
-        self._no_idempotency = keys.idempotency("")  # the KEYS slot of a task without a key (unused)
+        # submit.lua builds each task's keys from these (no KEYS per task to build, send and parse)
+        self._prefixes = [keys.task(""), keys.index_type(""), keys.idempotency("")]
 
     # --- submit ----------------------------------------------------------------------------------
     async def submit(self, tasks: Sequence[TaskCreate]) -> list[Submitted]:
         """Store, index and enqueue (or schedule) every task in one script call. New tasks are
         returned as built here (no read back); duplicates are read in one more round trip."""
         now_ms = int(time.time() * 1000)
-        keys, args = self.submit_call(tasks, [new_task_id(now_ms) for _ in tasks])
-        return await self.submitted(tasks, await self.scripts.call("submit", keys, args))
+        ids = [new_task_id(now_ms) for _ in tasks]
+        keys, args = self.submit_call(tasks, ids)
+        return [s.submitted() for s in await self.stored(tasks, ids, await self.scripts.call("submit", keys, args))]
 
     def submit_call(self, tasks: Sequence[TaskCreate], ids: Sequence[str]) -> tuple[list[str], list[Any]]:
         """submit.lua's KEYS and ARGV for ``tasks`` with the given new ids (for a caller that pipelines
         several partitions' calls)."""
-        keys = list(self._common)
-        args: list[Any] = [self.events_maxlen, self.idempotency_ttl_s, len(tasks), self.keys.queue]
-        no_idempotency = self._no_idempotency
+        args: list[Any] = [self.events_maxlen, self.idempotency_ttl_s, len(tasks), self.keys.queue, *self._prefixes]
         for task, task_id in zip(tasks, ids, strict=True):
-            idem = task.idempotency_key
-            keys += [
-                self.keys.task(task_id),
-                self.keys.index_type(task.type),
-                self.keys.idempotency(idem) if idem else no_idempotency,
-            ]
             due = dt_to_ms(task.scheduled_for) if task.scheduled_for else 0
-            fields = _encode_rest(task)
-            args += [task_id, task.type, task.priority, due, 1 if idem else 0, len(fields) // 2, *fields]
-        return keys, args
+            extras = _extras(task)
+            args += [
+                task_id, task.type, task.priority, due, task.idempotency_key or "", _payload(task), task.max_retries,
+                len(extras) // 2, *extras,
+            ]  # fmt: skip
+        return self._common, args
 
-    async def submitted(self, tasks: Sequence[TaskCreate], reply: list[Any]) -> list[Submitted]:
-        """submit.lua's reply as Submitted records (duplicates read back in one round trip)."""
-        return [s.submitted() for s in await self.stored(tasks, reply)]
-
-    async def stored(self, tasks: Sequence[TaskCreate], reply: list[Any]) -> list[Stored]:
-        """submit.lua's reply (four values per task, flat) as Stored records (duplicates read back in
-        one round trip)."""
-        rows = submit_rows(reply)
-        duplicates = {str(r[0]) for r in rows if int(r[2])}
-        earlier = {t.id: t for t in await self.get_many(sorted(duplicates))}
+    async def stored(self, tasks: Sequence[TaskCreate], ids: Sequence[str], reply: list[Any]) -> list[Stored]:
+        """submit.lua's reply for ``tasks`` (sent with ``ids``) as Stored records: a new task is
+        scheduled when due after the call's time, else pending; duplicates are read back in one round
+        trip."""
+        now_ms = int(reply[0])
+        duplicates = submit_duplicates(reply)
+        earlier = {t.id: t for t in await self.get_many(sorted(set(duplicates.values())))} if duplicates else {}
         queue = self.keys.queue
         new = tuple.__new__  # Stored(...) runs NamedTuple's Python-level __new__: 4% of a batch's api CPU
-        return [
-            new(Stored, (task, str(r[0]), queue, "", 0, earlier[str(r[0])]))
-            if int(r[2])
-            else new(Stored, (task, str(r[0]), queue, str(r[1]), int(r[3]), None))
-            for task, r in zip(tasks, rows, strict=True)
-        ]
+        out = []
+        for i, (task, task_id) in enumerate(zip(tasks, ids, strict=True)):
+            if i in duplicates:
+                out.append(new(Stored, (task, duplicates[i], queue, "", 0, earlier[duplicates[i]])))
+                continue
+            due = task.scheduled_for
+            status = "scheduled" if due is not None and dt_to_ms(due) > now_ms else "pending"
+            out.append(new(Stored, (task, task_id, queue, status, now_ms, None)))
+        return out
 
     # --- read ------------------------------------------------------------------------------------
     async def get(self, task_id: str) -> TaskPublic:

@@ -1,16 +1,19 @@
 --[[ submit.lua: store, index and enqueue (or schedule) a batch of new tasks, in one call.
 
-KEYS[1..17]  common keys (lib.lua)
-KEYS[18 + 3*(i-1) + 0]  task hash of task i
-KEYS[18 + 3*(i-1) + 1]  type index of task i
-KEYS[18 + 3*(i-1) + 2]  idempotency key of task i (unused when it has none)
+KEYS[1..17]  common keys (lib.lua); no per-task KEYS: each task's hash, type index and idempotency
+             key are built from the partition's prefixes in ARGV[5..7] (under the same hash tag as
+             every KEY, so the call stays in one cluster slot, as take.lua's task hashes do)
 ARGV[1]  events MAXLEN          ARGV[2]  idempotency TTL (seconds)      ARGV[3]  number of tasks n
-ARGV[4]  queue name
-then per task, 6 fixed values followed by its other hash fields (id, queue, type and priority are
-written from the fixed values: each is sent once):
-  id, type, priority, due_ms (0 = run now), has_idempotency_key (0/1), nfields, field1, value1, ...
-Returns: for each task, four values in a flat list (no table per task): id, status, duplicate (0/1),
-created_at ms; a duplicate returns the first task's id (and empty status), for the caller to read.
+ARGV[4]  queue name             ARGV[5]  task hash prefix               ARGV[6]  type index prefix
+ARGV[7]  idempotency key prefix
+then per task, 8 fixed values followed by its other hash fields (id, queue, type, priority, payload
+and max_retries are written from the fixed values: each is sent once, with no field name):
+  id, type, priority, due_ms (0 = run now), idempotency key ('' = none), payload JSON, max_retries,
+  nextra, field1, value1, ... (nextra pairs)
+Returns: {now_ms, then for each duplicate (an idempotency key already taken): its task's position
+  in the call (1-based), the earlier task's id}. A new task's created_at is now_ms and its status is
+  scheduled when its due_ms > now_ms, else pending: the caller knows both from what it sent (nothing
+  per new task comes back).
 Index entries (all, type, status, scheduled) are written with one variadic ZADD per key at the end of
 the call (lib.lua's deferred writes); the task hash, its stream entry and its events per task.
 ]]
@@ -18,25 +21,25 @@ local now = now_ms()
 local now_s = string.format('%d', now)  -- written as given (see lib.lua's defer_move)
 local idem_ttl = ARGV[2]
 local n = tonumber(ARGV[3])
-local queue = ARGV[4]
-local out = {}
+local queue, task_prefix, type_prefix, idem_prefix = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local out = {now}
 local created = 0
-local a = 5
+local a = 8
 for i = 1, n do
-  local base = FIRST_TASK_KEY + 3 * (i - 1)
-  local task_key, type_key, idem_key = KEYS[base], KEYS[base + 1], KEYS[base + 2]
-  local id, task_type, priority, due_ms, has_idem = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
-  local o = 4 * (i - 1)  -- task i's four reply values
-  local nfields = tonumber(ARGV[a + 5])
-  local fields_at = a + 6
-  a = fields_at + 2 * nfields
+  local id, task_type, priority, due_ms, idem = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local payload, max_retries = ARGV[a + 5], ARGV[a + 6]
+  local extra_at = a + 8
+  local extra_end = extra_at + 2 * tonumber(ARGV[a + 7]) - 1
+  a = extra_end + 1
   local existing = false
-  if has_idem == '1' then
+  if idem ~= '' then
+    local idem_key = idem_prefix .. idem
     existing = redis.call('GET', idem_key)
     if not existing then redis.call('SET', idem_key, id, 'EX', idem_ttl) end
   end
   if existing then
-    out[o + 1], out[o + 2], out[o + 3], out[o + 4] = existing, '', 1, 0
+    out[#out + 1] = i
+    out[#out + 1] = existing
   else
     local status, where, at  -- scheduled: its due time; pending: its stream entry
     if tonumber(due_ms) > now then
@@ -47,17 +50,16 @@ for i = 1, n do
       at = redis.call('XADD', stream_of(priority), '*', 'id', id)
     end
     -- the whole task in one HSET (the script is atomic: no reader sees it half-made); the caller's
-    -- fields go last, straight from ARGV (no table built per task)
-    redis.call('HSET', task_key, 'created_at', now_s, 'attempts', '0', where, at, 'status', status,
-      'id', id, 'queue', queue, 'type', task_type, 'priority', priority,
-      unpack(ARGV, fields_at, fields_at + 2 * nfields - 1))
+    -- other fields go last, straight from ARGV (no table built per task)
+    redis.call('HSET', task_prefix .. id, 'created_at', now_s, 'attempts', '0', where, at, 'status', status,
+      'id', id, 'queue', queue, 'type', task_type, 'priority', priority, 'payload', payload,
+      'max_retries', max_retries, unpack(ARGV, extra_at, extra_end))
     defer('ZADD', INDEX_ALL, '0', id)
-    defer('ZADD', type_key, '0', id)
+    defer('ZADD', type_prefix .. task_type, '0', id)
     defer_move(id, nil, status)
     created = created + 1
     emit_batched('created', id, status)
     if status == 'scheduled' then emit_batched('scheduled', id, status) end
-    out[o + 1], out[o + 2], out[o + 3], out[o + 4] = id, status, 0, now
   end
 end
 flush_deferred()

@@ -341,6 +341,48 @@ async def test_submit_stores_the_fields_encode_describes(queue: Queue, redis: Re
         }
 
 
+async def test_submit_answers_only_duplicates_and_the_records_match_the_hashes(
+    queue: Queue, redis: Redis, keys: KeySchema
+) -> None:
+    """submit.lua answers the call's time and, per duplicate, its position and the earlier task's id;
+    nothing per new task. The records built from that (``Queue.stored``: scheduled when due after the
+    call's time, else pending) hold the status and created_at each hash holds, and a duplicate (within
+    the call or of an earlier call) the earlier task."""
+    from datetime import UTC, datetime, timedelta
+
+    from shared.queue import submit_ids
+
+    [first] = await queue.submit([TaskCreate(type="noop", idempotency_key="a")])
+    now = datetime.now(UTC)
+    tasks = [
+        TaskCreate(type="noop", scheduled_for=now + timedelta(hours=1)),
+        TaskCreate(type="noop", scheduled_for=now - timedelta(seconds=1)),  # already due: enqueued now
+        TaskCreate(type="noop", idempotency_key="b"),
+        TaskCreate(type="noop", idempotency_key="a"),  # of the earlier call
+        TaskCreate(type="noop", idempotency_key="b"),  # of the third task of this call
+        TaskCreate(type="echo", payload=[1]),
+    ]
+    ids = [f"01TESTSUBMIT{i:014d}" for i in range(len(tasks))]
+    keys_, args = queue.submit_call(tasks, ids)
+    assert keys_ == keys.common()  # no per-task KEYS: submit.lua builds them from the prefixes
+    reply = await queue.scripts.call("submit", keys_, args)
+    assert [str(v) for v in reply[1:]] == ["4", first.task.id, "5", ids[2]]
+    assert submit_ids(ids, reply) == [ids[0], ids[1], ids[2], first.task.id, ids[2], ids[5]]
+    records = await queue.stored(tasks, ids, reply)
+    assert [r.status for r in records] == ["scheduled", "pending", "pending", "", "", "pending"]
+    assert [r.id for r in records] == submit_ids(ids, reply)
+    assert records[3].earlier is not None and records[3].earlier.id == first.task.id
+    assert records[4].earlier is not None and records[4].earlier.id == ids[2]
+    for record in records:
+        raw = await redis.hgetall(keys.task(record.id))
+        assert raw["status"] == (record.status or "pending")
+        if record.earlier is None:
+            assert int(raw["created_at"]) == record.created_ms == int(reply[0])
+    assert await redis.zcard(keys.index_all) == 5  # the earlier task and four new ones
+    assert await redis.zscore(keys.index_type("echo"), ids[5]) == 0
+    assert await redis.get(keys.idempotency("b")) == ids[2]
+
+
 async def test_drain_returns_once_what_the_jobs_posted_is_recorded(queue: Queue, redis: Redis, keys: KeySchema) -> None:
     """A job's task ends with its handler and posts the outcome to the finisher, which frees the slot
     once it is recorded: a drain waits for those records too (within the grace), not only the tasks."""

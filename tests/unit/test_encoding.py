@@ -65,7 +65,7 @@ def test_batch_json_is_the_batch_result_pydantic_writes(created_ms: int) -> None
 
 def test_hash_fields_of_a_task() -> None:
     """A new task's hash fields (shared/queue.py ``_encode``, as fire.lua stores them; submit.lua writes
-    id, queue, type and priority from its own arguments and the rest from ``_encode_rest``)."""
+    the same fields from its fixed per-task arguments and the optional ones from ``_extras``)."""
     full = TaskCreate.model_validate(
         {"type": "echo", "payload": {"a": [1, 2.5]}, "webhook": "http://h/x", "timeout_s": 5, "retry_backoff_s": 1e-7,
          "idempotency_key": "k", "priority": 5, "max_retries": 0}
