@@ -41,7 +41,7 @@ from shared.streams import ensure_group
 
 log = logging.getLogger("streamq.worker")
 SETTLE_S = 0.02  # longest a finish waits for the run loop's take call (see Consumer.settle)
-FOLLOW_UP_CHUNK = 64  # most entries one follow-up take of a burst starts (see Consumer.deliver_started)
+FOLLOW_UP_CHUNK = 128  # most entries one follow-up take of a burst starts (see Consumer.deliver_started)
 
 
 @functools.cache
