@@ -188,7 +188,7 @@ class Queue:
                 task_id, task.type, task.priority, due, task.idempotency_key or "", _payload(task), task.max_retries,
                 len(extras) // 2, *extras,
             ]  # fmt: skip
-        return self._common, args
+        return list(self._common), args  # a copy: a caller may add to its keys
 
     async def stored(self, tasks: Sequence[TaskCreate], ids: Sequence[str], reply: list[Any]) -> list[Stored]:
         """submit.lua's reply for ``tasks`` (sent with ``ids``) as Stored records: a new task is
