@@ -48,7 +48,7 @@ class _Tallies(Collector, Generic[C]):
     scraped: ``labels`` is one dict lookup (a child made on first use by ``new_child``)."""
 
     def __init__(
-        self, name: str, documentation: str, labelnames: list[str], registry: CollectorRegistry | None
+        self, name: str, documentation: str, labelnames: list[str], registry: CollectorRegistry | None = REGISTRY
     ) -> None:
         self.name = name
         self.documentation = documentation
@@ -116,11 +116,6 @@ class TallyCounter(_Tallies[TallyCount]):
     """A labelled counter for per-task hot paths (a worker's finished runs): ``labels`` is one dict
     lookup and ``inc`` adds to a plain number (prometheus-client's Counter takes a lock in each: 4%
     of a busy worker's CPU); exposed as a Counter of the same name (``<name>_total``)."""
-
-    def __init__(
-        self, name: str, documentation: str, labelnames: list[str], registry: CollectorRegistry | None = REGISTRY
-    ) -> None:
-        super().__init__(name, documentation, labelnames, registry)
 
     def new_child(self) -> TallyCount:
         return TallyCount()

@@ -370,7 +370,7 @@ class Consumer:
                 extra={"task": job.delivery.task_id, "error": str(status)},
             )
         else:
-            self._count(job, status)
+            self._count(job, queue, status)
         self._release(queue, ref)
 
     def _release(self, queue: str, ref: str) -> None:
@@ -385,8 +385,7 @@ class Consumer:
             self.running_in[queue] = 0
             _child(metrics.TASKS_IN_PROGRESS, queue).set_function(lambda: self.running_in[queue])
 
-    def _count(self, job: Job, status: str) -> None:
-        queue = self.of(job.delivery).queue
+    def _count(self, job: Job, queue: str, status: str) -> None:
         if status in ("completed", "failed"):
             self.processed += 1
             _child(metrics.TASKS_FINISHED, queue, job.type, status).inc()
