@@ -8,9 +8,10 @@ Keys that are not part of any script (worker registry, known task types) live ou
 key                                         type    what it holds
 ==========================================  ======  ===================================================
 <p>:{<q>}:stream:<priority>                 stream  one entry per runnable task (field ``id``), 1..5
-<p>:{<q>}:task:<id>                         hash    the task itself (fields of TaskPublic, JSON values)
-<p>:{<q>}:idx:all                           zset    every task id, score 0, ordered by id (time)
-<p>:{<q>}:idx:status:<status>               zset    ids per status, score 0, ordered by id
+<p>:{<q>}:task:<id>                         hash    the task itself (fields of TaskPublic, JSON values; id and queue
+                                                    are its key's, attempts absent until the first start)
+<p>:{<q>}:idx:status:<status>               zset    ids per status, score 0, ordered by id (time); each task
+                                                    is in one: their union is every task (no index of all)
 <p>:{<q>}:idx:type:<type>                   zset    ids per task type, score 0, ordered by id
 <p>:{<q>}:scheduled                         zset    scheduled ids, score = due time (ms)
 <p>:{<q>}:retention                         zset    finished ids, score = time they expire (ms)
@@ -104,12 +105,13 @@ class KeySchema:
     def task(self, task_id: str) -> str:
         return f"{self._q}:task:{task_id}"
 
-    @property
-    def index_all(self) -> str:
-        return f"{self._q}:idx:all"
-
     def index_status(self, status: TaskStatus | str) -> str:
         return f"{self._q}:idx:status:{TaskStatus(status).value}"
+
+    def status_indexes(self) -> list[str]:
+        """Every status index, in ``lua/lib.lua``'s order: each task is in exactly one (there is no
+        index of all tasks; their union is)."""
+        return [self.index_status(s) for s in STATUS_ORDER]
 
     def index_type(self, task_type: str) -> str:
         return f"{self._q}:idx:type:{task_type}"
@@ -164,16 +166,15 @@ class KeySchema:
         return f"{self._q}:paused"
 
     def common(self) -> list[str]:
-        """The first 17 KEYS of every state-change script, in the order ``lua/lib.lua`` expects."""
+        """The first 16 KEYS of every state-change script, in the order ``lua/lib.lua`` expects."""
         return [
-            *(self.index_status(s) for s in STATUS_ORDER),
+            *self.status_indexes(),
             self.events,
             self.stats,
             self.retention,
             self.scheduled,
             self.dead,
             *(self.stream(p) for p in range(MIN_PRIORITY, MAX_PRIORITY + 1)),
-            self.index_all,
         ]
 
     # --- global ---------------------------------------------------------------------------------

@@ -5,6 +5,9 @@ One ``Queue`` per process and queue name; every state change is one script call 
 
 from __future__ import annotations
 
+import asyncio
+import heapq
+import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,7 +17,7 @@ import orjson
 from redis.asyncio import Redis
 
 from shared.errors import Conflict, NotFound
-from shared.keys import KeySchema
+from shared.keys import STATUS_ORDER, KeySchema
 from shared.models import (
     AttemptError,
     Stats,
@@ -67,11 +70,12 @@ def submit_ids(ids: Sequence[str], reply: list[Any]) -> list[str]:
     return [duplicates.get(i, task_id) for i, task_id in enumerate(ids)] if duplicates else list(ids)
 
 
-def _encode(task: TaskCreate, task_id: str, queue: str) -> list[str]:
-    """A new task's hash fields (field, value, ...)."""
+def _encode(task: TaskCreate) -> list[str]:
+    """A new task's hash fields (field, value, ...). Its id and queue are in the hash's key, not in
+    the hash; attempts is written at its first start (absent: 0)."""
     return [
-        "id", task_id, "queue", queue, "type", task.type, "priority", str(task.priority),
-        "payload", _payload(task), "max_retries", str(task.max_retries), *_extras(task),
+        "type", task.type, "priority", str(task.priority), "payload", _payload(task),
+        "max_retries", str(task.max_retries), *_extras(task),
     ]  # fmt: skip
 
 
@@ -115,15 +119,15 @@ def _float(value: str | None) -> float | None:
     return None if value in (None, "") else float(value)
 
 
-def decode_task(raw: dict[str, str]) -> TaskPublic:
-    """A task hash (as stored by the scripts) to its public form."""
+def decode_task(raw: dict[str, str], task_id: str, queue: str) -> TaskPublic:
+    """A task hash (as stored by the scripts) to its public form; its id and queue come from its key."""
     history = [
         AttemptError(attempt=h["attempt"], error=h["error"], at=ms_to_dt(str(h["at"])))  # type: ignore[arg-type]
         for h in (_json(raw.get("history")) or [])
     ]
     return TaskPublic(
-        id=raw["id"],
-        queue=raw.get("queue", "default"),
+        id=task_id,
+        queue=queue,
         type=raw["type"],
         payload=_json(raw.get("payload")),
         priority=int(raw["priority"]),
@@ -180,7 +184,7 @@ class Queue:
     def submit_call(self, tasks: Sequence[TaskCreate], ids: Sequence[str]) -> tuple[list[str], list[Any]]:
         """submit.lua's KEYS and ARGV for ``tasks`` with the given new ids (for a caller that pipelines
         several partitions' calls)."""
-        args: list[Any] = [self.events_maxlen, self.idempotency_ttl_s, len(tasks), self.keys.queue, *self._prefixes]
+        args: list[Any] = [self.events_maxlen, self.idempotency_ttl_s, len(tasks), *self._prefixes]
         for task, task_id in zip(tasks, ids, strict=True):
             due = dt_to_ms(task.scheduled_for) if task.scheduled_for else 0
             extras = _extras(task)
@@ -214,7 +218,7 @@ class Queue:
         raw = await self.redis.hgetall(self.keys.task(task_id))
         if not raw:
             raise NotFound(task_id)
-        return decode_task(raw)
+        return decode_task(raw, task_id, self.keys.queue)
 
     async def get_many(self, task_ids: Sequence[str]) -> list[TaskPublic]:
         """Tasks in the given order, skipping ids whose hash is gone; one round trip."""
@@ -224,7 +228,8 @@ class Queue:
         for task_id in task_ids:
             pipe.hgetall(self.keys.task(task_id))
         raws = await pipe.execute()
-        return [decode_task(raw) for raw in raws if raw]
+        queue = self.keys.queue
+        return [decode_task(raw, task_id, queue) for task_id, raw in zip(task_ids, raws, strict=True) if raw]
 
     async def list_tasks(
         self,
@@ -238,14 +243,14 @@ class Queue:
         """Newest first. The narrowest index is read in id order; other filters are checked on the
         tasks, reading at most ``limit * LIST_SCAN_FACTOR`` entries per page (a short page still
         carries a cursor to continue from)."""
-        index = self._pick_index(status, task_type)
+        indexes = self._pick_indexes(status, task_type)
         upper = f"({cursor}" if cursor else "+"
         found: list[TaskPublic] = []
         budget = limit * LIST_SCAN_FACTOR
         last: str | None = None
         while len(found) < limit and budget > 0:
             chunk = min(budget, max(limit * 2, 100)) if (status and task_type) or priority else limit
-            ids: list[str] = await self.redis.zrange(index, upper, "-", desc=True, bylex=True, offset=0, num=chunk)
+            ids = await self._ids_below(indexes, upper, chunk)
             if not ids:
                 return found, None
             budget -= len(ids)
@@ -260,12 +265,23 @@ class Queue:
                 return found, None
         return found, last
 
-    def _pick_index(self, status: TaskStatus | None, task_type: str | None) -> str:
+    def _pick_indexes(self, status: TaskStatus | None, task_type: str | None) -> list[str]:
+        """The narrowest index; with no status or type, every status index (a task is in exactly one
+        of them: there is no index of all tasks, which would cost every submit an index write)."""
         if status is not None:
-            return self.keys.index_status(status)
+            return [self.keys.index_status(status)]
         if task_type is not None:
-            return self.keys.index_type(task_type)
-        return self.keys.index_all
+            return [self.keys.index_type(task_type)]
+        return self.keys.status_indexes()
+
+    async def _ids_below(self, indexes: list[str], upper: str, count: int) -> list[str]:
+        """The ``count`` greatest ids below ``upper`` in the union of ``indexes``, greatest first. Several
+        indexes are read in one indexes.lua call (a task moving between two status indexes is seen in
+        exactly one) and merged."""
+        if len(indexes) == 1:
+            return list(await self.redis.zrange(indexes[0], upper, "-", desc=True, bylex=True, offset=0, num=count))
+        pages: list[list[str]] = await self.scripts.call("indexes", indexes, ["page", upper, count])
+        return heapq.nlargest(count, itertools.chain.from_iterable(pages))
 
     @staticmethod
     def _matches(task: TaskPublic, status: TaskStatus | None, task_type: str | None, priority: int | None) -> bool:
@@ -276,25 +292,24 @@ class Queue:
         )
 
     async def stats(self) -> Stats:
-        """Counts from index sizes and counters: one pipelined round trip, no scans."""
+        """Counts from index sizes and counters: two requests sent together, no scans."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.zcard(self.keys.index_all)
-        for status in TaskStatus:
-            pipe.zcard(self.keys.index_status(status))
         pipe.hgetall(self.keys.stats)
         pipe.xlen(self.keys.dead)
-        reply = await pipe.execute()
-        counts = dict(zip(TaskStatus, reply[1 : 1 + len(TaskStatus)], strict=True))
-        counters: dict[str, str] = reply[-2]
+        # the status counts of one instant (one script), so their sum is the total
+        sizes, (counters, dead) = await asyncio.gather(
+            self.scripts.call("indexes", self.keys.status_indexes(), ["count"]), pipe.execute()
+        )
+        counts = dict(zip(STATUS_ORDER, sizes, strict=True))
         return Stats(
             queue=self.keys.queue,
-            total=reply[0],
+            total=sum(counts.values()),
             **{status.value: count for status, count in counts.items()},
             submitted_total=int(counters.get("submitted_total", 0)),
             completed_total=int(counters.get("completed_total", 0)),
             failed_total=int(counters.get("failed_total", 0)),
             retried_total=int(counters.get("retried_total", 0)),
-            dead_letter=reply[-1],
+            dead_letter=dead,
         )
 
     # --- state changes ---------------------------------------------------------------------------

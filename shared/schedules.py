@@ -223,7 +223,7 @@ class Schedules:
         task = TaskTemplate.model_validate_json(template)
         following = next_tick_ms(cron, timezone, max(now_ms, tick_ms))
         task_id = new_task_id(int(time.time() * 1000))
-        fields = _encode(task, task_id, self.keys.queue)
+        fields = _encode(task)
         keys = [
             *self._common,
             self.keys.schedule(name),

@@ -1,7 +1,8 @@
 """Lua scripts: read once from ``shared/lua``, registered once per client, called by name.
 
 State-change scripts get ``lib.lua`` prepended (shared helpers and the common KEYS layout);
-``ratelimit.lua`` stands alone. Each ``.lua`` file starts with a header listing KEYS, ARGV and returns.
+``ratelimit.lua`` and ``indexes.lua`` stand alone. Each ``.lua`` file starts with a header listing
+KEYS, ARGV and returns.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.redis import HeldConnection, HeldConnections, route_to_key
 
-STANDALONE = frozenset({"ratelimit"})  # scripts that do not use lib.lua's common KEYS layout
+STANDALONE = frozenset({"ratelimit", "indexes"})  # scripts that do not use lib.lua's common KEYS layout
 LIBRARY = "lib"
 
 

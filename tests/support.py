@@ -10,11 +10,25 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import httpx
 
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from shared.keys import KeySchema
+
 ROOT = Path(__file__).resolve().parent.parent
+
+
+async def task_ids(redis: Redis, keys: KeySchema) -> list[str]:
+    """Every task id of a partition, sorted: the union of its status indexes (each task is in exactly
+    one; there is no index of all tasks). Not atomic: for a test's settled state."""
+    pipe = redis.pipeline(transaction=False)
+    for index in keys.status_indexes():
+        pipe.zrange(index, 0, -1)
+    return sorted(task_id for page in await pipe.execute() for task_id in page)
 
 
 def free_port() -> int:

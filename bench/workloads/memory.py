@@ -2,7 +2,7 @@
 result TTL has passed and the workers' janitor has deleted the tasks.
 
 Kept bytes = ``used_memory`` after every task completed minus before any was submitted, divided
-by the tasks still held (``idx:all``; the TTL is set longer than the submit and drain, so
+by the tasks still held (the queue's stats total; the TTL is set longer than the submit and drain, so
 normally all of them). The events stream is capped (``STREAMQ_EVENTS_MAXLEN``) and
 stays after the tasks go, by design; it is reported on its own."""
 
@@ -33,11 +33,11 @@ async def run(ctx: Context) -> Figures:
         await enqueue(queue, cfg.memory_n)
         await wait_completed(ctx.redis, keys, cfg.memory_n + 1, *workers, timeout=120 + cfg.memory_n / 200)
         peak = await _used(ctx)
-        kept = int(await ctx.redis.zcard(keys.index_all))
+        kept = (await queue.stats()).total
         events_peak = int(await ctx.redis.memory_usage(keys.events, samples=0) or 0)
 
         async def expired() -> bool:
-            return int(await ctx.redis.zcard(keys.index_all)) == 0
+            return (await queue.stats()).total == 0
 
         await until(expired, *workers, what="finished tasks expired", timeout=cfg.memory_ttl_s + 120, every=0.5)
         after = await _used(ctx)

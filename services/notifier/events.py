@@ -55,15 +55,15 @@ class EventHandler:
             raws: list[dict[str, str]] = await pipe.execute()
             for (entry_id, fields), raw in zip(wanted, raws, strict=True):
                 if raw and raw.get("webhook"):
-                    created += await self._create(entry_id, fields["event"], raw)
+                    created += await self._create(entry_id, fields["event"], fields["task"], raw)
                 else:
                     ack.append(entry_id)
         if ack:
             await self.redis.xack(self.keys.events, NOTIFIER_GROUP, *ack)
         return created
 
-    async def _create(self, entry_id: str, event: str, raw: dict[str, Any]) -> int:
-        task = decode_task(raw)
+    async def _create(self, entry_id: str, event: str, task_id: str, raw: dict[str, Any]) -> int:
+        task = decode_task(raw, task_id, self.keys.queue)
         body = webhooks.body(event, task_data(task), entry_ms(entry_id))
         delay_ms = int(self.first_delay_s * random.uniform(1 - webhooks.JITTER, 1 + webhooks.JITTER) * 1000)
         created = await self.deliveries.create(

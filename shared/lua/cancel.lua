@@ -2,12 +2,12 @@
 
 A pending task's stream entry is deleted; if a worker already read it but has not started it,
 start.lua sees the cancelled status and acknowledges the entry without running it.
-KEYS[1..17]  common keys (lib.lua)      KEYS[18]  task hash
+KEYS[1..16]  common keys (lib.lua)      KEYS[17]  task hash
 ARGV[1]  events MAXLEN    ARGV[2]  task id    ARGV[3]  result TTL (ms)
 Returns: {1, 'cancelled'} on success, {0, current status} when it cannot be cancelled,
 {0, ''} when the task does not exist.
 ]]
-local task_key, id = KEYS[18], ARGV[2]
+local task_key, id = KEYS[17], ARGV[2]
 local h = redis.call('HMGET', task_key, 'status', 'msg_id', 'priority')
 local status = h[1]
 if not status then return {0, ''} end

@@ -1,7 +1,7 @@
 --[[ drop_consumer.lua: remove a (dead) worker's consumer from the group on every priority stream,
 only when it has no pending entry on any of them. XGROUP DELCONSUMER discards the pending
 entries of a consumer, so the check and the removal happen in one call.
-KEYS[1..17]  common keys (lib.lua; only the priority streams are used)
+KEYS[1..16]  common keys (lib.lua; only the priority streams are used)
 ARGV[1]  events MAXLEN (unused)   ARGV[2]  consumer group   ARGV[3]  consumer
 Returns: 1 when removed, 0 when it still has pending entries (nothing changed).
 ]]

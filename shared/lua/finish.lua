@@ -11,8 +11,8 @@ HINCRBY each, index and retention entries written with one ZREM / ZADD per key, 
 stream trimmed once, at the end of the call). Ownership is read with one XPENDING per stream, over
 the batch's range of entry ids and for this consumer only (paged), not one XPENDING per outcome;
 each task's hash is read once (its history included) and written with one HSET.
-KEYS[1..17]  common keys (lib.lua)
-KEYS[17 + i] task hash of outcome i
+KEYS[1..16]  common keys (lib.lua)
+KEYS[16 + i] task hash of outcome i
 ARGV[1]  events MAXLEN   ARGV[2]  consumer group   ARGV[3]  consumer   ARGV[4]  result TTL (ms)
 per outcome i, from ARGV[5 + 6*(i-1)]: task id, entry id, outcome, value (result JSON or error text),
   delay_ms (retry delay; -1 = never retry), history entry (JSON object, '' for none)

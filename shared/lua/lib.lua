@@ -1,21 +1,20 @@
 --[[ lib.lua: helpers prepended to every state-change script by shared/scripts.py.
 
-Every state-change script receives the same first 17 KEYS (KeySchema.common()):
+Every state-change script receives the same first 16 KEYS (KeySchema.common()):
   KEYS[1..6]   status indexes: pending, scheduled, processing, completed, failed, cancelled
   KEYS[7]      events stream          KEYS[8]  stats hash           KEYS[9] retention zset
   KEYS[10]     scheduled zset         KEYS[11] dead-letter stream
   KEYS[12..16] priority streams 1..5 (KEYS[11 + priority])
-  KEYS[17]     index of all tasks
-and ARGV[1] = the events stream's approximate MAXLEN. Script-specific KEYS start at KEYS[18].
+and ARGV[1] = the events stream's approximate MAXLEN. Script-specific KEYS start at KEYS[17].
 Times are the Redis server's clock in milliseconds, so every host agrees on what is due.
 ]]
 local STATUS_INDEX = {
   pending = KEYS[1], scheduled = KEYS[2], processing = KEYS[3],
   completed = KEYS[4], failed = KEYS[5], cancelled = KEYS[6],
 }
-local EVENTS, STATS, RETENTION, SCHEDULED, DEAD, INDEX_ALL = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[17]
+local EVENTS, STATS, RETENTION, SCHEDULED, DEAD = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
 local EVENTS_MAXLEN = ARGV[1]
-local FIRST_TASK_KEY = 18
+local FIRST_TASK_KEY = 17
 
 local function now_ms()
   local t = redis.call('TIME')

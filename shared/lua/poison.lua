@@ -4,8 +4,8 @@ without finishing (their worker crashed every time), in one call.
 The caller has just reclaimed these entries (XAUTOCLAIM), so they are pending for it. Writes are
 ordered dead letter first, acknowledgement last: were the script ever cut short, a task could be
 dead-lettered twice but never lost.
-KEYS[1..17]  common keys (lib.lua)
-KEYS[17 + i] task hash of entry i
+KEYS[1..16]  common keys (lib.lua)
+KEYS[16 + i] task hash of entry i
 ARGV[1]  events MAXLEN   ARGV[2]  consumer group   ARGV[3]  consumer   ARGV[4]  result TTL (ms)
 per entry i, from ARGV[5 + 5*(i-1)]: task id, entry id, priority of its stream, delivery count, error
 Returns: per entry, 'failed' when dead-lettered, 'stale' when the task no longer waits on that

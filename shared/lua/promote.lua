@@ -6,8 +6,8 @@ several scheduler replicas can run at once and each task is enqueued exactly onc
 (One ZMSCORE reads every candidate's due time and one variadic ZREM, with the index moves at the
 end of the call (lib.lua's deferred writes), removes the due ones: the script is atomic, so every
 task ZMSCORE found due is removed by this call's ZREM and by no other call.)
-KEYS[1..17]  common keys (lib.lua)
-KEYS[17 + i] task hash of candidate i
+KEYS[1..16]  common keys (lib.lua)
+KEYS[16 + i] task hash of candidate i
 ARGV[1]  events MAXLEN
 ARGV[1 + i]  task id of candidate i
 Returns: {now_ms, next_due_ms (-1 when nothing is scheduled), lateness_ms of each promoted task...}

@@ -1,7 +1,7 @@
 --[[ renew.lua: renew this worker's lease on its running entries (XCLAIM ... JUSTID resets the idle
 time without counting a delivery), but only for entries still pending for this consumer: a worker
 can never take back an entry another worker reclaimed.
-KEYS[1..17]  common keys (lib.lua; only the priority streams are used)
+KEYS[1..16]  common keys (lib.lua; only the priority streams are used)
 ARGV[1]  events MAXLEN (unused)   ARGV[2]  consumer group   ARGV[3]  consumer
 per entry i, from ARGV[4 + 2*(i-1)]: priority of its stream, entry id
 Returns: per entry, 1 when renewed, 0 when another consumer holds it now (lease lost), -1 when it

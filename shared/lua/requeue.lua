@@ -3,11 +3,11 @@
 
 Only a task still waiting on that very entry is touched. A task that had started keeps its attempt
 count: the fresh entry is marked as already started, so its redelivery is not a new attempt.
-KEYS[1..17]  common keys (lib.lua)      KEYS[18]  task hash
+KEYS[1..16]  common keys (lib.lua)      KEYS[17]  task hash
 ARGV[1]  events MAXLEN    ARGV[2]  task id    ARGV[3]  the deleted entry id
 Returns: the fresh entry id, or '' when the task no longer waits on that entry.
 ]]
-local task_key, id, old = KEYS[18], ARGV[2], ARGV[3]
+local task_key, id, old = KEYS[17], ARGV[2], ARGV[3]
 local h = redis.call('HMGET', task_key, 'status', 'msg_id', 'priority', 'started_msg')
 local status = h[1]
 if (status ~= 'pending' and status ~= 'processing') or h[2] ~= old then return '' end

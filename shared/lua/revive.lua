@@ -1,12 +1,12 @@
 --[[ revive.lua: put a failed or cancelled task back on its stream with fresh attempts.
 
 Its dead letter (if any) is removed and it leaves the retention set; its error history is kept.
-KEYS[1..17]  common keys (lib.lua)      KEYS[18]  task hash
+KEYS[1..16]  common keys (lib.lua)      KEYS[17]  task hash
 ARGV[1]  events MAXLEN    ARGV[2]  task id
 Returns: {1, 'pending'} on success, {0, current status} when it is not failed or cancelled,
 {0, ''} when the task does not exist.
 ]]
-local task_key, id = KEYS[18], ARGV[2]
+local task_key, id = KEYS[17], ARGV[2]
 local h = redis.call('HMGET', task_key, 'status', 'priority', 'dead_id')
 local status = h[1]
 if not status then return {0, ''} end

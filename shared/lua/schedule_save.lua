@@ -1,11 +1,11 @@
 --[[ schedule_save.lua: create a periodic schedule (fails when the name is taken).
 
-KEYS[1..17]  common keys (lib.lua)
-KEYS[18]  schedule hash    KEYS[19]  every schedule name (zset)    KEYS[20]  due schedules (zset)
+KEYS[1..16]  common keys (lib.lua)
+KEYS[17]  schedule hash    KEYS[18]  every schedule name (zset)    KEYS[19]  due schedules (zset)
 ARGV[1]  events MAXLEN   ARGV[2]  name   ARGV[3]  first tick (ms)   ARGV[4]  nfields, then field, value...
 Returns: {1, created_at ms} when created, {0, 0} when a schedule with that name exists.
 ]]
-local sched_key, all_key, due_key = KEYS[18], KEYS[19], KEYS[20]
+local sched_key, all_key, due_key = KEYS[17], KEYS[18], KEYS[19]
 local name, first = ARGV[2], ARGV[3]
 if redis.call('EXISTS', sched_key) == 1 then return {0, 0} end
 local now = now_ms()

@@ -3,13 +3,13 @@
 An entry whose task is gone, or no longer waits on that entry (cancelled, retried, finished),
 is acknowledged and deleted instead, and reported as skipped.
 A redelivery of the same entry (after a crash) does not count as a new attempt.
-While the partition is paused (KEYS[18 + n] exists), a pending task is not started: its entry is
+While the partition is paused (KEYS[17 + n] exists), a pending task is not started: its entry is
 acknowledged, deleted and put back at its stream's tail, and the entry reported as skipped (this
 closes the race with a blocking read that was waiting when the pause came).
 (lib.lua's start_entry does the work for each entry; take.lua shares it.)
-KEYS[1..17]  common keys (lib.lua)
-KEYS[17 + i] task hash of entry i
-KEYS[18 + n] the partition's pause flag (optional; n = number of entries)
+KEYS[1..16]  common keys (lib.lua)
+KEYS[16 + i] task hash of entry i
+KEYS[17 + n] the partition's pause flag (optional; n = number of entries)
 ARGV[1]  events MAXLEN    ARGV[2]  consumer group    ARGV[3]  consumer (worker id)
 per entry i, from ARGV[4 + 3*(i-1)]: entry id, task id, priority of the stream it was read from
 Returns: per entry, {} when skipped, else

@@ -1,30 +1,31 @@
 --[[ submit.lua: store, index and enqueue (or schedule) a batch of new tasks, in one call.
 
-KEYS[1..17]  common keys (lib.lua); no per-task KEYS: each task's hash, type index and idempotency
-             key are built from the partition's prefixes in ARGV[5..7] (under the same hash tag as
+KEYS[1..16]  common keys (lib.lua); no per-task KEYS: each task's hash, type index and idempotency
+             key are built from the partition's prefixes in ARGV[4..6] (under the same hash tag as
              every KEY, so the call stays in one cluster slot, as take.lua's task hashes do)
 ARGV[1]  events MAXLEN          ARGV[2]  idempotency TTL (seconds)      ARGV[3]  number of tasks n
-ARGV[4]  queue name             ARGV[5]  task hash prefix               ARGV[6]  type index prefix
-ARGV[7]  idempotency key prefix
-then per task, 8 fixed values followed by its other hash fields (id, queue, type, priority, payload
-and max_retries are written from the fixed values: each is sent once, with no field name):
+ARGV[4]  task hash prefix       ARGV[5]  type index prefix              ARGV[6]  idempotency key prefix
+then per task, 8 fixed values followed by its other hash fields (type, priority, payload and
+max_retries are written from the fixed values: each is sent once, with no field name; the id and
+the queue are in the hash's key and not written again, and attempts is absent until the first start,
+which readers take as 0):
   id, type, priority, due_ms (0 = run now), idempotency key ('' = none), payload JSON, max_retries,
   nextra, field1, value1, ... (nextra pairs)
 Returns: {now_ms, then for each duplicate (an idempotency key already taken): its task's position
   in the call (1-based), the earlier task's id}. A new task's created_at is now_ms and its status is
   scheduled when its due_ms > now_ms, else pending: the caller knows both from what it sent (nothing
   per new task comes back).
-Index entries (all, type, status, scheduled) are written with one variadic ZADD per key at the end of
+Index entries (type, status, scheduled) are written with one variadic ZADD per key at the end of
 the call (lib.lua's deferred writes); the task hash, its stream entry and its events per task.
 ]]
 local now = now_ms()
 local now_s = string.format('%d', now)  -- written as given (see lib.lua's defer_move)
 local idem_ttl = ARGV[2]
 local n = tonumber(ARGV[3])
-local queue, task_prefix, type_prefix, idem_prefix = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local task_prefix, type_prefix, idem_prefix = ARGV[4], ARGV[5], ARGV[6]
 local out = {now}
 local created = 0
-local a = 8
+local a = 7
 for i = 1, n do
   local id, task_type, priority, due_ms, idem = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
   local payload, max_retries = ARGV[a + 5], ARGV[a + 6]
@@ -51,10 +52,8 @@ for i = 1, n do
     end
     -- the whole task in one HSET (the script is atomic: no reader sees it half-made); the caller's
     -- other fields go last, straight from ARGV (no table built per task)
-    redis.call('HSET', task_prefix .. id, 'created_at', now_s, 'attempts', '0', where, at, 'status', status,
-      'id', id, 'queue', queue, 'type', task_type, 'priority', priority, 'payload', payload,
-      'max_retries', max_retries, unpack(ARGV, extra_at, extra_end))
-    defer('ZADD', INDEX_ALL, '0', id)
+    redis.call('HSET', task_prefix .. id, 'created_at', now_s, where, at, 'status', status, 'type', task_type,
+      'priority', priority, 'payload', payload, 'max_retries', max_retries, unpack(ARGV, extra_at, extra_end))
     defer('ZADD', type_prefix .. task_type, '0', id)
     defer_move(id, nil, status)
     created = created + 1

@@ -16,8 +16,8 @@ task's entry is put back at its stream's tail instead). An entry left with the s
 (this script did not run after the read) is taken by the next call, or reclaimed after the lease.
 The task hashes are built from ARGV[4] (the partition's task key prefix, under the same hash tag as
 every KEY, so the call stays in one cluster slot): the entries are only known inside the call.
-KEYS[1..17]  common keys (lib.lua)
-KEYS[18]     the partition's pause flag
+KEYS[1..16]  common keys (lib.lua)
+KEYS[17]     the partition's pause flag
 ARGV[1]  events MAXLEN   ARGV[2]  consumer group   ARGV[3]  consumer   ARGV[4]  task key prefix
 ARGV[5]  COUNT (free slots)   ARGV[6]  staging consumer ('' for none)
 Returns: per started entry, highest priority first: {entry id, stream priority, id, type, payload,

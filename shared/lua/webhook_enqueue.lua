@@ -6,14 +6,14 @@ event for the notifier's group in the same call.
 Mode 'redeliver': POST /api/tasks/{id}/redeliver; an existing delivery starts a fresh series of
 attempts (same webhook-id and body), a missing one is created.
 The task's webhook_status becomes 'pending' (only when the task still exists).
-KEYS[1..17]  common keys (lib.lua)
-KEYS[18] delivery hash    KEYS[19] due zset (webhooks:due)    KEYS[20] task hash
+KEYS[1..16]  common keys (lib.lua)
+KEYS[17] delivery hash    KEYS[18] due zset (webhooks:due)    KEYS[19] task hash
 ARGV[1]  events MAXLEN    ARGV[2]  mode ('event' | 'redeliver')    ARGV[3] delivery id
 ARGV[4]  task id    ARGV[5] event    ARGV[6] url    ARGV[7] body (JSON)    ARGV[8] delay before the first
 attempt (ms)    ARGV[9] consumer group    ARGV[10] event entry id (mode 'event')
 Returns: {created (1/0), due time ms}
 ]]
-local delivery_key, due_key, task_key = KEYS[18], KEYS[19], KEYS[20]
+local delivery_key, due_key, task_key = KEYS[17], KEYS[18], KEYS[19]
 local mode, id, task_id = ARGV[2], ARGV[3], ARGV[4]
 local now = now_ms()
 local due = now + tonumber(ARGV[8])

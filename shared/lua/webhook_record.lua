@@ -4,15 +4,15 @@ due time or final status, and the task's webhook_status, in one call.
 The log entry is always appended. The delivery changes only while this attempt is its latest
 (attempt == its attempts counter): a notifier whose lease ran out cannot overwrite the attempt that
 took over. The task's webhook_status changes only while this delivery is the task's latest.
-KEYS[1..17]  common keys (lib.lua)
-KEYS[18] due zset    KEYS[19] delivery hash    KEYS[20] task hash    KEYS[21] task's delivery log
+KEYS[1..16]  common keys (lib.lua)
+KEYS[17] due zset    KEYS[18] delivery hash    KEYS[19] task hash    KEYS[20] task's delivery log
 ARGV[1]  events MAXLEN    ARGV[2]  delivery id    ARGV[3] attempt    ARGV[4] status (delivered,
 retrying, failed, gone)    ARGV[5] delay before the next attempt (ms, when retrying)
 ARGV[6]  log entry (JSON)    ARGV[7] log length cap    ARGV[8] how long finished records are kept (ms)
 ARGV[9]  error text ('' when none)
 Returns: the status written, 'stale' (a later attempt owns the delivery) or 'missing'.
 ]]
-local due_key, delivery_key, task_key, log_key = KEYS[18], KEYS[19], KEYS[20], KEYS[21]
+local due_key, delivery_key, task_key, log_key = KEYS[17], KEYS[18], KEYS[19], KEYS[20]
 local id, attempt, status = ARGV[2], ARGV[3], ARGV[4]
 local keep = tonumber(ARGV[8])
 redis.call('RPUSH', log_key, ARGV[6])

@@ -21,6 +21,7 @@ from shared.settings import Settings
 from tests.e2e.processes import service_env, start_schedulers, start_workers, stop_all
 from tests.integration.helpers import wait_for_status
 from tests.integration.scheduling import entry_ms
+from tests.support import task_ids
 
 pytestmark = pytest.mark.e2e
 
@@ -77,7 +78,7 @@ async def test_every_second_schedule_with_three_replicas(
         await asyncio.sleep(5)
         assert (await api.post("/api/schedules/heartbeat/pause")).status_code == 200
         await asyncio.sleep(0.3)
-        ids = await redis.zrange(keys.index_all, 0, -1)
+        ids = await task_ids(redis, keys)
         pipe = redis.pipeline(transaction=False)
         for task_id in ids:
             pipe.hmget(keys.task(task_id), ["scheduled_for", "schedule"])

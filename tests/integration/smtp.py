@@ -72,7 +72,7 @@ PROMOTE = (
     LIB
     + """
 -- test-only stand-in for the scheduler: a due scheduled task back on its stream
-local task_key, id = KEYS[18], ARGV[2]
+local task_key, id = KEYS[17], ARGV[2]
 local due = redis.call('ZSCORE', SCHEDULED, id)
 if not due or tonumber(due) > now_ms() then return 0 end
 redis.call('ZREM', SCHEDULED, id)

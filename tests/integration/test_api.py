@@ -16,6 +16,7 @@ from shared.keys import KeySchema
 from shared.models import BatchResult, TaskCreate
 from shared.queue import Stored
 from shared.settings import Settings
+from tests.support import task_ids
 
 
 async def count_keys(redis: Redis, prefix: str) -> int:
@@ -60,7 +61,7 @@ async def test_idempotency_header_and_field(api: httpx.AsyncClient, redis: Redis
     field = await api.post("/api/tasks", json={"type": "noop", "idempotency_key": "order-1"})
     assert first.status_code == 201 and again.status_code == 200 and field.status_code == 200
     assert first.json()["id"] == again.json()["id"] == field.json()["id"]
-    assert await redis.zcard(keys.index_all) == 1 and await redis.xlen(keys.stream(3)) == 1
+    assert len(await task_ids(redis, keys)) == 1 and await redis.xlen(keys.stream(3)) == 1
     assert 0 < await redis.ttl(keys.idempotency("order-1")) <= 24 * 3600
 
 
@@ -196,10 +197,17 @@ async def test_types_advertised_and_lenient_mode(settings: Settings, redis: Redi
 
 
 async def test_list_filters_and_cursor(api: httpx.AsyncClient) -> None:
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     ids = []
     for i in range(25):
-        r = await api.post("/api/tasks", json={"type": "echo" if i % 2 else "noop", "priority": 1 + i % 5})
+        body: dict[str, object] = {"type": "echo" if i % 2 else "noop", "priority": 1 + i % 5}
+        if i % 3 == 1:
+            body["scheduled_for"] = later
+        r = await api.post("/api/tasks", json=body)
         ids.append(r.json()["id"])
+    for i in range(0, 25, 7):
+        assert (await api.post(f"/api/tasks/{ids[i]}/cancel")).status_code == 200
+    # unfiltered: the status indexes merged (no index of all tasks), newest first, no gaps or repeats
     seen: list[str] = []
     cursor = None
     while True:
@@ -210,10 +218,17 @@ async def test_list_filters_and_cursor(api: httpx.AsyncClient) -> None:
         if cursor is None:
             break
     assert seen == list(reversed(ids))
+    stats = (await api.get("/api/stats")).json()
+    assert (stats["total"], stats["pending"], stats["scheduled"], stats["cancelled"]) == (
+        25,
+        14,
+        7,
+        4,
+    )  # 7 was scheduled, then cancelled
     echo = (await api.get("/api/tasks", params={"type": "echo", "limit": 100})).json()["tasks"]
     assert [t["id"] for t in echo] == [i for n, i in enumerate(reversed(ids)) if (24 - n) % 2]
     both = (await api.get("/api/tasks", params={"type": "noop", "status": "pending", "priority": 1})).json()
-    assert {t["id"] for t in both["tasks"]} == {ids[i] for i in range(25) if i % 2 == 0 and i % 5 == 0}
+    assert {t["id"] for t in both["tasks"]} == {ids[20]}  # 0 cancelled, 10 scheduled
     bad = await api.get("/api/tasks", params={"status": "weird", "limit": 0})
     assert bad.status_code == 422 and {e["loc"][-1] for e in bad.json()["detail"]} == {"status", "limit"}
 
@@ -233,7 +248,7 @@ async def test_cancel_retry_delete_and_conflicts(api: httpx.AsyncClient, redis: 
     assert (await api.post(f"/api/tasks/{task_id}/cancel")).status_code == 200
     assert (await api.delete(f"/api/tasks/{task_id}")).status_code == 204
     assert (await api.get(f"/api/tasks/{task_id}")).status_code == 404
-    assert await redis.zcard(keys.index_all) == 0 and await redis.zcard(keys.retention) == 0
+    assert await task_ids(redis, keys) == [] and await redis.zcard(keys.retention) == 0
     for path in ("", "/retry", "/cancel"):
         method = api.get if not path else api.post
         assert (await method(f"/api/tasks/01NOSUCHTASK{path}")).status_code == 404

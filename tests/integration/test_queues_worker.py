@@ -190,7 +190,6 @@ async def test_equal_entry_ids_in_two_partitions_are_two_tasks(
                      "max_retries": 0, "status": "pending", "created_at": 1, "attempts": 0, "msg_id": "7-1"},
         )  # fmt: skip
         await redis.zadd(part.index_status("pending"), {task_id: 0})
-        await redis.zadd(part.index_all, {task_id: 0})
         await redis.xadd(part.stream(3), {"id": task_id}, id="7-1")  # the same entry id in both partitions
     started: list[tuple[str, str]] = []
     s = settings.model_copy(update={"queues": "twin", "worker_concurrency": 2})

@@ -21,7 +21,7 @@ from shared.schedules import ScheduleCreate, Schedules
 from shared.settings import Settings
 from tests.integration.helpers import wait_for_status
 from tests.integration.scheduling import entry_ms, running_scheduler
-from tests.support import RedisServer, wait_port
+from tests.support import RedisServer, task_ids, wait_port
 
 
 def _in(seconds: float) -> datetime:
@@ -179,7 +179,7 @@ async def test_paused_schedule_does_not_fire(settings: Settings, redis: Redis, k
 
 
 async def _fired_ticks(redis: Redis, keys: KeySchema) -> list[int]:
-    ids = await redis.zrange(keys.index_all, 0, -1)
+    ids = await task_ids(redis, keys)
     pipe = redis.pipeline(transaction=False)
     for task_id in ids:
         pipe.hget(keys.task(task_id), "scheduled_for")

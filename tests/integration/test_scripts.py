@@ -16,6 +16,7 @@ from shared.keys import WORKER_GROUP, KeySchema
 from shared.models import TaskCreate
 from shared.queue import Queue
 from shared.streams import ensure_group
+from tests.support import task_ids
 
 
 def make_consumer(queue: Queue, name: str, concurrency: int = 10) -> Consumer:
@@ -116,7 +117,7 @@ async def test_revive_and_expiry(queue: Queue, redis: Redis, keys: KeySchema) ->
     await redis.zadd(keys.retention, {done.task.id: 1})
     assert await queue.expire_due() == 1
     assert not await redis.exists(keys.task(done.task.id))
-    for key in (keys.index_all, keys.index_type("noop"), keys.index_status("completed"), keys.retention):
+    for key in (*keys.status_indexes(), keys.index_type("noop"), keys.retention):
         assert await redis.zcard(key) == 0
     assert (await queue.stats()).total == 0
 
@@ -330,15 +331,12 @@ async def test_submit_stores_the_fields_encode_describes(queue: Queue, redis: Re
     done = await queue.submit(tasks)
     for task, made in zip(tasks, done, strict=True):
         raw = await redis.hgetall(keys.task(made.task.id))
-        fields = _encode(task, made.task.id, keys.queue)
-        state = {k: raw.pop(k) for k in ("created_at", "attempts", "status", "msg_id", "scheduled_for") if k in raw}
-        assert raw == dict(zip(fields[::2], fields[1::2], strict=True))
-        assert set(state) == {
-            "created_at",
-            "attempts",
-            "status",
-            "msg_id" if task.scheduled_for is None else "scheduled_for",
-        }
+        fields = _encode(task)
+        state = {k: raw.pop(k) for k in ("created_at", "status", "msg_id", "scheduled_for") if k in raw}
+        assert raw == dict(zip(fields[::2], fields[1::2], strict=True))  # no id, queue or attempts: see _encode
+        assert set(state) == {"created_at", "status", "msg_id" if task.scheduled_for is None else "scheduled_for"}
+        got = await queue.get(made.task.id)  # id and queue from the key, attempts absent: 0
+        assert (got.id, got.queue, got.attempts, got.type) == (made.task.id, keys.queue, 0, task.type)
 
 
 async def test_submit_answers_only_duplicates_and_the_records_match_the_hashes(
@@ -378,7 +376,7 @@ async def test_submit_answers_only_duplicates_and_the_records_match_the_hashes(
         assert raw["status"] == (record.status or "pending")
         if record.earlier is None:
             assert int(raw["created_at"]) == record.created_ms == int(reply[0])
-    assert await redis.zcard(keys.index_all) == 5  # the earlier task and four new ones
+    assert len(await task_ids(redis, keys)) == 5  # the earlier task and four new ones
     assert await redis.zscore(keys.index_type("echo"), ids[5]) == 0
     assert await redis.get(keys.idempotency("b")) == ids[2]
 

@@ -65,20 +65,19 @@ def test_batch_json_is_the_batch_result_pydantic_writes(created_ms: int) -> None
 
 def test_hash_fields_of_a_task() -> None:
     """A new task's hash fields (shared/queue.py ``_encode``, as fire.lua stores them; submit.lua writes
-    the same fields from its fixed per-task arguments and the optional ones from ``_extras``)."""
+    the same fields from its fixed per-task arguments and the optional ones from ``_extras``). No id or
+    queue: both are in the hash's key."""
     full = TaskCreate.model_validate(
         {"type": "echo", "payload": {"a": [1, 2.5]}, "webhook": "http://h/x", "timeout_s": 5, "retry_backoff_s": 1e-7,
          "idempotency_key": "k", "priority": 5, "max_retries": 0}
     )  # fmt: skip
-    assert _encode(full, "ID", "q") == [
-        "id", "ID", "queue", "q", "type", "echo", "priority", "5", "payload", '{"a":[1,2.5]}', "max_retries", "0",
+    assert _encode(full) == [
+        "type", "echo", "priority", "5", "payload", '{"a":[1,2.5]}', "max_retries", "0",
         "webhook", "http://h/x", "timeout_s", "5.0", "retry_backoff_s", "1e-07", "idempotency_key", "k",
     ]  # fmt: skip
     bare = TaskCreate(type="noop")
-    assert _encode(bare, "ID", "q") == [
-        "id", "ID", "queue", "q", "type", "noop", "priority", "3", "payload", "null", "max_retries", "3"
-    ]  # fmt: skip
-    assert _encode(TaskCreate(type="noop", payload=0), "ID", "q")[9] == "0"
+    assert _encode(bare) == ["type", "noop", "priority", "3", "payload", "null", "max_retries", "3"]
+    assert _encode(TaskCreate(type="noop", payload=0))[5] == "0"
 
 
 @pytest.mark.parametrize("created_ms", [1_764_331_962_123, 1_764_331_962_000, 0])

@@ -76,7 +76,7 @@ def test_keys_share_one_hash_tag() -> None:
     per_queue = [*keys.common(), keys.task("01ABC"), keys.index_type("echo"), keys.idempotency("k{x}")]
     assert all(k.startswith("sq:{emails}:") for k in per_queue)
     assert keys.streams() == [f"sq:{{emails}}:stream:{p}" for p in (5, 4, 3, 2, 1)]
-    assert len(set(keys.common())) == 17
+    assert len(set(keys.common())) == 16
 
 
 def test_settings_errors_name_the_variable() -> None:

@@ -64,7 +64,7 @@ def test_every_queue_key_is_in_the_tag_slot(schema: KeySchema) -> None:
 
 
 def test_partitions_of_one_queue_use_different_slots() -> None:
-    slots = {key_slot(k.index_all.encode()) for k in KeySchema("sq", "bulk").partitions(8)}
+    slots = {key_slot(k.scheduled.encode()) for k in KeySchema("sq", "bulk").partitions(8)}
     assert len(slots) == 8
 
 
