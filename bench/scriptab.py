@@ -42,7 +42,18 @@ def sources(rev: str | None) -> dict[str, str]:
         ).stdout
 
     lib = read("lib")
+    if rev is not None and _layout(lib) != _layout((LUA / "lib.lua").read_text()):
+        # the KEYS lists are built by the working tree's Python: another layout reads the wrong keys
+        raise SystemExit(
+            f"{rev}'s lib.lua expects another KEYS layout ({_layout(lib)} against the working tree's "
+            f"{_layout((LUA / 'lib.lua').read_text())}): compare revisions of the same layout"
+        )
     return {name: lib + "\n" + read(name) for name in SCRIPTS}
+
+
+def _layout(lib: str) -> str:
+    """lib.lua's common KEYS layout, as its FIRST_TASK_KEY line (changed in 4494f02: no index of all)."""
+    return next((line for line in lib.splitlines() if line.startswith("local FIRST_TASK_KEY")), "none")
 
 
 async def bench_for(server: RedisServer, queue: str, scripts: dict[str, str]) -> Bench:

@@ -117,6 +117,8 @@ async def _queue_paths(redis: Redis, keys: KeySchema) -> None:
         ]
     )
     pending, scheduled = (s.task.id for s in created)
+    page, _ = await queue.list_tasks(limit=5)  # no filter: indexes.lua reads the six status indexes
+    assert {t.id for t in page} == {pending, scheduled} and (await queue.stats()).total == 2
     await queue.cancel(scheduled)
     await queue.revive(scheduled)
     await queue.cancel(scheduled)
@@ -144,7 +146,7 @@ async def test_queue_schedule_delivery_scripts_name_one_slot(
     spy = Spy(monkeypatch)
     await _queue_paths(redis, KeySchema(prefix, "bulk", partition))
     used = spy.assert_one_slot_each()
-    expected = {"submit", "cancel", "revive", "remove", "schedule_save", "schedule_pause", "fire"}
+    expected = {"submit", "indexes", "cancel", "revive", "remove", "schedule_save", "schedule_pause", "fire"}
     expected |= {"schedule_remove", "webhook_enqueue", "webhook_claim", "webhook_record"}
     assert expected <= used
 
