@@ -207,7 +207,10 @@ class _SentinelPool(SentinelConnectionPool):  # type: ignore[misc]  # untyped in
 
 def _sentinel(settings: Settings, topology: Topology) -> Redis:
     options = _common(settings, topology)
-    sentinel_options = {"decode_responses": True, "socket_timeout": 2.0, "socket_connect_timeout": 2.0}
+    sentinel_options: dict[str, Any] = {"decode_responses": True, "socket_timeout": 2.0, "socket_connect_timeout": 2.0}
+    if settings.redis_sentinel_password:  # the sentinels' own auth; the URL's credentials are the servers'
+        sentinel_options["username"] = settings.redis_sentinel_username or None
+        sentinel_options["password"] = settings.redis_sentinel_password
     manager = Sentinel(list(topology.hosts), sentinel_kwargs=sentinel_options, **options)
     return manager.master_for(topology.master, connection_pool_class=_SentinelPool, db=topology.db)
 

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     # auto = from the URL scheme (redis+cluster://, redis+sentinel://); README: Scaling out
     redis_mode: str = Field(default="auto", pattern=r"^(auto|standalone|cluster|sentinel)$")
+    # Sentinel: the sentinels' own credentials (their `requirepass` / ACL user); the URL's are the servers'
+    redis_sentinel_username: str = ""
+    redis_sentinel_password: str = Field(default="", repr=False)
     # "replicas:N[,timeout_ms]": after each submit, WAIT for N replicas (503 if fewer); empty = off
     durable_submit: str = ""
     key_prefix: str = Field(default="streamq", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")

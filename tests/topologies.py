@@ -105,8 +105,19 @@ class SentinelServers:
 
     MASTER = "streamq"
 
-    def __init__(self, down_after_ms: int = 1000, failover_timeout_ms: int = 3000) -> None:
+    def __init__(
+        self,
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 3000,
+        password: str = "",
+        sentinel_password: str = "",
+    ) -> None:
+        """``password``: the data servers' ``requirepass`` and ``masterauth`` (the sentinels get it as
+        ``auth-pass``); ``sentinel_password``: the sentinels' own ``requirepass``."""
         self.dir = Path(tempfile.mkdtemp(prefix="streamq-sentinel-"))
+        self.password, self.sentinel_password = password, sentinel_password
+        self.auth: dict[str, str] = {"password": password} if password else {}
+        self.sentinel_auth: dict[str, str] = {"password": sentinel_password} if sentinel_password else {}
         self.master_port, self.replica_port = free_port(), free_port()
         self.sentinel_ports = [free_port() for _ in range(3)]
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
@@ -124,7 +135,8 @@ class SentinelServers:
     def _data(self, port: int, extra: list[str]) -> None:
         folder = self.dir / str(port)
         folder.mkdir()
-        self.procs[port] = _start(["--port", str(port), *BASE, *extra], folder)
+        auth = ["--requirepass", self.password, "--masterauth", self.password] if self.password else []
+        self.procs[port] = _start(["--port", str(port), *BASE, *auth, *extra], folder)
         wait_port(port)
 
     def _sentinel(self, port: int, down_after_ms: int, failover_timeout_ms: int) -> None:
@@ -137,6 +149,8 @@ class SentinelServers:
             f"sentinel down-after-milliseconds {self.MASTER} {down_after_ms}\n"
             f"sentinel failover-timeout {self.MASTER} {failover_timeout_ms}\n"
             f"sentinel parallel-syncs {self.MASTER} 1\n"
+            + (f"sentinel auth-pass {self.MASTER} {self.password}\n" if self.password else "")
+            + (f"requirepass {self.sentinel_password}\n" if self.sentinel_password else "")
         )
         self.procs[port] = subprocess.Popen(
             ["redis-server", str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -144,12 +158,12 @@ class SentinelServers:
         wait_port(port)
 
     def _replica_synced(self) -> bool:
-        with redis.Redis(port=self.replica_port, decode_responses=True) as client:
+        with redis.Redis(port=self.replica_port, decode_responses=True, **self.auth) as client:
             return bool(client.info("replication").get("master_link_status") == "up")
 
     def _sentinels_see_replica(self) -> bool:
         for port in self.sentinel_ports:
-            with redis.Redis(port=port, decode_responses=True) as client:
+            with redis.Redis(port=port, decode_responses=True, **self.sentinel_auth) as client:
                 master = client.execute_command("SENTINEL", "MASTER", self.MASTER)
                 fields = dict(zip(master[::2], master[1::2], strict=True)) if isinstance(master, list) else master
                 if int(fields.get("num-slaves", 0)) < 1 or int(fields.get("num-other-sentinels", 0)) < 2:
@@ -164,7 +178,7 @@ class SentinelServers:
         """The master port each sentinel names (one element once they all agree)."""
         ports = set()
         for sentinel in self.sentinel_ports:
-            with redis.Redis(port=sentinel, decode_responses=True) as client:
+            with redis.Redis(port=sentinel, decode_responses=True, **self.sentinel_auth) as client:
                 _, port = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.MASTER)
                 ports.add(int(port))
         return ports
@@ -179,7 +193,7 @@ class SentinelServers:
         """The replica falls behind: SIGSTOP it and drop its link on the master, so whatever the master
         writes from now on reaches no replica (until :meth:`resume`). A lagging or partitioned replica."""
         self.procs[self.replica_port].send_signal(signal.SIGSTOP)
-        with redis.Redis(port=self.master_port, decode_responses=True) as client:
+        with redis.Redis(port=self.master_port, decode_responses=True, **self.auth) as client:
             client.client_kill_filter(_type="replica")
 
     def resume(self, port: int) -> None:
@@ -188,11 +202,12 @@ class SentinelServers:
     def restart(self, port: int) -> None:
         """Start a killed data server again, empty (no persistence): the sentinels make it a replica
         of the current master, as they do with a failed master that comes back."""
-        self.procs[port] = _start(["--port", str(port), *BASE], self.dir / str(port))
+        auth = ["--requirepass", self.password, "--masterauth", self.password] if self.password else []
+        self.procs[port] = _start(["--port", str(port), *BASE, *auth], self.dir / str(port))
         wait_port(port)
 
     def replicas_of(self, port: int) -> int:
-        with redis.Redis(port=port, decode_responses=True) as client:
+        with redis.Redis(port=port, decode_responses=True, **self.auth) as client:
             info = client.info("replication")
             return sum(1 for k, v in info.items() if k.startswith("slave") and "online" in str(v))
 
