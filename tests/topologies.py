@@ -53,34 +53,72 @@ def cluster_port() -> int:
 
 
 class ClusterServers:
-    """``masters`` cluster-enabled redis-servers joined by ``redis-cli --cluster create`` (no replicas)."""
+    """``masters`` cluster-enabled redis-servers joined by ``redis-cli --cluster create``, each with
+    ``replicas`` replicas (none by default); ``node_timeout_ms``: how soon a dead master's replica is
+    promoted."""
 
-    def __init__(self, masters: int = 3) -> None:
+    def __init__(self, masters: int = 3, replicas: int = 0, node_timeout_ms: int = 15000) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="streamq-cluster-"))
         self.ports: list[int] = []
-        while len(self.ports) < masters:
+        while len(self.ports) < masters * (1 + replicas):
             port = cluster_port()
             if port not in self.ports:
                 self.ports.append(port)
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.args: dict[int, list[str]] = {}
         try:
             for port in self.ports:
                 folder = self.dir / str(port)
                 folder.mkdir()
                 cluster = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
-                self.procs.append(_start(["--port", str(port), *BASE, *cluster], folder))
+                cluster += ["--cluster-node-timeout", str(node_timeout_ms)]
+                self.args[port] = ["--port", str(port), *BASE, *cluster]
+                self.procs[port] = _start(self.args[port], folder)
             for port in self.ports:
                 wait_port(port)
             subprocess.run(
                 ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
-                 "--cluster-replicas", "0", "--cluster-yes"],
+                 "--cluster-replicas", str(replicas), "--cluster-yes"],
                 check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60,
             )  # fmt: skip
             for port in self.ports:
                 _wait(lambda port=port: self._ok(port), f"cluster_state:ok on {port}")
+            if replicas:
+                _wait(lambda: self._replicas_synced(masters * replicas), "every replica in sync")
         except BaseException:
             self.stop()
             raise
+
+    def _replicas_synced(self, count: int) -> bool:
+        synced = 0
+        for port in self.ports:
+            with redis.Redis(port=port, decode_responses=True) as client:
+                info = client.info("replication")
+                synced += info.get("role") == "slave" and info.get("master_link_status") == "up"
+        return synced == count
+
+    def master_of(self, key: str) -> int:
+        """The port of the master that serves ``key``'s slot now."""
+        with redis.Redis(port=self.alive()[0], decode_responses=True) as client:
+            slot = int(client.execute_command("CLUSTER", "KEYSLOT", key))
+            for start, end, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
+                if int(start) <= slot <= int(end):
+                    return int(master[1])
+        raise LookupError(f"no master serves slot of {key}")
+
+    def alive(self) -> list[int]:
+        return [port for port, proc in self.procs.items() if proc.poll() is None]
+
+    def kill(self, port: int) -> None:
+        """SIGKILL one node (no shutdown, no last replication)."""
+        self.procs[port].kill()
+        self.procs[port].wait(timeout=10)
+
+    def restart(self, port: int) -> None:
+        """Start a killed node again from its nodes.conf, empty (no persistence): a master whose slots
+        a replica took over comes back as that replica's replica."""
+        self.procs[port] = _start(self.args[port], self.dir / str(port))
+        wait_port(port)
 
     @staticmethod
     def _ok(port: int) -> bool:
@@ -93,9 +131,9 @@ class ClusterServers:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports) + "/"
 
     def stop(self) -> None:
-        for proc in self.procs:
+        for proc in self.procs.values():
             proc.kill()
-        for proc in self.procs:
+        for proc in self.procs.values():
             proc.wait(timeout=10)
         shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -20,6 +20,7 @@ from services.api.middleware import BodyLimit, HttpMetrics
 from services.api.routes import deliveries, health, queues, recovery, schedules, services, stats, tasks
 from services.api.security import Guard, RateLimited, RateLimiter
 from services.api.types import TypeCatalog
+from services.api.unavailable import RETRY_AFTER_S, UNAVAILABLE, unavailable_body
 from shared.auth import parse_keys
 from shared.broker import Broker
 from shared.errors import Conflict, NotDurable, NotFound, not_durable_body
@@ -39,6 +40,7 @@ COMMON_RESPONSES: dict[int | str, dict[str, object]] = {
     414: {"description": "URL too long", **ERROR},
     429: {"description": "Rate limit exceeded (see Retry-After)", **ERROR},
     431: {"description": "Request headers too large", **ERROR},
+    503: {"description": "Redis is unavailable (see Retry-After); the request may not have been applied", **ERROR},
 }
 
 
@@ -113,6 +115,13 @@ def create_app(settings: Settings, *, fast_submit: bool = True) -> FastAPI:
     @app.exception_handler(NotDurable)
     async def not_durable(_request: Request, error: NotDurable) -> JSONResponse:
         return JSONResponse(not_durable_body(error), status_code=503)
+
+    async def redis_unavailable(_request: Request, error: Exception) -> JSONResponse:
+        headers = {"Retry-After": str(RETRY_AFTER_S)}
+        return JSONResponse(unavailable_body(error), status_code=503, headers=headers)
+
+    for unavailable in UNAVAILABLE:  # Redis out of reach: 503 and Retry-After, not 500
+        app.add_exception_handler(unavailable, redis_unavailable)
 
     @app.exception_handler(RateLimited)
     async def rate_limited(_request: Request, error: RateLimited) -> JSONResponse:

@@ -32,6 +32,7 @@ from services.api.coalesce import Coalescer
 from services.api.encoding import TaskJson
 from services.api.routes import tasks
 from services.api.routes.tasks import _count_stored
+from services.api.unavailable import RETRY_AFTER_S, UNAVAILABLE, unavailable_body
 from shared.broker import Broker
 from shared.errors import NotDurable, not_durable_body
 from shared.models import TaskCreate
@@ -86,10 +87,15 @@ class FastSubmit:
             return
         messages = await _read(receive)
         if messages[-1]["type"] == "http.request":
-            answer = await self._submit(b"".join(m.get("body", b"") for m in messages))
+            headers: list[tuple[bytes, bytes]] = []
+            try:
+                answer = await self._submit(b"".join(m.get("body", b"") for m in messages))
+            except UNAVAILABLE as error:  # as the app's exception handler answers (this runs outside it)
+                answer = 503, orjson.dumps(unavailable_body(error))
+                headers = [(b"retry-after", str(RETRY_AFTER_S).encode())]
             if answer is not None:
                 scope["route"] = self.route  # for HttpMetrics' route label, as routing would set it
-                await _respond(send, *answer)
+                await _respond(send, *answer, headers)
                 return
         await self.app(scope, _replay(messages, receive), send)
 
@@ -137,8 +143,8 @@ async def _read(receive: Receive) -> list[Message]:
             return messages
 
 
-async def _respond(send: Send, status: int, body: bytes) -> None:
+async def _respond(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:
     """The same head Starlette's ``Response(content, media_type="application/json")`` sends."""
-    headers = [(b"content-length", str(len(body)).encode()), (b"content-type", JSON)]
+    headers = [(b"content-length", str(len(body)).encode()), (b"content-type", JSON), *(extra or ())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -20,7 +18,7 @@ import pytest
 import redis
 
 from shared.keys import WORKER_GROUP, KeySchema
-from shared.models import _CROCKFORD as CROCKFORD
+from tests.e2e.failover import TERMINAL, TOTAL, Submissions, id_ms, submit, task_statuses, wait_terminal
 from tests.e2e.processes import wait_logged
 from tests.support import Service, free_port, wait_http
 from tests.topologies import SentinelServers
@@ -31,21 +29,8 @@ pytestmark = [
     pytest.mark.standalone_only(reason="starts its own Sentinel setup; runs once, in the standalone pass"),
 ]
 
-TOTAL = 5000
 KILL_AFTER = 2000  # acknowledged submissions before the master is killed
-BATCH = 100
 LAG_S = 0.5  # how long the master runs without its replica just before it is killed
-TERMINAL = {"completed", "failed", "cancelled"}
-
-
-@dataclass
-class Submissions:
-    acked: list[str] = field(default_factory=list)
-    refused: Counter[str] = field(default_factory=Counter)  # why a submission was not acknowledged
-    failover_s: float = 0.0  # from SIGKILL to the sentinels naming the new master
-    cut_ms: int = 0  # when the replica lost its link
-    kill_ms: int = 0  # when the master was killed
-    lost_window_ms: tuple[int, int] = (0, 0)  # creation times of the lost tasks, relative to the cut
 
 
 @pytest.fixture
@@ -73,54 +58,6 @@ def _start(sentinel: SentinelServers, log_dir: Path, prefix: str, durable: str) 
     return f"http://127.0.0.1:{port}", services
 
 
-async def _submit(http: httpx.AsyncClient, url: str, out: Submissions, stop: asyncio.Event) -> None:
-    """Batches of 100 and runs of 10 singles, until TOTAL are acknowledged."""
-    round_ = 0
-    while len(out.acked) < TOTAL and not stop.is_set():
-        round_ += 1
-        singles = round_ % 3 == 0
-        bodies = [("", {"type": "echo", "payload": i}) for i in range(10)] if singles else []
-        if not singles:
-            bodies = [("/batch", {"tasks": [{"type": "echo", "payload": i} for i in range(BATCH)]})]
-        for path, body in bodies:
-            try:
-                response = await http.post(f"{url}/api/tasks{path}", json=body)
-            except httpx.HTTPError as error:
-                out.refused[type(error).__name__] += 1
-                await asyncio.sleep(0.1)
-                continue
-            if response.status_code != 201:
-                out.refused[str(response.status_code)] += 1
-                await asyncio.sleep(0.1)
-                continue
-            reply = response.json()
-            out.acked += [t["id"] for t in reply["tasks"]] if path else [reply["id"]]
-
-
-def _id_ms(task_id: str) -> int:
-    """The creation time (ms) a task id starts with (10 Crockford base32 digits)."""
-    value = 0
-    for char in task_id[:10]:
-        value = value * 32 + CROCKFORD.index(char)
-    return value
-
-
-def _statuses(client: redis.Redis, keys: KeySchema, ids: list[str]) -> list[str | None]:
-    pipe = client.pipeline(transaction=False)
-    for task_id in ids:
-        pipe.hget(keys.task(task_id), "status")
-    return pipe.execute()  # type: ignore[no-any-return]
-
-
-async def _wait_terminal(client: redis.Redis, keys: KeySchema, ids: list[str], timeout: float) -> Counter[str]:
-    deadline = time.monotonic() + timeout
-    while True:
-        counts = Counter(str(s) for s in _statuses(client, keys, ids))
-        if set(counts) <= TERMINAL | {"None"} or time.monotonic() > deadline:
-            return counts
-        await asyncio.sleep(0.5)
-
-
 async def _failover_run(sentinel: SentinelServers, log_dir: Path, durable: str) -> tuple[int, Submissions]:
     prefix = f"fo{int(time.time() * 1000) % 10**8}"
     keys = KeySchema(prefix, "default")
@@ -132,7 +69,7 @@ async def _failover_run(sentinel: SentinelServers, log_dir: Path, durable: str) 
         for worker in services[1:]:
             await wait_logged(worker, "worker started")
         async with httpx.AsyncClient(timeout=30) as http:
-            submitters = [asyncio.create_task(_submit(http, url, out, stop)) for _ in range(2)]
+            submitters = [asyncio.create_task(submit(http, url, out, stop)) for _ in range(2)]
             while len(out.acked) < KILL_AFTER:
                 await asyncio.sleep(0.01)
             old = sentinel.master_port
@@ -154,14 +91,14 @@ async def _failover_run(sentinel: SentinelServers, log_dir: Path, durable: str) 
             sentinel.restart(old)
             await asyncio.wait_for(asyncio.gather(*submitters), timeout=180)
         with redis.Redis(port=sentinel.replica_port, decode_responses=True) as client:
-            statuses = _statuses(client, keys, out.acked)
+            statuses = task_statuses(client, keys, out.acked)
             lost_ids = [i for i, s in zip(out.acked, statuses, strict=True) if s is None]
             lost = len(lost_ids)
             if lost_ids:  # a task id starts with its creation time (ms)
-                created = [_id_ms(i) - out.cut_ms for i in lost_ids]
+                created = [id_ms(i) - out.cut_ms for i in lost_ids]
                 out.lost_window_ms = (min(created), max(created))
             survived = [i for i, s in zip(out.acked, statuses, strict=True) if s is not None]
-            counts = await _wait_terminal(client, keys, survived, timeout=120)
+            counts = await wait_terminal(client, keys, survived, timeout=120)
             assert set(counts) <= TERMINAL, f"stuck tasks: {counts}"
             for stream in keys.streams():
                 if client.exists(stream):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -278,3 +279,27 @@ async def test_health_is_503_when_redis_is_gone(settings: Settings) -> None:
         server.stop()
         r = await client.get("/api/health")
         assert r.status_code == 503 and r.json()["status"] == "unavailable"
+
+
+@pytest.mark.standalone_only(reason="starts its own plain redis-server: the cluster would add nothing")
+async def test_every_route_is_503_with_retry_after_while_redis_is_gone(settings: Settings) -> None:
+    """Redis down (or failing over): 503 and Retry-After from the routes and the submit fast path, not
+    500 (tests/e2e/test_cluster_failover.py sees these during a failover)."""
+    from tests.support import RedisServer
+
+    server = RedisServer()
+    app = create_app(settings.model_copy(update={"redis_url": server.url}))
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api")
+    async with app.router.lifespan_context(app), client:
+        assert (await client.post("/api/tasks", json={"type": "noop"})).status_code == 201  # the fast path
+        server.stop()
+        requests = [
+            client.post("/api/tasks", json={"type": "noop"}),  # the fast path
+            client.post("/api/tasks", json={"type": "noop"}, headers={"Idempotency-Key": "k"}),  # the route
+            client.post("/api/tasks/batch", json={"tasks": [{"type": "noop"}]}),
+            client.get("/api/tasks"),
+            client.get("/api/stats"),
+        ]
+        for r in await asyncio.gather(*requests):  # together: each waits out the client's retries
+            assert r.status_code == 503, (r.request.url, r.text)
+            assert r.headers["retry-after"] == "1" and "Redis is unavailable" in r.json()["detail"]
