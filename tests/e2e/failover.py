@@ -7,12 +7,14 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from shared.keys import KeySchema
+from shared.keys import WORKER_GROUP, KeySchema
 from shared.models import _CROCKFORD as CROCKFORD
+from tests.support import Service, free_port
 
 TOTAL = 5000
 BATCH = 100
@@ -75,3 +77,35 @@ async def wait_terminal(client: Any, keys: KeySchema, ids: list[str], timeout: f
         if set(counts) <= TERMINAL | {"None"} or time.monotonic() > deadline:
             return counts
         await asyncio.sleep(0.5)
+
+
+def start_services(redis_url: str, log_dir: Path, prefix: str, durable: str) -> tuple[str, list[Service]]:
+    """An api and 2 workers on ``redis_url``, as processes; returns the api's base URL and them."""
+    port = free_port()
+    env = {
+        "STREAMQ_REDIS_URL": redis_url,
+        "STREAMQ_KEY_PREFIX": prefix,
+        "STREAMQ_API_PORT": str(port),
+        "STREAMQ_METRICS_PORT": "0",
+        "STREAMQ_HEARTBEAT_S": "1",
+        "STREAMQ_LEASE_S": "3",  # a task whose worker lost its connection mid-run is reclaimed quickly
+        "STREAMQ_WORKER_CONCURRENCY": "8",
+        "STREAMQ_LOG_LEVEL": "INFO",
+        "STREAMQ_DURABLE_SUBMIT": durable,
+    }
+    services = [Service("services.api", env, log_dir, name="api")]
+    services += [Service("services.worker", env, log_dir, name=f"worker{i}") for i in range(2)]
+    return f"http://127.0.0.1:{port}", services
+
+
+def assert_settled(client: Any, keys: KeySchema, counts: Counter[str], services: list[Service]) -> None:
+    """Every task counted is terminal, nothing is left pending or processing (indexes, the consumer
+    group's pending lists), and every service still runs."""
+    assert set(counts) <= TERMINAL, f"stuck tasks: {counts}"
+    for stream in keys.streams():
+        if client.exists(stream):
+            assert client.xpending(stream, WORKER_GROUP)["pending"] == 0, stream
+    assert client.zcard(keys.index_status("processing")) == 0
+    assert client.zcard(keys.index_status("pending")) == 0
+    for service in services:
+        assert service.proc.poll() is None, f"{service.name} exited:\n{service.log()[-2000:]}"

@@ -16,10 +16,10 @@ import httpx
 import pytest
 from redis.cluster import RedisCluster
 
-from shared.keys import WORKER_GROUP, KeySchema
-from tests.e2e.failover import TERMINAL, Submissions, submit, task_statuses, wait_terminal
+from shared.keys import KeySchema
+from tests.e2e.failover import Submissions, assert_settled, start_services, submit, task_statuses, wait_terminal
 from tests.e2e.processes import wait_logged
-from tests.support import Service, free_port, wait_http
+from tests.support import wait_http
 from tests.topologies import ClusterServers
 
 pytestmark = [
@@ -39,29 +39,11 @@ def cluster() -> Iterator[ClusterServers]:
     servers.stop()
 
 
-def _start(cluster: ClusterServers, log_dir: Path, prefix: str) -> tuple[str, list[Service]]:
-    port = free_port()
-    env = {
-        "STREAMQ_REDIS_URL": cluster.url,
-        "STREAMQ_KEY_PREFIX": prefix,
-        "STREAMQ_API_PORT": str(port),
-        "STREAMQ_METRICS_PORT": "0",
-        "STREAMQ_HEARTBEAT_S": "1",
-        "STREAMQ_LEASE_S": "3",  # a task whose worker lost its connection mid-run is reclaimed quickly
-        "STREAMQ_WORKER_CONCURRENCY": "8",
-        "STREAMQ_LOG_LEVEL": "INFO",
-        "STREAMQ_DURABLE_SUBMIT": "replicas:1,1000",
-    }
-    services = [Service("services.api", env, log_dir, name="api")]
-    services += [Service("services.worker", env, log_dir, name=f"worker{i}") for i in range(2)]
-    return f"http://127.0.0.1:{port}", services
-
-
 @pytest.mark.timeout(300)
 async def test_cluster_master_killed_mid_run(cluster: ClusterServers, log_dir: Path) -> None:
     prefix = f"cf{int(time.time() * 1000) % 10**8}"
     keys = KeySchema(prefix, "default")
-    url, services = _start(cluster, log_dir, prefix)
+    url, services = start_services(cluster.url, log_dir, prefix, "replicas:1,1000")
     out, stop = Submissions(), asyncio.Event()
     try:
         wait_http(f"{url}/api/health", timeout=30)
@@ -91,16 +73,9 @@ async def test_cluster_master_killed_mid_run(cluster: ClusterServers, log_dir: P
                 f"{dict(out.refused)}; the replica took over {out.failover_s:.1f} s after the kill"
             )
             assert len(out.acked) >= TOTAL and lost == []
-            assert set(counts) <= TERMINAL, f"stuck tasks: {counts}"
-            for stream in keys.streams():
-                if client.exists(stream):
-                    assert client.xpending(stream, WORKER_GROUP)["pending"] == 0, stream
-            assert client.zcard(keys.index_status("processing")) == 0
-            assert client.zcard(keys.index_status("pending")) == 0
+            assert_settled(client, keys, counts, services)
         finally:
             client.close()
-        for service in services:
-            assert service.proc.poll() is None, f"{service.name} exited:\n{service.log()[-2000:]}"
     finally:
         stop.set()
         for service in services:

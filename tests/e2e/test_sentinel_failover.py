@@ -17,10 +17,19 @@ import httpx
 import pytest
 import redis
 
-from shared.keys import WORKER_GROUP, KeySchema
-from tests.e2e.failover import TERMINAL, TOTAL, Submissions, id_ms, submit, task_statuses, wait_terminal
+from shared.keys import KeySchema
+from tests.e2e.failover import (
+    TOTAL,
+    Submissions,
+    assert_settled,
+    id_ms,
+    start_services,
+    submit,
+    task_statuses,
+    wait_terminal,
+)
 from tests.e2e.processes import wait_logged
-from tests.support import Service, free_port, wait_http
+from tests.support import wait_http
 from tests.topologies import SentinelServers
 
 pytestmark = [
@@ -40,28 +49,10 @@ def sentinel() -> Iterator[SentinelServers]:
     servers.stop()
 
 
-def _start(sentinel: SentinelServers, log_dir: Path, prefix: str, durable: str) -> tuple[str, list[Service]]:
-    port = free_port()
-    env = {
-        "STREAMQ_REDIS_URL": sentinel.url,
-        "STREAMQ_KEY_PREFIX": prefix,
-        "STREAMQ_API_PORT": str(port),
-        "STREAMQ_METRICS_PORT": "0",
-        "STREAMQ_HEARTBEAT_S": "1",
-        "STREAMQ_LEASE_S": "3",  # a task whose worker lost its connection mid-run is reclaimed quickly
-        "STREAMQ_WORKER_CONCURRENCY": "8",
-        "STREAMQ_LOG_LEVEL": "INFO",
-        "STREAMQ_DURABLE_SUBMIT": durable,
-    }
-    services = [Service("services.api", env, log_dir, name="api")]
-    services += [Service("services.worker", env, log_dir, name=f"worker{i}") for i in range(2)]
-    return f"http://127.0.0.1:{port}", services
-
-
 async def _failover_run(sentinel: SentinelServers, log_dir: Path, durable: str) -> tuple[int, Submissions]:
     prefix = f"fo{int(time.time() * 1000) % 10**8}"
     keys = KeySchema(prefix, "default")
-    url, services = _start(sentinel, log_dir, prefix, durable)
+    url, services = start_services(sentinel.url, log_dir, prefix, durable)
     out = Submissions()
     stop = asyncio.Event()
     try:
@@ -99,14 +90,7 @@ async def _failover_run(sentinel: SentinelServers, log_dir: Path, durable: str) 
                 out.lost_window_ms = (min(created), max(created))
             survived = [i for i, s in zip(out.acked, statuses, strict=True) if s is not None]
             counts = await wait_terminal(client, keys, survived, timeout=120)
-            assert set(counts) <= TERMINAL, f"stuck tasks: {counts}"
-            for stream in keys.streams():
-                if client.exists(stream):
-                    assert client.xpending(stream, WORKER_GROUP)["pending"] == 0, stream
-            assert client.zcard(keys.index_status("processing")) == 0
-            assert client.zcard(keys.index_status("pending")) == 0
-        for service in services:
-            assert service.proc.poll() is None, f"{service.name} exited:\n{service.log()[-2000:]}"
+            assert_settled(client, keys, counts, services)
         return lost, out
     finally:
         stop.set()
