@@ -42,11 +42,11 @@ def sources(rev: str | None) -> dict[str, str]:
         ).stdout
 
     lib = read("lib")
-    if rev is not None and _layout(lib) != _layout((LUA / "lib.lua").read_text()):
+    if rev is not None and (theirs := _layout(lib)) != (ours := _layout((LUA / "lib.lua").read_text())):
         # the KEYS lists are built by the working tree's Python: another layout reads the wrong keys
         raise SystemExit(
-            f"{rev}'s lib.lua expects another KEYS layout ({_layout(lib)} against the working tree's "
-            f"{_layout((LUA / 'lib.lua').read_text())}): compare revisions of the same layout"
+            f"{rev}'s lib.lua expects another KEYS layout ({theirs} against the working tree's {ours}): "
+            "compare revisions of the same layout"
         )
     return {name: lib + "\n" + read(name) for name in SCRIPTS}
 

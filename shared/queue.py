@@ -240,9 +240,9 @@ class Queue:
         limit: int = 50,
         cursor: str | None = None,
     ) -> tuple[list[TaskPublic], str | None]:
-        """Newest first. The narrowest index is read in id order; other filters are checked on the
-        tasks, reading at most ``limit * LIST_SCAN_FACTOR`` entries per page (a short page still
-        carries a cursor to continue from)."""
+        """Newest first. The narrowest index (with no status or type, the six status indexes merged) is
+        read in id order; other filters are checked on the tasks, checking at most ``limit *
+        LIST_SCAN_FACTOR`` tasks per page (a short page still carries a cursor to continue from)."""
         indexes = self._pick_indexes(status, task_type)
         upper = f"({cursor}" if cursor else "+"
         found: list[TaskPublic] = []

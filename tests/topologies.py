@@ -155,6 +155,7 @@ class SentinelServers:
         self.dir = Path(tempfile.mkdtemp(prefix="streamq-sentinel-"))
         self.password, self.sentinel_password = password, sentinel_password
         self.auth: dict[str, str] = {"password": password} if password else {}
+        self.server_auth = ["--requirepass", password, "--masterauth", password] if password else []
         self.sentinel_auth: dict[str, str] = {"password": sentinel_password} if sentinel_password else {}
         self.master_port, self.replica_port = free_port(), free_port()
         self.sentinel_ports = [free_port() for _ in range(3)]
@@ -173,8 +174,7 @@ class SentinelServers:
     def _data(self, port: int, extra: list[str]) -> None:
         folder = self.dir / str(port)
         folder.mkdir()
-        auth = ["--requirepass", self.password, "--masterauth", self.password] if self.password else []
-        self.procs[port] = _start(["--port", str(port), *BASE, *auth, *extra], folder)
+        self.procs[port] = _start(["--port", str(port), *BASE, *self.server_auth, *extra], folder)
         wait_port(port)
 
     def _sentinel(self, port: int, down_after_ms: int, failover_timeout_ms: int) -> None:
@@ -240,8 +240,7 @@ class SentinelServers:
     def restart(self, port: int) -> None:
         """Start a killed data server again, empty (no persistence): the sentinels make it a replica
         of the current master, as they do with a failed master that comes back."""
-        auth = ["--requirepass", self.password, "--masterauth", self.password] if self.password else []
-        self.procs[port] = _start(["--port", str(port), *BASE, *auth], self.dir / str(port))
+        self.procs[port] = _start(["--port", str(port), *BASE, *self.server_auth], self.dir / str(port))
         wait_port(port)
 
     def replicas_of(self, port: int) -> int:

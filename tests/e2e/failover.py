@@ -25,8 +25,8 @@ TERMINAL = {"completed", "failed", "cancelled"}
 class Submissions:
     acked: list[str] = field(default_factory=list)
     refused: Counter[str] = field(default_factory=Counter)  # why a submission was not acknowledged
-    failover_s: float = 0.0  # from SIGKILL to the sentinels naming the new master
-    cut_ms: int = 0  # when the replica lost its link
+    failover_s: float = 0.0  # from SIGKILL to the new master named (sentinels) or serving (cluster)
+    cut_ms: int = 0  # when the replica lost its link (Sentinel test)
     kill_ms: int = 0  # when the master was killed
     lost_window_ms: tuple[int, int] = (0, 0)  # creation times of the lost tasks, relative to the cut
 
