@@ -6,7 +6,7 @@ import functools
 import json
 import os
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -106,6 +106,14 @@ def new_task_ids(count: int, now_ms: int) -> list[str]:
 def _aware(value: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("must include a time zone, e.g. 2030-01-01T12:00:00Z")
+    # stored as milliseconds since the epoch and read back as a UTC datetime: a time whose UTC form is
+    # outside years 1-9999 (e.g. 9999-12-31T23:59:59-23:59) could be stored but never read back
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(
+            "must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z once converted to UTC"
+        ) from None
     return value
 
 
@@ -279,11 +287,23 @@ class WorkerInfo(BaseModel):
     queues: list[str] = Field(default_factory=list)  # every queue it consumes, in its order
 
 
+# the milliseconds a UTC datetime can hold: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999Z
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MIN_MS = -62_135_596_800_000
+MAX_MS = 253_402_300_799_999
+_MS = timedelta(milliseconds=1)
+
+
 def ms_to_dt(value: str | bytes | int | None) -> datetime | None:
+    """A stored millisecond time as a UTC datetime; None for an absent one. Total over integers: a time
+    outside what a datetime holds (written before the api refused such times) reads as the nearest
+    one it holds. Raises ValueError only for a value that is not an integer."""
     if value is None or value in ("", b""):
         return None
-    return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
+    # exact to the millisecond in every year (fromtimestamp of a float drifts by microseconds after 2255)
+    return EPOCH + timedelta(milliseconds=min(max(int(value), MIN_MS), MAX_MS))
 
 
 def dt_to_ms(value: datetime) -> int:
-    return int(value.timestamp() * 1000)
+    """An aware datetime as whole milliseconds since the epoch (exact: no float in between)."""
+    return (value - EPOCH) // _MS

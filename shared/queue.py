@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from shared.errors import Conflict, NotFound
 from shared.keys import STATUS_ORDER, KeySchema
 from shared.models import (
+    EPOCH,
     AttemptError,
     Stats,
     TaskCreate,
@@ -111,43 +112,76 @@ def _public(task: TaskCreate, task_id: str, queue: str, status: str, created_ms:
     )
 
 
-def _json(value: str | None) -> Any:
-    return None if value in (None, "") else orjson.loads(value)
+def _history(value: str) -> list[AttemptError]:
+    return [
+        AttemptError(attempt=h["attempt"], error=h["error"], at=ms_to_dt(str(h["at"])))  # type: ignore[arg-type]
+        for h in orjson.loads(value)
+    ]
 
 
-def _float(value: str | None) -> float | None:
-    return None if value in (None, "") else float(value)
+# what reading a stored field can raise: a record written by hand, cut short or by another version
+# orjson.JSONDecodeError and pydantic.ValidationError are ValueErrors
+_UNREADABLE = (ValueError, TypeError, KeyError, OverflowError)
+
+
+_REQUIRED = ("type", "priority", "max_retries", "status", "created_at")  # every task hash has these
+
+
+class _Fields:
+    """Reads a task hash's fields one by one; a field that cannot be read is left at its default and
+    remembered, so decoding a record never raises."""
+
+    __slots__ = ("bad", "raw")
+
+    def __init__(self, raw: dict[str, str]) -> None:
+        self.raw = raw
+        self.bad: list[str] = []
+
+    def get(self, name: str, parse: Any, default: Any = None) -> Any:
+        value = self.raw.get(name)
+        if value is None or value == "":
+            return default
+        try:
+            return parse(value)
+        except _UNREADABLE:
+            self.bad.append(name)
+            return default
 
 
 def decode_task(raw: dict[str, str], task_id: str, queue: str) -> TaskPublic:
-    """A task hash (as stored by the scripts) to its public form; its id and queue come from its key."""
-    history = [
-        AttemptError(attempt=h["attempt"], error=h["error"], at=ms_to_dt(str(h["at"])))  # type: ignore[arg-type]
-        for h in (_json(raw.get("history")) or [])
-    ]
-    return TaskPublic(
+    """A task hash (as stored by the scripts) to its public form; its id and queue come from its key.
+    Total: a field that cannot be read keeps its default and is named in ``error``, so one bad record
+    never fails a page, a count or another task's route (nor a state change already applied to it)."""
+    f = _Fields(raw)
+    error = raw.get("error") or None
+    task = TaskPublic(
         id=task_id,
         queue=queue,
-        type=raw["type"],
-        payload=_json(raw.get("payload")),
-        priority=int(raw["priority"]),
-        max_retries=int(raw["max_retries"]),
-        status=TaskStatus(raw["status"]),
-        attempts=int(raw.get("attempts") or 0),
-        scheduled_for=ms_to_dt(raw.get("scheduled_for")),
+        type=raw.get("type") or "",
+        payload=f.get("payload", orjson.loads),
+        priority=f.get("priority", int, 0),
+        max_retries=f.get("max_retries", int, 0),
+        status=f.get("status", TaskStatus, TaskStatus.FAILED),
+        attempts=f.get("attempts", int, 0),
+        scheduled_for=f.get("scheduled_for", ms_to_dt),
         webhook=raw.get("webhook") or None,
-        timeout_s=_float(raw.get("timeout_s")),
-        retry_backoff_s=_float(raw.get("retry_backoff_s")),
+        timeout_s=f.get("timeout_s", float),
+        retry_backoff_s=f.get("retry_backoff_s", float),
         idempotency_key=raw.get("idempotency_key") or None,
-        created_at=ms_to_dt(raw["created_at"]),  # type: ignore[arg-type]
-        started_at=ms_to_dt(raw.get("started_at")),
-        completed_at=ms_to_dt(raw.get("completed_at")),
-        result=_json(raw.get("result")),
-        error=raw.get("error") or None,
+        created_at=f.get("created_at", ms_to_dt, EPOCH),
+        started_at=f.get("started_at", ms_to_dt),
+        completed_at=f.get("completed_at", ms_to_dt),
+        result=f.get("result", orjson.loads),
+        error=error,
         worker=raw.get("worker") or None,
-        history=history,
+        history=f.get("history", _history, []),
         webhook_status=raw.get("webhook_status") or None,
     )
+    unread = f.bad + [name for name in _REQUIRED if not raw.get(name)]
+    if unread:
+        note = f"stored record unreadable: {', '.join(unread)}"
+        task.error = f"{error}; {note}" if error else note
+    return task
 
 
 class Queue:

@@ -9,12 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import redis
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import allow_header_conformance, positive_data_acceptance
 
 from services.api.app import create_app
+from shared.keys import KeySchema
 from shared.settings import Settings
 from tests.support import RedisServer, Service, free_port, wait_http
 
@@ -33,10 +36,24 @@ def api_url(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory)
     api = Service("services.api", env, Path(tmp_path_factory.mktemp("fuzz")))
     try:
         wait_http(f"http://127.0.0.1:{port}/api/health")
+        _plant_poison(f"http://127.0.0.1:{port}", redis_server.url, env["STREAMQ_KEY_PREFIX"])
         yield f"http://127.0.0.1:{port}"
     finally:
         assert api.stop() == 0
         assert "Traceback" not in api.log(), api.log()[-3000:]
+
+
+def _plant_poison(url: str, redis_url: str, prefix: str) -> None:
+    """A task no version of the api should have to read, but one did store: scheduled for year 10000
+    (what ``9999-12-31T23:59:59-23:59`` became) with a payload that is not JSON. Every list, count and
+    route the fuzzer reaches must still answer without a 5xx."""
+    r = httpx.post(f"{url}/api/tasks", json={"type": "noop", "scheduled_for": "2100-01-01T00:00:00Z"}, timeout=10)
+    task_id = r.json()["id"]
+    keys = KeySchema(prefix, "default")
+    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
+        client.hset(keys.task(task_id), mapping={"scheduled_for": "253402387139000", "payload": "{"})
+        client.zadd(keys.scheduled, {task_id: 253402387139000})
+    assert httpx.get(f"{url}/api/tasks", timeout=10).json()["tasks"][0]["id"] == task_id
 
 
 # the schema the app publishes, built without a server (the same one /openapi.json serves)

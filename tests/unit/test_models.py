@@ -7,7 +7,18 @@ import pytest
 from pydantic import ValidationError
 
 from shared.keys import KeySchema
-from shared.models import MAX_PAYLOAD_BYTES, TERMINAL, TaskBatchCreate, TaskCreate, TaskStatus, new_task_id
+from shared.models import (
+    MAX_MS,
+    MAX_PAYLOAD_BYTES,
+    TERMINAL,
+    TaskBatchCreate,
+    TaskCreate,
+    TaskStatus,
+    dt_to_ms,
+    ms_to_dt,
+    new_task_id,
+)
+from shared.queue import decode_task
 from shared.settings import Settings, describe_error
 
 
@@ -32,6 +43,9 @@ def test_seed_shape_gets_defaults() -> None:
         ({"type": "echo", "max_retries": 2.5}, "max_retries", "whole number"),
         ({"type": "echo", "timeout_s": False}, "timeout_s", "JSON number"),
         ({"type": "echo", "scheduled_for": 0}, "scheduled_for", "ISO 8601"),
+        # local times whose UTC form is outside years 1-9999: storable as ms, never readable back
+        ({"type": "echo", "scheduled_for": "9999-12-31T23:59:59-23:59"}, "scheduled_for", "once converted to UTC"),
+        ({"type": "echo", "scheduled_for": "0001-01-01T00:00:00+14:00"}, "scheduled_for", "once converted to UTC"),
         ({"type": "echo", "payload": float("nan")}, "payload", "plain JSON"),
         ({"type": "echo", "payload": 2**70}, "payload", "plain JSON"),
         ({"type": "echo", "timeout_s": 0}, "timeout_s", "greater than 0"),
@@ -95,6 +109,40 @@ def test_settings_lists_from_commas(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_aware_datetime_accepted() -> None:
     task = TaskCreate.model_validate({"type": "echo", "scheduled_for": "2030-01-01T00:00:00+02:00"})
     assert task.scheduled_for == datetime(2029, 12, 31, 22, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999Z", "9999-12-31T23:59:59+05:00"])
+def test_times_at_the_edges_round_trip(when: str) -> None:
+    """Whatever time the model accepts is stored as milliseconds and read back as the same instant."""
+    due = TaskCreate.model_validate({"type": "echo", "scheduled_for": when}).scheduled_for
+    assert due is not None
+    assert ms_to_dt(dt_to_ms(due)) == due
+
+
+def test_stored_times_read_back_whatever_they_are() -> None:
+    """A stored time outside what a datetime holds (written before the edge refused it) reads as the
+    nearest one it holds instead of raising."""
+    assert ms_to_dt(253_402_387_139_000) == ms_to_dt(MAX_MS)  # 10000-01-01T23:58:59Z, once accepted
+    assert ms_to_dt(-(10**18)) == datetime(1, 1, 1, tzinfo=UTC)
+    assert ms_to_dt(None) is None and ms_to_dt("") is None
+
+
+def test_decoding_a_damaged_record_never_raises() -> None:
+    """One bad task hash must not fail the page or route that reads it: unreadable fields keep their
+    defaults and are named in ``error``; the readable ones are read."""
+    raw = {
+        "type": "noop", "priority": "x", "max_retries": "3", "status": "bogus", "created_at": "1700000000000",
+        "payload": "{not json", "history": '[{"attempt": 1}]', "scheduled_for": "253402387139000",
+        "error": "boom",
+    }  # fmt: skip
+    task = decode_task(raw, "01ABC", "default")
+    assert (task.id, task.type, task.max_retries, task.priority, task.payload) == ("01ABC", "noop", 3, 0, None)
+    assert task.created_at == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
+    assert task.scheduled_for == ms_to_dt(MAX_MS) and task.history == []
+    assert task.error == "boom; stored record unreadable: payload, priority, status, history"
+    assert decode_task({"type": "noop"}, "01ABC", "q").error == (
+        "stored record unreadable: priority, max_retries, status, created_at"
+    )
 
 
 @pytest.mark.parametrize(
