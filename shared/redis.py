@@ -29,6 +29,7 @@ Mode = Literal["standalone", "cluster", "sentinel"]
 # client-side reconnect budget: ~5 s of back-off per command covers a quick Sentinel failover (detection +
 # promotion) without keeping a shutdown waiting long when Redis is gone
 RETRIES = 8
+UNCAPPED = 2**31  # redis-py's own "no limit" for a pool's max_connections (a client for blocking reads)
 PING_TIMEOUT_S = 5.0  # longest one start-up PING may take (retries included) before connect() tries again
 BACKOFF = ExponentialBackoff(cap=1.0, base=0.05)
 SCHEMES: dict[str, Mode] = {
@@ -155,15 +156,22 @@ class QuickBlockingPool(BlockingConnectionPool):  # type: ignore[misc]
         return await super().get_connection()
 
 
-def make_client(settings: Settings) -> Redis:
+def make_client(settings: Settings, *, blocking_reads: bool = False) -> Redis:
     """The asyncio client for the configured topology; ``decode_responses`` so every reply is ``str``.
 
     Standalone: the pool blocks (up to 20 s) for a free connection instead of failing, so a burst of
     concurrent requests queues for Redis rather than erroring. Cluster: a :class:`RedisCluster` that
     follows MOVED/ASK and refreshes its slot map. Sentinel: the master's client, which asks the
-    sentinels for the current master on every reconnect (so a failover is followed without restart)."""
+    sentinels for the current master on every reconnect (so a failover is followed without restart).
+
+    ``blocking_reads``: a client for long blocking reads only (one per partition: a worker's watchers,
+    the scheduler's, the notifier's and the dashboard's readers). Each blocked read holds its
+    connection for the whole block, so their number follows the partitions (up to 64 per queue, and a
+    process may read several queues): such a client has no cap on its connections, and the service's
+    other client, whose pool is capped, stays free for its heartbeat, registration and every other
+    loop however many partitions there are."""
     topology = parse_topology(settings.redis_url, settings.redis_mode)
-    size = max(64, settings.worker_concurrency * 2)
+    size = UNCAPPED if blocking_reads else max(64, settings.worker_concurrency * 2)
     if topology.mode == "cluster":
         return _cluster(settings, topology, size)  # same command API as Redis
     if topology.mode == "sentinel":
@@ -187,7 +195,7 @@ def _cluster(settings: Settings, topology: Topology, size: int) -> RedisCluster:
     options.pop("retry_on_error")  # the cluster client retries connection/timeout/cluster-down errors itself
     return RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in topology.hosts],
-        max_connections=size * 4,  # per node; the cluster client fails (does not wait) past it
+        max_connections=min(size * 4, UNCAPPED),  # per node; the cluster client fails (does not wait) past it
         # a MOVED reply patches that slot in the map and the command follows it; never a periodic full
         # refresh, which in redis-py closes the whole client (every connection, also those in use by
         # blocked reads); connection errors (a node gone, a failover) still refresh the whole map

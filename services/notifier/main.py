@@ -20,7 +20,7 @@ from shared.keys import KeySchema
 from shared.logging import setup_logging
 from shared.loops import PeriodicLoop, stop_all
 from shared.queues import QueueRegistry
-from shared.redis import connect
+from shared.redis import connect, make_client
 from shared.registry import ServiceRegistration
 from shared.scripts import Scripts
 from shared.settings import Settings, load_settings
@@ -63,6 +63,7 @@ class Notifier:
                 f"({s.webhook_lease_s:g} <= {s.webhook_timeout_s:g}), or an attempt could be sent twice at once"
             )
         redis = await connect(s)
+        readers = make_client(s, blocking_reads=True)  # the event readers' blocking reads, one per partition
         client = guarded_client(self.guard, s.webhook_timeout_s)
         try:
             scripts = Scripts(redis)
@@ -70,7 +71,7 @@ class Notifier:
             def make_lane(keys: KeySchema) -> Lane:
                 deliveries = Deliveries(scripts, keys, events_maxlen=s.events_maxlen, keep_ms=s.result_ttl_s * 1000)
                 handler = EventHandler(redis, keys, deliveries, s.webhook_schedule[0])
-                return Lane(keys, deliveries, handler, EventReader(redis, keys, handler, consumer=self.consumer))
+                return Lane(keys, deliveries, handler, EventReader(readers, keys, handler, consumer=self.consumer))
 
             registry = QueueRegistry(redis, self.keys)
             self.lanes = lanes = Lanes(redis, registry, make_lane, also=self.keys.queue, interval_s=registry.cache_s)
@@ -109,6 +110,7 @@ class Notifier:
             log.info("notifier stopped", extra={"left_in_flight": left})
         finally:
             await client.aclose()
+            await readers.aclose()
             await redis.aclose()
 
 

@@ -38,7 +38,8 @@ class Scheduler:
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
         redis = await connect(s)
-        reader = raw_stream_reads(make_client(s))  # the watchers' blocking reads (connects when first used)
+        # the watchers' blocking reads, one connection per partition (connects when first used)
+        reader = raw_stream_reads(make_client(s, blocking_reads=True))
         try:
             queue = Queue(redis, self.keys, events_maxlen=s.events_maxlen, result_ttl_s=s.result_ttl_s)
             registry = QueueRegistry(redis, self.keys)

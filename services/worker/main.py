@@ -28,7 +28,7 @@ from shared.keys import WORKER_GROUP, KeySchema
 from shared.logging import setup_logging
 from shared.loops import PeriodicLoop, stop_all
 from shared.queues import QueueRegistry
-from shared.redis import connect
+from shared.redis import connect, make_client
 from shared.registry import ServiceRegistration
 from shared.settings import Settings, load_settings
 from shared.streams import ensure_group
@@ -61,6 +61,7 @@ class Worker:
         s = self.settings
         configure_integrations(s)  # email and http task types
         redis = await connect(s)
+        readers = make_client(s, blocking_reads=True)  # the watchers' blocking reads (connects when first used)
         try:
             broker = Broker(redis, self.keys, events_maxlen=s.events_maxlen, result_ttl_s=s.result_ttl_s)
             queue = broker.default  # partition 0 of STREAMQ_QUEUE; the janitor asks the broker for the others
@@ -132,7 +133,7 @@ class Worker:
                     "queues": sources.weights,
                 },
             )
-            self.watchers = watchers = Watchers(consumer, stop)
+            self.watchers = watchers = Watchers(consumer, readers, stop)
             watchers.sync()
             self.ready.set()
             await consumer.run(stop)
@@ -142,6 +143,7 @@ class Worker:
             await heartbeat.unregister()
             log.info("worker stopped", extra={"worker": self.worker_id, "left_pending": left})
         finally:
+            await readers.aclose()
             await redis.aclose()
 
     async def sources(self, redis: Redis) -> Sources:

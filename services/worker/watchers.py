@@ -2,7 +2,9 @@
 
 While the consumer is idle (its last round found nothing), each watcher blocks in XREADGROUP on its
 own partition's five priority streams (one hash slot, so it also runs on Redis Cluster), ``block_ms``
-at a time. The read (COUNT 1: a wake-up that also delivers) is made as the worker's staging consumer
+at a time, over a client for blocking reads only: one connection per partition, never one of the
+capped pool the worker's other loops (heartbeat, registration, lease renewal, reclaim) depend on.
+The read (COUNT 1: a wake-up that also delivers) is made as the worker's staging consumer
 (:func:`staging_consumer`), and take.lua follows it on the same connection, in one pipeline: Redis
 runs the script as soon as the read returns, so the entry read (and up to ``TAKE_AT_WAKE`` more, as
 free slots allow) comes back already started (marked processing on this worker; cancel, pause and
@@ -21,6 +23,7 @@ import asyncio
 import logging
 from typing import Any
 
+from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -48,8 +51,9 @@ def staging_owner(consumer: str) -> str | None:
 class Watchers:
     """One watcher task per partition of ``consumer.sources``; new partitions get one in :meth:`sync`."""
 
-    def __init__(self, consumer: Consumer, stop: asyncio.Event) -> None:
+    def __init__(self, consumer: Consumer, readers: Redis, stop: asyncio.Event) -> None:
         self.consumer = consumer
+        self.readers = readers  # a client for blocking reads only (make_client(blocking_reads=True))
         self.stop = stop
         self.tasks: dict[KeySchema, asyncio.Task[None]] = {}
         self.held: dict[KeySchema, HeldConnection] = {}  # each watcher's own connection (not on a cluster)
@@ -115,10 +119,10 @@ class Watchers:
         consumer = self.consumer
         streams = part.streams()
         held = self.held.get(part)
-        if held is None and HeldConnection.usable(consumer.redis):
-            held = self.held[part] = HeldConnection(consumer.redis)
+        if held is None and HeldConnection.usable(self.readers):
+            held = self.held[part] = HeldConnection(self.readers)
         if held is None:
-            pipe = consumer.redis.pipeline(transaction=False)
+            pipe = self.readers.pipeline(transaction=False)
             pipe.xreadgroup(WORKER_GROUP, staging, {s: ">" for s in streams}, count=1, block=consumer.block_ms)
             consumer.scripts.queue_call(pipe, "take", keys, args)
             return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
