@@ -33,7 +33,7 @@ _CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f]")  # the other C0 controls and D
 # words or one quoted string, never with "@" (a name that looks like an address misleads the reader)
 _PHRASE = r"[^\"\\<>@,;:()\[\]\s](?:[^\"\\<>@,;:()\[\]]*[^\"\\<>@,;:()\[\]\s])?"
 _QUOTED = r'"[^"\\<>@]*"'
-_MAILBOX = re.compile(rf"^(?:(?:{_PHRASE}|{_QUOTED}) *<(?P<angled>[^<>]*)>|(?P<bare>[^<>\s]*))$")
+_MAILBOX = re.compile(rf"^(?:(?:(?:{_PHRASE}|{_QUOTED}) *)?<(?P<angled>[^<>]*)>|(?P<bare>[^<>\s]*))$")
 
 
 def _no_line_breaks(value: str) -> str:
@@ -47,13 +47,14 @@ def _no_line_breaks(value: str) -> str:
 def address_of(value: str) -> str:
     """The address of one mailbox (``ann@example.com`` or ``Ann <ann@example.com>``); raises ValueError
     for anything else: several addresses, a comma or semicolon list, a comment, an ``@`` in the name."""
-    _no_line_breaks(value)
+    if _LINE_BREAKS.search(value) or _CONTROL.search(value):
+        raise ValueError(f"{value!r} is not a valid email address (line breaks and control characters are not allowed)")
     mailbox = _MAILBOX.match(value)
     address = (mailbox.group("angled") or mailbox.group("bare") or "") if mailbox else ""
     local = address.rsplit("@", 1)[0]
     if not _ADDRESS.match(address) or ".." in local or local.startswith(".") or local.endswith("."):
         raise ValueError(
-            f"{value!r} is not one valid email address (give one per list item: "
+            f"{value!r} is not a valid email address (exactly one per list item: "
             "'ann@example.com' or 'Ann <ann@example.com>')"
         )
     return address
