@@ -13,6 +13,8 @@ from typing import Annotated, Any
 import orjson
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from shared.jsondepth import MAX_PAYLOAD_DEPTH, value_deeper_than
+
 MAX_PAYLOAD_BYTES = 256 * 1024
 MIN_PRIORITY = 1
 MAX_PRIORITY = 5
@@ -184,6 +186,8 @@ class TaskCreate(BaseModel):
         # the same compact form orjson stores; also refuses NaN/Infinity (not JSON) and ints over 64 bits
         if value is None:  # the common case (no payload): "null", nothing to check
             return value
+        if value_deeper_than(value, MAX_PAYLOAD_DEPTH):  # first: the encoders below recurse per level
+            raise ValueError(f"nests deeper than {MAX_PAYLOAD_DEPTH} levels of arrays and objects")
         try:
             encoded = _STRICT_JSON.encode(value)
             orjson.dumps(value)

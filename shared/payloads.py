@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from email.utils import parseaddr
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -22,17 +21,48 @@ MAX_RECIPIENTS = 100
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _ADDRESS = re.compile(rf"^[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~.-]{{1,64}}@{_LABEL}(?:\.{_LABEL})+$")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,76}$")
+_HTTP_VALUE = re.compile(r"[\x20-\x7e\t]*")
 RESERVED_HEADERS = frozenset({"from", "to", "cc", "bcc", "subject", "reply-to", "content-type", "mime-version"})
 
 
+# exactly the characters str.splitlines breaks at, which the email package folds headers on (a
+# subject with U+2028 or U+0085 passes a "\r\n" check, then fails in the worker)
+_LINE_BREAKS = re.compile("[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f]")  # the other C0 controls and DEL (tab is allowed)
+# one mailbox: a bare address, or a display name then the address in angle brackets; the name is plain
+# words or one quoted string, never with "@" (a name that looks like an address misleads the reader)
+_PHRASE = r"[^\"\\<>@,;:()\[\]\s](?:[^\"\\<>@,;:()\[\]]*[^\"\\<>@,;:()\[\]\s])?"
+_QUOTED = r'"[^"\\<>@]*"'
+_MAILBOX = re.compile(rf"^(?:(?:(?:{_PHRASE}|{_QUOTED}) *)?<(?P<angled>[^<>]*)>|(?P<bare>[^<>\s]*))$")
+
+
+def _no_line_breaks(value: str) -> str:
+    if _LINE_BREAKS.search(value):
+        raise ValueError("must not contain line breaks (CR, LF, VT, FF, U+001C-U+001E, U+0085, U+2028, U+2029)")
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def address_of(value: str) -> str:
+    """The address of one mailbox (``ann@example.com`` or ``Ann <ann@example.com>``); raises ValueError
+    for anything else: several addresses, a comma or semicolon list, a comment, an ``@`` in the name."""
+    if _LINE_BREAKS.search(value) or _CONTROL.search(value):
+        raise ValueError(f"{value!r} is not a valid email address (line breaks and control characters are not allowed)")
+    mailbox = _MAILBOX.match(value)
+    address = (mailbox.group("angled") or mailbox.group("bare") or "") if mailbox else ""
+    local = address.rsplit("@", 1)[0]
+    if not _ADDRESS.match(address) or ".." in local or local.startswith(".") or local.endswith("."):
+        raise ValueError(
+            f"{value!r} is not a valid email address (exactly one per list item: "
+            "'ann@example.com' or 'Ann <ann@example.com>')"
+        )
+    return address
+
+
 def check_address(value: str) -> str:
-    """An address, optionally with a display name (``Ann <ann@example.com>``)."""
-    if "\r" in value or "\n" in value:
-        raise ValueError(f"{value!r} is not a valid email address (line breaks are not allowed)")
-    _name, address = parseaddr(value)
-    local = address.rsplit("@", 1)[0] if "@" in address else ""
-    if not address or not _ADDRESS.match(address) or ".." in local or local.startswith(".") or local.endswith("."):
-        raise ValueError(f"{value!r} is not a valid email address")
+    """One address, optionally with a display name (``Ann <ann@example.com>``)."""
+    address_of(value)
     return value
 
 
@@ -47,10 +77,7 @@ def _one_or_many(value: object) -> object:
 OneOrMoreAddresses = Annotated[Addresses, BeforeValidator(_one_or_many)]
 
 
-def _no_newlines(value: str) -> str:
-    if "\r" in value or "\n" in value:
-        raise ValueError("must not contain line breaks")
-    return value
+HeaderValue = Annotated[str, Field(max_length=998), AfterValidator(_no_line_breaks)]
 
 
 class EmailPayload(BaseModel):
@@ -61,13 +88,11 @@ class EmailPayload(BaseModel):
     to: OneOrMoreAddresses  # one address or a list
     cc: Addresses = Field(default_factory=list)
     bcc: Addresses = Field(default_factory=list)
-    subject: Annotated[str, Field(max_length=998), AfterValidator(_no_newlines)] = ""
+    subject: HeaderValue = ""
     text: str | None = None
     html: str | None = None
     reply_to: Address | None = None
-    headers: dict[str, Annotated[str, Field(max_length=998), AfterValidator(_no_newlines)]] = Field(
-        default_factory=dict
-    )
+    headers: dict[str, HeaderValue] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> EmailPayload:
@@ -84,7 +109,7 @@ class EmailPayload(BaseModel):
         return list(self.to)
 
     def recipients(self) -> list[str]:
-        return [parseaddr(a)[1] for a in [*self.to_list(), *self.cc, *self.bcc]]
+        return [address_of(a) for a in [*self.to_list(), *self.cc, *self.bcc]]
 
 
 def parse_email(payload: Any) -> EmailPayload:
@@ -94,6 +119,15 @@ def parse_email(payload: Any) -> EmailPayload:
     return EmailPayload.model_validate(payload)
 
 
+def _http_header_value(value: str) -> str:
+    if not _HTTP_VALUE.fullmatch(value):
+        raise ValueError("must be printable ASCII, spaces and tabs (no line breaks or other characters HTTP refuses)")
+    return value
+
+
+# an RFC 9110 token; values as httpx sends them (ASCII only: it cannot encode anything else)
+HttpHeaderName = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")]
+HttpHeaderValue = Annotated[str, Field(max_length=8192), AfterValidator(_http_header_value)]
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 StatusCode = Annotated[int, Field(ge=100, le=599)]
 
@@ -105,7 +139,7 @@ class HttpPayload(BaseModel):
 
     method: HttpMethod = "GET"
     url: str = Field(max_length=2048)
-    headers: dict[str, Annotated[str, AfterValidator(_no_newlines)]] = Field(default_factory=dict)
+    headers: dict[HttpHeaderName, HttpHeaderValue] = Field(default_factory=dict)
     json_body: Any = Field(default=None, alias="json")
     body: str | None = None
     timeout_s: float = Field(default=30.0, gt=0, le=300)
@@ -124,16 +158,11 @@ class HttpPayload(BaseModel):
         return status in allowed
 
 
-def _payload_errors(index: int | None, error: ValidationError) -> list[dict[str, Any]]:
-    base: list[Any] = ["body", "tasks", index, "payload"] if index is not None else ["body", "payload"]
+def _payload_errors(base: list[Any], error: ValidationError) -> list[dict[str, Any]]:
     return [
-        {"loc": [*base, *item["loc"]], "msg": item["msg"], "type": item["type"], "input": item.get("input")}
+        {"loc": [*base, "payload", *item["loc"]], "msg": item["msg"], "type": item["type"], "input": item.get("input")}
         for item in error.errors(include_url=False)
     ]
-
-
-def _loc(index: int | None, *rest: Any) -> list[Any]:
-    return ["body", "tasks", index, *rest] if index is not None else ["body", *rest]
 
 
 async def _url_error(
@@ -157,12 +186,14 @@ async def _url_error(
 
 
 async def check_task(
-    task: TaskCreate, guard: SsrfGuard, index: int | None = None, seen: dict[str, str] | None = None
+    task: TaskCreate, guard: SsrfGuard, base: Sequence[Any] = ("body",), seen: dict[str, str] | None = None
 ) -> list[dict[str, Any]]:
-    """Errors in the shape FastAPI uses for 422 (``loc``, ``msg``, ``type``); empty when fine."""
+    """Errors in the shape FastAPI uses for 422 (``loc``, ``msg``, ``type``); empty when fine. ``base``
+    is where the task is in the request: ``("body",)``, ``("body", "tasks", 3)``, ``("body", "task")``."""
+    loc = list(base)
     errors: list[dict[str, Any]] = []
     if task.webhook is not None:
-        errors += await _url_error(guard, task.webhook, _loc(index, "webhook"), seen)
+        errors += await _url_error(guard, task.webhook, [*loc, "webhook"], seen)
     try:
         if task.type == "email" and isinstance(task.payload, str):
             check_address(task.payload)
@@ -172,11 +203,11 @@ async def check_task(
             if not isinstance(task.payload, dict):
                 raise ValueError("the http task's payload must be an object with at least a url")
             http = HttpPayload.model_validate(task.payload)
-            errors += await _url_error(guard, http.url, _loc(index, "payload", "url"), seen)
+            errors += await _url_error(guard, http.url, [*loc, "payload", "url"], seen)
     except ValidationError as error:
-        errors += _payload_errors(index, error)
+        errors += _payload_errors(loc, error)
     except ValueError as error:
-        errors.append({"loc": _loc(index, "payload"), "msg": str(error), "type": "value_error"})
+        errors.append({"loc": [*loc, "payload"], "msg": str(error), "type": "value_error"})
     return errors
 
 
@@ -185,5 +216,5 @@ async def check_tasks(tasks: Sequence[TaskCreate], guard: SsrfGuard, *, batch: b
     seen: dict[str, str] = {}
     for i, task in enumerate(tasks):
         if task.webhook is not None or task.type in ("email", "http"):
-            errors += await check_task(task, guard, i if batch else None, seen)
+            errors += await check_task(task, guard, ("body", "tasks", i) if batch else ("body",), seen)
     return errors

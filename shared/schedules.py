@@ -18,8 +18,8 @@ import time
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from croniter import CroniterError, croniter
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from redis.asyncio import Redis
 
 from shared.errors import StreamqError
@@ -43,6 +43,17 @@ class ScheduleExists(StreamqError):
         super().__init__(f"schedule name {name!r} is taken{where}; names are global: delete it first")
 
 
+MAX_CRON_FIELDS = 6
+
+
+def first_tick_ms(cron: str, timezone: str, after_ms: int) -> int | None:
+    """As :func:`next_tick_ms`, or None when no tick is found (croniter searches about 50 years ahead)."""
+    try:
+        return next_tick_ms(cron, timezone, after_ms)
+    except CroniterError:
+        return None
+
+
 def next_tick_ms(cron: str, timezone: str, after_ms: int) -> int:
     """The first tick of ``cron`` (in ``timezone``) strictly after ``after_ms``."""
     start = datetime.fromtimestamp(after_ms / 1000, ZoneInfo(timezone))
@@ -62,18 +73,22 @@ class ScheduleCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = ScheduleName
+    timezone: str = Field(default="UTC", min_length=1, max_length=64)  # before cron: its check uses the zone
     cron: str = Field(min_length=1, max_length=200)
     task: TaskTemplate
-    timezone: str = Field(default="UTC", min_length=1, max_length=64)
 
     @field_validator("cron")
     @classmethod
-    def _cron(cls, value: str) -> str:
-        if not croniter.is_valid(value):
+    def _cron(cls, value: str, info: ValidationInfo) -> str:
+        # at most 6 fields: croniter's 7th (a year) makes schedules that stop firing once it has passed
+        if len(value.split()) > MAX_CRON_FIELDS or not croniter.is_valid(value):
             raise ValueError(
                 "is not a valid cron expression: 5 fields (minute hour day month weekday), "
                 "or 6 with seconds last, e.g. '*/5 * * * *'"
             )
+        timezone = info.data.get("timezone", "UTC")  # absent when the zone was refused itself
+        if first_tick_ms(value, timezone, int(time.time() * 1000)) is None:
+            raise ValueError(f"never fires: no date matches {value!r} (e.g. the 30th of February)")
         return value
 
     @field_validator("timezone")

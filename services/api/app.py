@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import REGISTRY
 
 from services.api.collector import QueueCollector
 from services.api.fastpath import FastSubmit
-from services.api.middleware import BodyLimit, HttpMetrics
+from services.api.invalid import ErrorJSON, validation_body
+from services.api.middleware import BodyLimit, HttpMetrics, JsonDepth
 from services.api.routes import deliveries, health, queues, recovery, schedules, services, stats, tasks
 from services.api.security import Guard, RateLimited, RateLimiter
 from services.api.types import TypeCatalog
@@ -24,6 +23,7 @@ from services.api.unavailable import RETRY_AFTER_S, UNAVAILABLE, unavailable_bod
 from shared.auth import parse_keys
 from shared.broker import Broker
 from shared.errors import Conflict, NotDurable, NotFound, not_durable_body
+from shared.jsondepth import MAX_BODY_DEPTH
 from shared.keys import KeySchema
 from shared.redis import connect
 from shared.registry import ServiceRegistration
@@ -100,9 +100,8 @@ def create_app(settings: Settings, *, fast_submit: bool = True) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
-        """FastAPI's own 422 body, with non-finite numbers of the refused input shown as text (the
-        default handler failed with a 500 on ``NaN``, which JSON cannot carry)."""
-        return JSONResponse({"detail": _finite(jsonable_encoder(error.errors()))}, status_code=422)
+        """FastAPI's own 422 body, safe to send whatever the input was (services/api/invalid.py)."""
+        return ErrorJSON(validation_body(error.errors()), status_code=422)
 
     @app.exception_handler(NotFound)
     async def not_found(_request: Request, error: NotFound) -> JSONResponse:
@@ -130,18 +129,8 @@ def create_app(settings: Settings, *, fast_submit: bool = True) -> FastAPI:
 
     if fast_submit:  # innermost: every middleware below runs in front of it as for any route
         app.add_middleware(FastSubmit, api=app)
+    app.add_middleware(JsonDepth, max_depth=MAX_BODY_DEPTH)  # inside BodyLimit: it reads bounded bodies
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(Guard, keys=parse_keys(settings.api_keys), limiter=lambda: app.state.limiter)
     app.add_middleware(HttpMetrics)
     return app
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with every NaN or infinity replaced by its text, so it can be sent as JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    return value

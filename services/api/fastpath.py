@@ -26,10 +26,11 @@ import orjson
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.api.coalesce import Coalescer
 from services.api.encoding import TaskJson
+from services.api.middleware import read_body, replay
 from services.api.routes import tasks
 from services.api.routes.tasks import _count_stored
 from services.api.unavailable import RETRY_AFTER_S, UNAVAILABLE, unavailable_body
@@ -51,16 +52,6 @@ def _plain(headers: list[tuple[bytes, bytes]]) -> bool:
         elif name == b"idempotency-key":
             return False
     return json_body
-
-
-def _replay(messages: list[Message], receive: Receive) -> Receive:
-    """``receive`` that first gives back the messages already read, then the real ones."""
-    pending = list(messages)
-
-    async def replayed() -> Message:
-        return pending.pop(0) if pending else await receive()
-
-    return replayed
 
 
 def submit_route() -> APIRoute:
@@ -85,7 +76,7 @@ class FastSubmit:
         ):
             await self.app(scope, receive, send)
             return
-        messages = await _read(receive)
+        messages = await read_body(receive)
         if messages[-1]["type"] == "http.request":
             headers: list[tuple[bytes, bytes]] = []
             try:
@@ -97,7 +88,7 @@ class FastSubmit:
                 scope["route"] = self.route  # for HttpMetrics' route label, as routing would set it
                 await _respond(send, *answer, headers)
                 return
-        await self.app(scope, _replay(messages, receive), send)
+        await self.app(scope, replay(messages, receive), send)
 
     async def _submit(self, body: bytes) -> tuple[int, bytes] | None:
         """(status, body) of the submitted task, or None to let the FastAPI route answer."""
@@ -131,16 +122,6 @@ def _task(body: bytes) -> TaskCreate | None:
         return TaskCreate.model_validate(data) if isinstance(data, dict) else None
     except (ValueError, ValidationError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return None
-
-
-async def _read(receive: Receive) -> list[Message]:
-    """Every message of the request body (ends early at a disconnect)."""
-    messages = []
-    while True:
-        message = await receive()
-        messages.append(message)
-        if message["type"] != "http.request" or not message.get("more_body", False):
-            return messages
 
 
 async def _respond(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:

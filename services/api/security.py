@@ -36,13 +36,22 @@ def required_scope(method: str, path: str) -> KeyScope | None:
 
 
 class RateLimited(Exception):
-    def __init__(self, retry_after_ms: int, cost: int) -> None:
+    def __init__(self, retry_after_ms: int) -> None:
+        super().__init__(f"rate limit exceeded; retry after {math.ceil(retry_after_ms / 1000)} s")
+        self.retry_after_s = max(1, math.ceil(retry_after_ms / 1000))
+
+
+class OverBurst(Exception):
+    """A request costing more tokens than the bucket holds: it can never pass, however long the caller
+    waits, so it is refused (422) rather than told to retry (429)."""
+
+    def __init__(self, cost: int, burst: int) -> None:
         super().__init__(
-            f"rate limit exceeded; retry after {math.ceil(retry_after_ms / 1000)} s"
-            if retry_after_ms >= 0
-            else f"a request costing {cost} tokens can never fit the burst"
+            f"{cost} tasks can never pass the rate limit: each task takes a token and the burst is {burst}; "
+            f"send at most {burst} tasks per batch"
         )
-        self.retry_after_s = max(1, math.ceil(retry_after_ms / 1000)) if retry_after_ms >= 0 else None
+        self.cost = cost
+        self.burst = burst
 
 
 class RateLimiter:
@@ -55,11 +64,24 @@ class RateLimiter:
         self.burst = burst
 
     async def take(self, client: str, cost: int = 1) -> None:
+        """Raises RateLimited when the tokens are not there yet, OverBurst when they never can be."""
+        if cost > self.burst:
+            raise OverBurst(cost, self.burst)
         allowed, value = await self.scripts.call(
             "ratelimit", [self.keys.rate_limit(client)], [self.rate, self.burst, cost]
         )
         if not int(allowed):
-            raise RateLimited(int(value), cost)
+            if int(value) < 0:  # the script's answer for a cost over the burst (also checked above)
+                raise OverBurst(cost, self.burst)
+            raise RateLimited(int(value))
+
+    async def take_batch(self, client: str, tasks: int) -> None:
+        """A batch costs one token per task; the request took the first one already (the Guard), so
+        the rest is taken here. A batch over the burst never fits, even into a full bucket."""
+        if tasks > self.burst:
+            raise OverBurst(tasks, self.burst)
+        if tasks > 1:
+            await self.take(client, tasks - 1)
 
 
 def caller_id(scope: Scope) -> str:

@@ -53,6 +53,8 @@ REQUESTS: list[tuple[bytes, dict[str, str], bool]] = [
     (b'{"type":"noop","webhook":"http://127.0.0.1/hook"}', JSON, False),  # refused by the SSRF guard
     (b'{"type":"email","payload":{"to":"not an address"}}', JSON, False),
     (b'{"type":"noop","scheduled_for":"2099-01-01T00:00:00"}', JSON, False),  # no time zone
+    (b'{"type":"noop","priority":"\\ud800"}', JSON, False),  # a lone surrogate, echoed escaped in the 422
+    (b'{"type":"noop","idempotency_key":"k-3"}', {**JSON, "Idempotency-Key": "k-4"}, False),  # they differ: 422
 ]
 ID = re.compile(rb"[0-9A-HJKMNP-TV-Z]{26}")
 VOLATILE = (b'"created_at":"[^"]*"', b'"scheduled_for":"20[0-9][0-9]-[^"]*"')

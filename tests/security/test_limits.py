@@ -66,8 +66,27 @@ async def test_replicas_share_one_bucket_and_batches_count_each_task(
         r = await one.post("/api/tasks/batch", json={"tasks": [{"type": "noop"}] * 5})
         assert r.status_code == 429 and int(r.headers["retry-after"]) > 60
         too_big = await two.post("/api/tasks/batch", json={"tasks": [{"type": "noop"}] * 50})
-        assert too_big.status_code == 429 and "can never fit" in too_big.json()["detail"]
+        assert too_big.status_code == 422 and "can never pass" in too_big.json()["detail"][0]["msg"]
     assert len(await task_ids(redis, keys)) == 7  # nothing of the refused batches was written
+
+
+async def test_a_batch_over_the_burst_is_422_naming_it_not_429(
+    make_api: ApiFactory, redis: Redis, keys: KeySchema
+) -> None:
+    """A batch takes a token per task, so one larger than the burst never fits: 422 (no Retry-After),
+    not a 429 inviting a retry loop; a batch of exactly the burst fits a full bucket."""
+    async with make_api(rate_limit="1/h burst 5") as client:
+        for _ in range(3):
+            r = await client.post("/api/tasks/batch", json={"tasks": [{"type": "noop"}] * 6})
+            assert r.status_code == 422 and "retry-after" not in r.headers
+            [error] = r.json()["detail"]
+            assert error["loc"] == ["body", "tasks"] and "the burst is 5" in error["msg"]
+            assert "at most 5 tasks per batch" in error["msg"]
+        # each refused batch took only its request's token: 2 of 5 are left
+        assert (await client.post("/api/tasks/batch", json={"tasks": [{"type": "noop"}] * 2})).status_code == 201
+    assert len(await task_ids(redis, keys)) == 2
+    async with make_api(rate_limit="1/h burst 5", key_prefix=keys.prefix + "b") as fresh:
+        assert (await fresh.post("/api/tasks/batch", json={"tasks": [{"type": "noop"}] * 5})).status_code == 201
 
 
 async def test_limit_is_per_key(make_api: ApiFactory) -> None:

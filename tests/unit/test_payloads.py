@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from email.utils import getaddresses
+
 import pytest
 from pydantic import ValidationError
 
@@ -13,8 +15,9 @@ from shared.ssrf import SsrfGuard
 
 @pytest.mark.parametrize(
     "address",
-    ["user@example.com", "Ann <ann@example.com>", "a.b+tag@sub.example.co.uk", "o'hara@example.ie", "X@EXAMPLE.COM"],
-)
+    ["user@example.com", "Ann <ann@example.com>", "a.b+tag@sub.example.co.uk", "o'hara@example.ie", "X@EXAMPLE.COM",
+     '"Doe, Jane" <jane@example.com>', "Zoë Ä. Smith <zoe@example.com>", "<ann@example.com>"],
+)  # fmt: skip
 def test_good_addresses(address: str) -> None:
     assert check_address(address) == address
 
@@ -22,7 +25,12 @@ def test_good_addresses(address: str) -> None:
 @pytest.mark.parametrize(
     "address",
     ["user", "user@", "@example.com", "a@b", "a..b@example.com", ".a@example.com", "a.@example.com",
-     "a@-example.com", "a b@example.com", "a@example.com\r\nBcc: x@example.com", "Ann <ann@>"],
+     "a@-example.com", "a b@example.com", "a@example.com\r\nBcc: x@example.com", "Ann <ann@>",
+     # one address per item: lists, several angle addresses, comments, an address as the display name
+     "a@example.com, victim@example.org", "a@example.com;victim@example.org", "a@example.com victim@example.org",
+     "<a@example.com>victim@example.org", "Ann <a@example.com> <victim@example.org>", "a@example.com <b@example.org>",
+     '"victim@example.org" <a@example.com>', "a@example.com (victim@example.org)", "a(x)@example.com",
+     "Ann\u2028Bcc <a@example.com>", '"Ann" "Bob" <a@example.com>'],
 )  # fmt: skip
 def test_bad_addresses_name_themselves(address: str) -> None:
     with pytest.raises(ValueError, match="not a valid email address"):
@@ -76,3 +84,29 @@ async def test_submission_checks_skip_plain_tasks_and_name_batch_positions() -> 
         ["body", "tasks", 3, "webhook"],
     ]
     assert await check_tasks(tasks[3:], SsrfGuard(allow_private=True), batch=False) == []
+
+
+@pytest.mark.parametrize("address", ["Ann <ann@example.com>", '"Doe, Jane" <jane@example.com>', "bob@example.com"])
+def test_the_envelope_recipient_is_the_address_the_header_shows(address: str) -> None:
+    message = build_message(EmailPayload(to=[address]), "q@example.org", "T1")
+    [(_name, shown)] = getaddresses([str(message["To"])])
+    assert EmailPayload(to=[address]).recipients() == [shown]
+
+
+def test_every_character_the_email_package_refuses_in_a_header_is_refused_at_submission() -> None:
+    """The worker builds the message with Python's email package: whatever fails there for a subject or
+    a header value must already be refused by the payload's rules (U+2028 and U+0085 were not)."""
+    for code in [*range(0x3000), 0xFEFF, 0xFFFD]:
+        text = f"a{chr(code)}b"
+        try:
+            build_message(EmailPayload(to=["a@example.com"], subject=text, headers={"X-Note": text}), "q@e.org", "T1")
+            fails = False
+        except ValueError:
+            fails = True
+        for payload in ({"to": "a@example.com", "subject": text}, {"to": "a@example.com", "headers": {"X-Note": text}}):
+            try:
+                EmailPayload.model_validate(payload)
+                refused = False
+            except ValidationError:
+                refused = True
+            assert refused or not fails, f"U+{code:04X} passes the payload's rules and fails in the worker"

@@ -11,7 +11,8 @@ from typing import Annotated, TypeVar
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 
-from services.api.deps import CatalogDep, QueueDep
+from services.api.deps import CatalogDep, GuardDep, QueueDep
+from shared.payloads import check_task
 from shared.queues import QueueRegistry
 from shared.schedules import ScheduleBook, ScheduleCreate, ScheduleExists, ScheduleNotFound, SchedulePublic
 
@@ -33,15 +34,21 @@ SchedulesDep = Annotated[ScheduleBook, Depends(get_schedules)]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses={409: {"description": "The name is taken (any queue)"}})
-async def create_schedule(spec: ScheduleCreate, schedules: SchedulesDep, catalog: CatalogDep) -> SchedulePublic:
+async def create_schedule(
+    spec: ScheduleCreate, schedules: SchedulesDep, catalog: CatalogDep, guard: GuardDep
+) -> SchedulePublic:
     """Create a schedule in the queue ``task.queue`` names (created on first use); its first tick is the
-    next one after now (nothing fires for the past). Names are global across queues."""
+    next one after now (nothing fires for the past). Names are global across queues. Its task passes
+    the checks a submitted task does (type, email/http payload, SSRF guard on URLs)."""
     unknown = await catalog.unknown({spec.task.type})
     if unknown:
         error = unknown[spec.task.type]
         raise RequestValidationError(
             [{"loc": ["body", "task", "type"], "msg": str(error), "type": "unknown_task_type", "input": spec.task.type}]
         )
+    errors = await check_task(spec.task, guard, ("body", "task"))
+    if errors:
+        raise RequestValidationError(errors)
     try:
         return await schedules.create(spec)
     except ScheduleExists as error:

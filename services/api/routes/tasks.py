@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 
 from services.api.deps import BrokerDep, CatalogDep, GuardDep, QueueName
 from services.api.encoding import batch_json
-from services.api.security import caller_id
+from services.api.security import OverBurst, RateLimiter, caller_id
 from shared import metrics
 from shared.models import (
     MAX_PRIORITY,
@@ -54,6 +54,22 @@ async def _check_payloads(guard: GuardDep, tasks: list[TaskCreate], *, batch: bo
         raise RequestValidationError(errors)
 
 
+def _with_header_key(task: TaskCreate, header: str | None) -> TaskCreate:
+    """The task with the ``Idempotency-Key`` header's key; 422 naming both when the body's differs."""
+    if header is None or task.idempotency_key == header:
+        return task
+    if task.idempotency_key is None:
+        return task.model_copy(update={"idempotency_key": header})
+    msg = "the Idempotency-Key header and the body's idempotency_key differ; send one of them, or the same value"
+    raise RequestValidationError(
+        [
+            {"loc": ["header", "idempotency-key"], "msg": msg, "type": "idempotency_key_conflict", "input": header},
+            {"loc": ["body", "idempotency_key"], "msg": msg, "type": "idempotency_key_conflict",
+             "input": task.idempotency_key},
+        ]
+    )  # fmt: skip
+
+
 def _count(done: list[Submitted]) -> None:
     for s in done:
         if not s.duplicate:
@@ -81,9 +97,9 @@ async def submit_task(
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> TaskPublic:
     """Create one task. With an ``Idempotency-Key`` header (or field) seen in the last 24 h, the
-    first task is returned with 200 and nothing is created."""
-    if idempotency_key and task.idempotency_key is None:
-        task = task.model_copy(update={"idempotency_key": idempotency_key})
+    first task is returned with 200 and nothing is created. Header and field may both be sent only
+    with the same value (422 otherwise: neither silently wins)."""
+    task = _with_header_key(task, idempotency_key)
     await _check_types(catalog, [task], batch=False)
     await _check_payloads(guard, [task], batch=False)
     [done] = await broker.submit([task])
@@ -100,9 +116,13 @@ async def submit_batch(
     """Create up to 1,000 tasks in one request and one Redis round trip (one atomic script call per
     queue partition the batch touches: all or none of a partition's tasks are written).
     Under a rate limit each task counts (the request itself already took one token)."""
-    limiter = request.app.state.limiter
-    if limiter is not None and len(batch.tasks) > 1:
-        await limiter.take(caller_id(request.scope), len(batch.tasks) - 1)
+    limiter: RateLimiter | None = request.app.state.limiter
+    if limiter is not None:
+        try:
+            await limiter.take_batch(caller_id(request.scope), len(batch.tasks))
+        except OverBurst as error:
+            error_item = {"loc": ["body", "tasks"], "msg": str(error), "type": "over_burst"}
+            raise RequestValidationError([error_item]) from None
     await _check_types(catalog, batch.tasks, batch=True)
     await _check_payloads(guard, batch.tasks, batch=True)
     done = await broker.submit_stored(batch.tasks)
