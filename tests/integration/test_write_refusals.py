@@ -169,3 +169,23 @@ async def test_a_failed_save_refuses_submits_with_503_and_keeps_reads(settings: 
         await redis.config_set("save", "")  # else its shutdown save fails too, and it refuses to stop
         await redis.aclose()
         server.stop()
+
+
+async def test_a_full_redis_still_rate_limits(settings: Settings) -> None:
+    """ratelimit.lua may write past maxmemory (allow-oom: one small bucket per caller, expiring within
+    seconds), so the limit holds while Redis is full; without the flag Redis would refuse the bucket's
+    write and the api could only let every request through."""
+    server = RedisServer()
+    redis = Redis.from_url(server.url, decode_responses=True)
+    app = create_app(settings.model_copy(update={"redis_url": server.url, "rate_limit": "1/h burst 4"}))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    try:
+        async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+            await redis.config_set("maxmemory", "1")  # full: every write refused
+            statuses = [(await api.get("/api/stats")).status_code for _ in range(3)]
+            _assert_refused(await api.post("/api/tasks", json={"type": "noop"}), "out_of_memory")  # the 4th
+            statuses.append((await api.get("/api/stats")).status_code)
+            assert statuses == [200, 200, 200, 429]
+    finally:
+        await redis.aclose()
+        server.stop()
