@@ -26,9 +26,11 @@ BIG = "x" * 100_000
 
 
 @asynccontextmanager
-async def _api(settings: Settings, server: RedisServer) -> AsyncIterator[httpx.AsyncClient]:
+async def _api(
+    settings: Settings, server: RedisServer, rate_limit: str = "10000/s burst 10000"
+) -> AsyncIterator[httpx.AsyncClient]:
     """The api in-process on ``server``, with a rate limit (its bucket script must keep working too)."""
-    app = create_app(settings.model_copy(update={"redis_url": server.url, "rate_limit": "10000/s burst 10000"}))
+    app = create_app(settings.model_copy(update={"redis_url": server.url, "rate_limit": rate_limit}))
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # a 500 is answered, not raised
     async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://api") as api:
         yield api
@@ -177,10 +179,8 @@ async def test_a_full_redis_still_rate_limits(settings: Settings) -> None:
     write and the api could only let every request through."""
     server = RedisServer()
     redis = Redis.from_url(server.url, decode_responses=True)
-    app = create_app(settings.model_copy(update={"redis_url": server.url, "rate_limit": "1/h burst 4"}))
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     try:
-        async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+        async with _api(settings, server, rate_limit="1/h burst 4") as api:
             await redis.config_set("maxmemory", "1")  # full: every write refused
             statuses = [(await api.get("/api/stats")).status_code for _ in range(3)]
             _assert_refused(await api.post("/api/tasks", json={"type": "noop"}), "out_of_memory")  # the 4th
