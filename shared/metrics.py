@@ -146,6 +146,11 @@ WEBHOOK_DELIVERIES = Counter(
 WEBHOOK_DELIVERY_SECONDS = Histogram(
     "streamq_webhook_delivery_seconds", "Webhook delivery attempt time", buckets=TIME_BUCKETS
 )
+REDIS_WRITES_REFUSED = Counter(
+    "streamq_redis_writes_refused",
+    "Writes Redis refused, by cause (out_of_memory, read_only, persistence_failed)",
+    ["cause"],
+)
 HTTP_REQUESTS = Counter("streamq_http_requests", "HTTP requests served by the api", ["method", "route", "status"])
 HTTP_REQUEST_SECONDS = Histogram(
     "streamq_http_request_seconds", "HTTP request time", ["method", "route"], buckets=TIME_BUCKETS

@@ -1,8 +1,16 @@
 """Lua scripts: read once from ``shared/lua``, registered once per client, called by name.
 
 State-change scripts get ``lib.lua`` prepended (shared helpers and the common KEYS layout);
-``ratelimit.lua`` and ``indexes.lua`` stand alone. Each ``.lua`` file starts with a header listing
-KEYS, ARGV and returns.
+``ratelimit.lua``, ``indexes.lua`` and ``writable.lua`` stand alone. Each ``.lua`` file starts with a
+header listing KEYS, ARGV and returns.
+
+Flags (Redis 7's ``#!lua flags=...`` first line): ``indexes.lua``, the only script that only reads,
+declares ``no-writes`` so that Redis runs it while it refuses writes (out of memory, read-only
+replica, failed persistence); ``ratelimit.lua`` declares ``allow-oom`` (a small bucket that expires);
+``writable.lua`` declares none, so Redis refuses it exactly when it refuses writes. The others declare
+no flags on purpose: without a shebang Redis checks memory at a script's first write only, so a script
+that frees memory (remove.lua's DEL, finish.lua's XDEL) still runs when Redis is full, and one refused
+there has written nothing. A script with flags may touch only the keys it declares, in one hash slot.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.redis import HeldConnection, HeldConnections, route_to_key
 
-STANDALONE = frozenset({"ratelimit", "indexes"})  # scripts that do not use lib.lua's common KEYS layout
+STANDALONE = frozenset({"ratelimit", "indexes", "writable"})  # scripts without lib.lua's common KEYS layout
 LIBRARY = "lib"
 
 
@@ -38,7 +46,9 @@ def source(name: str) -> str:
     text = (folder / f"{name}.lua").read_text()
     if name in STANDALONE:
         return text
-    return (folder / f"{LIBRARY}.lua").read_text() + "\n" + text
+    # a shebang (flags) must stay the first line of the source Redis gets
+    shebang, rest = text.split("\n", 1) if text.startswith("#!") else ("", text)
+    return (shebang + "\n" if shebang else "") + (folder / f"{LIBRARY}.lua").read_text() + "\n" + rest
 
 
 class Scripts:

@@ -120,7 +120,8 @@ window.addEventListener("hashchange", () => { route(); main.focus({ preventScrol
 
 // ---------- Overview ------------------------------------------------------------------------------
 async function overview() {
-  main.append(h("h1", {}, "Overview"));
+  const refused = h("p", { class: "notice", role: "alert", "data-testid": "writes-refused", hidden: true });
+  main.append(h("h1", {}, "Overview"), refused);
   const cards = h("div", { class: "cards", "data-testid": "cards" });
   const labels = [...STATUSES, "dead_letter", "total"];
   const numbers = {};
@@ -138,6 +139,9 @@ async function overview() {
   async function loadStats() {
     const s = await api("GET", "/api/stats");
     for (const k of labels) numbers[k].textContent = s[k];
+    const health = await api("GET", "/api/health").catch(() => ({})); // writes: "ok" or why Redis refuses them
+    refused.hidden = !health.writes || health.writes === "ok" || health.writes === "unknown";
+    refused.textContent = `Redis refuses writes (${health.writes}): submitting and changing tasks answer 503 until it accepts them again; reading works.`;
   }
   const specs = [
     { id: "throughput", title: "Throughput (tasks/s)", series: [["completed_rate", "completed", "#1f7a3a"], ["failed_rate", "failed", "#b3261e"]], fmt: (v) => v.toFixed(2), axis: axisNum },

@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import REGISTRY
+from redis.exceptions import RedisError
 
 from services.api.collector import QueueCollector
 from services.api.fastpath import FastSubmit
@@ -19,7 +20,7 @@ from services.api.middleware import BodyLimit, HttpMetrics, JsonDepth
 from services.api.routes import deliveries, health, queues, recovery, schedules, services, stats, tasks
 from services.api.security import Guard, RateLimited, RateLimiter
 from services.api.types import TypeCatalog
-from services.api.unavailable import RETRY_AFTER_S, UNAVAILABLE, unavailable_body
+from services.api.unavailable import redis_answer
 from shared.auth import parse_keys
 from shared.broker import Broker
 from shared.errors import Conflict, NotDurable, NotFound, not_durable_body
@@ -40,7 +41,11 @@ COMMON_RESPONSES: dict[int | str, dict[str, object]] = {
     414: {"description": "URL too long", **ERROR},
     429: {"description": "Rate limit exceeded (see Retry-After)", **ERROR},
     431: {"description": "Request headers too large", **ERROR},
-    503: {"description": "Redis is unavailable (see Retry-After); the request may not have been applied", **ERROR},
+    503: {
+        "description": "Redis is out of reach or refuses writes (see Retry-After and the body's cause); the request "
+        "may not have been applied",
+        **ERROR,
+    },
 }
 
 
@@ -115,12 +120,15 @@ def create_app(settings: Settings, *, fast_submit: bool = True) -> FastAPI:
     async def not_durable(_request: Request, error: NotDurable) -> JSONResponse:
         return JSONResponse(not_durable_body(error), status_code=503)
 
-    async def redis_unavailable(_request: Request, error: Exception) -> JSONResponse:
-        headers = {"Retry-After": str(RETRY_AFTER_S)}
-        return JSONResponse(unavailable_body(error), status_code=503, headers=headers)
-
-    for unavailable in UNAVAILABLE:  # Redis out of reach: 503 and Retry-After, not 500
-        app.add_exception_handler(unavailable, redis_unavailable)
+    @app.exception_handler(RedisError)
+    async def redis_unavailable(_request: Request, error: RedisError) -> JSONResponse:
+        """Redis out of reach or refusing writes: 503 and Retry-After, not 500; any other Redis error is
+        raised again (a 500, as for any bug)."""
+        answer = redis_answer(error)
+        if answer is None:
+            raise error
+        status, body, headers = answer
+        return JSONResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(RateLimited)
     async def rate_limited(_request: Request, error: RateLimited) -> JSONResponse:

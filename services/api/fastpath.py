@@ -26,6 +26,7 @@ import orjson
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.api.coalesce import Coalescer
@@ -33,7 +34,7 @@ from services.api.encoding import TaskJson
 from services.api.middleware import read_body, replay
 from services.api.routes import tasks
 from services.api.routes.tasks import _count_stored
-from services.api.unavailable import RETRY_AFTER_S, UNAVAILABLE, unavailable_body
+from services.api.unavailable import redis_answer
 from shared.broker import Broker
 from shared.errors import NotDurable, not_durable_body
 from shared.models import TaskCreate
@@ -81,9 +82,12 @@ class FastSubmit:
             headers: list[tuple[bytes, bytes]] = []
             try:
                 answer = await self._submit(b"".join(m.get("body", b"") for m in messages))
-            except UNAVAILABLE as error:  # as the app's exception handler answers (this runs outside it)
-                answer = 503, orjson.dumps(unavailable_body(error))
-                headers = [(b"retry-after", str(RETRY_AFTER_S).encode())]
+            except RedisError as error:  # as the app's exception handler answers (this runs outside it)
+                mapped = redis_answer(error)
+                if mapped is None:
+                    raise
+                answer = mapped[0], orjson.dumps(mapped[1])
+                headers = [(name.lower().encode(), value.encode()) for name, value in mapped[2].items()]
             if answer is not None:
                 scope["route"] = self.route  # for HttpMetrics' route label, as routing would set it
                 await _respond(send, *answer, headers)

@@ -11,11 +11,14 @@ import math
 from typing import Any
 
 import orjson
+from redis.exceptions import RedisError, ResponseError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from services.api.unavailable import redis_answer, send_json
 from shared.auth import ApiKey, verify
 from shared.auth import Scope as KeyScope
 from shared.keys import KeySchema
+from shared.refusals import counted_refusal
 from shared.scripts import Scripts
 
 MAX_HEADER_BYTES = 16 * 1024
@@ -67,9 +70,16 @@ class RateLimiter:
         """Raises RateLimited when the tokens are not there yet, OverBurst when they never can be."""
         if cost > self.burst:
             raise OverBurst(cost, self.burst)
-        allowed, value = await self.scripts.call(
-            "ratelimit", [self.keys.rate_limit(client)], [self.rate, self.burst, cost]
-        )
+        try:
+            allowed, value = await self.scripts.call(
+                "ratelimit", [self.keys.rate_limit(client)], [self.rate, self.burst, cost]
+            )
+        except ResponseError as error:
+            # a read-only replica or a failed persistence check refuses the bucket's write (a full Redis
+            # still runs the script: allow-oom): the request goes on unlimited, and Redis refuses its writes
+            if counted_refusal(error) is None:
+                raise
+            return
         if not int(allowed):
             if int(value) < 0:  # the script's answer for a cost over the burst (also checked above)
                 raise OverBurst(cost, self.burst)
@@ -135,6 +145,12 @@ class Guard:
             except RateLimited as error:
                 headers = [(b"retry-after", str(error.retry_after_s).encode())] if error.retry_after_s else []
                 await respond(send, 429, str(error), headers)
+                return
+            except RedisError as error:  # outside the app's exception handlers: the same answer as theirs
+                answer = redis_answer(error)
+                if answer is None:
+                    raise
+                await send_json(send, *answer)
                 return
         if self.keys and needed is not None:
             if key is None:

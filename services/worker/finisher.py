@@ -7,22 +7,51 @@ consumer dispatches what take.lua read and started. That saves the consumer's ow
 slots free up because tasks finished (the common case under load).
 
 Outcomes of different partitions (named queues, partitions) go in one finish.lua call per
-partition, all in the same pipeline: each call touches one hash slot."""
+partition, all in the same pipeline: each call touches one hash slot.
+
+An outcome whose call failed because Redis was out of reach (a restart, a failover) or refused writes
+(out of memory, a read-only replica, a failed persistence check) is kept, in memory, and sent again
+with back-off until Redis answers, for up to ``keep_s`` (the lease) after the run ended: the task is
+not run again. Its slot stays taken meanwhile (as its lease is renewed), so a worker keeps at most as
+many outcomes as it runs jobs (and never more than ``MAX_KEPT``). After the lease the reclaimer may
+have given the task to another worker; sending the outcome then is still safe (finish.lua records an
+outcome only while the entry is pending for this consumer and the task runs on that entry, else
+answers ``lost`` or ``stale``), but the slot is freed and the error reported instead, as before."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from services.worker.jobs import Outcome
 from shared.keys import KeySchema
+from shared.refusals import UNREACHABLE, counted_refusal, refusal
 from shared.scripts import Scripts
 
 log = logging.getLogger("streamq.worker")
 MAX_BATCH = 256
+MAX_KEPT = 10_000  # most outcomes kept through a Redis outage (the worker's slots bound them first)
+RETRY_S = (0.05, 2.0)  # back-off between sends of kept outcomes: first, most
 Recorded = Callable[[str | BaseException], None]  # told the status written, or the call's error
+
+
+@dataclass(slots=True)
+class Posted:
+    """An outcome waiting for its finish.lua call, and until when it is kept through Redis errors."""
+
+    outcome: Outcome
+    then: Recorded
+    keep_until: float  # time.monotonic()
+    tries: int = 0  # calls that failed with a Redis error it was kept through
+
+
+def _waitable(error: BaseException) -> bool:
+    """Redis out of reach or refusing writes: the outcome is kept and sent again."""
+    return isinstance(error, (*UNREACHABLE, OSError)) or refusal(error) is not None
 
 
 class Refill(Protocol):
@@ -47,11 +76,14 @@ class Finisher:
         consumer: str,
         result_ttl_ms: int,
         events_maxlen: int,
+        keep_s: float = 30.0,
     ) -> None:
         self.scripts = scripts
         self.keys = keys
         self._head: list[Any] = [events_maxlen, group, consumer, result_ttl_ms]
-        self._waiting: list[tuple[Outcome, Recorded]] = []
+        self.keep_s = keep_s  # STREAMQ_LEASE_S: how long an outcome is kept through Redis errors
+        self._waiting: list[Posted] = []
+        self.kept = 0  # outcomes sent again after a Redis error and then recorded (for tests and logs)
         self._flushing = False
         self._task: asyncio.Task[None] | None = None
         self.refill: Refill | None = None
@@ -75,7 +107,7 @@ class Finisher:
         """Record one outcome in the next call; ``then`` gets the status written (or ``lost``/``stale``),
         or the error that call raised. The caller need not wait: a worker's job ends with its handler,
         and its slot is freed by ``then`` (no future and no second step of the job's task)."""
-        self._waiting.append((outcome, then))
+        self._waiting.append(Posted(outcome, then, time.monotonic() + self.keep_s))
         if not self._flushing:
             self._flushing = True
             self._task = asyncio.get_running_loop().create_task(self._flush())
@@ -90,21 +122,50 @@ class Finisher:
         try:
             if self.refill is not None:
                 await self.refill.settle()  # starting what is due goes first (a burst)
+            pause = RETRY_S[0]
             while self._waiting:
                 batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
                 try:
-                    statuses = await self._call([o for o, _ in batch])
+                    statuses = await self._call([p.outcome for p in batch])
                 except Exception as error:
-                    for _, then in batch:
-                        _tell(then, error)
-                    continue
-                for (outcome, then), status in zip(batch, statuses, strict=True):
-                    outcome.status = status
-                    _tell(then, status)
+                    statuses = [error] * len(batch)
+                kept = self._settle(batch, statuses)
+                if kept:  # Redis out of reach or refusing writes: sent again after a pause
+                    self._waiting = kept + self._waiting
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, RETRY_S[1])
+                else:
+                    pause = RETRY_S[0]
         finally:
             self._flushing = False
 
-    async def _call(self, outcomes: list[Outcome]) -> list[str]:
+    def _settle(self, batch: list[Posted], statuses: list[str | BaseException]) -> list[Posted]:
+        """Tell each poster its status, or its error when that cannot be waited out or its time is up;
+        returns the outcomes kept to be sent again."""
+        kept: list[Posted] = []
+        now = time.monotonic()
+        for posted, status in zip(batch, statuses, strict=True):
+            if isinstance(status, BaseException):
+                if _waitable(status) and now < posted.keep_until and len(kept) + len(self._waiting) < MAX_KEPT:
+                    kept.append(posted)
+                    continue
+            else:
+                posted.outcome.status = status
+                self.kept += posted.tries > 0
+            _tell(posted.then, status)
+        for posted in kept:
+            posted.tries += 1
+        if kept:
+            error = next(s for s in statuses if isinstance(s, BaseException))
+            counted_refusal(error)  # one refused call (or pipeline), counted once
+            log.warning(
+                "could not record outcomes; kept, sending them again",
+                extra={"outcomes": len(kept), "error": str(error)},
+            )
+        return kept
+
+    async def _call(self, outcomes: list[Outcome]) -> list[str | BaseException]:
+        """Each outcome's status written, or the error of the call that carried it."""
         groups: dict[KeySchema, list[int]] = {}
         for i, o in enumerate(outcomes):
             groups.setdefault(o.job.delivery.keys or self.keys, []).append(i)
@@ -123,12 +184,13 @@ class Finisher:
                 refill.fetched(error, len(outcomes), fetch[0])
                 raise
             refill.fetched(delivered, len(outcomes), fetch[0])
-        statuses: list[str] = [""] * len(outcomes)
-        for members, reply in zip(groups.values(), replies, strict=True):
-            if isinstance(reply, BaseException):
-                raise reply
-            for i, status in zip(members, reply, strict=True):
-                statuses[i] = str(status)
+        statuses: list[str | BaseException] = [""] * len(outcomes)
+        for members, reply in zip(groups.values(), replies, strict=True):  # a failed call fails only its own
+            each: list[str | BaseException] = (
+                [reply] * len(members) if isinstance(reply, BaseException) else [str(r) for r in reply]
+            )
+            for i, status in zip(members, each, strict=True):
+                statuses[i] = status
         return statuses
 
     def _finish_call(self, part: KeySchema, outcomes: list[Outcome]) -> tuple[str, list[str], list[Any]]:

@@ -82,6 +82,7 @@ class Worker:
                 consumer=self.worker_id,
                 result_ttl_ms=s.result_ttl_s * 1000,
                 events_maxlen=s.events_maxlen,
+                keep_s=s.lease_s,  # outcomes kept through a Redis outage until the lease runs out
             )
             self.consumer = consumer = Consumer(
                 redis,

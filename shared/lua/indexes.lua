@@ -1,8 +1,12 @@
+#!lua flags=no-writes
 --[[ indexes.lua: read a partition's status indexes at one instant (read-only; no lib.lua).
 
 Every task is in exactly one status index and there is no index of all tasks (it would cost each
 submit an index write): a count of all tasks, or a page of them in id order, is read from the six
 together. One script, so a task moving between two indexes meanwhile is counted or listed once.
+Flags (the shebang): no-writes, so Redis runs it while it refuses writes (out of memory under
+noeviction, a read-only replica, a failed persistence check) and refuses any write it would make;
+a script with flags may touch only the KEYS it declares, all in one cluster hash slot.
 KEYS[1..n]  the indexes (zsets, score 0, ordered by id; one partition's: one hash slot)
 ARGV[1]  'count', or 'page'
 ARGV[2]  'page': the upper bound, as ZRANGE BYLEX takes it ('+' or '(<id>')

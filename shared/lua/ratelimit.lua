@@ -1,7 +1,12 @@
+#!lua flags=allow-oom
 --[[ ratelimit.lua: take COST tokens from a token bucket, refilled at RATE per second up to BURST.
 
 Standalone (lib.lua is not prepended). One bucket per api key or client address, shared by every
 api replica; the Redis server's clock decides the refill.
+Flags (the shebang): allow-oom, so a Redis full under noeviction still limits (and serves) reads: the
+bucket is one small hash per caller that expires within seconds. Declaring flags also means Redis
+refuses the call outright (READONLY, MISCONF) on a read-only replica or after a failed persistence
+check, before it writes anything, and that KEYS[1] must be the only key it touches.
 KEYS[1]  the bucket (hash: tokens, ts)
 ARGV[1]  rate (tokens per second)    ARGV[2]  burst (bucket size)    ARGV[3]  cost (tokens to take)
 Returns: {1, tokens left (floor)} when allowed, {0, milliseconds until COST tokens are there} when not

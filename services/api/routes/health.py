@@ -12,6 +12,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from redis.exceptions import RedisError
 
 from services.api.deps import RedisDep
+from services.api.unavailable import writes
+from shared.refusals import refusal
 
 router = APIRouter(tags=["health"])
 PING_TIMEOUT_S = 2.0  # a probe answers within this even while the client retries a lost Redis
@@ -23,6 +25,8 @@ async def _ping(redis: RedisDep) -> tuple[bool, float, str]:
         await asyncio.wait_for(redis.ping(), PING_TIMEOUT_S)
         return True, (time.perf_counter() - start) * 1000, ""
     except (RedisError, OSError) as error:
+        if refusal(error) is not None:  # MISCONF refuses PING too, yet Redis answers and serves reads
+            return True, (time.perf_counter() - start) * 1000, ""
         return False, 0.0, str(error)
     except TimeoutError:
         return False, 0.0, f"no answer from Redis within {PING_TIMEOUT_S} s"
@@ -35,9 +39,12 @@ async def live() -> JSONResponse:
 
 
 @router.get("/api/health")
-async def health(redis: RedisDep) -> JSONResponse:
+async def health(request: Request, redis: RedisDep) -> JSONResponse:
     ok, ms, error = await _ping(redis)
     body = {"status": "ok" if ok else "unavailable", "redis": "ok" if ok else error, "redis_ms": round(ms, 3)}
+    if ok:  # reads still work while Redis refuses writes: still 200, with the cause in `writes`
+        queue = request.app.state.queue
+        body["writes"] = await writes(queue.scripts, queue.keys.stats, PING_TIMEOUT_S)
     return JSONResponse(body, status_code=200 if ok else 503)
 
 
