@@ -96,6 +96,14 @@ def parse_email(payload: Any) -> EmailPayload:
 
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 StatusCode = Annotated[int, Field(ge=100, le=599)]
+MAX_SECRET_HEADERS = 32
+MAX_SECRET_VALUE = 8192
+# a token (RFC 9110) and a value the HTTP client sends as given (visible ASCII, inner spaces and tabs):
+# nothing the request could fail on with an error that quotes the value
+SecretHeaderName = Annotated[str, Field(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")]
+SecretHeaderValue = Annotated[
+    str, Field(min_length=1, max_length=MAX_SECRET_VALUE, pattern=r"^[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?$")
+]
 
 
 class HttpPayload(BaseModel):
@@ -106,6 +114,10 @@ class HttpPayload(BaseModel):
     method: HttpMethod = "GET"
     url: str = Field(max_length=2048)
     headers: dict[str, Annotated[str, AfterValidator(_no_newlines)]] = Field(default_factory=dict)
+    # sent like headers, never shown: reads, responses and webhooks mask the values (shared/redaction.py)
+    secret_headers: dict[SecretHeaderName, SecretHeaderValue] = Field(
+        default_factory=dict, max_length=MAX_SECRET_HEADERS
+    )
     json_body: Any = Field(default=None, alias="json")
     body: str | None = None
     timeout_s: float = Field(default=30.0, gt=0, le=300)
@@ -115,7 +127,13 @@ class HttpPayload(BaseModel):
     def _check(self) -> HttpPayload:
         if self.body is not None and self.json_body is not None:
             raise ValueError("give json or body, not both")
+        both = {n.lower() for n in self.headers} & {n.lower() for n in self.secret_headers}
+        if both:
+            raise ValueError(f"header {min(both)!r} is in both headers and secret_headers; give it once")
         return self
+
+    def request_headers(self) -> dict[str, str]:
+        return {**self.headers, **self.secret_headers}
 
     def expected(self, status: int) -> bool:
         if self.expect_status is None:
