@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from shared.models import TaskCreate
+from shared.redaction import MASK, SECRET_HEADERS, redact_payload
 from shared.ssrf import BlockedUrl, SsrfGuard
 
 SEED_SUBJECT = "Hello from streamq"
@@ -145,9 +146,15 @@ class HttpPayload(BaseModel):
 def _payload_errors(index: int | None, error: ValidationError) -> list[dict[str, Any]]:
     base: list[Any] = ["body", "tasks", index, "payload"] if index is not None else ["body", "payload"]
     return [
-        {"loc": [*base, *item["loc"]], "msg": item["msg"], "type": item["type"], "input": item.get("input")}
+        {"loc": [*base, *item["loc"]], "msg": item["msg"], "type": item["type"], "input": _shown_input(item)}
         for item in error.errors(include_url=False)
     ]
+
+
+def _shown_input(item: Any) -> Any:
+    """The refused input as a 422 echoes it, with secret header values masked (also inside a whole payload,
+    the input of an error about the payload as a whole)."""
+    return MASK if SECRET_HEADERS in item["loc"] else redact_payload("http", item.get("input"))
 
 
 def _loc(index: int | None, *rest: Any) -> list[Any]:

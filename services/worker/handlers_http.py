@@ -35,7 +35,9 @@ KEPT_HEADERS = (
     "date",
     "x-request-id",
 )
-MIN_MASKED_WORD = 8  # a word of a secret value this long is masked on its own (a token without "Bearer ")
+# a secret value, or a word of one (a token without "Bearer "), this long is masked in the stored answer;
+# shorter ones are not (masking every "1" of a body would garble it, and reveals nothing worth hiding)
+MIN_MASKED = 8
 
 _guard = SsrfGuard()
 
@@ -55,9 +57,9 @@ def configure(settings: Settings) -> None:
 
 
 def _secrets(p: HttpPayload) -> list[str]:
-    """What to mask in the stored answer: each secret header value and its long words, longest first."""
-    found = {word for value in p.secret_headers.values() for word in value.split() if len(word) >= MIN_MASKED_WORD}
-    return sorted(found | set(p.secret_headers.values()), key=len, reverse=True)
+    """What to mask in the stored answer: each secret header value and each of its words, longest first."""
+    found = {part for value in p.secret_headers.values() for part in (value, *value.split())}
+    return sorted((part for part in found if len(part) >= MIN_MASKED), key=len, reverse=True)
 
 
 def _mask(text: str, secrets: Sequence[str], truncated: bool) -> str:
