@@ -44,7 +44,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = await connect(settings)
-        upstream = Upstream(settings.api_url, service_key=settings.dashboard_api_key or None)
+        upstream = Upstream(settings.api_url, service_key=settings.dashboard_api_key.get_secret_value() or None)
         app.state.sessions = SessionStore(redis, keys, settings.dashboard_session_ttl_s)
         warn_about_service_key(settings)
         broadcaster = Broadcaster(redis, keys)
@@ -215,7 +215,8 @@ def warn_about_service_key(settings: Settings) -> None:
     api_keys = parse_keys(settings.api_keys)
     if not api_keys:
         return
-    key = verify(api_keys, settings.dashboard_api_key) if settings.dashboard_api_key else None
+    service_key = settings.dashboard_api_key.get_secret_value()
+    key = verify(api_keys, service_key) if service_key else None
     if key is None or Scope.READ not in key.scopes:
         log.warning(
             "STREAMQ_API_KEYS is set but STREAMQ_DASHBOARD_API_KEY is not the secret of a configured key "

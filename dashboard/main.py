@@ -9,6 +9,7 @@ import uvicorn
 
 from dashboard.app import create_app
 from shared.logging import setup_logging
+from shared.redis import redact
 from shared.settings import load_settings
 
 log = logging.getLogger("streamq.dashboard")
@@ -25,7 +26,7 @@ def main() -> None:
     app.state.port = sock.getsockname()[1]
     log.info(
         "dashboard starting",
-        extra={"url": f"http://{settings.dashboard_host}:{app.state.port}", "api": settings.api_url},
+        extra={"url": f"http://{settings.dashboard_host}:{app.state.port}", "api": redact(settings.api_url)},
     )
     config = uvicorn.Config(
         app, log_config=None, access_log=False, loop="uvloop", http="httptools", timeout_graceful_shutdown=SHUTDOWN_S

@@ -6,6 +6,8 @@ from typing import Any
 
 import httpx
 
+from shared.redis import redact
+
 
 class UpstreamError(Exception):
     """The api could not be reached or answered with an error."""
@@ -27,7 +29,7 @@ class Upstream:
                 method, self.api_url + path, params=params, content=content, headers=headers
             )
         except httpx.HTTPError as error:
-            raise UpstreamError(f"the api at {self.api_url} did not answer: {type(error).__name__}") from error
+            raise UpstreamError(f"the api at {redact(self.api_url)} did not answer: {type(error).__name__}") from error
 
     async def json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = await self.request(method, path, **kwargs)

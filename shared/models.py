@@ -11,9 +11,10 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import orjson
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
 from shared.jsondepth import MAX_PAYLOAD_DEPTH, value_deeper_than
+from shared.redaction import redact_payload
 
 MAX_PAYLOAD_BYTES = 256 * 1024
 MIN_PRIORITY = 1
@@ -247,6 +248,12 @@ class TaskPublic(BaseModel):
     worker: str | None = None
     history: list[AttemptError] = Field(default_factory=list)
     webhook_status: str | None = None  # pending, retrying, delivered, failed, gone (the latest message)
+
+    @field_validator("payload")
+    @classmethod
+    def _redact(cls, value: Any, info: ValidationInfo) -> Any:
+        """Secret values never reach a read, a response or a webhook body (shared/redaction.py)."""
+        return redact_payload(info.data.get("type", ""), value)
 
 
 class TaskPage(BaseModel):

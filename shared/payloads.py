@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from shared.models import TaskCreate
+from shared.redaction import MASK, SECRET_HEADERS, redact_payload
 from shared.ssrf import BlockedUrl, SsrfGuard
 
 SEED_SUBJECT = "Hello from streamq"
@@ -130,6 +131,13 @@ HttpHeaderName = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[
 HttpHeaderValue = Annotated[str, Field(max_length=8192), AfterValidator(_http_header_value)]
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 StatusCode = Annotated[int, Field(ge=100, le=599)]
+MAX_SECRET_HEADERS = 32
+MAX_SECRET_VALUE = 8192
+# a secret header's value: as the HTTP client sends it (visible ASCII, inner spaces and tabs), so the
+# request can fail on nothing whose error would quote the value
+SecretHeaderValue = Annotated[
+    str, Field(min_length=1, max_length=MAX_SECRET_VALUE, pattern=r"^[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?$")
+]
 
 
 class HttpPayload(BaseModel):
@@ -140,6 +148,8 @@ class HttpPayload(BaseModel):
     method: HttpMethod = "GET"
     url: str = Field(max_length=2048)
     headers: dict[HttpHeaderName, HttpHeaderValue] = Field(default_factory=dict)
+    # sent like headers, never shown: reads, responses and webhooks mask the values (shared/redaction.py)
+    secret_headers: dict[HttpHeaderName, SecretHeaderValue] = Field(default_factory=dict, max_length=MAX_SECRET_HEADERS)
     json_body: Any = Field(default=None, alias="json")
     body: str | None = None
     timeout_s: float = Field(default=30.0, gt=0, le=300)
@@ -149,7 +159,13 @@ class HttpPayload(BaseModel):
     def _check(self) -> HttpPayload:
         if self.body is not None and self.json_body is not None:
             raise ValueError("give json or body, not both")
+        both = {n.lower() for n in self.headers} & {n.lower() for n in self.secret_headers}
+        if both:
+            raise ValueError(f"header {min(both)!r} is in both headers and secret_headers; give it once")
         return self
+
+    def request_headers(self) -> dict[str, str]:
+        return {**self.headers, **self.secret_headers}
 
     def expected(self, status: int) -> bool:
         if self.expect_status is None:
@@ -160,9 +176,15 @@ class HttpPayload(BaseModel):
 
 def _payload_errors(base: list[Any], error: ValidationError) -> list[dict[str, Any]]:
     return [
-        {"loc": [*base, "payload", *item["loc"]], "msg": item["msg"], "type": item["type"], "input": item.get("input")}
+        {"loc": [*base, "payload", *item["loc"]], "msg": item["msg"], "type": item["type"], "input": _shown_input(item)}
         for item in error.errors(include_url=False)
     ]
+
+
+def _shown_input(item: Any) -> Any:
+    """The refused input as a 422 echoes it, with secret header values masked (also inside a whole payload,
+    the input of an error about the payload as a whole)."""
+    return MASK if SECRET_HEADERS in item["loc"] else redact_payload("http", item.get("input"))
 
 
 async def _url_error(

@@ -218,7 +218,7 @@ def _sentinel(settings: Settings, topology: Topology) -> Redis:
     sentinel_options: dict[str, Any] = {"decode_responses": True, "socket_timeout": 2.0, "socket_connect_timeout": 2.0}
     if settings.redis_sentinel_password:  # the sentinels' own auth; the URL's credentials are the servers'
         sentinel_options["username"] = settings.redis_sentinel_username or None
-        sentinel_options["password"] = settings.redis_sentinel_password
+        sentinel_options["password"] = settings.redis_sentinel_password.get_secret_value()
     manager = Sentinel(list(topology.hosts), sentinel_kwargs=sentinel_options, **options)
     return manager.master_for(topology.master, connection_pool_class=_SentinelPool, db=topology.db)
 
@@ -351,9 +351,18 @@ def _as_parsed(response: Any, **_options: Any) -> Any:
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced by ``***`` (also for several hosts: cluster, sentinel)."""
+    """The URL with any password replaced by ``***`` (also for several hosts: cluster, sentinel), in
+    its user info and in query parameters naming a password (redis-py reads ``?password=``)."""
     parts = urlsplit(url)
-    if parts.password is None:
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    query = "&".join(_redact_param(param) for param in parts.query.split("&"))
+    if (netloc, query) == (parts.netloc, parts.query):
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _redact_param(param: str) -> str:
+    name, sep, _value = param.partition("=")
+    return f"{name}=***" if sep and "password" in unquote(name).lower() else param

@@ -27,6 +27,7 @@ from shared.keys import KeySchema
 from shared.models import TaskCreate, ms_to_dt, new_task_id
 from shared.queue import _encode
 from shared.queues import QUEUE_NAME, QueueRegistry
+from shared.redaction import redact_payload
 from shared.scripts import Scripts
 
 ScheduleName = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")
@@ -130,6 +131,14 @@ class SchedulePublic(BaseModel):
     last_task_id: str | None
     fired_total: int
     created_at: datetime
+
+    @field_validator("task")
+    @classmethod
+    def _redact(cls, value: TaskTemplate) -> TaskTemplate:
+        """Secret values of the template are never shown (shared/redaction.py); the scheduler fires from the
+        stored template."""
+        payload = redact_payload(value.type, value.payload)
+        return value if payload is value.payload else value.model_copy(update={"payload": payload})
 
 
 def decode_schedule(raw: dict[str, str], queue: str) -> SchedulePublic:

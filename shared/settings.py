@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Annotated
+from collections.abc import Iterator
+from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_serializer, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CommaList = Annotated[list[str], NoDecode]
 CommaFloats = Annotated[list[float], NoDecode]
 # Svix's schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (seconds)
 DEFAULT_WEBHOOK_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+# settings that are URLs and may carry a password (shown with it replaced by *** in repr, str and dumps)
+URL_SETTINGS = ("redis_url", "api_url", "prometheus_url")
+NO_SECRET = SecretStr("")
 
 
 class Settings(BaseSettings):
@@ -28,7 +32,7 @@ class Settings(BaseSettings):
     redis_mode: str = Field(default="auto", pattern=r"^(auto|standalone|cluster|sentinel)$")
     # Sentinel: the sentinels' own credentials (their `requirepass` / ACL user); the URL's are the servers'
     redis_sentinel_username: str = ""
-    redis_sentinel_password: str = Field(default="", repr=False)
+    redis_sentinel_password: SecretStr = NO_SECRET
     # "replicas:N[,timeout_ms]": after each submit, WAIT for N replicas (503 if fewer); empty = off
     durable_submit: str = ""
     key_prefix: str = Field(default="streamq", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
@@ -97,7 +101,7 @@ class Settings(BaseSettings):
         return value
 
     # --- webhooks and the notifier (README: Webhooks and email) ---
-    webhook_secret: str = ""  # "whsec_<base64>", several space-separated for rotation
+    webhook_secret: SecretStr = NO_SECRET  # "whsec_<base64>", several space-separated for rotation
     webhook_schedule: CommaFloats = Field(default_factory=lambda: list(DEFAULT_WEBHOOK_SCHEDULE))
     webhook_timeout_s: float = Field(default=10.0, gt=0, le=120)
     webhook_lease_s: float = Field(default=30.0, gt=0)
@@ -110,7 +114,7 @@ class Settings(BaseSettings):
     smtp_host: str = "localhost"
     smtp_port: int = Field(default=587, ge=1, le=65535)
     smtp_username: str = ""
-    smtp_password: str = ""
+    smtp_password: SecretStr = NO_SECRET
     smtp_from: str = "streamq@localhost"
     smtp_tls: str = Field(default="starttls", pattern=r"^(none|starttls|implicit)$")
     smtp_timeout_s: float = Field(default=30.0, gt=0)
@@ -123,7 +127,7 @@ class Settings(BaseSettings):
     history_interval_s: float = Field(default=2.0, gt=0)
     history_retention_s: int = Field(default=24 * 3600, ge=60)
     # dashboard login (README: Security, Dashboard login)
-    dashboard_api_key: str = Field(default="", repr=False)  # secret of a `read` key for the dashboard's own reads
+    dashboard_api_key: SecretStr = NO_SECRET  # secret of a `read` key for the dashboard's own reads
     dashboard_session_ttl_s: int = Field(default=8 * 3600, ge=60, le=30 * 24 * 3600)
     dashboard_trusted_proxies: CommaList = Field(default_factory=list)  # addresses whose X-Forwarded-Proto counts
 
@@ -164,11 +168,20 @@ class Settings(BaseSettings):
 
     @field_validator("webhook_secret")
     @classmethod
-    def _check_secret(cls, value: str) -> str:
+    def _check_secret(cls, value: SecretStr) -> SecretStr:
         from shared.webhooks import parse_secrets
 
-        parse_secrets(value)  # raises ValueError naming the problem
+        parse_secrets(value.get_secret_value())  # raises ValueError naming the problem (never the secret)
         return value
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """pydantic's, with URL passwords masked (secrets are ``SecretStr``, masked by pydantic)."""
+        for name, value in super().__repr_args__():
+            yield name, (_redact(value) if name in URL_SETTINGS and isinstance(value, str) else value)
+
+    @field_serializer(*URL_SETTINGS)
+    def _dump_url(self, value: str | None) -> str | None:
+        return _redact(value) if value is not None else None
 
     @field_validator("redis_url")
     @classmethod
@@ -202,6 +215,12 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+
+def _redact(url: str) -> str:
+    from shared.redis import redact
+
+    return redact(url)
 
 
 _DURABLE = re.compile(r"^\s*replicas\s*:\s*(\d+)\s*(?:,\s*(\d+)\s*)?$")

@@ -25,6 +25,7 @@ from pydantic import TypeAdapter
 
 from shared.models import TaskCreate, TaskPublic, TaskStatus, ms_to_dt
 from shared.queue import Stored
+from shared.redaction import redact_payload
 
 _DATETIME = TypeAdapter(datetime)
 _STATUS = {s.value: s.value for s in TaskStatus}  # a status submit.lua could not return fails as before
@@ -48,6 +49,7 @@ def new_task(stored: Stored, created_at: orjson.Fragment) -> dict[str, Any]:
     task = stored.task
     out = _TEMPLATE.copy()
     out.update(task.__dict__)  # type, payload, priority, ... in place (queue and scheduled_for set below)
+    out["payload"] = redact_payload(task.type, task.payload)  # as TaskPublic shows it
     out["id"] = stored.id
     out["queue"] = stored.queue
     out["status"] = status = _STATUS[stored.status]

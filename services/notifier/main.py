@@ -51,7 +51,7 @@ class Notifier:
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
-        secrets = webhooks.parse_secrets(s.webhook_secret)
+        secrets = webhooks.parse_secrets(s.webhook_secret.get_secret_value())
         if not secrets:
             raise SystemExit(
                 "streamq: invalid setting STREAMQ_WEBHOOK_SECRET: the notifier needs a secret "

@@ -9,7 +9,7 @@ the same one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 from typing import Any
@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from services.worker.registry import TaskContext, handler
 from shared.errors import Permanent
 from shared.payloads import EmailPayload, parse_email
+from shared.settings import Settings
 
 
 class SmtpTemporaryError(Exception):
@@ -31,7 +32,7 @@ class SmtpConfig:
     host: str = "localhost"
     port: int = 587
     username: str = ""
-    password: str = ""
+    password: str = field(default="", repr=False)
     sender: str = "streamq@localhost"
     tls: str = "starttls"  # none, starttls, implicit
     timeout_s: float = 30.0
@@ -40,14 +41,14 @@ class SmtpConfig:
 _config = SmtpConfig()
 
 
-def configure(settings: Any) -> None:
+def configure(settings: Settings) -> None:
     """Take the ``STREAMQ_SMTP_*`` settings (called by the worker at start)."""
     global _config
     _config = SmtpConfig(
         host=settings.smtp_host,
         port=settings.smtp_port,
         username=settings.smtp_username,
-        password=settings.smtp_password,
+        password=settings.smtp_password.get_secret_value(),
         sender=settings.smtp_from,
         tls=settings.smtp_tls,
         timeout_s=settings.smtp_timeout_s,

@@ -1,15 +1,17 @@
 """The ``http`` task type: one HTTP request through the SSRF guard.
 
-Payload ``{"method", "url", "headers", "json" | "body", "timeout_s", "expect_status"}`` (see
-``shared/payloads.py``). Redirects are not followed (a 3xx is an answer like any other). The result
-holds the status, a subset of the response headers and at most 64 KiB of the body. A status other
-than the expected one (2xx by default) fails the run, so it is retried with the task's back-off; a
-URL the guard refuses fails at once.
+Payload ``{"method", "url", "headers", "secret_headers", "json" | "body", "timeout_s",
+"expect_status"}`` (see ``shared/payloads.py``). Redirects are not followed (a 3xx is an answer like
+any other). The result holds the status, a subset of the response headers and at most 64 KiB of the
+body, with any secret header value the receiver echoed masked. A status other than the expected one
+(2xx by default) fails the run, so it is retried with the task's back-off; a URL the guard refuses
+fails at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -18,6 +20,8 @@ from pydantic import ValidationError
 from services.worker.registry import handler
 from shared.errors import Permanent
 from shared.payloads import HttpPayload
+from shared.redaction import MASK
+from shared.settings import Settings
 from shared.ssrf import BlockedUrl, SsrfGuard, guarded_client
 
 MAX_BODY_BYTES = 64 * 1024
@@ -31,6 +35,9 @@ KEPT_HEADERS = (
     "date",
     "x-request-id",
 )
+# a secret value, or a word of one (a token without "Bearer "), this long is masked in the stored answer;
+# shorter ones are not (masking every "1" of a body would garble it, and reveals nothing worth hiding)
+MIN_MASKED = 8
 
 _guard = SsrfGuard()
 
@@ -43,10 +50,43 @@ class UnexpectedStatus(Exception):
     """The answer's status is not the expected one: the run fails and is retried."""
 
 
-def configure(settings: Any) -> None:
+def configure(settings: Settings) -> None:
     """Take ``STREAMQ_ALLOW_PRIVATE_NETWORKS`` and ``STREAMQ_WEBHOOK_ALLOWED_HOSTS`` (worker start)."""
     global _guard
     _guard = SsrfGuard.from_settings(settings)
+
+
+def _secrets(p: HttpPayload) -> list[str]:
+    """What to mask in the stored answer: each secret header value and each of its words, longest first."""
+    found = {part for value in p.secret_headers.values() for part in (value, *value.split())}
+    return sorted((part for part in found if len(part) >= MIN_MASKED), key=len, reverse=True)
+
+
+def _mask(text: str, secrets: Sequence[str], truncated: bool) -> str:
+    """``text`` with every secret masked; a truncated body also loses a secret's start at its very end."""
+    for secret in secrets:
+        text = text.replace(secret, MASK)
+    if truncated:
+        for secret in secrets:
+            cut = _cut_start(text, secret)
+            if cut:
+                return text[:-cut] + MASK
+    return text
+
+
+def _cut_start(text: str, secret: str) -> int:
+    """The length of the longest end of ``text`` that is the start of ``secret`` (0: none)."""
+    start = max(0, len(text) - len(secret) + 1)
+    while (start := text.find(secret[0], start)) != -1:
+        if secret.startswith(text[start:]):
+            return len(text) - start
+        start += 1
+    return 0
+
+
+def _problems(error: ValidationError) -> str:
+    """The payload's problems by field, without the values (which may be secret)."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}" for e in error.errors())
 
 
 async def _read(response: httpx.Response) -> tuple[str, bool]:
@@ -64,10 +104,10 @@ async def http_request(payload: Any) -> dict[str, Any]:
         p = HttpPayload.model_validate(payload)
         _guard.check_static(p.url)
     except ValidationError as error:
-        raise Permanent(f"invalid http payload: {error}") from None
+        raise Permanent(f"invalid http payload: {_problems(error)}") from None
     except BlockedUrl as error:
         raise Permanent(f"URL refused: {error}") from None
-    kwargs: dict[str, Any] = {"headers": p.headers}
+    kwargs: dict[str, Any] = {"headers": p.request_headers()}
     if p.json_body is not None:
         kwargs["json"] = p.json_body
     elif p.body is not None:
@@ -83,10 +123,11 @@ async def http_request(payload: Any) -> dict[str, Any]:
         raise Permanent(f"URL refused: {error}") from None
     except TimeoutError:
         raise HttpTimeout(f"no complete answer from {p.method} {p.url} within {p.timeout_s:g} s") from None
+    secrets = _secrets(p)
     result = {
         "status": response.status_code,
-        "headers": {k: response.headers[k] for k in KEPT_HEADERS if k in response.headers},
-        "body": body,
+        "headers": {k: _mask(response.headers[k], secrets, False) for k in KEPT_HEADERS if k in response.headers},
+        "body": _mask(body, secrets, truncated),
         "truncated": truncated,
     }
     if not p.expected(response.status_code):

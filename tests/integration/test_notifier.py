@@ -12,6 +12,7 @@ from datetime import datetime
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from redis.asyncio import Redis
 from standardwebhooks import Webhook
 
@@ -30,7 +31,7 @@ def settings(settings: Settings) -> Settings:
     """The suite's settings (tests/conftest.py) plus a secret and a fast webhook schedule."""
     return settings.model_copy(
         update={
-            "webhook_secret": SECRET,
+            "webhook_secret": SecretStr(SECRET),
             "webhook_schedule": [0, 0.3, 0.3, 0.3],
             "webhook_poll_s": 0.05,
             "webhook_timeout_s": 2,
@@ -307,7 +308,10 @@ async def test_a_slow_receiver_times_out_and_is_retried(
 
 @pytest.mark.parametrize(
     ("update", "fragment"),
-    [({"webhook_secret": ""}, "STREAMQ_WEBHOOK_SECRET"), ({"webhook_lease_s": 2.0}, "STREAMQ_WEBHOOK_LEASE_S")],
+    [
+        ({"webhook_secret": SecretStr("")}, "STREAMQ_WEBHOOK_SECRET"),
+        ({"webhook_lease_s": 2.0}, "STREAMQ_WEBHOOK_LEASE_S"),
+    ],
 )
 async def test_the_notifier_refuses_to_start_misconfigured(
     settings: Settings, update: dict[str, object], fragment: str

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from dashboard.events import Broadcaster
@@ -198,7 +199,7 @@ async def test_schedule_queue_name_is_validated(api: httpx.AsyncClient, redis: R
 def hook_settings(settings: Settings) -> Settings:
     return settings.model_copy(
         update={
-            "webhook_secret": SECRET,
+            "webhook_secret": SecretStr(SECRET),
             "webhook_schedule": [0, 0.3, 0.3],
             "webhook_poll_s": 0.05,
             "webhook_timeout_s": 2,
