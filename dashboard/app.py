@@ -16,12 +16,15 @@ from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from starlette.requests import ClientDisconnect
 
 from dashboard import history, login
 from dashboard.events import Broadcaster
 from dashboard.sampler import Sampler
 from dashboard.sessions import SessionStore
 from dashboard.upstream import Upstream, UpstreamError
+from services.api.app import MAX_BODY_BYTES
+from services.api.middleware import BodyLimit
 from shared.auth import Scope, parse_keys, verify
 from shared.keys import KeySchema
 from shared.loops import PeriodicLoop
@@ -76,6 +79,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.port = None  # set by main() when the port is picked at start
     app.add_middleware(login.LoginGuard, keys=api_keys, store=lambda: app.state.sessions, trusted_proxies=proxies)
+    # the api's body limit, enforced while the body streams in (before the pass-through buffers it)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -186,9 +191,13 @@ def create_app(settings: Settings) -> FastAPI:
         headers = {k: v for k, v in request.headers.items() if k.lower() in PASS_HEADERS}
         headers.update(bearer(request))
         try:
+            body = await request.body()  # at most MAX_BODY_BYTES: BodyLimit answers 413 past it
+        except ClientDisconnect:  # over the limit (413 already sent) or the client went away
+            return Response(status_code=499)  # never sent: the connection is done
+        try:
             upstream = await request.app.state.upstream.request(
                 request.method, f"/api/{path}", params=request.query_params.multi_items(),
-                content=await request.body(), headers=headers,
+                content=body, headers=headers,
             )  # fmt: skip
         except UpstreamError as error:
             return JSONResponse({"detail": str(error)}, status_code=502)
