@@ -3,7 +3,9 @@ and logout endpoints, and the cross-site request checks.
 
 Without a session every route but ``/login``, ``/healthz`` and ``/static/*`` answers 401 (JSON for ``/api/*``,
 ``/dash/*`` and ``/metrics``; a redirect to ``/login`` for the page). ``/metrics`` also takes a bearer
-key with the ``read`` scope (for scrapers). A state-changing request (anything but GET/HEAD/OPTIONS)
+key with the ``read`` scope (for scrapers). With a session, the dashboard's own data routes (every
+``/dash/*`` but ``/dash/session``, and ``/metrics``) need the ``read`` scope, as the api's reads do
+(403 naming it); ``/api/*`` is passed to the api with the session's key, which checks it there. A state-changing request (anything but GET/HEAD/OPTIONS)
 must come from the dashboard's own origin (``Sec-Fetch-Site`` and ``Origin``, when the browser sends
 them) and, with a session, carry the session's CSRF token in ``X-CSRF-Token``; else 403.
 """
@@ -66,6 +68,15 @@ def login_page(error: str | None = None, status_code: int = 200) -> HTMLResponse
     return HTMLResponse(text.replace("<!--error-->", notice), status_code=status_code, headers=headers)
 
 
+def required_scope(path: str) -> KeyScope | None:
+    """The scope one of the dashboard's own routes needs: task events, chart history, services, config
+    and metrics are what the api serves only to ``read`` keys. ``/dash/session`` is open to every
+    session (the page learns its scopes there); the page itself and ``/api/*`` need none here."""
+    if path == "/metrics" or (path.startswith("/dash/") and path != "/dash/session"):
+        return KeyScope.READ
+    return None
+
+
 def bearer_key(request: Request, keys: list[ApiKey]) -> ApiKey | None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     return verify(keys, token.strip()) if scheme.lower() == "bearer" and token.strip() else None
@@ -101,6 +112,11 @@ class LoginGuard:
             await self._no_session(request, scope, receive, send)
             return
         session = replace(session, name=key.name, scopes=key.scopes)  # the key's scopes as configured now
+        needed = required_scope(path)
+        if needed is not None and needed not in key.scopes:
+            detail = f"the key {key.name!r} lacks the {needed.value!r} scope for {method} {path}"
+            await JSONResponse({"detail": detail}, status_code=403)(scope, receive, send)
+            return
         if method not in SAFE_METHODS and not hmac.compare_digest(
             request.headers.get(CSRF_HEADER, "").encode(), session.csrf.encode()
         ):

@@ -12,11 +12,24 @@ from pathlib import Path
 import httpx
 import pytest
 
+from dashboard.login import COOKIE
+from shared.auth import config_line, new_secret
 from tests.security.test_limits import rss_kib
 from tests.stack import Stack
 from tests.support import RedisServer
 
 pytestmark = pytest.mark.e2e
+SUBMITTER, READER, SERVICE, OPS = new_secret(), new_secret(), new_secret(), new_secret()
+KEYS = " ".join(
+    [
+        config_line("ops", ["submit", "read", "admin"], OPS),  # the tests' own calls to the api
+        config_line("bot", ["submit"], SUBMITTER),
+        config_line("reader", ["read"], READER),
+        config_line("dashboard", ["read"], SERVICE),
+    ]
+)
+# the dashboard's own data routes: what the api serves only to read keys (events, history, services, config)
+READ_ROUTES = ("/dash/events", "/dash/history", "/dash/config", "/dash/services", "/metrics")
 
 
 @pytest.fixture
@@ -26,6 +39,32 @@ def open_stack(redis_server: RedisServer, tmp_path: Path) -> Iterator[Stack]:
     stack.start("api", "dashboard")
     yield stack
     stack.close()
+
+
+@pytest.fixture
+def keyed(redis_server: RedisServer, tmp_path: Path) -> Iterator[Stack]:
+    """api and dashboard with API keys (a submit-only key, a read key, the dashboard's own read key)."""
+    stack = Stack(redis_server, tmp_path, STREAMQ_API_KEYS=KEYS, STREAMQ_DASHBOARD_API_KEY=SERVICE)
+    stack.http.headers["authorization"] = f"Bearer {OPS}"
+    stack.start("api", "dashboard")
+    yield stack
+    stack.close()
+
+
+@contextlib.contextmanager
+def logged_in(stack: Stack, secret: str) -> Iterator[httpx.Client]:
+    """A client holding a dashboard session of the key ``secret`` (logged in through the form)."""
+    with httpx.Client(base_url=stack.dashboard_url, timeout=10) as http:
+        response = http.post("/login", data={"key": secret})
+        assert response.status_code == 303 and COOKIE in http.cookies, response.text
+        yield http
+
+
+def status_of(http: httpx.Client, path: str) -> tuple[int, str]:
+    """Status and start of the body of a GET, without reading an event stream to its end."""
+    with http.stream("GET", path) as response:
+        first = next(response.iter_bytes(), b"")
+        return response.status_code, first.decode(errors="replace")
 
 
 def chunked_upload(port: int, path: str, cap: int) -> tuple[int, bytes]:
@@ -79,3 +118,22 @@ def test_pass_through_cuts_a_large_upload_off_at_the_apis_limit(open_stack: Stac
     assert big.status_code == 413 and "larger than 1048576 bytes" in big.json()["detail"][0]["msg"]
     # and the dashboard still serves
     assert httpx.get(f"{open_stack.dashboard_url}/api/stats", timeout=10).status_code == 200
+
+
+def test_a_submit_only_session_reads_nothing_the_api_keeps_for_read_keys(keyed: Stack) -> None:
+    keyed.submit(type="noop")  # something for the feed, the history and the services to show
+    with logged_in(keyed, SUBMITTER) as bot:
+        assert bot.get("/dash/session").json()["scopes"] == ["submit"]  # the page still learns its scopes
+        for path in READ_ROUTES:
+            status, body = status_of(bot, path)
+            assert status == 403, (path, body)
+            assert "the key 'bot' lacks the 'read' scope" in body, (path, body)
+        assert status_of(bot, "/api/stats")[0] == 403  # as the api itself answers this key
+        # what the key may do still works through the dashboard
+        token = bot.get("/dash/session").json()["csrf"]
+        created = bot.post("/api/tasks", json={"type": "noop"}, headers={"x-csrf-token": token})
+        assert created.status_code == 201, created.text
+    with logged_in(keyed, READER) as reader:
+        for path in READ_ROUTES:
+            status, body = status_of(reader, path)
+            assert status == 200, (path, body)
