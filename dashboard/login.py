@@ -7,8 +7,9 @@ key with the ``read`` scope (for scrapers). With a session, the dashboard's own 
 ``/dash/*`` but ``/dash/session``, and ``/metrics``) need the ``read`` scope, as the api's reads do
 (403 naming it); ``/api/*`` is passed to the api with the session's key, which checks it there.
 
-A state-changing request (anything but GET/HEAD/OPTIONS) must come from the dashboard's own origin (``Sec-Fetch-Site`` and ``Origin``, when the browser sends
-them) and, with a session, carry the session's CSRF token in ``X-CSRF-Token``; else 403.
+A state-changing request (anything but GET/HEAD/OPTIONS) must come from the dashboard's own origin
+(``Sec-Fetch-Site`` and ``Origin``, when the browser sends them) and, with a session, carry the
+session's CSRF token in ``X-CSRF-Token``; else 403.
 """
 
 from __future__ import annotations
