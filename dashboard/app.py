@@ -42,7 +42,6 @@ KEEPALIVE_S = 15.0
 def create_app(settings: Settings) -> FastAPI:
     keys = KeySchema(settings.key_prefix, settings.queue)
     api_keys = parse_keys(settings.api_keys)
-    proxies = settings.dashboard_trusted_proxies
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -78,7 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="streamq dashboard", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.port = None  # set by main() when the port is picked at start
-    app.add_middleware(login.LoginGuard, keys=api_keys, store=lambda: app.state.sessions, trusted_proxies=proxies)
+    app.add_middleware(login.LoginGuard, keys=api_keys, store=lambda: app.state.sessions)
     # the api's body limit, enforced while the body streams in (before the pass-through buffers it)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
@@ -96,12 +95,12 @@ def create_app(settings: Settings) -> FastAPI:
     async def log_in(request: Request) -> Response:
         if not api_keys:
             return JSONResponse({"detail": "no login: STREAMQ_API_KEYS is not set"}, status_code=404)
-        return await login.login(request, api_keys, request.app.state.sessions, proxies)
+        return await login.login(request, api_keys, request.app.state.sessions)
 
     @app.post("/logout", include_in_schema=False)
     async def log_out(request: Request) -> Response:
         request.app.state.broadcaster.end_owner(request.cookies.get(login.COOKIE, ""))
-        return await login.logout(request, request.app.state.sessions, proxies)
+        return await login.logout(request, request.app.state.sessions)
 
     @app.get("/dash/session")
     async def session(request: Request) -> dict[str, Any]:

@@ -38,27 +38,24 @@ MAX_LOGIN_BODY = 4096
 LOGIN_PAGE = resources.files("dashboard") / "static" / "login.html"
 
 
-def is_https(request: Request, trusted_proxies: list[str]) -> bool:
-    """The request scheme; ``X-Forwarded-Proto`` only from an address listed as a trusted proxy."""
-    client = request.client.host if request.client else ""
-    forwarded = request.headers.get("x-forwarded-proto")
-    if forwarded and client in trusted_proxies:
-        return forwarded.split(",")[0].strip().lower() == "https"
+def is_https(request: Request) -> bool:
+    """The request scheme, as the server settled it: ``X-Forwarded-Proto`` counts only from an address
+    in ``STREAMQ_DASHBOARD_TRUSTED_PROXIES`` (``shared.forwarded``, applied where uvicorn is started)."""
     return request.url.scheme == "https"
 
 
-def own_origin(request: Request, trusted_proxies: list[str]) -> str:
-    scheme = "https" if is_https(request, trusted_proxies) else "http"
+def own_origin(request: Request) -> str:
+    scheme = "https" if is_https(request) else "http"
     return f"{scheme}://{request.headers.get('host', '')}"
 
 
-def cross_site(request: Request, trusted_proxies: list[str]) -> str | None:
+def cross_site(request: Request) -> str | None:
     """Why this request is not from the dashboard's own origin, or None."""
     site = request.headers.get("sec-fetch-site")
     if site is not None and site not in ("same-origin", "none"):
         return f"cross-site request refused: Sec-Fetch-Site is {site!r}, must be 'same-origin'"
     origin = request.headers.get("origin")
-    if origin is not None and origin != own_origin(request, trusted_proxies):
+    if origin is not None and origin != own_origin(request):
         return f"cross-site request refused: Origin {origin!r} is not this dashboard's origin"
     return None
 
@@ -87,13 +84,10 @@ def bearer_key(request: Request, keys: list[ApiKey]) -> ApiKey | None:
 class LoginGuard:
     """Pure ASGI (server-sent events stream through untouched)."""
 
-    def __init__(
-        self, app: ASGIApp, *, keys: list[ApiKey], store: Callable[[], SessionStore], trusted_proxies: list[str]
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, keys: list[ApiKey], store: Callable[[], SessionStore]) -> None:
         self.app = app
         self.keys = keys
         self.store = store  # made in the lifespan
-        self.trusted_proxies = trusted_proxies
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.keys:
@@ -101,7 +95,7 @@ class LoginGuard:
             return
         request = Request(scope)
         path, method = scope["path"], scope["method"]
-        refusal = None if method in SAFE_METHODS else cross_site(request, self.trusted_proxies)
+        refusal = None if method in SAFE_METHODS else cross_site(request)
         if refusal is not None:
             await JSONResponse({"detail": refusal}, status_code=403)(scope, receive, send)
             return
@@ -154,7 +148,7 @@ async def read_login_key(request: Request) -> str:
     return values[0].strip()
 
 
-async def login(request: Request, keys: list[ApiKey], store: SessionStore, trusted_proxies: list[str]) -> Response:
+async def login(request: Request, keys: list[ApiKey], store: SessionStore) -> Response:
     secret = await read_login_key(request)
     key = verify(keys, secret) if secret else None
     if key is None:
@@ -164,17 +158,15 @@ async def login(request: Request, keys: list[ApiKey], store: SessionStore, trust
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(
         COOKIE, session_id, max_age=store.ttl_s, path="/", httponly=True, samesite="strict",
-        secure=is_https(request, trusted_proxies),
+        secure=is_https(request),
     )  # fmt: skip
     return response
 
 
-async def logout(request: Request, store: SessionStore, trusted_proxies: list[str]) -> Response:
+async def logout(request: Request, store: SessionStore) -> Response:
     await store.delete(request.cookies.get(COOKIE, ""))
     response = JSONResponse({"logged_out": True})
-    response.delete_cookie(
-        COOKIE, path="/", httponly=True, samesite="strict", secure=is_https(request, trusted_proxies)
-    )
+    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict", secure=is_https(request))
     return response
 
 
