@@ -22,6 +22,7 @@ from dashboard import history, login
 from dashboard.events import Broadcaster
 from dashboard.sampler import Sampler
 from dashboard.sessions import SessionStore
+from dashboard.throttle import LoginThrottle
 from dashboard.upstream import Upstream, UpstreamError
 from services.api.app import MAX_BODY_BYTES
 from services.api.middleware import BodyLimit
@@ -48,6 +49,7 @@ def create_app(settings: Settings) -> FastAPI:
         redis = await connect(settings)
         upstream = Upstream(settings.api_url, service_key=settings.dashboard_api_key or None)
         app.state.sessions = SessionStore(redis, keys, settings.dashboard_session_ttl_s)
+        app.state.throttle = LoginThrottle(redis, keys)
         warn_about_service_key(settings)
         broadcaster = Broadcaster(redis, keys)
         sampler = Sampler(
@@ -95,7 +97,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def log_in(request: Request) -> Response:
         if not api_keys:
             return JSONResponse({"detail": "no login: STREAMQ_API_KEYS is not set"}, status_code=404)
-        return await login.login(request, api_keys, request.app.state.sessions)
+        return await login.login(request, api_keys, request.app.state.sessions, request.app.state.throttle)
 
     @app.post("/logout", include_in_schema=False)
     async def log_out(request: Request) -> Response:

@@ -26,6 +26,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dashboard.sessions import Session, SessionStore
+from dashboard.throttle import LoginThrottle
 from shared.auth import ApiKey, verify
 from shared.auth import Scope as KeyScope
 
@@ -60,10 +61,12 @@ def cross_site(request: Request) -> str | None:
     return None
 
 
-def login_page(error: str | None = None, status_code: int = 200) -> HTMLResponse:
+def login_page(error: str | None = None, status_code: int = 200, retry_after_s: int | None = None) -> HTMLResponse:
     text = LOGIN_PAGE.read_text()
     notice = f'<p class="notice" role="alert" data-testid="login-error">{html.escape(error)}</p>' if error else ""
     headers = {"cache-control": "no-store", "x-frame-options": "DENY"}
+    if retry_after_s is not None:
+        headers["retry-after"] = str(retry_after_s)
     return HTMLResponse(text.replace("<!--error-->", notice), status_code=status_code, headers=headers)
 
 
@@ -148,11 +151,17 @@ async def read_login_key(request: Request) -> str:
     return values[0].strip()
 
 
-async def login(request: Request, keys: list[ApiKey], store: SessionStore) -> Response:
+async def login(request: Request, keys: list[ApiKey], store: SessionStore, throttle: LoginThrottle) -> Response:
     secret = await read_login_key(request)
+    client = request.client.host if request.client else "unknown"
+    wait_s = await throttle.attempt(client, secret)
+    if wait_s is not None:  # refused before the key is checked: a right guess would not tell
+        error = f"Too many failed logins from this address or with this key; try again in {wait_s} s."
+        return login_page(error, status_code=429, retry_after_s=wait_s)
     key = verify(keys, secret) if secret else None
     if key is None:
         return login_page("That API key is not valid.", status_code=401)
+    await throttle.succeeded(client, secret)
     await store.delete(request.cookies.get(COOKIE, ""))  # a new login replaces the session it had
     session_id, _session = await store.create(key, secret)
     response = RedirectResponse("/", status_code=303)

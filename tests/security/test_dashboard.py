@@ -11,8 +11,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from dashboard.login import COOKIE
+from dashboard.throttle import MAX_FAILURES, PREFIX_CHARS, WINDOW_S
 from shared.auth import config_line, new_secret
 from tests.security.test_limits import rss_kib
 from tests.stack import Stack
@@ -137,3 +139,44 @@ def test_a_submit_only_session_reads_nothing_the_api_keeps_for_read_keys(keyed: 
         for path in READ_ROUTES:
             status, body = status_of(reader, path)
             assert status == 200, (path, body)
+
+
+def log_in_from(stack: Stack, secret: str, source: str) -> httpx.Response:
+    """``POST /login`` from the loopback address ``source`` (each 127.0.0.0/8 address is a client of its own)."""
+    transport = httpx.HTTPTransport(local_address=source)
+    with httpx.Client(base_url=stack.dashboard_url, transport=transport, timeout=10) as http:
+        return http.post("/login", data={"key": secret})
+
+
+def assert_throttled(response: httpx.Response) -> None:
+    assert response.status_code == 429, response.text
+    assert 0 < int(response.headers["retry-after"]) <= WINDOW_S
+    assert "Too many failed logins" in response.text and COOKIE not in response.cookies
+
+
+def test_login_failures_are_throttled_per_address_and_per_key_prefix(keyed: Stack, redis_server: RedisServer) -> None:
+    # successes give their attempt back: a client logging in often is never throttled
+    for _ in range(MAX_FAILURES + 2):
+        assert log_in_from(keyed, READER, "127.0.0.2").status_code == 303
+    # one address guessing: refused once its failures are used up, even with the right key (no oracle)
+    for _ in range(MAX_FAILURES):
+        assert log_in_from(keyed, new_secret(), "127.0.0.3").status_code == 401
+    assert_throttled(log_in_from(keyed, new_secret(), "127.0.0.3"))
+    assert_throttled(log_in_from(keyed, READER, "127.0.0.3"))
+    assert log_in_from(keyed, READER, "127.0.0.4").status_code == 303  # other clients log in as before
+    # many addresses completing one key prefix: that prefix is refused, from anywhere
+    known = new_secret()[:PREFIX_CHARS]
+    for i in range(MAX_FAILURES):
+        guess = known + new_secret()[PREFIX_CHARS:]
+        assert log_in_from(keyed, guess, f"127.0.1.{i + 1}").status_code == 401
+    assert_throttled(log_in_from(keyed, known + new_secret()[PREFIX_CHARS:], "127.0.2.1"))
+    assert log_in_from(keyed, SUBMITTER, "127.0.2.1").status_code == 303  # another key from there
+    # the state is counters that expire with their window
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        names = client.keys(f"{keyed.prefix}:dashlogin:*")  # a test may scan; the services never do
+        assert len(names) >= 2 + MAX_FAILURES
+        assert all(0 < client.ttl(name) <= WINDOW_S for name in names)
+        assert not any(known in name for name in names)  # the key prefix is stored hashed
+    finally:
+        client.close()
