@@ -28,7 +28,7 @@ from services.api.app import MAX_BODY_BYTES
 from services.api.middleware import BodyLimit
 from shared.auth import Scope, parse_keys, verify
 from shared.keys import KeySchema
-from shared.loops import PeriodicLoop
+from shared.loops import PeriodicLoop, stop_all
 from shared.redis import connect
 from shared.registry import ServiceRegistration
 from shared.settings import Settings
@@ -71,8 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            for loop in reversed(loops):
-                await loop.stop()
+            await stop_all(loops)  # together: with Redis gone each waits up to STOP_WITHIN_S
             await upstream.aclose()
             await redis.aclose()
 
