@@ -16,15 +16,19 @@ from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from starlette.requests import ClientDisconnect
 
 from dashboard import history, login
 from dashboard.events import Broadcaster
 from dashboard.sampler import Sampler
 from dashboard.sessions import SessionStore
+from dashboard.throttle import LoginThrottle
 from dashboard.upstream import Upstream, UpstreamError
+from services.api.app import MAX_BODY_BYTES
+from services.api.middleware import BodyLimit
 from shared.auth import Scope, parse_keys, verify
 from shared.keys import KeySchema
-from shared.loops import PeriodicLoop
+from shared.loops import PeriodicLoop, stop_all
 from shared.redis import connect
 from shared.registry import ServiceRegistration
 from shared.settings import Settings
@@ -39,13 +43,13 @@ KEEPALIVE_S = 15.0
 def create_app(settings: Settings) -> FastAPI:
     keys = KeySchema(settings.key_prefix, settings.queue)
     api_keys = parse_keys(settings.api_keys)
-    proxies = settings.dashboard_trusted_proxies
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = await connect(settings)
         upstream = Upstream(settings.api_url, service_key=settings.dashboard_api_key.get_secret_value() or None)
         app.state.sessions = SessionStore(redis, keys, settings.dashboard_session_ttl_s)
+        app.state.throttle = LoginThrottle(redis, keys)
         warn_about_service_key(settings)
         broadcaster = Broadcaster(redis, keys)
         sampler = Sampler(
@@ -67,15 +71,16 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            for loop in reversed(loops):
-                await loop.stop()
+            await stop_all(loops)  # together: with Redis gone each waits up to STOP_WITHIN_S
             await upstream.aclose()
             await redis.aclose()
 
     app = FastAPI(title="streamq dashboard", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.port = None  # set by main() when the port is picked at start
-    app.add_middleware(login.LoginGuard, keys=api_keys, store=lambda: app.state.sessions, trusted_proxies=proxies)
+    app.add_middleware(login.LoginGuard, keys=api_keys, store=lambda: app.state.sessions)
+    # the api's body limit, enforced while the body streams in (before the pass-through buffers it)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -91,12 +96,12 @@ def create_app(settings: Settings) -> FastAPI:
     async def log_in(request: Request) -> Response:
         if not api_keys:
             return JSONResponse({"detail": "no login: STREAMQ_API_KEYS is not set"}, status_code=404)
-        return await login.login(request, api_keys, request.app.state.sessions, proxies)
+        return await login.login(request, api_keys, request.app.state.sessions, request.app.state.throttle)
 
     @app.post("/logout", include_in_schema=False)
     async def log_out(request: Request) -> Response:
         request.app.state.broadcaster.end_owner(request.cookies.get(login.COOKIE, ""))
-        return await login.logout(request, request.app.state.sessions, proxies)
+        return await login.logout(request, request.app.state.sessions)
 
     @app.get("/dash/session")
     async def session(request: Request) -> dict[str, Any]:
@@ -186,9 +191,13 @@ def create_app(settings: Settings) -> FastAPI:
         headers = {k: v for k, v in request.headers.items() if k.lower() in PASS_HEADERS}
         headers.update(bearer(request))
         try:
+            body = await request.body()  # at most MAX_BODY_BYTES: BodyLimit answers 413 past it
+        except ClientDisconnect:  # over the limit (413 already sent) or the client went away
+            return Response(status_code=499)  # never sent: the connection is done
+        try:
             upstream = await request.app.state.upstream.request(
                 request.method, f"/api/{path}", params=request.query_params.multi_items(),
-                content=await request.body(), headers=headers,
+                content=body, headers=headers,
             )  # fmt: skip
         except UpstreamError as error:
             return JSONResponse({"detail": str(error)}, status_code=502)

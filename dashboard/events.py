@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared.keys import KeySchema
-from shared.loops import PeriodicLoop
+from shared.loops import PeriodicLoop, stop_all
 from shared.queues import QueueRegistry
 
 log = logging.getLogger("streamq.dashboard.events")
@@ -80,9 +80,9 @@ class Broadcaster(PeriodicLoop):
                 queue.put_nowait([{"event": "resync"}])
 
     async def stop(self) -> None:
+        """Stop every feed at once (each bounded by ``STOP_WITHIN_S``), then end every open stream."""
         await super().stop()
-        for feed in self.feeds.values():
-            await feed.stop()
+        await stop_all(list(self.feeds.values()))
         for queue in list(self.subscribers):
             _end(queue)  # ends every open stream
 

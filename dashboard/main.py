@@ -8,6 +8,7 @@ import socket
 import uvicorn
 
 from dashboard.app import create_app
+from shared.forwarded import server_options
 from shared.logging import setup_logging
 from shared.redis import redact
 from shared.settings import load_settings
@@ -29,6 +30,7 @@ def main() -> None:
         extra={"url": f"http://{settings.dashboard_host}:{app.state.port}", "api": redact(settings.api_url)},
     )
     config = uvicorn.Config(
-        app, log_config=None, access_log=False, loop="uvloop", http="httptools", timeout_graceful_shutdown=SHUTDOWN_S
-    )
+        app, log_config=None, access_log=False, loop="uvloop", http="httptools", timeout_graceful_shutdown=SHUTDOWN_S,
+        **server_options(settings.dashboard_trusted_proxies),
+    )  # fmt: skip
     uvicorn.Server(config).run(sockets=[sock])

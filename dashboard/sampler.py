@@ -7,6 +7,7 @@ depth per priority, and wait/run p50/p95 over the last ``WINDOW`` samples' obser
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -19,7 +20,7 @@ from redis.asyncio import Redis
 from dashboard import scrape
 from dashboard.upstream import Upstream, UpstreamError
 from shared.keys import KeySchema
-from shared.loops import PeriodicLoop
+from shared.loops import STOP_WITHIN_S, PeriodicLoop
 
 log = logging.getLogger("streamq.dashboard.sampler")
 WINDOW = 15  # samples (30 s at 2 s) over which the quantiles are computed
@@ -127,7 +128,8 @@ class Sampler(PeriodicLoop):
     async def stop(self) -> None:
         await super().stop()
         try:
-            if await self.redis.get(self.keys.history_lock) == self.owner:
-                await self.redis.delete(self.keys.history_lock)  # a restarted dashboard samples at once
+            async with asyncio.timeout(STOP_WITHIN_S):  # Redis gone: its retries would hold the shutdown up
+                if await self.redis.get(self.keys.history_lock) == self.owner:
+                    await self.redis.delete(self.keys.history_lock)  # a restarted dashboard samples at once
         except Exception:  # Redis gone at shutdown: the lock expires by itself
             log.warning("could not release the history lock; it expires by itself")

@@ -218,6 +218,10 @@ class KeySchema:
         """One dashboard login, named by the SHA-256 of its session id (the id itself is only in the cookie)."""
         return f"{self.prefix}:dashsession:{session_hash}"
 
+    def dashboard_login(self, counter: str) -> str:
+        """Login attempts of one client address or key prefix (``addr:...``, ``key:<sha256>``), expiring."""
+        return f"{self.prefix}:dashlogin:{counter}"
+
 
 if __name__ == "__main__":  # `python -m shared.keys new NAME --scopes ...` (API keys; see shared/auth.py)
     import sys

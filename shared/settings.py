@@ -43,6 +43,7 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)
+    api_trusted_proxies: CommaList = Field(default_factory=list)  # peers whose X-Forwarded-For/-Proto count
 
     worker_concurrency: int = Field(default=3, ge=1, le=10_000)
     handlers: CommaList = Field(default_factory=list)
@@ -131,12 +132,19 @@ class Settings(BaseSettings):
     dashboard_session_ttl_s: int = Field(default=8 * 3600, ge=60, le=30 * 24 * 3600)
     dashboard_trusted_proxies: CommaList = Field(default_factory=list)  # addresses whose X-Forwarded-Proto counts
 
-    @field_validator("dashboard_trusted_proxies", mode="before")
+    @field_validator("api_trusted_proxies", "dashboard_trusted_proxies", mode="before")
     @classmethod
     def _split_proxies(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("api_trusted_proxies", "dashboard_trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        from shared.forwarded import parse_trusted_proxies
+
+        return parse_trusted_proxies(value)
 
     @field_validator("handlers", "task_types", mode="before")
     @classmethod

@@ -669,7 +669,7 @@ async function start() {
   if (res.status === 401) { location.href = "/login"; return; }
   if (res.ok) Object.assign(session, await res.json());
   showSession();
-  connect();
+  if (can("read")) connect(); else live.hidden = true;  // the live feed needs the read scope
   route();
 }
 start();

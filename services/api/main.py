@@ -11,6 +11,7 @@ import uvicorn
 
 from services.api.app import create_app
 from shared import lifecycle
+from shared.forwarded import server_options
 from shared.logging import setup_logging
 from shared.settings import Settings, load_settings
 
@@ -36,6 +37,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         access_log=False,
         http="httptools",
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        **server_options(settings.api_trusted_proxies),
     )
     server = _Server(config)
     serving = asyncio.create_task(server.serve())

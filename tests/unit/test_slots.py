@@ -28,7 +28,17 @@ from tests.integration.helpers import running_worker, wait_for_status
 
 SCHEMAS = [KeySchema("sq", "default"), KeySchema("sq", "bulk", 3)]
 # keys outside any queue's tag: read or written by plain commands, or by single-key scripts (ratelimit)
-GLOBAL = {"types", "workers", "worker", "rate_limit", "services", "service", "dashboard_session", "queues"}
+GLOBAL = {
+    "types",
+    "workers",
+    "worker",
+    "rate_limit",
+    "services",
+    "service",
+    "dashboard_session",
+    "dashboard_login",
+    "queues",
+}
 
 
 def _keys_of(schema: KeySchema) -> Iterator[tuple[str, str]]:
