@@ -29,7 +29,7 @@ from services.api.middleware import BodyLimit
 from shared.auth import Scope, parse_keys, verify
 from shared.keys import KeySchema
 from shared.loops import PeriodicLoop, stop_all
-from shared.redis import connect
+from shared.redis import connect, make_client
 from shared.registry import ServiceRegistration
 from shared.settings import Settings
 
@@ -51,7 +51,8 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.sessions = SessionStore(redis, keys, settings.dashboard_session_ttl_s)
         app.state.throttle = LoginThrottle(redis, keys)
         warn_about_service_key(settings)
-        broadcaster = Broadcaster(redis, keys)
+        readers = make_client(settings, blocking_reads=True)  # the event feeds' blocking reads, one per partition
+        broadcaster = Broadcaster(readers, keys)
         sampler = Sampler(
             redis, keys, upstream, interval_s=settings.history_interval_s, retention_s=settings.history_retention_s
         )
@@ -73,6 +74,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await stop_all(loops)  # together: with Redis gone each waits up to STOP_WITHIN_S
             await upstream.aclose()
+            await readers.aclose()
             await redis.aclose()
 
     app = FastAPI(title="streamq dashboard", lifespan=lifespan, docs_url=None, redoc_url=None)
