@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import httpx
 
 from shared.health import LIVE_PATH, READY_PATH
-from shared.redis import make_client
+from shared.redis import make_client, ping
 from shared.settings import Settings, load_settings
 
 WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
@@ -25,7 +25,8 @@ WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
 async def _redis_ok(settings: Settings) -> bool:
     client = make_client(settings)
     try:
-        return bool(await asyncio.wait_for(client.ping(), 3))
+        await asyncio.wait_for(ping(client), 3)
+        return True
     finally:
         await client.aclose()
 

@@ -22,6 +22,7 @@ from redis.exceptions import MaxConnectionsError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.packing import use_hiredis_packing
+from shared.refusals import refusal
 from shared.settings import Settings
 
 MIN_REDIS_VERSION = (7, 0, 5)
@@ -231,6 +232,16 @@ def route_to_key(client: Redis, key: str) -> dict[str, Any]:
     return {}
 
 
+async def ping(client: Redis) -> None:
+    """PING, raising unless Redis answers. A refusal to write is an answer: under MISCONF (a failed
+    persistence check) Redis refuses PING too, yet it is there and serves reads."""
+    try:
+        await client.ping()
+    except ResponseError as error:
+        if refusal(error) is None:
+            raise
+
+
 async def connect(settings: Settings, attempts: int = 50, delay_s: float = 0.2) -> Redis:
     """Connect and ping, waiting for Redis to come up; fail with a clear error if it never does (after
     ``attempts`` pings ``delay_s`` apart, each given at most ``PING_TIMEOUT_S``, and at most that long
@@ -241,7 +252,7 @@ async def connect(settings: Settings, attempts: int = 50, delay_s: float = 0.2) 
     for attempt in range(1, attempts + 1):
         try:
             async with asyncio.timeout(PING_TIMEOUT_S):  # a TLS port read as plain Redis never answers
-                await client.ping()
+                await ping(client)
             break
         except (RedisConnectionError, RedisTimeoutError, OSError) as error:
             if attempt == attempts or loop.time() + delay_s > deadline:

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from services.worker.jobs import Outcome
 from shared.keys import KeySchema
-from shared.refusals import UNREACHABLE, counted_refusal, refusal
+from shared.refusals import counted_refusal, transient
 from shared.scripts import Scripts
 
 log = logging.getLogger("streamq.worker")
@@ -47,11 +47,6 @@ class Posted:
     then: Recorded
     keep_until: float  # time.monotonic()
     tries: int = 0  # calls that failed with a Redis error it was kept through
-
-
-def _waitable(error: BaseException) -> bool:
-    """Redis out of reach or refusing writes: the outcome is kept and sent again."""
-    return isinstance(error, (*UNREACHABLE, OSError)) or refusal(error) is not None
 
 
 class Refill(Protocol):
@@ -146,7 +141,7 @@ class Finisher:
         now = time.monotonic()
         for posted, status in zip(batch, statuses, strict=True):
             if isinstance(status, BaseException):
-                if _waitable(status) and now < posted.keep_until and len(kept) + len(self._waiting) < MAX_KEPT:
+                if transient(status) and now < posted.keep_until and len(kept) + len(self._waiting) < MAX_KEPT:
                     kept.append(posted)
                     continue
             else:

@@ -17,7 +17,9 @@ import pytest
 from redis.asyncio import Redis
 
 from services.api.app import create_app
+from shared.healthcheck import _redis_ok
 from shared.keys import KeySchema
+from shared.redis import connect
 from shared.settings import Settings
 from tests.support import RedisServer, free_port, task_ids
 
@@ -147,21 +149,45 @@ async def test_a_read_only_replica_refuses_submits_with_503_and_keeps_reads(sett
         server.stop()
 
 
+async def _fail_saves(redis: Redis, server: RedisServer) -> None:
+    """Make ``server`` refuse writes after a failed RDB save (MISCONF), as a full or broken disk would."""
+    await redis.config_set("save", "3600 1")  # MISCONF needs save points (the default config has them)
+    shutil.rmtree(server.dir)  # the next save cannot write its file: MISCONF from then on
+    await redis.bgsave()
+    for _ in range(200):
+        if (await redis.info("persistence"))["rdb_last_bgsave_status"] == "err":
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the save did not fail")
+
+
+async def test_services_start_and_probe_while_a_failed_save_refuses_writes(settings: Settings) -> None:
+    """MISCONF refuses PING too: a service starting (connect) or probed (the healthcheck's PING) then
+    must take it as Redis answering, not wait for an answer that never comes or fail its start."""
+    server = RedisServer()
+    redis = Redis.from_url(server.url, decode_responses=True)
+    on_server = settings.model_copy(update={"redis_url": server.url})
+    try:
+        await _fail_saves(redis, server)
+        client = await connect(on_server, attempts=2)
+        try:
+            assert await client.get("anything") is None  # reads are served
+        finally:
+            await client.aclose()
+        assert await _redis_ok(on_server)
+    finally:
+        await redis.config_set("save", "")  # else its shutdown save fails too, and it refuses to stop
+        await redis.aclose()
+        server.stop()
+
+
 async def test_a_failed_save_refuses_submits_with_503_and_keeps_reads(settings: Settings) -> None:
     server = RedisServer()
     redis = Redis.from_url(server.url, decode_responses=True)
     try:
         async with _api(settings, server) as api:
             [before] = _acked(await api.post("/api/tasks", json={"type": "noop"}))
-            await redis.config_set("save", "3600 1")  # MISCONF needs save points (the default config has them)
-            shutil.rmtree(server.dir)  # the next save cannot write its file: MISCONF from then on
-            await redis.bgsave()
-            for _ in range(200):
-                if (await redis.info("persistence"))["rdb_last_bgsave_status"] == "err":
-                    break
-                await asyncio.sleep(0.05)
-            else:
-                raise AssertionError("the save did not fail")
+            await _fail_saves(redis, server)
             for r in await _submits(api):
                 _assert_refused(r, "persistence_failed")
             await _assert_reads_work(api, before, writes="persistence_failed")

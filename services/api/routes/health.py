@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 
 from services.api.deps import RedisDep
 from services.api.unavailable import writes
-from shared.refusals import refusal
+from shared.redis import ping
 
 router = APIRouter(tags=["health"])
 PING_TIMEOUT_S = 2.0  # a probe answers within this even while the client retries a lost Redis
@@ -22,11 +22,9 @@ PING_TIMEOUT_S = 2.0  # a probe answers within this even while the client retrie
 async def _ping(redis: RedisDep) -> tuple[bool, float, str]:
     start = time.perf_counter()
     try:
-        await asyncio.wait_for(redis.ping(), PING_TIMEOUT_S)
+        await asyncio.wait_for(ping(redis), PING_TIMEOUT_S)
         return True, (time.perf_counter() - start) * 1000, ""
     except (RedisError, OSError) as error:
-        if refusal(error) is not None:  # MISCONF refuses PING too, yet Redis answers and serves reads
-            return True, (time.perf_counter() - start) * 1000, ""
         return False, 0.0, str(error)
     except TimeoutError:
         return False, 0.0, f"no answer from Redis within {PING_TIMEOUT_S} s"
