@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -118,3 +119,42 @@ def wait_http(url: str, timeout: float = 15.0) -> None:
             pass
         time.sleep(0.05)
     raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def chunked_upload(port: int, path: str, cap: int) -> tuple[int, bytes]:
+    """POST a chunked body of up to ``cap`` bytes until the server answers; returns how many bytes were
+    sent before it did and the start of its reply (the status line and headers)."""
+    sent = 0
+    chunk = b"x" * 65536
+    framed = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+    reply = b""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: streamq\r\nContent-Type: application/json\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n".encode()
+        )
+        sock.settimeout(0.001)
+        try:
+            while sent < cap and not reply:
+                sock.sendall(framed)
+                sent += len(chunk)
+                with contextlib.suppress(TimeoutError, BlockingIOError):
+                    reply = sock.recv(4096)
+            if not reply:
+                sock.sendall(b"0\r\n\r\n")  # the whole body is out: the server answers now at the latest
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        sock.settimeout(60)
+        while b"\r\n\r\n" not in reply:
+            data = sock.recv(4096)
+            if not data:
+                break
+            reply += data
+    return sent, reply

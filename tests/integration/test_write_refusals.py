@@ -28,6 +28,21 @@ BIG = "x" * 100_000
 
 
 @asynccontextmanager
+async def _own_redis(*extra: str) -> AsyncIterator[tuple[RedisServer, Redis]]:
+    """A plain redis-server of the test's own (its refusals are server-wide) and a client of it."""
+    server = RedisServer(*extra)
+    redis = Redis.from_url(server.url, decode_responses=True)
+    try:
+        yield server, redis
+    finally:
+        await redis.config_set(
+            "save", ""
+        )  # after a failed save its shutdown save would fail too, and it would refuse to stop
+        await redis.aclose()
+        server.stop()
+
+
+@asynccontextmanager
 async def _api(
     settings: Settings, server: RedisServer, rate_limit: str = "10000/s burst 10000"
 ) -> AsyncIterator[httpx.AsyncClient]:
@@ -97,10 +112,8 @@ def _refused_total(metrics_text: str, cause: str) -> float:
 
 
 async def test_a_full_redis_refuses_submits_with_503_keeps_reads_and_loses_nothing(settings: Settings) -> None:
-    server = RedisServer("--maxmemory", "4mb")
-    redis = Redis.from_url(server.url, decode_responses=True)
     keys = KeySchema(settings.key_prefix, settings.queue)
-    try:
+    async with _own_redis("--maxmemory", "4mb") as (server, redis):
         async with _api(settings, server) as api:
             acked, refused = await _fill(api)
             assert len(refused) == 3 and len(acked) > 20  # each kind ran until Redis was full
@@ -124,29 +137,20 @@ async def test_a_full_redis_refuses_submits_with_503_keeps_reads_and_loses_nothi
             assert (await api.get("/api/health")).json()["writes"] == "ok"
         assert await task_ids(redis, keys) == sorted(acked)  # each acknowledged task once, none other
         assert len(set(acked)) == len(acked)
-    finally:
-        await redis.aclose()
-        server.stop()
 
 
 async def test_a_read_only_replica_refuses_submits_with_503_and_keeps_reads(settings: Settings) -> None:
-    server = RedisServer()
-    redis = Redis.from_url(server.url, decode_responses=True)
-    try:
-        async with _api(settings, server) as api:
-            [before] = _acked(await api.post("/api/tasks", json={"type": "noop"}))
-            # a replica of a master that does not answer: it keeps its data and refuses writes
-            await redis.execute_command("CONFIG", "SET", "replica-serve-stale-data", "yes")
-            await redis.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))
-            for r in await _submits(api):
-                _assert_refused(r, "read_only")
-            await _assert_reads_work(api, before, writes="read_only")
-            assert _refused_total((await api.get("/metrics")).text, "read_only") >= 3
-            await redis.execute_command("REPLICAOF", "NO", "ONE")
-            assert (await api.post("/api/tasks", json={"type": "noop"})).status_code == 201
-    finally:
-        await redis.aclose()
-        server.stop()
+    async with _own_redis() as (server, redis), _api(settings, server) as api:
+        [before] = _acked(await api.post("/api/tasks", json={"type": "noop"}))
+        # a replica of a master that does not answer: it keeps its data and refuses writes
+        await redis.execute_command("CONFIG", "SET", "replica-serve-stale-data", "yes")
+        await redis.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))
+        for r in await _submits(api):
+            _assert_refused(r, "read_only")
+        await _assert_reads_work(api, before, writes="read_only")
+        assert _refused_total((await api.get("/metrics")).text, "read_only") >= 3
+        await redis.execute_command("REPLICAOF", "NO", "ONE")
+        assert (await api.post("/api/tasks", json={"type": "noop"})).status_code == 201
 
 
 async def _fail_saves(redis: Redis, server: RedisServer) -> None:
@@ -182,36 +186,23 @@ async def test_services_start_and_probe_while_a_failed_save_refuses_writes(setti
 
 
 async def test_a_failed_save_refuses_submits_with_503_and_keeps_reads(settings: Settings) -> None:
-    server = RedisServer()
-    redis = Redis.from_url(server.url, decode_responses=True)
-    try:
-        async with _api(settings, server) as api:
-            [before] = _acked(await api.post("/api/tasks", json={"type": "noop"}))
-            await _fail_saves(redis, server)
-            for r in await _submits(api):
-                _assert_refused(r, "persistence_failed")
-            await _assert_reads_work(api, before, writes="persistence_failed")
-            await redis.config_set("stop-writes-on-bgsave-error", "no")
-            assert (await api.post("/api/tasks", json={"type": "noop"})).status_code == 201
-    finally:
-        await redis.config_set("save", "")  # else its shutdown save fails too, and it refuses to stop
-        await redis.aclose()
-        server.stop()
+    async with _own_redis() as (server, redis), _api(settings, server) as api:
+        [before] = _acked(await api.post("/api/tasks", json={"type": "noop"}))
+        await _fail_saves(redis, server)
+        for r in await _submits(api):
+            _assert_refused(r, "persistence_failed")
+        await _assert_reads_work(api, before, writes="persistence_failed")
+        await redis.config_set("stop-writes-on-bgsave-error", "no")
+        assert (await api.post("/api/tasks", json={"type": "noop"})).status_code == 201
 
 
 async def test_a_full_redis_still_rate_limits(settings: Settings) -> None:
     """ratelimit.lua may write past maxmemory (allow-oom: one small bucket per caller, expiring within
     seconds), so the limit holds while Redis is full; without the flag Redis would refuse the bucket's
     write and the api could only let every request through."""
-    server = RedisServer()
-    redis = Redis.from_url(server.url, decode_responses=True)
-    try:
-        async with _api(settings, server, rate_limit="1/h burst 4") as api:
-            await redis.config_set("maxmemory", "1")  # full: every write refused
-            statuses = [(await api.get("/api/stats")).status_code for _ in range(3)]
-            _assert_refused(await api.post("/api/tasks", json={"type": "noop"}), "out_of_memory")  # the 4th
-            statuses.append((await api.get("/api/stats")).status_code)
-            assert statuses == [200, 200, 200, 429]
-    finally:
-        await redis.aclose()
-        server.stop()
+    async with _own_redis() as (server, redis), _api(settings, server, rate_limit="1/h burst 4") as api:
+        await redis.config_set("maxmemory", "1")  # full: every write refused
+        statuses = [(await api.get("/api/stats")).status_code for _ in range(3)]
+        _assert_refused(await api.post("/api/tasks", json={"type": "noop"}), "out_of_memory")  # the 4th
+        statuses.append((await api.get("/api/stats")).status_code)
+        assert statuses == [200, 200, 200, 429]

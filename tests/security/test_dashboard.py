@@ -5,7 +5,6 @@ the same data, and its login is throttled."""
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,9 +15,8 @@ import redis
 from dashboard.login import COOKIE
 from dashboard.throttle import MAX_FAILURES, PREFIX_CHARS, WINDOW_S
 from shared.auth import config_line, new_secret
-from tests.security.test_limits import rss_kib
 from tests.stack import Stack
-from tests.support import RedisServer
+from tests.support import RedisServer, chunked_upload, rss_kib
 
 pytestmark = pytest.mark.e2e
 SUBMITTER, READER, SERVICE, OPS = new_secret(), new_secret(), new_secret(), new_secret()
@@ -67,38 +65,6 @@ def status_of(http: httpx.Client, path: str) -> tuple[int, str]:
     with http.stream("GET", path) as response:
         first = next(response.iter_bytes(), b"")
         return response.status_code, first.decode(errors="replace")
-
-
-def chunked_upload(port: int, path: str, cap: int) -> tuple[int, bytes]:
-    """POST a chunked body of up to ``cap`` bytes until the server answers; returns how many bytes were
-    sent before it did and the start of its reply (the status line and headers)."""
-    sent = 0
-    chunk = b"x" * 65536
-    framed = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
-    reply = b""
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.sendall(
-            f"POST {path} HTTP/1.1\r\nHost: dash\r\nContent-Type: application/json\r\n"
-            "Transfer-Encoding: chunked\r\n\r\n".encode()
-        )
-        sock.settimeout(0.001)
-        try:
-            while sent < cap and not reply:
-                sock.sendall(framed)
-                sent += len(chunk)
-                with contextlib.suppress(TimeoutError, BlockingIOError):
-                    reply = sock.recv(4096)
-            if not reply:
-                sock.sendall(b"0\r\n\r\n")  # the whole body is out: the server answers now at the latest
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        sock.settimeout(60)
-        while b"\r\n\r\n" not in reply:
-            data = sock.recv(4096)
-            if not data:
-                break
-            reply += data
-    return sent, reply
 
 
 def test_pass_through_cuts_a_large_upload_off_at_the_apis_limit(open_stack: Stack) -> None:

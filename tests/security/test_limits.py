@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import time
-from pathlib import Path
 
 import httpx
 from redis.asyncio import Redis
@@ -13,7 +11,7 @@ from redis.asyncio import Redis
 from shared.keys import KeySchema
 from tests.security.conftest import KEYS, SECRETS, ApiFactory
 from tests.services import StartService
-from tests.support import free_port, task_ids, wait_http
+from tests.support import chunked_upload, free_port, rss_kib, task_ids, wait_http
 
 
 def test_burst_of_1000_against_100_per_s_burst_200(start_service: StartService) -> None:
@@ -109,43 +107,13 @@ async def test_header_url_and_list_limits(make_api: ApiFactory) -> None:
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "limit"]
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 def test_1_gb_streamed_body_is_cut_off_at_the_limit(start_service: StartService) -> None:
     port = free_port()
     api = start_service("services.api", STREAMQ_API_PORT=str(port))
     wait_http(f"http://127.0.0.1:{port}/api/health")
     httpx.post(f"http://127.0.0.1:{port}/api/tasks", json={"type": "noop"})  # warm up
     before = rss_kib(api.pid)
-    sent = 0
-    chunk = b"x" * 65536
-    reply = b""
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.sendall(
-            b"POST /api/tasks HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n"
-        )
-        sock.settimeout(0.001)
-        framed = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
-        try:
-            while sent < 1024**3 and not reply:
-                sock.sendall(framed)
-                sent += len(chunk)
-                with contextlib.suppress(TimeoutError, BlockingIOError):
-                    reply = sock.recv(4096)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        sock.settimeout(5)
-        while b"\r\n\r\n" not in reply:
-            data = sock.recv(4096)
-            if not data:
-                break
-            reply += data
+    sent, reply = chunked_upload(port, "/api/tasks", 1024**3)
     grew = rss_kib(api.pid) - before
     print(f"sent {sent / 1024**2:.1f} MiB before the api answered; api RSS grew {grew} KiB")
     assert reply.startswith(b"HTTP/1.1 413")
