@@ -137,7 +137,7 @@ async def test_lease_renewal_keeps_a_long_task_on_its_worker(
         stop_all(workers)
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 async def test_frozen_worker_is_reclaimed_and_cannot_record_over_it(
     settings: Settings, queue: Queue, redis: Redis, keys: KeySchema, log_dir: Path
 ) -> None:
@@ -155,8 +155,9 @@ async def test_frozen_worker_is_reclaimed_and_cannot_record_over_it(
             await wait_for_status(queue, done.task.id, {"completed"}, timeout=10)
         finally:
             frozen.signal(signal.SIGCONT)
-        await wait_logged(frozen, "lease lost", timeout=10)
-        await wait_logged(frozen, "outcome not recorded", timeout=10)
+        # bounded, not timed: resumed on a loaded machine its first calls may time out before it learns
+        await wait_logged(frozen, "lease lost", timeout=30)
+        await wait_logged(frozen, "outcome not recorded", timeout=30)
         task = await queue.get(done.task.id)
         assert task.worker and f":{other.pid}:" in task.worker and task.attempts == 1
         # one run each (the frozen one may record its start only once resumed)

@@ -255,7 +255,8 @@ async def test_pass_waits_for_the_due_time_it_stopped_short_of(queue: Queue, red
     """The sleep before a due time ends up to SPIN_MS early (asyncio's timers wake whole milliseconds
     late); the next pass yields until the due time instead of promoting nothing and sleeping again."""
     promoter = Promoter(queue, max_wait_s=5)
-    [done] = await queue.submit([TaskCreate(type="noop", scheduled_for=_in(0.5))])
+    # 2 s ahead: the first pass must see it not yet due even when a loaded machine makes that pass slow
+    [done] = await queue.submit([TaskCreate(type="noop", scheduled_for=_in(2))])
     await promoter.tick()  # nothing due yet: the next due time and the sleep before it
     # the servers share this machine's clock: pinned, so that this one pass does not hang on how narrow
     # the first round trip was (a slow one on a loaded cluster put the estimate 2+ ms off); see test_clock
