@@ -43,6 +43,8 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)
+    # api: refuse new tasks (503) while Redis used memory / maxmemory is at least this; 0 = off
+    memory_guard_ratio: float = Field(default=0.9, ge=0, le=1)
     api_trusted_proxies: CommaList = Field(default_factory=list)  # peers whose X-Forwarded-For/-Proto count
 
     worker_concurrency: int = Field(default=3, ge=1, le=10_000)
