@@ -61,6 +61,8 @@ async def test_guard_refuses_new_tasks_until_pruning_frees_memory(settings: Sett
             for path in ("/api/tasks", f"/api/tasks/{acked[0]}", "/api/stats", "/api/queues"):
                 assert (await api.get(path)).status_code == 200, path
             assert _ratio((await api.get("/metrics")).text) >= GUARD
+            health = (await api.get("/api/health")).json()
+            assert health["writes"] == "memory_guard" and health["memory_ratio"] >= GUARD, health
             assert await task_ids(redis, keys) == sorted(acked)  # nothing refused was written
 
             registry = Registry()
@@ -78,6 +80,7 @@ async def test_guard_refuses_new_tasks_until_pruning_frees_memory(settings: Sett
                 async with asyncio.timeout(30):
                     while (await api.get("/api/stats")).json()["completed_total"] < len(acked):
                         await asyncio.sleep(0.05)
+            assert (await api.get("/api/health")).json()["writes"] == "ok"
             stats = (await api.get("/api/stats")).json()
             assert stats["completed_total"] == stats["submitted_total"] == len(acked)  # every acknowledged task ran
     finally:
