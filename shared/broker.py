@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from shared.errors import NotDurable, NotFound
 from shared.keys import WORKER_GROUP, KeySchema
+from shared.memguard import MemoryGuard
 from shared.models import PRIORITIES, Stats, TaskCreate, TaskPublic, TaskStatus, WorkerInfo, new_task_ids
 from shared.queue import Queue, Stored, Submitted, submit_ids
 from shared.queues import QueueConfig, QueueRegistry, partition_of
@@ -60,6 +61,7 @@ class Broker:
         }
         self._queues: dict[tuple[str, int], Queue] = {}
         self.durable = durable  # (replicas, timeout ms): STREAMQ_DURABLE_SUBMIT
+        self.memory_guard: MemoryGuard | None = None  # the api's: refuses new tasks while Redis is nearly full
         self.default = self.queue(keys.queue)
 
     def queue(self, name: str, partition: int = 0) -> Queue:
@@ -114,7 +116,10 @@ class Broker:
     async def submit_each(self, tasks: Sequence[TaskCreate]) -> list[Stored | BaseException]:
         """As :meth:`submit_stored`, but each task gets its own call's outcome: its record, or the error
         of the script call that carried it (one call per queue partition; when one of several calls
-        fails, the tasks of the others were written and get their records)."""
+        fails, the tasks of the others were written and get their records). While the memory guard is
+        tripped it raises :class:`shared.refusals.MemoryGuarded` before writing anything."""
+        if self.memory_guard is not None:
+            self.memory_guard.check()
         now_ms = int(time.time() * 1000)
         groups: dict[tuple[str, int], list[int]] = {}
         ids = new_task_ids(len(tasks), now_ms)

@@ -34,7 +34,7 @@ key                                         type    what it holds
 <p>:{<q>}:history                           stream  dashboard metric samples (field ``s``, JSON), ~24 h
 <p>:{<q>}:history:lock                      string  id of the dashboard process that writes samples (TTL)
 <p>:dashsession:<sha256 of session id>      hash    one dashboard login: key name, scopes, CSRF token, sealed key (TTL)
-<p>:queues                                  hash    queue name -> its config (JSON: partitions, paused)
+<p>:queues                                  hash    queue name -> its config (JSON: partitions, paused, retention)
 <p>:{<q>}:paused                            string  present while the queue is paused (one per partition)
 ==========================================  ======  ===================================================
 

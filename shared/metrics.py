@@ -151,6 +151,9 @@ REDIS_WRITES_REFUSED = Counter(
     "Writes Redis refused, by cause (out_of_memory, read_only, persistence_failed)",
     ["cause"],
 )
+REDIS_MEMORY_RATIO = Gauge(
+    "streamq_redis_memory_ratio", "Redis used memory / maxmemory, as the api's memory guard last sampled it (0: none)"
+)
 HTTP_REQUESTS = Counter("streamq_http_requests", "HTTP requests served by the api", ["method", "route", "status"])
 HTTP_REQUEST_SECONDS = Histogram(
     "streamq_http_request_seconds", "HTTP request time", ["method", "route"], buckets=TIME_BUCKETS

@@ -1,4 +1,4 @@
-"""The operations every service shares: submit, get, list, stats, cancel, revive, delete, expire.
+"""The operations every service shares: submit, get, list, stats, cancel, revive, delete, prune.
 
 One ``Queue`` per process and queue name; every state change is one script call (one round trip).
 """
@@ -33,6 +33,7 @@ from shared.models import (
 from shared.scripts import Scripts
 
 LIST_SCAN_FACTOR = 20  # a filtered page reads at most limit * this many index entries
+NO_BOUNDS = (-1,) * 8  # prune only what is past its retention deadline
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,26 +371,17 @@ class Queue:
 
     async def _remove(self, task_id: str, task_type: str, mode: str) -> tuple[int, str]:
         keys = [*self._common, self.keys.task(task_id), self.keys.index_type(task_type)]
-        ok, status = await self.scripts.call("remove", keys, [self.events_maxlen, task_id, mode])
+        ok, status = await self.scripts.call("remove", keys, [self.events_maxlen, mode, task_id])
         return int(ok), str(status)
 
-    async def expire_due(self, batch: int = 200) -> int:
-        """Delete finished tasks whose result TTL has passed; returns how many were removed."""
-        now_ms = int((await self.redis.time())[0]) * 1000
-        ids: list[str] = await self.redis.zrangebyscore(self.keys.retention, "-inf", now_ms, start=0, num=batch)
-        if not ids:
-            return 0
-        pipe = self.redis.pipeline(transaction=False)
-        for task_id in ids:
-            pipe.hget(self.keys.task(task_id), "type")
-        types = await pipe.execute()
-        removed = 0
-        for task_id, task_type in zip(ids, types, strict=True):
-            ok, _ = await self._remove(task_id, task_type or "", "expire")
-            if not task_type:  # hash already gone: drop the dangling retention entry
-                await self.redis.zrem(self.keys.retention, task_id)
-            removed += ok
-        return removed
+    async def prune(self, bounds: Sequence[int] = NO_BOUNDS, batch: int = 200) -> tuple[int, int]:
+        """One remove.lua 'prune' call: finished tasks past their retention deadline or beyond
+        ``bounds`` (age ms and count of completed, failed, cancelled and dead letters, -1 for none:
+        :func:`shared.retention.lua_bounds`), oldest first, at most ``batch`` tasks and ``batch`` dead
+        letters. Returns (tasks removed, dead letters removed)."""
+        args = [self.events_maxlen, "prune", self._prefixes[0], self._prefixes[1], batch, *bounds]
+        tasks, dead = await self.scripts.call("remove", list(self._common), args)
+        return int(tasks), int(dead)
 
     @staticmethod
     def _check(task_id: str, ok: int, status: str, reason: str) -> None:

@@ -1,4 +1,4 @@
-"""Named queues: their configs (partitions, paused), the workers' weights, and partition choice.
+"""Named queues: their configs (partitions, paused, retention), the workers' weights, and partition choice.
 
 A queue is created on first use (a task names it) with one partition; ``configure`` grows it (never
 shrinks: a partition that once held tasks keeps being read). Configs live in one global hash
@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import orjson
 from redis.asyncio import Redis
@@ -23,19 +24,60 @@ MAX_PARTITIONS = 64
 DEFAULT_QUEUE = "default"
 
 
+RETAINED = ("completed", "failed", "cancelled", "dead_letter")  # what a queue's retention bounds
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """How much of one kind of finished record a queue keeps: the newest ``count`` (None: no count
+    bound), each at most ``age_s`` seconds after it finished (None: until ``STREAMQ_RESULT_TTL_S``)."""
+
+    age_s: int | None
+    count: int | None
+
+    def to_dict(self) -> dict[str, int | None]:
+        return {"age_s": self.age_s, "count": self.count}
+
+
+Retention = dict[str, Bound]  # kind (RETAINED) -> its bound
+
+
+def retention_from(data: dict[str, Any], base: Retention) -> Retention:
+    """``base`` with the bounds named in ``data`` ({kind: {"age_s": .., "count": ..}}, each part
+    optional) put over it."""
+    out = dict(base)
+    for kind, bound in data.items():
+        if kind in RETAINED and isinstance(bound, dict):
+            old = out.get(kind, Bound(None, None))
+            out[kind] = Bound(bound.get("age_s", old.age_s), bound.get("count", old.count))
+    return out
+
+
+def retention_json(retention: Retention) -> dict[str, dict[str, int | None]]:
+    return {kind: retention[kind].to_dict() for kind in RETAINED if kind in retention}
+
+
 @dataclass(frozen=True, slots=True)
 class QueueConfig:
     name: str
     partitions: int = 1
     paused: bool = False
+    # the bounds set on this queue (over the settings' defaults); None: not settled yet (a queue stored
+    # before retention existed: the janitor settles it, see shared.retention.settle)
+    retention: Retention | None = None
 
     def to_json(self) -> str:
-        return orjson.dumps({"partitions": self.partitions, "paused": self.paused}).decode()
+        data: dict[str, Any] = {"partitions": self.partitions, "paused": self.paused}
+        if self.retention is not None:
+            data["retention"] = retention_json(self.retention)
+        return orjson.dumps(data).decode()
 
     @classmethod
     def from_json(cls, name: str, raw: str | None) -> QueueConfig:
         data = orjson.loads(raw) if raw else {}
-        return cls(name, int(data.get("partitions", 1)), bool(data.get("paused", False)))
+        kept = data.get("retention")
+        retention = retention_from(kept, {}) if isinstance(kept, dict) else None
+        return cls(name, int(data.get("partitions", 1)), bool(data.get("paused", False)), retention)
 
 
 def parse_weights(value: str) -> dict[str, int]:
@@ -109,14 +151,21 @@ class QueueRegistry:
         current = await self._current(name)
         if partitions < current.partitions:
             raise ValueError(f"partitions can only grow (queue {name!r} has {current.partitions})")
-        config = QueueConfig(name, partitions, current.paused)
+        config = replace(current, partitions=partitions)
+        await self._write(config)
+        return config
+
+    async def set_retention(self, name: str, retention: Retention) -> QueueConfig:
+        """Put ``retention``'s bounds over the queue's own (the kinds and measures it names)."""
+        current = await self._current(name)
+        config = replace(current, retention={**(current.retention or {}), **retention})
         await self._write(config)
         return config
 
     async def set_paused(self, name: str, paused: bool) -> QueueConfig:
         """Pause or resume: the config and every partition's flag, in one round trip."""
         current = await self._current(name)
-        config = QueueConfig(name, current.partitions, paused)
+        config = replace(current, paused=paused)
         await self._write(config)
         return config
 

@@ -15,6 +15,7 @@ from redis.exceptions import (
     ClusterDownError,
     OutOfMemoryError,
     ReadOnlyError,
+    RedisError,
     ResponseError,
     TryAgainError,
 )
@@ -28,11 +29,22 @@ CAUSES = {
     "out_of_memory": "Redis is out of memory (used memory above maxmemory, policy noeviction)",
     "read_only": "Redis is a read-only replica",
     "persistence_failed": "Redis refuses writes after a failed persistence check (MISCONF: RDB save or AOF write)",
+    "memory_guard": "Redis used memory is above STREAMQ_MEMORY_GUARD_RATIO of its maxmemory: new tasks are refused"
+    " until pruning or finishing frees memory (see README: Memory guard)",
 }
+
+
+class MemoryGuarded(RedisError):  # type: ignore[misc]  # untyped in redis-py
+    """The api's memory guard refusing a new task (shared/memguard.py); nothing was written."""
+
+    def __init__(self, ratio: float, threshold: float) -> None:
+        super().__init__(f"used memory at {ratio:.0%} of maxmemory, threshold {threshold:.0%}")
 
 
 def refusal(error: BaseException) -> str | None:
     """The cause (a key of ``CAUSES``) when ``error`` is Redis refusing a write; None for any other error."""
+    if isinstance(error, MemoryGuarded):
+        return "memory_guard"
     if isinstance(error, OutOfMemoryError):
         return "out_of_memory"
     if isinstance(error, ReadOnlyError):

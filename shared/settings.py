@@ -43,12 +43,23 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)
+    # api: refuse new tasks (503) while Redis used memory / maxmemory is at least this; 0 = off
+    memory_guard_ratio: float = Field(default=0.9, ge=0, le=1)
     api_trusted_proxies: CommaList = Field(default_factory=list)  # peers whose X-Forwarded-For/-Proto count
 
     worker_concurrency: int = Field(default=3, ge=1, le=10_000)
     handlers: CommaList = Field(default_factory=list)
     task_timeout_s: float = Field(default=300.0, gt=0)
-    result_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
+    result_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)  # the longest a finished task is kept
+    # retention defaults per queue (README: Retention): age (s after finishing) and count (newest kept)
+    retention_completed_age_s: int = Field(default=24 * 3600, ge=0)
+    retention_completed_count: int = Field(default=100_000, ge=0)
+    retention_failed_age_s: int = Field(default=7 * 24 * 3600, ge=0)
+    retention_failed_count: int = Field(default=100_000, ge=0)
+    retention_cancelled_age_s: int = Field(default=24 * 3600, ge=0)
+    retention_cancelled_count: int = Field(default=100_000, ge=0)
+    retention_dead_letter_age_s: int = Field(default=7 * 24 * 3600, ge=0)
+    retention_dead_letter_count: int = Field(default=10_000, ge=0)
     shutdown_grace_s: float = Field(default=30.0, ge=0)
     task_types: CommaList = Field(default_factory=list)
     strict_types: bool = True
@@ -79,6 +90,10 @@ class Settings(BaseSettings):
 
         parse_keys(value)
         return value
+
+    def retention_default(self, kind: str) -> tuple[int, int]:
+        """(age_s, count) of ``kind`` (completed, failed, cancelled, dead_letter) for a queue that sets none."""
+        return int(getattr(self, f"retention_{kind}_age_s")), int(getattr(self, f"retention_{kind}_count"))
 
     def queue_weights(self) -> dict[str, int]:
         """The queues a worker consumes with their weights, in the order listed."""

@@ -141,7 +141,9 @@ async function overview() {
     for (const k of labels) numbers[k].textContent = s[k];
     const health = await api("GET", "/api/health").catch(() => ({})); // writes: "ok" or why Redis refuses them
     refused.hidden = !health.writes || health.writes === "ok" || health.writes === "unknown";
-    refused.textContent = `Redis refuses writes (${health.writes}): submitting and changing tasks answer 503 until it accepts them again; reading works.`;
+    refused.textContent = health.writes === "memory_guard"
+      ? `Redis memory at ${Math.round(health.memory_ratio * 100)}% of maxmemory: new tasks answer 503 until pruning frees memory; workers and reads go on.`
+      : `Redis refuses writes (${health.writes}): submitting and changing tasks answer 503 until it accepts them again; reading works.`;
   }
   const specs = [
     { id: "throughput", title: "Throughput (tasks/s)", series: [["completed_rate", "completed", "#1f7a3a"], ["failed_rate", "failed", "#b3261e"]], fmt: (v) => v.toFixed(2), axis: axisNum },

@@ -26,6 +26,7 @@ from shared.broker import Broker
 from shared.errors import Conflict, NotDurable, NotFound, not_durable_body
 from shared.jsondepth import MAX_BODY_DEPTH
 from shared.keys import KeySchema
+from shared.memguard import MemoryGuard
 from shared.redis import connect
 from shared.registry import ServiceRegistration
 from shared.settings import Settings, parse_rate_limit
@@ -72,6 +73,9 @@ def create_app(settings: Settings, *, fast_submit: bool = True) -> FastAPI:
             durable=settings.durable(),
         )
         app.state.redis = redis
+        broker.memory_guard = guard = MemoryGuard(redis, settings.memory_guard_ratio)
+        await guard.tick()  # right from the first request
+        guard.start()
         app.state.queue = queue = broker.default  # the default queue's partition 0, made once by the broker
         app.state.catalog = TypeCatalog(queue, settings.task_types, strict=settings.strict_types)
         limit = parse_rate_limit(settings.rate_limit)
@@ -86,6 +90,7 @@ def create_app(settings: Settings, *, fast_submit: bool = True) -> FastAPI:
             yield
         finally:
             await registration.stop()
+            await guard.stop()
             REGISTRY.unregister(collector)
             await redis.aclose()
 

@@ -1,12 +1,15 @@
-"""Deleting finished tasks once their result TTL has passed (``STREAMQ_RESULT_TTL_S``), in every
-partition the worker consumes."""
+"""Pruning finished tasks and dead letters to each queue's retention bounds (README: Retention), in
+every partition the worker consumes: past ``STREAMQ_RESULT_TTL_S``, beyond a count, older than an
+age; oldest first, in bounded batches (one remove.lua call each)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from shared.loops import PeriodicLoop
-from shared.queue import Queue
+from shared.queue import NO_BOUNDS, Queue
+from shared.queues import QueueRegistry, Retention
+from shared.retention import effective, lua_bounds, settle
 
 
 class Janitor(PeriodicLoop):
@@ -18,13 +21,34 @@ class Janitor(PeriodicLoop):
         interval_s: float = 5.0,
         batch: int = 500,
         partitions: Callable[[], list[Queue]] | None = None,
+        registry: QueueRegistry | None = None,
+        defaults: Retention | None = None,
+        result_ttl_s: int = 7 * 24 * 3600,
     ) -> None:
         super().__init__(interval_s)
         self.queue = queue
         self.batch = batch
         self.partitions = partitions or (lambda: [queue])  # every partition the worker consumes
+        # without a registry: only what is past its retention deadline
+        self.registry = registry
+        self.defaults = defaults or {}
+        self.result_ttl_s = result_ttl_s
 
     async def tick(self) -> None:
-        for queue in self.partitions():
-            while await queue.expire_due(self.batch) >= self.batch:
-                pass
+        by_queue: dict[str, list[Queue]] = {}
+        for part in self.partitions():
+            by_queue.setdefault(part.keys.queue, []).append(part)
+        for name, parts in by_queue.items():
+            bounds = await self._bounds(name, parts)
+            for part in parts:
+                while max(await part.prune(bounds[part.keys.partition], self.batch)) >= self.batch:
+                    pass
+
+    async def _bounds(self, name: str, parts: list[Queue]) -> dict[int, list[int] | tuple[int, ...]]:
+        """Each of the queue's partitions' prune bounds (its share of the counts)."""
+        if self.registry is None:
+            return {part.keys.partition: NO_BOUNDS for part in parts}
+        config = await self.registry.get(name) or await self.registry.ensure(name)
+        config = await settle(self.registry, config, parts, self.result_ttl_s)
+        retention = effective(config, self.defaults)
+        return {part.keys.partition: lua_bounds(retention, config.partitions) for part in parts}

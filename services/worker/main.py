@@ -22,7 +22,7 @@ from services.worker.recovery import recovery_loops
 from services.worker.registry import REGISTRY, Registry, load_modules
 from services.worker.sources import Sources
 from services.worker.watchers import Watchers
-from shared import health, lifecycle
+from shared import health, lifecycle, retention
 from shared.broker import Broker
 from shared.keys import WORKER_GROUP, KeySchema
 from shared.logging import setup_logging
@@ -106,7 +106,13 @@ class Worker:
                 queues=sources.queues,
             )
             await heartbeat.register()
-            janitor = Janitor(queue, partitions=lambda: [broker.queue(p.queue, p.partition) for p in sources.all()])
+            janitor = Janitor(
+                queue,
+                partitions=lambda: [broker.queue(p.queue, p.partition) for p in sources.all()],
+                registry=broker.registry,
+                defaults=retention.defaults(s),
+                result_ttl_s=s.result_ttl_s,
+            )
             loops: list[PeriodicLoop] = [heartbeat, janitor, Growth(consumer)]
             loops.append(
                 ServiceRegistration.for_settings(

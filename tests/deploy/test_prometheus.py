@@ -39,7 +39,7 @@ def test_promtool_check_config_and_rules() -> None:
     config = promtool("check", "config", "prometheus.yml")
     assert config.returncode == 0, config.stdout + config.stderr
     rules = promtool("check", "rules", "alerts.yml")
-    assert rules.returncode == 0 and "SUCCESS: 5 rules found" in rules.stdout, rules.stdout + rules.stderr
+    assert rules.returncode == 0 and "SUCCESS: 6 rules found" in rules.stdout, rules.stdout + rules.stderr
 
 
 def test_promtool_unit_tests_every_alert() -> None:

@@ -113,9 +113,9 @@ async def test_revive_and_expiry(queue: Queue, redis: Redis, keys: KeySchema) ->
     # finish it, then make its retention deadline pass: the janitor removes every trace
     [job] = await consumer.take(1)
     await consumer.finisher.record(Outcome(job, completed=True, value="1"))
-    assert await queue.expire_due() == 0
+    assert await queue.prune() == (0, 0)
     await redis.zadd(keys.retention, {done.task.id: 1})
-    assert await queue.expire_due() == 1
+    assert await queue.prune() == (1, 0)
     assert not await redis.exists(keys.task(done.task.id))
     for key in (*keys.status_indexes(), keys.index_type("noop"), keys.retention):
         assert await redis.zcard(key) == 0

@@ -44,10 +44,13 @@ async def _own_redis(*extra: str) -> AsyncIterator[tuple[RedisServer, Redis]]:
 
 @asynccontextmanager
 async def _api(
-    settings: Settings, server: RedisServer, rate_limit: str = "10000/s burst 10000"
+    settings: Settings, server: RedisServer, rate_limit: str = "10000/s burst 10000", memory_guard: float = 0.0
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The api in-process on ``server``, with a rate limit (its bucket script must keep working too)."""
-    app = create_app(settings.model_copy(update={"redis_url": server.url, "rate_limit": rate_limit}))
+    """The api in-process on ``server``, with a rate limit (its bucket script must keep working too) and
+    by default no memory guard (Redis's own refusals are what these tests see; test_memory_guard.py
+    has the guard)."""
+    update = {"redis_url": server.url, "rate_limit": rate_limit, "memory_guard_ratio": memory_guard}
+    app = create_app(settings.model_copy(update=update))
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # a 500 is answered, not raised
     async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://api") as api:
         yield api

@@ -12,10 +12,12 @@ from fastapi import APIRouter, HTTPException, Path
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.api.deps import BrokerDep
+from services.api.deps import BrokerDep, SettingsDep
+from shared import retention
 from shared.broker import Broker, QueueFigures
 from shared.models import Stats
-from shared.queues import MAX_PARTITIONS
+from shared.queues import MAX_PARTITIONS, RETAINED, Bound, Retention, retention_json
+from shared.settings import Settings
 
 router = APIRouter(prefix="/api/queues", tags=["queues"])
 Name = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
@@ -29,16 +31,38 @@ class QueuePublic(BaseModel):
     depth: dict[int, int]  # tasks waiting per priority (1..5), summed over the partitions
     dead_letter: int
     workers: list[str]  # live workers that consume this queue
+    # what the queue keeps of finished tasks and dead letters (its own bounds over the defaults)
+    retention: dict[str, dict[str, int | None]]
+
+
+class BoundBody(BaseModel):
+    """One kind's bounds; a measure left out keeps its current value, null removes that bound."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    age_s: int | None = Field(default=None, ge=0, strict=True)  # null: kept until STREAMQ_RESULT_TTL_S
+    count: int | None = Field(default=None, ge=0, le=1_000_000_000, strict=True)  # null: no count bound
+
+
+class RetentionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    completed: BoundBody | None = None
+    failed: BoundBody | None = None
+    cancelled: BoundBody | None = None
+    dead_letter: BoundBody | None = None
 
 
 class QueueConfigBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    partitions: int = Field(ge=1, le=MAX_PARTITIONS, strict=True)
+    partitions: int | None = Field(default=None, ge=1, le=MAX_PARTITIONS, strict=True)  # absent: unchanged
+    retention: RetentionBody | None = None  # the kinds named change; the others keep their bounds
 
 
-async def _public(broker: Broker, figures: list[QueueFigures]) -> list[QueuePublic]:
+async def _public(broker: Broker, figures: list[QueueFigures], settings: Settings) -> list[QueuePublic]:
     workers = await broker.workers()
+    defaults = retention.defaults(settings)
     return [
         QueuePublic(
             name=f.config.name,
@@ -48,57 +72,94 @@ async def _public(broker: Broker, figures: list[QueueFigures]) -> list[QueuePubl
             depth=f.depth,
             dead_letter=f.stats.dead_letter,
             workers=[w.id for w in workers if f.config.name in (w.queues or [w.queue])],
+            retention=retention_json(retention.effective(f.config, defaults)),
         )
         for f in figures
     ]
 
 
-async def _one(broker: Broker, name: str) -> QueuePublic:
+async def _one(broker: Broker, name: str, settings: Settings) -> QueuePublic:
     figures = await broker.figures(name)
     if not figures:
         raise HTTPException(status_code=404, detail=f"queue {name!r} not found")
-    [one] = await _public(broker, figures)
+    [one] = await _public(broker, figures, settings)
     return one
 
 
 @router.get("")
-async def list_queues(broker: BrokerDep) -> list[QueuePublic]:
+async def list_queues(broker: BrokerDep, settings: SettingsDep) -> list[QueuePublic]:
     """Every known queue (the default one always), by name."""
-    return await _public(broker, await broker.figures())
+    return await _public(broker, await broker.figures(), settings)
 
 
 @router.get("/{name}", responses={404: {"description": "No such queue"}})
-async def get_queue(name: Name, broker: BrokerDep) -> QueuePublic:
-    return await _one(broker, name)
+async def get_queue(name: Name, broker: BrokerDep, settings: SettingsDep) -> QueuePublic:
+    return await _one(broker, name, settings)
 
 
 @router.put("/{name}")
-async def configure_queue(name: Name, body: QueueConfigBody, broker: BrokerDep) -> QueuePublic:
-    """Create the queue, or grow it to ``partitions`` (partitions never shrink: 422)."""
-    try:
-        await broker.registry.configure(name, body.partitions)
-    except ValueError as error:
-        raise RequestValidationError(
-            [{"loc": ["body", "partitions"], "msg": str(error), "type": "value_error", "input": body.partitions}]
-        ) from None
-    return await _one(broker, name)
+async def configure_queue(name: Name, body: QueueConfigBody, broker: BrokerDep, settings: SettingsDep) -> QueuePublic:
+    """Create the queue; grow it to ``partitions`` (partitions never shrink: 422); set its retention
+    bounds (README: Retention)."""
+    changes = _retention(body.retention, settings) if body.retention is not None else None
+    if body.partitions is not None:
+        try:
+            await broker.registry.configure(name, body.partitions)
+        except ValueError as error:
+            raise _invalid(["partitions"], str(error), body.partitions) from None
+    if changes is not None:
+        current = await broker.config(name)
+        base = retention.effective(current, retention.defaults(settings))
+        await broker.registry.set_retention(name, _merged(changes, base))
+    elif body.partitions is None:
+        await broker.config(name)  # an empty body creates the queue
+    return await _one(broker, name, settings)
+
+
+def _retention(body: RetentionBody, settings: Settings) -> dict[str, dict[str, int | None]]:
+    """The measures the body sets, per kind; 422 for an age beyond ``STREAMQ_RESULT_TTL_S`` (every
+    finished task leaves by then: a longer age could not hold)."""
+    out: dict[str, dict[str, int | None]] = {}
+    for kind in RETAINED:
+        bound: BoundBody | None = getattr(body, kind)
+        if bound is None:
+            continue
+        given = bound.model_dump(include=bound.model_fields_set)
+        age = given.get("age_s")
+        if age is not None and age > settings.result_ttl_s:
+            rule = f"age_s must be at most STREAMQ_RESULT_TTL_S ({settings.result_ttl_s} s), the longest kept"
+            raise _invalid(["retention", kind, "age_s"], rule, age)
+        out[kind] = given
+    return out
+
+
+def _merged(changes: dict[str, dict[str, int | None]], base: Retention) -> Retention:
+    """Each changed kind's whole bound: the measures given, the others as they are now."""
+    return {
+        kind: Bound(given.get("age_s", base[kind].age_s), given.get("count", base[kind].count))
+        for kind, given in changes.items()
+    }
+
+
+def _invalid(loc: list[str], msg: str, value: object) -> RequestValidationError:
+    return RequestValidationError([{"loc": ["body", *loc], "msg": msg, "type": "value_error", "input": value}])
 
 
 @router.post("/{name}/pause", responses={404: {"description": "No such queue"}})
-async def pause_queue(name: Name, broker: BrokerDep) -> QueuePublic:
+async def pause_queue(name: Name, broker: BrokerDep, settings: SettingsDep) -> QueuePublic:
     """Stop starting this queue's tasks (submits are still accepted). Once this returns, no worker
     starts a task of the queue until it is resumed."""
-    return await _pause(broker, name, True)
+    return await _pause(broker, name, True, settings)
 
 
 @router.post("/{name}/resume", responses={404: {"description": "No such queue"}})
-async def resume_queue(name: Name, broker: BrokerDep) -> QueuePublic:
+async def resume_queue(name: Name, broker: BrokerDep, settings: SettingsDep) -> QueuePublic:
     """Start this queue's tasks again."""
-    return await _pause(broker, name, False)
+    return await _pause(broker, name, False, settings)
 
 
-async def _pause(broker: Broker, name: str, paused: bool) -> QueuePublic:
+async def _pause(broker: Broker, name: str, paused: bool, settings: Settings) -> QueuePublic:
     if await broker.registry.get(name) is None:
         raise HTTPException(status_code=404, detail=f"queue {name!r} not found")
     await broker.registry.set_paused(name, paused)
-    return await _one(broker, name)
+    return await _one(broker, name, settings)
