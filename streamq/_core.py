@@ -230,14 +230,24 @@ def submit(body: dict[str, Any]) -> Call[Task]:
     return Call("POST", "/api/tasks", _task, body=body)
 
 
-def submit_batch(bodies: list[dict[str, Any]]) -> Call[list[Task]]:
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """POST /api/tasks/batch's answer: the tasks in order, how many were new, how many an earlier
+    task with the same idempotency key answered."""
+
+    tasks: list[Task]
+    created: int
+    duplicates: int
+
+
+def submit_batch(bodies: list[dict[str, Any]]) -> Call[Batch]:
     adapter: TypeAdapter[list[Task]] = TypeAdapter(list[Task])
-    return Call(
-        "POST",
-        "/api/tasks/batch",
-        lambda response: adapter.validate_python(response.json()["tasks"]),
-        body={"tasks": bodies},
-    )
+
+    def parse(response: httpx.Response) -> Batch:
+        body = response.json()
+        return Batch(adapter.validate_python(body["tasks"]), int(body["created"]), int(body["duplicates"]))
+
+    return Call("POST", "/api/tasks/batch", parse, body={"tasks": bodies})
 
 
 def get(task_id: str, queue: str | None = None, wait_s: float | None = None) -> Call[Task]:

@@ -92,7 +92,7 @@ class Client:
     def submit_many(self, tasks: Iterable[Mapping[str, Any]]) -> builtins.list[Task]:
         """Create many tasks (each a mapping of :meth:`submit`'s arguments), in batches of the api's
         limit (1,000), in order; the tasks come back in the same order."""
-        return [task for batch in core.batches(tasks) for task in self.send(core.submit_batch(batch))]
+        return [task for batch in core.batches(tasks) for task in self.send(core.submit_batch(batch)).tasks]
 
     def get(self, task_id: str, *, queue: str | None = None) -> Task:
         return self.send(core.get(task_id, queue))
@@ -259,7 +259,7 @@ class AsyncClient:
 
     async def submit_many(self, tasks: Iterable[Mapping[str, Any]]) -> builtins.list[Task]:
         """As :meth:`Client.submit_many`."""
-        return [task for batch in core.batches(tasks) for task in await self.send(core.submit_batch(batch))]
+        return [task for batch in core.batches(tasks) for task in (await self.send(core.submit_batch(batch))).tasks]
 
     async def get(self, task_id: str, *, queue: str | None = None) -> Task:
         return await self.send(core.get(task_id, queue))

@@ -37,6 +37,7 @@ async def test_wait_range_and_answers(api_url: str) -> None:
         assert (await http.get(f"/api/tasks/{task['id']}", params={"wait": "60"})).json()["status"] == "cancelled"
 
 
+@pytest.mark.standalone_only(reason="counts one redis-server's CLIENT LIST; a cluster spreads them over its masters")
 async def test_thousand_waiters_share_the_partition_readers(
     api_url: str, start_service: StartService, redis: Redis
 ) -> None:
