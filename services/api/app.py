@@ -21,13 +21,14 @@ from services.api.routes import deliveries, health, queues, recovery, schedules,
 from services.api.security import Guard, RateLimited, RateLimiter
 from services.api.types import TypeCatalog
 from services.api.unavailable import redis_answer
+from services.api.waiters import Waiters
 from shared.auth import parse_keys
 from shared.broker import Broker
 from shared.errors import Conflict, NotDurable, NotFound, not_durable_body
 from shared.jsondepth import MAX_BODY_DEPTH
 from shared.keys import KeySchema
 from shared.memguard import MemoryGuard
-from shared.redis import connect
+from shared.redis import connect, make_client
 from shared.registry import ServiceRegistration
 from shared.settings import Settings, parse_rate_limit
 from shared.ssrf import SsrfGuard
@@ -85,10 +86,14 @@ def create_app(settings: Settings, *, fast_submit: bool = True) -> FastAPI:
         registration = ServiceRegistration.for_settings(
             redis, settings, kind="api", metrics_host=settings.api_host, metrics_port=settings.api_port
         )
+        readers = make_client(settings, blocking_reads=True)  # the long-poll waiters' partition readers
+        app.state.waiters = waiters = Waiters(readers)
         registration.start()
         try:
             yield
         finally:
+            await waiters.stop()
+            await readers.aclose()
             await registration.stop()
             await guard.stop()
             REGISTRY.unregister(collector)

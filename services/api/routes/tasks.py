@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from services.api.deps import BrokerDep, CatalogDep, GuardDep, QueueName
 from services.api.encoding import batch_json
 from services.api.security import OverBurst, RateLimiter, caller_id
+from services.api.waiters import Waiters
 from shared import metrics
 from shared.models import (
     MAX_PRIORITY,
@@ -27,6 +28,7 @@ from shared.queue import Stored, Submitted
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"])
 MAX_LIST_LIMIT = 500
+MAX_WAIT_S = 60  # the longest long-poll: under common proxies' and load balancers' idle timeouts
 
 
 async def _check_types(catalog: CatalogDep, tasks: list[TaskCreate], *, batch: bool) -> None:
@@ -148,9 +150,21 @@ async def list_tasks(
     return TaskPage(tasks=tasks, next_cursor=next_cursor)
 
 
+WaitSeconds = Annotated[
+    float | None,
+    Query(gt=0, le=MAX_WAIT_S, description="Long-poll: answer once the task is completed, failed or cancelled, "
+          "or after this many seconds with its current state (200 either way)"),
+]  # fmt: skip
+
+
 @router.get("/{task_id}", responses={404: {"description": "No such task"}})
-async def get_task(task_id: str, broker: BrokerDep, queue: QueueName = None) -> TaskPublic:
-    return await broker.get(task_id, queue)
+async def get_task(
+    task_id: str, broker: BrokerDep, request: Request, queue: QueueName = None, wait: WaitSeconds = None
+) -> TaskPublic:
+    if wait is None:
+        return await broker.get(task_id, queue)
+    waiters: Waiters = request.app.state.waiters
+    return await waiters.task(broker, task_id, queue, wait)
 
 
 @router.post("/{task_id}/retry", responses={404: {}, 409: {"description": "Not failed or cancelled"}})

@@ -1,0 +1,68 @@
+"""streamq: a distributed task queue on Redis Streams.
+
+Producers use :class:`Client` / :class:`AsyncClient` (needs only httpx and pydantic). Handler modules
+import ``handler``, ``TaskContext``, ``Retry`` and ``Permanent`` from here; those come from the worker
+and are loaded on first use, so importing the client never loads the server stack."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from streamq.client import AsyncClient, Client
+from streamq.errors import (
+    Conflict,
+    Forbidden,
+    InvalidTask,
+    NotFound,
+    RateLimited,
+    StreamqError,
+    Timeout,
+    Unauthorized,
+    Unavailable,
+)
+from streamq.models import Queue, Schedule, Stats, Task, TaskStatus, Worker
+
+if TYPE_CHECKING:
+    from services.worker.registry import TaskContext, handler
+    from shared.errors import Permanent, Retry
+
+__version__ = "0.1.0"
+_WORKER_NAMES = {  # the handler API: name -> the module that defines it
+    "handler": "services.worker.registry",
+    "TaskContext": "services.worker.registry",
+    "Retry": "shared.errors",
+    "Permanent": "shared.errors",
+}
+
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "Conflict",
+    "Forbidden",
+    "InvalidTask",
+    "NotFound",
+    "Permanent",
+    "Queue",
+    "RateLimited",
+    "Retry",
+    "Schedule",
+    "Stats",
+    "StreamqError",
+    "Task",
+    "TaskContext",
+    "TaskStatus",
+    "Timeout",
+    "Unauthorized",
+    "Unavailable",
+    "Worker",
+    "handler",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """The handler API, imported from the worker when a handler module first asks for it."""
+    module = _WORKER_NAMES.get(name)
+    if module is not None:
+        return getattr(importlib.import_module(module), name)
+    raise AttributeError(f"module 'streamq' has no attribute {name!r}")

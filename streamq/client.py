@@ -1,0 +1,356 @@
+"""``Client`` (blocking) and ``AsyncClient`` (asyncio): the same methods over one connection pool each.
+Every request and the mapping of its answer live in ``streamq._core``; these classes only send calls,
+retry them (429/502/503/504 and refused connections, honouring Retry-After) and sleep in between."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from streamq import _core as core
+from streamq._core import Call
+from streamq.models import Queue, Schedule, Stats, Task, TaskStatus, Worker
+
+T = TypeVar("T")
+
+
+class Client:
+    """A blocking client of the streamq api.
+
+    ``url`` and ``api_key`` default to ``STREAMQ_URL`` and ``STREAMQ_API_KEY`` (then
+    ``http://127.0.0.1:8080``, no key); ``timeout`` bounds each request (a long-poll's read waits its
+    wait on top); ``retries`` is how many times an answer of 429, 502, 503 or 504, or a refused
+    connection, is tried again. Use it as a context manager, or call :meth:`close`."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = core.DEFAULT_TIMEOUT_S,
+        retries: int = 4,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.config = core.config(url, api_key, timeout, retries)
+        self._http = httpx.Client(
+            base_url=self.config.url, headers=self.config.headers, timeout=timeout, transport=transport
+        )
+        self.queues = Queues(self)
+        self.schedules = Schedules(self)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def send(self, call: Call[T]) -> T:
+        """Send one call, retrying as the class says; its value, or its typed error raised."""
+        attempt = 0
+        while True:
+            response: httpx.Response | None = None
+            try:
+                response = self._http.request(**core.request_args(self.config, call))
+            except httpx.TransportError as error:
+                if not (core.not_sent(error) and core.should_retry(attempt, self.config.retries, None)):
+                    raise core.transport_error(self.config, error) from error
+            if response is not None and not core.should_retry(attempt, self.config.retries, response):
+                return core.outcome(call, response)
+            time.sleep(core.backoff_s(attempt, response))
+            attempt += 1
+
+    # --- tasks -----------------------------------------------------------------------------------
+    def submit(
+        self,
+        type: str,
+        payload: Any = None,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: float | timedelta | None = None,
+        scheduled_for: datetime | None = None,
+        max_retries: int | None = None,
+        timeout_s: float | None = None,
+        retry_backoff_s: float | None = None,
+        webhook: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Task:
+        """Create a task (``delay``: seconds or a timedelta from now). Retried safely: the call sends one
+        idempotency key (yours, or one it makes), so the api makes the task once."""
+        return self.send(core.submit(core.task_body(**_named(locals()))))
+
+    def submit_many(self, tasks: Iterable[Mapping[str, Any]]) -> builtins.list[Task]:
+        """Create many tasks (each a mapping of :meth:`submit`'s arguments), in batches of the api's
+        limit (1,000), in order; the tasks come back in the same order."""
+        return [task for batch in core.batches(tasks) for task in self.send(core.submit_batch(batch)).tasks]
+
+    def get(self, task_id: str, *, queue: str | None = None) -> Task:
+        return self.send(core.get(task_id, queue))
+
+    def wait(self, task_id: str, timeout: float = 30.0, *, queue: str | None = None) -> Task:
+        """The task once it is completed, failed or cancelled (long-polls the api, up to 60 s a request);
+        :class:`streamq.Timeout` (with its last state as ``.task``) if it is not after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            step = core.wait_s(deadline, time.monotonic())
+            task = self.send(core.get(task_id, queue, wait_s=step))
+            if task.done:
+                return task
+            if step is None:
+                raise core.wait_timeout(task, timeout)
+
+    def cancel(self, task_id: str, *, queue: str | None = None) -> Task:
+        """Cancel a pending or scheduled task (it never runs); a running one is asked to stop
+        (``cancel_requested``) where the api supports it."""
+        return self.send(core.cancel(task_id, queue))
+
+    def retry(self, task_id: str, *, queue: str | None = None) -> Task:
+        """A failed or cancelled task back to pending with fresh attempts."""
+        return self.send(core.retry(task_id, queue))
+
+    def retry_failed(self, *, queue: str | None = None) -> int:
+        """Every failed task (of ``queue``, or of all) back to pending; how many."""
+        return self.send(core.retry_failed(queue))
+
+    def delete(self, task_id: str, *, queue: str | None = None) -> None:
+        """Delete a completed, failed or cancelled task."""
+        self.send(core.delete(task_id, queue))
+
+    def list(
+        self,
+        *,
+        status: TaskStatus | str | None = None,
+        type: str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        limit: int | None = None,
+    ) -> Iterator[Task]:
+        """Tasks newest first, page by page as it is iterated (at most ``limit``)."""
+        pager = core.Pager(limit, {"status": status, "type": type, "queue": queue, "priority": priority})
+        while (call := pager.call()) is not None:
+            yield from pager.take(self.send(call))
+
+    def stats(self, queue: str | None = None) -> Stats:
+        return self.send(core.stats(queue))
+
+    def workers(self) -> builtins.list[Worker]:
+        return self.send(core.workers())
+
+
+class Queues:
+    """``client.queues``: list, pause and resume named queues."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def list(self) -> builtins.list[Queue]:
+        return self._client.send(core.queues())
+
+    def pause(self, name: str) -> Queue:
+        """Workers stop taking the queue's tasks (submits still go in) until :meth:`resume`."""
+        return self._client.send(core.pause_queue(name, True))
+
+    def resume(self, name: str) -> Queue:
+        return self._client.send(core.pause_queue(name, False))
+
+
+class Schedules:
+    """``client.schedules``: periodic tasks by cron expression."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(
+        self, name: str, cron: str, type: str, payload: Any = None, *, timezone: str = "UTC", **task: Any
+    ) -> Schedule:
+        """A schedule firing ``type`` with ``payload`` at each ``cron`` time in ``timezone``; ``task``
+        takes the rest of the task template (queue, priority, max_retries, timeout_s, webhook)."""
+        return self._client.send(
+            core.create_schedule(core.schedule_body(name, cron, type, payload, timezone=timezone, **task))
+        )
+
+    def list(self) -> builtins.list[Schedule]:
+        return self._client.send(core.schedules())
+
+    def get(self, name: str) -> Schedule:
+        return self._client.send(core.schedule(name))
+
+    def delete(self, name: str) -> None:
+        self._client.send(core.delete_schedule(name))
+
+    def pause(self, name: str) -> Schedule:
+        return self._client.send(core.pause_schedule(name, True))
+
+    def resume(self, name: str) -> Schedule:
+        return self._client.send(core.pause_schedule(name, False))
+
+
+class AsyncClient:
+    """The asyncio twin of :class:`Client`: the same methods, awaited (``list`` is an async iterator).
+    Use it as ``async with AsyncClient() as client``, or await :meth:`aclose`."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = core.DEFAULT_TIMEOUT_S,
+        retries: int = 4,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = core.config(url, api_key, timeout, retries)
+        self._http = httpx.AsyncClient(
+            base_url=self.config.url, headers=self.config.headers, timeout=timeout, transport=transport
+        )
+        self.queues = AsyncQueues(self)
+        self.schedules = AsyncSchedules(self)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *_exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def send(self, call: Call[T]) -> T:
+        """As :meth:`Client.send`."""
+        attempt = 0
+        while True:
+            response: httpx.Response | None = None
+            try:
+                response = await self._http.request(**core.request_args(self.config, call))
+            except httpx.TransportError as error:
+                if not (core.not_sent(error) and core.should_retry(attempt, self.config.retries, None)):
+                    raise core.transport_error(self.config, error) from error
+            if response is not None and not core.should_retry(attempt, self.config.retries, response):
+                return core.outcome(call, response)
+            await asyncio.sleep(core.backoff_s(attempt, response))
+            attempt += 1
+
+    async def submit(
+        self,
+        type: str,
+        payload: Any = None,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: float | timedelta | None = None,
+        scheduled_for: datetime | None = None,
+        max_retries: int | None = None,
+        timeout_s: float | None = None,
+        retry_backoff_s: float | None = None,
+        webhook: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Task:
+        """As :meth:`Client.submit`."""
+        return await self.send(core.submit(core.task_body(**_named(locals()))))
+
+    async def submit_many(self, tasks: Iterable[Mapping[str, Any]]) -> builtins.list[Task]:
+        """As :meth:`Client.submit_many`."""
+        return [task for batch in core.batches(tasks) for task in (await self.send(core.submit_batch(batch))).tasks]
+
+    async def get(self, task_id: str, *, queue: str | None = None) -> Task:
+        return await self.send(core.get(task_id, queue))
+
+    # ASYNC109: ``timeout`` is a deadline over several long-polls, named as in Client.wait
+    async def wait(self, task_id: str, timeout: float = 30.0, *, queue: str | None = None) -> Task:  # noqa: ASYNC109
+        """As :meth:`Client.wait`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            step = core.wait_s(deadline, loop.time())
+            task = await self.send(core.get(task_id, queue, wait_s=step))
+            if task.done:
+                return task
+            if step is None:
+                raise core.wait_timeout(task, timeout)
+
+    async def cancel(self, task_id: str, *, queue: str | None = None) -> Task:
+        return await self.send(core.cancel(task_id, queue))
+
+    async def retry(self, task_id: str, *, queue: str | None = None) -> Task:
+        return await self.send(core.retry(task_id, queue))
+
+    async def retry_failed(self, *, queue: str | None = None) -> int:
+        return await self.send(core.retry_failed(queue))
+
+    async def delete(self, task_id: str, *, queue: str | None = None) -> None:
+        await self.send(core.delete(task_id, queue))
+
+    async def list(
+        self,
+        *,
+        status: TaskStatus | str | None = None,
+        type: str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[Task]:
+        """As :meth:`Client.list`: ``async for task in client.list(...)``."""
+        pager = core.Pager(limit, {"status": status, "type": type, "queue": queue, "priority": priority})
+        while (call := pager.call()) is not None:
+            for task in pager.take(await self.send(call)):
+                yield task
+
+    async def stats(self, queue: str | None = None) -> Stats:
+        return await self.send(core.stats(queue))
+
+    async def workers(self) -> builtins.list[Worker]:
+        return await self.send(core.workers())
+
+
+class AsyncQueues:
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def list(self) -> builtins.list[Queue]:
+        return await self._client.send(core.queues())
+
+    async def pause(self, name: str) -> Queue:
+        return await self._client.send(core.pause_queue(name, True))
+
+    async def resume(self, name: str) -> Queue:
+        return await self._client.send(core.pause_queue(name, False))
+
+
+class AsyncSchedules:
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def create(
+        self, name: str, cron: str, type: str, payload: Any = None, *, timezone: str = "UTC", **task: Any
+    ) -> Schedule:
+        body = core.schedule_body(name, cron, type, payload, timezone=timezone, **task)
+        return await self._client.send(core.create_schedule(body))
+
+    async def list(self) -> builtins.list[Schedule]:
+        return await self._client.send(core.schedules())
+
+    async def get(self, name: str) -> Schedule:
+        return await self._client.send(core.schedule(name))
+
+    async def delete(self, name: str) -> None:
+        await self._client.send(core.delete_schedule(name))
+
+    async def pause(self, name: str) -> Schedule:
+        return await self._client.send(core.pause_schedule(name, True))
+
+    async def resume(self, name: str) -> Schedule:
+        return await self._client.send(core.pause_schedule(name, False))
+
+
+def _named(arguments: dict[str, Any]) -> dict[str, Any]:
+    """A submit method's arguments as ``task_body``'s keywords (``locals()`` less ``self``)."""
+    return {k: v for k, v in arguments.items() if k != "self"}
