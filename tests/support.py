@@ -109,7 +109,8 @@ class Service:
         return self.log_path.read_text(errors="replace")
 
 
-def wait_http(url: str, timeout: float = 15.0) -> None:
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    """Until ``url`` answers (below 500); a process starting on a loaded 2-core machine can take 15 s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
