@@ -51,6 +51,7 @@ class EventType(StrEnum):
     PROMOTED = "promoted"  # a scheduled task reached its due time and is on its stream
     RESCHEDULED = "rescheduled"
     REQUEUED = "requeued"  # its stream entry was lost (deleted while pending): a fresh entry
+    GIVEN_BACK = "given_back"  # the worker that read it has no handler for its type: waits for one that has
 
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

@@ -18,6 +18,7 @@ from shared.errors import Permanent, Retry
 
 log = logging.getLogger("streamq.worker")
 MAX_ERROR_CHARS = 4000
+GIVE_BACK_SOON_MS = 500  # a task given back while a live worker advertises its type is due again this soon
 
 
 def backoff_ms(attempt: int, base_s: float, cap_s: float) -> int:
@@ -66,8 +67,11 @@ class Executor:
         default_timeout_s: float,
         retry_base_s: float,
         retry_max_s: float,
+        unhandled_timeout_s: float = 3600.0,
     ) -> None:
         self.registry = registry
+        self.unhandled_timeout_ms = int(unhandled_timeout_s * 1000)
+        self.handled_elsewhere: frozenset[str] = frozenset()  # types live workers advertise (the heartbeat's)
         self.queue = queue
         self.default_timeout_s = default_timeout_s
         self.retry_base_s = retry_base_s
@@ -78,7 +82,7 @@ class Executor:
         """Run ``job`` in ``task`` (the current task: given by a caller that has it at hand)."""
         handler = self.registry.get(job.type)
         if handler is None:
-            return self._failure(job, Permanent(f"no handler for task type {job.type!r} on this worker"))
+            return self._give_back(job)
         ctx = self._context(job) if handler.wants_context else None
         timeout = job.timeout_s or self.default_timeout_s
         task = task or asyncio.current_task()
@@ -112,6 +116,21 @@ class Executor:
             max_retries=job.max_retries,
             priority=job.priority,
         )
+
+    def _give_back(self, job: Job) -> Outcome:
+        """A task this worker has no handler for goes back to wait for one that has (finish.lua's
+        ``unhandled``: not an attempt). Due again in ``GIVE_BACK_SOON_MS`` while a live worker advertises
+        the type, else after a back-off finish.lua doubles per give-back; failed once it has waited
+        ``STREAMQ_UNHANDLED_TIMEOUT_S`` (sent in the history slot)."""
+        elsewhere = job.type in self.handled_elsewhere
+        text = (
+            f"waiting for a worker with a handler for task type {job.type!r}"
+            f" ({'a live worker advertises it' if elsewhere else 'no live worker advertises it'})"
+        )
+        log.info("no handler for this task type; given back", extra={"task": job.delivery.task_id, "type": job.type})
+        delay = GIVE_BACK_SOON_MS if elsewhere else -1
+        return Outcome(job, completed=False, value=text, delay_ms=delay, history=str(self.unhandled_timeout_ms),
+                       kind="unhandled")  # fmt: skip
 
     def _failure(self, job: Job, error: BaseException) -> Outcome:
         text = f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS]

@@ -197,7 +197,7 @@ class Finisher:
             args += [
                 d.task_id,
                 d.msg_id,
-                "completed" if o.completed else "failed",
+                o.kind or ("completed" if o.completed else "failed"),
                 o.value,
                 o.delay_ms,
                 o.history,

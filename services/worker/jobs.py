@@ -63,3 +63,4 @@ class Outcome:
     delay_ms: int = -1  # retry delay; -1 = never retry
     history: str = ""  # JSON object appended to the task's error history
     status: str = field(default="")  # set once recorded: completed / scheduled / failed / lost / stale
+    kind: str = ""  # finish.lua's outcome when neither completed nor failed: unhandled (given back)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -74,6 +75,7 @@ class Worker:
                 default_timeout_s=s.task_timeout_s,
                 retry_base_s=s.retry_base_s,
                 retry_max_s=s.retry_max_s,
+                unhandled_timeout_s=s.unhandled_timeout_s,
             )
             finisher = Finisher(
                 queue.scripts,
@@ -104,6 +106,7 @@ class Worker:
                 interval_s=s.heartbeat_s,
                 counters=lambda: (len(consumer.running), consumer.processed),
                 queues=sources.queues,
+                on_peers=functools.partial(setattr, executor, "handled_elsewhere"),
             )
             await heartbeat.register()
             janitor = Janitor(queue, partitions=lambda: [broker.queue(p.queue, p.partition) for p in sources.all()])
