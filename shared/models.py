@@ -51,6 +51,7 @@ class EventType(StrEnum):
     PROMOTED = "promoted"  # a scheduled task reached its due time and is on its stream
     RESCHEDULED = "rescheduled"
     REQUEUED = "requeued"  # its stream entry was lost (deleted while pending): a fresh entry
+    CANCEL_REQUESTED = "cancel_requested"  # a running task was asked to stop (it ends cancelled)
     GIVEN_BACK = "given_back"  # the worker that read it has no handler for its type: waits for one that has
 
 
@@ -249,6 +250,7 @@ class TaskPublic(BaseModel):
     worker: str | None = None
     history: list[AttemptError] = Field(default_factory=list)
     webhook_status: str | None = None  # pending, retrying, delivered, failed, gone (the latest message)
+    cancel_requested: bool = False  # a cancel was asked while it ran: it stops and ends cancelled
 
     @field_validator("payload")
     @classmethod

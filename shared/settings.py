@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     task_timeout_s: float = Field(default=300.0, gt=0)
     result_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
     shutdown_grace_s: float = Field(default=30.0, ge=0)
+    cancel_grace_s: float = Field(default=10.0, ge=0)  # how long a handler has to stop once its cancel is requested
     unhandled_timeout_s: float = Field(default=3600.0, gt=0)  # longest a task waits for a worker with its handler
     task_types: CommaList = Field(default_factory=list)
     strict_types: bool = True

@@ -210,7 +210,7 @@ function actionButtons(task, after) {
   }, label);
   const out = [];
   if (task.status === "failed" || task.status === "cancelled") out.push(act("Retry", "POST", `/api/tasks/${task.id}/retry`, "primary"));
-  if (task.status === "pending" || task.status === "scheduled") out.push(act("Cancel", "POST", `/api/tasks/${task.id}/cancel`, ""));
+  if (task.status === "pending" || task.status === "scheduled" || (task.status === "processing" && !task.cancel_requested)) out.push(act("Cancel", "POST", `/api/tasks/${task.id}/cancel`, ""));
   if (["completed", "failed", "cancelled"].includes(task.status)) out.push(act("Delete", "DELETE", `/api/tasks/${task.id}`, "danger", `Delete task ${task.id}?`));
   return h("div", { class: "actions" }, out);
 }
@@ -402,6 +402,7 @@ async function taskDetail(id) {
           h("dt", {}, "started"), h("dd", {}, fmtTime(t.started_at)),
           h("dt", {}, "finished"), h("dd", {}, fmtTime(t.completed_at)),
           h("dt", {}, "worker"), h("dd", { class: "mono" }, t.worker || "—"),
+          t.cancel_requested ? [h("dt", {}, "cancel"), h("dd", { "data-testid": "cancel-requested" }, "requested: the worker is stopping it")] : null,
           h("dt", {}, "webhook"), h("dd", {}, t.webhook || "—"),
           t.error ? [h("dt", {}, "error"), h("dd", { class: "error-text", "data-testid": "task-error" }, t.error)] : null),
         h("div", { style: "margin-top:12px" }, actionButtons(t, load))),

@@ -8,10 +8,12 @@ import logging
 import math
 import random
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from services.worker.control import Control
 from services.worker.jobs import Job, Outcome
 from services.worker.registry import Registry, TaskContext
 from shared.errors import Permanent, Retry
@@ -72,6 +74,7 @@ class Executor:
         self.registry = registry
         self.unhandled_timeout_ms = int(unhandled_timeout_s * 1000)
         self.handled_elsewhere: frozenset[str] = frozenset()  # types live workers advertise (the heartbeat's)
+        self.control = Control()  # cancel requests in, progress out (every TaskContext shares it)
         self.queue = queue
         self.default_timeout_s = default_timeout_s
         self.retry_base_s = retry_base_s
@@ -96,12 +99,16 @@ class Executor:
             # the deadline's own cancel request is withdrawn; a timeout only if nothing else (a shutdown) asked too
             if task in self.deadlines.expired and task.uncancel() <= cancelling:
                 return self._failure(job, TimeoutError(f"timed out after {timeout:g} s"))
+            if job.delivery.task_id in self.control.cancels and task.uncancel() <= cancelling:
+                return cancelled(job)  # the cancel request's own (see Consumer.cancel)
             raise
         except Exception as error:
             return self._failure(job, error)
         finally:
             self.deadlines.remove(slot, task)
             self.deadlines.expired.discard(task)
+        if self.control.cancels and job.delivery.task_id in self.control.cancels:
+            return cancelled(job)  # a sync handler that saw ctx.cancelled and returned
         try:
             return Outcome(job, completed=True, value=orjson.dumps(result).decode())
         except TypeError as error:
@@ -115,6 +122,9 @@ class Executor:
             attempt=job.attempt,
             max_retries=job.max_retries,
             priority=job.priority,
+            enqueued_at=datetime.fromtimestamp(job.due_ms / 1000, UTC),
+            _control=self.control,
+            _delivery=job.delivery,
         )
 
     def _give_back(self, job: Job) -> Outcome:
@@ -147,3 +157,8 @@ class Executor:
             extra={"task": job.delivery.task_id, "type": job.type, "attempt": job.attempt, "error": text},
         )
         return Outcome(job, completed=False, value=text, delay_ms=delay, history=history)
+
+
+def cancelled(job: Job, why: str = "cancelled while it ran (POST /api/tasks/{id}/cancel)") -> Outcome:
+    """The outcome of a run stopped on a cancel request (finish.lua records it cancelled, no retry)."""
+    return Outcome(job, completed=False, value=why, kind="cancelled")

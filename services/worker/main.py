@@ -12,6 +12,7 @@ import uuid
 from redis.asyncio import Redis
 
 from services.worker import builtin  # noqa: F401  (registers the built-in handlers)
+from services.worker.cancels import Canceller
 from services.worker.consumer import Consumer
 from services.worker.executor import Executor
 from services.worker.finisher import Finisher
@@ -96,6 +97,7 @@ class Worker:
                 concurrency=s.worker_concurrency,
                 events_maxlen=s.events_maxlen,
                 sources=sources,
+                cancel_grace_s=s.cancel_grace_s,
             )
             heartbeat = Heartbeat(
                 redis,
@@ -110,7 +112,7 @@ class Worker:
             )
             await heartbeat.register()
             janitor = Janitor(queue, partitions=lambda: [broker.queue(p.queue, p.partition) for p in sources.all()])
-            loops: list[PeriodicLoop] = [heartbeat, janitor, Growth(consumer)]
+            loops: list[PeriodicLoop] = [heartbeat, janitor, Growth(consumer), Canceller(consumer)]
             loops.append(
                 ServiceRegistration.for_settings(
                     redis,

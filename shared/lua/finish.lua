@@ -10,6 +10,8 @@ lease was lost (its entry reclaimed by another) cannot write over the task. Outc
                 doubled per give-back, at most 60 s; `error` says what it waits for), until it has
                 waited the history slot's milliseconds since its first give-back: then failed and
                 dead-lettered
+  cancelled  -> the worker stopped it on a cancel request (cancel.lua): cancelled, no retry. Any outcome
+                but completed of a task whose cancel was requested is recorded so too.
 The entry is acknowledged and deleted after the outcome is written, in the same script (entries
 are acknowledged and deleted with one XACK and one XDEL per stream, counters incremented with one
 HINCRBY each, index and retention entries written with one ZREM / ZADD per key, and the events
@@ -22,7 +24,7 @@ ARGV[1]  events MAXLEN   ARGV[2]  consumer group   ARGV[3]  consumer   ARGV[4]  
 per outcome i, from ARGV[5 + 6*(i-1)]: task id, entry id, outcome, value (result JSON or error text),
   delay_ms (retry delay; -1 = never retry), history entry (JSON object, '' for none; for 'unhandled'
   the longest wait for a handler, in ms)
-Returns: per outcome, the status written ('completed', 'scheduled', 'failed') or 'lost' when the
+Returns: per outcome, the status written ('completed', 'scheduled', 'failed', 'cancelled') or 'lost' when the
 entry is no longer this consumer's, or 'stale' when the task no longer runs on that entry.
 ]]
 -- append_json's new value, from the field's current value (read with the HMGET).
@@ -51,7 +53,7 @@ local group, consumer, ttl = ARGV[2], ARGV[3], ARGV[4]
 local now_s, expires_s = string.format('%d', now), string.format('%d', now + tonumber(ttl))
 local out = {}
 local acks = {}  -- stream -> entry ids to acknowledge and delete
-local completed, retried, failed = 0, 0, 0
+local completed, retried, failed, cancelled = 0, 0, 0, 0
 local n = (#ARGV - 4) / 6
 local msgs = {}
 for i = 1, n do msgs[i] = ARGV[6 + 6 * (i - 1)] end
@@ -99,7 +101,9 @@ for i = 1, n do
   local a = 5 + 6 * (i - 1)
   local id, msg, outcome, value, delay, hist = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3],
     tonumber(ARGV[a + 4]), ARGV[a + 5]
-  local h = redis.call('HMGET', task_key, 'status', 'msg_id', 'priority', 'attempts', 'max_retries', 'history')
+  local h = redis.call('HMGET', task_key, 'status', 'msg_id', 'priority', 'attempts', 'max_retries', 'history',
+    'cancel_requested')
+  if h[7] and outcome ~= 'completed' then outcome = 'cancelled' end
   local status, priority = h[1], h[3]
   if not priority then
     out[i] = 'stale'
@@ -119,6 +123,13 @@ for i = 1, n do
         completed = completed + 1
         emit_batched('completed', id, 'completed')
         out[i] = 'completed'
+      elseif outcome == 'cancelled' then
+        hset_with(hset, 'status', 'cancelled', 'completed_at', now_s, 'msg_id', '', 'error', value)
+        defer_move(id, status, 'cancelled')
+        defer('ZADD', RETENTION, expires_s, id)
+        cancelled = cancelled + 1
+        emit_batched('cancelled', id, 'cancelled')
+        out[i] = 'cancelled'
       elseif outcome == 'unhandled' then
         local u = redis.call('HMGET', task_key, 'unhandled_since', 'handoffs')
         local since, handoffs = tonumber(u[1]) or now, (tonumber(u[2]) or 0) + 1
@@ -165,4 +176,5 @@ end
 if retried > 0 then redis.call('HINCRBY', STATS, 'retried_total', retried) end
 if failed > 0 then redis.call('HINCRBY', STATS, 'failed_total', failed) end
 if completed > 0 then redis.call('HINCRBY', STATS, 'completed_total', completed) end
+if cancelled > 0 then redis.call('HINCRBY', STATS, 'cancelled_total', cancelled) end
 return out

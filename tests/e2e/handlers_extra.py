@@ -3,12 +3,44 @@ tests of workers with different handler sets on one queue."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from typing import Any
 
-from services.worker.registry import handler
+from services.worker.registry import TaskContext, handler
+from tests.e2e.handlers import record_run
 
 
 @handler("extra_echo")
 async def extra_echo(payload: Any) -> dict[str, Any]:
     return {"echo": payload, "pid": os.getpid()}
+
+
+@handler("cancel_sleep")
+async def cancel_sleep(payload: Any, ctx: TaskContext) -> float:
+    """Sleeps ``payload`` seconds (a cancel ends the sleep with CancelledError)."""
+    record_run(ctx.task_id)
+    await asyncio.sleep(float(payload))
+    return float(payload)
+
+
+@handler("cancel_poll")
+def cancel_poll(payload: Any, ctx: TaskContext) -> str:
+    """A sync handler that works in small steps for up to ``payload`` seconds and stops once cancelled."""
+    record_run(ctx.task_id)
+    deadline = time.monotonic() + float(payload)
+    while time.monotonic() < deadline:
+        if ctx.cancelled:
+            record_run(f"{ctx.task_id}-saw-cancel")
+            return "stopped"
+        time.sleep(0.02)
+    return "done"
+
+
+@handler("cancel_deaf")
+def cancel_deaf(payload: Any, ctx: TaskContext) -> str:
+    """A sync handler that never looks at ``ctx.cancelled``: sleeps ``payload`` seconds."""
+    record_run(ctx.task_id)
+    time.sleep(float(payload))
+    return "done"

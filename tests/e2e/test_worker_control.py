@@ -4,17 +4,24 @@ cancelling running tasks, progress."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
+from redis.asyncio import Redis
 
+from shared.keys import KeySchema
 from shared.models import TaskCreate, TaskPublic
 from shared.queue import Queue
 from shared.settings import Settings
-from tests.e2e.processes import service_env, start_schedulers, start_workers, stop_all
+from tests.e2e.handlers import read_runs
+from tests.e2e.processes import group_state, service_env, start_schedulers, start_workers, stop_all, wait_logged
 from tests.integration.helpers import wait_for_status
+from tests.support import Service
 
 pytestmark = pytest.mark.e2e
 EXTRA = "tests.e2e.handlers,tests.e2e.handlers_extra"
@@ -75,3 +82,92 @@ async def test_a_task_no_worker_handles_fails_after_the_documented_time(
         assert task.attempts == 0
     finally:
         stop_all(services)
+
+
+async def started(queue: Queue, task_type: str, payload: object) -> str:
+    """A task submitted and seen processing (its handler running)."""
+    (sub,) = await queue.submit([TaskCreate(type=task_type, payload=payload, max_retries=3)])
+    assert await wait_for_status(queue, sub.task.id, {"processing"}, timeout=20) == "processing"
+    return sub.task.id
+
+
+def cancel(api_url: str, task_id: str) -> httpx.Response:
+    return httpx.post(f"{api_url}/api/tasks/{task_id}/cancel", timeout=10)
+
+
+async def events_of(redis: Redis, keys: KeySchema, task_id: str) -> list[str]:
+    return [f["event"] for _, f in await redis.xrange(keys.events) if f["task"] == task_id]
+
+
+@pytest.mark.timeout(120)
+async def test_cancelling_running_tasks_stops_their_handlers(
+    settings: Settings, queue: Queue, redis: Redis, keys: KeySchema, log_dir: Path, api_url: str
+) -> None:
+    runs = log_dir / "runs.txt"
+    env = {**service_env(settings, runs, cancel_grace_s=2), "STREAMQ_HANDLERS": EXTRA}
+    workers = await start_workers(env, log_dir, 1)
+    try:
+        # an async handler sleeping 30 s: CancelledError inside it, the task ends cancelled
+        slow = await started(queue, "cancel_sleep", 30)
+        answer = cancel(api_url, slow)
+        assert answer.status_code == 202 and answer.json()["cancel_requested"] is True
+        assert answer.json()["status"] == "processing"
+        assert cancel(api_url, slow).status_code in (202, 409)  # asked twice: still processing, or ended
+        assert await wait_for_status(queue, slow, {"cancelled", "completed", "failed"}, timeout=10) == "cancelled"
+        task = await queue.get(slow)
+        assert task.attempts == 1 and task.result is None and "cancelled while it ran" in (task.error or "")
+        events = await events_of(redis, keys, slow)
+        assert events[-2:] == ["cancel_requested", "cancelled"] and "retrying" not in events
+
+        # a sync handler polling ctx.cancelled stops by itself, within the grace
+        polling = await started(queue, "cancel_poll", 60)
+        assert cancel(api_url, polling).status_code == 202
+        assert await wait_for_status(queue, polling, {"cancelled", "completed", "failed"}, timeout=10) == "cancelled"
+        assert f"{polling}-saw-cancel" in {task for task, _ in read_runs(str(runs))}
+
+        # a sync handler that never looks: recorded cancelled after STREAMQ_CANCEL_GRACE_S, and logged
+        deaf = await started(queue, "cancel_deaf", 4)
+        assert cancel(api_url, deaf).status_code == 202
+        assert await wait_for_status(queue, deaf, {"cancelled", "completed", "failed"}, timeout=10) == "cancelled"
+        assert "did not stop within 2 s" in ((await queue.get(deaf)).error or "")
+        await wait_logged(workers[0], "the handler ignored the cancel request")
+
+        stats = await queue.stats()
+        assert stats.retried_total == 0 and stats.cancelled == 3
+        runs_per_task = Counter(task for task, _ in read_runs(str(runs)))
+        assert runs_per_task[slow] == runs_per_task[polling] == runs_per_task[deaf] == 1
+    finally:
+        stop_all(workers)
+
+
+@pytest.mark.timeout(120)
+async def test_a_cancel_requested_task_whose_worker_dies_ends_cancelled_and_never_runs_again(
+    settings: Settings, queue: Queue, redis: Redis, keys: KeySchema, log_dir: Path, api_url: str
+) -> None:
+    runs = log_dir / "runs.txt"
+    env = {**service_env(settings, runs, lease_s=2), "STREAMQ_HANDLERS": EXTRA}
+    (doomed,) = await start_workers(env, log_dir, 1, name="doomed")
+    survivor: list[Service] = []
+    try:
+        task_id = await started(queue, "cancel_sleep", 30)
+        doomed.signal(signal.SIGSTOP)  # it cannot hear the request: the reclaim path must end the task
+        assert cancel(api_url, task_id).status_code == 202
+        doomed.signal(signal.SIGKILL)
+        doomed.wait(10)
+        survivor += await start_workers(env, log_dir, 1, name="survivor")
+        assert await wait_for_status(queue, task_id, {"cancelled", "completed", "failed"}, timeout=30) == "cancelled"
+        task = await queue.get(task_id)
+        assert "its worker stopped before ending it" in (task.error or "")
+        assert [pid for task, pid in read_runs(str(runs)) if task == task_id] == [doomed.pid]  # never ran again
+        assert await group_state(redis, keys) == (0, 0)
+    finally:
+        stop_all([doomed, *survivor])
+
+
+async def test_pending_and_finished_tasks_cancel_as_before(queue: Queue, api_url: str) -> None:
+    (sub,) = await queue.submit([TaskCreate(type="cancel_sleep", payload=1)])
+    answer = cancel(api_url, sub.task.id)
+    assert answer.status_code == 200 and answer.json()["status"] == "cancelled"
+    assert answer.json()["cancel_requested"] is False
+    again = cancel(api_url, sub.task.id)
+    assert again.status_code == 409
