@@ -177,6 +177,8 @@ def decode_task(raw: dict[str, str], task_id: str, queue: str) -> TaskPublic:
         history=f.get("history", _history, []),
         webhook_status=raw.get("webhook_status") or None,
         cancel_requested=bool(raw.get("cancel_requested")),
+        progress=f.get("progress", float),
+        progress_message=raw.get("progress_message") or None,
     )
     unread = f.bad + [name for name in _REQUIRED if not raw.get(name)]
     if unread:

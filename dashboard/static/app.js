@@ -393,6 +393,7 @@ async function taskDetail(id) {
       h("div", { class: "panel" },
         h("dl", { class: "kv" },
           h("dt", {}, "status"), h("dd", { "data-testid": "task-status" }, badge(t.status)),
+          t.progress != null ? [h("dt", {}, "progress"), h("dd", { "data-testid": "task-progress" }, `${Math.round(t.progress * 100)}%${t.progress_message ? ` — ${t.progress_message}` : ""}`)] : null,
           h("dt", {}, "type"), h("dd", {}, t.type),
           h("dt", {}, "queue"), h("dd", { "data-testid": "task-queue" }, h("a", { href: `#/tasks?queue=${encodeURIComponent(t.queue || "")}` }, t.queue || "—")),
           h("dt", {}, "priority"), h("dd", {}, t.priority),

@@ -20,6 +20,7 @@ from services.worker.growth import Growth
 from services.worker.heartbeat import Heartbeat
 from services.worker.integrations import configure as configure_integrations
 from services.worker.janitor import Janitor
+from services.worker.progress import ProgressSender
 from services.worker.recovery import recovery_loops
 from services.worker.registry import REGISTRY, Registry, load_modules
 from services.worker.sources import Sources
@@ -113,6 +114,7 @@ class Worker:
             await heartbeat.register()
             janitor = Janitor(queue, partitions=lambda: [broker.queue(p.queue, p.partition) for p in sources.all()])
             loops: list[PeriodicLoop] = [heartbeat, janitor, Growth(consumer), Canceller(consumer)]
+            loops.append(ProgressSender(consumer))
             loops.append(
                 ServiceRegistration.for_settings(
                     redis,

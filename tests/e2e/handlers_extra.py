@@ -44,3 +44,41 @@ def cancel_deaf(payload: Any, ctx: TaskContext) -> str:
     record_run(ctx.task_id)
     time.sleep(float(payload))
     return "done"
+
+
+@handler("progress_async")
+async def progress_async(payload: Any, ctx: TaskContext) -> int:
+    """Reports ``payload`` steps (2,000 reports each, as fast as it can), a short sleep per step."""
+    steps = int(payload)
+    for step in range(1, steps + 1):
+        for _ in range(2000):
+            ctx.progress(step / steps, f"step {step} of {steps}")
+        await asyncio.sleep(0.3)
+    return steps
+
+
+@handler("progress_sync")
+def progress_sync(payload: Any, ctx: TaskContext) -> str:
+    """Reports half way, then waits (in its thread) until ``payload`` seconds have passed."""
+    ctx.progress(0.5, "half way")
+    time.sleep(float(payload))
+    return "done"
+
+
+@handler("progress_forever")
+async def progress_forever(payload: Any, ctx: TaskContext) -> None:
+    """Reports progress every 50 ms for ``payload`` seconds."""
+    record_run(ctx.task_id)
+    deadline = time.monotonic() + float(payload)
+    n = 0
+    while time.monotonic() < deadline:
+        n += 1
+        ctx.progress(min(1.0, n / 1000), f"tick {n} on {os.getpid()}")
+        await asyncio.sleep(0.05)
+
+
+@handler("progress_bad")
+async def progress_bad(payload: Any, ctx: TaskContext) -> str:
+    """Reports an out-of-range fraction: the ValueError fails the task like any handler error."""
+    ctx.progress(float(payload))
+    return "unreachable"

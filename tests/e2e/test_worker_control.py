@@ -171,3 +171,56 @@ async def test_pending_and_finished_tasks_cancel_as_before(queue: Queue, api_url
     assert answer.json()["cancel_requested"] is False
     again = cancel(api_url, sub.task.id)
     assert again.status_code == 409
+
+
+@pytest.mark.timeout(120)
+async def test_progress_is_stored_rate_limited_and_returned_by_the_api(
+    settings: Settings, queue: Queue, redis: Redis, keys: KeySchema, log_dir: Path, api_url: str
+) -> None:
+    env = {**service_env(settings), "STREAMQ_HANDLERS": EXTRA}
+    workers = await start_workers(env, log_dir, 1)
+    try:
+        sync_id = await started(queue, "progress_sync", 3)
+        task = await wait_until(queue, [sync_id], lambda t: t.progress is not None)
+        assert task[0].progress == 0.5 and task[0].progress_message == "half way"
+        shown = httpx.get(f"{api_url}/api/tasks/{sync_id}", timeout=10).json()
+        assert shown["progress"] == 0.5 and shown["progress_message"] == "half way"
+
+        async_id = await started(queue, "progress_async", 4)
+        assert await wait_for_status(queue, async_id, {"completed", "failed"}, timeout=30) == "completed"
+        done = await queue.get(async_id)
+        assert done.progress == 1.0 and done.progress_message == "step 4 of 4"
+        events = await events_of(redis, keys, async_id)
+        # 8,000 reports: each step's latest reaches Redis, coalesced (at most one write per 0.1 s)
+        assert 4 <= events.count("progress") < 40, events
+
+        (bad,) = await queue.submit([TaskCreate(type="progress_bad", payload=1.5, max_retries=0)])
+        assert await wait_for_status(queue, bad.task.id, {"completed", "failed"}, timeout=20) == "failed"
+        assert "progress must be a fraction in [0, 1]" in ((await queue.get(bad.task.id)).error or "")
+    finally:
+        stop_all(workers)
+
+
+@pytest.mark.timeout(120)
+async def test_progress_from_a_worker_that_lost_the_task_is_refused(
+    settings: Settings, queue: Queue, log_dir: Path
+) -> None:
+    runs = log_dir / "runs.txt"
+    env = {**service_env(settings, runs, lease_s=1), "STREAMQ_HANDLERS": EXTRA}
+    (frozen,) = await start_workers(env, log_dir, 1, name="frozen")
+    others: list[Service] = []
+    try:
+        task_id = await started(queue, "progress_forever", 8)
+        await wait_until(queue, [task_id], lambda t: t.progress is not None)
+        frozen.signal(signal.SIGSTOP)  # longer than the lease: another worker reclaims the task
+        others += await start_workers(env, log_dir, 1, name="other")
+        other_pid = others[0].pid
+        await wait_until(queue, [task_id], lambda t: f"on {other_pid}" in (t.progress_message or ""))
+        frozen.signal(signal.SIGCONT)
+        await wait_logged(frozen, "progress refused: this worker no longer holds the task")
+        for _ in range(10):  # what the frozen worker reports never lands
+            task = await queue.get(task_id)
+            assert task.status != "processing" or f"on {other_pid}" in (task.progress_message or "")
+            await asyncio.sleep(0.05)
+    finally:
+        stop_all([frozen, *others])
