@@ -91,8 +91,9 @@ async def started(queue: Queue, task_type: str, payload: object) -> str:
     return sub.task.id
 
 
-def cancel(api_url: str, task_id: str) -> httpx.Response:
-    return httpx.post(f"{api_url}/api/tasks/{task_id}/cancel", timeout=10)
+async def cancel(api_url: str, task_id: str) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=10) as http:
+        return await http.post(f"{api_url}/api/tasks/{task_id}/cancel")
 
 
 async def events_of(redis: Redis, keys: KeySchema, task_id: str) -> list[str]:
@@ -109,10 +110,10 @@ async def test_cancelling_running_tasks_stops_their_handlers(
     try:
         # an async handler sleeping 30 s: CancelledError inside it, the task ends cancelled
         slow = await started(queue, "cancel_sleep", 30)
-        answer = cancel(api_url, slow)
+        answer = await cancel(api_url, slow)
         assert answer.status_code == 202 and answer.json()["cancel_requested"] is True
         assert answer.json()["status"] == "processing"
-        assert cancel(api_url, slow).status_code in (202, 409)  # asked twice: still processing, or ended
+        assert (await cancel(api_url, slow)).status_code in (202, 409)  # asked twice: still processing, or ended
         assert await wait_for_status(queue, slow, {"cancelled", "completed", "failed"}, timeout=10) == "cancelled"
         task = await queue.get(slow)
         assert task.attempts == 1 and task.result is None and "cancelled while it ran" in (task.error or "")
@@ -121,13 +122,13 @@ async def test_cancelling_running_tasks_stops_their_handlers(
 
         # a sync handler polling ctx.cancelled stops by itself, within the grace
         polling = await started(queue, "cancel_poll", 60)
-        assert cancel(api_url, polling).status_code == 202
+        assert (await cancel(api_url, polling)).status_code == 202
         assert await wait_for_status(queue, polling, {"cancelled", "completed", "failed"}, timeout=10) == "cancelled"
         assert f"{polling}-saw-cancel" in {task for task, _ in read_runs(str(runs))}
 
         # a sync handler that never looks: recorded cancelled after STREAMQ_CANCEL_GRACE_S, and logged
         deaf = await started(queue, "cancel_deaf", 4)
-        assert cancel(api_url, deaf).status_code == 202
+        assert (await cancel(api_url, deaf)).status_code == 202
         assert await wait_for_status(queue, deaf, {"cancelled", "completed", "failed"}, timeout=10) == "cancelled"
         assert "did not stop within 2 s" in ((await queue.get(deaf)).error or "")
         await wait_logged(workers[0], "the handler ignored the cancel request")
@@ -151,7 +152,7 @@ async def test_a_cancel_requested_task_whose_worker_dies_ends_cancelled_and_neve
     try:
         task_id = await started(queue, "cancel_sleep", 30)
         doomed.signal(signal.SIGSTOP)  # it cannot hear the request: the reclaim path must end the task
-        assert cancel(api_url, task_id).status_code == 202
+        assert (await cancel(api_url, task_id)).status_code == 202
         doomed.signal(signal.SIGKILL)
         doomed.wait(10)
         survivor += await start_workers(env, log_dir, 1, name="survivor")
@@ -166,10 +167,10 @@ async def test_a_cancel_requested_task_whose_worker_dies_ends_cancelled_and_neve
 
 async def test_pending_and_finished_tasks_cancel_as_before(queue: Queue, api_url: str) -> None:
     (sub,) = await queue.submit([TaskCreate(type="cancel_sleep", payload=1)])
-    answer = cancel(api_url, sub.task.id)
+    answer = await cancel(api_url, sub.task.id)
     assert answer.status_code == 200 and answer.json()["status"] == "cancelled"
     assert answer.json()["cancel_requested"] is False
-    again = cancel(api_url, sub.task.id)
+    again = await cancel(api_url, sub.task.id)
     assert again.status_code == 409
 
 
@@ -183,7 +184,8 @@ async def test_progress_is_stored_rate_limited_and_returned_by_the_api(
         sync_id = await started(queue, "progress_sync", 3)
         task = await wait_until(queue, [sync_id], lambda t: t.progress is not None)
         assert task[0].progress == 0.5 and task[0].progress_message == "half way"
-        shown = httpx.get(f"{api_url}/api/tasks/{sync_id}", timeout=10).json()
+        async with httpx.AsyncClient(timeout=10) as http:
+            shown = (await http.get(f"{api_url}/api/tasks/{sync_id}")).json()
         assert shown["progress"] == 0.5 and shown["progress_message"] == "half way"
 
         async_id = await started(queue, "progress_async", 4)
