@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8080, ge=0, le=65535)
     api_trusted_proxies: CommaList = Field(default_factory=list)  # peers whose X-Forwarded-For/-Proto count
 
-    worker_concurrency: int = Field(default=3, ge=1, le=10_000)
+    worker_concurrency: int = Field(default=10, ge=1, le=10_000)
     handlers: CommaList = Field(default_factory=list)
     task_timeout_s: float = Field(default=300.0, gt=0)
     result_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)

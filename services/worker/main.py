@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 from redis.asyncio import Redis
 
@@ -63,6 +64,10 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
         configure_integrations(s)  # email and http task types
+        # a thread per slot for sync handlers (asyncio's default pool has min(32, CPUs + 4))
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=s.worker_concurrency, thread_name_prefix="streamq-handler")
+        )
         redis = await connect(s)
         readers = make_client(s, blocking_reads=True)  # the watchers' blocking reads (connects when first used)
         try:
