@@ -5,7 +5,8 @@ every ``INTERVAL_S`` this loop sends what was reported since, one progress.lua c
 in one pipelined round trip. So however often a handler reports, at most about ten writes (and
 ``progress`` events) a second per task reach Redis, and a worker whose handlers report nothing sends
 nothing. progress.lua refuses a report for a run this worker no longer holds (its lease lost), as
-finish.lua refuses a late outcome."""
+finish.lua refuses a late outcome. A report still unsent when its run ends here is dropped (the task's
+stored progress stays the last one sent)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,9 @@ class ProgressSender(PeriodicLoop):
         self.refused = 0
 
     async def tick(self) -> None:
-        reports = self.consumer.control.take_reports()
+        held = self.consumer.in_flight
+        # a run that ended here meanwhile: its outcome is recorded (or on its way), its report moot
+        reports = [r for r in self.consumer.control.take_reports() if r.delivery.ref in held]
         if not reports:
             return
         groups: dict[KeySchema, list[Report]] = {}
