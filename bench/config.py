@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from shared.settings import Settings
+
 WORKLOADS = ("raw", "floor", "submit-single", "submit-batch", "drain", "latency", "schedule", "memory", "cluster")
 
 
@@ -23,7 +25,7 @@ class Config:
     drain_n: int = 20_000
     cluster_partitions: int = 0  # cluster workload: only this many partitions (0: 1, 2 and 3 in turn)
     workers: int = 2  # worker processes (drain, latency, schedule, memory)
-    default_concurrency: int = 3  # STREAMQ_WORKER_CONCURRENCY's default
+    default_concurrency: int = Settings.model_fields["worker_concurrency"].default  # STREAMQ_WORKER_CONCURRENCY's
     tuned_concurrency: int = 256  # best of 64/128/256/512 here; the finisher batches up to 256
     latency_n: int = 2_000
     latency_rate: float = 200.0  # tasks/s, paced

@@ -115,7 +115,7 @@ class Bench:
         return [Job.from_reply(Delivery(int(row[1]), row[0], row[2], self.keys), row[2:]) for row in reply]
 
     async def finish(self, outcomes: list[Outcome]) -> list[str]:
-        reply = await self.queue.scripts.call(*self.finisher._finish_call(self.keys, outcomes))
+        reply = await self.queue.scripts.call(*self.finisher.finish_call(self.keys, outcomes))
         return [str(s) for s in reply]
 
 

@@ -36,6 +36,8 @@ key                                         type    what it holds
 <p>:dashsession:<sha256 of session id>      hash    one dashboard login: key name, scopes, CSRF token, sealed key (TTL)
 <p>:queues                                  hash    queue name -> its config (JSON: partitions, paused, retention)
 <p>:{<q>}:paused                            string  present while the queue is paused (one per partition)
+<p>:{<q>}:cancels                           stream  cancel requests of running tasks (``id``, ``msg``, ``type``),
+                                                    capped; polled by the workers that run the partition's tasks
 ==========================================  ======  ===================================================
 
 Partitions: partition 0 of queue ``q`` uses the tag ``{q}`` (so a one-partition queue keeps the keys it
@@ -164,6 +166,11 @@ class KeySchema:
     def paused(self) -> str:
         """Present while the queue is paused: take.lua reads nothing from a partition that has it."""
         return f"{self._q}:paused"
+
+    @property
+    def cancels(self) -> str:
+        """Cancel requests of running tasks (cancel.lua adds, workers poll): a capped stream."""
+        return f"{self._q}:cancels"
 
     def common(self) -> list[str]:
         """The first 16 KEYS of every state-change script, in the order ``lua/lib.lua`` expects."""

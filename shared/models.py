@@ -51,6 +51,9 @@ class EventType(StrEnum):
     PROMOTED = "promoted"  # a scheduled task reached its due time and is on its stream
     RESCHEDULED = "rescheduled"
     REQUEUED = "requeued"  # its stream entry was lost (deleted while pending): a fresh entry
+    CANCEL_REQUESTED = "cancel_requested"  # a running task was asked to stop (it ends cancelled)
+    PROGRESS = "progress"  # the handler reported progress (at most about 10 a second per task)
+    GIVEN_BACK = "given_back"  # the worker that read it has no handler for its type: waits for one that has
 
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -248,6 +251,9 @@ class TaskPublic(BaseModel):
     worker: str | None = None
     history: list[AttemptError] = Field(default_factory=list)
     webhook_status: str | None = None  # pending, retrying, delivered, failed, gone (the latest message)
+    cancel_requested: bool = False  # a cancel was asked while it ran: it stops and ends cancelled
+    progress: float | None = None  # the handler's latest ctx.progress(fraction, message), in [0, 1]
+    progress_message: str | None = None
 
     @field_validator("payload")
     @classmethod

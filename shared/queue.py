@@ -177,6 +177,9 @@ def decode_task(raw: dict[str, str], task_id: str, queue: str) -> TaskPublic:
         worker=raw.get("worker") or None,
         history=f.get("history", _history, []),
         webhook_status=raw.get("webhook_status") or None,
+        cancel_requested=bool(raw.get("cancel_requested")),
+        progress=f.get("progress", float),
+        progress_message=raw.get("progress_message") or None,
     )
     unread = f.bad + [name for name in _REQUIRED if not raw.get(name)]
     if unread:
@@ -349,12 +352,14 @@ class Queue:
 
     # --- state changes ---------------------------------------------------------------------------
     async def cancel(self, task_id: str) -> TaskPublic:
+        """Pending or scheduled: cancelled now. Processing: asked to stop (``cancel_requested``; the
+        worker running it ends it cancelled)."""
         ok, status = await self.scripts.call(
             "cancel",
-            [*self._common, self.keys.task(task_id)],
+            [*self._common, self.keys.task(task_id), self.keys.cancels],
             [self.events_maxlen, task_id, self.result_ttl_ms],
         )
-        self._check(task_id, ok, status, "only pending or scheduled tasks can be cancelled")
+        self._check(task_id, ok, status, "only pending, scheduled or processing tasks can be cancelled")
         return await self.get(task_id)
 
     async def revive(self, task_id: str) -> TaskPublic:

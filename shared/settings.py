@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     memory_guard_ratio: float = Field(default=0.9, ge=0, le=1)
     api_trusted_proxies: CommaList = Field(default_factory=list)  # peers whose X-Forwarded-For/-Proto count
 
-    worker_concurrency: int = Field(default=3, ge=1, le=10_000)
+    worker_concurrency: int = Field(default=10, ge=1, le=10_000)
     handlers: CommaList = Field(default_factory=list)
     task_timeout_s: float = Field(default=300.0, gt=0)
     result_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)  # the longest a finished task is kept
@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     retention_dead_letter_age_s: int = Field(default=7 * 24 * 3600, ge=0)
     retention_dead_letter_count: int = Field(default=10_000, ge=0)
     shutdown_grace_s: float = Field(default=30.0, ge=0)
+    cancel_grace_s: float = Field(default=10.0, ge=0)  # how long a handler has to stop once its cancel is requested
+    unhandled_timeout_s: float = Field(default=3600.0, gt=0)  # longest a task waits for a worker with its handler
     task_types: CommaList = Field(default_factory=list)
     strict_types: bool = True
 

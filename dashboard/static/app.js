@@ -212,7 +212,7 @@ function actionButtons(task, after) {
   }, label);
   const out = [];
   if (task.status === "failed" || task.status === "cancelled") out.push(act("Retry", "POST", `/api/tasks/${task.id}/retry`, "primary"));
-  if (task.status === "pending" || task.status === "scheduled") out.push(act("Cancel", "POST", `/api/tasks/${task.id}/cancel`, ""));
+  if (task.status === "pending" || task.status === "scheduled" || (task.status === "processing" && !task.cancel_requested)) out.push(act("Cancel", "POST", `/api/tasks/${task.id}/cancel`, ""));
   if (["completed", "failed", "cancelled"].includes(task.status)) out.push(act("Delete", "DELETE", `/api/tasks/${task.id}`, "danger", `Delete task ${task.id}?`));
   return h("div", { class: "actions" }, out);
 }
@@ -395,6 +395,7 @@ async function taskDetail(id) {
       h("div", { class: "panel" },
         h("dl", { class: "kv" },
           h("dt", {}, "status"), h("dd", { "data-testid": "task-status" }, badge(t.status)),
+          t.progress != null ? [h("dt", {}, "progress"), h("dd", { "data-testid": "task-progress" }, `${Math.round(t.progress * 100)}%${t.progress_message ? ` — ${t.progress_message}` : ""}`)] : null,
           h("dt", {}, "type"), h("dd", {}, t.type),
           h("dt", {}, "queue"), h("dd", { "data-testid": "task-queue" }, h("a", { href: `#/tasks?queue=${encodeURIComponent(t.queue || "")}` }, t.queue || "—")),
           h("dt", {}, "priority"), h("dd", {}, t.priority),
@@ -404,6 +405,7 @@ async function taskDetail(id) {
           h("dt", {}, "started"), h("dd", {}, fmtTime(t.started_at)),
           h("dt", {}, "finished"), h("dd", {}, fmtTime(t.completed_at)),
           h("dt", {}, "worker"), h("dd", { class: "mono" }, t.worker || "—"),
+          t.cancel_requested ? [h("dt", {}, "cancel"), h("dd", { "data-testid": "cancel-requested" }, "requested: the worker is stopping it")] : null,
           h("dt", {}, "webhook"), h("dd", {}, t.webhook || "—"),
           t.error ? [h("dt", {}, "error"), h("dd", { class: "error-text", "data-testid": "task-error" }, t.error)] : null),
         h("div", { style: "margin-top:12px" }, actionButtons(t, load))),

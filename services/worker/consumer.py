@@ -30,7 +30,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from services.worker.executor import Executor
+from services.worker.executor import Executor, cancelled
 from services.worker.finisher import Finisher
 from services.worker.jobs import Delivery, Job
 from services.worker.sources import Sources
@@ -82,12 +82,14 @@ class Consumer:
         events_maxlen: int,
         block_ms: int = 1000,
         sources: Sources | None = None,
+        cancel_grace_s: float = 10.0,
     ) -> None:
         self.redis = redis
         self.scripts = scripts
         self.keys = keys  # the worker's first queue, partition 0 (deliveries without keys belong here)
         self.sources = sources or Sources.single(keys)
         self.executor = executor
+        self.control = executor.control
         self.finisher = finisher
         self.consumer = consumer
         self.concurrency = concurrency
@@ -109,6 +111,9 @@ class Consumer:
         self.refilled = 0  # entries read in the finisher's round trip (for tests and debugging)
         self.reserved = 0  # slots promised to entries the finisher reads (until its reply is dispatched)
         self._stop: asyncio.Event | None = None
+        self.cancel_grace_s = cancel_grace_s  # STREAMQ_CANCEL_GRACE_S
+        self.cancelling: dict[str, asyncio.TimerHandle] = {}  # ref -> the grace timer of a cancel request
+        self.abandoned: set[str] = set()  # refs recorded cancelled past the grace while their handler runs on
         finisher.refill = self  # the finisher refills the slots it frees (see reserve/fetched)
 
     def of(self, delivery: Delivery) -> KeySchema:
@@ -353,12 +358,16 @@ class Consumer:
         try:
             outcome = await self.executor.run(job, self.running.get(ref))
         except asyncio.CancelledError:
+            if self._ended_after_grace(job, ref):
+                return
             self._release(queue, ref)
             log.warning("task left pending at shutdown", extra={"task": job.delivery.task_id})
             raise
         except Exception:
             self._release(queue, ref)
             log.exception("could not run the job; the task will be reclaimed", extra={"task": job.delivery.task_id})
+            return
+        if self.abandoned and self._ended_after_grace(job, ref):
             return
         _child(metrics.TASK_RUN_SECONDS, queue, job.type).observe(time.time() - started)
         self.finisher.post(outcome, lambda status: self._recorded(job, ref, queue, status))
@@ -375,9 +384,55 @@ class Consumer:
 
     def _release(self, queue: str, ref: str) -> None:
         self.running_in[queue] -= 1
-        self.in_flight.pop(ref, None)
+        delivery = self.in_flight.pop(ref, None)
         self.running.pop(ref, None)
         self._slot_freed.set()
+        if self.cancelling:  # (empty unless a cancel was requested)
+            timer = self.cancelling.pop(ref, None)
+            if timer is not None:
+                timer.cancel()
+        if self.control.cancels and delivery is not None and ref not in self.abandoned:
+            self.control.cancels.discard(delivery.task_id)
+
+    # --- cancelling running jobs -------------------------------------------------------------------
+    def cancel(self, ref: str, task_type: str) -> None:
+        """A cancel of the job ``ref`` was requested (:class:`~services.worker.cancels.Canceller`): its
+        ``ctx.cancelled`` turns true and an async handler gets ``CancelledError``; a sync one (a thread)
+        is left to poll the flag. Past ``cancel_grace_s`` it is recorded cancelled all the same."""
+        task, delivery = self.running.get(ref), self.in_flight.get(ref)
+        if task is None or delivery is None or ref in self.cancelling:
+            return
+        self.control.cancels.add(delivery.task_id)
+        handler = self.executor.registry.get(task_type)
+        if handler is None or handler.is_async:
+            task.cancel()
+        self.cancelling[ref] = asyncio.get_running_loop().call_later(self.cancel_grace_s, self._grace_over, ref)
+        log.info("cancel requested; stopping the task", extra={"task": delivery.task_id, "type": task_type})
+
+    def _grace_over(self, ref: str) -> None:
+        """The handler did not stop within the grace: recorded cancelled now (the slot is freed once it
+        is) and its run, if it ever ends, is dropped (:meth:`_ended_after_grace`)."""
+        self.cancelling.pop(ref, None)
+        task, delivery = self.running.get(ref), self.in_flight.get(ref)
+        if task is None or delivery is None:
+            return
+        log.warning(
+            "the handler ignored the cancel request; the task is recorded cancelled",
+            extra={"task": delivery.task_id, "grace_s": self.cancel_grace_s},
+        )
+        self.abandoned.add(ref)
+        task.cancel()  # a sync handler's thread runs on, but its job no longer waits for it
+        job, queue = Job.bare(delivery), self.of(delivery).queue
+        why = f"cancelled while it ran; the handler did not stop within {self.cancel_grace_s:g} s"
+        self.finisher.post(cancelled(job, why), lambda status: self._recorded(job, ref, queue, status))
+
+    def _ended_after_grace(self, job: Job, ref: str) -> bool:
+        """A run already recorded cancelled past the grace ended: nothing more to record or release."""
+        if ref not in self.abandoned:
+            return False
+        self.abandoned.discard(ref)
+        self.control.cancels.discard(job.delivery.task_id)
+        return True
 
     def _gauge(self, queue: str) -> None:
         """``streamq_tasks_in_progress{queue}`` reads ``running_in`` when scraped (no lock per task)."""
@@ -394,6 +449,9 @@ class Consumer:
         elif status == "scheduled":
             self.processed += 1
             metrics.TASK_RETRIES.labels(queue, job.type).inc()
+        elif status == "cancelled":
+            self.processed += 1
+            _child(metrics.TASKS_FINISHED, queue, job.type or "", status).inc()
         else:
             log.warning("outcome not recorded: lease lost", extra={"task": job.delivery.task_id, "status": status})
 

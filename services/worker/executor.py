@@ -8,16 +8,19 @@ import logging
 import math
 import random
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from services.worker.control import Control
 from services.worker.jobs import Job, Outcome
 from services.worker.registry import Registry, TaskContext
 from shared.errors import Permanent, Retry
 
 log = logging.getLogger("streamq.worker")
 MAX_ERROR_CHARS = 4000
+GIVE_BACK_SOON_MS = 500  # a task given back while a live worker advertises its type is due again this soon
 
 
 def backoff_ms(attempt: int, base_s: float, cap_s: float) -> int:
@@ -66,8 +69,12 @@ class Executor:
         default_timeout_s: float,
         retry_base_s: float,
         retry_max_s: float,
+        unhandled_timeout_s: float = 3600.0,
     ) -> None:
         self.registry = registry
+        self.unhandled_timeout_ms = int(unhandled_timeout_s * 1000)
+        self.handled_elsewhere: frozenset[str] = frozenset()  # types live workers advertise (the heartbeat's)
+        self.control = Control()  # cancel requests in, progress out (every TaskContext shares it)
         self.queue = queue
         self.default_timeout_s = default_timeout_s
         self.retry_base_s = retry_base_s
@@ -78,7 +85,7 @@ class Executor:
         """Run ``job`` in ``task`` (the current task: given by a caller that has it at hand)."""
         handler = self.registry.get(job.type)
         if handler is None:
-            return self._failure(job, Permanent(f"no handler for task type {job.type!r} on this worker"))
+            return self._give_back(job)
         ctx = self._context(job) if handler.wants_context else None
         timeout = job.timeout_s or self.default_timeout_s
         task = task or asyncio.current_task()
@@ -92,12 +99,16 @@ class Executor:
             # the deadline's own cancel request is withdrawn; a timeout only if nothing else (a shutdown) asked too
             if task in self.deadlines.expired and task.uncancel() <= cancelling:
                 return self._failure(job, TimeoutError(f"timed out after {timeout:g} s"))
+            if job.delivery.task_id in self.control.cancels and task.uncancel() <= cancelling:
+                return cancelled(job)  # the cancel request's own (see Consumer.cancel)
             raise
         except Exception as error:
             return self._failure(job, error)
         finally:
             self.deadlines.remove(slot, task)
             self.deadlines.expired.discard(task)
+        if self.control.cancels and job.delivery.task_id in self.control.cancels:
+            return cancelled(job)  # a sync handler that saw ctx.cancelled and returned
         try:
             return Outcome(job, completed=True, value=orjson.dumps(result).decode())
         except TypeError as error:
@@ -111,7 +122,25 @@ class Executor:
             attempt=job.attempt,
             max_retries=job.max_retries,
             priority=job.priority,
+            enqueued_at=datetime.fromtimestamp(job.due_ms / 1000, UTC),
+            _control=self.control,
+            _delivery=job.delivery,
         )
+
+    def _give_back(self, job: Job) -> Outcome:
+        """A task this worker has no handler for goes back to wait for one that has (finish.lua's
+        ``unhandled``: not an attempt). Due again in ``GIVE_BACK_SOON_MS`` while a live worker advertises
+        the type, else after a back-off finish.lua doubles per give-back; failed once it has waited
+        ``STREAMQ_UNHANDLED_TIMEOUT_S`` (sent in the history slot)."""
+        elsewhere = job.type in self.handled_elsewhere
+        text = (
+            f"waiting for a worker with a handler for task type {job.type!r}"
+            f" ({'a live worker advertises it' if elsewhere else 'no live worker advertises it'})"
+        )
+        log.info("no handler for this task type; given back", extra={"task": job.delivery.task_id, "type": job.type})
+        delay = GIVE_BACK_SOON_MS if elsewhere else -1
+        return Outcome(job, completed=False, value=text, delay_ms=delay, history=str(self.unhandled_timeout_ms),
+                       kind="unhandled")  # fmt: skip
 
     def _failure(self, job: Job, error: BaseException) -> Outcome:
         text = f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS]
@@ -128,3 +157,8 @@ class Executor:
             extra={"task": job.delivery.task_id, "type": job.type, "attempt": job.attempt, "error": text},
         )
         return Outcome(job, completed=False, value=text, delay_ms=delay, history=history)
+
+
+def cancelled(job: Job, why: str = "cancelled while it ran (POST /api/tasks/{id}/cancel)") -> Outcome:
+    """The outcome of a run stopped on a cancel request (finish.lua records it cancelled, no retry)."""
+    return Outcome(job, completed=False, value=why, kind="cancelled")

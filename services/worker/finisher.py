@@ -164,7 +164,7 @@ class Finisher:
         groups: dict[KeySchema, list[int]] = {}
         for i, o in enumerate(outcomes):
             groups.setdefault(o.job.delivery.keys or self.keys, []).append(i)
-        calls = [self._finish_call(part, [outcomes[i] for i in members]) for part, members in groups.items()]
+        calls = [self.finish_call(part, [outcomes[i] for i in members]) for part, members in groups.items()]
         refill = self.refill
         fetch = refill.reserve(len(outcomes)) if refill is not None else None
         if refill is None or fetch is None:
@@ -188,7 +188,8 @@ class Finisher:
                 statuses[i] = status
         return statuses
 
-    def _finish_call(self, part: KeySchema, outcomes: list[Outcome]) -> tuple[str, list[str], list[Any]]:
+    def finish_call(self, part: KeySchema, outcomes: list[Outcome]) -> tuple[str, list[str], list[Any]]:
+        """finish.lua's call for outcomes of one partition."""
         keys = part.common()
         args = list(self._head)
         for o in outcomes:
@@ -197,7 +198,7 @@ class Finisher:
             args += [
                 d.task_id,
                 d.msg_id,
-                "completed" if o.completed else "failed",
+                o.kind or ("completed" if o.completed else "failed"),
                 o.value,
                 o.delay_ms,
                 o.history,

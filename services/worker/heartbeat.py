@@ -31,6 +31,7 @@ class Heartbeat(PeriodicLoop):
         interval_s: float,
         counters: Callable[[], tuple[int, int]],
         queues: list[str] | None = None,
+        on_peers: Callable[[frozenset[str]], None] | None = None,
     ) -> None:
         super().__init__(interval_s)
         self.redis = redis
@@ -49,6 +50,7 @@ class Heartbeat(PeriodicLoop):
             "started_at": int(time.time() * 1000),
         }
         self.handlers = handlers
+        self.on_peers = on_peers  # told the task types live workers advertise, every beat
 
     async def register(self) -> None:
         pipe = self.redis.pipeline(transaction=False)
@@ -68,7 +70,18 @@ class Heartbeat(PeriodicLoop):
         pipe.expire(key, self.ttl_s)
         pipe.zadd(self.keys.workers, {self.worker_id: now})
         pipe.zremrangebyscore(self.keys.workers, "-inf", now - self.ttl_s * 1000)
-        await pipe.execute()
+        if self.on_peers is not None:
+            pipe.zrange(self.keys.workers, 0, -1)
+        replies = await pipe.execute()
+        if self.on_peers is not None:
+            self.on_peers(await self.live_types(replies[-1]))
+
+    async def live_types(self, worker_ids: list[str]) -> frozenset[str]:
+        """The task types the live workers ``worker_ids`` advertise (one pipelined read)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for worker_id in worker_ids:
+            pipe.hget(self.keys.worker(worker_id), "handlers")
+        return frozenset(t for handlers in await pipe.execute() if handlers for t in handlers.split(",") if t)
 
     async def unregister(self) -> None:
         """At shutdown, bounded like the service registration's (Redis gone: the worker's key expires

@@ -38,6 +38,11 @@ class Job:
     priority: int
 
     @classmethod
+    def bare(cls, delivery: Delivery) -> Job:
+        """A job known only by its delivery: enough to record an outcome for it (finish.lua reads the rest)."""
+        return cls(delivery, "", "", None, 0, 0, None, 0, delivery.priority)
+
+    @classmethod
     def from_reply(cls, delivery: Delivery, reply: list[str]) -> Job:
         _id, task_type, payload, timeout, attempts, max_retries, backoff, due, priority = reply
         return cls(  # positional: keywords cost a tenth of building a job
@@ -63,3 +68,4 @@ class Outcome:
     delay_ms: int = -1  # retry delay; -1 = never retry
     history: str = ""  # JSON object appended to the task's error history
     status: str = field(default="")  # set once recorded: completed / scheduled / failed / lost / stale
+    kind: str = ""  # finish.lua's outcome when neither completed nor failed: unhandled (given back), cancelled

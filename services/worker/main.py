@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 from redis.asyncio import Redis
 
 from services.worker import builtin  # noqa: F401  (registers the built-in handlers)
+from services.worker.cancels import Canceller
 from services.worker.consumer import Consumer
 from services.worker.executor import Executor
 from services.worker.finisher import Finisher
@@ -18,6 +21,7 @@ from services.worker.growth import Growth
 from services.worker.heartbeat import Heartbeat
 from services.worker.integrations import configure as configure_integrations
 from services.worker.janitor import Janitor
+from services.worker.progress import ProgressSender
 from services.worker.recovery import recovery_loops
 from services.worker.registry import REGISTRY, Registry, load_modules
 from services.worker.sources import Sources
@@ -60,6 +64,10 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
         configure_integrations(s)  # email and http task types
+        # a thread per slot for sync handlers (asyncio's default pool has min(32, CPUs + 4))
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=s.worker_concurrency, thread_name_prefix="streamq-handler")
+        )
         redis = await connect(s)
         readers = make_client(s, blocking_reads=True)  # the watchers' blocking reads (connects when first used)
         try:
@@ -74,6 +82,7 @@ class Worker:
                 default_timeout_s=s.task_timeout_s,
                 retry_base_s=s.retry_base_s,
                 retry_max_s=s.retry_max_s,
+                unhandled_timeout_s=s.unhandled_timeout_s,
             )
             finisher = Finisher(
                 queue.scripts,
@@ -94,6 +103,7 @@ class Worker:
                 concurrency=s.worker_concurrency,
                 events_maxlen=s.events_maxlen,
                 sources=sources,
+                cancel_grace_s=s.cancel_grace_s,
             )
             heartbeat = Heartbeat(
                 redis,
@@ -104,6 +114,7 @@ class Worker:
                 interval_s=s.heartbeat_s,
                 counters=lambda: (len(consumer.running), consumer.processed),
                 queues=sources.queues,
+                on_peers=functools.partial(setattr, executor, "handled_elsewhere"),
             )
             await heartbeat.register()
             janitor = Janitor(
@@ -113,7 +124,8 @@ class Worker:
                 defaults=retention.defaults(s),
                 result_ttl_s=s.result_ttl_s,
             )
-            loops: list[PeriodicLoop] = [heartbeat, janitor, Growth(consumer)]
+            loops: list[PeriodicLoop] = [heartbeat, janitor, Growth(consumer), Canceller(consumer)]
+            loops.append(ProgressSender(consumer))
             loops.append(
                 ServiceRegistration.for_settings(
                     redis,

@@ -5,7 +5,9 @@ following the XAUTOCLAIM cursor (not just the first page) and claiming at most `
 entries, so a worker never takes more than it can start at once. A claimed entry is:
   - started and run like a fresh delivery (start.lua does not count it as a new attempt), or
   - dead-lettered as poison when it was delivered more than ``STREAMQ_MAX_DELIVERIES`` times
-    (the delivery count, from XPENDING, is kept apart from retry attempts: a crash uses no retry).
+    (the delivery count, from XPENDING, is kept apart from retry attempts: a crash uses no retry), or
+  - recorded cancelled when its cancel was requested while it ran (its worker died before ending it):
+    never run again (start.lua also refuses to start it, should the request come after this check).
 Ids whose entry was deleted or trimmed while pending (the third element of the reply) get a fresh
 entry when their task still waits on them.
 """
@@ -16,7 +18,8 @@ import asyncio
 import logging
 
 from services.worker.consumer import Consumer
-from services.worker.jobs import Delivery
+from services.worker.executor import cancelled
+from services.worker.jobs import Delivery, Job
 from shared import metrics
 from shared.keys import WORKER_GROUP, KeySchema
 from shared.loops import PeriodicLoop
@@ -87,12 +90,33 @@ class Reclaimer(PeriodicLoop):
                 runnable.append(delivery)
         if poison:
             await self.dead_letter(part, poison)
+        runnable = await self.end_cancelled(part, runnable)
         if runnable and not self.stop_event.is_set():
             jobs = await self.consumer.start(runnable)
             self.consumer.dispatch(jobs)
             self.reclaimed += len(jobs)
             metrics.TASKS_RECLAIMED.labels(part.queue).inc(len(jobs))
             log.info("reclaimed stalled tasks", extra={"count": len(jobs), "priority": priority, "queue": part.queue})
+
+    async def end_cancelled(self, part: KeySchema, claimed: list[Delivery]) -> list[Delivery]:
+        """Record cancelled the claimed runs whose cancel was requested; returns the others."""
+        if not claimed:
+            return claimed
+        pipe = self.redis.pipeline(transaction=False)
+        for d in claimed:
+            pipe.hget(part.task(d.task_id), "cancel_requested")
+        requested = await pipe.execute()
+        ending = [d for d, flag in zip(claimed, requested, strict=True) if flag]
+        if ending:
+            why = "cancelled while it ran; its worker stopped before ending it"
+            reply = await self.consumer.scripts.call(
+                *self.consumer.finisher.finish_call(part, [cancelled(Job.bare(d), why) for d in ending])
+            )
+            log.info(
+                "reclaimed runs recorded cancelled",
+                extra={"count": reply.count("cancelled"), "task": ending[0].task_id},
+            )
+        return [d for d, flag in zip(claimed, requested, strict=True) if not flag]
 
     async def dead_letter(self, part: KeySchema, poison: list[tuple[Delivery, int]]) -> None:
         keys = [*part.common(), *(part.task(d.task_id) for d, _ in poison)]

@@ -11,8 +11,12 @@ import asyncio
 import importlib
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
+
+from services.worker.control import Control
+from services.worker.jobs import Delivery
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +27,21 @@ class TaskContext:
     attempt: int
     max_retries: int
     priority: int
+    enqueued_at: datetime | None = None  # when it was last put on its stream: submitted, or due (delayed, retried)
+    _control: Control | None = field(default=None, repr=False, compare=False)
+    _delivery: Delivery | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once a cancel of this running task was requested (POST /api/tasks/{id}/cancel): a sync
+        handler polls it and returns (an async handler gets ``CancelledError`` instead)."""
+        return self._control is not None and self._control.cancelled(self.task_id)
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        """Report progress: ``fraction`` in [0, 1], ``message`` at most 200 characters. Cheap to call
+        often: the latest report of each task is written at most every 0.1 s (ValueError if out of range)."""
+        if self._control is not None and self._delivery is not None:
+            self._control.report(self._delivery, fraction, message)
 
 
 @dataclass(frozen=True, slots=True)

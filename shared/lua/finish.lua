@@ -5,6 +5,13 @@ lease was lost (its entry reclaimed by another) cannot write over the task. Outc
   completed  -> completed, result stored
   failed     -> retried (scheduled after delay_ms) while attempts <= max_retries and delay_ms >= 0,
                 else failed and dead-lettered
+  unhandled  -> the worker has no handler for the task's type: given back, not an attempt (attempts
+                counted back, scheduled after delay_ms, or when delay_ms < 0 after a back-off of 1 s
+                doubled per give-back, at most 60 s; `error` says what it waits for), until it has
+                waited the history slot's milliseconds since its first give-back: then failed and
+                dead-lettered
+  cancelled  -> the worker stopped it on a cancel request (cancel.lua): cancelled, no retry. Any outcome
+                but completed of a task whose cancel was requested is recorded so too.
 The entry is acknowledged and deleted after the outcome is written, in the same script (entries
 are acknowledged and deleted with one XACK and one XDEL per stream, counters incremented with one
 HINCRBY each, index and retention entries written with one ZREM / ZADD per key, and the events
@@ -15,8 +22,9 @@ KEYS[1..16]  common keys (lib.lua)
 KEYS[16 + i] task hash of outcome i
 ARGV[1]  events MAXLEN   ARGV[2]  consumer group   ARGV[3]  consumer   ARGV[4]  result TTL (ms)
 per outcome i, from ARGV[5 + 6*(i-1)]: task id, entry id, outcome, value (result JSON or error text),
-  delay_ms (retry delay; -1 = never retry), history entry (JSON object, '' for none)
-Returns: per outcome, the status written ('completed', 'scheduled', 'failed') or 'lost' when the
+  delay_ms (retry delay; -1 = never retry), history entry (JSON object, '' for none; for 'unhandled'
+  the longest wait for a handler, in ms)
+Returns: per outcome, the status written ('completed', 'scheduled', 'failed', 'cancelled') or 'lost' when the
 entry is no longer this consumer's, or 'stale' when the task no longer runs on that entry.
 ]]
 -- append_json's new value, from the field's current value (read with the HMGET).
@@ -45,7 +53,7 @@ local group, consumer, ttl = ARGV[2], ARGV[3], ARGV[4]
 local now_s, expires_s = string.format('%d', now), string.format('%d', now + tonumber(ttl))
 local out = {}
 local acks = {}  -- stream -> entry ids to acknowledge and delete
-local completed, retried, failed = 0, 0, 0
+local completed, retried, failed, cancelled = 0, 0, 0, 0
 local n = (#ARGV - 4) / 6
 local msgs = {}
 for i = 1, n do msgs[i] = ARGV[6 + 6 * (i - 1)] end
@@ -76,12 +84,26 @@ local function hset_with(hset, ...)
   redis.call(unpack(hset))
 end
 
+-- Failed for good: dead-lettered, `hset` (see hset_with) written with the error.
+local function fail(task_key, id, status, hset, value)
+  local dead_id = redis.call('XADD', DEAD, '*', 'id', id, 'error', value)
+  hset_with(hset, 'status', 'failed', 'completed_at', now_s, 'msg_id', '', 'error', value, 'dead_id', dead_id)
+  defer_move(id, status, 'failed')
+  defer('ZADD', RETENTION, expires_s, id)
+  failed = failed + 1
+  emit_batched('failed', id, 'failed')
+  emit_batched('dead_lettered', id, 'failed')
+  return 'failed'
+end
+
 for i = 1, n do
   local task_key = KEYS[FIRST_TASK_KEY - 1 + i]
   local a = 5 + 6 * (i - 1)
   local id, msg, outcome, value, delay, hist = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3],
     tonumber(ARGV[a + 4]), ARGV[a + 5]
-  local h = redis.call('HMGET', task_key, 'status', 'msg_id', 'priority', 'attempts', 'max_retries', 'history')
+  local h = redis.call('HMGET', task_key, 'status', 'msg_id', 'priority', 'attempts', 'max_retries', 'history',
+    'cancel_requested')
+  if h[7] and outcome ~= 'completed' then outcome = 'cancelled' end
   local status, priority = h[1], h[3]
   if not priority then
     out[i] = 'stale'
@@ -101,6 +123,31 @@ for i = 1, n do
         completed = completed + 1
         emit_batched('completed', id, 'completed')
         out[i] = 'completed'
+      elseif outcome == 'cancelled' then
+        hset_with(hset, 'status', 'cancelled', 'completed_at', now_s, 'msg_id', '', 'error', value)
+        defer_move(id, status, 'cancelled')
+        defer('ZADD', RETENTION, expires_s, id)
+        cancelled = cancelled + 1
+        emit_batched('cancelled', id, 'cancelled')
+        out[i] = 'cancelled'
+      elseif outcome == 'unhandled' then
+        local u = redis.call('HMGET', task_key, 'unhandled_since', 'handoffs')
+        local since, handoffs = tonumber(u[1]) or now, (tonumber(u[2]) or 0) + 1
+        if now - since >= tonumber(hist) then
+          local attempts = math.max(0, (tonumber(h[4]) or 1) - 1)
+          out[i] = fail(task_key, id, status, {'HSET', task_key, 'attempts', attempts},
+            'given up after ' .. math.floor(tonumber(hist) / 1000) .. ' s (STREAMQ_UNHANDLED_TIMEOUT_S) ' .. value)
+        else
+          if delay < 0 then delay = math.min(1000 * math.floor(2 ^ math.min(handoffs - 1, 6)), 60000) end
+          local due = now + delay
+          redis.call('HSET', task_key, 'status', 'scheduled', 'error', value, 'scheduled_for', due, 'msg_id', '',
+            'attempts', math.max(0, (tonumber(h[4]) or 1) - 1), 'started_msg', '', 'unhandled_since', since,
+            'handoffs', handoffs)
+          defer_move(id, status, 'scheduled')
+          defer('ZADD', SCHEDULED, due, id)
+          emit_batched('given_back', id, 'scheduled')
+          out[i] = 'scheduled'
+        end
       elseif delay >= 0 and tonumber(h[4]) <= tonumber(h[5]) then
         local due = now + delay
         hset_with(hset, 'status', 'scheduled', 'error', value, 'scheduled_for', due, 'msg_id', '')
@@ -110,14 +157,7 @@ for i = 1, n do
         emit_batched('retrying', id, 'scheduled')
         out[i] = 'scheduled'
       else
-        local dead_id = redis.call('XADD', DEAD, '*', 'id', id, 'error', value)
-        hset_with(hset, 'status', 'failed', 'completed_at', now_s, 'msg_id', '', 'error', value, 'dead_id', dead_id)
-        defer_move(id, status, 'failed')
-        defer('ZADD', RETENTION, expires_s, id)
-        failed = failed + 1
-        emit_batched('failed', id, 'failed')
-        emit_batched('dead_lettered', id, 'failed')
-        out[i] = 'failed'
+        out[i] = fail(task_key, id, status, hset, value)
       end
       local ids = acks[stream]
       if not ids then
@@ -136,4 +176,5 @@ end
 if retried > 0 then redis.call('HINCRBY', STATS, 'retried_total', retried) end
 if failed > 0 then redis.call('HINCRBY', STATS, 'failed_total', failed) end
 if completed > 0 then redis.call('HINCRBY', STATS, 'completed_total', completed) end
+if cancelled > 0 then redis.call('HINCRBY', STATS, 'cancelled_total', cancelled) end
 return out

@@ -144,11 +144,13 @@ end
 -- With `row` (take.lua's reply row {entry id, stream priority, and 9 placeholders}), the fields go to
 -- row[3..11] and row is returned: the reply row is built once. `now` is written as given (take.lua
 -- passes it as a string: see defer_move). A redelivery of the same entry (after a crash) does not
--- count as a new attempt. The index move is deferred (the caller ends with flush_deferred()).
+-- count as a new attempt. The index move is deferred (the caller ends with flush_deferred()). A run
+-- whose cancel was requested (cancel.lua) is not started: nil, its entry left pending (see reclaimer.py).
 local function start_entry(task_key, id, msg, stream, group, consumer, paused, now, row)
   local h = redis.call('HMGET', task_key, 'status', 'msg_id', 'started_msg', 'priority', 'type', 'payload',
-    'timeout_s', 'max_retries', 'retry_backoff_s', 'scheduled_for', 'created_at', 'attempts')
+    'timeout_s', 'max_retries', 'retry_backoff_s', 'scheduled_for', 'created_at', 'attempts', 'cancel_requested')
   local status, msg_id, started_msg, priority = h[1], h[2], h[3], h[4]
+  if h[13] then return nil end  -- asked to stop while it ran: never started again (the reclaimer ends it)
   if msg_id ~= msg or (status ~= 'pending' and status ~= 'processing') then
     redis.call('XACK', stream, group, msg)
     redis.call('XDEL', stream, msg)

@@ -15,6 +15,7 @@ if h[3] and h[3] ~= '' then redis.call('XDEL', DEAD, h[3]) end
 redis.call('ZREM', RETENTION, id)
 redis.call('HSET', task_key, 'attempts', 0, 'error', '', 'dead_id', '', 'completed_at', '', 'started_at', '',
   'scheduled_for', '', 'worker', '', 'result', '')
+redis.call('HDEL', task_key, 'cancel_requested', 'progress', 'progress_message')
 enqueue(task_key, id, h[2])
 set_status(task_key, id, status, 'pending')
 redis.call('HINCRBY', STATS, 'revived_total', 1)

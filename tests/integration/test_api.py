@@ -242,7 +242,7 @@ async def test_cancel_retry_delete_and_conflicts(api: httpx.AsyncClient, redis: 
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
     assert await redis.xlen(keys.stream(3)) == 0  # its entry is gone: it never runs
     again = await api.post(f"/api/tasks/{task_id}/cancel")
-    assert again.status_code == 409 and "only pending or scheduled" in again.json()["detail"]
+    assert again.status_code == 409 and "only pending, scheduled or processing" in again.json()["detail"]
     r = await api.post(f"/api/tasks/{task_id}/retry")
     assert r.status_code == 200 and r.json()["status"] == "pending" and r.json()["attempts"] == 0
     assert await redis.xlen(keys.stream(3)) == 1

@@ -173,10 +173,21 @@ async def retry_task(task_id: str, broker: BrokerDep, queue: QueueName = None) -
     return await broker.revive(task_id, queue)
 
 
-@router.post("/{task_id}/cancel", responses={404: {}, 409: {"description": "Not pending or scheduled"}})
-async def cancel_task(task_id: str, broker: BrokerDep, queue: QueueName = None) -> TaskPublic:
-    """A pending or scheduled task is cancelled and never runs."""
-    return await broker.cancel(task_id, queue)
+@router.post(
+    "/{task_id}/cancel",
+    responses={
+        202: {"description": "Processing: asked to stop (cancel_requested); it ends cancelled"},
+        404: {},
+        409: {"description": "Already completed, failed or cancelled"},
+    },
+)
+async def cancel_task(task_id: str, broker: BrokerDep, response: Response, queue: QueueName = None) -> TaskPublic:
+    """A pending or scheduled task is cancelled and never runs (200); a processing one is asked to stop
+    (202, ``cancel_requested``): its worker cancels the handler and records it cancelled."""
+    task = await broker.cancel(task_id, queue)
+    if task.status == TaskStatus.PROCESSING:
+        response.status_code = status.HTTP_202_ACCEPTED
+    return task
 
 
 @router.delete(
