@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from shared.settings import Settings
+from streamq.shared.settings import Settings
 
 WORKLOADS = ("raw", "floor", "submit-single", "submit-batch", "drain", "latency", "schedule", "memory", "cluster")
 

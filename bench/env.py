@@ -19,7 +19,7 @@ from typing import IO, Any, Protocol
 import httpx
 from redis.asyncio import Redis
 
-from shared.keys import KeySchema
+from streamq.shared.keys import KeySchema
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEDULER_MAIN = ROOT / "services" / "scheduler" / "__main__.py"
@@ -163,7 +163,7 @@ class Stack:
 
     async def api(self) -> tuple[str, Service]:
         port = free_port()
-        service = self.start("services.api", STREAMQ_API_PORT=str(port))
+        service = self.start("streamq.services.api", STREAMQ_API_PORT=str(port))
         url = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient() as client:
             await until(lambda: _answers(client, f"{url}/api/ready"), service, what="api ready")
@@ -171,7 +171,8 @@ class Stack:
 
     async def workers(self, redis: Redis, count: int, concurrency: int, **extra: str) -> list[Service]:
         started = [
-            self.start("services.worker", STREAMQ_WORKER_CONCURRENCY=str(concurrency), **extra) for _ in range(count)
+            self.start("streamq.services.worker", STREAMQ_WORKER_CONCURRENCY=str(concurrency), **extra)
+            for _ in range(count)
         ]
 
         async def registered() -> bool:

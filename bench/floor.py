@@ -27,10 +27,10 @@ from pathlib import Path
 import orjson
 
 from bench.workloads.resp import Resp, encode
-from services.worker.consumer import take_call
-from shared.keys import KeySchema
-from shared.scripts import source
-from shared.settings import Settings
+from streamq.services.worker.consumer import take_call
+from streamq.shared.keys import KeySchema
+from streamq.shared.scripts import source
+from streamq.shared.settings import Settings
 
 EVENTS_MAXLEN: int = Settings.model_fields["events_maxlen"].default  # the services' default
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from services.worker.registry import TaskContext, handler
+from streamq.services.worker.registry import TaskContext, handler
 
 STAMP = "bench.stamp"
 TRACE_ENV = "STREAMQ_BENCH_TRACE"
@@ -70,7 +70,7 @@ def _wrap_dispatch(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _trace_worker() -> None:
-    from services.worker.consumer import Consumer
+    from streamq.services.worker.consumer import Consumer
 
     Consumer.jobs = _wrap_reads(Consumer.jobs)  # type: ignore[method-assign]  # every take.lua reply
     Consumer.start = _wrap_start(Consumer.start)  # type: ignore[method-assign]

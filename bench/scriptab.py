@@ -31,7 +31,7 @@ LUA = Path(__file__).resolve().parent.parent / "shared" / "lua"
 
 
 def sources(rev: str | None) -> dict[str, str]:
-    """take.lua and promote.lua with lib.lua prepended (as shared.scripts does), from ``rev`` or the
+    """take.lua and promote.lua with lib.lua prepended (as streamq.shared.scripts does), from ``rev`` or the
     working tree."""
 
     def read(name: str) -> str:

@@ -28,14 +28,14 @@ from typing import Any, TypeVar
 from redis.asyncio import Redis
 
 from bench.env import RedisServer, load
-from services.scheduler.promoter import Promoter
-from services.worker.consumer import take_call
-from services.worker.finisher import Finisher
-from services.worker.jobs import Delivery, Job, Outcome
-from shared.keys import WORKER_GROUP, KeySchema
-from shared.models import TaskCreate
-from shared.queue import Queue
-from shared.streams import ensure_group
+from streamq.services.scheduler.promoter import Promoter
+from streamq.services.worker.consumer import take_call
+from streamq.services.worker.finisher import Finisher
+from streamq.services.worker.jobs import Delivery, Job, Outcome
+from streamq.shared.keys import WORKER_GROUP, KeySchema
+from streamq.shared.models import TaskCreate
+from streamq.shared.queue import Queue
+from streamq.shared.streams import ensure_group
 
 PHASES = (
     "submit",

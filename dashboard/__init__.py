@@ -1,1 +1,1 @@
-"""The streamq web dashboard: ``python -m dashboard``."""
+"""The streamq web dashboard: ``python -m streamq.dashboard``."""

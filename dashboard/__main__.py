@@ -1,3 +1,3 @@
-from dashboard.main import main
+from streamq.dashboard.main import main
 
 main()

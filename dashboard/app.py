@@ -18,23 +18,23 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.requests import ClientDisconnect
 
-from dashboard import history, login
-from dashboard.events import Broadcaster
-from dashboard.sampler import Sampler
-from dashboard.sessions import SessionStore
-from dashboard.throttle import LoginThrottle
-from dashboard.upstream import Upstream, UpstreamError
-from services.api.app import MAX_BODY_BYTES
-from services.api.middleware import BodyLimit
-from shared.auth import Scope, parse_keys, verify
-from shared.keys import KeySchema
-from shared.loops import PeriodicLoop, stop_all
-from shared.redis import connect, make_client
-from shared.registry import ServiceRegistration
-from shared.settings import Settings
+from streamq.dashboard import history, login
+from streamq.dashboard.events import Broadcaster
+from streamq.dashboard.sampler import Sampler
+from streamq.dashboard.sessions import SessionStore
+from streamq.dashboard.throttle import LoginThrottle
+from streamq.dashboard.upstream import Upstream, UpstreamError
+from streamq.services.api.app import MAX_BODY_BYTES
+from streamq.services.api.middleware import BodyLimit
+from streamq.shared.auth import Scope, parse_keys, verify
+from streamq.shared.keys import KeySchema
+from streamq.shared.loops import PeriodicLoop, stop_all
+from streamq.shared.redis import connect, make_client
+from streamq.shared.registry import ServiceRegistration
+from streamq.shared.settings import Settings
 
 log = logging.getLogger("streamq.dashboard")
-STATIC = resources.files("dashboard") / "static"
+STATIC = resources.files("streamq.dashboard") / "static"
 NO_FRAMES = {"x-frame-options": "DENY", "content-security-policy": "frame-ancestors 'none'"}
 PASS_HEADERS = ("content-type", "idempotency-key")
 KEEPALIVE_S = 15.0

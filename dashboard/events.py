@@ -13,9 +13,9 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared.keys import KeySchema
-from shared.loops import PeriodicLoop, stop_all
-from shared.queues import QueueRegistry
+from streamq.shared.keys import KeySchema
+from streamq.shared.loops import PeriodicLoop, stop_all
+from streamq.shared.queues import QueueRegistry
 
 log = logging.getLogger("streamq.dashboard.events")
 BLOCK_MS = 1000

@@ -14,7 +14,7 @@ import httpx
 import orjson
 from redis.asyncio import Redis
 
-from shared.keys import KeySchema
+from streamq.shared.keys import KeySchema
 
 MAX_POINTS = 600
 PROMQL = {

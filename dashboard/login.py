@@ -25,10 +25,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from dashboard.sessions import Session, SessionStore
-from dashboard.throttle import LoginThrottle
-from shared.auth import ApiKey, verify
-from shared.auth import Scope as KeyScope
+from streamq.dashboard.sessions import Session, SessionStore
+from streamq.dashboard.throttle import LoginThrottle
+from streamq.shared.auth import ApiKey, verify
+from streamq.shared.auth import Scope as KeyScope
 
 COOKIE = "streamq_session"
 CSRF_HEADER = "x-csrf-token"
@@ -36,12 +36,12 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 JSON_PREFIXES = ("/api/", "/dash/", "/metrics")
 OPEN_PATHS = frozenset({"/login", "/healthz"})
 MAX_LOGIN_BODY = 4096
-LOGIN_PAGE = resources.files("dashboard") / "static" / "login.html"
+LOGIN_PAGE = resources.files("streamq.dashboard") / "static" / "login.html"
 
 
 def is_https(request: Request) -> bool:
     """The request scheme, as the server settled it: ``X-Forwarded-Proto`` counts only from an address
-    in ``STREAMQ_DASHBOARD_TRUSTED_PROXIES`` (``shared.forwarded``, applied where uvicorn is started)."""
+    in ``STREAMQ_DASHBOARD_TRUSTED_PROXIES`` (``streamq.shared.forwarded``, applied where uvicorn is started)."""
     return request.url.scheme == "https"
 
 

@@ -1,4 +1,4 @@
-"""Entry point: ``python -m dashboard`` (``STREAMQ_DASHBOARD_PORT``, default 8081)."""
+"""Entry point: ``python -m streamq.dashboard`` (``STREAMQ_DASHBOARD_PORT``, default 8081)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import socket
 
 import uvicorn
 
-from dashboard.app import create_app
-from shared.forwarded import server_options
-from shared.logging import setup_logging
-from shared.redis import redact
-from shared.settings import load_settings
+from streamq.dashboard.app import create_app
+from streamq.shared.forwarded import server_options
+from streamq.shared.logging import setup_logging
+from streamq.shared.redis import redact
+from streamq.shared.settings import load_settings
 
 log = logging.getLogger("streamq.dashboard")
 SHUTDOWN_S = 3  # open event streams are closed after this on SIGTERM

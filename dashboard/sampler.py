@@ -17,10 +17,10 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from dashboard import scrape
-from dashboard.upstream import Upstream, UpstreamError
-from shared.keys import KeySchema
-from shared.loops import STOP_WITHIN_S, PeriodicLoop
+from streamq.dashboard import scrape
+from streamq.dashboard.upstream import Upstream, UpstreamError
+from streamq.shared.keys import KeySchema
+from streamq.shared.loops import STOP_WITHIN_S, PeriodicLoop
 
 log = logging.getLogger("streamq.dashboard.sampler")
 WINDOW = 15  # samples (30 s at 2 s) over which the quantiles are computed

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from shared.auth import ApiKey, Scope
-from shared.keys import KeySchema
+from streamq.shared.auth import ApiKey, Scope
+from streamq.shared.keys import KeySchema
 
 
 @dataclass(frozen=True, slots=True)

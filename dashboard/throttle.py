@@ -15,7 +15,7 @@ import math
 
 from redis.asyncio import Redis
 
-from shared.keys import KeySchema
+from streamq.shared.keys import KeySchema
 
 MAX_FAILURES = 10
 WINDOW_S = 300

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from shared.redis import redact
+from streamq.shared.redis import redact
 
 
 class UpstreamError(Exception):

@@ -21,11 +21,11 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = ROOT / ".run"
 # (name, module, extra environment); a service whose package has no __main__ yet is skipped.
 SERVICES = [
-    ("api", "services.api", {}),
-    ("worker", "services.worker", {}),
-    ("scheduler", "services.scheduler", {}),
-    ("notifier", "services.notifier", {}),
-    ("dashboard", "dashboard", {}),
+    ("api", "streamq.services.api", {}),
+    ("worker", "streamq.services.worker", {}),
+    ("scheduler", "streamq.services.scheduler", {}),
+    ("notifier", "streamq.services.notifier", {}),
+    ("dashboard", "streamq.dashboard", {}),
     ("smtp-sink", "deploy.smtp_sink", {}),  # only when no SMTP server is configured (see dev_defaults)
 ]
 COLOURS = ["36", "32", "35", "33", "34", "31"]

@@ -4,7 +4,7 @@
 ``;``. Secrets are never stored or logged in clear: only their SHA-256 is configured, and a presented
 token is hashed and compared in constant time against every key.
 
-``python -m shared.keys new NAME --scopes submit,read`` prints a new secret and the line to configure.
+``python -m streamq.shared.keys new NAME --scopes submit,read`` prints a new secret and the line to configure.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def config_line(name: str, scopes: list[str], secret: str) -> str:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shared.keys", description="Create streamq API keys.")
+    parser = argparse.ArgumentParser(prog="python -m streamq.shared.keys", description="Create streamq API keys.")
     sub = parser.add_subparsers(dest="command", required=True)
     new = sub.add_parser("new", help="print a new random secret and its STREAMQ_API_KEYS entry")
     new.add_argument("name")

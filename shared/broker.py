@@ -17,13 +17,13 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from shared.errors import NotDurable, NotFound
-from shared.keys import WORKER_GROUP, KeySchema
-from shared.memguard import MemoryGuard
-from shared.models import PRIORITIES, Stats, TaskCreate, TaskPublic, TaskStatus, WorkerInfo, new_task_ids
-from shared.queue import Queue, Stored, Submitted, submit_ids
-from shared.queues import QueueConfig, QueueRegistry, partition_of
-from shared.recovery import reschedule, revive_failed
+from streamq.shared.errors import NotDurable, NotFound
+from streamq.shared.keys import WORKER_GROUP, KeySchema
+from streamq.shared.memguard import MemoryGuard
+from streamq.shared.models import PRIORITIES, Stats, TaskCreate, TaskPublic, TaskStatus, WorkerInfo, new_task_ids
+from streamq.shared.queue import Queue, Stored, Submitted, submit_ids
+from streamq.shared.queues import QueueConfig, QueueRegistry, partition_of
+from streamq.shared.recovery import reschedule, revive_failed
 
 COUNTERS = ("submitted_total", "completed_total", "failed_total", "retried_total")
 
@@ -117,7 +117,7 @@ class Broker:
         """As :meth:`submit_stored`, but each task gets its own call's outcome: its record, or the error
         of the script call that carried it (one call per queue partition; when one of several calls
         fails, the tasks of the others were written and get their records). While the memory guard is
-        tripped it raises :class:`shared.refusals.MemoryGuarded` before writing anything."""
+        tripped it raises :class:`streamq.shared.refusals.MemoryGuarded` before writing anything."""
         if self.memory_guard is not None:
             self.memory_guard.check()
         now_ms = int(time.time() * 1000)

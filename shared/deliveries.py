@@ -12,10 +12,10 @@ from typing import Any
 
 import orjson
 
-from shared.keys import NOTIFIER_GROUP, KeySchema
-from shared.models import TaskPublic
-from shared.scripts import Scripts
-from shared.webhooks import WebhookStatus
+from streamq.shared.keys import NOTIFIER_GROUP, KeySchema
+from streamq.shared.models import TaskPublic
+from streamq.shared.scripts import Scripts
+from streamq.shared.webhooks import WebhookStatus
 
 LOG_CAP = 100  # attempts kept per task
 

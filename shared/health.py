@@ -32,7 +32,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import orjson
 from prometheus_client import REGISTRY, CollectorRegistry, make_wsgi_app
 
-from shared.settings import Settings
+from streamq.shared.settings import Settings
 
 log = logging.getLogger("streamq.health")
 

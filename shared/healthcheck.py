@@ -1,8 +1,8 @@
-"""Container health check: ``python -m shared.healthcheck [--live]``.
+"""Container health check: ``python -m streamq.shared.healthcheck [--live]``.
 
 GETs ``STREAMQ_HEALTHCHECK_URL`` when set (a service's health endpoint) and expects 2xx. Otherwise,
 with ``STREAMQ_METRICS_PORT`` set (worker, scheduler, notifier), GETs that port's ``/readyz``
-(``/livez`` with ``--live``; see :mod:`shared.health`). Otherwise PINGs Redis at ``STREAMQ_REDIS_URL``.
+(``/livez`` with ``--live``; see :mod:`streamq.shared.health`). Otherwise PINGs Redis at ``STREAMQ_REDIS_URL``.
 Exit code 0 = healthy, 1 = not.
 """
 
@@ -15,9 +15,9 @@ from collections.abc import Sequence
 
 import httpx
 
-from shared.health import LIVE_PATH, READY_PATH
-from shared.redis import make_client, ping
-from shared.settings import Settings, load_settings
+from streamq.shared.health import LIVE_PATH, READY_PATH
+from streamq.shared.redis import make_client, ping
+from streamq.shared.settings import Settings, load_settings
 
 WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
 

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from shared.models import MAX_PRIORITY, MIN_PRIORITY, PRIORITIES, TaskStatus
+from streamq.shared.models import MAX_PRIORITY, MIN_PRIORITY, PRIORITIES, TaskStatus
 
 WORKER_GROUP = "workers"
 NOTIFIER_GROUP = "notifier"  # the notifier's consumer group on the events stream
@@ -230,9 +230,9 @@ class KeySchema:
         return f"{self.prefix}:dashlogin:{counter}"
 
 
-if __name__ == "__main__":  # `python -m shared.keys new NAME --scopes ...` (API keys; see shared/auth.py)
+if __name__ == "__main__":  # `python -m streamq.shared.keys new NAME --scopes ...` (API keys; see shared/auth.py)
     import sys
 
-    from shared.auth import cli
+    from streamq.shared.auth import cli
 
     sys.exit(cli())

@@ -4,7 +4,7 @@ workers could no longer record outcomes, which is what frees memory).
 
 A background loop samples ``INFO memory`` about once a second (on a cluster, every master: the
 fullest counts) and keeps the ratio; a submit only reads the cached flag (no Redis round trip). The
-refusal is a :class:`shared.refusals.MemoryGuarded`, answered 503 with ``Retry-After`` like Redis's own
+refusal is a :class:`streamq.shared.refusals.MemoryGuarded`, answered 503 with ``Retry-After`` like Redis's own
 refusals; it ends by itself at the first sample below the threshold. Reads and the workers are never
 affected. Exported as ``streamq_redis_memory_ratio`` (0 while Redis has no ``maxmemory``).
 """
@@ -16,9 +16,9 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from shared.loops import PeriodicLoop
-from shared.metrics import REDIS_MEMORY_RATIO
-from shared.refusals import MemoryGuarded
+from streamq.shared.loops import PeriodicLoop
+from streamq.shared.metrics import REDIS_MEMORY_RATIO
+from streamq.shared.refusals import MemoryGuarded
 
 
 def memory_ratio(info: dict[str, Any]) -> float:

@@ -1,6 +1,6 @@
 """Prometheus metrics: every family defined once, in the process's default registry.
 
-The api serves them at ``/metrics``; the other services through :func:`serve` (:mod:`shared.health`).
+The api serves them at ``/metrics``; the other services through :func:`serve` (:mod:`streamq.shared.health`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from shared import health
+from streamq.shared import health
 
 log = logging.getLogger("streamq.metrics")
 C = TypeVar("C")  # a tally family's child
@@ -161,6 +161,6 @@ HTTP_REQUEST_SECONDS = Histogram(
 
 
 def serve(host: str, port: int) -> int:
-    """Serve ``/metrics`` (and ``/livez``, ``/readyz``: :mod:`shared.health`) on a background thread;
+    """Serve ``/metrics`` (and ``/livez``, ``/readyz``: :mod:`streamq.shared.health`) on a background thread;
     returns the bound port (``port=0`` picks one)."""
     return health.serve(host, port)

@@ -13,8 +13,8 @@ from typing import Annotated, Any
 import orjson
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
-from shared.jsondepth import MAX_PAYLOAD_DEPTH, value_deeper_than
-from shared.redaction import redact_payload
+from streamq.shared.jsondepth import MAX_PAYLOAD_DEPTH, value_deeper_than
+from streamq.shared.redaction import redact_payload
 
 MAX_PAYLOAD_BYTES = 256 * 1024
 MIN_PRIORITY = 1

@@ -12,9 +12,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from shared.models import TaskCreate
-from shared.redaction import MASK, SECRET_HEADERS, redact_payload
-from shared.ssrf import BlockedUrl, SsrfGuard
+from streamq.shared.models import TaskCreate
+from streamq.shared.redaction import MASK, SECRET_HEADERS, redact_payload
+from streamq.shared.ssrf import BlockedUrl, SsrfGuard
 
 SEED_SUBJECT = "Hello from streamq"
 SEED_TEXT = "This message was sent by a streamq email task."

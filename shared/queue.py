@@ -16,9 +16,9 @@ from typing import Any, NamedTuple
 import orjson
 from redis.asyncio import Redis
 
-from shared.errors import Conflict, NotFound
-from shared.keys import STATUS_ORDER, KeySchema
-from shared.models import (
+from streamq.shared.errors import Conflict, NotFound
+from streamq.shared.keys import STATUS_ORDER, KeySchema
+from streamq.shared.models import (
     EPOCH,
     AttemptError,
     Stats,
@@ -30,7 +30,7 @@ from shared.models import (
     ms_to_dt,
     new_task_id,
 )
-from shared.scripts import Scripts
+from streamq.shared.scripts import Scripts
 
 LIST_SCAN_FACTOR = 20  # a filtered page reads at most limit * this many index entries
 NO_BOUNDS = (-1,) * 8  # prune only what is past its retention deadline
@@ -382,7 +382,7 @@ class Queue:
     async def prune(self, bounds: Sequence[int] = NO_BOUNDS, batch: int = 200) -> tuple[int, int]:
         """One remove.lua 'prune' call: finished tasks past their retention deadline or beyond
         ``bounds`` (age ms and count of completed, failed, cancelled and dead letters, -1 for none:
-        :func:`shared.retention.lua_bounds`), oldest first, at most ``batch`` tasks and ``batch`` dead
+        :func:`streamq.shared.retention.lua_bounds`), oldest first, at most ``batch`` tasks and ``batch`` dead
         letters. Returns (tasks removed, dead letters removed)."""
         args = [self.events_maxlen, "prune", self._prefixes[0], self._prefixes[1], batch, *bounds]
         tasks, dead = await self.scripts.call("remove", list(self._common), args)

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from shared.keys import KeySchema
+from streamq.shared.keys import KeySchema
 
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 MAX_PARTITIONS = 64
@@ -63,7 +63,7 @@ class QueueConfig:
     partitions: int = 1
     paused: bool = False
     # the bounds set on this queue (over the settings' defaults); None: not settled yet (a queue stored
-    # before retention existed: the janitor settles it, see shared.retention.settle)
+    # before retention existed: the janitor settles it, see streamq.shared.retention.settle)
     retention: Retention | None = None
 
     def to_json(self) -> str:

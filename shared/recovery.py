@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from shared.errors import Conflict, NotFound
-from shared.models import TaskPublic, TaskStatus
-from shared.queue import Queue
+from streamq.shared.errors import Conflict, NotFound
+from streamq.shared.models import TaskPublic, TaskStatus
+from streamq.shared.queue import Queue
 
 
 async def reschedule(queue: Queue, task_id: str, due_ms: int) -> TaskPublic:

@@ -21,9 +21,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared.packing import use_hiredis_packing
-from shared.refusals import refusal
-from shared.settings import Settings
+from streamq.shared.packing import use_hiredis_packing
+from streamq.shared.refusals import refusal
+from streamq.shared.settings import Settings
 
 MIN_REDIS_VERSION = (7, 0, 5)
 Mode = Literal["standalone", "cluster", "sentinel"]

@@ -26,11 +26,11 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
-from shared.health import HEALTH
-from shared.keys import KeySchema
-from shared.loops import PeriodicLoop
-from shared.models import ms_to_dt
-from shared.settings import Settings
+from streamq.shared.health import HEALTH
+from streamq.shared.keys import KeySchema
+from streamq.shared.loops import PeriodicLoop
+from streamq.shared.models import ms_to_dt
+from streamq.shared.settings import Settings
 
 log = logging.getLogger("streamq.registry")
 UNREGISTER_WITHIN_S = 1.0  # a shutdown's last Redis call (Redis down: the registration's TTL removes it)

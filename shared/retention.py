@@ -1,6 +1,6 @@
 """What a queue keeps of its finished tasks and dead letters (README: Retention).
 
-Each queue has a bound per kind (``shared.queues.RETAINED``): an age (seconds after finishing) and a
+Each queue has a bound per kind (``streamq.shared.queues.RETAINED``): an age (seconds after finishing) and a
 count (the newest kept), over defaults from the settings (``STREAMQ_RETENTION_*``). Every finished
 task also leaves by ``STREAMQ_RESULT_TTL_S``, the longest anything is kept (its retention deadline).
 The workers' janitor prunes each partition with remove.lua's 'prune' mode; a queue's count is split
@@ -13,9 +13,9 @@ import logging
 import math
 from collections.abc import Sequence
 
-from shared.queue import Queue
-from shared.queues import RETAINED, Bound, QueueConfig, QueueRegistry, Retention
-from shared.settings import Settings
+from streamq.shared.queue import Queue
+from streamq.shared.queues import RETAINED, Bound, QueueConfig, QueueRegistry, Retention
+from streamq.shared.settings import Settings
 
 log = logging.getLogger("streamq.retention")
 

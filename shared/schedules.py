@@ -22,13 +22,13 @@ from croniter import CroniterError, croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from redis.asyncio import Redis
 
-from shared.errors import StreamqError
-from shared.keys import KeySchema
-from shared.models import TaskCreate, ms_to_dt, new_task_id
-from shared.queue import _encode
-from shared.queues import QUEUE_NAME, QueueRegistry
-from shared.redaction import redact_payload
-from shared.scripts import Scripts
+from streamq.shared.errors import StreamqError
+from streamq.shared.keys import KeySchema
+from streamq.shared.models import TaskCreate, ms_to_dt, new_task_id
+from streamq.shared.queue import _encode
+from streamq.shared.queues import QUEUE_NAME, QueueRegistry
+from streamq.shared.redaction import redact_payload
+from streamq.shared.scripts import Scripts
 
 ScheduleName = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")
 

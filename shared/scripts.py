@@ -25,7 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared.redis import HeldConnection, HeldConnections, route_to_key
+from streamq.shared.redis import HeldConnection, HeldConnections, route_to_key
 
 STANDALONE = frozenset({"ratelimit", "indexes", "writable"})  # scripts without lib.lua's common KEYS layout
 LIBRARY = "lib"
@@ -34,7 +34,7 @@ LIBRARY = "lib"
 @cache
 def names() -> tuple[str, ...]:
     """Every script in ``shared/lua`` but the library."""
-    folder = resources.files("shared") / "lua"
+    folder = resources.files("streamq.shared") / "lua"
     return tuple(
         sorted(p.name[:-4] for p in folder.iterdir() if p.name.endswith(".lua") and p.name != f"{LIBRARY}.lua")
     )
@@ -42,7 +42,7 @@ def names() -> tuple[str, ...]:
 
 @cache
 def source(name: str) -> str:
-    folder = resources.files("shared") / "lua"
+    folder = resources.files("streamq.shared") / "lua"
     text = (folder / f"{name}.lua").read_text()
     if name in STANDALONE:
         return text
@@ -57,7 +57,7 @@ class Scripts:
     def __init__(self, client: Redis) -> None:
         self._client = client
         self._scripts: dict[str, AsyncScript] = {name: client.register_script(source(name)) for name in names()}
-        # standalone and Sentinel: calls go over the client's held connections (shared.redis.HeldConnection)
+        # standalone and Sentinel: calls go over the client's held connections (streamq.shared.redis.HeldConnection)
         self._held = HeldConnections.of(client) if HeldConnection.usable(client) else None
 
     async def call(self, name: str, keys: list[str], args: list[Any], client: Any = None) -> Any:

@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     @field_validator("api_keys")
     @classmethod
     def _check_api_keys(cls, value: str) -> str:
-        from shared.auth import parse_keys
+        from streamq.shared.auth import parse_keys
 
         parse_keys(value)
         return value
@@ -99,14 +99,14 @@ class Settings(BaseSettings):
 
     def queue_weights(self) -> dict[str, int]:
         """The queues a worker consumes with their weights, in the order listed."""
-        from shared.queues import parse_weights
+        from streamq.shared.queues import parse_weights
 
         return parse_weights(self.queues) if self.queues.strip() else {self.queue: 1}
 
     @field_validator("queues")
     @classmethod
     def _check_queues(cls, value: str) -> str:
-        from shared.queues import parse_weights
+        from streamq.shared.queues import parse_weights
 
         if value.strip():
             parse_weights(value)
@@ -159,7 +159,7 @@ class Settings(BaseSettings):
     @field_validator("api_trusted_proxies", "dashboard_trusted_proxies")
     @classmethod
     def _check_proxies(cls, value: list[str]) -> list[str]:
-        from shared.forwarded import parse_trusted_proxies
+        from streamq.shared.forwarded import parse_trusted_proxies
 
         return parse_trusted_proxies(value)
 
@@ -194,7 +194,7 @@ class Settings(BaseSettings):
     @field_validator("webhook_secret")
     @classmethod
     def _check_secret(cls, value: SecretStr) -> SecretStr:
-        from shared.webhooks import parse_secrets
+        from streamq.shared.webhooks import parse_secrets
 
         parse_secrets(value.get_secret_value())  # raises ValueError naming the problem (never the secret)
         return value
@@ -211,7 +211,7 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, value: str) -> str:
-        from shared.redis import parse_topology
+        from streamq.shared.redis import parse_topology
 
         parse_topology(value)  # raises ValueError naming the problem
         return value
@@ -219,7 +219,7 @@ class Settings(BaseSettings):
     @field_validator("redis_mode", mode="after")
     @classmethod
     def _check_redis_mode(cls, value: str, info: ValidationInfo) -> str:
-        from shared.redis import parse_topology
+        from streamq.shared.redis import parse_topology
 
         url = info.data.get("redis_url")
         if url is not None:  # (a bad URL is reported on its own)
@@ -243,7 +243,7 @@ class Settings(BaseSettings):
 
 
 def _redact(url: str) -> str:
-    from shared.redis import redact
+    from streamq.shared.redis import redact
 
     return redact(url)
 

@@ -24,15 +24,15 @@ from streamq.errors import (
 from streamq.models import Queue, Schedule, Stats, Task, TaskStatus, Worker
 
 if TYPE_CHECKING:
-    from services.worker.registry import TaskContext, handler
-    from shared.errors import Permanent, Retry
+    from streamq.services.worker.registry import TaskContext, handler
+    from streamq.shared.errors import Permanent, Retry
 
 __version__ = "0.1.0"
 _WORKER_NAMES = {  # the handler API: name -> the module that defines it
-    "handler": "services.worker.registry",
-    "TaskContext": "services.worker.registry",
-    "Retry": "shared.errors",
-    "Permanent": "shared.errors",
+    "handler": "streamq.services.worker.registry",
+    "TaskContext": "streamq.services.worker.registry",
+    "Retry": "streamq.shared.errors",
+    "Permanent": "streamq.shared.errors",
 }
 
 __all__ = [

@@ -565,7 +565,7 @@ def keys_new(state: State, name: str, scopes: str) -> None:
     Example:
       streamq keys new ci-bot --scopes submit,read
     """
-    from shared.auth import config_line, new_secret, parse_keys
+    from streamq.shared.auth import config_line, new_secret, parse_keys
 
     secret = new_secret()
     line = config_line(name, [s.strip() for s in scopes.split(",") if s.strip()], secret)
@@ -578,14 +578,18 @@ def keys_new(state: State, name: str, scopes: str) -> None:
 
 # --- the services -------------------------------------------------------------------------------
 SERVICES = {
-    "api": ("services.api.main", "The REST api (STREAMQ_API_HOST, STREAMQ_API_PORT).", "streamq api"),
-    "scheduler": ("services.scheduler.main", "Promotes due tasks and fires schedules.", "streamq scheduler"),
-    "notifier": ("services.notifier.main", "Delivers webhooks and emails.", "streamq notifier"),
-    "dashboard": ("dashboard.main", "The web dashboard (STREAMQ_DASHBOARD_PORT).", "streamq dashboard"),
+    "api": ("streamq.services.api.main", "The REST api (STREAMQ_API_HOST, STREAMQ_API_PORT).", "streamq api"),
+    "scheduler": ("streamq.services.scheduler.main", "Promotes due tasks and fires schedules.", "streamq scheduler"),
+    "notifier": ("streamq.services.notifier.main", "Delivers webhooks and emails.", "streamq notifier"),
+    "dashboard": ("streamq.dashboard.main", "The web dashboard (STREAMQ_DASHBOARD_PORT).", "streamq dashboard"),
 }
 
 
 def _serve(module: str) -> None:
+    # handler modules are found from the directory the command runs in, as `python -m` would find them
+    # (a console script's sys.path starts with its own bin/ folder instead): `streamq worker -H myapp.tasks`
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     importlib.import_module(module).main()
 
 
@@ -616,7 +620,7 @@ def worker(handlers: tuple[str, ...], concurrency: int | None, queue_weights: st
         os.environ["STREAMQ_WORKER_CONCURRENCY"] = str(concurrency)
     if queue_weights is not None:
         os.environ["STREAMQ_QUEUES"] = queue_weights
-    _serve("services.worker.main")
+    _serve("streamq.services.worker.main")
 
 
 @main.command()

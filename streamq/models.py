@@ -1,4 +1,4 @@
-"""The client's typed answers. Its own pydantic models, not the server's (``shared.models`` needs the
+"""The client's typed answers. Its own pydantic models, not the server's (``streamq.shared.models`` needs the
 server's dependencies): tests/client/test_models.py checks that each covers every field of the api's
 model, so the two cannot drift apart. Unknown fields are kept (``extra="allow"``), so a newer api does
 not break an older client."""

@@ -15,11 +15,11 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from services.api.app import create_app
-from shared.keys import KeySchema
-from shared.queue import Queue
-from shared.redis import make_client
-from shared.settings import Settings
+from streamq.services.api.app import create_app
+from streamq.shared.keys import KeySchema
+from streamq.shared.queue import Queue
+from streamq.shared.redis import make_client
+from streamq.shared.settings import Settings
 from tests.support import RedisServer
 from tests.topologies import ClusterServers
 

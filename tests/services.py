@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.settings import Settings
+from streamq.shared.settings import Settings
 from tests.support import Service, free_port, wait_http
 
 StartService = Callable[..., Service]
@@ -41,7 +41,7 @@ def start_service(service_env: dict[str, str], tmp_path: Path) -> Iterator[Start
 @pytest.fixture
 def api_url(start_service: StartService) -> str:
     port = free_port()
-    start_service("services.api", STREAMQ_API_PORT=str(port))
+    start_service("streamq.services.api", STREAMQ_API_PORT=str(port))
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/api/health")
     return url

@@ -42,11 +42,11 @@ class Stack:
 
     def start(self, *names: str) -> Stack:
         modules = {
-            "api": "services.api",
-            "worker": "services.worker",
-            "dashboard": "dashboard",
-            "scheduler": "services.scheduler",
-            "notifier": "services.notifier",
+            "api": "streamq.services.api",
+            "worker": "streamq.services.worker",
+            "dashboard": "streamq.dashboard",
+            "scheduler": "streamq.services.scheduler",
+            "notifier": "streamq.services.notifier",
         }
         for name in names:
             self.services[name] = Service(modules[name], self.env, self.log_dir, name=name)

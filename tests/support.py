@@ -18,7 +18,7 @@ import httpx
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from shared.keys import KeySchema
+    from streamq.shared.keys import KeySchema
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,17 +72,26 @@ class RedisServer:
 
 
 class Service:
-    """A streamq service started as ``python -m <module>``, its output in a log file."""
+    """A streamq service started as ``python -m <module>`` from the checkout (or as ``command`` from
+    ``cwd``: an installed ``streamq`` command), its output in a log file."""
 
-    def __init__(self, module: str, env: dict[str, str], log_dir: Path, name: str | None = None) -> None:
+    def __init__(
+        self,
+        module: str,
+        env: dict[str, str],
+        log_dir: Path,
+        name: str | None = None,
+        *,
+        command: list[str] | None = None,
+        cwd: Path = ROOT,
+    ) -> None:
         self.module = module
         self.name = name or module.rsplit(".", 1)[-1]
         self.log_path = log_dir / f"{self.name}-{time.monotonic_ns()}.log"
         self._log: IO[bytes] = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         full_env = {**os.environ, "STREAMQ_LOG_FORMAT": "json", **env}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", module], cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT
-        )
+        argv = command or [sys.executable, "-m", module]
+        self.proc = subprocess.Popen(argv, cwd=cwd, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
 
     @property
     def pid(self) -> int:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from services.api.app import create_app
-from shared.settings import Settings
+from streamq.services.api.app import create_app
+from streamq.shared.settings import Settings
 from tests.support import ROOT
 
 README = (ROOT / "README.md").read_text()

@@ -12,11 +12,11 @@ from redis.asyncio import Redis
 
 from bench.config import Config
 from bench.env import RedisServer, Service, Stack, until
-from shared.keys import KeySchema
-from shared.models import TaskCreate
-from shared.queue import Queue
-from shared.redis import make_client
-from shared.settings import Settings
+from streamq.shared.keys import KeySchema
+from streamq.shared.models import TaskCreate
+from streamq.shared.queue import Queue
+from streamq.shared.redis import make_client
+from streamq.shared.settings import Settings
 
 Figures = dict[str, float | str]
 
@@ -28,13 +28,13 @@ class Context:
     redis: Redis  # plain redis-py: the raw loop's yardstick client and the workloads' own reads
     log_dir: Path
     profile_dir: Path | None = None  # set while a workload runs under --profile
-    library: Redis | None = None  # the client the services make (shared.redis.make_client), for Queue
+    library: Redis | None = None  # the client the services make (streamq.shared.redis.make_client), for Queue
 
     def stack(self) -> Stack:
         return Stack(self.server, self.log_dir, self.profile_dir)
 
     def queue(self, keys: KeySchema, result_ttl_s: int = 7 * 24 * 3600) -> Queue:
-        """The library as the services use it: a Queue over the client shared.redis.make_client makes
+        """The library as the services use it: a Queue over the client streamq.shared.redis.make_client makes
         (commands packed by hiredis), not over the plain redis-py client of the raw yardstick."""
         if self.library is None:
             self.library = make_client(Settings(redis_url=self.server.url))

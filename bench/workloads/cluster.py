@@ -14,11 +14,11 @@ from redis.asyncio import Redis
 
 from bench.env import Stack, until
 from bench.workloads.base import Context, Figures, enqueue, task_fields
-from shared.keys import KeySchema
-from shared.queue import Queue
-from shared.queues import QueueRegistry
-from shared.redis import make_client
-from shared.settings import Settings
+from streamq.shared.keys import KeySchema
+from streamq.shared.queue import Queue
+from streamq.shared.queues import QueueRegistry
+from streamq.shared.redis import make_client
+from streamq.shared.settings import Settings
 from tests.topologies import ClusterServers  # the test suite's cluster: free ports, temp dirs, killed on stop
 
 

@@ -38,11 +38,11 @@ from bench.env import Service, Stack, until
 from bench.stats import percentile
 from bench.workloads.base import Context, Figures, paced
 from bench.workloads.resp import Resp, encode
-from services.scheduler.promoter import promote_call
-from shared.keys import WORKER_GROUP, KeySchema
-from shared.models import TaskCreate, new_task_id
-from shared.scripts import source
-from shared.streams import ensure_group
+from streamq.services.scheduler.promoter import promote_call
+from streamq.shared.keys import WORKER_GROUP, KeySchema
+from streamq.shared.models import TaskCreate, new_task_id
+from streamq.shared.scripts import source
+from streamq.shared.streams import ensure_group
 
 GROUP = "floor"
 # KEYS[1] the zset of due ids, KEYS[2] the stream; ARGV[1] due time (ms), ARGV[2] the t field

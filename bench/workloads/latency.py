@@ -16,7 +16,7 @@ from bench.handlers import STAMP, TRACE_ENV
 from bench.stats import percentile
 from bench.workloads.base import Context, Figures, paced, task_fields, wait_completed
 from bench.workloads.trace import handler_time, stage_figures
-from shared.models import TaskCreate
+from streamq.shared.models import TaskCreate
 
 
 async def run(ctx: Context) -> Figures:

@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 
 from bench.workloads.base import Context, Figures
 from bench.workloads.resp import Resp, encode
-from shared.keys import WORKER_GROUP, KeySchema
-from shared.models import new_task_id
+from streamq.shared.keys import WORKER_GROUP, KeySchema
+from streamq.shared.models import new_task_id
 
 
 async def run(ctx: Context) -> Figures:

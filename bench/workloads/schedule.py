@@ -1,7 +1,7 @@
 """schedule: tasks due at one instant a few seconds ahead; lateness = handler start - due time
 (workers at the tuned concurrency, so the start of 500 tasks is not itself the bottleneck).
 
-Needs the scheduler service (``python -m services.scheduler``); without it the figures are n/a."""
+Needs the scheduler service (``python -m streamq.services.scheduler``); without it the figures are n/a."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from bench.handlers import STAMP, TRACE_ENV
 from bench.stats import percentile
 from bench.workloads.base import Context, Figures, task_fields, wait_completed
 from bench.workloads.trace import handler_time, stage_figures
-from shared.keys import KeySchema
-from shared.models import TaskCreate
+from streamq.shared.keys import KeySchema
+from streamq.shared.models import TaskCreate
 
 NO_SCHEDULER = "n/a (no scheduler)"
 
@@ -28,7 +28,7 @@ async def run(ctx: Context) -> Figures:
     queue = ctx.queue(stack.keys)
     try:
         batch = {"STREAMQ_SCHEDULER_BATCH": str(cfg.scheduler_batch)} if cfg.scheduler_batch else {}
-        scheduler = stack.start("services.scheduler", **batch)
+        scheduler = stack.start("streamq.services.scheduler", **batch)
         # tuned concurrency: with 3 slots per worker, starting 500 tasks at once would itself take
         # longer than the lateness being measured
         extra = {TRACE_ENV: "1"} if cfg.trace else {}

@@ -1,3 +1,3 @@
-from services.api.main import main
+from streamq.services.api.main import main
 
 main()

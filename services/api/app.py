@@ -13,25 +13,25 @@ from fastapi.responses import JSONResponse
 from prometheus_client import REGISTRY
 from redis.exceptions import RedisError
 
-from services.api.collector import QueueCollector
-from services.api.fastpath import FastSubmit
-from services.api.invalid import ErrorJSON, validation_body
-from services.api.middleware import BodyLimit, HttpMetrics, JsonDepth
-from services.api.routes import deliveries, health, queues, recovery, schedules, services, stats, tasks
-from services.api.security import Guard, RateLimited, RateLimiter
-from services.api.types import TypeCatalog
-from services.api.unavailable import redis_answer
-from services.api.waiters import Waiters
-from shared.auth import parse_keys
-from shared.broker import Broker
-from shared.errors import Conflict, NotDurable, NotFound, not_durable_body
-from shared.jsondepth import MAX_BODY_DEPTH
-from shared.keys import KeySchema
-from shared.memguard import MemoryGuard
-from shared.redis import connect, make_client
-from shared.registry import ServiceRegistration
-from shared.settings import Settings, parse_rate_limit
-from shared.ssrf import SsrfGuard
+from streamq.services.api.collector import QueueCollector
+from streamq.services.api.fastpath import FastSubmit
+from streamq.services.api.invalid import ErrorJSON, validation_body
+from streamq.services.api.middleware import BodyLimit, HttpMetrics, JsonDepth
+from streamq.services.api.routes import deliveries, health, queues, recovery, schedules, services, stats, tasks
+from streamq.services.api.security import Guard, RateLimited, RateLimiter
+from streamq.services.api.types import TypeCatalog
+from streamq.services.api.unavailable import redis_answer
+from streamq.services.api.waiters import Waiters
+from streamq.shared.auth import parse_keys
+from streamq.shared.broker import Broker
+from streamq.shared.errors import Conflict, NotDurable, NotFound, not_durable_body
+from streamq.shared.jsondepth import MAX_BODY_DEPTH
+from streamq.shared.keys import KeySchema
+from streamq.shared.memguard import MemoryGuard
+from streamq.shared.redis import connect, make_client
+from streamq.shared.registry import ServiceRegistration
+from streamq.shared.settings import Settings, parse_rate_limit
+from streamq.shared.ssrf import SsrfGuard
 
 MAX_BODY_BYTES = 1024 * 1024
 ERROR = {"content": {"application/json": {"example": {"detail": "what went wrong"}}}}

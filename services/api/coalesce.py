@@ -24,9 +24,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from shared.broker import Broker
-from shared.models import TaskCreate
-from shared.queue import Stored
+from streamq.shared.broker import Broker
+from streamq.shared.models import TaskCreate
+from streamq.shared.queue import Stored
 
 MAX_TASKS = 1000  # per call, as POST /api/tasks/batch (a script call holds Redis for its whole run)
 Count = Callable[[list[Stored]], None]

@@ -16,9 +16,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 
-from shared.keys import WORKER_GROUP, KeySchema
-from shared.models import PRIORITIES
-from shared.queues import QueueRegistry
+from streamq.shared.keys import WORKER_GROUP, KeySchema
+from streamq.shared.models import PRIORITIES
+from streamq.shared.queues import QueueRegistry
 
 
 class QueueCollector(Collector):

@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from redis.asyncio import Redis
 
-from services.api.types import TypeCatalog
-from shared.broker import Broker
-from shared.queue import Queue
-from shared.settings import Settings
-from shared.ssrf import SsrfGuard
+from streamq.services.api.types import TypeCatalog
+from streamq.shared.broker import Broker
+from streamq.shared.queue import Queue
+from streamq.shared.settings import Settings
+from streamq.shared.ssrf import SsrfGuard
 
 
 async def get_settings(request: Request) -> Settings:

@@ -23,9 +23,9 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter
 
-from shared.models import TaskCreate, TaskPublic, TaskStatus, ms_to_dt
-from shared.queue import Stored
-from shared.redaction import redact_payload
+from streamq.shared.models import TaskCreate, TaskPublic, TaskStatus, ms_to_dt
+from streamq.shared.queue import Stored
+from streamq.shared.redaction import redact_payload
 
 _DATETIME = TypeAdapter(datetime)
 _STATUS = {s.value: s.value for s in TaskStatus}  # a status submit.lua could not return fails as before

@@ -29,16 +29,16 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.api.coalesce import Coalescer
-from services.api.encoding import TaskJson
-from services.api.middleware import read_body, replay
-from services.api.routes import tasks
-from services.api.routes.tasks import _count_stored
-from services.api.unavailable import redis_answer
-from shared.broker import Broker
-from shared.errors import NotDurable, not_durable_body
-from shared.models import TaskCreate
-from shared.payloads import check_tasks
+from streamq.services.api.coalesce import Coalescer
+from streamq.services.api.encoding import TaskJson
+from streamq.services.api.middleware import read_body, replay
+from streamq.services.api.routes import tasks
+from streamq.services.api.routes.tasks import _count_stored
+from streamq.services.api.unavailable import redis_answer
+from streamq.shared.broker import Broker
+from streamq.shared.errors import NotDurable, not_durable_body
+from streamq.shared.models import TaskCreate
+from streamq.shared.payloads import check_tasks
 
 PATH = "/api/tasks"
 JSON = b"application/json"

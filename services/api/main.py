@@ -1,4 +1,4 @@
-"""Entry point: ``python -m services.api``."""
+"""Entry point: ``python -m streamq.services.api``."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from collections.abc import Generator
 
 import uvicorn
 
-from services.api.app import create_app
-from shared import lifecycle
-from shared.forwarded import server_options
-from shared.logging import setup_logging
-from shared.settings import Settings, load_settings
+from streamq.services.api.app import create_app
+from streamq.shared import lifecycle
+from streamq.shared.forwarded import server_options
+from streamq.shared.logging import setup_logging
+from streamq.shared.settings import Settings, load_settings
 
 log = logging.getLogger("streamq.api")
 
@@ -21,7 +21,7 @@ log = logging.getLogger("streamq.api")
 class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
-        yield  # shared.lifecycle owns SIGTERM/SIGINT and sets `stop`; see serve()
+        yield  # streamq.shared.lifecycle owns SIGTERM/SIGINT and sets `stop`; see serve()
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:

@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared import metrics
-from shared.jsondepth import text_deeper_than
+from streamq.shared import metrics
+from streamq.shared.jsondepth import text_deeper_than
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 

@@ -14,12 +14,12 @@ import orjson
 from redis.exceptions import RedisError, ResponseError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.api.unavailable import redis_answer, send_json
-from shared.auth import ApiKey, verify
-from shared.auth import Scope as KeyScope
-from shared.keys import KeySchema
-from shared.refusals import counted_refusal
-from shared.scripts import Scripts
+from streamq.services.api.unavailable import redis_answer, send_json
+from streamq.shared.auth import ApiKey, verify
+from streamq.shared.auth import Scope as KeyScope
+from streamq.shared.keys import KeySchema
+from streamq.shared.refusals import counted_refusal
+from streamq.shared.scripts import Scripts
 
 MAX_HEADER_BYTES = 16 * 1024
 MAX_URL_BYTES = 8 * 1024

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
-from shared.models import BUILTIN_TYPES
-from shared.queue import Queue
+from streamq.shared.models import BUILTIN_TYPES
+from streamq.shared.queue import Queue
 
 CACHE_S = 1.0
 

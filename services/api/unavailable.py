@@ -20,8 +20,8 @@ import orjson
 from redis.exceptions import RedisError
 from starlette.types import Send
 
-from shared.refusals import CAUSES, UNREACHABLE, counted_refusal, refusal
-from shared.scripts import Scripts
+from streamq.shared.refusals import CAUSES, UNREACHABLE, counted_refusal, refusal
+from streamq.shared.scripts import Scripts
 
 RETRY_AFTER_S = 1  # Redis out of reach: a restart or a failover takes seconds
 REFUSED_RETRY_AFTER_S = 5  # Redis refusing writes: memory or a replica's role comes back more slowly

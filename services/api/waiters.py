@@ -15,11 +15,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from dashboard.events import PartitionFeed
-from shared.broker import Broker
-from shared.keys import KeySchema
-from shared.loops import stop_all
-from shared.models import TERMINAL, TaskPublic
+from streamq.dashboard.events import PartitionFeed
+from streamq.shared.broker import Broker
+from streamq.shared.keys import KeySchema
+from streamq.shared.loops import stop_all
+from streamq.shared.models import TERMINAL, TaskPublic
 
 WAKING_STATUSES = frozenset(str(s) for s in TERMINAL)
 WAKING_EVENTS = frozenset({"deleted"})  # the task is gone: its waiter answers now (404)

@@ -1,3 +1,3 @@
-from services.notifier.main import main
+from streamq.services.notifier.main import main
 
 main()

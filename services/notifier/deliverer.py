@@ -11,10 +11,10 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis
 
-from services.notifier.lanes import Lane
-from services.notifier.sender import Sender
-from shared.deliveries import Claimed, Deliveries
-from shared.loops import PeriodicLoop
+from streamq.services.notifier.lanes import Lane
+from streamq.services.notifier.sender import Sender
+from streamq.shared.deliveries import Claimed, Deliveries
+from streamq.shared.loops import PeriodicLoop
 
 log = logging.getLogger("streamq.notifier")
 

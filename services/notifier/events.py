@@ -11,10 +11,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from shared import webhooks
-from shared.deliveries import Deliveries, delivery_id_for, task_data
-from shared.keys import NOTIFIER_GROUP, KeySchema
-from shared.queue import decode_task
+from streamq.shared import webhooks
+from streamq.shared.deliveries import Deliveries, delivery_id_for, task_data
+from streamq.shared.keys import NOTIFIER_GROUP, KeySchema
+from streamq.shared.queue import decode_task
 
 log = logging.getLogger("streamq.notifier")
 Entry = tuple[str, dict[str, str] | None]

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from services.notifier.events import EventHandler
-from services.notifier.reader import EventReader
-from shared.deliveries import Deliveries
-from shared.keys import NOTIFIER_GROUP, KeySchema
-from shared.loops import PeriodicLoop, stop_all
-from shared.queues import QueueRegistry
-from shared.streams import ensure_group
+from streamq.services.notifier.events import EventHandler
+from streamq.services.notifier.reader import EventReader
+from streamq.shared.deliveries import Deliveries
+from streamq.shared.keys import NOTIFIER_GROUP, KeySchema
+from streamq.shared.loops import PeriodicLoop, stop_all
+from streamq.shared.queues import QueueRegistry
+from streamq.shared.streams import ensure_group
 
 log = logging.getLogger("streamq.notifier")
 

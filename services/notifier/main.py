@@ -1,6 +1,6 @@
 """The notifier process: events -> deliveries -> signed POSTs, with recovery of what a dead
 notifier left (its unacknowledged events, its leased attempts), over every partition of every
-known queue (one lane per partition, see :mod:`services.notifier.lanes`)."""
+known queue (one lane per partition, see :mod:`streamq.services.notifier.lanes`)."""
 
 from __future__ import annotations
 
@@ -8,23 +8,23 @@ import asyncio
 import logging
 import socket
 
-from services.notifier.deliverer import Deliverer
-from services.notifier.events import EventHandler
-from services.notifier.lanes import Lane, Lanes
-from services.notifier.reader import EventReader
-from services.notifier.reclaim import Reclaimer
-from services.notifier.sender import Sender
-from shared import health, lifecycle, webhooks
-from shared.deliveries import Deliveries
-from shared.keys import KeySchema
-from shared.logging import setup_logging
-from shared.loops import PeriodicLoop, stop_all
-from shared.queues import QueueRegistry
-from shared.redis import connect, make_client
-from shared.registry import ServiceRegistration
-from shared.scripts import Scripts
-from shared.settings import Settings, load_settings
-from shared.ssrf import SsrfGuard, guarded_client
+from streamq.services.notifier.deliverer import Deliverer
+from streamq.services.notifier.events import EventHandler
+from streamq.services.notifier.lanes import Lane, Lanes
+from streamq.services.notifier.reader import EventReader
+from streamq.services.notifier.reclaim import Reclaimer
+from streamq.services.notifier.sender import Sender
+from streamq.shared import health, lifecycle, webhooks
+from streamq.shared.deliveries import Deliveries
+from streamq.shared.keys import KeySchema
+from streamq.shared.logging import setup_logging
+from streamq.shared.loops import PeriodicLoop, stop_all
+from streamq.shared.queues import QueueRegistry
+from streamq.shared.redis import connect, make_client
+from streamq.shared.registry import ServiceRegistration
+from streamq.shared.scripts import Scripts
+from streamq.shared.settings import Settings, load_settings
+from streamq.shared.ssrf import SsrfGuard, guarded_client
 
 log = logging.getLogger("streamq.notifier")
 

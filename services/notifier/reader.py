@@ -10,10 +10,10 @@ import time
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from services.notifier.events import EventHandler
-from shared.keys import NOTIFIER_GROUP, KeySchema
-from shared.loops import PeriodicLoop
-from shared.streams import ensure_group
+from streamq.services.notifier.events import EventHandler
+from streamq.shared.keys import NOTIFIER_GROUP, KeySchema
+from streamq.shared.loops import PeriodicLoop
+from streamq.shared.streams import ensure_group
 
 log = logging.getLogger("streamq.notifier")
 

@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis
 
-from services.notifier.events import EventHandler
-from shared.keys import NOTIFIER_GROUP
-from shared.loops import PeriodicLoop
+from streamq.services.notifier.events import EventHandler
+from streamq.shared.keys import NOTIFIER_GROUP
+from streamq.shared.loops import PeriodicLoop
 
 log = logging.getLogger("streamq.notifier")
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import httpx
 
-from shared import metrics, webhooks
-from shared.deliveries import Claimed, Deliveries
-from shared.ssrf import BlockedUrl, SsrfGuard
+from streamq.shared import metrics, webhooks
+from streamq.shared.deliveries import Claimed, Deliveries
+from streamq.shared.ssrf import BlockedUrl, SsrfGuard
 
 log = logging.getLogger("streamq.notifier")
 REFUSED = "refused by"  # errors starting with this are final (the URL itself is refused)

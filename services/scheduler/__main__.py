@@ -1,3 +1,3 @@
-from services.scheduler.main import main
+from streamq.services.scheduler.main import main
 
 main()

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import logging
 
-from shared.loops import PeriodicLoop
-from shared.schedules import ScheduleBook
+from streamq.shared.loops import PeriodicLoop
+from streamq.shared.schedules import ScheduleBook
 
 log = logging.getLogger("streamq.scheduler")
 

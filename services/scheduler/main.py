@@ -9,19 +9,19 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from services.scheduler.cron import CronLoop
-from services.scheduler.promoter import Promoter
-from services.scheduler.watcher import Watchers
-from shared import health, lifecycle
-from shared.keys import KeySchema
-from shared.logging import setup_logging
-from shared.loops import PeriodicLoop, stop_all
-from shared.queue import Queue
-from shared.queues import QueueRegistry
-from shared.redis import connect, make_client, raw_stream_reads
-from shared.registry import ServiceRegistration
-from shared.schedules import ScheduleBook
-from shared.settings import Settings, load_settings
+from streamq.services.scheduler.cron import CronLoop
+from streamq.services.scheduler.promoter import Promoter
+from streamq.services.scheduler.watcher import Watchers
+from streamq.shared import health, lifecycle
+from streamq.shared.keys import KeySchema
+from streamq.shared.logging import setup_logging
+from streamq.shared.loops import PeriodicLoop, stop_all
+from streamq.shared.queue import Queue
+from streamq.shared.queues import QueueRegistry
+from streamq.shared.redis import connect, make_client, raw_stream_reads
+from streamq.shared.registry import ServiceRegistration
+from streamq.shared.schedules import ScheduleBook
+from streamq.shared.settings import Settings, load_settings
 
 log = logging.getLogger("streamq.scheduler")
 

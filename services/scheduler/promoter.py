@@ -7,8 +7,8 @@ picked up within the registry's cache period.
 
 After each pass the loop sleeps until the earliest due time of any partition (capped at
 ``max_wait_s``), on this process's clock corrected by the server's (every reply carries the server
-time: :class:`~services.scheduler.clock.ServerClock`); a newly scheduled task wakes it early
-through :class:`~services.scheduler.watcher.Watcher`.
+time: :class:`~streamq.services.scheduler.clock.ServerClock`); a newly scheduled task wakes it early
+through :class:`~streamq.services.scheduler.watcher.Watcher`.
 asyncio's timers wake up to a millisecond late (epoll waits whole milliseconds, rounded up), so the
 sleep ends up to ``SPIN_MS`` early and the pass reads its candidates, then yields to the event loop
 until the due time before it sends them to promote.lua: the call reaches Redis within a fraction
@@ -24,12 +24,12 @@ import math
 import time
 from typing import Any
 
-from services.scheduler.clock import ServerClock
-from shared import metrics
-from shared.keys import KeySchema
-from shared.loops import PeriodicLoop
-from shared.queue import Queue
-from shared.queues import QueueRegistry
+from streamq.services.scheduler.clock import ServerClock
+from streamq.shared import metrics
+from streamq.shared.keys import KeySchema
+from streamq.shared.loops import PeriodicLoop
+from streamq.shared.queue import Queue
+from streamq.shared.queues import QueueRegistry
 
 CLOCK_SLACK_MS = 5  # read a little past the estimated server time; the script decides what is due
 SPIN_MS = 1.5  # the sleep before a due time ends this early; the rest is spent yielding (see above)

@@ -8,7 +8,7 @@ group), so cancelling it on stop loses nothing.
 Redis releases a blocked read on its own timer (every 100 ms at the default ``hz``), too coarse
 for due times, so this loop only reports new scheduled tasks; the promoter keeps the time itself.
 The reads go through a client of their own whose XREAD replies stay as hiredis parsed them
-(:func:`shared.redis.raw_stream_reads`): an entry is scanned for the ``scheduled`` status without
+(:func:`streamq.shared.redis.raw_stream_reads`): an entry is scanned for the ``scheduled`` status without
 a dict built per event. When a read brings ``busy_at`` events or more (a busy queue), the next read
 waits ``busy_pause_s``, so a busy stream is read in pages rather than one event at a time, and the
 promoter is woken only by pages that hold a scheduled task (a burst of started and completed
@@ -25,9 +25,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from shared.keys import KeySchema
-from shared.loops import PeriodicLoop
-from shared.queues import QueueRegistry
+from streamq.shared.keys import KeySchema
+from streamq.shared.loops import PeriodicLoop
+from streamq.shared.queues import QueueRegistry
 
 ERROR_PAUSE_S = 0.5
 SCHEDULED = "scheduled"  # the status of every event that puts a task in the scheduled zset
@@ -109,7 +109,7 @@ class Watchers(PeriodicLoop):
         also: str,
         interval_s: float = 1.0,
     ) -> None:
-        """``reader``: the watchers' own client, made by :func:`shared.redis.raw_stream_reads`."""
+        """``reader``: the watchers' own client, made by :func:`streamq.shared.redis.raw_stream_reads`."""
         super().__init__(interval_s)
         self.registry = registry
         self.reader = reader

@@ -1,5 +1,5 @@
 """The worker service: reads the priority streams through a consumer group and runs handlers."""
 
-from services.worker.registry import TaskContext, handler
+from streamq.services.worker.registry import TaskContext, handler
 
 __all__ = ["TaskContext", "handler"]

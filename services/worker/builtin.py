@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from services.worker.registry import handler
+from streamq.services.worker.registry import handler
 
 
 @handler("noop")

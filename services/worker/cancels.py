@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from services.worker.consumer import Consumer
-from shared.keys import KeySchema
-from shared.loops import PeriodicLoop
+from streamq.services.worker.consumer import Consumer
+from streamq.shared.keys import KeySchema
+from streamq.shared.loops import PeriodicLoop
 
 log = logging.getLogger("streamq.worker")
 POLL_S = 0.5  # a running task hears of its cancel within this (and a round trip)

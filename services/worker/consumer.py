@@ -1,6 +1,6 @@
 """Reading and dispatching: strict priority, never more work read than there are free slots.
 
-Each round: the partitions the worker consumes are ordered (:mod:`services.worker.sources`: queues
+Each round: the partitions the worker consumes are ordered (:mod:`streamq.services.worker.sources`: queues
 by weight or strictly, partitions rotated) and take.lua reads up to ``free`` entries from them in
 that order, highest priority first inside each partition (a paused partition yields nothing), and
 starts them in the same call (marked processing on this worker; cancel, pause and duplicate delivery
@@ -8,7 +8,7 @@ checked): one round trip from read to dispatch. Each job runs in its own asyncio
 at most ``FOLLOW_UP_CHUNK`` entries; when it gets that many and more slots are free, the rest are
 taken by follow-up calls of the same size, each sent before the previous one's jobs are dispatched
 (:meth:`Consumer.deliver_started`), so the first jobs of a burst run while Redis starts the next.
-When nothing waits anywhere, one persistent watcher per partition (:mod:`services.worker.watchers`)
+When nothing waits anywhere, one persistent watcher per partition (:mod:`streamq.services.worker.watchers`)
 blocks in XREADGROUP on that partition's streams only (one hash slot each), with take.lua right
 behind the read: the jobs come to the consumer already started. A blocked read is never cancelled:
 jobs a watcher started while every slot was taken wait in ``ready`` (their lease renewed) for the
@@ -30,14 +30,14 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from services.worker.executor import Executor, cancelled
-from services.worker.finisher import Finisher
-from services.worker.jobs import Delivery, Job
-from services.worker.sources import Sources
-from shared import metrics
-from shared.keys import WORKER_GROUP, KeySchema
-from shared.scripts import Scripts
-from shared.streams import ensure_group
+from streamq.services.worker.executor import Executor, cancelled
+from streamq.services.worker.finisher import Finisher
+from streamq.services.worker.jobs import Delivery, Job
+from streamq.services.worker.sources import Sources
+from streamq.shared import metrics
+from streamq.shared.keys import WORKER_GROUP, KeySchema
+from streamq.shared.scripts import Scripts
+from streamq.shared.streams import ensure_group
 
 log = logging.getLogger("streamq.worker")
 SETTLE_S = 0.02  # longest a finish waits for the run loop's take call (see Consumer.settle)
@@ -333,7 +333,7 @@ class Consumer:
 
     async def refresh(self) -> None:
         """Partitions added to a consumed queue: their groups exist before they are read (called by
-        :class:`~services.worker.growth.Growth`, not by the run loop)."""
+        :class:`~streamq.services.worker.growth.Growth`, not by the run loop)."""
         for part in await self.sources.refresh():
             await ensure_group(self.redis, part.streams(), WORKER_GROUP)
             log.info("reading a new partition", extra={"queue": part.queue, "partition": part.partition})
@@ -396,7 +396,7 @@ class Consumer:
 
     # --- cancelling running jobs -------------------------------------------------------------------
     def cancel(self, ref: str, task_type: str) -> None:
-        """A cancel of the job ``ref`` was requested (:class:`~services.worker.cancels.Canceller`): its
+        """A cancel of the job ``ref`` was requested (:class:`~streamq.services.worker.cancels.Canceller`): its
         ``ctx.cancelled`` turns true and an async handler gets ``CancelledError``; a sync one (a thread)
         is left to poll the flag. Past ``cancel_grace_s`` it is recorded cancelled all the same."""
         task, delivery = self.running.get(ref), self.in_flight.get(ref)

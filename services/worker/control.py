@@ -1,6 +1,6 @@
 """What a running handler and its worker tell each other besides the outcome: cancel requests (in)
-and progress reports (out, see :mod:`services.worker.progress`). One per worker, shared by every
-:class:`~services.worker.registry.TaskContext` it makes; sync handlers read and write it from their
+and progress reports (out, see :mod:`streamq.services.worker.progress`). One per worker, shared by every
+:class:`~streamq.services.worker.registry.TaskContext` it makes; sync handlers read and write it from their
 threads (a set membership test and a dict assignment under a lock)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from services.worker.jobs import Delivery
+from streamq.services.worker.jobs import Delivery
 
 MAX_PROGRESS_MESSAGE = 200
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import orjson
 
-from services.worker.control import Control
-from services.worker.jobs import Job, Outcome
-from services.worker.registry import Registry, TaskContext
-from shared.errors import Permanent, Retry
+from streamq.services.worker.control import Control
+from streamq.services.worker.jobs import Job, Outcome
+from streamq.services.worker.registry import Registry, TaskContext
+from streamq.shared.errors import Permanent, Retry
 
 log = logging.getLogger("streamq.worker")
 MAX_ERROR_CHARS = 4000

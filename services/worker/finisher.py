@@ -27,10 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from services.worker.jobs import Outcome
-from shared.keys import KeySchema
-from shared.refusals import counted_refusal, transient
-from shared.scripts import Scripts
+from streamq.services.worker.jobs import Outcome
+from streamq.shared.keys import KeySchema
+from streamq.shared.refusals import counted_refusal, transient
+from streamq.shared.scripts import Scripts
 
 log = logging.getLogger("streamq.worker")
 MAX_BATCH = 256

@@ -8,8 +8,8 @@ burst reads at once.
 
 from __future__ import annotations
 
-from services.worker.consumer import Consumer
-from shared.loops import PeriodicLoop
+from streamq.services.worker.consumer import Consumer
+from streamq.shared.loops import PeriodicLoop
 
 
 class Growth(PeriodicLoop):

@@ -17,10 +17,10 @@ from typing import Any
 import aiosmtplib
 from pydantic import ValidationError
 
-from services.worker.registry import TaskContext, handler
-from shared.errors import Permanent
-from shared.payloads import EmailPayload, parse_email
-from shared.settings import Settings
+from streamq.services.worker.registry import TaskContext, handler
+from streamq.shared.errors import Permanent
+from streamq.shared.payloads import EmailPayload, parse_email
+from streamq.shared.settings import Settings
 
 
 class SmtpTemporaryError(Exception):

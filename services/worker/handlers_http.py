@@ -17,12 +17,12 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from services.worker.registry import handler
-from shared.errors import Permanent
-from shared.payloads import HttpPayload
-from shared.redaction import MASK
-from shared.settings import Settings
-from shared.ssrf import BlockedUrl, SsrfGuard, guarded_client
+from streamq.services.worker.registry import handler
+from streamq.shared.errors import Permanent
+from streamq.shared.payloads import HttpPayload
+from streamq.shared.redaction import MASK
+from streamq.shared.settings import Settings
+from streamq.shared.ssrf import BlockedUrl, SsrfGuard, guarded_client
 
 MAX_BODY_BYTES = 64 * 1024
 KEPT_HEADERS = (

@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis
 
-from shared.keys import KeySchema
-from shared.loops import PeriodicLoop
-from shared.registry import unregister
+from streamq.shared.keys import KeySchema
+from streamq.shared.loops import PeriodicLoop
+from streamq.shared.registry import unregister
 
 log = logging.getLogger("streamq.worker")
 

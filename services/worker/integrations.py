@@ -3,8 +3,8 @@ registers them; :func:`configure` hands them the worker's settings at start."""
 
 from __future__ import annotations
 
-from services.worker import handlers_email, handlers_http
-from shared.settings import Settings
+from streamq.services.worker import handlers_email, handlers_http
+from streamq.shared.settings import Settings
 
 
 def configure(settings: Settings) -> None:

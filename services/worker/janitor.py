@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from shared.loops import PeriodicLoop
-from shared.queue import NO_BOUNDS, Queue
-from shared.queues import QueueRegistry, Retention
-from shared.retention import effective, lua_bounds, settle
+from streamq.shared.loops import PeriodicLoop
+from streamq.shared.queue import NO_BOUNDS, Queue
+from streamq.shared.queues import QueueRegistry, Retention
+from streamq.shared.retention import effective, lua_bounds, settle
 
 
 class Janitor(PeriodicLoop):

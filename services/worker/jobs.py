@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from shared.keys import KeySchema
+from streamq.shared.keys import KeySchema
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from services.worker.consumer import Consumer
-from services.worker.jobs import Delivery
-from shared.keys import WORKER_GROUP, KeySchema
-from shared.loops import PeriodicLoop
+from streamq.services.worker.consumer import Consumer
+from streamq.services.worker.jobs import Delivery
+from streamq.shared.keys import WORKER_GROUP, KeySchema
+from streamq.shared.loops import PeriodicLoop
 
 log = logging.getLogger("streamq.worker")
 

@@ -12,30 +12,30 @@ from concurrent.futures import ThreadPoolExecutor
 
 from redis.asyncio import Redis
 
-from services.worker import builtin  # noqa: F401  (registers the built-in handlers)
-from services.worker.cancels import Canceller
-from services.worker.consumer import Consumer
-from services.worker.executor import Executor
-from services.worker.finisher import Finisher
-from services.worker.growth import Growth
-from services.worker.heartbeat import Heartbeat
-from services.worker.integrations import configure as configure_integrations
-from services.worker.janitor import Janitor
-from services.worker.progress import ProgressSender
-from services.worker.recovery import recovery_loops
-from services.worker.registry import REGISTRY, Registry, load_modules
-from services.worker.sources import Sources
-from services.worker.watchers import Watchers
-from shared import health, lifecycle, retention
-from shared.broker import Broker
-from shared.keys import WORKER_GROUP, KeySchema
-from shared.logging import setup_logging
-from shared.loops import PeriodicLoop, stop_all
-from shared.queues import QueueRegistry
-from shared.redis import connect, make_client
-from shared.registry import ServiceRegistration
-from shared.settings import Settings, load_settings
-from shared.streams import ensure_group
+from streamq.services.worker import builtin  # noqa: F401  (registers the built-in handlers)
+from streamq.services.worker.cancels import Canceller
+from streamq.services.worker.consumer import Consumer
+from streamq.services.worker.executor import Executor
+from streamq.services.worker.finisher import Finisher
+from streamq.services.worker.growth import Growth
+from streamq.services.worker.heartbeat import Heartbeat
+from streamq.services.worker.integrations import configure as configure_integrations
+from streamq.services.worker.janitor import Janitor
+from streamq.services.worker.progress import ProgressSender
+from streamq.services.worker.recovery import recovery_loops
+from streamq.services.worker.registry import REGISTRY, Registry, load_modules
+from streamq.services.worker.sources import Sources
+from streamq.services.worker.watchers import Watchers
+from streamq.shared import health, lifecycle, retention
+from streamq.shared.broker import Broker
+from streamq.shared.keys import WORKER_GROUP, KeySchema
+from streamq.shared.logging import setup_logging
+from streamq.shared.loops import PeriodicLoop, stop_all
+from streamq.shared.queues import QueueRegistry
+from streamq.shared.redis import connect, make_client
+from streamq.shared.registry import ServiceRegistration
+from streamq.shared.settings import Settings, load_settings
+from streamq.shared.streams import ensure_group
 
 log = logging.getLogger("streamq.worker")
 

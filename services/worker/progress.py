@@ -1,6 +1,6 @@
 """Sending the progress handlers report (``ctx.progress(0.4, "resized 4 of 10")``).
 
-A report only replaces the task's previous unsent one in memory (:class:`~services.worker.control.Control`);
+A report only replaces the task's previous unsent one in memory (:class:`~streamq.services.worker.control.Control`);
 every ``INTERVAL_S`` this loop sends what was reported since, one progress.lua call per partition, all
 in one pipelined round trip. So however often a handler reports, at most about ten writes (and
 ``progress`` events) a second per task reach Redis, and a worker whose handlers report nothing sends
@@ -13,10 +13,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from services.worker.consumer import Consumer
-from services.worker.control import Report
-from shared.keys import WORKER_GROUP, KeySchema
-from shared.loops import PeriodicLoop
+from streamq.services.worker.consumer import Consumer
+from streamq.services.worker.control import Report
+from streamq.shared.keys import WORKER_GROUP, KeySchema
+from streamq.shared.loops import PeriodicLoop
 
 log = logging.getLogger("streamq.worker")
 INTERVAL_S = 0.1

@@ -17,14 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from services.worker.consumer import Consumer
-from services.worker.executor import cancelled
-from services.worker.jobs import Delivery, Job
-from shared import metrics
-from shared.keys import WORKER_GROUP, KeySchema
-from shared.loops import PeriodicLoop
-from shared.models import PRIORITIES, TaskStatus
-from shared.streams import claim_stale, delivery_counts
+from streamq.services.worker.consumer import Consumer
+from streamq.services.worker.executor import cancelled
+from streamq.services.worker.jobs import Delivery, Job
+from streamq.shared import metrics
+from streamq.shared.keys import WORKER_GROUP, KeySchema
+from streamq.shared.loops import PeriodicLoop
+from streamq.shared.models import PRIORITIES, TaskStatus
+from streamq.shared.streams import claim_stale, delivery_counts
 
 log = logging.getLogger("streamq.worker")
 

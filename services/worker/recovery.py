@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from services.worker.consumer import Consumer
-from services.worker.lease import Lease
-from services.worker.reclaimer import Reclaimer
-from services.worker.sweeper import Sweeper
-from shared.loops import PeriodicLoop
-from shared.settings import Settings
+from streamq.services.worker.consumer import Consumer
+from streamq.services.worker.lease import Lease
+from streamq.services.worker.reclaimer import Reclaimer
+from streamq.services.worker.sweeper import Sweeper
+from streamq.shared.loops import PeriodicLoop
+from streamq.shared.settings import Settings
 
 
 def recovery_loops(settings: Settings, consumer: Consumer, stop: asyncio.Event) -> list[PeriodicLoop]:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from services.worker.control import Control
-from services.worker.jobs import Delivery
+from streamq.services.worker.control import Control
+from streamq.services.worker.jobs import Delivery
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import random
 
-from shared.keys import KeySchema
-from shared.queues import QueueRegistry
+from streamq.shared.keys import KeySchema
+from streamq.shared.queues import QueueRegistry
 
 
 class Sources:

@@ -4,7 +4,7 @@ A consumer is removed only when its worker's registration has expired and it has
 entry on any priority stream of a partition (checked and removed in one script per partition,
 drop_consumer.lua): XGROUP
 DELCONSUMER would otherwise discard its pending entries. Streams are trimmed only below the
-oldest pending or unread entry (shared.streams.trim_below_pending), so no task is trimmed away.
+oldest pending or unread entry (streamq.shared.streams.trim_below_pending), so no task is trimmed away.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis
 
-from services.worker.watchers import staging_consumer, staging_owner
-from shared.keys import WORKER_GROUP, KeySchema
-from shared.loops import PeriodicLoop
-from shared.scripts import Scripts
-from shared.streams import trim_below_pending
+from streamq.services.worker.watchers import staging_consumer, staging_owner
+from streamq.shared.keys import WORKER_GROUP, KeySchema
+from streamq.shared.loops import PeriodicLoop
+from streamq.shared.scripts import Scripts
+from streamq.shared.streams import trim_below_pending
 
 log = logging.getLogger("streamq.worker")
 

@@ -28,9 +28,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from services.worker.consumer import Consumer, wait_either
-from shared.keys import WORKER_GROUP, KeySchema
-from shared.redis import HeldConnection
+from streamq.services.worker.consumer import Consumer, wait_either
+from streamq.shared.keys import WORKER_GROUP, KeySchema
+from streamq.shared.redis import HeldConnection
 
 log = logging.getLogger("streamq.worker")
 STAGED_SUFFIX = "~staged"

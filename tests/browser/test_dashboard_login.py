@@ -17,10 +17,10 @@ import pytest
 import redis
 from playwright.sync_api import Browser, Page, expect
 
-from dashboard.app import warn_about_service_key
-from dashboard.login import COOKIE
-from shared.auth import config_line, digest, new_secret
-from shared.settings import load_settings
+from streamq.dashboard.app import warn_about_service_key
+from streamq.dashboard.login import COOKIE
+from streamq.shared.auth import config_line, digest, new_secret
+from streamq.shared.settings import load_settings
 from tests.browser.conftest import shot
 from tests.browser.pages import open_page
 from tests.stack import Stack, wait_until

@@ -12,14 +12,14 @@ import pytest
 from playwright.sync_api import Page, expect
 from redis import Redis
 
-from shared.keys import KeySchema
+from streamq.shared.keys import KeySchema
 from tests.browser.conftest import shot
 from tests.stack import Stack, wait_until
 from tests.support import RedisServer
 
 # GET /api/queues and POST /api/queues/{name}/pause|resume come with the `queues` branch (issue 9, the
 # api side); until it is merged the page shows "not available" and this test fails, as expected.
-API_HAS_QUEUES = importlib.util.find_spec("services.api.routes.queues") is not None
+API_HAS_QUEUES = importlib.util.find_spec("streamq.services.api.routes.queues") is not None
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.xfail(not API_HAS_QUEUES, reason="needs /api/queues (queues branch)", strict=True),

@@ -15,7 +15,7 @@ from tests.services import StartService
 @pytest.fixture
 def stack(api_url: str, start_service: StartService) -> str:
     """The api's url, with a worker of the built-in handlers (noop, echo, sleep, fail) running."""
-    worker = start_service("services.worker", STREAMQ_WORKER_CONCURRENCY="8")
+    worker = start_service("streamq.services.worker", STREAMQ_WORKER_CONCURRENCY="8")
     asyncio.run(wait_logged(worker, "worker started"))
     return api_url
 

@@ -67,11 +67,13 @@ def test_commands_and_exit_codes(stack: str) -> None:
 
 
 def test_unauthorized_exits_4(start_service: Any) -> None:
-    from shared.auth import config_line, new_secret
+    from streamq.shared.auth import config_line, new_secret
     from tests.support import wait_http
 
     port = free_port()
-    start_service("services.api", STREAMQ_API_PORT=str(port), STREAMQ_API_KEYS=config_line("r", ["read"], new_secret()))
+    start_service(
+        "streamq.services.api", STREAMQ_API_PORT=str(port), STREAMQ_API_KEYS=config_line("r", ["read"], new_secret())
+    )
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/api/health")
     assert "401" in cli(url, "stats", code=4)

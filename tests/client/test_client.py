@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 import streamq
-from shared.auth import config_line, new_secret
+from streamq.shared.auth import config_line, new_secret
 from tests.services import StartService
 from tests.support import free_port, wait_http
 
@@ -146,7 +146,9 @@ def test_keys_scopes_and_rate_limit(start_service: StartService, monkeypatch: py
     reader, admin = new_secret(), new_secret()
     keys = f"{config_line('reader', ['read'], reader)} {config_line('ops', ['submit', 'read', 'admin'], admin)}"
     port = free_port()
-    start_service("services.api", STREAMQ_API_PORT=str(port), STREAMQ_API_KEYS=keys, STREAMQ_RATE_LIMIT="2/m burst 3")
+    start_service(
+        "streamq.services.api", STREAMQ_API_PORT=str(port), STREAMQ_API_KEYS=keys, STREAMQ_RATE_LIMIT="2/m burst 3"
+    )
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/api/health")
     monkeypatch.setenv("STREAMQ_URL", url)

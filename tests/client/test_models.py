@@ -10,10 +10,10 @@ import pytest
 from pydantic import BaseModel
 
 import streamq
-from services.api.routes.queues import QueuePublic
-from shared.models import BatchResult, Stats, TaskBatchCreate, TaskPublic, TaskStatus, WorkerInfo
-from shared.schedules import SchedulePublic
 from streamq import _core
+from streamq.services.api.routes.queues import QueuePublic
+from streamq.shared.models import BatchResult, Stats, TaskBatchCreate, TaskPublic, TaskStatus, WorkerInfo
+from streamq.shared.schedules import SchedulePublic
 from tests.support import ROOT
 
 
@@ -42,20 +42,25 @@ def test_statuses_and_limits_match() -> None:
     assert set(BatchResult.model_fields) >= {"tasks"}
 
 
+SERVER_PACKAGES = ("services", "shared", "dashboard")
+
+
 def test_importing_the_client_loads_no_server_stack() -> None:
     code = (
         "import json, sys, streamq\n"
         "c = streamq.Client('http://127.0.0.1:1'); c.close()\n"
-        "print(json.dumps(sorted(m.split('.')[0] for m in sys.modules)))"
+        "print(json.dumps(sorted(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    loaded = set(json.loads(out))
-    assert not loaded & {"fastapi", "uvicorn", "prometheus_client", "starlette", "redis", "services", "shared"}
+    loaded = {name.split(".")[0] for name in json.loads(out)}
+    server = {name for name in json.loads(out) if name.split(".")[:2] in (["streamq", s] for s in SERVER_PACKAGES)}
+    assert not loaded & {"fastapi", "uvicorn", "prometheus_client", "starlette", "redis"}
+    assert not server, server
 
 
 def test_handler_api_is_reexported() -> None:
-    from services.worker.registry import TaskContext, handler
-    from shared.errors import Permanent, Retry
+    from streamq.services.worker.registry import TaskContext, handler
+    from streamq.shared.errors import Permanent, Retry
 
     assert (streamq.handler, streamq.TaskContext, streamq.Retry, streamq.Permanent) == (
         handler,

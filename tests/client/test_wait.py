@@ -56,7 +56,7 @@ async def test_thousand_waiters_share_the_partition_readers(
         assert not any(w.done() for w in waiters)
         print(f"connections: {before} before, {during} with 1,000 waiters ({readers} blocked reads)")
         assert during - before <= 64 + 4  # the api's capped pool and one reader per partition
-        worker = start_service("services.worker", STREAMQ_WORKER_CONCURRENCY="50")
+        worker = start_service("streamq.services.worker", STREAMQ_WORKER_CONCURRENCY="50")
         await wait_logged(worker, "worker started")
         answers = await asyncio.wait_for(asyncio.gather(*waiters), 120)
         assert all(a.status_code == 200 and a.json()["status"] == "completed" for a in answers)

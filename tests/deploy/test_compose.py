@@ -13,11 +13,11 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-import shared.metrics  # noqa: F401  (registers every metric family)
-from services.api.collector import QueueCollector
-from shared.health import READY_PATH
-from shared.keys import KeySchema
-from shared.settings import Settings
+import streamq.shared.metrics  # noqa: F401  (registers every metric family)
+from streamq.services.api.collector import QueueCollector
+from streamq.shared.health import READY_PATH
+from streamq.shared.keys import KeySchema
+from streamq.shared.settings import Settings
 from tests.support import ROOT
 
 COMPOSE = ROOT / "docker-compose.yml"
@@ -72,14 +72,14 @@ def test_ports_and_healthchecks_are_consistent(compose: dict[str, Any]) -> None:
         service = services[name]
         env = service["environment"]
         assert service["depends_on"]["redis"]["condition"] == "service_healthy", name
-        assert service["healthcheck"]["test"] == ["CMD", "python", "-m", "shared.healthcheck"], name
+        assert service["healthcheck"]["test"] == ["CMD", "python", "-m", "streamq.shared.healthcheck"], name
         url = env["STREAMQ_HEALTHCHECK_URL"]
         port = int(re.search(r":(\d+)/", url).group(1))  # type: ignore[union-attr]
         own_ports = {int(env.get("STREAMQ_METRICS_PORT", 0))}
         if name == "api":
             own_ports.add(int(env["STREAMQ_API_PORT"]))
             assert url.endswith("/api/health")  # readiness (Redis answers); compose restarts nothing on it
-        if name in ("worker", "scheduler", "notifier"):  # shared.health next to /metrics
+        if name in ("worker", "scheduler", "notifier"):  # streamq.shared.health next to /metrics
             assert url == f"http://127.0.0.1:{env['STREAMQ_METRICS_PORT']}{READY_PATH}", name
         if name == "dashboard":
             own_ports.add(int(env["STREAMQ_DASHBOARD_PORT"]))

@@ -35,4 +35,5 @@ def test_image_shape() -> None:
     assert "USER 10001" in final and "HEALTHCHECK" in final
     assert "apt-get" not in final and "gcc" not in final  # no build tools in the final stage
     # the dependency layer is built from pyproject.toml before the source is copied
-    assert text.index("COPY pyproject.toml") < text.index("pip install .") < text.index("COPY shared")
+    assert text.index("COPY pyproject.toml") < text.index('pip install ".[server]"') < text.index("COPY shared")
+    assert text.index("COPY shared") < text.index("COPY streamq") < text.index("pip install --no-deps .")

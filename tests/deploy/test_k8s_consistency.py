@@ -13,15 +13,15 @@ import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from services.api.app import create_app
-from services.api.security import OPEN_PATHS as API_OPEN_PATHS
-from services.worker.registry import Registry
-from shared import health
-from shared.auth import config_line
-from shared.keys import WORKER_GROUP, KeySchema
-from shared.models import DEFAULT_PRIORITY, TaskCreate
-from shared.queue import Queue
-from shared.settings import Settings
+from streamq.services.api.app import create_app
+from streamq.services.api.security import OPEN_PATHS as API_OPEN_PATHS
+from streamq.services.worker.registry import Registry
+from streamq.shared import health
+from streamq.shared.auth import config_line
+from streamq.shared.keys import WORKER_GROUP, KeySchema
+from streamq.shared.models import DEFAULT_PRIORITY, TaskCreate
+from streamq.shared.queue import Queue
+from streamq.shared.settings import Settings
 from tests.deploy.kustomize_lite import load_all, pod_spec, render
 from tests.deploy.test_compose import _metric_names
 from tests.integration.helpers import running_worker
@@ -30,11 +30,11 @@ from tests.support import ROOT
 K8S = ROOT / "deploy/k8s"
 OVERLAYS = ["dev", "production"]
 MODULES = {
-    "api": "services.api",
-    "worker": "services.worker",
-    "scheduler": "services.scheduler",
-    "notifier": "services.notifier",
-    "dashboard": "dashboard",
+    "api": "streamq.services.api",
+    "worker": "streamq.services.worker",
+    "scheduler": "streamq.services.scheduler",
+    "notifier": "streamq.services.notifier",
+    "dashboard": "streamq.dashboard",
 }
 SECRET_NAME, CONFIG_NAME = "streamq-secrets", "streamq-config"
 
@@ -123,7 +123,7 @@ def test_probes_and_ports_are_what_each_service_serves(rendered: Rendered) -> No
     api = rendered.container("api")
     assert (probe(api, "readiness"), probe(api, "liveness")) == (("/api/health", s.api_port), ("/api/live", s.api_port))
     assert probe_targets(rendered.container("dashboard")) == {("/healthz", s.dashboard_port)}
-    for component in ["worker", "scheduler", "notifier"]:  # shared.health.serve on STREAMQ_METRICS_PORT
+    for component in ["worker", "scheduler", "notifier"]:  # streamq.shared.health.serve on STREAMQ_METRICS_PORT
         container = rendered.container(component)
         assert probe(container, "readiness") == (health.READY_PATH, s.metrics_port), component
         assert probe(container, "liveness") == (health.LIVE_PATH, s.metrics_port), component
@@ -131,7 +131,7 @@ def test_probes_and_ports_are_what_each_service_serves(rendered: Rendered) -> No
 
 
 def test_the_probe_paths_are_served_by_the_code() -> None:
-    """The worker/scheduler/notifier probes reach shared.health's JSON answers (not /metrics text),
+    """The worker/scheduler/notifier probes reach streamq.shared.health's JSON answers (not /metrics text),
     and the api's are routes of the app, in its OpenAPI schema."""
     rendered = Rendered("production")
     server = health.start("127.0.0.1", 0, health.Health(), CollectorRegistry())
@@ -166,8 +166,8 @@ async def test_the_api_probe_answers_without_a_key_and_metrics_with_a_read_key(s
 
 
 def test_the_dashboard_probe_is_open_with_keys() -> None:
-    from dashboard.app import create_app as create_dashboard
-    from dashboard.login import OPEN_PATHS
+    from streamq.dashboard.app import create_app as create_dashboard
+    from streamq.dashboard.login import OPEN_PATHS
 
     app = create_dashboard(Settings(_env_file=None))  # type: ignore[call-arg]
     assert "/healthz" in OPEN_PATHS and "/healthz" in {getattr(route, "path", "") for route in app.routes}

@@ -21,10 +21,10 @@ PROM_DIR = ROOT / "deploy/prometheus"
 SECRET = "whsec_" + base64.b64encode(b"p" * 32).decode()
 # job -> (module, how its metrics port is set)
 JOBS = {
-    "streamq-api": "services.api",
-    "streamq-worker": "services.worker",
-    "streamq-scheduler": "services.scheduler",
-    "streamq-notifier": "services.notifier",
+    "streamq-api": "streamq.services.api",
+    "streamq-worker": "streamq.services.worker",
+    "streamq-scheduler": "streamq.services.scheduler",
+    "streamq-notifier": "streamq.services.notifier",
 }
 
 
@@ -66,7 +66,7 @@ def adapt(config: dict[str, Any], targets: dict[str, list[str]], interval: str) 
 def test_real_prometheus_scrapes_a_live_stack(start_service: StartService, tmp_path: Path) -> None:
     targets: dict[str, list[str]] = {}
     api_port = free_port()
-    start_service("services.api", STREAMQ_API_PORT=str(api_port))
+    start_service("streamq.services.api", STREAMQ_API_PORT=str(api_port))
     targets["streamq-api"] = [f"127.0.0.1:{api_port}"]
     for job, module in JOBS.items():
         if job == "streamq-api":

@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 
-from shared.keys import WORKER_GROUP, KeySchema
-from shared.models import _CROCKFORD as CROCKFORD
+from streamq.shared.keys import WORKER_GROUP, KeySchema
+from streamq.shared.models import _CROCKFORD as CROCKFORD
 from tests.support import Service, free_port
 
 TOTAL = 5000
@@ -93,8 +93,8 @@ def start_services(redis_url: str, log_dir: Path, prefix: str, durable: str) -> 
         "STREAMQ_LOG_LEVEL": "INFO",
         "STREAMQ_DURABLE_SUBMIT": durable,
     }
-    services = [Service("services.api", env, log_dir, name="api")]
-    services += [Service("services.worker", env, log_dir, name=f"worker{i}") for i in range(2)]
+    services = [Service("streamq.services.api", env, log_dir, name="api")]
+    services += [Service("streamq.services.worker", env, log_dir, name=f"worker{i}") for i in range(2)]
     return f"http://127.0.0.1:{port}", services
 
 

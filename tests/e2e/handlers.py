@@ -8,7 +8,7 @@ import asyncio
 import os
 from typing import Any
 
-from services.worker.registry import TaskContext, handler
+from streamq.services.worker.registry import TaskContext, handler
 
 
 def record_run(task_id: str) -> None:

@@ -8,7 +8,7 @@ import os
 import time
 from typing import Any
 
-from services.worker.registry import TaskContext, handler
+from streamq.services.worker.registry import TaskContext, handler
 from tests.e2e.handlers import record_run
 
 

@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any
 
-from services.worker.registry import TaskContext, handler
+from streamq.services.worker.registry import TaskContext, handler
 
 
 @handler("health_block")

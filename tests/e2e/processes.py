@@ -9,8 +9,8 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from shared.keys import WORKER_GROUP, KeySchema
-from shared.settings import Settings
+from streamq.shared.keys import WORKER_GROUP, KeySchema
+from streamq.shared.settings import Settings
 from tests.support import Service
 
 
@@ -41,14 +41,14 @@ async def wait_logged(service: Service, text: str, timeout: float = 20.0) -> Non
 
 
 async def start_workers(env: dict[str, str], log_dir: Path, n: int, name: str = "worker") -> list[Service]:
-    workers = [Service("services.worker", env, log_dir, name=f"{name}{i}") for i in range(n)]
+    workers = [Service("streamq.services.worker", env, log_dir, name=f"{name}{i}") for i in range(n)]
     for w in workers:
         await wait_logged(w, "worker started")
     return workers
 
 
 async def start_schedulers(env: dict[str, str], log_dir: Path, n: int) -> list[Service]:
-    schedulers = [Service("services.scheduler", env, log_dir, name=f"scheduler{i}") for i in range(n)]
+    schedulers = [Service("streamq.services.scheduler", env, log_dir, name=f"scheduler{i}") for i in range(n)]
     for s in schedulers:
         await wait_logged(s, "scheduler started")
     return schedulers

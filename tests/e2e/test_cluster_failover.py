@@ -16,7 +16,7 @@ import httpx
 import pytest
 from redis.cluster import RedisCluster
 
-from shared.keys import KeySchema
+from streamq.shared.keys import KeySchema
 from tests.e2e.failover import Submissions, assert_settled, start_services, submit, task_statuses, wait_terminal
 from tests.e2e.processes import wait_logged
 from tests.support import wait_http

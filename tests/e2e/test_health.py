@@ -14,12 +14,12 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.auth import config_line
-from shared.keys import KeySchema
-from shared.models import TaskCreate
-from shared.queue import Queue
-from shared.redis import make_client
-from shared.settings import Settings
+from streamq.shared.auth import config_line
+from streamq.shared.keys import KeySchema
+from streamq.shared.models import TaskCreate
+from streamq.shared.queue import Queue
+from streamq.shared.redis import make_client
+from streamq.shared.settings import Settings
 from tests.stack import wait_until
 from tests.support import Service, free_port, wait_port
 
@@ -113,7 +113,7 @@ def test_worker_readiness_waits_for_redis_and_follows_it(
     """Started before Redis: live at once, ready (200) only once Redis answers, stale (503) after
     Redis goes away, while /livez stays 200 throughout."""
     port, metrics_port = free_port(), free_port()
-    worker = Service("services.worker", env_for(f"redis://127.0.0.1:{port}/0", prefix, metrics_port), log_dir)
+    worker = Service("streamq.services.worker", env_for(f"redis://127.0.0.1:{port}/0", prefix, metrics_port), log_dir)
     services.append(worker)
     wait_probe(metrics_port, "/livez", 200, "ok")
     code, body = probe(metrics_port, "/readyz")
@@ -138,7 +138,7 @@ async def test_sigterm_turns_readiness_503_while_the_worker_drains(
 ) -> None:
     metrics_port = free_port()
     env = env_for(settings.redis_url, settings.key_prefix, metrics_port, STREAMQ_SHUTDOWN_GRACE_S="30")
-    worker = Service("services.worker", env, log_dir)
+    worker = Service("streamq.services.worker", env, log_dir)
     services.append(worker)
     wait_probe(metrics_port, "/readyz", 200, "ok")
     task_id = await submit(settings.redis_url, settings.key_prefix, "health_sleep", 4)
@@ -163,7 +163,7 @@ async def test_a_wedged_event_loop_fails_liveness(settings: Settings, services: 
     the HTTP server is a thread of its own, so it still answers (with the truth)."""
     metrics_port = free_port()
     env = env_for(settings.redis_url, settings.key_prefix, metrics_port, STREAMQ_LIVENESS_STALE_S="2")
-    worker = Service("services.worker", env, log_dir)
+    worker = Service("streamq.services.worker", env, log_dir)
     services.append(worker)
     wait_probe(metrics_port, "/readyz", 200, "ok")
     wait_probe(metrics_port, "/livez", 200, "ok")
@@ -175,7 +175,7 @@ async def test_a_wedged_event_loop_fails_liveness(settings: Settings, services: 
     assert await task_status(settings.redis_url, settings.key_prefix, task_id) == "completed"
 
 
-@pytest.mark.parametrize("module", ["services.scheduler", "services.notifier"])
+@pytest.mark.parametrize("module", ["streamq.services.scheduler", "streamq.services.notifier"])
 def test_scheduler_and_notifier_serve_both_probes(
     module: str, settings: Settings, services: list[Service], log_dir: Path
 ) -> None:
@@ -198,7 +198,7 @@ def test_api_liveness_never_needs_redis_or_a_key(
     redis_port.append(RedisOnPort(port))
     keys = config_line("ops", ["read"], "sq_health_secret")
     env = env_for(f"redis://127.0.0.1:{port}/0", prefix, 0, STREAMQ_API_PORT=str(api_port), STREAMQ_API_KEYS=keys)
-    services.append(Service("services.api", env, log_dir))
+    services.append(Service("streamq.services.api", env, log_dir))
     url = f"http://127.0.0.1:{api_port}"
     wait_until(lambda: probe(api_port, "/api/health")[0] == 200, 20, "the api is ready")
     assert httpx.get(f"{url}/api/live").json() == {"status": "ok"}

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from streamq.shared.settings import Settings
 from tests.stack import Stack, wait_until
 from tests.support import RedisServer
 
@@ -40,6 +41,9 @@ def stack(redis_server: RedisServer, log_dir: Path) -> Iterator[Stack]:
     stack.close()
 
 
+DEFAULT_CONCURRENCY = Settings.model_fields["worker_concurrency"].default
+
+
 def scrape(url: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
     """Sample values by sample name, then by sorted labels."""
     out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
@@ -54,7 +58,7 @@ def test_every_process_serves_metrics_and_counters_move(stack: Stack) -> None:
     stack.start("api", "worker")
     [worker] = wait_until(lambda: stack.services_of("worker"), 15, "the worker registers")
     [api] = stack.services_of("api")
-    assert worker["pid"] == stack.services["worker"].pid and worker["info"]["concurrency"] == 3
+    assert worker["pid"] == stack.services["worker"].pid and worker["info"]["concurrency"] == DEFAULT_CONCURRENCY
     assert api["metrics_url"] == f"{stack.api_url}/metrics"
     targets = stack.http.get(f"{stack.api_url}/api/services/prometheus-targets").json()
     assert {g["labels"]["job"] for g in targets} == {"streamq-api", "streamq-worker"}

@@ -14,9 +14,9 @@ import pytest
 from redis.asyncio import Redis
 from standardwebhooks import Webhook
 
-from shared.keys import KeySchema
-from shared.models import TaskCreate
-from shared.queue import Queue
+from streamq.shared.keys import KeySchema
+from streamq.shared.models import TaskCreate
+from streamq.shared.queue import Queue
 from tests.integration.receivers import Answer, Receiver, serving, wait_until
 from tests.support import RedisServer, Service
 
@@ -46,8 +46,8 @@ async def test_sigkill_mid_delivery_loses_no_webhook(
     receiver = Receiver()
     receiver.on("/hook", Answer(200, delay_s=0.25))  # slow enough that a kill lands mid-delivery
     async with serving(receiver):
-        worker = Service("services.worker", env, log_dir)
-        notifier = Service("services.notifier", env, log_dir)
+        worker = Service("streamq.services.worker", env, log_dir)
+        notifier = Service("streamq.services.notifier", env, log_dir)
         restarted: Service | None = None
         try:
             submitted = await queue.submit(
@@ -59,7 +59,7 @@ async def test_sigkill_mid_delivery_loses_no_webhook(
             notifier.signal(signal.SIGKILL)
             notifier.wait(10)
             killed_at = time.monotonic()
-            restarted = Service("services.notifier", env, log_dir, name="notifier-restarted")
+            restarted = Service("streamq.services.notifier", env, log_dir, name="notifier-restarted")
 
             def seen() -> set[str]:
                 return {orjson.loads(r.body)["data"]["id"] for r in receiver.requests}

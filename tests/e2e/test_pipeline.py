@@ -31,7 +31,7 @@ async def wait_all_finished(client: httpx.AsyncClient, total: int, timeout: floa
 
 
 async def test_500_mixed_priority_tasks_all_complete(api_url: str, start_service: StartService) -> None:
-    workers = [start_service("services.worker", STREAMQ_WORKER_CONCURRENCY="8") for _ in range(2)]
+    workers = [start_service("streamq.services.worker", STREAMQ_WORKER_CONCURRENCY="8") for _ in range(2)]
     rng = random.Random(7)
     async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
         singles = [
@@ -60,7 +60,7 @@ async def test_500_mixed_priority_tasks_all_complete(api_url: str, start_service
 
 async def test_priority_jumps_a_backlog(api_url: str, start_service: StartService) -> None:
     async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
-        start_service("services.worker", STREAMQ_WORKER_CONCURRENCY="1")
+        start_service("streamq.services.worker", STREAMQ_WORKER_CONCURRENCY="1")
         backlog = [{"type": "sleep", "payload": 0.01, "priority": 1} for _ in range(200)]
         await client.post("/api/tasks/batch", json={"tasks": backlog})
         await asyncio.sleep(0.3)  # the worker is busy with the backlog
@@ -104,7 +104,7 @@ async def test_idempotency_and_error_paths_over_http(api_url: str) -> None:
 
 
 async def test_failed_task_is_retried_by_hand(api_url: str, start_service: StartService) -> None:
-    start_service("services.worker")
+    start_service("streamq.services.worker")
     async with httpx.AsyncClient(base_url=api_url, timeout=10) as client:
         task_id = (await client.post("/api/tasks", json={"type": "fail", "payload": "nope", "max_retries": 0})).json()[
             "id"
@@ -125,8 +125,8 @@ async def test_failed_task_is_retried_by_hand(api_url: str, start_service: Start
 
 def test_sigterm_exits_zero(start_service: StartService) -> None:
     port = free_port()
-    api = start_service("services.api", STREAMQ_API_PORT=str(port))
-    worker = start_service("services.worker")
+    api = start_service("streamq.services.api", STREAMQ_API_PORT=str(port))
+    worker = start_service("streamq.services.worker")
     wait_http(f"http://127.0.0.1:{port}/api/health")
     while '"worker started"' not in worker.log():
         time.sleep(0.05)
@@ -139,7 +139,7 @@ def test_sigterm_exits_zero(start_service: StartService) -> None:
 def test_bad_setting_stops_with_one_clear_line() -> None:
     env = {"STREAMQ_WORKER_CONCURRENCY": "zero", "PATH": "/usr/bin:/bin"}
     proc = subprocess.run(
-        [sys.executable, "-m", "services.worker"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "streamq.services.worker"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [

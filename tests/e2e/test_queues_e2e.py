@@ -32,7 +32,7 @@ async def test_queues_partitions_and_pause_across_processes(api_url: str, start_
         await client.put("/api/queues/slow", json={"partitions": 2})
         assert (await client.post("/api/queues/slow/pause")).json()["paused"] is True
         env = {"STREAMQ_QUEUES": "wide:3,slow:1,default:1", "STREAMQ_WORKER_CONCURRENCY": "4"}
-        workers = [start_service("services.worker", **env) for _ in range(2)]
+        workers = [start_service("streamq.services.worker", **env) for _ in range(2)]
         for worker in workers:
             await wait_logged(worker, "worker started")
         slow = [{"type": "echo", "queue": "slow", "payload": i} for i in range(30)]

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from shared.keys import KeySchema
-from shared.models import TaskCreate
-from shared.queue import Queue
-from shared.settings import Settings
+from streamq.shared.keys import KeySchema
+from streamq.shared.models import TaskCreate
+from streamq.shared.queue import Queue
+from streamq.shared.settings import Settings
 from tests.e2e.handlers import read_runs
 from tests.e2e.processes import service_env, start_workers, stop_all
 from tests.support import RedisServer, wait_port

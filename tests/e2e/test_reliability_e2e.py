@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from shared.keys import WORKER_GROUP, KeySchema
-from shared.models import TaskCreate
-from shared.queue import Queue
-from shared.settings import Settings
+from streamq.shared.keys import WORKER_GROUP, KeySchema
+from streamq.shared.models import TaskCreate
+from streamq.shared.queue import Queue
+from streamq.shared.settings import Settings
 from tests.e2e.handlers import read_runs
 from tests.e2e.processes import group_state, held_by, service_env, start_workers, stop_all, wait_logged
 from tests.integration.helpers import wait_for_status
@@ -56,7 +56,7 @@ async def test_chaos_sigkill_loses_nothing(
             victim.wait(10)
             in_flight_at_kills += await held_by(redis, keys, victim.pid)
             victim.stop()
-            workers[kill % 3] = Service("services.worker", env, log_dir, name=f"worker{kill % 3}-r{kill}")
+            workers[kill % 3] = Service("streamq.services.worker", env, log_dir, name=f"worker{kill % 3}-r{kill}")
         await _wait_counts(queue, "completed", len(ids), timeout=60)
         elapsed = time.monotonic() - started
         stats = await queue.stats()
@@ -100,7 +100,7 @@ async def test_poison_task_is_dead_lettered_after_max_deliveries(
                 if w.proc.poll() is not None:  # a supervisor restarts crashed workers
                     w.stop()
                     restarts += 1
-                    workers[i] = Service("services.worker", env, log_dir, name=f"worker{i}-r{restarts}")
+                    workers[i] = Service("streamq.services.worker", env, log_dir, name=f"worker{i}-r{restarts}")
             await asyncio.sleep(0.1)
         for s in healthy:
             await wait_for_status(queue, s.task.id, {"completed"}, timeout=20)

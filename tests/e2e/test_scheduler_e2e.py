@@ -14,10 +14,10 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from shared.keys import KeySchema
-from shared.models import TaskCreate
-from shared.queue import Queue
-from shared.settings import Settings
+from streamq.shared.keys import KeySchema
+from streamq.shared.models import TaskCreate
+from streamq.shared.queue import Queue
+from streamq.shared.settings import Settings
 from tests.e2e.processes import service_env, start_schedulers, start_workers, stop_all
 from tests.integration.helpers import wait_for_status
 from tests.integration.scheduling import entry_ms

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import redis
 
-from shared.keys import KeySchema
+from streamq.shared.keys import KeySchema
 from tests.e2e.failover import (
     TOTAL,
     Submissions,

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from shared.keys import KeySchema
-from shared.loops import STOP_WITHIN_S
-from shared.queues import MAX_PARTITIONS, QueueRegistry
+from streamq.shared.keys import KeySchema
+from streamq.shared.loops import STOP_WITHIN_S
+from streamq.shared.queues import MAX_PARTITIONS, QueueRegistry
 from tests.stack import wait_until
 from tests.support import RedisServer, Service, free_port
 
@@ -67,7 +67,9 @@ def test_stops_within_its_grace_with_redis_gone_and_hundreds_of_partitions(servi
             "STREAMQ_API_URL": f"http://127.0.0.1:{free_port()}",  # no api: the dashboard only reads events
             "STREAMQ_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"shutdown-test-secret-0123456789a").decode(),
         }
-        process = Service("services.notifier" if service == "notifier" else "dashboard", env, tmp_path, name=service)
+        process = Service(
+            "streamq.services.notifier" if service == "notifier" else "streamq.dashboard", env, tmp_path, name=service
+        )
         try:
             wait_until(lambda: started(service, process, server), 60, f"the {service}'s loops running")
             server.stop()  # Redis goes away; every loop's next call fails or retries

@@ -59,8 +59,10 @@ async def test_a_worker_on_64_partitions_stays_ready_and_recovers_a_crashed_peer
     async with httpx.AsyncClient(base_url=api_url, timeout=30) as api:
         assert (await api.put("/api/queues/wide", json={"partitions": PARTITIONS})).json()["partitions"] == PARTITIONS
         metrics_port = free_port()
-        survivor = start_service("services.worker", name="survivor", STREAMQ_METRICS_PORT=str(metrics_port), **env)
-        peer = start_service("services.worker", name="peer", **env)
+        survivor = start_service(
+            "streamq.services.worker", name="survivor", STREAMQ_METRICS_PORT=str(metrics_port), **env
+        )
+        peer = start_service("streamq.services.worker", name="peer", **env)
 
         # both idle: every partition of each has a reader blocked on it
         async def all_blocked() -> bool:

@@ -14,10 +14,10 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from shared.keys import KeySchema
-from shared.models import TaskCreate, TaskPublic
-from shared.queue import Queue
-from shared.settings import Settings
+from streamq.shared.keys import KeySchema
+from streamq.shared.models import TaskCreate, TaskPublic
+from streamq.shared.queue import Queue
+from streamq.shared.settings import Settings
 from tests.e2e.handlers import read_runs
 from tests.e2e.processes import group_state, service_env, start_schedulers, start_workers, stop_all, wait_logged
 from tests.integration.helpers import wait_for_status

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol, TypeVar
 
-from services.worker.main import Worker
-from services.worker.registry import REGISTRY, Registry
-from shared.queue import Queue
-from shared.settings import Settings
+from streamq.services.worker.main import Worker
+from streamq.services.worker.registry import REGISTRY, Registry
+from streamq.shared.queue import Queue
+from streamq.shared.settings import Settings
 
 
 class InProcess(Protocol):

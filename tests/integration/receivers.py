@@ -140,7 +140,7 @@ async def wait_until(predicate: Any, timeout: float = 10.0, what: str = "conditi
 
 
 def running_notifier(settings: Any, consumer: str | None = None) -> contextlib.AbstractAsyncContextManager[Any]:
-    """The notifier in-process (as ``python -m services.notifier`` runs it), stopped cleanly."""
-    from services.notifier.main import Notifier
+    """The notifier in-process (as ``python -m streamq.services.notifier`` runs it), stopped cleanly."""
+    from streamq.services.notifier.main import Notifier
 
     return running(Notifier(settings, consumer=consumer))

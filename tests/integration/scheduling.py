@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
 
-from services.scheduler.main import Scheduler
-from shared.settings import Settings
+from streamq.services.scheduler.main import Scheduler
+from streamq.shared.settings import Settings
 from tests.integration.helpers import running
 
 

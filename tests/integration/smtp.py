@@ -19,8 +19,8 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from redis.asyncio import Redis
 
-from shared.keys import KeySchema
-from shared.settings import Settings
+from streamq.shared.keys import KeySchema
+from streamq.shared.settings import Settings
 from tests.support import Service, free_port
 
 
@@ -87,20 +87,20 @@ return 1
 
 def scheduler_exists() -> bool:
     return (
-        importlib.util.find_spec("services.scheduler") is not None
+        importlib.util.find_spec("streamq.services.scheduler") is not None
         and (Path(__file__).resolve().parents[2] / "services" / "scheduler" / "__main__.py").exists()
     )
 
 
 @contextlib.asynccontextmanager
 async def promoting(settings: Settings, redis: Redis, log_dir: Path) -> AsyncIterator[str]:
-    """Due retries go back on their streams: ``python -m services.scheduler`` when the module exists
+    """Due retries go back on their streams: ``python -m streamq.services.scheduler`` when the module exists
     (issue 3), else a small promotion loop here (one script per due task, as the scheduler does)."""
     if scheduler_exists():
         env = {**os.environ, "STREAMQ_REDIS_URL": settings.redis_url, "STREAMQ_KEY_PREFIX": settings.key_prefix}
-        service = Service("services.scheduler", env, log_dir)
+        service = Service("streamq.services.scheduler", env, log_dir)
         try:
-            yield "services.scheduler"
+            yield "streamq.services.scheduler"
         finally:
             service.stop()
         return

@@ -11,12 +11,12 @@ from prometheus_client import REGISTRY
 from pydantic import TypeAdapter
 from redis.asyncio import Redis
 
-from services.api.app import create_app
-from shared.broker import Broker
-from shared.keys import KeySchema
-from shared.models import BatchResult, TaskCreate
-from shared.queue import Stored
-from shared.settings import Settings
+from streamq.services.api.app import create_app
+from streamq.shared.broker import Broker
+from streamq.shared.keys import KeySchema
+from streamq.shared.models import BatchResult, TaskCreate
+from streamq.shared.queue import Stored
+from streamq.shared.settings import Settings
 from tests.support import task_ids
 
 

@@ -10,12 +10,12 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from dashboard import history, scrape
-from dashboard.sampler import Sampler
-from dashboard.upstream import Upstream
-from services.api.app import create_app
-from shared.keys import KeySchema
-from shared.settings import Settings
+from streamq.dashboard import history, scrape
+from streamq.dashboard.sampler import Sampler
+from streamq.dashboard.upstream import Upstream
+from streamq.services.api.app import create_app
+from streamq.shared.keys import KeySchema
+from streamq.shared.settings import Settings
 
 
 @pytest.fixture

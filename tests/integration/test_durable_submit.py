@@ -13,11 +13,11 @@ from pydantic import ValidationError
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
-from services.api.app import create_app
-from shared.keys import KeySchema
-from shared.models import TaskCreate
-from shared.queue import Queue
-from shared.settings import Settings
+from streamq.services.api.app import create_app
+from streamq.shared.keys import KeySchema
+from streamq.shared.models import TaskCreate
+from streamq.shared.queue import Queue
+from streamq.shared.settings import Settings
 from tests.support import RedisServer
 
 

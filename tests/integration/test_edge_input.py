@@ -11,8 +11,8 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from services.api.app import create_app
-from shared.settings import Settings
+from streamq.services.api.app import create_app
+from streamq.shared.settings import Settings
 
 JSON = {"content-type": "application/json"}
 

@@ -8,10 +8,10 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from shared.models import TaskCreate
-from shared.payloads import SEED_SUBJECT
-from shared.queue import Queue
-from shared.settings import Settings
+from streamq.shared.models import TaskCreate
+from streamq.shared.payloads import SEED_SUBJECT
+from streamq.shared.queue import Queue
+from streamq.shared.settings import Settings
 from tests.integration.helpers import running_worker, wait_for_status
 from tests.integration.smtp import SmtpHandler, promoting, smtp_server
 

@@ -17,13 +17,13 @@ import pytest
 from redis.asyncio import Redis
 from starlette.types import Receive, Scope, Send
 
-from services.api.app import create_app
-from services.api.fastpath import submit_route
-from shared.broker import Broker
-from shared.keys import KeySchema
-from shared.models import TaskCreate
-from shared.queue import Stored
-from shared.settings import Settings
+from streamq.services.api.app import create_app
+from streamq.services.api.fastpath import submit_route
+from streamq.shared.broker import Broker
+from streamq.shared.keys import KeySchema
+from streamq.shared.models import TaskCreate
+from streamq.shared.queue import Stored
+from streamq.shared.settings import Settings
 from tests.support import task_ids
 
 JSON = {"content-type": "application/json"}

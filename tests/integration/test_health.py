@@ -12,10 +12,10 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from shared import health, healthcheck
-from shared.health import HEALTH, Health
-from shared.registry import ServiceRegistration
-from shared.settings import Settings, load_settings
+from streamq.shared import health, healthcheck
+from streamq.shared.health import HEALTH, Health
+from streamq.shared.registry import ServiceRegistration
+from streamq.shared.settings import Settings, load_settings
 from tests.support import free_port
 
 
@@ -121,7 +121,7 @@ async def test_the_registry_heartbeat_records_redis_for_readiness(redis: Redis, 
 
 
 def test_the_container_healthcheck_defaults_to_the_services_own_probes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``python -m shared.healthcheck``: /readyz on STREAMQ_METRICS_PORT without a URL, /livez with --live."""
+    """``python -m streamq.shared.healthcheck``: /readyz on STREAMQ_METRICS_PORT without a URL, /livez with --live."""
     h = Health()
     server = health.start("127.0.0.1", 0, h, CollectorRegistry())
     port = server.server_address[1]

@@ -8,9 +8,9 @@ import httpx
 import orjson
 import pytest
 
-from shared.models import TaskCreate
-from shared.queue import Queue
-from shared.settings import Settings
+from streamq.shared.models import TaskCreate
+from streamq.shared.queue import Queue
+from streamq.shared.settings import Settings
 from tests.integration.helpers import running_worker, wait_for_status
 from tests.integration.receivers import Answer, Receiver, serving
 

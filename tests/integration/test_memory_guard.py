@@ -10,9 +10,9 @@ import asyncio
 import pytest
 from redis.asyncio import Redis
 
-from services.worker.registry import Registry, TaskContext
-from shared.keys import KeySchema
-from shared.settings import Settings
+from streamq.services.worker.registry import Registry, TaskContext
+from streamq.shared.keys import KeySchema
+from streamq.shared.settings import Settings
 from tests.integration.helpers import running_worker
 from tests.integration.test_write_refusals import _acked, _api
 from tests.support import RedisServer, task_ids

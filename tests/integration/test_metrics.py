@@ -8,11 +8,11 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from shared.keys import KeySchema
-from shared.models import TaskCreate
-from shared.queue import Queue
-from shared.registry import ServiceRegistration, live_services, prometheus_targets
-from shared.settings import Settings
+from streamq.shared.keys import KeySchema
+from streamq.shared.models import TaskCreate
+from streamq.shared.queue import Queue
+from streamq.shared.registry import ServiceRegistration, live_services, prometheus_targets
+from streamq.shared.settings import Settings
 
 API_FAMILIES = {
     "streamq_tasks_submitted",

@@ -16,10 +16,10 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 from standardwebhooks import Webhook
 
-from services.api.app import create_app
-from shared.keys import NOTIFIER_GROUP, KeySchema
-from shared.settings import Settings
-from shared.streams import ensure_group
+from streamq.services.api.app import create_app
+from streamq.shared.keys import NOTIFIER_GROUP, KeySchema
+from streamq.shared.settings import Settings
+from streamq.shared.streams import ensure_group
 from tests.integration.helpers import running_worker
 from tests.integration.receivers import Answer, Receiver, running_notifier, serving, wait_until
 
@@ -261,10 +261,10 @@ async def test_events_left_pending_by_a_dead_notifier_are_reclaimed(
 
 
 async def test_trimmed_pending_events_are_counted_not_fatal(settings: Settings, redis: Redis, keys: KeySchema) -> None:
-    from services.notifier.events import EventHandler
-    from services.notifier.reclaim import Reclaimer
-    from shared.deliveries import Deliveries
-    from shared.scripts import Scripts
+    from streamq.services.notifier.events import EventHandler
+    from streamq.services.notifier.reclaim import Reclaimer
+    from streamq.shared.deliveries import Deliveries
+    from streamq.shared.scripts import Scripts
 
     await ensure_group(redis, [keys.events], NOTIFIER_GROUP)
     for i in range(5):
@@ -281,7 +281,7 @@ async def test_trimmed_pending_events_are_counted_not_fatal(settings: Settings, 
 
 
 async def test_events_trimmed_before_any_notifier_read_them_are_reported(redis: Redis, keys: KeySchema) -> None:
-    from services.notifier.reader import EventReader
+    from streamq.services.notifier.reader import EventReader
 
     await ensure_group(redis, [keys.events], NOTIFIER_GROUP)
     reader = EventReader(redis, keys, handler=None, consumer="me")  # type: ignore[arg-type]
@@ -316,7 +316,7 @@ async def test_a_slow_receiver_times_out_and_is_retried(
 async def test_the_notifier_refuses_to_start_misconfigured(
     settings: Settings, update: dict[str, object], fragment: str
 ) -> None:
-    from services.notifier.main import Notifier
+    from streamq.services.notifier.main import Notifier
 
     with pytest.raises(SystemExit, match=fragment):
         await Notifier(settings.model_copy(update=update)).run(asyncio.Event())

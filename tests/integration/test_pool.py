@@ -1,6 +1,6 @@
 """The standalone client's pool: an idle connection is handed out at once, and with none idle at the
 limit a command still waits for one (it never fails with too many connections). Held connections
-(shared.redis.HeldConnection): replies in step, a dropped or cancelled one replaced."""
+(streamq.shared.redis.HeldConnection): replies in step, a dropped or cancelled one replaced."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from shared.keys import KeySchema
-from shared.models import TaskCreate
-from shared.queue import Queue
-from shared.redis import HeldConnection, HeldConnections, QuickBlockingPool, make_client
-from shared.settings import Settings
+from streamq.shared.keys import KeySchema
+from streamq.shared.models import TaskCreate
+from streamq.shared.queue import Queue
+from streamq.shared.redis import HeldConnection, HeldConnections, QuickBlockingPool, make_client
+from streamq.shared.settings import Settings
 
 
 @pytest.mark.standalone_only(reason="the standalone client's pool; a cluster client keeps one per node")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import httpx
 from redis.asyncio import Redis
 
-from services.api.security import required_scope
-from shared.auth import Scope
-from shared.broker import Broker
-from shared.keys import KeySchema
-from shared.models import TaskCreate
-from shared.queues import QueueConfig, partition_of
+from streamq.services.api.security import required_scope
+from streamq.shared.auth import Scope
+from streamq.shared.broker import Broker
+from streamq.shared.keys import KeySchema
+from streamq.shared.models import TaskCreate
+from streamq.shared.queues import QueueConfig, partition_of
 from tests.support import task_ids
 
 

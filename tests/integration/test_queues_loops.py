@@ -18,16 +18,16 @@ import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from dashboard.events import Broadcaster
-from services.scheduler.promoter import Promoter
-from services.scheduler.watcher import Watchers
-from services.worker.registry import Registry, TaskContext
-from shared.keys import NOTIFIER_GROUP, KeySchema
-from shared.models import TaskCreate
-from shared.queue import Queue
-from shared.queues import QueueRegistry
-from shared.redis import make_client, raw_stream_reads
-from shared.settings import Settings
+from streamq.dashboard.events import Broadcaster
+from streamq.services.scheduler.promoter import Promoter
+from streamq.services.scheduler.watcher import Watchers
+from streamq.services.worker.registry import Registry, TaskContext
+from streamq.shared.keys import NOTIFIER_GROUP, KeySchema
+from streamq.shared.models import TaskCreate
+from streamq.shared.queue import Queue
+from streamq.shared.queues import QueueRegistry
+from streamq.shared.redis import make_client, raw_stream_reads
+from streamq.shared.settings import Settings
 from tests.integration.helpers import running_worker, wait_for_status
 from tests.integration.receivers import Receiver, running_notifier, serving, wait_until
 from tests.integration.scheduling import running_scheduler
@@ -258,7 +258,7 @@ async def test_notifier_recovers_events_a_dead_notifier_left_in_a_partition(
 ) -> None:
     await registry.configure("bulk", 3)
     part = keys.for_queue("bulk", 2)
-    from shared.streams import ensure_group
+    from streamq.shared.streams import ensure_group
 
     await ensure_group(redis, [part.events], NOTIFIER_GROUP)
     task_id = await finished_with_webhook(redis, Queue(redis, part), receiver.url("/late"))
@@ -316,7 +316,7 @@ async def test_dashboard_feeds_read_every_partition(redis: Redis, keys: KeySchem
 
 
 # --- the whole path with a worker of the named queue ----------------------------------------------
-WORKER_READS_NAMED_QUEUES = importlib.util.find_spec("shared.broker") is not None
+WORKER_READS_NAMED_QUEUES = importlib.util.find_spec("streamq.shared.broker") is not None
 
 
 @pytest.mark.xfail(

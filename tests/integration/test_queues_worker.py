@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from services.worker.registry import Registry, TaskContext
-from shared.broker import Broker
-from shared.keys import WORKER_GROUP, KeySchema
-from shared.models import TaskCreate
-from shared.queues import partition_of
-from shared.settings import Settings
+from streamq.services.worker.registry import Registry, TaskContext
+from streamq.shared.broker import Broker
+from streamq.shared.keys import WORKER_GROUP, KeySchema
+from streamq.shared.models import TaskCreate
+from streamq.shared.queues import partition_of
+from streamq.shared.settings import Settings
 from tests.integration.helpers import running_worker
 
 pytestmark = pytest.mark.timeout(90)

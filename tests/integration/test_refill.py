@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from services.worker.consumer import FOLLOW_UP_CHUNK
-from services.worker.registry import Registry
-from shared.keys import WORKER_GROUP, KeySchema
-from shared.models import TaskCreate
-from shared.queue import Queue
-from shared.settings import Settings
+from streamq.services.worker.consumer import FOLLOW_UP_CHUNK
+from streamq.services.worker.registry import Registry
+from streamq.shared.keys import WORKER_GROUP, KeySchema
+from streamq.shared.models import TaskCreate
+from streamq.shared.queue import Queue
+from streamq.shared.settings import Settings
 from tests.integration.helpers import running_worker
 
 pytestmark = pytest.mark.timeout(60)

@@ -12,15 +12,15 @@ import httpx
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
-from services.worker import builtin  # noqa: F401
-from services.worker.registry import Registry, TaskContext
-from services.worker.sweeper import Sweeper
-from shared.keys import WORKER_GROUP, KeySchema
-from shared.models import TaskCreate
-from shared.queue import Queue
-from shared.scripts import Scripts
-from shared.settings import Settings
-from shared.streams import claim_stale, ensure_group, trim_below_pending
+from streamq.services.worker import builtin  # noqa: F401
+from streamq.services.worker.registry import Registry, TaskContext
+from streamq.services.worker.sweeper import Sweeper
+from streamq.shared.keys import WORKER_GROUP, KeySchema
+from streamq.shared.models import TaskCreate
+from streamq.shared.queue import Queue
+from streamq.shared.scripts import Scripts
+from streamq.shared.settings import Settings
+from streamq.shared.streams import claim_stale, ensure_group, trim_below_pending
 from tests.integration.helpers import running_worker, wait_for_status
 from tests.integration.scheduling import entry_ms, running_scheduler
 

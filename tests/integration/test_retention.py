@@ -10,16 +10,16 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from services.worker.janitor import Janitor
-from services.worker.jobs import Outcome
-from services.worker.registry import Registry, TaskContext
-from shared import retention
-from shared.keys import STATUS_ORDER, WORKER_GROUP, KeySchema
-from shared.models import TaskCreate
-from shared.queue import Queue
-from shared.queues import Bound, QueueRegistry
-from shared.settings import Settings
-from shared.streams import ensure_group
+from streamq.services.worker.janitor import Janitor
+from streamq.services.worker.jobs import Outcome
+from streamq.services.worker.registry import Registry, TaskContext
+from streamq.shared import retention
+from streamq.shared.keys import STATUS_ORDER, WORKER_GROUP, KeySchema
+from streamq.shared.models import TaskCreate
+from streamq.shared.queue import Queue
+from streamq.shared.queues import Bound, QueueRegistry
+from streamq.shared.settings import Settings
+from streamq.shared.streams import ensure_group
 from tests.integration.helpers import running_worker
 from tests.integration.test_scripts import make_consumer
 

@@ -12,13 +12,13 @@ import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
-from services.scheduler.promoter import SPIN_MS, Promoter
-from shared.keys import KeySchema
-from shared.models import TaskCreate
-from shared.queue import Queue
-from shared.redis import make_client, raw_stream_reads
-from shared.schedules import ScheduleCreate, Schedules
-from shared.settings import Settings
+from streamq.services.scheduler.promoter import SPIN_MS, Promoter
+from streamq.shared.keys import KeySchema
+from streamq.shared.models import TaskCreate
+from streamq.shared.queue import Queue
+from streamq.shared.redis import make_client, raw_stream_reads
+from streamq.shared.schedules import ScheduleCreate, Schedules
+from streamq.shared.settings import Settings
 from tests.integration.helpers import wait_for_status
 from tests.integration.scheduling import entry_ms, running_scheduler
 from tests.support import RedisServer, task_ids, wait_port
@@ -189,7 +189,7 @@ async def _fired_ticks(redis: Redis, keys: KeySchema) -> list[int]:
 async def test_watcher_wakes_on_scheduled_events_and_skips_ahead_when_busy(
     settings: Settings, redis: Redis, keys: KeySchema
 ) -> None:
-    from services.scheduler.watcher import Watcher
+    from streamq.services.scheduler.watcher import Watcher
 
     woken: list[int] = []
     reader = raw_stream_reads(make_client(settings))

@@ -7,15 +7,15 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from services.worker.consumer import Consumer
-from services.worker.executor import Executor
-from services.worker.finisher import Finisher
-from services.worker.jobs import Delivery, Outcome
-from services.worker.registry import Registry
-from shared.keys import WORKER_GROUP, KeySchema
-from shared.models import TaskCreate
-from shared.queue import Queue
-from shared.streams import ensure_group
+from streamq.services.worker.consumer import Consumer
+from streamq.services.worker.executor import Executor
+from streamq.services.worker.finisher import Finisher
+from streamq.services.worker.jobs import Delivery, Outcome
+from streamq.services.worker.registry import Registry
+from streamq.shared.keys import WORKER_GROUP, KeySchema
+from streamq.shared.models import TaskCreate
+from streamq.shared.queue import Queue
+from streamq.shared.streams import ensure_group
 from tests.support import task_ids
 
 
@@ -310,7 +310,7 @@ async def test_submit_stores_the_fields_encode_describes(queue: Queue, redis: Re
     stores for a cron task), plus the state fields."""
     from datetime import UTC, datetime, timedelta
 
-    from shared.queue import _encode
+    from streamq.shared.queue import _encode
 
     later = datetime.now(UTC) + timedelta(hours=1)
     tasks = [
@@ -348,7 +348,7 @@ async def test_submit_answers_only_duplicates_and_the_records_match_the_hashes(
     the call or of an earlier call) the earlier task."""
     from datetime import UTC, datetime, timedelta
 
-    from shared.queue import submit_ids
+    from streamq.shared.queue import submit_ids
 
     [first] = await queue.submit([TaskCreate(type="noop", idempotency_key="a")])
     now = datetime.now(UTC)

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from shared.keys import KeySchema
-from shared.models import TaskCreate
-from shared.queue import Queue
-from shared.redis import make_client
-from shared.settings import Settings
+from streamq.shared.keys import KeySchema
+from streamq.shared.models import TaskCreate
+from streamq.shared.queue import Queue
+from streamq.shared.redis import make_client
+from streamq.shared.settings import Settings
 from tests.topologies import SentinelServers
 
 PASSWORD, SENTINEL_PASSWORD = "servers-s3cret", "sentinels-s3cret"  # two, so each is seen going where it belongs

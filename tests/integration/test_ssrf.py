@@ -12,11 +12,11 @@ import socket
 import httpx
 import pytest
 
-from services.notifier.sender import Sender
-from services.worker import handlers_http
-from shared.deliveries import Claimed
-from shared.errors import Permanent
-from shared.ssrf import BlockedUrl, SsrfGuard, blocked_reason, guarded_client, system_resolve
+from streamq.services.notifier.sender import Sender
+from streamq.services.worker import handlers_http
+from streamq.shared.deliveries import Claimed
+from streamq.shared.errors import Permanent
+from streamq.shared.ssrf import BlockedUrl, SsrfGuard, blocked_reason, guarded_client, system_resolve
 from tests.integration.receivers import Answer, Canary, Receiver, serving
 from tests.support import free_port
 

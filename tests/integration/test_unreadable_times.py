@@ -10,7 +10,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from shared.keys import KeySchema
+from streamq.shared.keys import KeySchema
 
 # local times whose UTC form is in year 10000 or year 0
 UNREADABLE = ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+14:00"]

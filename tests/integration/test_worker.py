@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from services.worker import builtin  # noqa: F401
-from services.worker.registry import REGISTRY, Registry
-from shared.keys import WORKER_GROUP, KeySchema
-from shared.models import TaskCreate
-from shared.queue import Queue
-from shared.settings import Settings
+from streamq.services.worker import builtin  # noqa: F401
+from streamq.services.worker.registry import REGISTRY, Registry
+from streamq.shared.keys import WORKER_GROUP, KeySchema
+from streamq.shared.models import TaskCreate
+from streamq.shared.queue import Queue
+from streamq.shared.settings import Settings
 from tests.integration.helpers import running_worker, wait_for_status
 
 

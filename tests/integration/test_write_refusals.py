@@ -16,11 +16,11 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from services.api.app import create_app
-from shared.healthcheck import _redis_ok
-from shared.keys import KeySchema
-from shared.redis import connect
-from shared.settings import Settings
+from streamq.services.api.app import create_app
+from streamq.shared.healthcheck import _redis_ok
+from streamq.shared.keys import KeySchema
+from streamq.shared.redis import connect
+from streamq.shared.settings import Settings
 from tests.support import RedisServer, free_port, task_ids
 
 pytestmark = pytest.mark.standalone_only(reason="starts its own plain redis-server with server-wide settings")

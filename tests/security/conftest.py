@@ -6,9 +6,9 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 import httpx
 import pytest
 
-from services.api.app import create_app
-from shared.auth import config_line
-from shared.settings import Settings
+from streamq.services.api.app import create_app
+from streamq.shared.auth import config_line
+from streamq.shared.settings import Settings
 
 SECRETS = {"submitter": "sq_submit_secret", "reader": "sq_read_secret", "admin": "sq_admin_secret"}
 SCOPES = {"submitter": ["submit"], "reader": ["read"], "admin": ["admin"]}

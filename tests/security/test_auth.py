@@ -10,9 +10,9 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from services.api.app import create_app
-from shared.auth import parse_keys, verify
-from shared.settings import Settings
+from streamq.services.api.app import create_app
+from streamq.shared.auth import parse_keys, verify
+from streamq.shared.settings import Settings
 from tests.security.conftest import KEYS, SECRETS, ApiFactory
 from tests.support import ROOT
 
@@ -72,7 +72,7 @@ async def test_without_keys_everything_is_open(make_api: ApiFactory) -> None:
 
 def test_key_command_prints_a_working_secret() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "shared.keys", "new", "ci-bot", "--scopes", "submit,read"],
+        [sys.executable, "-m", "streamq.shared.keys", "new", "ci-bot", "--scopes", "submit,read"],
         cwd=ROOT, capture_output=True, text=True, timeout=30, check=True,
     )  # fmt: skip
     secret = re.search(r"secret .*: (sq_\S+)", proc.stdout)[1]  # type: ignore[index]

@@ -12,9 +12,9 @@ import httpx
 import pytest
 import redis
 
-from dashboard.login import COOKIE
-from dashboard.throttle import MAX_FAILURES, PREFIX_CHARS, WINDOW_S
-from shared.auth import config_line, new_secret
+from streamq.dashboard.login import COOKIE
+from streamq.dashboard.throttle import MAX_FAILURES, PREFIX_CHARS, WINDOW_S
+from streamq.shared.auth import config_line, new_secret
 from tests.stack import Stack
 from tests.support import RedisServer, chunked_upload, rss_kib
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.auth import config_line, new_secret
-from shared.settings import Settings
+from streamq.shared.auth import config_line, new_secret
+from streamq.shared.settings import Settings
 from tests.stack import Stack
 from tests.support import RedisServer
 

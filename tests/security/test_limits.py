@@ -8,7 +8,7 @@ import time
 import httpx
 from redis.asyncio import Redis
 
-from shared.keys import KeySchema
+from streamq.shared.keys import KeySchema
 from tests.security.conftest import KEYS, SECRETS, ApiFactory
 from tests.services import StartService
 from tests.support import chunked_upload, free_port, rss_kib, task_ids, wait_http
@@ -19,7 +19,7 @@ def test_burst_of_1000_against_100_per_s_burst_200(start_service: StartService) 
     share one bucket. At most the burst plus what refilled while they were served may pass."""
     ports = [free_port(), free_port()]
     for port in ports:
-        start_service("services.api", STREAMQ_API_PORT=str(port), STREAMQ_RATE_LIMIT="100/s burst 200")
+        start_service("streamq.services.api", STREAMQ_API_PORT=str(port), STREAMQ_RATE_LIMIT="100/s burst 200")
     for port in ports:
         wait_http(f"http://127.0.0.1:{port}/api/health")
     # the limit is checked before routing, so any route is limited alike; an unknown one keeps the
@@ -109,7 +109,7 @@ async def test_header_url_and_list_limits(make_api: ApiFactory) -> None:
 
 def test_1_gb_streamed_body_is_cut_off_at_the_limit(start_service: StartService) -> None:
     port = free_port()
-    api = start_service("services.api", STREAMQ_API_PORT=str(port))
+    api = start_service("streamq.services.api", STREAMQ_API_PORT=str(port))
     wait_http(f"http://127.0.0.1:{port}/api/health")
     httpx.post(f"http://127.0.0.1:{port}/api/tasks", json={"type": "noop"})  # warm up
     before = rss_kib(api.pid)

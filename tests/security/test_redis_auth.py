@@ -13,12 +13,12 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError
 
-from services.api.app import create_app
-from shared.keys import KeySchema
-from shared.models import TaskCreate
-from shared.queue import Queue
-from shared.redis import connect, redact
-from shared.settings import Settings
+from streamq.services.api.app import create_app
+from streamq.shared.keys import KeySchema
+from streamq.shared.models import TaskCreate
+from streamq.shared.queue import Queue
+from streamq.shared.redis import connect, redact
+from streamq.shared.settings import Settings
 from tests.integration.helpers import running_worker, wait_for_status
 from tests.support import ROOT, RedisServer, free_port, wait_port
 

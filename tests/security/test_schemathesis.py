@@ -16,9 +16,9 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import allow_header_conformance, positive_data_acceptance
 
-from services.api.app import create_app
-from shared.keys import KeySchema
-from shared.settings import Settings
+from streamq.services.api.app import create_app
+from streamq.shared.keys import KeySchema
+from streamq.shared.settings import Settings
 from tests.support import RedisServer, Service, free_port, wait_http
 
 EXAMPLES = int(os.environ.get("STREAMQ_FUZZ_EXAMPLES", "200"))  # more: set it (the suite keeps to 15 min)
@@ -33,7 +33,7 @@ def api_url(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory)
         "STREAMQ_API_PORT": str(port),
         "STREAMQ_STRICT_TYPES": "false",
     }
-    api = Service("services.api", env, Path(tmp_path_factory.mktemp("fuzz")))
+    api = Service("streamq.services.api", env, Path(tmp_path_factory.mktemp("fuzz")))
     try:
         wait_http(f"http://127.0.0.1:{port}/api/health")
         _plant_poison(f"http://127.0.0.1:{port}", redis_server.url, env["STREAMQ_KEY_PREFIX"])

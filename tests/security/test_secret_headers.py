@@ -13,8 +13,8 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from shared.keys import KeySchema
-from shared.schedules import Schedules
+from streamq.shared.keys import KeySchema
+from streamq.shared.schedules import Schedules
 from tests.integration.receivers import Answer, Receiver, serving, wait_until
 from tests.stack import Stack
 from tests.support import RedisServer

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.auth import config_line
-from shared.settings import Settings
+from streamq.shared.auth import config_line
+from streamq.shared.settings import Settings
 from tests.integration.receivers import Receiver, serving, wait_until
 from tests.stack import Stack
 from tests.support import RedisServer
@@ -67,7 +67,7 @@ def test_settings_never_show_a_secret(redis_url: str) -> None:
 
 
 def test_a_bad_secret_setting_is_named_not_echoed(capsys: pytest.CaptureFixture[str]) -> None:
-    from shared.settings import load_settings
+    from streamq.shared.settings import load_settings
 
     with pytest.raises(SystemExit):
         load_settings(webhook_secret=WEBHOOK_SECRET[:-8] + "!!", _env_file=None)

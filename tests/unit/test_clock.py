@@ -1,4 +1,4 @@
-from services.scheduler.clock import DRIFT_MS_PER_S, ServerClock
+from streamq.services.scheduler.clock import DRIFT_MS_PER_S, ServerClock
 
 
 def test_offset_is_the_middle_of_the_round_trip() -> None:

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from services.api.coalesce import Coalescer
-from shared.models import TaskCreate
-from shared.queue import Stored
+from streamq.services.api.coalesce import Coalescer
+from streamq.shared.models import TaskCreate
+from streamq.shared.queue import Stored
 
 
 class FakeBroker:

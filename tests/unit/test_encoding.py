@@ -13,9 +13,9 @@ import orjson
 import pytest
 from pydantic import TypeAdapter
 
-from services.api.encoding import TaskJson, batch_json
-from shared.models import AttemptError, BatchResult, TaskCreate, TaskStatus
-from shared.queue import Stored, _encode
+from streamq.services.api.encoding import TaskJson, batch_json
+from streamq.shared.models import AttemptError, BatchResult, TaskCreate, TaskStatus
+from streamq.shared.queue import Stored, _encode
 
 ANY = TypeAdapter(Any)
 BATCH = TypeAdapter(BatchResult)

@@ -6,10 +6,10 @@ from typing import Any
 import orjson
 import pytest
 
-from services.worker.executor import Executor, backoff_ms
-from services.worker.jobs import Delivery, Job
-from services.worker.registry import Registry, TaskContext
-from shared.errors import Permanent, Retry
+from streamq.services.worker.executor import Executor, backoff_ms
+from streamq.services.worker.jobs import Delivery, Job
+from streamq.services.worker.registry import Registry, TaskContext
+from streamq.shared.errors import Permanent, Retry
 
 
 def make_job(task_type: str, payload: Any = None, attempt: int = 1, timeout_s: float | None = None) -> Job:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from services.worker.handlers_http import _mask, _secrets, http_request
-from shared.errors import Permanent
-from shared.payloads import HttpPayload
+from streamq.services.worker.handlers_http import _mask, _secrets, http_request
+from streamq.shared.errors import Permanent
+from streamq.shared.payloads import HttpPayload
 
 TOKEN = "tok-0123456789abcdef"
 

@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from shared import loops
-from shared.loops import PeriodicLoop, stop_all
+from streamq.shared import loops
+from streamq.shared.loops import PeriodicLoop, stop_all
 
 
 class Counting(PeriodicLoop):

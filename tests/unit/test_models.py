@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from shared.keys import KeySchema
-from shared.models import (
+from streamq.shared.keys import KeySchema
+from streamq.shared.models import (
     MAX_MS,
     MAX_PAYLOAD_BYTES,
     TERMINAL,
@@ -18,8 +18,8 @@ from shared.models import (
     ms_to_dt,
     new_task_id,
 )
-from shared.queue import decode_task
-from shared.settings import Settings, describe_error
+from streamq.shared.queue import decode_task
+from streamq.shared.settings import Settings, describe_error
 
 
 def test_seed_shape_gets_defaults() -> None:
@@ -162,7 +162,7 @@ def test_decoding_a_damaged_record_never_raises() -> None:
 def test_new_task_ids_are_those_of_one_call_per_id(
     monkeypatch: pytest.MonkeyPatch, last: tuple[int, int] | None, count: int
 ) -> None:
-    from shared import models
+    from streamq.shared import models
 
     now = 1_764_331_962_123
     start = [0, 0] if last is None else [now + last[0], last[1]]

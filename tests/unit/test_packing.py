@@ -10,9 +10,9 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import Connection, UnixDomainSocketConnection
 from redis.exceptions import DataError
 
-from shared.packing import HiredisPacking, use_hiredis_packing
-from shared.redis import make_client
-from shared.settings import Settings
+from streamq.shared.packing import HiredisPacking, use_hiredis_packing
+from streamq.shared.redis import make_client
+from streamq.shared.settings import Settings
 from tests.support import RedisServer
 
 VALUES: list[Any] = [0, 1, -5, 2**63 - 1, 2**70, 0.1, 1e-7, 1e20, 3.0, float("inf"), "", "é", "a b", b"\xff\x00",

@@ -7,10 +7,18 @@ from email.utils import getaddresses
 import pytest
 from pydantic import ValidationError
 
-from services.worker.handlers_email import build_message
-from shared.models import TaskCreate
-from shared.payloads import SEED_SUBJECT, SEED_TEXT, EmailPayload, HttpPayload, check_address, check_tasks, parse_email
-from shared.ssrf import SsrfGuard
+from streamq.services.worker.handlers_email import build_message
+from streamq.shared.models import TaskCreate
+from streamq.shared.payloads import (
+    SEED_SUBJECT,
+    SEED_TEXT,
+    EmailPayload,
+    HttpPayload,
+    check_address,
+    check_tasks,
+    parse_email,
+)
+from streamq.shared.ssrf import SsrfGuard
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,9 @@ import pytest
 from redis.asyncio import Redis
 from redis.crc import key_slot
 
-from shared.keys import KeySchema
-from shared.queues import QueueConfig, QueueRegistry, parse_weights, partition_of
-from shared.settings import Settings
+from streamq.shared.keys import KeySchema
+from streamq.shared.queues import QueueConfig, QueueRegistry, parse_weights, partition_of
+from streamq.shared.settings import Settings
 
 
 def test_weights_keep_order_and_default_to_one() -> None:

@@ -10,8 +10,8 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import SentinelConnectionPool
 
-from shared.redis import make_client, parse_topology, redact
-from shared.settings import Settings, parse_durable_submit
+from streamq.shared.redis import make_client, parse_topology, redact
+from streamq.shared.settings import Settings, parse_durable_submit
 from tests.support import ROOT
 
 
@@ -56,7 +56,7 @@ def test_bad_urls_name_the_problem(url: str, mode: str, message: str) -> None:
 
 def test_bad_setting_stops_with_one_line_and_exit_2() -> None:
     env = {"STREAMQ_REDIS_URL": "redis+cluster://u:secret@h:1/5", "PATH": "/usr/bin:/bin"}
-    code = "from shared.settings import load_settings; load_settings()"
+    code = "from streamq.shared.settings import load_settings; load_settings()"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.strip().startswith("streamq: invalid setting STREAMQ_REDIS_URL:")

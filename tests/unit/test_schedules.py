@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from shared.keys import KeySchema
-from shared.schedules import ScheduleCreate, next_tick_ms
-from shared.scripts import names, source
+from streamq.shared.keys import KeySchema
+from streamq.shared.schedules import ScheduleCreate, next_tick_ms
+from streamq.shared.scripts import names, source
 
 
 def _ms(text: str) -> int:

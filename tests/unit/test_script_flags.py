@@ -3,7 +3,7 @@ the first line of the source Redis gets (lib.lua is prepended to the others)."""
 
 from __future__ import annotations
 
-from shared.scripts import names, source
+from streamq.shared.scripts import names, source
 
 
 def test_only_the_reading_script_declares_no_writes_and_flags_stay_first() -> None:

@@ -14,16 +14,16 @@ import pytest
 from redis.asyncio import Redis
 from redis.crc import key_slot
 
-from services.worker import builtin  # noqa: F401  # registers echo / fail
-from shared.deliveries import Deliveries
-from shared.keys import KeySchema
-from shared.models import TaskCreate
-from shared.queue import Queue
-from shared.recovery import revive_failed
-from shared.schedules import ScheduleCreate, Schedules
-from shared.scripts import Scripts, names
-from shared.settings import Settings
-from shared.webhooks import WebhookStatus
+from streamq.services.worker import builtin  # noqa: F401  # registers echo / fail
+from streamq.shared.deliveries import Deliveries
+from streamq.shared.keys import KeySchema
+from streamq.shared.models import TaskCreate
+from streamq.shared.queue import Queue
+from streamq.shared.recovery import revive_failed
+from streamq.shared.schedules import ScheduleCreate, Schedules
+from streamq.shared.scripts import Scripts, names
+from streamq.shared.settings import Settings
+from streamq.shared.webhooks import WebhookStatus
 from tests.integration.helpers import running_worker, wait_for_status
 
 SCHEMAS = [KeySchema("sq", "default"), KeySchema("sq", "bulk", 3)]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from services.worker.sources import Sources
-from shared.keys import KeySchema
+from streamq.services.worker.sources import Sources
+from streamq.shared.keys import KeySchema
 
 KEYS = KeySchema("p", "default")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from shared.metrics import TIME_BUCKETS, TallyCounter, TallyHistogram
+from streamq.shared.metrics import TIME_BUCKETS, TallyCounter, TallyHistogram
 
 
 def test_tally_histogram_matches_prometheus_client() -> None:

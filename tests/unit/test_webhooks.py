@@ -11,9 +11,9 @@ import orjson
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from shared import webhooks
-from shared.settings import Settings
-from shared.webhooks import WebhookStatus, decide
+from streamq.shared import webhooks
+from streamq.shared.settings import Settings
+from streamq.shared.webhooks import WebhookStatus, decide
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 OTHER = "whsec_" + base64.b64encode(b"z" * 32).decode()

@@ -7,13 +7,13 @@ from typing import Any
 from fastapi import APIRouter, status
 from pydantic import BaseModel
 
-from services.api.deps import RedisDep, SettingsDep, TaskQueueDep
-from shared import webhooks
-from shared.deliveries import Deliveries, task_data
-from shared.errors import Conflict
-from shared.models import TERMINAL, new_task_id
-from shared.queue import Queue
-from shared.settings import Settings
+from streamq.services.api.deps import RedisDep, SettingsDep, TaskQueueDep
+from streamq.shared import webhooks
+from streamq.shared.deliveries import Deliveries, task_data
+from streamq.shared.errors import Conflict
+from streamq.shared.models import TERMINAL, new_task_id
+from streamq.shared.queue import Queue
+from streamq.shared.settings import Settings
 
 router = APIRouter(prefix="/api/tasks", tags=["webhooks"])
 

@@ -11,9 +11,9 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from redis.exceptions import RedisError
 
-from services.api.deps import RedisDep
-from services.api.unavailable import writes
-from shared.redis import ping
+from streamq.services.api.deps import RedisDep
+from streamq.services.api.unavailable import writes
+from streamq.shared.redis import ping
 
 router = APIRouter(tags=["health"])
 PING_TIMEOUT_S = 2.0  # a probe answers within this even while the client retries a lost Redis

@@ -12,12 +12,12 @@ from fastapi import APIRouter, HTTPException, Path
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.api.deps import BrokerDep, SettingsDep
-from shared import retention
-from shared.broker import Broker, QueueFigures
-from shared.models import Stats
-from shared.queues import MAX_PARTITIONS, RETAINED, Bound, Retention, retention_json
-from shared.settings import Settings
+from streamq.services.api.deps import BrokerDep, SettingsDep
+from streamq.shared import retention
+from streamq.shared.broker import Broker, QueueFigures
+from streamq.shared.models import Stats
+from streamq.shared.queues import MAX_PARTITIONS, RETAINED, Bound, Retention, retention_json
+from streamq.shared.settings import Settings
 
 router = APIRouter(prefix="/api/queues", tags=["queues"])
 Name = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict
 
-from services.api.deps import BrokerDep, QueueName
-from shared.models import AwareDatetime, TaskPublic, dt_to_ms
+from streamq.services.api.deps import BrokerDep, QueueName
+from streamq.shared.models import AwareDatetime, TaskPublic, dt_to_ms
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"])
 

@@ -11,10 +11,10 @@ from typing import Annotated, TypeVar
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 
-from services.api.deps import CatalogDep, GuardDep, QueueDep
-from shared.payloads import check_task
-from shared.queues import QueueRegistry
-from shared.schedules import ScheduleBook, ScheduleCreate, ScheduleExists, ScheduleNotFound, SchedulePublic
+from streamq.services.api.deps import CatalogDep, GuardDep, QueueDep
+from streamq.shared.payloads import check_task
+from streamq.shared.queues import QueueRegistry
+from streamq.shared.schedules import ScheduleBook, ScheduleCreate, ScheduleExists, ScheduleNotFound, SchedulePublic
 
 T = TypeVar("T")
 router = APIRouter(prefix="/api/schedules", tags=["schedules"])

@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from services.api.deps import QueueDep
-from shared.registry import ServiceInfo, live_services, prometheus_targets
+from streamq.services.api.deps import QueueDep
+from streamq.shared.registry import ServiceInfo, live_services, prometheus_targets
 
 router = APIRouter(prefix="/api/services", tags=["services"])
 

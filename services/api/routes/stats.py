@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.api.deps import BrokerDep, QueueName
-from shared.models import Stats, WorkerInfo
+from streamq.services.api.deps import BrokerDep, QueueName
+from streamq.shared.models import Stats, WorkerInfo
 
 router = APIRouter(prefix="/api", tags=["stats"])
 

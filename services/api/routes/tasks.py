@@ -8,12 +8,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 
-from services.api.deps import BrokerDep, CatalogDep, GuardDep, QueueName
-from services.api.encoding import batch_json
-from services.api.security import OverBurst, RateLimiter, caller_id
-from services.api.waiters import Waiters
-from shared import metrics
-from shared.models import (
+from streamq.services.api.deps import BrokerDep, CatalogDep, GuardDep, QueueName
+from streamq.services.api.encoding import batch_json
+from streamq.services.api.security import OverBurst, RateLimiter, caller_id
+from streamq.services.api.waiters import Waiters
+from streamq.shared import metrics
+from streamq.shared.models import (
     MAX_PRIORITY,
     MIN_PRIORITY,
     BatchResult,
@@ -23,8 +23,8 @@ from shared.models import (
     TaskPublic,
     TaskStatus,
 )
-from shared.payloads import check_tasks
-from shared.queue import Stored, Submitted
+from streamq.shared.payloads import check_tasks
+from streamq.shared.queue import Stored, Submitted
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"])
 MAX_LIST_LIMIT = 500
