@@ -74,7 +74,10 @@ def log(message: str) -> None:
 
 
 def run(cmd: list[str], *, timeout: float = 120, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    except subprocess.TimeoutExpired as err:
+        raise Failure(f"`{' '.join(cmd)}` still running after {timeout:.0f} s") from err
     if check and proc.returncode != 0:
         raise Failure(f"`{' '.join(cmd)}` exited {proc.returncode}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
     return proc
@@ -466,7 +469,12 @@ def check_stack(stack: Stack) -> None:
     )
     done = all_completed(ids, 120)
     delayed = done[ids[20]]
-    if delayed["result"] != "later" or datetime.fromisoformat(delayed["started_at"]) < later:
+    due = datetime.fromisoformat(delayed["scheduled_for"])  # as stored: millisecond precision
+    if (
+        delayed["result"] != "later"
+        or abs((due - later).total_seconds()) > 0.001
+        or datetime.fromisoformat(delayed["started_at"]) < due
+    ):
         raise Failure(f"the delayed task ran before its time ({later}): {delayed}")
     if done[ids[21]]["result"]["accepted"] != [mail_to]:
         raise Failure(f"the email was not accepted by the sink: {done[ids[21]]}")
@@ -608,9 +616,12 @@ def main() -> int:
             log(f"images ready in {time.monotonic() - started:.0f} s")
             conf = os.environ["CONTAINERS_CONF"]
             state = {"workdir": tmp, "project": project, "images": images, "containers_conf": conf}
-            code = subprocess.run(
-                ["unshare", "--net", "--", sys.executable, __file__, "--stack", json.dumps(state)], timeout=900
-            ).returncode
+            try:
+                child = ["unshare", "--net", "--", sys.executable, __file__, "--stack", json.dumps(state)]
+                code = subprocess.run(child, timeout=900).returncode
+            except subprocess.TimeoutExpired:
+                log("FAILED: the stack phase ran over 900 s")
+                code = 1
             leftovers = Stack(project, dict(os.environ)).leftovers()
             if leftovers:
                 log(f"FAILED: `down -v` left {', '.join(leftovers)}; removing them")
