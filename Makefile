@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 CLUSTER_TESTS ?= tests/e2e $(filter-out $(addprefix tests/integration/,test_email.py test_http_task.py \
 	test_ssrf.py test_health.py test_fastpath.py),$(wildcard tests/integration/test_*.py))
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test test-compose lint format bench clean
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,11 @@ test: install
 	echo "--- cluster pass: $(PY) -m pytest -q --redis-topology=cluster ... (exit $$clustered)"; \
 	cat .cluster-pass.log; \
 	test $$standalone -eq 0 && test $$clustered -eq 0
+
+# docker-compose.yml brought up for real on Debian's podman (tests/compose/run.py; README: Run with Docker);
+# prints why and passes where no container engine can be installed
+test-compose: install
+	$(PY) tests/compose/run.py
 
 lint: install
 	$(VENV)/bin/ruff check .
