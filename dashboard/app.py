@@ -187,7 +187,7 @@ def create_app(settings: Settings) -> FastAPI:
         headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
 
-    @app.api_route("/api/{path:path}", methods=["GET", "POST", "DELETE"], include_in_schema=False)
+    @app.api_route("/api/{path:path}", methods=["GET", "POST", "PUT", "DELETE"], include_in_schema=False)
     async def pass_through(path: str, request: Request) -> Response:
         """The api's REST endpoints under the dashboard's own origin (no CORS, one URL for the browser)."""
         headers = {k: v for k, v in request.headers.items() if k.lower() in PASS_HEADERS}

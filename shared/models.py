@@ -20,6 +20,7 @@ MAX_PAYLOAD_BYTES = 256 * 1024
 MIN_PRIORITY = 1
 MAX_PRIORITY = 5
 DEFAULT_PRIORITY = 3
+MAX_KEEP_S = 366 * 24 * 3600  # a task's keep_s; STREAMQ_RESULT_TTL_S and its queue's age bound cap it further
 PRIORITIES = tuple(range(MAX_PRIORITY, MIN_PRIORITY - 1, -1))  # highest first
 BUILTIN_TYPES = ("noop", "echo", "sleep", "fail", "email", "http")
 
@@ -143,6 +144,10 @@ def _json_int(value: Any) -> Any:
     return int(value)
 
 
+def _json_int_or_none(value: Any) -> Any:
+    return None if value is None else _json_int(value)
+
+
 def _json_number(value: Any) -> Any:
     if value is None:
         return value
@@ -179,9 +184,13 @@ class TaskCreate(BaseModel):
     timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
     retry_backoff_s: float | None = Field(default=None, ge=0, le=24 * 3600)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    # seconds its record is kept after it finishes (README: Retention): 0 = removed at once, else kept
+    # that long even beyond the queue's count bound, never beyond its age bound nor STREAMQ_RESULT_TTL_S
+    keep_s: int | None = Field(default=None, ge=0, le=MAX_KEEP_S)
 
     # JSON types as the schema says them: Python would coerce true, "3" or 0 (a timestamp)
     _ints = field_validator("priority", "max_retries", mode="before")(_json_int)
+    _keep = field_validator("keep_s", mode="before")(_json_int_or_none)
     _numbers = field_validator("timeout_s", "retry_backoff_s", mode="before")(_json_number)
 
     @field_validator("payload")
@@ -243,6 +252,7 @@ class TaskPublic(BaseModel):
     timeout_s: float | None = None
     retry_backoff_s: float | None = None
     idempotency_key: str | None = None
+    keep_s: int | None = None
     created_at: datetime
     started_at: datetime | None = None
     completed_at: datetime | None = None

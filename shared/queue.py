@@ -34,6 +34,16 @@ from streamq.shared.scripts import Scripts
 
 LIST_SCAN_FACTOR = 20  # a filtered page reads at most limit * this many index entries
 NO_BOUNDS = (-1,) * 8  # prune only what is past its retention deadline
+WALK_FROM_START = ("-", "-", "-")  # remove.lua's count walks from each index's lowest id
+
+
+class Pruned(NamedTuple):
+    """One remove.lua 'prune' call's outcome."""
+
+    tasks: int  # finished tasks removed
+    dead: int  # dead letters removed
+    more: bool  # a count walk stopped at the call's limit with tasks still beyond its bound
+    cursors: tuple[str, ...]  # where the count walks stopped: the next call's ``cursors``
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +109,8 @@ def _extras(task: TaskCreate) -> list[str]:
         fields += ["retry_backoff_s", str(task.retry_backoff_s)]
     if task.idempotency_key is not None:
         fields += ["idempotency_key", str(task.idempotency_key)]
+    if task.keep_s is not None:  # read by finish.lua, cancel.lua and poison.lua for the retention deadline
+        fields += ["keep_s", str(task.keep_s)]
     return fields
 
 
@@ -169,6 +181,7 @@ def decode_task(raw: dict[str, str], task_id: str, queue: str) -> TaskPublic:
         timeout_s=f.get("timeout_s", float),
         retry_backoff_s=f.get("retry_backoff_s", float),
         idempotency_key=raw.get("idempotency_key") or None,
+        keep_s=f.get("keep_s", int),
         created_at=f.get("created_at", ms_to_dt, EPOCH),
         started_at=f.get("started_at", ms_to_dt),
         completed_at=f.get("completed_at", ms_to_dt),
@@ -384,9 +397,17 @@ class Queue:
         ``bounds`` (age ms and count of completed, failed, cancelled and dead letters, -1 for none:
         :func:`streamq.shared.retention.lua_bounds`), oldest first, at most ``batch`` tasks and ``batch`` dead
         letters. Returns (tasks removed, dead letters removed)."""
-        args = [self.events_maxlen, "prune", self._prefixes[0], self._prefixes[1], batch, *bounds]
-        tasks, dead = await self.scripts.call("remove", list(self._common), args)
-        return int(tasks), int(dead)
+        pruned = await self.prune_step(bounds, batch)
+        return pruned.tasks, pruned.dead
+
+    async def prune_step(
+        self, bounds: Sequence[int] = NO_BOUNDS, batch: int = 200, cursors: Sequence[str] = WALK_FROM_START
+    ) -> Pruned:
+        """:meth:`prune`, with the count walks (completed, failed, cancelled) going on from ``cursors``
+        (the previous step's), so tasks kept for their ``keep_s`` are walked over once per pass."""
+        args = [self.events_maxlen, "prune", self._prefixes[0], self._prefixes[1], batch, *bounds, *cursors]
+        tasks, dead, more, *walked = await self.scripts.call("remove", list(self._common), args)
+        return Pruned(int(tasks), int(dead), bool(int(more)), tuple(str(c) for c in walked))
 
     @staticmethod
     def _check(task_id: str, ok: int, status: str, reason: str) -> None:

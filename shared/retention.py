@@ -4,7 +4,8 @@ Each queue has a bound per kind (``streamq.shared.queues.RETAINED``): an age (se
 count (the newest kept), over defaults from the settings (``STREAMQ_RETENTION_*``). Every finished
 task also leaves by ``STREAMQ_RESULT_TTL_S``, the longest anything is kept (its retention deadline).
 The workers' janitor prunes each partition with remove.lua's 'prune' mode; a queue's count is split
-evenly over its partitions.
+evenly over its partitions. A task's own ``keep_s`` sets its deadline (finish + keep_s, at most the TTL)
+and spares it from the count bound until then; the age bound still applies.
 """
 
 from __future__ import annotations

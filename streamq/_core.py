@@ -189,6 +189,7 @@ def task_body(
     retry_backoff_s: float | None = None,
     webhook: str | None = None,
     idempotency_key: str | None = None,
+    keep_s: int | None = None,
 ) -> dict[str, Any]:
     """A POST /api/tasks body. ``delay`` (seconds or a timedelta) becomes ``scheduled_for`` = now + delay,
     by this machine's clock. Without an ``idempotency_key`` one is made, so a retried submit never makes
@@ -209,6 +210,7 @@ def task_body(
         "timeout_s": timeout_s,
         "retry_backoff_s": retry_backoff_s,
         "webhook": webhook,
+        "keep_s": keep_s,
     }
     body.update({k: v for k, v in options.items() if v is not None})
     body["idempotency_key"] = idempotency_key or new_idempotency_key()

@@ -84,8 +84,10 @@ class Client:
         retry_backoff_s: float | None = None,
         webhook: str | None = None,
         idempotency_key: str | None = None,
+        keep_s: int | None = None,
     ) -> Task:
-        """Create a task (``delay``: seconds or a timedelta from now). Retried safely: the call sends one
+        """Create a task (``delay``: seconds or a timedelta from now; ``keep_s``: how long its record is kept
+        after it finishes, see README: Retention). Retried safely: the call sends one
         idempotency key (yours, or one it makes), so the api makes the task once."""
         return self.send(core.submit(core.task_body(**_named(locals()))))
 
@@ -253,6 +255,7 @@ class AsyncClient:
         retry_backoff_s: float | None = None,
         webhook: str | None = None,
         idempotency_key: str | None = None,
+        keep_s: int | None = None,
     ) -> Task:
         """As :meth:`Client.submit`."""
         return await self.send(core.submit(core.task_body(**_named(locals()))))

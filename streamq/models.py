@@ -50,6 +50,7 @@ class Task(Answer):
     timeout_s: float | None = None
     retry_backoff_s: float | None = None
     idempotency_key: str | None = None
+    keep_s: int | None = None
     created_at: datetime
     started_at: datetime | None = None
     completed_at: datetime | None = None

@@ -329,6 +329,7 @@ async function queues() {
     const items = Array.isArray(data) ? data : data.queues || [];
     const key = JSON.stringify(items);
     if (key === drawn) return; // unchanged: keep the table (and the focus on its buttons)
+    if (holder.querySelector("details[open]")) return; // a retention form is being edited: keep it
     drawn = key;
     const act = (qu, label, cls) => h("button", { class: cls, "data-action": label.toLowerCase(), "aria-label": `${label} queue ${qu.name}`, onclick: async (e) => {
       e.target.disabled = true;
@@ -336,7 +337,7 @@ async function queues() {
       catch (err) { toast(`${label} failed: ${err.message}`); }
       load().catch(() => {});
     } }, label);
-    const cols = ["queue", "partitions", "state", ...STATUSES, "waiting (by priority 5…1)", "dead letters", "actions"];
+    const cols = ["queue", "partitions", "state", ...STATUSES, "waiting (by priority 5…1)", "dead letters", "retention", "actions"];
     holder.replaceChildren(h("div", { class: "table-wrap" }, h("table", { "data-testid": "queues" },
       h("thead", {}, h("tr", {}, cols.map((c) => h("th", {}, c)))),
       h("tbody", {}, items.map((qu) => {
@@ -348,6 +349,7 @@ async function queues() {
           STATUSES.map((st) => h("td", { "data-count": st }, count(qu, st))),
           h("td", { "data-testid": "depth", title: depth.map(([p, n]) => `priority ${p}: ${n}`).join(", ") }, `${depth.reduce((n, [, d]) => n + d, 0)} (${depth.map(([, d]) => d).join(" / ")})`),
           h("td", { "data-count": "dead_letter" }, qu.dead_letter ?? count(qu, "dead_letter")),
+          h("td", { "data-testid": "retention" }, retentionCell(qu, load)),
           h("td", {}, h("div", { class: "actions" }, !can("admin") ? null : qu.paused ? act(qu, "Resume", "primary") : act(qu, "Pause", ""))));
       })))));
   }
@@ -355,6 +357,40 @@ async function queues() {
   const reload = throttle(() => load().catch(() => {}), 50, 1000);
   onEvents(reload);
   every(3000, () => load().catch(() => {}));
+}
+
+// A queue's retention (README: Retention): each kind's age and count, and for an admin a form that
+// PUTs new bounds (an empty field removes that bound; a 422 names the field and is shown).
+const RETAINED = ["completed", "failed", "cancelled", "dead_letter"];
+function retentionCell(qu, reload) {
+  const kept = qu.retention || {};
+  const age = (s) => (s == null ? "TTL" : s % 86400 === 0 ? `${s / 86400}d` : s % 3600 === 0 ? `${s / 3600}h` : `${s}s`);
+  const shown = h("ul", { class: "plain" }, RETAINED.map((k) => h("li", { "data-kind": k },
+    `${k.replace("_", " ")}: ${age((kept[k] || {}).age_s)}, ${(kept[k] || {}).count ?? "∞"}`)));
+  if (!can("admin")) return shown;
+  const inputs = {};
+  const rows = RETAINED.map((k) => {
+    const b = kept[k] || {};
+    inputs[k] = {
+      age_s: h("input", { type: "number", min: "0", name: `${k}.age_s`, "aria-label": `${k} age (s)`, value: b.age_s ?? "", size: 8 }),
+      count: h("input", { type: "number", min: "0", name: `${k}.count`, "aria-label": `${k} count`, value: b.count ?? "", size: 8 }),
+    };
+    return h("tr", {}, h("th", {}, k.replace("_", " ")), h("td", {}, inputs[k].age_s), h("td", {}, inputs[k].count));
+  });
+  const num = (input) => (input.value.trim() === "" ? null : Number(input.value));
+  const form = h("form", { "data-testid": "retention-form", onsubmit: async (e) => {
+    e.preventDefault();
+    const retention = {};
+    for (const k of RETAINED) retention[k] = { age_s: num(inputs[k].age_s), count: num(inputs[k].count) };
+    try {
+      await api("PUT", `/api/queues/${encodeURIComponent(qu.name)}`, { retention });
+      toast(`Retention saved: ${qu.name}`);
+      e.target.closest("details").open = false;
+      reload().catch(() => {});
+    } catch (err) { toast(`Retention not saved: ${err.message}`); }
+  } }, h("table", {}, h("tr", {}, h("th", {}, ""), h("th", {}, "age (s)"), h("th", {}, "count")), rows),
+    h("button", { type: "submit", class: "primary", "aria-label": `Save retention of queue ${qu.name}` }, "Save"));
+  return h("div", {}, shown, h("details", {}, h("summary", {}, "Edit"), form));
 }
 
 // ---------- Task detail ---------------------------------------------------------------------------

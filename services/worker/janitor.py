@@ -4,10 +4,10 @@ age; oldest first, in bounded batches (one remove.lua call each)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from streamq.shared.loops import PeriodicLoop
-from streamq.shared.queue import NO_BOUNDS, Queue
+from streamq.shared.queue import NO_BOUNDS, WALK_FROM_START, Queue
 from streamq.shared.queues import QueueRegistry, Retention
 from streamq.shared.retention import effective, lua_bounds, settle
 
@@ -41,8 +41,17 @@ class Janitor(PeriodicLoop):
         for name, parts in by_queue.items():
             bounds = await self._bounds(name, parts)
             for part in parts:
-                while max(await part.prune(bounds[part.keys.partition], self.batch)) >= self.batch:
-                    pass
+                await self._prune(part, bounds[part.keys.partition])
+
+    async def _prune(self, part: Queue, bounds: Sequence[int]) -> None:
+        """Prune one partition in calls of ``batch``, while a call is full; each pass's count walks
+        start at the lowest ids and go on from call to call (over the tasks kept for their keep_s)."""
+        cursors: Sequence[str] = WALK_FROM_START
+        while True:
+            pruned = await part.prune_step(bounds, self.batch, cursors)
+            if not (pruned.more or max(pruned.tasks, pruned.dead) >= self.batch):
+                return
+            cursors = pruned.cursors
 
     async def _bounds(self, name: str, parts: list[Queue]) -> dict[int, list[int] | tuple[int, ...]]:
         """Each of the queue's partitions' prune bounds (its share of the counts)."""

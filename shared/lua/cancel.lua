@@ -8,13 +8,13 @@ running it stops it and records it cancelled (finish.lua). From then on it is ne
 turns a failure into cancelled) nor started again after a crash (start_entry leaves it to the
 reclaimer, which records it cancelled). A second request for the same run changes nothing.
 KEYS[1..16]  common keys (lib.lua)      KEYS[17]  task hash     KEYS[18]  cancels stream
-ARGV[1]  events MAXLEN    ARGV[2]  task id    ARGV[3]  result TTL (ms)
+ARGV[1]  events MAXLEN    ARGV[2]  task id    ARGV[3]  result TTL (ms; the task's `keep_s` when shorter)
 Returns: {1, 'cancelled'} on success, {2, 'processing'} when a running task was asked to stop,
 {0, current status} when it cannot be cancelled, {0, ''} when the task does not exist.
 ]]
 local CANCELS_MAXLEN = 1000
 local task_key, id = KEYS[17], ARGV[2]
-local h = redis.call('HMGET', task_key, 'status', 'msg_id', 'priority', 'cancel_requested', 'type')
+local h = redis.call('HMGET', task_key, 'status', 'msg_id', 'priority', 'cancel_requested', 'type', 'keep_s')
 local status = h[1]
 if not status then return {0, ''} end
 if status == 'processing' then
@@ -31,7 +31,8 @@ elseif status == 'scheduled' then
 else
   return {0, status}
 end
-finish_terminal(task_key, id, status, 'cancelled', now_ms(), ARGV[3])
+local ttl = h[6] and math.min(tonumber(h[6]) * 1000, tonumber(ARGV[3])) or ARGV[3]
+finish_terminal(task_key, id, status, 'cancelled', now_ms(), ttl)
 redis.call('HINCRBY', STATS, 'cancelled_total', 1)
 emit('cancelled', id, 'cancelled')
 return {1, 'cancelled'}

@@ -26,6 +26,8 @@ per outcome i, from ARGV[5 + 6*(i-1)]: task id, entry id, outcome, value (result
   the longest wait for a handler, in ms)
 Returns: per outcome, the status written ('completed', 'scheduled', 'failed', 'cancelled') or 'lost' when the
 entry is no longer this consumer's, or 'stale' when the task no longer runs on that entry.
+A finished task's retention deadline is now + the result TTL, or now + its `keep_s` field (seconds,
+written at submit when asked for) when that is shorter.
 ]]
 -- append_json's new value, from the field's current value (read with the HMGET).
 local function json_appended(current, entry)
@@ -51,6 +53,7 @@ local now = now_ms()
 local group, consumer, ttl = ARGV[2], ARGV[3], ARGV[4]
 -- written as strings, formatted once (redis.call formats a Lua number with %.17g on every use)
 local now_s, expires_s = string.format('%d', now), string.format('%d', now + tonumber(ttl))
+local ttl_ms = tonumber(ttl)
 local out = {}
 local acks = {}  -- stream -> entry ids to acknowledge and delete
 local completed, retried, failed, cancelled = 0, 0, 0, 0
@@ -85,11 +88,11 @@ local function hset_with(hset, ...)
 end
 
 -- Failed for good: dead-lettered, `hset` (see hset_with) written with the error.
-local function fail(task_key, id, status, hset, value)
+local function fail(task_key, id, status, hset, value, expires)
   local dead_id = redis.call('XADD', DEAD, '*', 'id', id, 'error', value)
   hset_with(hset, 'status', 'failed', 'completed_at', now_s, 'msg_id', '', 'error', value, 'dead_id', dead_id)
   defer_move(id, status, 'failed')
-  defer('ZADD', RETENTION, expires_s, id)
+  defer('ZADD', RETENTION, expires, id)
   failed = failed + 1
   emit_batched('failed', id, 'failed')
   emit_batched('dead_lettered', id, 'failed')
@@ -102,7 +105,7 @@ for i = 1, n do
   local id, msg, outcome, value, delay, hist = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3],
     tonumber(ARGV[a + 4]), ARGV[a + 5]
   local h = redis.call('HMGET', task_key, 'status', 'msg_id', 'priority', 'attempts', 'max_retries', 'history',
-    'cancel_requested')
+    'cancel_requested', 'keep_s')
   if h[7] and outcome ~= 'completed' then outcome = 'cancelled' end
   local status, priority = h[1], h[3]
   if not priority then
@@ -114,19 +117,21 @@ for i = 1, n do
     elseif status ~= 'processing' or h[2] ~= msg then
       out[i] = 'stale'
     else
+      local expires = expires_s
+      if h[8] then expires = string.format('%d', now + math.min(tonumber(h[8]) * 1000, ttl_ms)) end
       local hset = {'HSET', task_key}
       if hist ~= '' then hset[3], hset[4] = 'history', json_appended(h[6], hist) end
       if outcome == 'completed' then
         hset_with(hset, 'status', 'completed', 'completed_at', now_s, 'msg_id', '', 'result', value, 'error', '')
         defer_move(id, status, 'completed')
-        defer('ZADD', RETENTION, expires_s, id)
+        defer('ZADD', RETENTION, expires, id)
         completed = completed + 1
         emit_batched('completed', id, 'completed')
         out[i] = 'completed'
       elseif outcome == 'cancelled' then
         hset_with(hset, 'status', 'cancelled', 'completed_at', now_s, 'msg_id', '', 'error', value)
         defer_move(id, status, 'cancelled')
-        defer('ZADD', RETENTION, expires_s, id)
+        defer('ZADD', RETENTION, expires, id)
         cancelled = cancelled + 1
         emit_batched('cancelled', id, 'cancelled')
         out[i] = 'cancelled'
@@ -136,7 +141,8 @@ for i = 1, n do
         if now - since >= tonumber(hist) then
           local attempts = math.max(0, (tonumber(h[4]) or 1) - 1)
           out[i] = fail(task_key, id, status, {'HSET', task_key, 'attempts', attempts},
-            'given up after ' .. math.floor(tonumber(hist) / 1000) .. ' s (STREAMQ_UNHANDLED_TIMEOUT_S) ' .. value)
+            'given up after ' .. math.floor(tonumber(hist) / 1000) .. ' s (STREAMQ_UNHANDLED_TIMEOUT_S) ' .. value,
+            expires)
         else
           if delay < 0 then delay = math.min(1000 * math.floor(2 ^ math.min(handoffs - 1, 6)), 60000) end
           local due = now + delay
@@ -157,7 +163,7 @@ for i = 1, n do
         emit_batched('retrying', id, 'scheduled')
         out[i] = 'scheduled'
       else
-        out[i] = fail(task_key, id, status, hset, value)
+        out[i] = fail(task_key, id, status, hset, value, expires)
       end
       local ids = acks[stream]
       if not ids then

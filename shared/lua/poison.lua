@@ -6,7 +6,8 @@ ordered dead letter first, acknowledgement last: were the script ever cut short,
 dead-lettered twice but never lost.
 KEYS[1..16]  common keys (lib.lua)
 KEYS[16 + i] task hash of entry i
-ARGV[1]  events MAXLEN   ARGV[2]  consumer group   ARGV[3]  consumer   ARGV[4]  result TTL (ms)
+ARGV[1]  events MAXLEN   ARGV[2]  consumer group   ARGV[3]  consumer   ARGV[4]  result TTL (ms; a task's
+  `keep_s` when shorter)
 per entry i, from ARGV[5 + 5*(i-1)]: task id, entry id, priority of its stream, delivery count, error
 Returns: per entry, 'failed' when dead-lettered, 'stale' when the task no longer waits on that
 entry (only acknowledged), 'lost' when the entry is not pending for this consumer (untouched).
@@ -22,12 +23,12 @@ for i = 1, n do
   if #redis.call('XPENDING', stream, group, msg, msg, 1, consumer) == 0 then
     out[i] = 'lost'
   else
-    local h = redis.call('HMGET', task_key, 'status', 'msg_id', 'attempts')
+    local h = redis.call('HMGET', task_key, 'status', 'msg_id', 'attempts', 'keep_s')
     local status = h[1]
     if (status == 'pending' or status == 'processing') and h[2] == msg then
       local dead_id = redis.call('XADD', DEAD, '*', 'id', id, 'error', err, 'deliveries', deliveries)
       append_json(task_key, 'history', cjson.encode({attempt = tonumber(h[3]) or 0, error = err, at = now}))
-      finish_terminal(task_key, id, status, 'failed', now, ttl)
+      finish_terminal(task_key, id, status, 'failed', now, h[4] and math.min(tonumber(h[4]) * 1000, tonumber(ttl)) or ttl)
       redis.call('HSET', task_key, 'error', err, 'dead_id', dead_id)
       redis.call('HINCRBY', STATS, 'failed_total', 1)
       redis.call('HINCRBY', STATS, 'poisoned_total', 1)

@@ -10,13 +10,20 @@ dead letters a call, oldest first, in this order: tasks past their retention dea
 zset: finish time + STREAMQ_RESULT_TTL_S, the longest anything is kept), then per finished status
 (completed, failed, cancelled) the lowest ids beyond its count bound, then those of its lowest ids
 that finished longer ago than its age bound; then dead letters beyond their count bound and older
-than their age bound (a dead letter's entry id is the time it was added). Only a task whose hash says
+than their age bound (a dead letter's entry id is the time it was added). A task whose `keep_s` has
+not run out since it finished is kept: the count walk passes over it (the status's newest tasks make
+up the rest of its count), the age bound and the deadline still remove it. The count walk examines at
+most `budget` ids a call, from a cursor (kept tasks gather at the low end of the index), so any number
+of kept tasks never stalls it. Only a task whose hash says
 completed, failed or cancelled is removed: pending, scheduled and processing tasks are in other
 indexes and are never read. Task keys are built from the prefixes (same hash tag as KEYS).
   ARGV[1]  events MAXLEN    ARGV[2]  'prune'    ARGV[3]  task hash prefix    ARGV[4]  type index prefix
   ARGV[5]  budget
   ARGV[6..13]  age (ms) and count of completed, failed, cancelled, dead letters (-1: no such bound)
-  Returns: {tasks removed, dead letters removed}
+  ARGV[14..16]  where the count walks of completed, failed, cancelled start: '-' (lowest id) or an id
+  (the walk goes on above it: the previous call's cursor)
+  Returns: {tasks removed, dead letters removed, 1 when a count walk stopped at `budget` ids with tasks
+  still beyond its bound (else 0), the three walks' cursors}
 Writes start with a DEL or XDEL, which Redis allows while it refuses writes for memory (noeviction):
 pruning frees memory when it is most needed. Each removal emits a 'deleted' event.
 ]]
@@ -53,22 +60,45 @@ local now = now_ms()
 local removed = 0
 
 -- Remove the task `id` if its hash says it is finished (and, with `only`, in that status) and, with
--- `finished_before`, it finished before that time. Returns true when removed.
-local function prune_one(id, only, finished_before)
+-- `finished_before`, it finished before that time and, with `spare_kept`, its keep_s has run out.
+-- Returns 'removed', 'gone' (no hash: what still names it is dropped), 'kept' (spared for its keep_s)
+-- or false (not this call's to remove).
+local function prune_one(id, only, finished_before, spare_kept)
   local task_key = task_prefix .. id
-  local h = redis.call('HMGET', task_key, 'status', 'dead_id', 'type', 'completed_at')
+  local h = redis.call('HMGET', task_key, 'status', 'dead_id', 'type', 'completed_at', 'keep_s')
   local status = h[1]
   if not status then  -- hash gone (deleted by hand): drop what still names it
     redis.call('ZREM', RETENTION, id)
     if only then redis.call('ZREM', STATUS_INDEX[only], id) end
-    return false
+    return 'gone'
   end
   if not FINISHED[status] or (only and status ~= only) then return false end
-  if finished_before and (tonumber(h[4]) or 0) >= finished_before then return false end
+  local finished = tonumber(h[4]) or 0
+  if finished_before and finished >= finished_before then return false end
+  if spare_kept and h[5] and finished + (tonumber(h[5]) or 0) * 1000 > now then return 'kept' end
   remove_task(task_key, type_prefix .. (h[3] or ''), id, status, h[2])
   emit_batched('deleted', id, status)
   removed = removed + 1
-  return true
+  return 'removed'
+end
+
+-- Count walk of one status: remove its lowest ids above `from` that are not kept until the index
+-- holds `count`, examining at most `budget` ids. Returns where it stopped and whether it stopped at
+-- that limit with tasks still beyond the bound.
+local function count_walk(index, status, count, from)
+  local excess, walked = redis.call('ZCARD', index) - count, 0
+  while excess > 0 and removed < budget and walked < budget do
+    local start = from == '-' and '-' or ('(' .. from)
+    local n = math.min(excess, budget - removed, budget - walked)
+    local ids = redis.call('ZRANGE', index, start, '+', 'BYLEX', 'LIMIT', 0, n)
+    if #ids == 0 then return from, false end
+    for _, id in ipairs(ids) do
+      local done = prune_one(id, status, nil, true)
+      if done == 'removed' or done == 'gone' then excess = excess - 1 end
+      walked, from = walked + 1, id
+    end
+  end
+  return from, excess > 0 and walked >= budget
 end
 
 -- past the retention deadline
@@ -77,14 +107,15 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', RETENTION, '-inf', now, 'LIMIT',
 end
 
 local STATUSES = {'completed', 'failed', 'cancelled'}
+local cursors, more = {}, 0
 for i, status in ipairs(STATUSES) do
   local age, count = tonumber(ARGV[4 + 2 * i]), tonumber(ARGV[5 + 2 * i])
   local index = STATUS_INDEX[status]
+  cursors[i] = ARGV[13 + i] or '-'
   if count >= 0 and removed < budget then
-    local excess = math.min(redis.call('ZCARD', index) - count, budget - removed)
-    if excess > 0 then
-      for _, id in ipairs(redis.call('ZRANGE', index, 0, excess - 1)) do prune_one(id, status) end
-    end
+    local stopped_full
+    cursors[i], stopped_full = count_walk(index, status, count, cursors[i])
+    if stopped_full then more = 1 end
   end
   if age >= 0 and removed < budget then
     -- the lowest ids (oldest submitted), those among them that finished before the bound
@@ -111,4 +142,4 @@ if dead_age >= 0 and #dead < budget then
 end
 if #dead > 0 then redis.call('XDEL', DEAD, unpack(dead)) end
 flush_deferred()
-return {removed, #dead}
+return {removed, #dead, more, cursors[1], cursors[2], cursors[3]}

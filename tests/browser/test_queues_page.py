@@ -71,3 +71,24 @@ def test_queues_page_lists_pauses_resumes_and_filters_tasks(page: Page, stack: S
 
 def stack_default(stack: Stack) -> str:
     return stack.env.get("STREAMQ_QUEUE", "default")
+
+
+def test_queues_page_shows_and_sets_retention(page: Page, stack: Stack) -> None:
+    name = stack_default(stack)
+    page.goto("/#/queues")
+    row = page.locator(f'tr[data-queue="{name}"]')
+    cell = row.get_by_test_id("retention")
+    expect(cell.locator('li[data-kind="completed"]')).to_have_text("completed: 1d, 100000")  # the defaults
+    cell.get_by_text("Edit").click()
+    cell.get_by_label("completed count").fill("7")
+    cell.get_by_label("failed age (s)").fill("3600")
+    cell.get_by_label("cancelled count").fill("")  # no count bound
+    cell.get_by_role("button", name=f"Save retention of queue {name}").click()
+    expect(page.locator("#toast")).to_have_text(f"Retention saved: {name}")
+    expect(cell.locator('li[data-kind="completed"]')).to_have_text("completed: 1d, 7")
+    expect(cell.locator('li[data-kind="failed"]')).to_have_text("failed: 1h, 100000")
+    expect(cell.locator('li[data-kind="cancelled"]')).to_have_text("cancelled: 1d, ∞")
+    kept = stack.http.get(f"{stack.api_url}/api/queues/{name}").json()["retention"]  # through the pass-through
+    assert kept["completed"] == {"age_s": 86400, "count": 7}
+    assert kept["failed"] == {"age_s": 3600, "count": 100000} and kept["cancelled"]["count"] is None
+    shot(page, "queues-retention")
