@@ -107,6 +107,7 @@ class Worker:
                 sources=sources,
                 cancel_grace_s=s.cancel_grace_s,
             )
+            health.HEALTH.watch_intake(consumer.intake_age, consumer.block_ms / 1000)  # /readyz: a stuck intake
             heartbeat = Heartbeat(
                 redis,
                 self.keys,
