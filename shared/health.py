@@ -6,7 +6,9 @@ One HTTP server per process (a thread, as prometheus-client's own) answers:
   ``time.monotonic()`` every second; stale after ``STREAMQ_LIVENESS_STALE_S``). Never touches Redis.
 - ``/readyz``: 200 once the service is started (its ``ready`` Event), its last successful Redis
   command is recent (the service-registry heartbeat records it; stale after three heartbeats, the
-  registration's TTL, at least 3 s) and it is not stopping (SIGTERM turns it 503 at once).
+  registration's TTL, at least 3 s), its intake is not stuck (a worker's: no take or blocking read
+  in flight for longer than the read's block plus that same bound; a worker whose slots are all busy
+  has none in flight, so long tasks never fail it) and it is not stopping (SIGTERM turns it 503 at once).
 - anything else: prometheus-client's own WSGI app, so ``/metrics`` is byte-identical.
 
 Wiring in a service's ``main()``::
@@ -59,6 +61,13 @@ class Health:
         self.redis_at: float | None = None
         self.ready: asyncio.Event | None = None
         self.stop: asyncio.Event | None = None
+        self.intake_age: Callable[[], float] | None = None  # a worker's oldest intake round trip in flight
+        self.intake_stale_s = redis_stale_s
+
+    def watch_intake(self, age: Callable[[], float], block_s: float) -> None:
+        """Fail readiness while an intake round trip (``age()`` s old) outlasts ``block_s`` + the Redis bound."""
+        self.intake_age = age
+        self.intake_stale_s = block_s + self.redis_stale_s
 
     def configure(self, settings: Settings) -> None:
         self.liveness_stale_s = settings.liveness_stale_s
@@ -78,15 +87,20 @@ class Health:
     def readiness(self) -> tuple[int, Body]:
         now = time.monotonic()
         redis_age = None if self.redis_at is None else round(now - self.redis_at, 3)
+        intake_age = 0.0 if self.intake_age is None else self.intake_age()
         if self.stop is not None and self.stop.is_set():
             status = "stopping"
         elif self.ready is None or not self.ready.is_set() or redis_age is None:
             status = "starting"
         elif redis_age >= self.redis_stale_s:
             status = "stale"
+        elif intake_age >= self.intake_stale_s:
+            status = "stuck"
         else:
             status = "ok"
         body = {"status": status, "redis_age_s": redis_age, "stale_after_s": self.redis_stale_s}
+        if self.intake_age is not None:
+            body |= {"intake_age_s": round(intake_age, 3), "intake_stale_after_s": self.intake_stale_s}
         return (200 if status == "ok" else 503), body
 
     async def pulse(self) -> None:

@@ -36,6 +36,8 @@ key                                         type    what it holds
 <p>:dashsession:<sha256 of session id>      hash    one dashboard login: key name, scopes, CSRF token, sealed key (TTL)
 <p>:queues                                  hash    queue name -> its config (JSON: partitions, paused, retention)
 <p>:{<q>}:paused                            string  present while the queue is paused (one per partition)
+<p>:schema                                  hash    the layout's version (``version``) and a running migration's
+                                                    progress (``done:<version>:<tag>``); see shared/schema.py
 <p>:{<q>}:cancels                           stream  cancel requests of running tasks (``id``, ``msg``, ``type``),
                                                     capped; polled by the workers that run the partition's tasks
 ==========================================  ======  ===================================================
@@ -224,6 +226,16 @@ class KeySchema:
     def dashboard_session(self, session_hash: str) -> str:
         """One dashboard login, named by the SHA-256 of its session id (the id itself is only in the cookie)."""
         return f"{self.prefix}:dashsession:{session_hash}"
+
+    @property
+    def schema(self) -> str:
+        """The deployment's layout version and a running migration's progress (shared/schema.py)."""
+        return f"{self.prefix}:schema"
+
+    @property
+    def legacy_index_all(self) -> str:
+        """The index of all tasks that builds before 4494f02 kept; only schema migration 1 names it (to drop it)."""
+        return f"{self._q}:idx:all"
 
     def dashboard_login(self, counter: str) -> str:
         """Login attempts of one client address or key prefix (``addr:...``, ``key:<sha256>``), expiring."""

@@ -1,8 +1,8 @@
 """Lua scripts: read once from ``shared/lua``, registered once per client, called by name.
 
 State-change scripts get ``lib.lua`` prepended (shared helpers and the common KEYS layout);
-``ratelimit.lua``, ``indexes.lua`` and ``writable.lua`` stand alone. Each ``.lua`` file starts with a
-header listing KEYS, ARGV and returns.
+``ratelimit.lua``, ``indexes.lua``, ``writable.lua`` and ``schema_advance.lua`` stand alone. Each ``.lua``
+file starts with a header listing KEYS, ARGV and returns.
 
 Flags (Redis 7's ``#!lua flags=...`` first line): ``indexes.lua``, the only script that only reads,
 declares ``no-writes`` so that Redis runs it while it refuses writes (out of memory, read-only
@@ -27,7 +27,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamq.shared.redis import HeldConnection, HeldConnections, route_to_key
 
-STANDALONE = frozenset({"ratelimit", "indexes", "writable"})  # scripts without lib.lua's common KEYS layout
+# scripts without lib.lua's common KEYS layout
+STANDALONE = frozenset({"ratelimit", "indexes", "writable", "schema_advance"})
 LIBRARY = "lib"
 
 

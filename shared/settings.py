@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     retention_dead_letter_age_s: int = Field(default=7 * 24 * 3600, ge=0)
     retention_dead_letter_count: int = Field(default=10_000, ge=0)
     shutdown_grace_s: float = Field(default=30.0, ge=0)
+    auto_migrate: bool = True  # the api runs the schema migrations an older Redis layout needs at start
     cancel_grace_s: float = Field(default=10.0, ge=0)  # how long a handler has to stop once its cancel is requested
     unhandled_timeout_s: float = Field(default=3600.0, gt=0)  # longest a task waits for a worker with its handler
     task_types: CommaList = Field(default_factory=list)

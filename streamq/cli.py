@@ -576,6 +576,42 @@ def keys_new(state: State, name: str, scopes: str) -> None:
     show(state, {"name": name, "secret": secret, "api_keys_entry": line})
 
 
+@main.command()
+@click.option("--dry-run", is_flag=True, help="List the migrations Redis needs without running them.")
+@pass_state
+def migrate(state: State, dry_run: bool) -> None:
+    """Bring the Redis layout up to this streamq's schema version (STREAMQ_* settings name the Redis).
+
+    Safe to run twice and to run again after a crash; the api also runs it at start unless
+    STREAMQ_AUTO_MIGRATE=false. Exit 2 if Redis holds a newer schema than this streamq knows.
+
+    \b
+    Example:
+      STREAMQ_REDIS_URL=redis://redis:6379/0 streamq migrate
+    """
+    import asyncio
+
+    from streamq.shared import schema
+    from streamq.shared.settings import load_settings
+
+    try:
+        report = asyncio.run(schema.command(load_settings(), dry_run=dry_run))
+    except schema.SchemaTooNew as error:
+        err.print(f"streamq: {error}", markup=False, highlight=False)
+        sys.exit(USAGE)
+    if state.json:
+        show(state, report)
+        return
+    runs = report["migrations"]
+    assert isinstance(runs, list)
+    for m in runs:
+        rolling = "rolling upgrade possible" if m["rolling"] else "no rolling upgrade: stop the previous build first"
+        verb = "would run" if dry_run else "ran"
+        click.echo(f"{verb} migration {m['version']}: {m['summary']} ({rolling})")
+    done = f"schema {report['found']} -> {report['version']}" if runs else f"schema {report['version']}: up to date"
+    click.echo(done)
+
+
 # --- the services -------------------------------------------------------------------------------
 SERVICES = {
     "api": ("streamq.services.api.main", "The REST api (STREAMQ_API_HOST, STREAMQ_API_PORT).", "streamq api"),

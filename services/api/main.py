@@ -10,7 +10,7 @@ from collections.abc import Generator
 import uvicorn
 
 from streamq.services.api.app import create_app
-from streamq.shared import lifecycle
+from streamq.shared import lifecycle, schema
 from streamq.shared.forwarded import server_options
 from streamq.shared.logging import setup_logging
 from streamq.shared.settings import Settings, load_settings
@@ -27,6 +27,8 @@ class _Server(uvicorn.Server):
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Serve until ``stop`` (SIGTERM/SIGINT): uvicorn stops accepting, finishes open requests within
     the grace period, runs the lifespan shutdown, and the process exits 0."""
+    if not await schema.at_start(settings, stop, migrate_older=settings.auto_migrate):
+        return
     app = create_app(settings)
     lifecycle.freeze_startup_heap()
     config = uvicorn.Config(

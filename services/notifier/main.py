@@ -14,7 +14,7 @@ from streamq.services.notifier.lanes import Lane, Lanes
 from streamq.services.notifier.reader import EventReader
 from streamq.services.notifier.reclaim import Reclaimer
 from streamq.services.notifier.sender import Sender
-from streamq.shared import health, lifecycle, webhooks
+from streamq.shared import health, lifecycle, schema, webhooks
 from streamq.shared.deliveries import Deliveries
 from streamq.shared.keys import KeySchema
 from streamq.shared.logging import setup_logging
@@ -62,6 +62,8 @@ class Notifier:
                 "streamq: invalid setting STREAMQ_WEBHOOK_LEASE_S: must be greater than STREAMQ_WEBHOOK_TIMEOUT_S "
                 f"({s.webhook_lease_s:g} <= {s.webhook_timeout_s:g}), or an attempt could be sent twice at once"
             )
+        if not await schema.at_start(s, stop, migrate_older=False):  # waits for the api to migrate
+            return
         redis = await connect(s)
         readers = make_client(s, blocking_reads=True)  # the event readers' blocking reads, one per partition
         client = guarded_client(self.guard, s.webhook_timeout_s)

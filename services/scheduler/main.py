@@ -12,7 +12,7 @@ import logging
 from streamq.services.scheduler.cron import CronLoop
 from streamq.services.scheduler.promoter import Promoter
 from streamq.services.scheduler.watcher import Watchers
-from streamq.shared import health, lifecycle
+from streamq.shared import health, lifecycle, schema
 from streamq.shared.keys import KeySchema
 from streamq.shared.logging import setup_logging
 from streamq.shared.loops import PeriodicLoop, stop_all
@@ -37,6 +37,8 @@ class Scheduler:
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
+        if not await schema.at_start(s, stop, migrate_older=False):  # waits for the api to migrate
+            return
         redis = await connect(s)
         # the watchers' blocking reads, one connection per partition (connects when first used)
         reader = raw_stream_reads(make_client(s, blocking_reads=True))

@@ -113,6 +113,9 @@ class Consumer:
         self._stop: asyncio.Event | None = None
         self.cancel_grace_s = cancel_grace_s  # STREAMQ_CANCEL_GRACE_S
         self.cancelling: dict[str, asyncio.TimerHandle] = {}  # ref -> the grace timer of a cancel request
+        # intake round trips in flight (takes, watchers' reads) by ticket: when each started (monotonic)
+        self.intake: dict[int, float] = {}
+        self._ticket = 0
         self.abandoned: set[str] = set()  # refs recorded cancelled past the grace while their handler runs on
         finisher.refill = self  # the finisher refills the slots it frees (see reserve/fetched)
 
@@ -142,10 +145,27 @@ class Consumer:
 
     async def _call_take(self, keys: list[str], args: list[Any]) -> Any:
         self._taking_starts()
+        ticket = self.intake_begin()
         try:
             return await self.scripts.call("take", keys, args)
         finally:
+            self.intake_end(ticket)
             self._took()
+
+    def intake_begin(self) -> int:
+        """Note an intake round trip (a take, a watcher's read) starting; :meth:`intake_end` its end."""
+        self._ticket += 1
+        self.intake[self._ticket] = time.monotonic()
+        return self._ticket
+
+    def intake_end(self, ticket: int) -> None:
+        del self.intake[ticket]
+
+    def intake_age(self) -> float:
+        """How long the oldest intake round trip in flight has waited (0 with none): what readiness
+        reads, from the health server's thread (list() copies the values in one step under the GIL)."""
+        started = list(self.intake.values())
+        return time.monotonic() - min(started) if started else 0.0
 
     def _taking_starts(self) -> None:
         """A take (or a burst's chain of them) is in flight until the matching :meth:`_took`."""

@@ -26,7 +26,7 @@ from streamq.services.worker.recovery import recovery_loops
 from streamq.services.worker.registry import REGISTRY, Registry, load_modules
 from streamq.services.worker.sources import Sources
 from streamq.services.worker.watchers import Watchers
-from streamq.shared import health, lifecycle, retention
+from streamq.shared import health, lifecycle, retention, schema
 from streamq.shared.broker import Broker
 from streamq.shared.keys import WORKER_GROUP, KeySchema
 from streamq.shared.logging import setup_logging
@@ -68,6 +68,8 @@ class Worker:
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max_workers=s.worker_concurrency, thread_name_prefix="streamq-handler")
         )
+        if not await schema.at_start(s, stop, migrate_older=False):  # waits for the api to migrate
+            return
         redis = await connect(s)
         readers = make_client(s, blocking_reads=True)  # the watchers' blocking reads (connects when first used)
         try:
@@ -105,6 +107,7 @@ class Worker:
                 sources=sources,
                 cancel_grace_s=s.cancel_grace_s,
             )
+            health.HEALTH.watch_intake(consumer.intake_age, consumer.block_ms / 1000)  # /readyz: a stuck intake
             heartbeat = Heartbeat(
                 redis,
                 self.keys,

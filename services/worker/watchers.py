@@ -99,7 +99,11 @@ class Watchers:
         staging = staging_consumer(consumer.consumer)
         count = max(1, min(TAKE_AT_WAKE, consumer.free()))
         keys, args = consumer.take_call(part, count, staging)
-        read, reply = await self._read_then_take(part, staging, keys, args)
+        ticket = consumer.intake_begin()
+        try:
+            read, reply = await self._read_then_take(part, staging, keys, args)
+        finally:
+            consumer.intake_end(ticket)
         if isinstance(read, BaseException):
             raise read
         reply = await consumer.scripts.unless_unknown(reply, "take", keys, args)  # the server lost its scripts

@@ -38,6 +38,7 @@ GLOBAL = {
     "dashboard_session",
     "dashboard_login",
     "queues",
+    "schema",
 }
 
 
