@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import orjson
 from redis.asyncio import Redis
 
+from streamq.shared import tracing
 from streamq.shared.errors import Conflict, NotFound
 from streamq.shared.keys import STATUS_ORDER, KeySchema
 from streamq.shared.models import (
@@ -99,6 +100,8 @@ def _extras(task: TaskCreate) -> list[str]:
         fields += ["retry_backoff_s", str(task.retry_backoff_s)]
     if task.idempotency_key is not None:
         fields += ["idempotency_key", str(task.idempotency_key)]
+    if tracing.ENABLED:  # traceparent and tracestate of the api's submit span (shared/tracing.py)
+        fields += tracing.carried(task)
     return fields
 
 

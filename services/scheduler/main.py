@@ -12,7 +12,7 @@ import logging
 from streamq.services.scheduler.cron import CronLoop
 from streamq.services.scheduler.promoter import Promoter
 from streamq.services.scheduler.watcher import Watchers
-from streamq.shared import health, lifecycle
+from streamq.shared import health, lifecycle, tracing
 from streamq.shared.keys import KeySchema
 from streamq.shared.logging import setup_logging
 from streamq.shared.loops import PeriodicLoop, stop_all
@@ -66,6 +66,7 @@ class Scheduler:
 def main() -> None:
     settings = load_settings()
     setup_logging("scheduler", settings.log_level, settings.log_format)
+    tracing.setup("scheduler")
     port = health.serve(settings.metrics_host, settings.metrics_port, settings)  # /metrics, /livez, /readyz
     service = Scheduler(settings, metrics_port=port)
     lifecycle.run(health.watch(service.run, service.ready))
