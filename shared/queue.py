@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import orjson
 from redis.asyncio import Redis
 
+from streamq.shared import tracing
 from streamq.shared.errors import Conflict, NotFound
 from streamq.shared.keys import STATUS_ORDER, KeySchema
 from streamq.shared.models import (
@@ -111,6 +112,8 @@ def _extras(task: TaskCreate) -> list[str]:
         fields += ["idempotency_key", str(task.idempotency_key)]
     if task.keep_s is not None:  # read by finish.lua, cancel.lua and poison.lua for the retention deadline
         fields += ["keep_s", str(task.keep_s)]
+    if tracing.ENABLED:  # traceparent and tracestate of the api's submit span (shared/tracing.py)
+        fields += tracing.carried(task)
     return fields
 
 

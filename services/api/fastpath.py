@@ -35,6 +35,7 @@ from streamq.services.api.middleware import read_body, replay
 from streamq.services.api.routes import tasks
 from streamq.services.api.routes.tasks import _count_stored
 from streamq.services.api.unavailable import redis_answer
+from streamq.shared import tracing
 from streamq.shared.broker import Broker
 from streamq.shared.errors import NotDurable, not_durable_body
 from streamq.shared.models import TaskCreate
@@ -81,7 +82,7 @@ class FastSubmit:
         if messages[-1]["type"] == "http.request":
             headers: list[tuple[bytes, bytes]] = []
             try:
-                answer = await self._submit(b"".join(m.get("body", b"") for m in messages))
+                answer = await self._submit(b"".join(m.get("body", b"") for m in messages), scope)
             except RedisError as error:  # as the app's exception handler answers (this runs outside it)
                 mapped = redis_answer(error)
                 if mapped is None:
@@ -94,7 +95,7 @@ class FastSubmit:
                 return
         await self.app(scope, replay(messages, receive), send)
 
-    async def _submit(self, body: bytes) -> tuple[int, bytes] | None:
+    async def _submit(self, body: bytes, scope: Scope) -> tuple[int, bytes] | None:
         """(status, body) of the submitted task, or None to let the FastAPI route answer."""
         task = _task(body)
         if task is None:
@@ -102,7 +103,22 @@ class FastSubmit:
         state = self.api.state
         if await state.catalog.unknown({task.type}) or await check_tasks([task], state.guard, batch=False):
             return None
-        broker = state.broker
+        if tracing.ENABLED:
+            return await self._traced(task, scope)
+        return await self._store(task)
+
+    async def _traced(self, task: TaskCreate, scope: Scope) -> tuple[int, bytes]:
+        """:meth:`_store` inside the api's submit span, the task carrying its context."""
+        queue = task.queue or self.api.state.broker.keys.queue
+        with tracing.submitting(scope["headers"], [task], queue) as ([traced], span):
+            status, body = await self._store(traced)
+            if status < 300:
+                tracing.submitted(span, [orjson.loads(body)["id"]])
+            return status, body
+
+    async def _store(self, task: TaskCreate) -> tuple[int, bytes]:
+        """(status, body) of a checked task, submitted."""
+        broker: Broker = self.api.state.broker
         if broker.durable is not None:  # each call's 503 names its own tasks: not coalesced
             try:
                 [done] = await broker.submit_stored([task])

@@ -10,7 +10,7 @@ from collections.abc import Generator
 import uvicorn
 
 from streamq.services.api.app import create_app
-from streamq.shared import lifecycle, schema
+from streamq.shared import lifecycle, schema, tracing
 from streamq.shared.forwarded import server_options
 from streamq.shared.logging import setup_logging
 from streamq.shared.settings import Settings, load_settings
@@ -55,6 +55,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 def main() -> None:
     settings = load_settings()
     setup_logging("api", settings.log_level, settings.log_format)
+    tracing.setup("api")
     if not settings.api_keys and settings.api_host not in ("127.0.0.1", "::1", "localhost"):
         log.warning(
             "no API keys configured but the api binds to a non-loopback address: anyone who can reach it can "

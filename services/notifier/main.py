@@ -14,7 +14,7 @@ from streamq.services.notifier.lanes import Lane, Lanes
 from streamq.services.notifier.reader import EventReader
 from streamq.services.notifier.reclaim import Reclaimer
 from streamq.services.notifier.sender import Sender
-from streamq.shared import health, lifecycle, schema, webhooks
+from streamq.shared import health, lifecycle, schema, tracing, webhooks
 from streamq.shared.deliveries import Deliveries
 from streamq.shared.keys import KeySchema
 from streamq.shared.logging import setup_logging
@@ -85,6 +85,7 @@ class Notifier:
                 secrets=secrets,
                 schedule=s.webhook_schedule,
                 timeout_s=s.webhook_timeout_s,
+                redis=redis,
             )
             self.deliverer = deliverer = Deliverer(
                 redis,
@@ -119,6 +120,7 @@ class Notifier:
 def main() -> None:
     settings = load_settings()
     setup_logging("notifier", settings.log_level, settings.log_format)
+    tracing.setup("notifier")
     port = health.serve(settings.metrics_host, settings.metrics_port, settings)  # /metrics, /livez, /readyz
     service = Notifier(settings, metrics_port=port)
     lifecycle.run(health.watch(service.run, service.ready))

@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
+from redis.asyncio import Redis
 
-from streamq.shared import metrics, webhooks
+from streamq.shared import metrics, tracing, webhooks
 from streamq.shared.deliveries import Claimed, Deliveries
 from streamq.shared.ssrf import BlockedUrl, SsrfGuard
 
@@ -34,7 +35,9 @@ class Sender:
         secrets: Sequence[bytes],
         schedule: Sequence[float],
         timeout_s: float = 10.0,
+        redis: Redis | None = None,
     ) -> None:
+        self.redis = redis  # where a traced attempt reads its task's trace context (tracing on only)
         self.client = client
         self.guard = guard
         self.deliveries = deliveries
@@ -45,6 +48,8 @@ class Sender:
     async def post(self, claimed: Claimed) -> tuple[int | None, str, float | None, str]:
         """(status code or None, error, Retry-After seconds, start of the answer)."""
         headers = webhooks.headers(self.secrets, claimed.delivery_id, claimed.body)
+        if tracing.ENABLED:  # the delivery span's traceparent (not signed: the signature covers id, time, body)
+            tracing.inject(headers)
         try:
             self.guard.check_static(claimed.url)
             async with (
@@ -68,6 +73,27 @@ class Sender:
         except httpx.HTTPError as error:
             return None, f"{type(error).__name__}: {error}" if str(error) else type(error).__name__, None, ""
 
+    async def _traced_post(self, claimed: Claimed, target: Deliveries) -> tuple[int | None, str, float | None, str]:
+        """:meth:`post` in a CLIENT span that is a child of the task's submit span (shared/tracing.py)."""
+        stored: list[str | None] = [None, None]
+        if self.redis is not None:
+            stored = await self.redis.hmget(target.keys.task(claimed.task_id), *tracing.FIELDS)
+        attributes = {
+            **tracing.messaging(target.keys.queue, "deliver", claimed.task_id),
+            "http.request.method": "POST",
+            "url.full": claimed.url,
+            "streamq.webhook.id": claimed.delivery_id,
+            "streamq.webhook.event": claimed.event,
+            "streamq.webhook.attempt": claimed.attempt,
+        }
+        with tracing.client_span(f"webhook {claimed.event}", stored, **attributes) as span:
+            answer = await self.post(claimed)
+            if answer[0] is not None:
+                span.set_attribute("http.response.status_code", answer[0])
+            if answer[1] or (answer[0] or 0) >= 400:
+                tracing.failed(span, answer[1] or f"HTTP {answer[0]}")
+            return answer
+
     async def send(self, claimed: Claimed, deliveries: Deliveries | None = None) -> webhooks.WebhookStatus:
         """Attempt ``claimed`` and record the attempt through ``deliveries`` (the claimed delivery's
         partition; default: the one given at construction)."""
@@ -75,7 +101,10 @@ class Sender:
         if target is None:
             raise ValueError("no Deliveries to record the attempt in")
         started = time.time()
-        status_code, error, retry_after, answer = await self.post(claimed)
+        if tracing.ENABLED:
+            status_code, error, retry_after, answer = await self._traced_post(claimed, target)
+        else:
+            status_code, error, retry_after, answer = await self.post(claimed)
         duration = time.time() - started
         if error.startswith(REFUSED):
             verdict = webhooks.Verdict(webhooks.WebhookStatus.FAILED, error=error)

@@ -12,7 +12,7 @@ import logging
 from streamq.services.scheduler.cron import CronLoop
 from streamq.services.scheduler.promoter import Promoter
 from streamq.services.scheduler.watcher import Watchers
-from streamq.shared import health, lifecycle, schema
+from streamq.shared import health, lifecycle, schema, tracing
 from streamq.shared.keys import KeySchema
 from streamq.shared.logging import setup_logging
 from streamq.shared.loops import PeriodicLoop, stop_all
@@ -68,6 +68,7 @@ class Scheduler:
 def main() -> None:
     settings = load_settings()
     setup_logging("scheduler", settings.log_level, settings.log_format)
+    tracing.setup("scheduler")
     port = health.serve(settings.metrics_host, settings.metrics_port, settings)  # /metrics, /livez, /readyz
     service = Scheduler(settings, metrics_port=port)
     lifecycle.run(health.watch(service.run, service.ready))

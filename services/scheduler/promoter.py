@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from streamq.services.scheduler.clock import ServerClock
-from streamq.shared import metrics
+from streamq.shared import metrics, tracing
 from streamq.shared.keys import KeySchema
 from streamq.shared.loops import PeriodicLoop
 from streamq.shared.queue import Queue
@@ -97,6 +97,7 @@ class Promoter(PeriodicLoop):
         for part in parts:
             pipe.zrangebyscore(part.scheduled, "-inf", estimate, start=0, num=self.batch)
         candidates: list[list[str]] = await pipe.execute()
+        traces = await self._traces(parts, candidates) if tracing.ENABLED else None
         await self.until_due()
         calls = [
             ("promote", *promote_call(part, ids, self.queue.events_maxlen))
@@ -105,10 +106,35 @@ class Promoter(PeriodicLoop):
         sent = time.time() * 1000
         replies = await self.queue.scripts.call_many(calls)
         received = time.time() * 1000
+        if traces is not None:
+            self._trace(parts, candidates, replies, traces, sent, received)
         results = []
         for part, ids, reply in zip(parts, candidates, replies, strict=True):
             results.append(self._count(part, ids, reply, sent, received))
         return results
+
+    async def _traces(self, parts: list[KeySchema], candidates: list[list[str]]) -> list[Any]:
+        """Per candidate (tracing on only): its due time and its stored trace context, one pipeline."""
+        pipe = self.queue.redis.pipeline(transaction=False)
+        for part, ids in zip(parts, candidates, strict=True):
+            for task_id in ids:
+                pipe.zscore(part.scheduled, task_id)
+                pipe.hmget(part.task(task_id), *tracing.FIELDS)
+        return list(await pipe.execute())
+
+    def _trace(
+        self, parts: list[KeySchema], candidates: list[list[str]], replies: list[Any], traces: list[Any],
+        sent_ms: float, received_ms: float,
+    ) -> None:  # fmt: skip
+        """A ``promote <queue>`` span per promoted task, a child of its submit span, over the script call:
+        the candidates due by the script's clock (promote.lua moves exactly those still scheduled)."""
+        found = iter(traces)
+        for part, ids, reply in zip(parts, candidates, replies, strict=True):
+            now_ms = -1 if isinstance(reply, Exception) else int(reply[0])
+            for task_id in ids:
+                due, stored = next(found), next(found)
+                if due is not None and due <= now_ms:
+                    tracing.promoted(stored, part.queue, task_id, int(sent_ms * 1e6), int(received_ms * 1e6))
 
     def _count(
         self, part: KeySchema, ids: list[str], reply: Any, sent_ms: float, received_ms: float

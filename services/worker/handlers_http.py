@@ -18,6 +18,7 @@ import httpx
 from pydantic import ValidationError
 
 from streamq.services.worker.registry import handler
+from streamq.shared import tracing
 from streamq.shared.errors import Permanent
 from streamq.shared.payloads import HttpPayload
 from streamq.shared.redaction import MASK
@@ -112,6 +113,23 @@ async def http_request(payload: Any) -> dict[str, Any]:
         kwargs["json"] = p.json_body
     elif p.body is not None:
         kwargs["content"] = p.body.encode()
+    if tracing.ENABLED:
+        return await _traced(p, kwargs)
+    return await _send(p, kwargs)
+
+
+async def _traced(p: HttpPayload, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """:func:`_send` in a CLIENT span (a child of the run's ``process http`` span), carrying its traceparent."""
+    attributes = {"http.request.method": p.method, "url.full": p.url}
+    with tracing.client_span(p.method, **attributes) as span:
+        tracing.inject(kwargs["headers"])  # request_headers() made this dict for this request
+        result = await _send(p, kwargs)  # an exception (an unexpected status too) is recorded on the span
+        span.set_attribute("http.response.status_code", result["status"])
+        return result
+
+
+async def _send(p: HttpPayload, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The request and its answer as the task's result (or the run's failure)."""
     try:
         async with (
             asyncio.timeout(p.timeout_s),

@@ -26,7 +26,7 @@ from streamq.services.worker.recovery import recovery_loops
 from streamq.services.worker.registry import REGISTRY, Registry, load_modules
 from streamq.services.worker.sources import Sources
 from streamq.services.worker.watchers import Watchers
-from streamq.shared import health, lifecycle, retention, schema
+from streamq.shared import health, lifecycle, retention, schema, tracing
 from streamq.shared.broker import Broker
 from streamq.shared.keys import WORKER_GROUP, KeySchema
 from streamq.shared.logging import setup_logging
@@ -85,6 +85,8 @@ class Worker:
                 retry_base_s=s.retry_base_s,
                 retry_max_s=s.retry_max_s,
                 unhandled_timeout_s=s.unhandled_timeout_s,
+                redis=redis,
+                keys=self.keys,
             )
             finisher = Finisher(
                 queue.scripts,
@@ -183,6 +185,7 @@ class Worker:
 def main() -> None:
     settings = load_settings()
     setup_logging("worker", settings.log_level, settings.log_format)
+    tracing.setup("worker")
     load_modules(settings.handlers)
     port = health.serve(settings.metrics_host, settings.metrics_port, settings)  # /metrics, /livez, /readyz
     service = Worker(settings, metrics_port=port)

@@ -20,7 +20,7 @@ import logging
 from streamq.services.worker.consumer import Consumer
 from streamq.services.worker.executor import cancelled
 from streamq.services.worker.jobs import Delivery, Job
-from streamq.shared import metrics
+from streamq.shared import metrics, tracing
 from streamq.shared.keys import WORKER_GROUP, KeySchema
 from streamq.shared.loops import PeriodicLoop
 from streamq.shared.models import PRIORITIES, TaskStatus
@@ -93,6 +93,8 @@ class Reclaimer(PeriodicLoop):
         runnable = await self.end_cancelled(part, runnable)
         if runnable and not self.stop_event.is_set():
             jobs = await self.consumer.start(runnable)
+            if tracing.ENABLED:  # their process spans link to the submit as re-runs
+                self.consumer.executor.reclaimed.update(job.delivery.ref for job in jobs)
             self.consumer.dispatch(jobs)
             self.reclaimed += len(jobs)
             metrics.TASKS_RECLAIMED.labels(part.queue).inc(len(jobs))

@@ -12,7 +12,7 @@ from streamq.services.api.deps import BrokerDep, CatalogDep, GuardDep, QueueName
 from streamq.services.api.encoding import batch_json
 from streamq.services.api.security import OverBurst, RateLimiter, caller_id
 from streamq.services.api.waiters import Waiters
-from streamq.shared import metrics
+from streamq.shared import metrics, tracing
 from streamq.shared.models import (
     MAX_PRIORITY,
     MIN_PRIORITY,
@@ -85,6 +85,12 @@ def _count_stored(done: list[Stored]) -> None:
         metrics.TASKS_SUBMITTED.labels(queue, task_type, str(priority)).inc(n)
 
 
+def _one_queue(tasks: list[TaskCreate]) -> str | None:
+    """The queue every task names, or None (the default queue, or several: the span names the default)."""
+    names = {t.queue for t in tasks}
+    return names.pop() if len(names) == 1 else None
+
+
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -96,6 +102,7 @@ async def submit_task(
     catalog: CatalogDep,
     guard: GuardDep,
     response: Response,
+    request: Request,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> TaskPublic:
     """Create one task. With an ``Idempotency-Key`` header (or field) seen in the last 24 h, the
@@ -104,7 +111,12 @@ async def submit_task(
     task = _with_header_key(task, idempotency_key)
     await _check_types(catalog, [task], batch=False)
     await _check_payloads(guard, [task], batch=False)
-    [done] = await broker.submit([task])
+    if tracing.ENABLED:  # the api's submit span; the task carries its context (shared/tracing.py)
+        with tracing.submitting(request.scope["headers"], [task], task.queue or broker.keys.queue) as (traced, span):
+            [done] = await broker.submit(traced)
+            tracing.submitted(span, [done.task.id])
+    else:
+        [done] = await broker.submit([task])
     _count([done])
     if done.duplicate:
         response.status_code = status.HTTP_200_OK
@@ -127,7 +139,13 @@ async def submit_batch(
             raise RequestValidationError([error_item]) from None
     await _check_types(catalog, batch.tasks, batch=True)
     await _check_payloads(guard, batch.tasks, batch=True)
-    done = await broker.submit_stored(batch.tasks)
+    if tracing.ENABLED:
+        queue = _one_queue(batch.tasks) or broker.keys.queue
+        with tracing.submitting(request.scope["headers"], batch.tasks, queue) as (traced, span):
+            done = await broker.submit_stored(traced)
+            tracing.submitted(span, [s.id for s in done])
+    else:
+        done = await broker.submit_stored(batch.tasks)
     _count_stored(done)
     # the BatchResult's bytes, without a TaskPublic per task (services/api/encoding.py)
     return Response(batch_json(done), status_code=status.HTTP_201_CREATED, media_type="application/json")
