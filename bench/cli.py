@@ -19,12 +19,13 @@ import orjson
 from bench.config import WORKLOADS, Config
 from bench.env import ROOT, RedisServer, has_scheduler, load, machine
 from bench.report import Rounds, add_ratios, summarise, table
-from bench.workloads import cluster, drain, floor, latency, memory, raw, schedule, submit
+from bench.workloads import cluster, drain, floor, latency, memory, raw, schedule, submit, wait
 from bench.workloads.base import Context, Figures
 
 TINY: dict[str, Any] = {
     "runs": 1, "raw_n": 2_000, "single_n": 200, "single_clients": 8, "batch_n": 2_000, "batch_size": 500,
-    "drain_n": 500, "tuned_concurrency": 32, "latency_n": 40, "latency_rate": 100.0, "schedule_n": 20,
+    "drain_n": 500, "tuned_concurrency": 32, "latency_n": 40, "latency_rate": 100.0, "wait_n": 40, "wait_rate": 100.0,
+    "wait_waiters": 8, "schedule_n": 20,
     "memory_n": 500, "memory_ttl_s": 1,
 }  # fmt: skip
 
@@ -41,6 +42,7 @@ def entries(cfg: Config) -> list[tuple[str, Callable[[Context], Awaitable[Figure
             ("drain-tuned", lambda ctx: drain.run(ctx, cfg.tuned_concurrency)),
         ],
         "latency": [("latency", latency.run)],
+        "wait": [("wait", wait.run)],
         "schedule": [("schedule", schedule.run)],
         "memory": [("memory", memory.run)],
         "cluster": [("cluster-drain", cluster.run)],

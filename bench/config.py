@@ -7,7 +7,9 @@ from typing import Any
 
 from streamq.shared.settings import Settings
 
-WORKLOADS = ("raw", "floor", "submit-single", "submit-batch", "drain", "latency", "schedule", "memory", "cluster")
+WORKLOADS = (
+    "raw", "floor", "submit-single", "submit-batch", "drain", "latency", "wait", "schedule", "memory", "cluster",
+)  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -29,6 +31,10 @@ class Config:
     tuned_concurrency: int = 256  # best of 64/128/256/512 here; the finisher batches up to 256
     latency_n: int = 2_000
     latency_rate: float = 200.0  # tasks/s, paced
+    wait_n: int = 2_000  # tasks each long-polled through the api (GET /api/tasks/{id}?wait=)
+    wait_rate: float = 200.0  # tasks/s, paced
+    wait_waiters: int = 50  # concurrent long-poll connections
+    wait_hold_s: float = 0.05  # each task's run (the built-in sleep): its waiter is parked before it ends
     schedule_n: int = 500
     schedule_ahead_s: float = 3.0
     scheduler_batch: int = 0  # STREAMQ_SCHEDULER_BATCH of the schedule workload's scheduler; 0 = its default

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,6 +40,9 @@ ERROR_CODES: tuple[tuple[type[streamq.StreamqError], int], ...] = (
 )
 err = Console(stderr=True)
 TASK_COLUMNS = ("id", "type", "queue", "status", "priority", "attempts", "created_at", "error")
+# tasks get of several ids: also how far each running one got and whether it was asked to stop
+SHOWN_COLUMNS = (*TASK_COLUMNS[:-1], "progress", "progress_message", "cancel_requested", "error")
+WAIT_S = 60.0  # --timeout's default: how long --wait and tasks wait wait
 
 
 @dataclass
@@ -93,20 +97,22 @@ def show(state: State, value: Any, columns: Sequence[str] | None = None) -> None
         names = list(columns or (data[0].keys() if data else []))
         table = Table(*names)
         for row in data:
-            table.add_row(*(_cell(row.get(n)) for n in names))
+            table.add_row(*(_cell(row.get(n), n) for n in names))
         console.print(table)
     elif isinstance(data, dict):
         table = Table("field", "value", show_header=False)
         for key, item in data.items():
-            table.add_row(key, _cell(item))
+            table.add_row(key, _cell(item, key))
         console.print(table)
     else:
         console.print(data)
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, name: str = "") -> str:
     if value is None:
         return ""
+    if name == "progress" and isinstance(value, int | float):
+        return f"{value:.0%}"  # a task's progress (a fraction) as people read it; --json keeps the fraction
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
@@ -175,7 +181,11 @@ def main(ctx: click.Context, url: str | None, api_key: str | None, as_json: bool
 @click.option("--max-retries", type=int)
 @click.option("--idempotency-key", help="A key seen in the last 24 h returns the first task instead.")
 @click.option("--wait", "wait", is_flag=True, help="Wait for the task to end; exit 1 if it failed or was cancelled.")
-@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds --wait waits.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0, min_open=True),
+    help=f"Seconds --wait waits for the task to end (default {WAIT_S:g}); not the task's own run time limit.",
+)
 @click.option(
     "--from", "source", type=click.Path(dir_okay=False, allow_dash=True), help="Submit tasks.jsonl: one task a line."
 )
@@ -192,7 +202,7 @@ def submit(
     max_retries: int | None,
     idempotency_key: str | None,
     wait: bool,
-    timeout: float,
+    timeout: float | None,
     source: str | None,
     batch_size: int,
 ) -> None:
@@ -207,6 +217,9 @@ def submit(
 
     A --from run is resumable: each line without its own idempotency_key gets one made from the
     line (its number and text), so a rerun after an interrupt makes no task twice.
+
+    --wait prints the task once it ended (exit 1 if it failed or was cancelled); if --timeout runs
+    out first, the task as it stands then, and exit 1. Only the wait stops: the task runs on.
     """
     if source is not None:
         if type is not None:
@@ -217,6 +230,8 @@ def submit(
         raise click.UsageError("missing TYPE (or --from FILE)")
     if delay is not None and at is not None:
         raise click.UsageError("pass --delay or --at, not both")
+    if timeout is not None and not wait:
+        raise click.UsageError("--timeout is how long --wait waits: pass --wait too")
     with state.client() as client:
         task = client.submit(
             type,
@@ -229,7 +244,7 @@ def submit(
             idempotency_key=idempotency_key,
         )
         if wait:
-            task = client.wait(task.id, timeout=timeout)
+            [task] = waited(client, [task.id], WAIT_S if timeout is None else timeout)
     show(state, task)
     if wait and task.status != streamq.TaskStatus.COMPLETED:
         raise SystemExit(TASK_FAILED)
@@ -289,18 +304,37 @@ def tasks() -> None:
 @click.option("--status", type=click.Choice([s.value for s in streamq.TaskStatus]))
 @click.option("--type", "type_")
 @click.option("--queue", "-q")
+@click.option("--priority", "-p", type=click.IntRange(1, 5), help="Only tasks of this priority (1-5).")
 @click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True)
 @pass_state
-def tasks_ls(state: State, status: str | None, type_: str | None, queue: str | None, limit: int) -> None:
+def tasks_ls(
+    state: State, status: str | None, type_: str | None, queue: str | None, priority: int | None, limit: int
+) -> None:
     """Tasks, newest first.
 
     \b
     Example:
-      streamq tasks ls --queue critical --status pending --limit 100
+      streamq tasks ls --queue critical --status pending --priority 5 --limit 100
     """
     with state.client() as client:
-        found = list(client.list(status=status, type=type_, queue=queue, limit=limit))
+        found = list(client.list(status=status, type=type_, queue=queue, priority=priority, limit=limit))
     show(state, found, TASK_COLUMNS)
+
+
+def waited(client: streamq.Client, ids: Sequence[str], timeout: float) -> list[streamq.Task]:
+    """Each task once it ended, all within ``timeout`` seconds in all; a task still running when that
+    ran out is returned as it stands then (not terminal), with a note on stderr."""
+    deadline = time.monotonic() + timeout
+    out: list[streamq.Task] = []
+    for task_id in ids:
+        try:
+            out.append(client.wait(task_id, timeout=max(deadline - time.monotonic(), 0.0)))
+        except streamq.Timeout as error:
+            if error.task is None:  # no answer from the api at all
+                raise
+            err.print(f"[yellow]{error.task.id} is still {error.task.status.value} after {timeout:g} s[/yellow]")
+            out.append(error.task)
+    return out
 
 
 def _each(state: State, ids: Sequence[str], call: Callable[[streamq.Client, str], Any]) -> list[Any]:
@@ -308,36 +342,40 @@ def _each(state: State, ids: Sequence[str], call: Callable[[streamq.Client, str]
         return [call(client, task_id) for task_id in ids]
 
 
-def _one_or_many(state: State, values: list[Any]) -> None:
-    show(state, values[0] if len(values) == 1 else values, None if len(values) == 1 else TASK_COLUMNS)
+def _one_or_many(state: State, values: list[Any], columns: Sequence[str] = TASK_COLUMNS) -> None:
+    show(state, values[0] if len(values) == 1 else values, None if len(values) == 1 else columns)
 
 
 @tasks.command("get")
 @click.argument("ids", nargs=-1, required=True)
 @pass_state
 def tasks_get(state: State, ids: tuple[str, ...]) -> None:
-    """Show tasks.
+    """Show tasks: every field of one, or a row each (with progress and cancel_requested) of several.
 
     \b
     Example:
       streamq tasks get 01M8GCFBBVY7Z48VGJPE8C72EQ
     """
-    _one_or_many(state, _each(state, ids, lambda c, i: c.get(i)))
+    _one_or_many(state, _each(state, ids, lambda c, i: c.get(i)), SHOWN_COLUMNS)
 
 
 @tasks.command("wait")
 @click.argument("ids", nargs=-1, required=True)
-@click.option("--timeout", type=float, default=60.0, show_default=True)
+@click.option(
+    "--timeout", type=click.FloatRange(0, min_open=True), default=WAIT_S, show_default=True, help="Seconds, in all."
+)
 @pass_state
 def tasks_wait(state: State, ids: tuple[str, ...], timeout: float) -> None:
-    """Wait for tasks to end; exit 1 if any failed or was cancelled.
+    """Wait for tasks to end; exit 1 if any failed or was cancelled, or is still running when the
+    timeout ran out (shown as it stands then).
 
     \b
     Example:
       streamq tasks wait 01M8GCFBBVY7Z48VGJPE8C72EQ --timeout 300
     """
-    done = _each(state, ids, lambda c, i: c.wait(i, timeout=timeout))
-    _one_or_many(state, done)
+    with state.client() as client:
+        done = waited(client, ids, timeout)
+    _one_or_many(state, done, SHOWN_COLUMNS)
     if any(t.status != streamq.TaskStatus.COMPLETED for t in done):
         raise SystemExit(TASK_FAILED)
 
@@ -346,7 +384,8 @@ def tasks_wait(state: State, ids: tuple[str, ...], timeout: float) -> None:
 @click.argument("ids", nargs=-1, required=True)
 @pass_state
 def tasks_cancel(state: State, ids: tuple[str, ...]) -> None:
-    """Cancel pending or scheduled tasks.
+    """Cancel tasks: a pending or scheduled one ends cancelled; a running one is asked to stop
+    (cancel_requested: true) and ends cancelled once its worker stopped it.
 
     \b
     Example:

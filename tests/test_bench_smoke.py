@@ -14,7 +14,8 @@ from bench.config import WORKLOADS
 from bench.env import has_scheduler
 from tests.support import ROOT
 
-ENTRIES = ["raw", "floor", "submit-single", "submit-batch", "drain-default", "drain-tuned", "latency", "schedule"]
+ENTRIES = ["raw", "floor", "submit-single", "submit-batch", "drain-default", "drain-tuned", "latency", "wait"]
+ENTRIES += ["schedule"]
 ENTRIES += ["memory"]
 ENTRIES += ["cluster-drain"]
 
@@ -57,6 +58,7 @@ def test_make_bench_tiny_writes_table_and_json(tmp_path: Path) -> None:
         ("floor", "state_latency_p50_ms"),
         ("floor", "state_schedule_p99_ms"),
         ("latency", "started_p99_ms"),
+        ("wait", "heard_p99_ms"),
         ("memory", "bytes_per_task"),
     ]:
         value = summary[entry]["figures"][figure]

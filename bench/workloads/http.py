@@ -1,4 +1,4 @@
-"""A minimal HTTP/1.1 keep-alive client for load generation (POST with a fixed body, read the reply).
+"""A minimal HTTP/1.1 keep-alive client for load generation (a pre-encoded request, read the reply).
 
 httpx costs this machine several times more CPU per request than the api spends serving it, so a
 benchmark driven by httpx measures httpx; this client does only what the load needs: one
@@ -21,8 +21,8 @@ class Connection:
         reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
         return cls(reader, writer)
 
-    async def post(self, request: bytes) -> tuple[int, bytes]:
-        """Send a pre-encoded request; returns (status, body)."""
+    async def send(self, request: bytes) -> tuple[int, bytes]:
+        """Send a pre-encoded request (``encode_post``, ``encode_get``); returns (status, body)."""
         self.writer.write(request)
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
@@ -43,3 +43,7 @@ def encode_post(base: str, path: str, body: bytes) -> bytes:
     return (
         f"POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
     ).encode() + body
+
+
+def encode_get(base: str, path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nhost: {urlsplit(base).netloc}\r\n\r\n".encode()

@@ -31,7 +31,7 @@ async def _raw_loop(conn: Connection, request: bytes, todo: list[int], lat: list
         while todo:
             todo.pop()
             sent = time.perf_counter()
-            status, body = await conn.post(request)
+            status, body = await conn.send(request)
             lat.append(time.perf_counter() - sent)
             if status != 201:
                 raise RuntimeError(f"submit: {status} {body[:300]!r}")
@@ -48,7 +48,7 @@ async def _drive(
     if kind == "raw":
         request = encode_post(base, path, body)
         conns = [await Connection.open(base) for _ in range(clients)]
-        await conns[0].post(request)  # warm: the api's type catalog
+        await conns[0].send(request)  # warm: the api's type catalog
         started = time.perf_counter()
         await asyncio.gather(*(_raw_loop(conn, request, todo, lat) for conn in conns))
         return time.perf_counter() - started, lat

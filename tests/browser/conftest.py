@@ -45,6 +45,7 @@ def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
         redis_server,
         tmp_path_factory.mktemp("logs"),
         STREAMQ_WORKER_CONCURRENCY="4",
+        STREAMQ_HANDLERS="tests.e2e.handlers_extra",  # handlers reporting progress or ignoring cancels, and built-ins
         # webhooks go only to the tests' receiver on 127.0.0.1; nothing leaves loopback
         STREAMQ_ALLOW_PRIVATE_NETWORKS="true",
         STREAMQ_WEBHOOK_SECRET=WEBHOOK_SECRET,

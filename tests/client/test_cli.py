@@ -4,10 +4,12 @@ codes, and a 10,000-line --from import interrupted and resumed without duplicate
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +66,72 @@ def test_commands_and_exit_codes(stack: str) -> None:
     assert "not a duration" in cli(stack, "submit", "echo", "--delay", "soon", code=2)
     assert "404" in cli(stack, "tasks", "get", "01NOSUCHTASK0000000000000", code=3)
     assert "cannot reach" in cli(f"http://127.0.0.1:{free_port()}", "stats", code=5)
+
+
+def run(url: str, *args: str, code: int, table: bool = False) -> subprocess.CompletedProcess[str]:
+    """The console script's process (``--json`` unless ``table``: the table people read, 200 columns wide)."""
+    flags = [] if table else ["--json"]
+    env = {**os.environ, "COLUMNS": "200"}
+    done = subprocess.run([STREAMQ, "--url", url, *flags, *args], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == code, (args, done.returncode, done.stdout, done.stderr)
+    return done
+
+
+def cells(table: str) -> list[list[str]]:
+    """The rows of a table the console script printed (rich's box drawing), each a list of its cells."""
+    lines = [line.replace("┃", "│") for line in table.splitlines()]  # the header's border is heavier
+    return [[c.strip() for c in line.strip("│").split("│")] for line in lines if line.startswith("│")]
+
+
+def until_task(url: str, task_id: str, check: Callable[[dict[str, Any]], bool], timeout: float = 20) -> dict[str, Any]:
+    """``tasks get --json`` until ``check`` holds (bounded)."""
+    deadline = time.monotonic() + timeout
+    while not check(task := cli(url, "tasks", "get", task_id)):
+        assert time.monotonic() < deadline, task
+        time.sleep(0.1)
+    return dict(task)
+
+
+def test_tasks_ls_filters_by_priority(stack: str) -> None:
+    urgent = [cli(stack, "submit", "noop", "--priority", "5", "--delay", "10m")["id"] for _ in range(2)]
+    low = cli(stack, "submit", "noop", "--priority", "1", "--delay", "10m")["id"]
+    listed = cli(stack, "tasks", "ls", "--priority", "5")
+    assert sorted(t["id"] for t in listed) == sorted(urgent) and {t["priority"] for t in listed} == {5}
+    assert [t["id"] for t in cli(stack, "tasks", "ls", "-p", "1", "--status", "scheduled")] == [low]
+    assert "1<=x<=5" in run(stack, "tasks", "ls", "--priority", "9", code=2).stderr
+
+
+def test_submit_timeout_is_how_long_wait_waits(stack: str) -> None:
+    # the wait runs out before the task ends: the task as it stands then on stdout, a note, exit 1
+    ran_out = run(stack, "submit", "sleep", "5", "--wait", "--timeout", "0.5", code=1)
+    task = json.loads(ran_out.stdout)
+    assert task["status"] in ("pending", "processing") and "after 0.5 s" in ran_out.stderr
+    # only the wait stopped: the task runs on and completes
+    assert cli(stack, "tasks", "wait", task["id"], "--timeout", "30")["status"] == "completed"
+    assert "pass --wait too" in run(stack, "submit", "noop", "--timeout", "5", code=2).stderr
+    assert "not in the range x>0" in run(stack, "submit", "noop", "--wait", "--timeout", "0", code=2).stderr
+    assert cli(stack, "stats")["total"] == 1  # the refused commands submitted nothing
+    assert "--wait waits for the task to end" in " ".join(run(stack, "submit", "--help", code=0).stdout.split())
+
+
+def test_tasks_get_shows_progress_and_cancel_requested(control_stack: str) -> None:
+    url = control_stack
+    running = cli(url, "submit", "progress_sync", "30")["id"]  # reports 0.5 "half way", then sleeps
+    task = until_task(url, running, lambda t: t["progress"] == 0.5)
+    assert task["progress_message"] == "half way" and task["cancel_requested"] is False
+    one = dict(row[:2] for row in cells(run(url, "tasks", "get", running, code=0, table=True).stdout))
+    assert one["progress"] == "50%" and one["progress_message"] == "half way" and one["cancel_requested"] == "false"
+
+    asked = cli(url, "tasks", "cancel", running)  # a running task: 202, asked to stop
+    assert asked["status"] == "processing" and asked["cancel_requested"] is True
+    other = cli(url, "submit", "noop", "--delay", "10m")["id"]
+    header, *rows = cells(run(url, "tasks", "get", running, other, code=0, table=True).stdout)
+    shown = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
+    assert shown[running]["progress"] == "50%" and shown[running]["progress_message"] == "half way"
+    assert shown[running]["cancel_requested"] == "true" and shown[other]["cancel_requested"] == "false"
+    # the sync handler ignores the request: recorded cancelled after the grace; tasks wait exits 1
+    done = cli(url, "tasks", "wait", running, "--timeout", "30", code=1)
+    assert done["status"] == "cancelled" and done["progress"] == 0.5
 
 
 def test_unauthorized_exits_4(start_service: Any) -> None:

@@ -4,6 +4,7 @@ and every error type from a real answer."""
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -166,3 +167,43 @@ def test_keys_scopes_and_rate_limit(start_service: StartService, monkeypatch: py
         assert limited.value.retry_after is not None and limited.value.retry_after > 0
     with streamq.Client(api_key=admin, retries=0) as ops:  # its own bucket: the limit is per key
         assert ops.submit("noop").status == "pending"
+
+
+def running_with_progress(client: streamq.Client, task_type: str, payload: float) -> streamq.Task:
+    """A task submitted and polled (bounded) until its handler's first progress report is on it."""
+    task = client.submit(task_type, payload)
+    deadline = time.monotonic() + 20
+    while (task := client.get(task.id)).progress is None:
+        assert time.monotonic() < deadline, task
+        time.sleep(0.05)
+    return task
+
+
+def test_cancel_of_a_running_task_returns_it_asked_to_stop(control_stack: str) -> None:
+    with streamq.Client(control_stack) as client:
+        # an async handler reporting progress every 50 ms: typed fields, then a cancel that answers 202
+        task = running_with_progress(client, "progress_forever", 60)
+        assert task.status is streamq.TaskStatus.PROCESSING and isinstance(task.progress, float)
+        assert isinstance(task.progress_message, str) and task.progress_message.startswith("tick ")
+        assert task.cancel_requested is False and "cancel_requested" in streamq.Task.model_fields
+        asked = client.cancel(task.id)
+        assert asked.status is streamq.TaskStatus.PROCESSING and asked.cancel_requested is True and not asked.done
+        done = client.wait(task.id, timeout=30)
+        assert done.status is streamq.TaskStatus.CANCELLED and done.cancel_requested and done.attempts == 1
+        assert done.error is not None and "cancelled while it ran" in done.error
+        with pytest.raises(streamq.Conflict) as ended:  # a finished task cannot be cancelled
+            client.cancel(task.id)
+        assert ended.value.status == "cancelled"
+
+
+async def test_async_cancel_of_a_running_task(control_stack: str) -> None:
+    async with streamq.AsyncClient(control_stack) as client:
+        task = await client.submit("cancel_sleep", 30)  # an async handler sleeping 30 s
+        deadline = time.monotonic() + 20
+        while (task := await client.get(task.id)).status != "processing":
+            assert time.monotonic() < deadline, task
+            await asyncio.sleep(0.05)
+        asked = await client.cancel(task.id)
+        assert asked.status == "processing" and asked.cancel_requested is True
+        done = await client.wait(task.id, timeout=30)
+        assert done.status == "cancelled" and done.result is None

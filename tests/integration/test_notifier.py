@@ -60,11 +60,14 @@ async def task_json(api: httpx.AsyncClient, task_id: str) -> dict[str, object]:
     return dict(response.json())
 
 
-async def wait_webhook_status(api: httpx.AsyncClient, task_id: str, status: str, timeout: float = 10) -> None:
+async def wait_webhook_status(
+    api: httpx.AsyncClient, task_id: str, status: str, timeout: float = 10, field: str = "webhook_status"
+) -> None:
+    """Until the task's ``field`` (its webhook_status by default) is ``status``."""
     deadline = asyncio.get_running_loop().time() + timeout
-    while (await task_json(api, task_id)).get("webhook_status") != status:
+    while (await task_json(api, task_id)).get(field) != status:
         if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"webhook_status is {(await task_json(api, task_id)).get('webhook_status')}")
+            raise TimeoutError(f"{field} is {(await task_json(api, task_id)).get(field)}")
         await asyncio.sleep(0.05)
 
 
@@ -172,6 +175,28 @@ async def test_failed_and_cancelled_tasks_notify_and_other_events_do_not(
     assert cancelled["type"] == "task.cancelled" and cancelled["data"]["id"] == later
     assert len(receiver.requests) == 2
     assert (await task_json(api, plain))["webhook_status"] is None
+
+
+async def test_a_running_task_cancelled_posts_one_cancelled_webhook(
+    settings: Settings, api: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    """A cancel of a processing task (202) ends it cancelled with one signed task.cancelled webhook: the
+    cancel request and the handler's stop are not deliveries of their own."""
+    task_id = await submit(api, receiver.url("/running"), type="sleep", payload=30, max_retries=3)
+    async with running_worker(settings), running_notifier(settings):
+        await wait_webhook_status(api, task_id, "processing", field="status")
+        answer = await api.post(f"/api/tasks/{task_id}/cancel")
+        assert answer.status_code == 202 and answer.json()["cancel_requested"] is True
+        await wait_webhook_status(api, task_id, "delivered")
+        await asyncio.sleep(0.5)  # a second delivery, were there one, would come now
+    [hook] = receiver.at("/running")
+    message = Webhook(SECRET).verify(hook.body, hook.headers)
+    assert message["type"] == "task.cancelled" and message["data"]["id"] == task_id
+    assert message["data"]["status"] == "cancelled" and message["data"]["attempts"] == 1
+    assert "cancelled while it ran" in message["data"]["error"]
+    task = await task_json(api, task_id)
+    assert task["status"] == "cancelled" and task["cancel_requested"] is True and task["result"] is None
+    assert len(receiver.requests) == 1
 
 
 async def test_redeliver_resends_the_same_message(
