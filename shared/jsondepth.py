@@ -7,7 +7,6 @@ and Python's parser, encoders and validators recurse once per level.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 MAX_PAYLOAD_DEPTH = 64  # a task's payload (shared/models.py)
 MAX_BODY_DEPTH = 100  # a request body, checked before it is parsed: a batch's payloads sit 3 levels down
@@ -44,15 +43,3 @@ def _outside_strings(text: bytes) -> bytes:
     if b"\\" not in text:
         return b"".join(text.split(b'"')[::2])
     return _STRING.sub(b"", text)
-
-
-def value_deeper_than(value: Any, limit: int) -> bool:
-    """Whether a parsed JSON value (dicts, lists, scalars) nests deeper than ``limit``."""
-    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return True
-        children = item.values() if isinstance(item, dict) else item
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return False

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import orjson
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
-from streamq.shared.jsondepth import MAX_PAYLOAD_DEPTH, value_deeper_than
+from streamq.shared.jsondepth import MAX_PAYLOAD_DEPTH, text_deeper_than
 from streamq.shared.redaction import redact_payload
 
 MAX_PAYLOAD_BYTES = 256 * 1024
@@ -168,6 +168,9 @@ def dumps(value: Any) -> str:
 _STRICT_JSON = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
 
 
+_TOO_DEEP = f"nests deeper than {MAX_PAYLOAD_DEPTH} levels of arrays and objects"
+
+
 class TaskCreate(BaseModel):
     """What a client sends to create a task."""
 
@@ -199,13 +202,17 @@ class TaskCreate(BaseModel):
         # the same compact form orjson stores; also refuses NaN/Infinity (not JSON) and ints over 64 bits
         if value is None:  # the common case (no payload): "null", nothing to check
             return value
-        if value_deeper_than(value, MAX_PAYLOAD_DEPTH):  # first: the encoders below recurse per level
-            raise ValueError(f"nests deeper than {MAX_PAYLOAD_DEPTH} levels of arrays and objects")
         try:
+            # orjson first: it stops at 255 levels with an error instead of recursing on (the encoder after
+            # it recurses per level in C and would hit Python's recursion limit on a deeper value)
+            dumped = orjson.dumps(value)
             encoded = _STRICT_JSON.encode(value)
-            orjson.dumps(value)
         except (TypeError, ValueError) as error:
+            if "ecursion" in str(error):  # orjson's "Recursion limit reached"
+                raise ValueError(_TOO_DEEP) from None
             raise ValueError(f"must be plain JSON ({error})") from None
+        if text_deeper_than(dumped, MAX_PAYLOAD_DEPTH):  # two counts in C for nearly every payload
+            raise ValueError(_TOO_DEEP)
         size = len(encoded.encode())
         if size > MAX_PAYLOAD_BYTES:
             raise ValueError(f"is {size} bytes serialised; the limit is {MAX_PAYLOAD_BYTES} bytes (256 KiB)")
