@@ -441,7 +441,7 @@ async function taskDetail(id) {
           h("dt", {}, "started"), h("dd", {}, fmtTime(t.started_at)),
           h("dt", {}, "finished"), h("dd", {}, fmtTime(t.completed_at)),
           h("dt", {}, "worker"), h("dd", { class: "mono" }, t.worker || "—"),
-          t.cancel_requested ? [h("dt", {}, "cancel"), h("dd", { "data-testid": "cancel-requested" }, "requested: the worker is stopping it")] : null,
+          t.cancel_requested && t.status === "processing" ? [h("dt", {}, "cancel"), h("dd", { "data-testid": "cancel-requested" }, "requested: the worker is stopping it")] : null,
           h("dt", {}, "webhook"), h("dd", {}, t.webhook || "—"),
           t.error ? [h("dt", {}, "error"), h("dd", { class: "error-text", "data-testid": "task-error" }, t.error)] : null),
         h("div", { style: "margin-top:12px" }, actionButtons(t, load))),

@@ -64,3 +64,4 @@ def test_cancel_requested_shows_while_the_handler_has_not_stopped(page: Page, st
     expect(page.get_by_test_id("task-status").locator(".badge")).to_have_attribute(
         "data-status", "cancelled", timeout=20_000
     )
+    expect(page.get_by_test_id("cancel-requested")).to_have_count(0)  # ended: no longer "stopping it"
