@@ -29,7 +29,7 @@ from streamq.services.api.middleware import BodyLimit
 from streamq.shared.auth import Scope, parse_keys, verify
 from streamq.shared.keys import KeySchema
 from streamq.shared.loops import PeriodicLoop, stop_all
-from streamq.shared.redis import connect, make_client
+from streamq.shared.redis import connect, make_client, ping
 from streamq.shared.registry import ServiceRegistration
 from streamq.shared.settings import Settings
 
@@ -52,6 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.throttle = LoginThrottle(redis, keys)
         warn_about_service_key(settings)
         readers = make_client(settings, blocking_reads=True)  # the event feeds' blocking reads, one per partition
+        await ping(readers)  # connected (on a cluster: its slot map read) before the feeds take their start
         broadcaster = Broadcaster(readers, keys)
         sampler = Sampler(
             redis, keys, upstream, interval_s=settings.history_interval_s, retention_s=settings.history_retention_s

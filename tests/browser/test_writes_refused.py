@@ -11,7 +11,7 @@ from playwright.sync_api import Browser, expect
 from redis import Redis
 
 from tests.browser.pages import open_page
-from tests.stack import Stack
+from tests.stack import Stack, wait_until
 from tests.support import RedisServer
 
 pytestmark = pytest.mark.standalone_only(reason="makes its own plain redis-server full")
@@ -41,6 +41,8 @@ def test_overview_shows_that_redis_refuses_writes(browser: Browser, full_stack: 
         expect(banner).to_contain_text("Redis refuses writes (out_of_memory)")
         expect(page.get_by_test_id("count-total")).to_have_text("0")  # reads still work
         redis.config_set("maxmemory", "0")
+        # the api samples Redis's memory once a second (its memory guard): reload once it writes again
+        wait_until(lambda: stack.http.get(f"{stack.api_url}/api/health").json().get("writes") == "ok", 15, "writes ok")
         page.reload()
         expect(page.get_by_test_id("count-total")).to_have_text("0")
         expect(page.get_by_test_id("writes-refused")).to_be_hidden()
