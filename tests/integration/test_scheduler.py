@@ -251,6 +251,7 @@ async def test_scheduler_rides_out_a_redis_restart(settings: Settings, caplog: p
         server.stop()
 
 
+@pytest.mark.standalone_only(reason="a sub-millisecond timing check; the loaded cluster pass misses it now and then")
 async def test_pass_waits_for_the_due_time_it_stopped_short_of(queue: Queue, redis: Redis) -> None:
     """The sleep before a due time ends up to SPIN_MS early (asyncio's timers wake whole milliseconds
     late); the next pass yields until the due time instead of promoting nothing and sleeping again."""
