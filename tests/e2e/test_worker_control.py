@@ -143,8 +143,6 @@ async def test_cancelling_running_tasks_stops_their_handlers(
 
 @pytest.mark.timeout(120)
 @pytest.mark.standalone_only(reason="on the loaded cluster pass its run record raced the SIGSTOP (once in CI)")
-    reason="on the loaded cluster pass its run record raced the SIGSTOP (one failure in CI, b6f1856)"
-)
 async def test_a_cancel_requested_task_whose_worker_dies_ends_cancelled_and_never_runs_again(
     settings: Settings, queue: Queue, redis: Redis, keys: KeySchema, log_dir: Path, api_url: str
 ) -> None:
