@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 CLUSTER_TESTS ?= tests/e2e $(filter-out $(addprefix tests/integration/,test_email.py test_http_task.py \
 	test_ssrf.py test_health.py test_fastpath.py),$(wildcard tests/integration/test_*.py))
 
-.PHONY: install run test test-compose lint format bench clean
+.PHONY: install run test test-compose lint format bench docs clean
 
 install: $(VENV)/.installed
 
@@ -52,9 +52,13 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# the docs site (mkdocs.yml, docs/) into site/; --strict: a broken link, anchor or nav entry fails the build
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 bench: install
 	$(PY) deploy/ensure_deps.py --install
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache site
