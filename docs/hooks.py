@@ -26,7 +26,8 @@ if str(ROOT) not in sys.path:  # the checkout's streamq when mkdocs runs outside
 from pydantic.fields import FieldInfo  # noqa: E402
 from pydantic_core import PydanticUndefined  # noqa: E402
 
-MARKER = re.compile(r"<!--\s*generated:\s*(\w+)((?:\s+[\w]+)*)\s*-->")
+# a marker is a line of its own (one quoted inside a sentence or code is left alone)
+MARKER = re.compile(r"^<!--\s*generated:\s*(\w+)((?:[ \t]+\w+)*)\s*-->$", re.MULTILINE)
 
 # Descriptions of the settings whose model field has none (Field(description=...) wins when present).
 SETTING_DESCRIPTIONS: dict[str, str] = {
