@@ -108,3 +108,19 @@ def test_the_built_site_documents_every_route_and_setting(site: Path) -> None:
     settings = (site / "settings" / "index.html").read_text()
     assert [op for op in operations() if op not in reference] == []
     assert [name for name in env_names() if name not in settings] == []
+
+
+def test_the_readme_links_into_the_docs_resolve() -> None:
+    """README.md is read on the forge, outside the site build: its links to docs/ pages and their headings."""
+    toc = pytest.importorskip("markdown.extensions.toc")
+    readme = (ROOT / "README.md").read_text()
+    broken = []
+    for page, anchor in re.findall(r"\]\((docs/[^)#]+\.md)(?:#([^)]+))?\)", readme):
+        target = ROOT / page
+        if not target.is_file():
+            broken.append(page)
+            continue
+        headings = re.findall(r"^#+ (.*)$", target.read_text(), re.MULTILINE)
+        if anchor and anchor not in {toc.slugify(h.replace("`", ""), "-") for h in headings}:
+            broken.append(f"{page}#{anchor}")
+    assert broken == []
