@@ -231,7 +231,8 @@ def _schema_type(schema: dict[str, Any]) -> str:
     limits = []
     for key, sign in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<")):
         if key in schema:
-            limits.append(f"{sign} {schema[key]}")
+            value = schema[key]
+            limits.append(f"{sign} {int(value) if float(value).is_integer() else value}")
     if "maxLength" in schema:
         limits.append(f"up to {schema['maxLength']} characters")
     return str(kind) + (f" ({', '.join(limits)})" if limits else "")
