@@ -50,15 +50,16 @@ SETTING_DESCRIPTIONS: dict[str, str] = {
     "memory_guard_ratio": 'api: refuse new tasks (503, `"cause": "memory_guard"`) while Redis used memory / '
     "`maxmemory` is at least this; `0` turns the guard off",
     "api_trusted_proxies": "api: comma-separated addresses or networks (`10.0.0.5`, `10.0.0.0/8`) of your reverse "
-    "proxies; only from them do `X-Forwarded-For` and `X-Forwarded-Proto` count. Unset, they are ignored from "
-    "everyone, loopback included",
+    "proxies; only from them do `X-Forwarded-For` and `X-Forwarded-Proto` count (the client address of the "
+    "per-address rate limit). Unset, they are ignored from everyone, loopback included",
     "worker_concurrency": "tasks in flight per worker process (async handlers share its event loop; sync handlers "
-    "run in threads, at most this many at once)",
+    "run in threads, at most this many at once); scale by running more processes (compose runs a pool of 3)",
     "handlers": "comma-separated modules that define `@handler`s",
     "task_timeout_s": "default per-task run timeout (a task's `timeout_s` overrides it)",
     "result_ttl_s": "the longest any finished task is kept, whatever its queue's retention; a retention age cannot "
     "exceed it",
-    "retention_completed_age_s": "completed tasks of a queue that sets no retention: removed this long after finishing",
+    "retention_completed_age_s": "completed tasks of a queue that sets no retention: removed this long after "
+    "finishing, or sooner beyond the count bound",
     "retention_completed_count": "completed tasks of a queue that sets no retention: at most the newest this many",
     "retention_failed_age_s": "the same for failed tasks: age bound",
     "retention_failed_count": "the same for failed tasks: count bound",
