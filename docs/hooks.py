@@ -8,7 +8,7 @@ A page holds a marker and the hook replaces it with Markdown:
 - ``<!-- generated: settings -->``: every field of ``Settings``, as ``STREAMQ_<NAME>`` with type, default and
   description; ``<!-- generated: settings name1 name2 ... -->`` renders only those fields (by field name).
 
-A marker naming an unknown field, or a setting without any description, fails the build.
+A marker naming an unknown field, or a setting without a description (the docstring under its field), fails the build.
 ``render_api()`` and ``render_settings()`` are plain functions: ``tests/test_docs.py`` calls them too.
 """
 
@@ -28,102 +28,6 @@ from pydantic_core import PydanticUndefined  # noqa: E402
 
 # a marker is a line of its own (one quoted inside a sentence or code is left alone)
 MARKER = re.compile(r"^<!--\s*generated:\s*(\w+)((?:[ \t]+\w+)*)\s*-->$", re.MULTILINE)
-
-# Descriptions of the settings whose model field has none (Field(description=...) wins when present).
-SETTING_DESCRIPTIONS: dict[str, str] = {
-    "redis_url": "Redis (>= 7.0.5) to use; `rediss://` for TLS; `redis+cluster://h1:p1,h2:p2/` for Redis Cluster, "
-    "`redis+sentinel://h1:p1,h2:p2/<master-name>[/db]` for Sentinel ([Scaling out](scaling-out.md))",
-    "redis_mode": "`auto` (from the URL's scheme), `standalone`, `cluster` (a `redis://` URL names one startup node) "
-    "or `sentinel` (a `redis://` URL names a sentinel and `/<master-name>`)",
-    "redis_sentinel_username": "Sentinel: the ACL user of the sentinels themselves, when their `sentinel.conf` asks "
-    "for one (the URL's credentials are the Redis servers')",
-    "redis_sentinel_password": "Sentinel: the sentinels' own password (`requirepass` in `sentinel.conf`)",
-    "durable_submit": "api: `replicas:N[,timeout_ms]` (timeout 1000 by default): after each submit, `WAIT` until N "
-    "replicas have the tasks, else answer 503; empty: off",
-    "key_prefix": "first part of every key, so deployments can share a Redis",
-    "queue": "the queue a task goes to when it names none; what a worker consumes when `STREAMQ_QUEUES` is empty",
-    "queues": "workers: queues to consume with weights, e.g. `critical:6,default:3,bulk:1`; empty: `STREAMQ_QUEUE` "
-    "alone",
-    "queues_strict": "workers: `true` drains queues strictly in the order listed, weights ignored",
-    "api_host": "api bind address",
-    "api_port": "api port",
-    "memory_guard_ratio": 'api: refuse new tasks (503, `"cause": "memory_guard"`) while Redis used memory / '
-    "`maxmemory` is at least this; `0` turns the guard off",
-    "api_trusted_proxies": "api: comma-separated addresses or networks (`10.0.0.5`, `10.0.0.0/8`) of your reverse "
-    "proxies; only from them do `X-Forwarded-For` and `X-Forwarded-Proto` count (the client address of the "
-    "per-address rate limit). Unset, they are ignored from everyone, loopback included",
-    "worker_concurrency": "tasks in flight per worker process (async handlers share its event loop; sync handlers "
-    "run in threads, at most this many at once); scale by running more processes (compose runs a pool of 3)",
-    "handlers": "comma-separated modules that define `@handler`s",
-    "task_timeout_s": "default per-task run timeout (a task's `timeout_s` overrides it)",
-    "result_ttl_s": "the longest any finished task is kept, whatever its queue's retention; a retention age cannot "
-    "exceed it",
-    "retention_completed_age_s": "completed tasks of a queue that sets no retention: removed this long after "
-    "finishing, or sooner beyond the count bound",
-    "retention_completed_count": "completed tasks of a queue that sets no retention: at most the newest this many",
-    "retention_failed_age_s": "the same for failed tasks: age bound",
-    "retention_failed_count": "the same for failed tasks: count bound",
-    "retention_cancelled_age_s": "the same for cancelled tasks: age bound",
-    "retention_cancelled_count": "the same for cancelled tasks: count bound",
-    "retention_dead_letter_age_s": "dead-letter entries: age bound (their failed tasks follow the failed bounds)",
-    "retention_dead_letter_count": "dead-letter entries: count bound",
-    "shutdown_grace_s": "on SIGTERM, how long running tasks may finish",
-    "auto_migrate": "api: at start, run the schema migrations an older Redis layout needs (`false`: only "
-    "`streamq migrate` does)",
-    "cancel_grace_s": "workers: how long a running handler has to stop once its cancel is requested before the "
-    "task is recorded cancelled anyway",
-    "unhandled_timeout_s": "workers: how long a task no worker has a handler for waits (given back) before it ends "
-    "`failed`",
-    "task_types": "extra task types the api accepts (comma-separated)",
-    "strict_types": "`false` accepts any task type, so tasks can be queued before their workers first start",
-    "retry_base_s": "base of the retry back-off (a task's `retry_backoff_s` overrides it)",
-    "retry_max_s": "cap of one retry back-off delay",
-    "lease_s": "a running task's lease: renewed every third of it; an entry idle this long is reclaimed",
-    "max_deliveries": "deliveries without finishing after which a task is dead-lettered as poison",
-    "heartbeat_s": "how often a process refreshes its registration",
-    "events_maxlen": "approximate length cap of each lifecycle events stream",
-    "idempotency_ttl_s": "how long an idempotency key is remembered",
-    "scheduler_batch": "due tasks moved per script call",
-    "scheduler_max_wait_s": "longest the scheduler sleeps between checks (new schedules are seen within it)",
-    "metrics_host": "bind address of `/metrics`, `/livez` and `/readyz` for the worker, scheduler and notifier",
-    "metrics_port": "their port (0 picks a free one, logged at start and registered)",
-    "liveness_stale_s": "`/livez` answers 503 once the service's event loop has not run for this long (the loop "
-    "stamps every second)",
-    "log_level": "log level",
-    "log_format": "`json` (one object per line) or `text`",
-    "api_keys": "`name:scope[,scope]:sha256-hex` entries, space- or `;`-separated; unset, no key is needed",
-    "rate_limit": "e.g. `100/s burst 200` (per `s`, `m` or `h`); per API key, or per client address without keys",
-    "webhook_secret": "`whsec_<base64>` signing secret(s), space-separated for rotation; the notifier needs one",
-    "webhook_schedule": "delays in seconds before each webhook attempt (the first is the delay before attempt 1)",
-    "webhook_timeout_s": "the whole of one webhook attempt (connect, send, answer)",
-    "webhook_lease_s": "how long a notifier owns an attempt it is sending; keep it above the timeout",
-    "webhook_concurrency": "webhook attempts in flight per notifier process (shared by all its lanes)",
-    "webhook_poll_s": "how often a notifier looks for due attempts",
-    "webhook_allowed_hosts": "comma-separated host names exempt from the SSRF address checks (webhooks and `http` "
-    "tasks)",
-    "allow_private_networks": "`true` lifts the SSRF address checks (development, tests); scheme and user-info "
-    "checks stay",
-    "notifier_claim_idle_s": "events pending this long on another notifier are taken over",
-    "smtp_host": "SMTP server of the `email` task type",
-    "smtp_port": "its port",
-    "smtp_username": "SMTP login, when the server needs one",
-    "smtp_password": "SMTP password",
-    "smtp_from": "sender (`Name <address>` works)",
-    "smtp_tls": "`none`, `starttls` or `implicit` (SMTPS, usually port 465)",
-    "smtp_timeout_s": "SMTP timeout",
-    "advertise_host": "host name other processes use to reach this one's `/metrics` (in containers, the service "
-    "name; unset: the bind address, or the host name when bound to `0.0.0.0`)",
-    "dashboard_host": "dashboard bind address",
-    "dashboard_port": "dashboard port (0 picks a free one)",
-    "api_url": "where the dashboard reaches the api",
-    "prometheus_url": "a Prometheus to chart from instead of the dashboard's own samples",
-    "history_interval_s": "how often the dashboard samples",
-    "history_retention_s": "how long the dashboard's samples are kept",
-    "dashboard_api_key": "secret of a `read` key for the dashboard's own reads (history, `/metrics` scraping)",
-    "dashboard_session_ttl_s": "how long a dashboard login lasts",
-    "dashboard_trusted_proxies": "comma-separated addresses or networks of proxies whose `X-Forwarded-Proto` and "
-    "`X-Forwarded-For` the dashboard believes",
-}
 
 
 # --- settings ---
@@ -178,9 +82,9 @@ def _default_text(info: FieldInfo) -> str:
 
 
 def setting_description(name: str, info: FieldInfo) -> str:
-    description = info.description or SETTING_DESCRIPTIONS.get(name)
+    description = info.description
     if not description:
-        raise ValueError(f"setting {name} has no description (add Field(description=...) or one in docs/hooks.py)")
+        raise ValueError(f"setting {name} has no description (a docstring under its field in shared/settings.py)")
     return " ".join(description.split())
 
 
