@@ -11,20 +11,20 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import REGISTRY
-from redis.exceptions import RedisError
 
+from streamq.services.api import answers
 from streamq.services.api.collector import QueueCollector
 from streamq.services.api.fastpath import FastSubmit
 from streamq.services.api.invalid import ErrorJSON, validation_body
 from streamq.services.api.middleware import BodyLimit, HttpMetrics, JsonDepth
+from streamq.services.api.ratelimit import RateLimiter
 from streamq.services.api.routes import deliveries, health, queues, recovery, schedules, services, stats, tasks
-from streamq.services.api.security import Guard, RateLimited, RateLimiter
+from streamq.services.api.security import Guard
+from streamq.services.api.submission import Submission
 from streamq.services.api.types import TypeCatalog
-from streamq.services.api.unavailable import redis_answer
 from streamq.services.api.waiters import Waiters
 from streamq.shared.auth import parse_keys
 from streamq.shared.broker import Broker
-from streamq.shared.errors import Conflict, NotDurable, NotFound, not_durable_body
 from streamq.shared.jsondepth import MAX_BODY_DEPTH
 from streamq.shared.keys import KeySchema
 from streamq.shared.memguard import MemoryGuard
@@ -78,7 +78,8 @@ def create_app(settings: Settings, *, fast_submit: bool = True) -> FastAPI:
         await guard.tick()  # right from the first request
         guard.start()
         app.state.queue = queue = broker.default  # the default queue's partition 0, made once by the broker
-        app.state.catalog = TypeCatalog(queue, settings.task_types, strict=settings.strict_types)
+        app.state.catalog = catalog = TypeCatalog(queue, settings.task_types, strict=settings.strict_types)
+        app.state.submission = Submission(broker, catalog, app.state.guard)
         limit = parse_rate_limit(settings.rate_limit)
         app.state.limiter = RateLimiter(queue.scripts, queue.keys, *limit) if limit else None
         app.state.queue_metrics = collector = QueueCollector(redis, queue.keys)
@@ -118,32 +119,7 @@ def create_app(settings: Settings, *, fast_submit: bool = True) -> FastAPI:
         """FastAPI's own 422 body, safe to send whatever the input was (services/api/invalid.py)."""
         return ErrorJSON(validation_body(error.errors()), status_code=422)
 
-    @app.exception_handler(NotFound)
-    async def not_found(_request: Request, error: NotFound) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=404)
-
-    @app.exception_handler(Conflict)
-    async def conflict(_request: Request, error: Conflict) -> JSONResponse:
-        return JSONResponse({"detail": str(error), "status": error.status}, status_code=409)
-
-    @app.exception_handler(NotDurable)
-    async def not_durable(_request: Request, error: NotDurable) -> JSONResponse:
-        return JSONResponse(not_durable_body(error), status_code=503)
-
-    @app.exception_handler(RedisError)
-    async def redis_unavailable(_request: Request, error: RedisError) -> JSONResponse:
-        """Redis out of reach or refusing writes: 503 and Retry-After, not 500; any other Redis error is
-        raised again (a 500, as for any bug)."""
-        answer = redis_answer(error)
-        if answer is None:
-            raise error
-        status, body, headers = answer
-        return JSONResponse(body, status_code=status, headers=headers)
-
-    @app.exception_handler(RateLimited)
-    async def rate_limited(_request: Request, error: RateLimited) -> JSONResponse:
-        headers = {"Retry-After": str(error.retry_after_s)} if error.retry_after_s else None
-        return JSONResponse({"detail": str(error)}, status_code=429, headers=headers)
+    answers.install(app)  # NotFound, Conflict, NotDurable, RateLimited, Redis down or refusing writes
 
     if fast_submit:  # innermost: every middleware below runs in front of it as for any route
         app.add_middleware(FastSubmit, api=app)
