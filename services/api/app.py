@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import REGISTRY
 
-from streamq.services.api import answers
+from streamq.services.api import answers, fastpath
 from streamq.services.api.collector import QueueCollector
 from streamq.services.api.fastpath import FastSubmit
 from streamq.services.api.invalid import ErrorJSON, validation_body
@@ -121,9 +121,11 @@ def create_app(settings: Settings, *, fast_submit: bool = True) -> FastAPI:
 
     answers.install(app)  # NotFound, Conflict, NotDurable, RateLimited, Redis down or refusing writes
 
-    if fast_submit:  # innermost: every middleware below runs in front of it as for any route
-        app.add_middleware(FastSubmit, api=app)
-    app.add_middleware(JsonDepth, max_depth=MAX_BODY_DEPTH)  # inside BodyLimit: it reads bounded bodies
+    # JsonDepth, then the fast path (which checks the depth of the requests it takes), inside BodyLimit:
+    # they read bounded bodies; every middleware below runs in front of them as for any route
+    app.add_middleware(JsonDepth, max_depth=MAX_BODY_DEPTH, skip=fastpath.takes if fast_submit else None)
+    if fast_submit:
+        app.add_middleware(FastSubmit, api=app, max_depth=MAX_BODY_DEPTH)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(Guard, keys=parse_keys(settings.api_keys), limiter=lambda: app.state.limiter)
     app.add_middleware(HttpMetrics)

@@ -1,7 +1,7 @@
 """``POST /api/tasks`` without the framework's per-request machinery, for the common case only.
 
-A pure ASGI middleware, the innermost one: the size limits, API keys, rate limit, body limit and
-HTTP metrics in front of it run exactly as for any other route. For ``POST /api/tasks`` with a
+A pure ASGI middleware, the innermost one but ``JsonDepth``: the size limits, API keys, rate limit,
+body limit and HTTP metrics in front of it run exactly as for any other route. For ``POST /api/tasks`` with a
 ``Content-Type: application/json`` body and no ``Idempotency-Key`` header it reads the body, parses
 it as the route does (``json.loads``, what Starlette's ``Request.json`` calls), validates a
 ``TaskCreate``, and checks and submits it through the route's own submission service
@@ -10,6 +10,9 @@ and answers with the bytes FastAPI would send (201, or 200 for an idempotent rep
 ``TaskPublic`` as pydantic dumps it, FastAPI's own serialiser for a response model, written by
 ``encoding.TaskJson``). An error is answered as the app's exception handlers answer it
 (``services/api/answers.py``).
+
+``JsonDepth``, behind it, lets the requests it takes pass unread: it refuses a body nested too deep
+itself, with the same 422 and before parsing, on the body it reads anyway (one read per submit).
 
 Anything unusual goes to the FastAPI route instead, with the body replayed untouched: not JSON, not
 an object, a validation error, an unknown type, a refused payload or webhook, another content type,
@@ -30,7 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from streamq.services.api.answers import MAPPED, send_error
 from streamq.services.api.encoding import TaskJson
-from streamq.services.api.middleware import read_body, replay
+from streamq.services.api.middleware import read_body, replay, too_deep
 from streamq.services.api.routes import tasks
 from streamq.services.api.submission import Submission
 from streamq.shared.models import TaskCreate
@@ -59,23 +62,30 @@ def submit_route() -> APIRoute:
     raise LookupError(f"no POST {PATH} route to stand in for")
 
 
+def takes(scope: Scope) -> bool:
+    """Whether the fast path reads this request (and checks its depth: ``JsonDepth`` lets it pass)."""
+    return scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST" and _plain(scope["headers"])
+
+
 class FastSubmit:
-    def __init__(self, app: ASGIApp, *, api: FastAPI) -> None:
+    def __init__(self, app: ASGIApp, *, api: FastAPI, max_depth: int) -> None:
         self.app = app
         self.api = api
+        self.max_depth = max_depth
         self.route = submit_route()
         self.encode = TaskJson()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not (
-            scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST" and _plain(scope["headers"])
-        ):
+        if not takes(scope):
             await self.app(scope, receive, send)
             return
         messages = await read_body(receive)
+        body = b"".join(m.get("body", b"") for m in messages)
+        if await too_deep(body, self.max_depth, send):  # as JsonDepth answers, before anything parses it
+            return
         if messages[-1]["type"] == "http.request":
             try:
-                done = await self._submit(b"".join(m.get("body", b"") for m in messages), scope)
+                done = await self._submit(body, scope)
             except MAPPED as error:  # answered as the app's exception handlers answer (this runs outside them)
                 scope["route"] = self.route  # for HttpMetrics' route label, as routing would set it
                 await send_error(error, scope, receive, send)
