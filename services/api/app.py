@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import REGISTRY
 
-from streamq.services.api import answers, fastpath
+from streamq.services.api import answers, docs, fastpath
 from streamq.services.api.collector import QueueCollector
 from streamq.services.api.fastpath import FastSubmit
 from streamq.services.api.invalid import ErrorJSON, validation_body
@@ -105,8 +105,11 @@ def create_app(settings: Settings, *, fast_submit: bool = True) -> FastAPI:
         summary="A distributed task queue on Redis Streams",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served by docs.install from local assets, not FastAPI's CDN page
+        redoc_url=None,  # no local ReDoc assets (services/api/docs.py)
         **_no_otel(),
     )
+    docs.install(app)
     app.state.settings = settings
     app.state.limiter = None
     app.state.guard = SsrfGuard.from_settings(settings)
