@@ -41,6 +41,7 @@ from streamq.services.worker.intake import (
     jobs_of,
     recover_groups,
     staging_consumer,
+    start_jobs,
     take_call,
     wait_either,
 )
@@ -159,29 +160,10 @@ class Consumer:
         return self.concurrency - len(self.running) - self.reserved - len(self.ready)
 
     async def start(self, deliveries: list[Delivery]) -> list[Job]:
-        """start.lua for each partition's deliveries, all in one round trip; jobs in delivery order."""
-        groups: dict[KeySchema, list[Delivery]] = {}
-        for d in deliveries:
-            groups.setdefault(self.of(d), []).append(d)
-        calls: list[tuple[str, list[str], list[Any]]] = []
-        for part, members in groups.items():
-            keys = [*part.common(), *(part.task(d.task_id) for d in members), part.paused]
-            args: list[Any] = [self.events_maxlen, WORKER_GROUP, self.consumer]
-            for d in members:
-                args += [d.msg_id, d.task_id, d.priority]
-            calls.append(("start", keys, args))
-        if len(calls) == 1:
-            replies = [await self.scripts.call(*calls[0])]
-        else:
-            replies = await self.scripts.call_many(calls)
-        started: dict[str, Job] = {}
-        for members, reply in zip(groups.values(), replies, strict=True):
-            if isinstance(reply, BaseException):
-                raise reply
-            for d, r in zip(members, reply, strict=True):
-                if r:
-                    started[d.ref] = Job.from_reply(d, r)
-        return [started[d.ref] for d in deliveries if d.ref in started]
+        """start.lua for entries read otherwise (the reclaimer's); the caller dispatches the jobs."""
+        return await start_jobs(
+            self.scripts, deliveries, default=self.keys, consumer=self.consumer, events_maxlen=self.events_maxlen
+        )
 
     # --- a watcher's blocked read ------------------------------------------------------------------
     def wake_call(self, part: KeySchema) -> WakeCall:

@@ -1,5 +1,6 @@
-"""The pieces of reading work that hold no slot: take.lua's call, its reply as jobs, a watcher's
-read, the ages of intake round trips in flight, and recreating lost consumer groups. The consumer
+"""The pieces of reading work that hold no slot: take.lua's call, its reply as jobs, start.lua for
+entries read otherwise, a watcher's read, the ages of intake round trips in flight, and recreating
+lost consumer groups. The consumer
 (:class:`~streamq.services.worker.consumer.Consumer`) decides when they run and for how many slots."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from redis.exceptions import RedisError
 
 from streamq.services.worker.jobs import Delivery, Job
 from streamq.shared.keys import WORKER_GROUP, KeySchema
+from streamq.shared.scripts import Scripts
 from streamq.shared.streams import ensure_group
 
 log = logging.getLogger("streamq.worker")
@@ -44,6 +46,35 @@ def take_call(
 def jobs_of(part: KeySchema, reply: list[Any]) -> list[Job]:
     """The started jobs of a take.lua reply."""
     return [Job.from_reply(Delivery(int(row[1]), row[0], row[2], part), row[2:]) for row in reply]
+
+
+async def start_jobs(
+    scripts: Scripts, deliveries: list[Delivery], *, default: KeySchema, consumer: str, events_maxlen: int
+) -> list[Job]:
+    """start.lua for each partition's deliveries (``default``: the partition of those without keys), all
+    in one round trip, started on ``consumer``; the jobs started, in delivery order."""
+    groups: dict[KeySchema, list[Delivery]] = {}
+    for d in deliveries:
+        groups.setdefault(d.keys or default, []).append(d)
+    calls: list[tuple[str, list[str], list[Any]]] = []
+    for part, members in groups.items():
+        keys = [*part.common(), *(part.task(d.task_id) for d in members), part.paused]
+        args: list[Any] = [events_maxlen, WORKER_GROUP, consumer]
+        for d in members:
+            args += [d.msg_id, d.task_id, d.priority]
+        calls.append(("start", keys, args))
+    if len(calls) == 1:
+        replies = [await scripts.call(*calls[0])]
+    else:
+        replies = await scripts.call_many(calls)
+    started: dict[str, Job] = {}
+    for members, reply in zip(groups.values(), replies, strict=True):
+        if isinstance(reply, BaseException):
+            raise reply
+        for d, r in zip(members, reply, strict=True):
+            if r:
+                started[d.ref] = Job.from_reply(d, r)
+    return [started[d.ref] for d in deliveries if d.ref in started]
 
 
 @dataclass(frozen=True, slots=True)
