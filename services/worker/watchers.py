@@ -7,9 +7,9 @@ capped pool the worker's other loops (heartbeat, registration, lease renewal, re
 The read (COUNT 1: a wake-up that also delivers) is made as the worker's staging consumer
 (:func:`~streamq.services.worker.intake.staging_consumer`), and take.lua follows it on the same
 connection, in one pipeline: Redis runs the script as soon as the read returns, so the entry read
-(and more, as many as the consumer's :meth:`~Consumer.wake_call` allows) comes back already started
-(marked processing on this worker; cancel, pause and duplicate delivery checked) in the read's own
-round trip, and goes straight to the consumer (:meth:`Consumer.woken`), which owns the slots. A
+(and more, as many as the consumer's ``wake_call`` allows) comes back already started (marked
+processing on this worker; cancel, pause and duplicate delivery checked) in the read's own round
+trip, and goes straight to the consumer (``woken``), which owns the slots (:class:`SlotOwner`). A
 blocked read is never cancelled: on shutdown each watcher finishes its current block (at most
 ``block_ms``) and whatever it started is run during the drain. A paused partition is not read (its
 flag is checked before each block); a read already blocked when the pause came is caught by
@@ -22,15 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from streamq.services.worker.consumer import Consumer
-from streamq.services.worker.intake import WakeCall, recover_groups, wait_either
+from streamq.services.worker.intake import IntakeClock, WakeCall, recover_groups, wait_either
+from streamq.services.worker.sources import Sources
 from streamq.shared.keys import WORKER_GROUP, KeySchema
 from streamq.shared.redis import HeldConnection
 from streamq.shared.scripts import Scripts
@@ -38,12 +38,27 @@ from streamq.shared.scripts import Scripts
 log = logging.getLogger("streamq.worker")
 
 
-class Watchers:
-    """One watcher task per partition of ``consumer.sources``; new partitions get one in :meth:`sync`.
-    What a watcher asks of the consumer: when to block (``idle``), what to send (:meth:`~Consumer.wake_call`),
-    where the reply goes (:meth:`~Consumer.woken`), and the intake clock readiness reads."""
+class SlotOwner(Protocol):
+    """All a watcher asks of the consumer, which owns the worker's slots."""
 
-    def __init__(self, consumer: Consumer, redis: Redis, readers: Redis, scripts: Scripts, stop: asyncio.Event) -> None:
+    sources: Sources  # the partitions to watch
+    block_ms: int  # how long one read blocks
+    idle: asyncio.Event  # set while nothing waits anywhere: the watchers block meanwhile
+    clock: IntakeClock  # a blocked read is an intake round trip in flight (readiness)
+
+    def wake_call(self, part: KeySchema) -> WakeCall:
+        """The next read of ``part`` and the take.lua call behind it (how many it may start)."""
+
+    def woken(self, call: WakeCall, reply: list[Any]) -> int:
+        """take.lua's reply behind the read: the jobs it started are the consumer's; how many."""
+
+
+class Watchers:
+    """One watcher task per partition of ``consumer.sources``; new partitions get one in :meth:`sync`."""
+
+    def __init__(
+        self, consumer: SlotOwner, redis: Redis, readers: Redis, scripts: Scripts, stop: asyncio.Event
+    ) -> None:
         self.consumer = consumer
         self.redis = redis  # the pause flags, the consumer groups
         self.readers = readers  # a client for blocking reads only (make_client(blocking_reads=True))
