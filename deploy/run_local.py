@@ -127,8 +127,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"streamq: nothing answered at {redact(settings.redis_url)}; started a private Redis at {url}")
     env["STREAMQ_REDIS_URL"] = url
     sink = dev_defaults(env, settings)
-    if "api_url" not in settings.model_fields_set:  # for the dashboard
-        env["STREAMQ_API_URL"] = f"http://127.0.0.1:{settings.api_port}"
     for i, (name, module, extra) in enumerate(SERVICES):
         if not (ROOT / module.replace(".", "/") / "__main__.py").exists():
             continue
