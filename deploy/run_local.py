@@ -135,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         proc = subprocess.Popen(
             [sys.executable, "-m", module], cwd=ROOT, env={**env, **extra},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            # the sink has nothing to finish: the terminal's Ctrl-C is kept from it (it could land while
+            # Python itself starts, before any handler), and the SIGTERM below stops it
+            start_new_session=module == "deploy.smtp_sink",
         )  # fmt: skip
         children.append((name, proc))
         threading.Thread(target=pump, args=(name, COLOURS[i % len(COLOURS)], proc.stdout), daemon=True).start()

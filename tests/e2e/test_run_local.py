@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import smtplib
+import socket
 import subprocess
 import sys
 import time
@@ -85,3 +87,33 @@ def test_make_run_reads_the_env_file_logs_fields_and_stops_quietly(redis_server:
     text = output.read_text()
     assert "Traceback" not in text, text
     assert "exited with code" not in text, text  # every service stopped on the signal, none died first
+
+
+def test_the_smtp_sink_prints_mail_and_stops_quietly_on_ctrl_c(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "STREAMQ_SMTP_HOST": "127.0.0.1", "STREAMQ_SMTP_PORT": str(port)}
+    output = tmp_path / "sink.log"
+    with output.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "deploy.smtp_sink"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            preexec_fn=terminal_sigint,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: "smtp sink listening" in output.read_text(), 30, "the sink listening")
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+            smtp.sendmail("a@example.com", ["b@example.com"], b"Subject: hello sink\r\n\r\nthe body\r\n")
+        wait_for(lambda: "Subject: hello sink" in output.read_text(), 10, "the mail printed")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:  # a session left mid-message
+            client.recv(1024)
+            client.sendall(
+                b"EHLO test\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\nSubject: x\r\n"
+            )
+            wait_for(lambda: client.recv(1024).startswith(b"250"), 10, "the sink reading")
+            proc.send_signal(signal.SIGINT)  # Ctrl-C, then make run's SIGTERM right behind it
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in output.read_text(), output.read_text()
