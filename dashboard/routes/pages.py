@@ -1,4 +1,5 @@
-"""The dashboard's page (``/``); its scripts and styles are served under ``/static``."""
+"""The dashboard's page (``/``) and its icon (``/favicon.ico``, where browsers look for it); its scripts
+and styles are served under ``/static``."""
 
 from __future__ import annotations
 
@@ -18,3 +19,11 @@ NO_FRAMES = {"x-frame-options": "DENY", "content-security-policy": "frame-ancest
 async def index(api_keys: ApiKeysDep) -> FileResponse:
     headers = {"cache-control": "no-cache", **(NO_FRAMES if api_keys else {})}
     return FileResponse(str(STATIC / "index.html"), headers=headers)
+
+
+@router.get("/favicon.ico", include_in_schema=False)
+async def favicon() -> FileResponse:
+    """Open without a session, as ``/static`` is (``login.OPEN_PATHS``)."""
+    return FileResponse(
+        str(STATIC / "favicon.ico"), media_type="image/x-icon", headers={"cache-control": "max-age=86400"}
+    )
