@@ -117,6 +117,8 @@ function route() {
   Promise.resolve(routes[view](...rest.map(decodeURIComponent))).catch((e) => main.append(h("p", { class: "notice" }, `Could not load: ${e.message}`)));
 }
 window.addEventListener("hashchange", () => { route(); main.focus({ preventScroll: true }); });
+// the skip link moves focus to the content without changing the address (the hash is the router's)
+document.querySelector("a.skip").addEventListener("click", (e) => { e.preventDefault(); main.focus(); });
 
 // ---------- Overview ------------------------------------------------------------------------------
 async function overview() {

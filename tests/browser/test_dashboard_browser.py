@@ -369,3 +369,14 @@ def test_keyboard_reaches_navigation(page: Page, stack: Stack) -> None:
     assert page.evaluate("document.activeElement.textContent") == "Create"
     page.keyboard.press("Enter")
     expect(page.get_by_role("heading", name="Create a task")).to_be_visible()
+
+
+def test_the_skip_link_moves_focus_to_the_content_and_keeps_the_view(page: Page, stack: Stack) -> None:
+    page.goto("/#/tasks")
+    expect(page.get_by_role("heading", name="Tasks")).to_be_visible()
+    page.keyboard.press("Tab")  # the skip link
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
+    assert page.evaluate("location.hash") == "#/tasks"  # not "#main": the router stays on the view
+    expect(page.get_by_role("heading", name="Tasks")).to_be_visible()
