@@ -29,7 +29,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from streamq.shared.redis import HeldConnection, HeldConnections, route_to_key
+from streamq.shared.redis import route_to_key
+from streamq.shared.redisfast import HeldConnection, HeldConnections
 
 # scripts without lib.lua's common KEYS layout
 STANDALONE = frozenset({"ratelimit", "indexes", "writable", "schema_advance"})
@@ -190,7 +191,7 @@ class Scripts:
     def __init__(self, client: Redis) -> None:
         self._client = client
         self._scripts: dict[str, AsyncScript] = {name: client.register_script(source(name)) for name in names()}
-        # standalone and Sentinel: calls go over the client's held connections (streamq.shared.redis.HeldConnection)
+        # standalone and Sentinel: calls go over the client's held connections (streamq.shared.redisfast)
         self._held = HeldConnections.of(client) if HeldConnection.usable(client) else None
 
     async def call(self, name: str, keys: list[str], args: list[Any], client: Any = None) -> Any:

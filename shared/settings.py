@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     # auto = from the URL scheme (redis+cluster://, redis+sentinel://); README: Scaling out
     redis_mode: str = Field(default="auto", pattern=r"^(auto|standalone|cluster|sentinel)$")
+    redis_plain: bool = Field(
+        default=False,
+        description="true: the Redis clients use redis-py as it comes, without streamq's overrides of its "
+        "internals (hiredis packing, held connections, the quick pool, raw stream reads: shared/redisfast.py); "
+        "same behaviour, more client CPU per command. For a redis-py release those overrides do not work with.",
+    )
     # Sentinel: the sentinels' own credentials (their `requirepass` / ACL user); the URL's are the servers'
     redis_sentinel_username: str = ""
     redis_sentinel_password: SecretStr = NO_SECRET

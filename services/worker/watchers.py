@@ -30,7 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamq.services.worker.consumer import Consumer, wait_either
 from streamq.shared.keys import WORKER_GROUP, KeySchema
-from streamq.shared.redis import HeldConnection
+from streamq.shared.redisfast import HeldConnection
 
 log = logging.getLogger("streamq.worker")
 STAGED_SUFFIX = "~staged"
