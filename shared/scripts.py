@@ -131,7 +131,7 @@ def library_units(library: str) -> tuple[Unit, ...]:
         text = "".join(lines[start:end])
         code = strip_comments_and_strings(text)
         found = _LOCAL.search(code)
-        if found is None:  # a header comment that ran into the first statement: the regex needs one
+        if found is None:  # each unit starts at a top-level local: a line this scan misread
             raise ValueError(f"lib.lua line {start + 1}: no top-level local statement")
         defined = (found.group(1),) if found.group(1) else tuple(n.strip() for n in found.group(2).split(","))
         units.append(Unit(text, defined, frozenset(names_used(code)) - set(defined)))
