@@ -32,8 +32,8 @@ LUA = Path(__file__).resolve().parent.parent / "shared" / "lua"
 
 
 def sources(rev: str | None) -> dict[str, str]:
-    """take.lua and promote.lua with lib.lua prepended (as streamq.shared.scripts does), from ``rev`` or the
-    working tree."""
+    """take.lua and promote.lua with the lib.lua definitions they use (as streamq.shared.scripts assembles
+    them), from ``rev`` or the working tree."""
 
     def read(name: str) -> str:
         if rev is None:

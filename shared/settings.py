@@ -10,7 +10,15 @@ import sys
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_serializer, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CommaList = Annotated[list[str], NoDecode]
@@ -234,7 +242,9 @@ class Settings(BaseSettings):
     dashboard_port: int = Field(default=8081, ge=0, le=65535)
     """dashboard port (0 picks a free one)"""
     api_url: str = Field(default="http://127.0.0.1:8080", pattern=r"^https?://")
-    """where the dashboard reaches the api"""
+    """where the dashboard reaches the api; unset: `http://<STREAMQ_API_HOST>:<STREAMQ_API_PORT>` on this host
+    (a wildcard host as 127.0.0.1)
+    """
     prometheus_url: str | None = Field(default=None, pattern=r"^https?://")
     """a Prometheus to chart from instead of the dashboard's own samples"""
     history_interval_s: float = Field(default=2.0, gt=0)
@@ -300,6 +310,16 @@ class Settings(BaseSettings):
 
         parse_secrets(value.get_secret_value())  # raises ValueError naming the problem (never the secret)
         return value
+
+    @model_validator(mode="after")
+    def _default_api_url(self) -> Settings:
+        """Without ``STREAMQ_API_URL`` the dashboard reads the api where ``STREAMQ_API_HOST`` and
+        ``STREAMQ_API_PORT`` put it (a wildcard host as 127.0.0.1; port 0, picked at start, keeps 8080)."""
+        if "api_url" not in self.model_fields_set and self.api_port:
+            host = "127.0.0.1" if self.api_host in ("", "0.0.0.0", "::") else self.api_host
+            host = f"[{host}]" if ":" in host else host
+            self.__dict__["api_url"] = f"http://{host}:{self.api_port}"  # not marked as set: still the default
+        return self
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         """pydantic's, with URL passwords masked (secrets are ``SecretStr``, masked by pydantic)."""
