@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     """`auto` (from the URL's scheme), `standalone`, `cluster` (a `redis://` URL names one startup node) or
     `sentinel` (a `redis://` URL names a sentinel and `/<master-name>`)
     """
+    redis_plain: bool = False
+    """`true`: the Redis clients use redis-py as it comes, without streamq's overrides of its internals
+    (`shared/redisfast.py`: hiredis packing, held connections, the quick pool, raw stream reads); the same
+    behaviour with more client CPU per command, for a redis-py release those overrides do not work with
+    """
     redis_sentinel_username: str = ""
     """Sentinel: the ACL user of the sentinels themselves, when their `sentinel.conf` asks for one (the URL's
     credentials are the Redis servers')

@@ -32,7 +32,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from streamq.services.worker.intake import IntakeClock, WakeCall, recover_groups, wait_either
 from streamq.services.worker.sources import Sources
 from streamq.shared.keys import WORKER_GROUP, KeySchema
-from streamq.shared.redis import HeldConnection
+from streamq.shared.redisfast import HeldConnection
 from streamq.shared.scripts import Scripts
 
 log = logging.getLogger("streamq.worker")
