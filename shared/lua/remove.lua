@@ -5,7 +5,7 @@ Mode 'delete' (DELETE /api/tasks/{id}): one task, if finished.
   ARGV[1]  events MAXLEN    ARGV[2]  'delete'    ARGV[3]  task id
   Returns: {1, status} when removed, {0, status} when not finished, {0, ''} when the task does not
   exist (its index entries are removed anyway).
-Mode 'prune' (the janitor, one partition, README: Retention): at most `budget` tasks and `budget`
+Mode 'prune' (the janitor, one partition, docs/scaling-out.md: Retention): at most `budget` tasks and `budget`
 dead letters a call, oldest first, in this order: tasks past their retention deadline (the retention
 zset: finish time + STREAMQ_RESULT_TTL_S, the longest anything is kept), then per finished status
 (completed, failed, cancelled) the lowest ids beyond its count bound, then those of its lowest ids
