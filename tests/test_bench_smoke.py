@@ -18,6 +18,7 @@ ENTRIES = ["raw", "floor", "submit-single", "submit-batch", "drain-default", "dr
 ENTRIES += ["schedule"]
 ENTRIES += ["memory"]
 ENTRIES += ["cluster-drain"]
+ENTRIES += ["otel", "soak"]
 
 
 @pytest.mark.e2e
@@ -60,6 +61,12 @@ def test_make_bench_tiny_writes_table_and_json(tmp_path: Path) -> None:
         ("latency", "started_p99_ms"),
         ("wait", "heard_p99_ms"),
         ("memory", "bytes_per_task"),
+        ("otel", "worker_cpu_ms_per_1k_off"),
+        ("otel", "worker_cpu_ms_per_1k_on"),
+        ("otel", "spans_per_task"),
+        ("soak", "tasks_per_s"),
+        ("soak", "redis_plateau_mb"),
+        ("soak", "rss_worker_plateau_mb"),
     ]:
         value = summary[entry]["figures"][figure]
         assert value["min"] <= value["median"] <= value["max"] and value["min"] > 0, (entry, figure, value)
