@@ -25,7 +25,7 @@ import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 
-from bench.env import redis_cpu_seconds
+from bench.env import redis_cpu_seconds, until
 from bench.workloads.base import Context, Figures, task_fields, wait_completed
 from bench.workloads.http import Connection, encode_post
 from bench.workloads.submit import _drive
@@ -92,7 +92,7 @@ async def _pause(base: str, paused: bool) -> None:
         await conn.close()
 
 
-async def _round(ctx: Context, endpoint: str | None) -> dict[str, float]:
+async def _round(ctx: Context, endpoint: str | None, bodies: list[bytes]) -> dict[str, float]:
     cfg = ctx.config
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint} if endpoint else {"OTEL_SDK_DISABLED": "true"}
     stack = ctx.stack()
@@ -114,8 +114,15 @@ async def _round(ctx: Context, endpoint: str | None) -> dict[str, float]:
         total = int(await ctx.redis.zcard(keys.index_status("pending")))
         redis_cpu = await redis_cpu_seconds(ctx.redis)
         worker_cpu = sum(w.cpu_seconds() for w in workers)
+        exported = count_spans(bodies)["process noop"]  # earlier rounds'
         await _pause(base, False)
         await wait_completed(ctx.redis, keys, total, *workers, timeout=60 + total / 100)
+        if endpoint:  # the spans leave in a thread of each worker: their export is part of the cost
+
+            async def all_exported() -> bool:
+                return count_spans(bodies)["process noop"] - exported >= total
+
+            await until(all_exported, *workers, what="every run's span exported", timeout=30, every=0.2)
         worker_cpu = sum(w.cpu_seconds() for w in workers) - worker_cpu
         redis_cpu = await redis_cpu_seconds(ctx.redis) - redis_cpu
         ids = list(await ctx.redis.zrange(keys.index_status("completed"), 0, -1))
@@ -142,7 +149,7 @@ async def run(ctx: Context) -> Figures:
         for _ in range(cfg.otel_pairs):
             for mode in ("off", "on"):
                 await ctx.redis.flushall()
-                rounds[mode].append(await _round(ctx, endpoint if mode == "on" else None))
+                rounds[mode].append(await _round(ctx, endpoint if mode == "on" else None, bodies))
     figures: Figures = {}
     for name in rounds["off"][0]:
         if name == "tasks":

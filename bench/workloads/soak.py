@@ -14,8 +14,9 @@ from that median, % of it: within 10 is the issue's bar), ``redis_slope_pct_per_
 slope, % of the plateau per minute: a leak shows as a steady positive slope), the same for each
 service's RSS (``rss_<service>_*``; workers: the larger of the two), ``tasks_per_s`` (completed over
 the run), ``backlog_end`` (submitted minus completed at the end: the load was sustained when small),
-``kept_end`` (finished tasks held at the end), ``flat`` (yes when every band is within 10%; runs under
-2 minutes give no verdict).
+``kept_end`` (completed tasks held at the end), ``kept_max`` and ``waiting_max`` (the most completed
+tasks held, and pending tasks, in a sample of the second half: pruning's and the workers' lag),
+``flat`` (yes when every band is within 10%; runs under 2 minutes give no verdict).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.env import Service, free_port
+from bench.env import Service, free_port, until
 from bench.workloads.base import Context, Figures
 from bench.workloads.http import Connection, encode_post
 
@@ -114,6 +115,11 @@ async def run(ctx: Context) -> Figures:
             ],
         }
         every = [s for group in services.values() for s in group]
+
+        async def registered() -> bool:  # every process started (its RSS is past its imports)
+            return int(await ctx.redis.zcard(keys.services)) >= len(every)
+
+        await until(registered, *every, what="every service registered")
         sent = [0]
         samples: list[dict[str, float]] = []
         submitting = asyncio.create_task(_submit(base, cfg.soak_rate, cfg.soak_batch, cfg.soak_s, sent))
@@ -127,9 +133,15 @@ async def run(ctx: Context) -> Figures:
                 sample = {"t": time.monotonic() - t0, "redis": float((await ctx.redis.info("memory"))["used_memory"])}
                 for name, group in services.items():
                     sample[name] = float(max(rss_bytes(s.proc.pid) for s in group))
+                sample["waiting"] = float(await ctx.redis.zcard(keys.index_status("pending")))
+                sample["kept"] = float(await ctx.redis.zcard(keys.index_status("completed")))
                 samples.append(sample)
                 if len(samples) % 30 == 0:
-                    print(f"soak: {sample['t']:.0f} s, redis {sample['redis'] / 1e6:.1f} MB", file=sys.stderr)
+                    print(
+                        f"soak: {sample['t']:.0f} s, redis {sample['redis'] / 1e6:.1f} MB, "
+                        f"{sample['waiting']:.0f} waiting, {sample['kept']:.0f} completed kept",
+                        file=sys.stderr,
+                    )
             await submitting
         finally:
             submitting.cancel()
@@ -145,6 +157,8 @@ async def run(ctx: Context) -> Figures:
         "backlog_end": float(sent[0] - completed),
     }
     figures["kept_end"] = float(kept)
+    figures["kept_max"] = max((s["kept"] for s in half), default=0.0)  # the count bound plus what pruning lags
+    figures["waiting_max"] = max((s["waiting"] for s in half), default=0.0)  # pending: the workers' lag
     bands = []
     for name in ("redis", *services):
         plateau, band, slope = flatness([s["t"] for s in half], [s[name] for s in half])
