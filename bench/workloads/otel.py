@@ -4,7 +4,7 @@
 A round: one api; ``--otel-n`` noop tasks through ``POST /api/tasks/batch`` (1,000 a request, 2
 connections), then a fifth as many through ``POST /api/tasks`` (8 connections); then ``cfg.workers``
 workers (default concurrency) drain them all. On: every service exports to an OTLP/HTTP sink in this
-process (``OTEL_EXPORTER_OTLP_ENDPOINT``, the batch span processor's defaults), which answers 200 and
+process (``OTEL_EXPORTER_OTLP_ENDPOINT``; the batch span processor's defaults but a 0.5 s delay), which answers 200 and
 keeps the bodies; they are decoded after the rounds (``opentelemetry-proto``) to count the spans that
 arrived (the last ones leave when a service stops). Off: ``OTEL_SDK_DISABLED=true``.
 
@@ -31,6 +31,7 @@ from bench.workloads.http import Connection, encode_post
 from bench.workloads.submit import _drive
 
 BATCH = 1_000
+SCHEDULE_DELAY_MS = 500  # OTEL_BSP_SCHEDULE_DELAY of the on rounds (at these rates batches of 512 leave sooner)
 
 
 def encode_put(base: str, path: str, body: bytes) -> bytes:
@@ -94,7 +95,9 @@ async def _pause(base: str, paused: bool) -> None:
 
 async def _round(ctx: Context, endpoint: str | None, bodies: list[bytes]) -> dict[str, float]:
     cfg = ctx.config
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint} if endpoint else {"OTEL_SDK_DISABLED": "true"}
+    # on: the batch span processor's defaults but its delay (5 s): the round waits for the last spans
+    on = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint or "", "OTEL_BSP_SCHEDULE_DELAY": str(SCHEDULE_DELAY_MS)}
+    env = on if endpoint else {"OTEL_SDK_DISABLED": "true"}
     stack = ctx.stack()
     keys = stack.keys
     singles = max(1, cfg.otel_n // 5)
