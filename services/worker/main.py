@@ -191,3 +191,4 @@ def main() -> None:
     service = Worker(settings, metrics_port=port)
     lifecycle.freeze_startup_heap()  # the user's handler modules are loaded by now
     lifecycle.run(health.watch(service.run, service.ready))
+    tracing.shutdown()  # the last spans leave before the process ends (bounded)
