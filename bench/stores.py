@@ -81,12 +81,12 @@ def _bounds(s: Settings) -> dict[str, str]:
         "idem": f"TTL `STREAMQ_IDEMPOTENCY_TTL_S` ({_days(s.idempotency_ttl_s)})",
         "webhooks_due": "one member per delivery still to attempt: follows them",
         "webhook": (
-            f"TTL `STREAMQ_RESULT_TTL_S` ({_days(s.result_ttl_s)}) once delivered or given up; "
-            "not removed with its task"
+            "removed with its task once delivered or given up (one still due: by the attempt that ends it); "
+            f"TTL `STREAMQ_RESULT_TTL_S` ({_days(s.result_ttl_s)}) once ended"
         ),
         "deliveries": (
-            f"`LTRIM` to the last {LOG_CAP} attempts; TTL `STREAMQ_RESULT_TTL_S` ({_days(s.result_ttl_s)}) "
-            "from the last attempt; not removed with its task"
+            f"`LTRIM` to the last {LOG_CAP} attempts; removed with its task; "
+            f"TTL `STREAMQ_RESULT_TTL_S` ({_days(s.result_ttl_s)}) from the last attempt"
         ),
         "schedule": "one per schedule: what users create (no bound)",
         "schedules": "one member per schedule",
@@ -344,8 +344,9 @@ def page(rows: dict[str, dict[str, Any]], unknown: list[str], n: int, redis_vers
         "Every key streamq writes to Redis, what it holds, what bounds it, and its measured size. Finished",
         "tasks and dead letters are bounded by the queue's retention (age and count), the events, cancels",
         "and history streams by their caps, unfinished tasks by the work itself, the rest by a TTL or by what",
-        "users create (queues, schedules, task types). Webhook records and idempotency keys are bounded by",
-        "time only, so what they hold grows with the rate (below the table).",
+        "users create (queues, schedules, task types). A task's webhook records go with the task, so the",
+        "retention bounds them too; idempotency keys are bounded by time only, so what they hold grows with",
+        "the rate (below the table).",
         "",
         "Bytes are `MEMORY USAGE <key> SAMPLES 0` on a real Redis after the services ran real tasks:",
         f"{n:,} each completed (with idempotency keys), failed (one dead letter each), completed with a",
@@ -394,24 +395,20 @@ def page(rows: dict[str, dict[str, Any]], unknown: list[str], n: int, redis_vers
 RATE_EXAMPLE = 100  # tasks/s of the worked example of the time-bounded stores
 
 
+def _per_key(rows: dict[str, dict[str, Any]], name: str) -> float:
+    row = rows.get(name)
+    return row["bytes"] / max(row["keys"], 1) if row else 0.0
+
+
 def _time_bound(rows: dict[str, dict[str, Any]], s: Settings) -> list[str]:
     """What the stores bounded only by a TTL (not by the queue's retention counts) hold at a steady rate."""
-
-    def per(name: str) -> float:
-        row = rows.get(name)
-        return row["bytes"] / max(row["entries"], 1) if row else 0.0
-
-    hooks = (per("webhook") + per("deliveries")) * RATE_EXAMPLE * s.result_ttl_s
-    idem = per("idem") * RATE_EXAMPLE * s.idempotency_ttl_s
+    idem = _per_key(rows, "idem") * RATE_EXAMPLE * s.idempotency_ttl_s
     return [
         "",
-        "Bounded by time only: a webhook's delivery hash and attempt log stay `STREAMQ_RESULT_TTL_S`",
-        f"({_days(s.result_ttl_s)}) after its last attempt, even once the queue's retention removed the task,",
-        f"and an idempotency key stays `STREAMQ_IDEMPOTENCY_TTL_S` ({_days(s.idempotency_ttl_s)}). At a",
-        f"steady {RATE_EXAMPLE} tasks/s that is about {hooks / 1e9:,.0f} GB of webhook records when every task",
-        f"has a webhook, and {idem / 1e9:,.1f} GB of idempotency keys when every task has one (at these",
-        "sizes, scaling with the rate); lower `STREAMQ_RESULT_TTL_S` (which also caps every retention age)",
-        "or `STREAMQ_IDEMPOTENCY_TTL_S` where that matters.",
+        f"Bounded by time only: an idempotency key stays `STREAMQ_IDEMPOTENCY_TTL_S` ({_days(s.idempotency_ttl_s)}).",
+        f"At a steady {RATE_EXAMPLE} tasks/s that is about {idem / 1e9:,.1f} GB of idempotency keys when every",
+        "task has one (at these sizes, scaling with the rate); lower `STREAMQ_IDEMPOTENCY_TTL_S` where that",
+        "matters.",
     ]
 
 
@@ -427,12 +424,16 @@ def _at_defaults(rows: dict[str, dict[str, Any]], s: Settings) -> list[str]:
         + s.retention_dead_letter_count * per_dead
         + s.events_maxlen * per_event
     )
+    hooks = tasks * (_per_key(rows, "webhook") + _per_key(rows, "deliveries"))
     return [
         f"At the default bounds a queue keeps at most {tasks:,} finished tasks, "
         f"{s.retention_dead_letter_count:,} dead letters and",
         f"{s.events_maxlen:,} events: about **{total / 1e6:,.0f} MB** at these sizes, whatever its rate "
         "(a partitioned queue: each",
-        "partition keeps its share of the counts). The age bounds make a quiet queue keep less.",
+        "partition keeps its share of the counts). The age bounds make a quiet queue keep less. A task's",
+        "webhook records (its messages that have ended and its attempt log) are removed with it: when every",
+        f"task has a webhook delivered at its first attempt they add about **{hooks / 1e6:,.0f} MB** at the same",
+        "bounds, plus the messages still due (those the receivers refuse, until their retries end).",
         "",
     ]
 
