@@ -1,8 +1,8 @@
 --[[ remove.lua: delete finished tasks and every index entry of them; trim dead letters.
 
-A removed task's webhook records go with it: its attempt log, and each of its webhook messages
-(the ids its hash lists in `webhook_deliveries`, and `webhook_delivery`) that has ended (delivered,
-failed, gone). A message still due (pending or retrying: in webhooks:due) is left to run to its end;
+A removed task's webhook records go with it: its attempt log, and each of its webhook messages (its
+hash's `webhook_delivery`, the latest, and `webhook_earlier`, those before it) that has ended
+(delivered, failed, gone). A message still due (pending or retrying: in webhooks:due) is left to run to its end;
 webhook_record.lua then deletes it, and writes no log, as its task is gone. Keys are built from the
 prefixes given (same hash tag as KEYS).
 
@@ -40,7 +40,7 @@ if ARGV[2] == 'delete' then WEBHOOK_PREFIX, LOG_PREFIX = ARGV[4], ARGV[5] else W
 local DUE = {pending = true, retrying = true}
 
 -- Delete a removed task's attempt log and those of its webhook messages that have ended: `listed` is
--- its hash's webhook_deliveries (ids separated by spaces), `latest` its webhook_delivery.
+-- its hash's webhook_earlier (ids separated by spaces), `latest` its webhook_delivery.
 local function remove_webhooks(id, listed, latest)
   redis.call('DEL', LOG_PREFIX .. id)
   local ids = {}
@@ -67,7 +67,7 @@ local FINISHED = {completed = true, failed = true, cancelled = true}
 
 if ARGV[2] == 'delete' then
   local task_key, type_key, id = KEYS[17], KEYS[18], ARGV[3]
-  local h = redis.call('HMGET', task_key, 'status', 'dead_id', 'webhook_deliveries', 'webhook_delivery')
+  local h = redis.call('HMGET', task_key, 'status', 'dead_id', 'webhook_earlier', 'webhook_delivery')
   local status = h[1]
   if status and not FINISHED[status] then return {0, status} end
   if status then
@@ -93,7 +93,7 @@ local removed = 0
 local function prune_one(id, only, finished_before, spare_kept)
   local task_key = task_prefix .. id
   local h = redis.call('HMGET', task_key, 'status', 'dead_id', 'type', 'completed_at', 'keep_s',
-    'webhook_deliveries', 'webhook_delivery')
+    'webhook_earlier', 'webhook_delivery')
   local status = h[1]
   if not status then  -- hash gone (deleted by hand): drop what still names it
     redis.call('ZREM', RETENTION, id)

@@ -49,9 +49,9 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 async def messages(redis: Redis, keys: KeySchema, task_id: str) -> list[str]:
-    """The ids of the task's webhook messages its hash lists."""
-    listed = await redis.hget(keys.task(task_id), "webhook_deliveries")
-    return str(listed or "").split()
+    """The ids of the task's webhook messages its hash names, oldest first."""
+    earlier, latest = await redis.hmget(keys.task(task_id), ["webhook_earlier", "webhook_delivery"])
+    return [*str(earlier or "").split(), *([latest] if latest else [])]
 
 
 async def records(redis: Redis, keys: KeySchema, task_id: str, ids: list[str]) -> list[str]:
