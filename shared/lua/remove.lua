@@ -2,9 +2,9 @@
 
 A removed task's webhook records go with it: its attempt log, and each of its webhook messages (its
 hash's `webhook_delivery`, the latest, and `webhook_earlier`, those before it) that has ended
-(delivered, failed, gone). A message still due (pending or retrying: in webhooks:due) is left to run to its end;
-webhook_record.lua then deletes it, and writes no log, as its task is gone. Keys are built from the
-prefixes given (same hash tag as KEYS).
+(delivered, failed, gone). A message still due (pending or retrying: in webhooks:due) is left to
+run to its end; webhook_record.lua then deletes it, and writes no log, as its task is gone. Keys
+are built from the prefixes given (same hash tag as KEYS).
 
 Mode 'delete' (DELETE /api/tasks/{id}): one task, if finished.
   KEYS[17]  task hash     KEYS[18]  its type index
@@ -35,8 +35,8 @@ indexes and are never read. Task keys are built from the prefixes (same hash tag
 Writes start with a DEL or XDEL, which Redis allows while it refuses writes for memory (noeviction):
 pruning frees memory when it is most needed. Each removal emits a 'deleted' event.
 ]]
-local WEBHOOK_PREFIX, LOG_PREFIX
-if ARGV[2] == 'delete' then WEBHOOK_PREFIX, LOG_PREFIX = ARGV[4], ARGV[5] else WEBHOOK_PREFIX, LOG_PREFIX = ARGV[17], ARGV[18] end
+local WEBHOOK_PREFIX, LOG_PREFIX = ARGV[17], ARGV[18]
+if ARGV[2] == 'delete' then WEBHOOK_PREFIX, LOG_PREFIX = ARGV[4], ARGV[5] end
 local DUE = {pending = true, retrying = true}
 
 -- Delete a removed task's attempt log and those of its webhook messages that have ended: `listed` is

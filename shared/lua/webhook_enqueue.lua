@@ -38,7 +38,8 @@ redis.call('ZADD', due_key, due, id)
 if redis.call('EXISTS', task_key) == 1 then
   local h = redis.call('HMGET', task_key, 'webhook_delivery', 'webhook_earlier')
   local latest, earlier = h[1] or '', h[2] or ''
-  if latest ~= '' and latest ~= id and not string.find(' ' .. earlier .. ' ', ' ' .. latest .. ' ', 1, true) then
+  local listed = string.find(' ' .. earlier .. ' ', ' ' .. latest .. ' ', 1, true)
+  if latest ~= '' and latest ~= id and not listed then
     earlier = earlier == '' and latest or (earlier .. ' ' .. latest)
     redis.call('HSET', task_key, 'webhook_earlier', earlier)
   end

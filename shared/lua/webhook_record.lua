@@ -1,7 +1,7 @@
 --[[ webhook_record.lua: record one webhook attempt: the task's delivery log, the delivery's next
 due time or final status, and the task's webhook_status, in one call.
 
-The log entry is always appended. The delivery changes only while this attempt is its latest
+The log entry is appended while the task exists. The delivery changes only while this attempt is its latest
 (attempt == its attempts counter): a notifier whose lease ran out cannot overwrite the attempt that
 took over. The task's webhook_status changes only while this delivery is the task's latest.
 Once the task is gone (removed while this delivery was still due: remove.lua leaves such a delivery to
