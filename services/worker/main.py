@@ -85,8 +85,6 @@ class Worker:
                 retry_base_s=s.retry_base_s,
                 retry_max_s=s.retry_max_s,
                 unhandled_timeout_s=s.unhandled_timeout_s,
-                redis=redis,
-                keys=self.keys,
             )
             finisher = Finisher(
                 queue.scripts,
