@@ -1,0 +1,43 @@
+"""The stored trace context read back by the worker: the fast parse of a version-00 ``traceparent``
+gives what the W3C propagator gives, for valid and malformed values alike."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("opentelemetry.sdk")
+
+from opentelemetry import propagate
+from opentelemetry.trace import get_current_span
+
+from streamq.shared import tracing
+
+VALUES = [
+    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",  # not sampled
+    "00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01",  # upper case: invalid
+    "00-00000000000000000000000000000000-b7ad6b7169203331-01",  # zero trace id
+    "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",  # zero span id
+    "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",  # a later version
+    "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",  # the forbidden version
+    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-1",
+    "00-+af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    "garbage",
+]
+
+
+@pytest.mark.parametrize("value", VALUES)
+def test_a_stored_traceparent_reads_as_the_propagator_reads_it(value: str) -> None:
+    ours = get_current_span(tracing.parent((value, ""))).get_span_context()
+    again = get_current_span(tracing.parent((value, None))).get_span_context()  # the remembered one
+    theirs = get_current_span(propagate.extract({"traceparent": value})).get_span_context()
+    for context in (ours, again):
+        assert (context.trace_id, context.span_id, context.trace_flags, context.is_valid, context.is_remote) == (
+            theirs.trace_id, theirs.span_id, theirs.trace_flags, theirs.is_valid, theirs.is_remote
+        )  # fmt: skip
+
+
+def test_tracestate_goes_through_the_propagator() -> None:
+    value = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    context = get_current_span(tracing.parent((value, "vendor=x"))).get_span_context()
+    assert context.is_valid and context.trace_state.get("vendor") == "x"
