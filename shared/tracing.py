@@ -143,7 +143,12 @@ _LAST: tuple[str, Any] = ("", None)  # the last traceparent parsed alone and its
 def parent(fields: Sequence[str | None] | dict[str, str]) -> Any:
     """The OpenTelemetry context of stored (``traceparent``, ``tracestate``) values, or of a carrier
     dict; an empty context (a new root) when there is none or it is malformed."""
-    if not isinstance(fields, dict):
+    if isinstance(fields, dict):
+        if not fields:  # the current context (a new root under a server span-less request)
+            return None
+        if len(fields) == 1 and "traceparent" in fields:
+            return _remote(fields["traceparent"])
+    else:
         traceparent = fields[0] if fields else None
         if traceparent and not (len(fields) > 1 and fields[1]):
             return _remote(traceparent)
@@ -184,11 +189,16 @@ def inject(headers: dict[str, str]) -> dict[str, str]:
     return headers
 
 
-def _current_fields() -> list[str]:
-    """The current span's context as task hash fields (field, value, ...)."""
-    carrier: dict[str, str] = {}
-    inject(carrier)
-    return [item for name in FIELDS if name in carrier for item in (name, carrier[name])]
+def _fields_of(span: Span) -> list[str]:
+    """``span``'s context as task hash fields (field, value, ...): its W3C ``traceparent`` (and
+    ``tracestate``), written as the W3C propagator writes them."""
+    context = span.get_span_context()
+    if not context.is_valid:
+        return []
+    fields = ["traceparent", f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"]
+    if context.trace_state:
+        fields += ["tracestate", context.trace_state.to_header()]
+    return fields
 
 
 class Traced(TaskCreate):
@@ -225,7 +235,7 @@ def submitting(
     with _tracer().start_as_current_span(
         f"send {queue}", context=parent(_from_headers(headers)), kind=SpanKind.PRODUCER, attributes=attributes
     ) as span:
-        carrier = _current_fields()
+        carrier = _fields_of(span)
         yield [_with_carrier(task, carrier) for task in tasks], span
 
 

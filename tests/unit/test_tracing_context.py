@@ -41,3 +41,26 @@ def test_tracestate_goes_through_the_propagator() -> None:
     value = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     context = get_current_span(tracing.parent((value, "vendor=x"))).get_span_context()
     assert context.is_valid and context.trace_state.get("vendor") == "x"
+
+
+@pytest.mark.parametrize("state", ["", "vendor=x,other=y"])
+@pytest.mark.parametrize("flags", [0, 1])
+def test_the_stored_fields_are_what_the_propagator_injects(state: str, flags: int) -> None:
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState, set_span_in_context
+
+    context = SpanContext(
+        0x0AF7651916CD43DD8448EB211C80319C, 0x00AD6B7169203331, is_remote=False, trace_flags=TraceFlags(flags),
+        trace_state=TraceState.from_header([state]) if state else None,
+    )  # fmt: skip
+    span = NonRecordingSpan(context)
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=set_span_in_context(span))
+    fields = tracing._fields_of(span)
+    assert dict(zip(fields[::2], fields[1::2], strict=True)) == {
+        k: v for k, v in carrier.items() if k in tracing.FIELDS
+    }
+    assert tracing._fields_of(NonRecordingSpan(SpanContext(0, 0, is_remote=False))) == []
+
+
+def test_a_carrier_with_no_context_is_the_current_one() -> None:
+    assert tracing.parent({}) is None
