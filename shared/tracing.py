@@ -160,8 +160,9 @@ def parent(fields: Sequence[str | None] | dict[str, str]) -> Any:
 
 def _remote(traceparent: str) -> Any:
     """The context of a stored ``traceparent`` without ``tracestate``: a version-00 value parsed here
-    (what the W3C propagator does, without its regular expression and carrier look-ups), anything
-    else by the propagator; the last one is remembered (the tasks of one batch share their context)."""
+    (as the W3C propagator parses it, without the global composite propagator's carrier getters and
+    its baggage pass), anything else by the propagator; the last one is remembered (the tasks of one
+    batch share their context)."""
     global _LAST
     if _LAST[0] == traceparent:
         return _LAST[1]
