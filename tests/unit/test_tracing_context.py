@@ -64,3 +64,44 @@ def test_the_stored_fields_are_what_the_propagator_injects(state: str, flags: in
 
 def test_a_carrier_with_no_context_is_the_current_one() -> None:
     assert tracing.parent({}) is None
+
+
+PROCESSING = """
+import sys
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, DEFAULT_ON
+from streamq.shared import tracing
+
+provider = TracerProvider(sampler=ALWAYS_ON if sys.argv[1] == "always_on" else DEFAULT_ON)
+exporter = InMemorySpanExporter()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+built = []
+real = tracing._processing
+tracing._processing = lambda *args: built.append(args) or real(*args)
+for flags in ("00", "01"):
+    with tracing.processing(f"00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333{flags[1]}-{flags}", "",
+                            task_type="noop", queue="q", task_id="t1", attempt=2, rerun=True) as span:
+        print(flags, span.is_recording(), len(built))
+for span in exporter.get_finished_spans():
+    print(span.context.span_id != 0, span.attributes["streamq.task.attempt"], len(span.links))
+"""
+
+
+@pytest.mark.parametrize(
+    ("sampler", "printed"),
+    [
+        ("parentbased_always_on", ["00 False 0", "01 True 1", "True 2 1"]),  # unsampled: nothing built
+        ("always_on", ["00 True 1", "01 True 2", "True 2 1", "True 2 1"]),  # recorded anyway: set after start
+    ],
+)
+def test_an_unsampled_run_builds_its_attributes_only_when_recorded(sampler: str, printed: list[str]) -> None:
+    import subprocess
+    import sys
+
+    # a process of its own: the global tracer provider is set once per process
+    run = subprocess.run([sys.executable, "-c", PROCESSING, sampler], capture_output=True, text=True, check=True)
+    assert run.stdout.split("\n")[:-1] == printed, run.stderr
