@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -71,6 +72,8 @@ def setup(service: str) -> bool:
     provider = TracerProvider(resource=resource)  # the sampler from OTEL_TRACES_SAMPLER
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))  # endpoint, headers, timeout: OTEL_*
     trace.set_tracer_provider(provider)
+    global _TRACER, _LAST
+    _TRACER, _LAST = None, ("", None)
     ENABLED = True
     log.info("tracing on", extra={"service_name": resource.attributes.get(SERVICE_NAME)})
     return True
@@ -97,10 +100,16 @@ def shutdown(timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:
         log.warning("spans not exported within the shutdown bound: dropped", extra={"timeout_s": timeout_s})
 
 
-def _tracer() -> Any:
-    from opentelemetry import trace
+_TRACER: Any = None  # the "streamq" tracer, got once (get_tracer builds a new one per call, ~10 us)
 
-    return trace.get_tracer("streamq")
+
+def _tracer() -> Any:
+    global _TRACER
+    if _TRACER is None:
+        from opentelemetry import trace
+
+        _TRACER = trace.get_tracer("streamq")
+    return _TRACER
 
 
 def messaging(queue: str, operation: str, task_id: str | None = None) -> dict[str, Any]:
@@ -127,13 +136,50 @@ def _from_headers(headers: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
     }
 
 
+_VERSION_00 = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")  # W3C Trace Context, version 00
+_LAST: tuple[str, Any] = ("", None)  # the last traceparent parsed alone and its context (a batch's tasks share one)
+
+
 def parent(fields: Sequence[str | None] | dict[str, str]) -> Any:
     """The OpenTelemetry context of stored (``traceparent``, ``tracestate``) values, or of a carrier
     dict; an empty context (a new root) when there is none or it is malformed."""
+    if isinstance(fields, dict):
+        if not fields:  # the current context (a new root under a server span-less request)
+            return None
+        if len(fields) == 1 and "traceparent" in fields:
+            return _remote(fields["traceparent"])
+    else:
+        traceparent = fields[0] if fields else None
+        if traceparent and not (len(fields) > 1 and fields[1]):
+            return _remote(traceparent)
     from opentelemetry import propagate
 
     carrier = fields if isinstance(fields, dict) else {k: v for k, v in zip(FIELDS, fields, strict=False) if v}
     return propagate.extract(carrier)
+
+
+def _remote(traceparent: str) -> Any:
+    """The context of a stored ``traceparent`` without ``tracestate``: a version-00 value parsed here
+    (as the W3C propagator parses it, without the global composite propagator's carrier getters and
+    its baggage pass), anything else by the propagator; the last one is remembered (the tasks of one
+    batch share their context)."""
+    global _LAST
+    if _LAST[0] == traceparent:
+        return _LAST[1]
+    from opentelemetry import propagate
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
+
+    context = None
+    match = _VERSION_00.fullmatch(traceparent)
+    if match:
+        trace_id, span_id, flags = (int(part, 16) for part in match.groups())
+        remote = SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags))
+        if remote.is_valid:
+            context = set_span_in_context(NonRecordingSpan(remote))
+    if context is None:
+        context = propagate.extract({"traceparent": traceparent})
+    _LAST = (traceparent, context)
+    return context
 
 
 def inject(headers: dict[str, str]) -> dict[str, str]:
@@ -144,11 +190,16 @@ def inject(headers: dict[str, str]) -> dict[str, str]:
     return headers
 
 
-def _current_fields() -> list[str]:
-    """The current span's context as task hash fields (field, value, ...)."""
-    carrier: dict[str, str] = {}
-    inject(carrier)
-    return [item for name in FIELDS if name in carrier for item in (name, carrier[name])]
+def _fields_of(span: Span) -> list[str]:
+    """``span``'s context as task hash fields (field, value, ...): its W3C ``traceparent`` (and
+    ``tracestate``), written as the W3C propagator writes them."""
+    context = span.get_span_context()
+    if not context.is_valid:
+        return []
+    fields = ["traceparent", f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"]
+    if context.trace_state:
+        fields += ["tracestate", context.trace_state.to_header()]
+    return fields
 
 
 class Traced(TaskCreate):
@@ -185,7 +236,7 @@ def submitting(
     with _tracer().start_as_current_span(
         f"send {queue}", context=parent(_from_headers(headers)), kind=SpanKind.PRODUCER, attributes=attributes
     ) as span:
-        carrier = _current_fields()
+        carrier = _fields_of(span)
         yield [_with_carrier(task, carrier) for task in tasks], span
 
 
@@ -197,26 +248,48 @@ def submitted(span: Span, ids: Sequence[str]) -> None:
 # --- spans of the other services ----------------------------------------------------------------------
 @contextmanager
 def processing(
-    stored: Sequence[str | None], *, task_type: str, queue: str, task_id: str, attempt: int, rerun: bool
+    traceparent: str, tracestate: str, *, task_type: str, queue: str, task_id: str, attempt: int, rerun: bool
 ) -> Iterator[Span]:
     """The worker's CONSUMER ``process <type>`` span of one run: a child of the submit's context, so
     every attempt is in the submit's trace; a retry or a reclaimed run also links to that context (the
-    messaging conventions' link to the message's creation context), marking it a re-run."""
-    from opentelemetry.trace import Link, SpanKind, get_current_span
+    messaging conventions' link to the message's creation context), marking it a re-run.
 
-    context = parent(stored)
+    A submit that was not sampled (its ``traceparent``'s sampled flag off) gets no attributes or links
+    built at the start: with a parent-based sampler (the SDK's default) the span does not record, and
+    costs only its context; should another sampler record it anyway, they are set then."""
+    from opentelemetry.trace import SpanKind, get_current_span, use_span
+
+    context = parent((traceparent, tracestate))
+    creation = get_current_span(context).get_span_context()
+    unsampled = creation.is_valid and not creation.trace_flags.sampled
+    attributes = links = None
+    if not unsampled:
+        attributes, links = _processing(creation, task_type, queue, task_id, attempt, rerun)
+    span = _tracer().start_span(
+        f"process {task_type}", context=context, kind=SpanKind.CONSUMER, attributes=attributes, links=links
+    )
+    if unsampled and span.is_recording():
+        attributes, links = _processing(creation, task_type, queue, task_id, attempt, rerun)
+        span.set_attributes(attributes)
+        for link in links:
+            span.add_link(link.context, link.attributes)
+    with use_span(span, end_on_exit=True):
+        yield span
+
+
+def _processing(
+    creation: Any, task_type: str, queue: str, task_id: str, attempt: int, rerun: bool
+) -> tuple[dict[str, Any], list[Any]]:
+    """The attributes and links of a ``process`` span."""
+    from opentelemetry.trace import Link
+
     links = []
-    if rerun:
-        creation = get_current_span(context).get_span_context()
-        if creation.is_valid:
-            links.append(Link(creation, {"streamq.link": "retry" if attempt > 1 else "reclaim"}))
+    if rerun and creation.is_valid:
+        links.append(Link(creation, {"streamq.link": "retry" if attempt > 1 else "reclaim"}))
     attributes = messaging(queue, "process", task_id)
     attributes["streamq.task.type"] = task_type
     attributes["streamq.task.attempt"] = attempt
-    with _tracer().start_as_current_span(
-        f"process {task_type}", context=context, kind=SpanKind.CONSUMER, attributes=attributes, links=links
-    ) as span:
-        yield span
+    return attributes, links
 
 
 def promoted(stored: Sequence[str | None], queue: str, task_id: str, start_ns: int, end_ns: int) -> None:

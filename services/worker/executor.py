@@ -12,14 +12,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
 from streamq.services.worker.control import Control
 from streamq.services.worker.jobs import Job, Outcome
 from streamq.services.worker.registry import Handler, Registry, TaskContext
 from streamq.shared import tracing
 from streamq.shared.errors import Permanent, Retry
-from streamq.shared.keys import KeySchema
 
 log = logging.getLogger("streamq.worker")
 MAX_ERROR_CHARS = 4000
@@ -73,13 +71,8 @@ class Executor:
         retry_base_s: float,
         retry_max_s: float,
         unhandled_timeout_s: float = 3600.0,
-        redis: Redis | None = None,
-        keys: KeySchema | None = None,
     ) -> None:
         self.registry = registry
-        # where a traced run reads its task's trace context (tracing on only)
-        self.redis = redis
-        self.keys = keys
         self.reclaimed: set[str] = set()  # refs of reclaimed deliveries not yet run (tracing on only)
         self.unhandled_timeout_ms = int(unhandled_timeout_s * 1000)
         self.handled_elsewhere: frozenset[str] = frozenset()  # types live workers advertise (the heartbeat's)
@@ -129,15 +122,12 @@ class Executor:
     async def _traced(self, job: Job, handler: Handler, payload: Any, ctx: TaskContext | None) -> Any:
         """The handler inside its ``process <type>`` span (shared/tracing.py), a child of the task's
         submit span; an exception (a timeout's cancel too) is recorded on the span and raised on."""
-        keys = job.delivery.keys or self.keys
-        stored: list[str | None] = [None, None]
-        if self.redis is not None and keys is not None:
-            stored = await self.redis.hmget(keys.task(job.delivery.task_id), *tracing.FIELDS)
+        keys = job.delivery.keys
         rerun = job.attempt > 1 or job.delivery.ref in self.reclaimed
         self.reclaimed.discard(job.delivery.ref)
         with tracing.processing(
-            stored, task_type=job.type, queue=keys.queue if keys else self.queue, task_id=job.delivery.task_id,
-            attempt=job.attempt, rerun=rerun,
+            job.traceparent, job.tracestate, task_type=job.type, queue=keys.queue if keys else self.queue,
+            task_id=job.delivery.task_id, attempt=job.attempt, rerun=rerun,
         ):  # fmt: skip
             return await handler(payload, ctx)
 

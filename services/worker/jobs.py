@@ -36,6 +36,8 @@ class Job:
     retry_backoff_s: float | None
     due_ms: int
     priority: int
+    traceparent: str = ""  # the trace context the api stored with the task ('' when none)
+    tracestate: str = ""
 
     @classmethod
     def bare(cls, delivery: Delivery) -> Job:
@@ -44,7 +46,7 @@ class Job:
 
     @classmethod
     def from_reply(cls, delivery: Delivery, reply: list[str]) -> Job:
-        _id, task_type, payload, timeout, attempts, max_retries, backoff, due, priority = reply
+        _id, task_type, payload, timeout, attempts, max_retries, backoff, due, priority, traceparent, tracestate = reply
         return cls(  # positional: keywords cost a tenth of building a job
             delivery,
             task_type,
@@ -55,6 +57,8 @@ class Job:
             float(backoff) if backoff else None,
             int(due),
             int(priority),
+            traceparent,
+            tracestate,
         )
 
 

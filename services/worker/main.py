@@ -8,7 +8,9 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -38,6 +40,13 @@ from streamq.shared.settings import Settings, load_settings
 from streamq.shared.streams import ensure_group
 
 log = logging.getLogger("streamq.worker")
+# after SIGTERM the intake (the fetch loop, the watchers' blocking reads) stops within this; a call to a
+# Redis that stopped answering never returns by itself (no socket timeout), so it is cancelled then:
+# what a cancelled take started stays pending on this consumer and is reclaimed after the lease
+INTAKE_STOP_S = 1.0
+# the longest a stop takes past STREAMQ_SHUTDOWN_GRACE_S with Redis unreachable: the intake's stop
+# beyond the grace (when the grace is shorter), the background loops' 2 s, the two unregisters' 1 s each
+SHUTDOWN_BOUND_S = INTAKE_STOP_S + 2.0 + 1.0 + 1.0
 
 
 def new_worker_id() -> str:
@@ -85,8 +94,6 @@ class Worker:
                 retry_base_s=s.retry_base_s,
                 retry_max_s=s.retry_max_s,
                 unhandled_timeout_s=s.unhandled_timeout_s,
-                redis=redis,
-                keys=self.keys,
             )
             finisher = Finisher(
                 queue.scripts,
@@ -160,15 +167,34 @@ class Worker:
             self.watchers = watchers = Watchers(consumer, redis, readers, queue.scripts, stop)
             watchers.sync()
             self.ready.set()
-            await consumer.run(stop)
-            await watchers.join()  # each finishes its current block; what it got is run by the drain
-            left = await consumer.drain(s.shutdown_grace_s)
+            clock = asyncio.get_running_loop()
+            await self._intake(consumer.run(stop), stop)
+            stopped_at = clock.time()  # the grace counts from the stop, the intake's own stop included
+            # each watcher finishes its current block (what it got is run by the drain); bounded
+            try:
+                async with asyncio.timeout(INTAKE_STOP_S):
+                    await asyncio.gather(self._intake_task, watchers.join())
+            except TimeoutError:
+                log.warning("intake stopped by cancelling its Redis calls", extra={"after_s": INTAKE_STOP_S})
+            left = await consumer.drain(max(0.0, s.shutdown_grace_s - (clock.time() - stopped_at)))
             await stop_all(loops)
             await heartbeat.unregister()
             log.info("worker stopped", extra={"worker": self.worker_id, "left_pending": left})
         finally:
             await readers.aclose()
             await redis.aclose()
+
+    async def _intake(self, run: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:
+        """Start the fetch loop ``run`` and return once ``stop`` is set (an error of the loop is raised
+        at once); the loop itself may still be in a Redis call: ``self._intake_task``."""
+        self._intake_task = intake = asyncio.ensure_future(run)
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({intake, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if intake.done() and not stop.is_set():
+            intake.result()  # the loop ends only on stop: anything else is its error
 
     async def sources(self, redis: Redis) -> Sources:
         """The queues this worker consumes (created if new) with their partitions."""

@@ -154,7 +154,8 @@ end
 -- whose cancel was requested (cancel.lua) is not started: nil, its entry left pending (see reclaimer.py).
 local function start_entry(task_key, id, msg, stream, group, consumer, paused, now, row)
   local h = redis.call('HMGET', task_key, 'status', 'msg_id', 'started_msg', 'priority', 'type', 'payload',
-    'timeout_s', 'max_retries', 'retry_backoff_s', 'scheduled_for', 'created_at', 'attempts', 'cancel_requested')
+    'timeout_s', 'max_retries', 'retry_backoff_s', 'scheduled_for', 'created_at', 'attempts', 'cancel_requested',
+    'traceparent', 'tracestate')
   local status, msg_id, started_msg, priority = h[1], h[2], h[3], h[4]
   if h[13] then return nil end  -- asked to stop while it ran: never started again (the reclaimer ends it)
   if msg_id ~= msg or (status ~= 'pending' and status ~= 'processing') then
@@ -181,9 +182,9 @@ local function start_entry(task_key, id, msg, stream, group, consumer, paused, n
   local due = h[10]
   if not due or due == '' then due = h[11] end
   if row then
-    row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10], row[11] =
-      id, h[5], h[6], h[7] or '', attempts, h[8], h[9] or '', due, priority
+    row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10], row[11], row[12], row[13] =
+      id, h[5], h[6], h[7] or '', attempts, h[8], h[9] or '', due, priority, h[14] or '', h[15] or ''
     return row
   end
-  return {id, h[5], h[6], h[7] or '', attempts, h[8], h[9] or '', due, priority}
+  return {id, h[5], h[6], h[7] or '', attempts, h[8], h[9] or '', due, priority, h[14] or '', h[15] or ''}
 end

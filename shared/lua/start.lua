@@ -13,7 +13,8 @@ KEYS[17 + n] the partition's pause flag (optional; n = number of entries)
 ARGV[1]  events MAXLEN    ARGV[2]  consumer group    ARGV[3]  consumer (worker id)
 per entry i, from ARGV[4 + 3*(i-1)]: entry id, task id, priority of the stream it was read from
 Returns: per entry, {} when skipped, else
-  {id, type, payload, timeout_s, attempts, max_retries, retry_backoff_s, due_ms, priority}
+  {id, type, payload, timeout_s, attempts, max_retries, retry_backoff_s, due_ms, priority, traceparent,
+  tracestate}
 ]]
 local now = now_ms()
 local group, consumer = ARGV[2], ARGV[3]

@@ -21,7 +21,8 @@ KEYS[17]     the partition's pause flag
 ARGV[1]  events MAXLEN   ARGV[2]  consumer group   ARGV[3]  consumer   ARGV[4]  task key prefix
 ARGV[5]  COUNT (free slots)   ARGV[6]  staging consumer ('' for none)
 Returns: per started entry, highest priority first: {entry id, stream priority, id, type, payload,
-  timeout_s, attempts, max_retries, retry_backoff_s, due_ms, priority}
+  timeout_s, attempts, max_retries, retry_backoff_s, due_ms, priority, traceparent, tracestate} (the
+  trace context the api stored, '' when none: a traced worker needs no read of its own)
 ]]
 local now = string.format('%d', now_ms())  -- only written (started_at): see lib.lua's defer_move
 local group, consumer, prefix, staging = ARGV[2], ARGV[3], ARGV[4], ARGV[6]
@@ -49,9 +50,9 @@ local function read(...)
 end
 
 local function take(stream, p, msg, id)
-  -- the reply row, sized once (start_entry fills slots 3..11)
+  -- the reply row, sized once (start_entry fills slots 3..13)
   local job = id and start_entry(prefix .. id, id, msg, stream, group, consumer, paused, now,
-    {msg, p, false, false, false, false, false, false, false, false, false})
+    {msg, p, false, false, false, false, false, false, false, false, false, false, false})
   if job then
     out[#out + 1] = job
   elseif not id then  -- the entry was deleted meanwhile (its task cancelled or removed)

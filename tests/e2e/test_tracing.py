@@ -235,3 +235,65 @@ async def test_a_stopping_service_exports_its_last_spans(redis_server: RedisServ
     # the collector is gone: the stop waits for the flush's bound at most, then drops what is left
     gone = await submit_then_stop(f"http://127.0.0.1:{free_port()}")
     assert "spans not exported within the shutdown bound" in gone.log()
+
+
+@pytest.mark.timeout(90)
+async def test_an_unsampled_request_runs_its_task_without_spans(
+    redis_server: RedisServer, prefix: str, log_dir: Path
+) -> None:
+    """A submit whose ``traceparent`` is not sampled: with the default parent-based sampler neither the
+    api nor the worker records a span in its trace (the run's span is built without attributes and
+    dropped); its outbound ``http`` call still carries that trace, unsampled. A sampled request next to
+    it is traced as usual."""
+    receiver = Receiver()
+    port = free_port()
+    env = {
+        "STREAMQ_REDIS_URL": redis_server.url,
+        "STREAMQ_KEY_PREFIX": prefix,
+        "STREAMQ_API_PORT": str(port),
+        "STREAMQ_METRICS_PORT": "0",
+        "STREAMQ_ALLOW_PRIVATE_NETWORKS": "true",
+        "STREAMQ_SHUTDOWN_GRACE_S": "2",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url(""),
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
+    async with serving(receiver):
+        services = [Service(f"streamq.services.{name}", env, log_dir) for name in ("api", "worker")]
+        try:
+            url = f"http://127.0.0.1:{port}"
+            await asyncio.to_thread(wait_http, f"{url}/api/health")
+            async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+                ids = {}
+                for trace, flags in ((OTHER_TRACE, "00"), (TRACE, "01")):
+                    answer = await client.post(
+                        "/api/tasks",
+                        json={"type": "http", "payload": {"method": "GET", "url": receiver.url(f"/call/{flags}")}},
+                        headers={"traceparent": f"00-{trace}-{CLIENT_SPAN}-{flags}"},
+                    )
+                    assert answer.status_code == 201, answer.text
+                    ids[flags] = answer.json()["id"]
+
+                async def completed() -> bool:
+                    for task_id in ids.values():
+                        task = await client.get(f"/api/tasks/{task_id}")
+                        if task.json()["status"] != "completed":
+                            return False
+                    return True
+
+                for _ in range(300):
+                    if await completed():
+                        break
+                    await asyncio.sleep(0.05)
+                assert await completed()
+            await wait_until(lambda: len(named(spans(receiver), "GET", TRACE)) == 1, 15, "the sampled run's spans")
+        finally:
+            for service in services:
+                await asyncio.to_thread(service.stop)
+    found = spans(receiver)
+    assert [s for s in found if s["trace"] == OTHER_TRACE] == []  # nothing of the unsampled request
+    [process] = named(found, "process http", TRACE)
+    assert process["attributes"]["messaging.message.id"] == ids["01"]
+    [unsampled] = [r.headers["traceparent"] for r in receiver.at("/call/00")]
+    assert unsampled.startswith(f"00-{OTHER_TRACE}-") and unsampled.endswith("-00")
+    [sampled] = [r.headers["traceparent"] for r in receiver.at("/call/01")]
+    assert sampled == f"00-{TRACE}-{named(found, 'GET', TRACE)[0]['id']}-01"
