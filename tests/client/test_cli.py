@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import free_port
+from streamq.testing import free_port
 
 pytestmark = pytest.mark.e2e
 STREAMQ = str(Path(sys.executable).parent / "streamq")
@@ -136,7 +136,7 @@ def test_tasks_get_shows_progress_and_cancel_requested(control_stack: str) -> No
 
 def test_unauthorized_exits_4(start_service: Any) -> None:
     from streamq.shared.auth import config_line, new_secret
-    from tests.support import wait_http
+    from streamq.testing import wait_http
 
     port = free_port()
     start_service(

@@ -13,9 +13,10 @@ from datetime import datetime
 import httpx
 import pytest
 
+from streamq.testing import free_port, wait_http
 from tests.e2e.processes import wait_logged
 from tests.services import StartService
-from tests.support import ROOT, free_port, wait_http
+from tests.support import ROOT
 
 pytestmark = pytest.mark.e2e
 

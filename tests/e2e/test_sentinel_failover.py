@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from streamq.shared.keys import KeySchema
+from streamq.testing import SentinelServers, wait_http
 from tests.e2e.failover import (
     TOTAL,
     Submissions,
@@ -29,8 +30,6 @@ from tests.e2e.failover import (
     wait_terminal,
 )
 from tests.e2e.processes import wait_logged
-from tests.support import wait_http
-from tests.topologies import SentinelServers
 
 pytestmark = [
     pytest.mark.e2e,

@@ -18,10 +18,10 @@ from streamq.shared.keys import KeySchema
 from streamq.shared.models import TaskCreate, TaskPublic
 from streamq.shared.queue import Queue
 from streamq.shared.settings import Settings
+from streamq.testing import Service
 from tests.e2e.handlers import read_runs
 from tests.e2e.processes import group_state, service_env, start_schedulers, start_workers, stop_all, wait_logged
 from tests.integration.helpers import wait_for_status
-from tests.support import Service
 
 pytestmark = pytest.mark.e2e
 EXTRA = "tests.e2e.handlers,tests.e2e.handlers_extra"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -20,9 +19,10 @@ from streamq.shared.queue import Queue
 from streamq.shared.redis import make_client, raw_stream_reads
 from streamq.shared.schedules import ScheduleCreate, Schedules
 from streamq.shared.settings import Settings
+from streamq.testing import RedisServer
 from tests.integration.helpers import wait_for_status
 from tests.integration.scheduling import entry_ms, running_scheduler
-from tests.support import RedisServer, task_ids, wait_port
+from tests.support import task_ids
 
 
 def _in(seconds: float) -> datetime:
@@ -223,15 +223,6 @@ async def test_watcher_wakes_on_scheduled_events_and_skips_ahead_when_busy(
     await reader.aclose()
 
 
-def _restart_redis(server: RedisServer) -> None:
-    server.proc = subprocess.Popen(
-        ["redis-server", "--port", str(server.port), "--bind", "127.0.0.1", "--save", "", "--dir", server.dir],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_port(server.port)
-
-
 @pytest.mark.standalone_only(reason="starts its own plain redis-server: the cluster would add nothing")
 async def test_scheduler_rides_out_a_redis_restart(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
     server = RedisServer()
@@ -243,7 +234,7 @@ async def test_scheduler_rides_out_a_redis_restart(settings: Settings, caplog: p
             await asyncio.sleep(1.0)  # every loop fails meanwhile
             failures = [r for r in caplog.records if r.getMessage().startswith("background loop failed")]
             assert len(failures) < 20  # each loop pauses after a failure: no busy loop
-            _restart_redis(server)
+            server.restart()
             queue = Queue(client, KeySchema(private.key_prefix, private.queue))
             [done] = await queue.submit([TaskCreate(type="noop", scheduled_for=_in(0.3))])
             await wait_for_status(queue, done.task.id, {"pending"}, timeout=10)
