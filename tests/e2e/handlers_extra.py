@@ -59,9 +59,16 @@ async def progress_async(payload: Any, ctx: TaskContext) -> int:
 
 @handler("progress_sync")
 def progress_sync(payload: Any, ctx: TaskContext) -> str:
-    """Reports half way, then waits (in its thread) until ``payload`` seconds have passed."""
+    """Reports half way, then waits (in its thread) until ``payload`` seconds have passed, ignoring a
+    cancel request for 10 s (far past a test worker's grace: the task is recorded cancelled first) and
+    ending then, so a worker's stop does not wait for the rest of ``payload``."""
     ctx.progress(0.5, "half way")
-    time.sleep(float(payload))
+    end = time.monotonic() + float(payload)
+    asked = False
+    while time.monotonic() < end:
+        if ctx.cancelled and not asked:
+            asked, end = True, min(end, time.monotonic() + 10)
+        time.sleep(0.05)
     return "done"
 
 
