@@ -43,7 +43,9 @@ LAG_S = 0.5  # how long the master runs without its replica just before it is ki
 
 @pytest.fixture
 def sentinel() -> Iterator[SentinelServers]:
-    servers = SentinelServers()
+    # 3 s without an answer before a master counts as down: a master starved of CPU for a second on a
+    # loaded machine is not failed over before the test kills it
+    servers = SentinelServers(down_after_ms=3000)
     yield servers
     servers.stop()
 
@@ -63,6 +65,7 @@ async def _failover_run(sentinel: SentinelServers, log_dir: Path, durable: str) 
             while len(out.acked) < KILL_AFTER:
                 await asyncio.sleep(0.01)
             old = sentinel.master_port
+            assert sentinel.masters_named() == {old}, "a failover before the kill"
             # the replica lags for LAG_S before the master dies: what the master acknowledged in that
             # window never reached the replica that is about to be promoted (the async-replication window)
             sentinel.cut_replica()
