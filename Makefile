@@ -10,11 +10,11 @@ CLUSTER_XDIST ?= -n 2 --dist loadfile
 # the second pass of `make test`: the end-to-end and integration tests against a real 3-master Redis Cluster
 # the cluster pass: every end-to-end test and the integration tests whose code talks to Redis in ways a cluster
 # could refuse (scripts, pipelines over partitions, blocking reads); email, http, SSRF, health and the fast path
-# run in the standalone pass only (README: Scaling out, Redis Cluster)
+# run in the standalone pass only (docs/scaling-out.md: Redis Cluster)
 CLUSTER_TESTS ?= tests/e2e $(filter-out $(addprefix tests/integration/,test_email.py test_http_task.py \
 	test_ssrf.py test_health.py test_fastpath.py),$(wildcard tests/integration/test_*.py))
 
-.PHONY: install run test test-fast test-compose lint format bench clean
+.PHONY: install run test test-fast test-compose lint format bench docs clean
 
 install: $(VENV)/.installed
 
@@ -48,7 +48,7 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -p no:cacheprovider $(XDIST) -m "not e2e" --ignore=tests/e2e --ignore=tests/browser $(PYTEST_ARGS)
 
-# docker-compose.yml brought up for real on Debian's podman (tests/compose/run.py; README: Run with Docker);
+# docker-compose.yml brought up for real on Debian's podman (tests/compose/run.py; docs/operations.md: Run with Docker);
 # prints why and passes where no container engine can be installed
 test-compose: install
 	$(PY) tests/compose/run.py
@@ -62,9 +62,13 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# the docs site (mkdocs.yml, docs/) into site/; --strict: a broken link, anchor or nav entry fails the build
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 bench: install
 	$(PY) deploy/ensure_deps.py --install
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache site

@@ -19,14 +19,15 @@ import orjson
 from bench.config import WORKLOADS, Config
 from bench.env import ROOT, RedisServer, has_scheduler, load, machine
 from bench.report import Rounds, add_ratios, summarise, table
-from bench.workloads import cluster, drain, floor, latency, memory, raw, schedule, submit, wait
+from bench.workloads import cluster, drain, floor, latency, memory, otel, raw, schedule, soak, submit, wait
 from bench.workloads.base import Context, Figures
 
 TINY: dict[str, Any] = {
     "runs": 1, "raw_n": 2_000, "single_n": 200, "single_clients": 8, "batch_n": 2_000, "batch_size": 500,
     "drain_n": 500, "tuned_concurrency": 32, "latency_n": 40, "latency_rate": 100.0, "wait_n": 40, "wait_rate": 100.0,
     "wait_waiters": 8, "schedule_n": 20,
-    "memory_n": 500, "memory_ttl_s": 1,
+    "memory_n": 500, "memory_ttl_s": 1, "otel_n": 1_000, "otel_pairs": 1, "soak_s": 4.0, "soak_rate": 200.0,
+    "soak_keep": 200, "soak_events_maxlen": 1_000,
 }  # fmt: skip
 
 
@@ -46,6 +47,8 @@ def entries(cfg: Config) -> list[tuple[str, Callable[[Context], Awaitable[Figure
         "schedule": [("schedule", schedule.run)],
         "memory": [("memory", memory.run)],
         "cluster": [("cluster-drain", cluster.run)],
+        "otel": [("otel", otel.run)],
+        "soak": [("soak", soak.run)],
     }
     return [e for name in WORKLOADS if name in cfg.only for e in table[name]]
 
@@ -90,7 +93,7 @@ async def run(cfg: Config, server: RedisServer, log_dir: Path, stamp: str) -> Ro
         for number in range(1, cfg.runs + 1):
             results: dict[str, dict[str, Any]] = {}
             for name, workload in entries(cfg):
-                if name == "memory" and number > cfg.memory_runs:
+                if number > {"memory": cfg.memory_runs, "otel": cfg.otel_runs, "soak": cfg.soak_runs}.get(name, number):
                     continue
                 await redis.flushall()
                 if cfg.profile:

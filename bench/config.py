@@ -9,6 +9,7 @@ from streamq.shared.settings import Settings
 
 WORKLOADS = (
     "raw", "floor", "submit-single", "submit-batch", "drain", "latency", "wait", "schedule", "memory", "cluster",
+    "otel", "soak",
 )  # fmt: skip
 
 
@@ -41,6 +42,15 @@ class Config:
     memory_n: int = 100_000
     memory_ttl_s: int = 60  # result TTL of the memory workload's workers (longer than its submit + drain)
     memory_runs: int = 1  # bytes per task do not depend on timing: one run is enough by default
+    otel_n: int = 2_000  # otel: batch-submitted tasks per round (tracing off, then on); a fifth more one by one
+    otel_pairs: int = 1  # otel: interleaved off/on rounds per run (bench/README.md quotes --otel-pairs 3)
+    otel_runs: int = 1  # otel: its pairs are interleaved already
+    soak_s: float = 10.0  # soak: seconds of steady load (the issue's soak: --soak-s 600)
+    soak_rate: float = 500.0  # soak: tasks/s submitted
+    soak_batch: int = 50  # soak: tasks per POST /api/tasks/batch
+    soak_keep: int = 2_000  # soak: the completed tasks' count bound (STREAMQ_RETENTION_COMPLETED_COUNT)
+    soak_events_maxlen: int = 10_000  # soak: STREAMQ_EVENTS_MAXLEN
+    soak_runs: int = 1  # soak: one long run says more than several short ones
     profile: bool = False  # py-spy record every service process (collapsed stacks in bench/results/)
     trace: bool = False  # latency and schedule: workers stamp each stage (bench/handlers.py), figures per stage
     out: str | None = None  # JSON path; default bench/results/<date>.json

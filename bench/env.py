@@ -106,9 +106,9 @@ class Stack:
         self.services.append(service)
         return service
 
-    async def api(self) -> tuple[str, Service]:
+    async def api(self, **extra: str) -> tuple[str, Service]:
         port = free_port()
-        service = self.start("streamq.services.api", STREAMQ_API_PORT=str(port))
+        service = self.start("streamq.services.api", STREAMQ_API_PORT=str(port), **extra)
         url = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient() as client:
             await until(lambda: _answers(client, f"{url}/api/ready"), service, what="api ready")

@@ -27,7 +27,7 @@ from pathlib import Path
 import orjson
 
 from bench.workloads.resp import Resp, encode
-from streamq.services.worker.consumer import take_call
+from streamq.services.worker.intake import take_call
 from streamq.shared.keys import KeySchema
 from streamq.shared.scripts import source
 from streamq.shared.settings import Settings

@@ -8,7 +8,7 @@ later), round by round and in alternating order, and each round's figures are pa
 the per-round ratios (B / A) is much steadier than either median. Phases: ``promote`` (500 tasks due
 at once, promoted in one call, then taken and finished so the next round starts from empty indexes)
 and ``take`` (256 tasks submitted, taken in one call, finished). Only take.lua, promote.lua and the
-lib.lua prepended to them come from the revision; every other script is the working tree's.
+lib.lua definitions they use come from the revision; every other script is the working tree's.
 
     .venv/bin/python -m bench.scriptab --base main --rounds 60
 """
@@ -25,14 +25,15 @@ from pathlib import Path
 
 from bench.env import RedisServer, load
 from bench.scriptcost import FINISH_BATCH, Bench, measure, outcome
+from streamq.shared.scripts import assemble
 
 SCRIPTS = ("take", "promote")
 LUA = Path(__file__).resolve().parent.parent / "shared" / "lua"
 
 
 def sources(rev: str | None) -> dict[str, str]:
-    """take.lua and promote.lua with lib.lua prepended (as streamq.shared.scripts does), from ``rev`` or the
-    working tree."""
+    """take.lua and promote.lua with the lib.lua definitions they use (as streamq.shared.scripts assembles
+    them), from ``rev`` or the working tree."""
 
     def read(name: str) -> str:
         if rev is None:
@@ -48,7 +49,7 @@ def sources(rev: str | None) -> dict[str, str]:
             f"{rev}'s lib.lua expects another KEYS layout ({theirs} against the working tree's {ours}): "
             "compare revisions of the same layout"
         )
-    return {name: lib + "\n" + read(name) for name in SCRIPTS}
+    return {name: assemble(read(name), lib) for name in SCRIPTS}
 
 
 def _layout(lib: str) -> str:

@@ -29,8 +29,8 @@ from redis.asyncio import Redis
 
 from bench.env import RedisServer, load
 from streamq.services.scheduler.promoter import Promoter
-from streamq.services.worker.consumer import take_call
 from streamq.services.worker.finisher import Finisher
+from streamq.services.worker.intake import take_call
 from streamq.services.worker.jobs import Delivery, Job, Outcome
 from streamq.shared.keys import WORKER_GROUP, KeySchema
 from streamq.shared.models import TaskCreate

@@ -1,11 +1,12 @@
 """The dashboard's login when ``STREAMQ_API_KEYS`` is set: a guard in front of every route, the login
 and logout endpoints, and the cross-site request checks.
 
-Without a session every route but ``/login``, ``/healthz`` and ``/static/*`` answers 401 (JSON for ``/api/*``,
-``/dash/*`` and ``/metrics``; a redirect to ``/login`` for the page). ``/metrics`` also takes a bearer
-key with the ``read`` scope (for scrapers). With a session, the dashboard's own data routes (every
-``/dash/*`` but ``/dash/session``, and ``/metrics``) need the ``read`` scope, as the api's reads do
-(403 naming it); ``/api/*`` is passed to the api with the session's key, which checks it there.
+Without a session every route but ``/login``, ``/healthz``, ``/favicon.ico`` and ``/static/*`` answers
+401 (JSON for ``/api/*``, ``/dash/*`` and ``/metrics``; a redirect to ``/login`` for the page).
+``/metrics`` also takes a bearer key with the ``read`` scope (for scrapers). With a session, the
+dashboard's own data routes (every ``/dash/*`` but ``/dash/session``, and ``/metrics``) need the
+``read`` scope, as the api's reads do (403 naming it); ``/api/*`` is passed to the api with the
+session's key, which checks it there.
 
 A state-changing request (anything but GET/HEAD/OPTIONS) must come from the dashboard's own origin
 (``Sec-Fetch-Site`` and ``Origin``, when the browser sends them) and, with a session, carry the
@@ -34,7 +35,7 @@ COOKIE = "streamq_session"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 JSON_PREFIXES = ("/api/", "/dash/", "/metrics")
-OPEN_PATHS = frozenset({"/login", "/healthz"})
+OPEN_PATHS = frozenset({"/login", "/healthz", "/favicon.ico"})
 MAX_LOGIN_BODY = 4096
 LOGIN_PAGE = resources.files("streamq.dashboard") / "static" / "login.html"
 

@@ -14,6 +14,7 @@ import uuid
 from collections import deque
 from typing import Any
 
+import httpx
 import orjson
 from redis.asyncio import Redis
 
@@ -24,6 +25,9 @@ from streamq.shared.loops import STOP_WITHIN_S, PeriodicLoop
 
 log = logging.getLogger("streamq.dashboard.sampler")
 WINDOW = 15  # samples (30 s at 2 s) over which the quantiles are computed
+# the dashboard may start before the api listens (make run starts them together): until the api first
+# answers, a refused connection is logged at debug for this long, then as a warning
+QUIET_START_S = 15.0
 STATUS_FIELDS = ("pending", "scheduled", "processing", "completed", "failed", "cancelled", "dead_letter")
 
 
@@ -42,14 +46,21 @@ class Sampler(PeriodicLoop):
         self.window: dict[str, deque[dict[float, float]]] = {h: deque(maxlen=WINDOW) for h in scrape.HISTOGRAMS}
         self.latest: list[scrape.Scrape] = []
         self.owner = uuid.uuid4().hex  # several dashboards may run: only the lock holder writes samples
+        self.first_tick: float | None = None  # monotonic time of the first sample attempt
+        self.answered = False  # the api has answered once since the start
 
     async def tick(self) -> None:
+        if self.first_tick is None:
+            self.first_tick = time.monotonic()
         try:
             stats = await self.upstream.json("GET", "/api/stats")
             services = await self.upstream.json("GET", "/api/services")
         except UpstreamError as error:  # the api is starting or down: no sample this time (a gap in the charts)
-            log.warning("no sample: %s", error)
+            refused = isinstance(error.__cause__, httpx.ConnectError)
+            starting = refused and not self.answered and time.monotonic() - self.first_tick < QUIET_START_S
+            log.log(logging.DEBUG if starting else logging.WARNING, "no sample: %s", error)
             return
+        self.answered = True
         scrapes = await scrape.scrape_all(self.upstream.client, ((s["id"], s["metrics_url"]) for s in services))
         self.latest = scrapes
         sample = self.build(stats, services, scrapes)

@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """`make run`: the whole stack as local processes, in the foreground, one log prefix per service.
 
-Starts a private redis-server (port and data under .run/, git-ignored) when nothing answers at
-STREAMQ_REDIS_URL, then every service; Ctrl-C (or SIGTERM) stops them all cleanly.
+Settings come from the environment and from .env at the checkout's root (``--env-file`` names another
+file), read as the services read them (pydantic-settings, the environment first); the file's values are
+passed on to every service. Starts a private redis-server (port and data under .run/, git-ignored) when
+nothing answers at STREAMQ_REDIS_URL, then every service; Ctrl-C (or SIGTERM) stops them all cleanly.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import socket
@@ -16,6 +19,10 @@ import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from dotenv import dotenv_values
+
+from streamq.shared.redis import redact
+from streamq.shared.settings import Settings, load_settings
 from streamq.testing import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,18 +66,18 @@ def start_private_redis() -> tuple[RedisServer, str]:
     return server, server.url
 
 
-def configured(name: str) -> bool:
-    """Set in the environment or in .env (where the services also read settings)."""
-    dotenv = ROOT / ".env"
-    in_file = dotenv.exists() and any(line.strip().startswith(f"{name}=") for line in dotenv.read_text().splitlines())
-    return name in os.environ or in_file
+def read_settings(env_file: Path) -> tuple[Settings, dict[str, str]]:
+    """The settings as the services will read them, and the environment they are started with: the
+    env file's ``STREAMQ_*`` values under this process's environment (which wins, as in Settings)."""
+    from_file = {k: v for k, v in dotenv_values(env_file).items() if k.upper().startswith("STREAMQ_") and v is not None}
+    return load_settings(_env_file=env_file), {**from_file, **os.environ}
 
 
-def dev_defaults(env: dict[str, str]) -> bool:
+def dev_defaults(env: dict[str, str], settings: Settings) -> bool:
     """Development defaults for the notifier and the email task type; True when the SMTP sink runs.
     Without STREAMQ_SMTP_HOST, mail goes to a local sink that prints it; without
     STREAMQ_WEBHOOK_SECRET, a secret is generated once into .run/webhook_secret."""
-    if not configured("STREAMQ_WEBHOOK_SECRET"):
+    if "webhook_secret" not in settings.model_fields_set:
         secret_file = RUN_DIR / "webhook_secret"
         if not secret_file.exists():
             import base64
@@ -79,7 +86,7 @@ def dev_defaults(env: dict[str, str]) -> bool:
             secret_file.write_text("whsec_" + base64.b64encode(os.urandom(32)).decode())
         env["STREAMQ_WEBHOOK_SECRET"] = secret_file.read_text().strip()
         print(f"streamq: webhooks are signed with the development secret in {secret_file}")
-    if configured("STREAMQ_SMTP_HOST"):
+    if "smtp_host" in settings.model_fields_set:
         return False
     env.update(STREAMQ_SMTP_HOST="127.0.0.1", STREAMQ_SMTP_PORT=str(free_port()), STREAMQ_SMTP_TLS="none")
     print(f"streamq: email tasks go to the development SMTP sink on 127.0.0.1:{env['STREAMQ_SMTP_PORT']}")
@@ -94,19 +101,23 @@ def pump(name: str, colour: str, stream: object) -> None:
         sys.stdout.flush()
 
 
-def main() -> int:
-    env = dict(os.environ)
-    env.setdefault("STREAMQ_LOG_FORMAT", "text")
-    url = env.get("STREAMQ_REDIS_URL", "redis://127.0.0.1:6379/0")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--env-file", type=Path, default=ROOT / ".env", help="settings file (default: .env)")
+    settings, env = read_settings(parser.parse_args(argv).env_file)
+    if "log_format" not in settings.model_fields_set:
+        env["STREAMQ_LOG_FORMAT"] = "text"
+    url = settings.redis_url
     parts = urlsplit(url)
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
     redis_proc = None
-    if not redis_answers(parts.hostname or "127.0.0.1", parts.port or 6379):
+    # one plain redis-server (not a cluster's or sentinels' list of hosts) that does not answer: a private one
+    plain = parts.scheme in ("redis", "rediss") and "," not in parts.netloc
+    if plain and not redis_answers(parts.hostname or "127.0.0.1", parts.port or 6379):
         redis_proc, url = start_private_redis()
-        print(f"streamq: nothing answered at the configured Redis; started a private one at {url}")
+        print(f"streamq: nothing answered at {redact(settings.redis_url)}; started a private Redis at {url}")
     env["STREAMQ_REDIS_URL"] = url
-    sink = dev_defaults(env)
-    env.setdefault("STREAMQ_API_URL", f"http://127.0.0.1:{env.get('STREAMQ_API_PORT', '8080')}")  # for the dashboard
+    sink = dev_defaults(env, settings)
     for i, (name, module, extra) in enumerate(SERVICES):
         if not (ROOT / module.replace(".", "/") / "__main__.py").exists():
             continue
@@ -115,13 +126,16 @@ def main() -> int:
         proc = subprocess.Popen(
             [sys.executable, "-m", module], cwd=ROOT, env={**env, **extra},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            # the sink has nothing to finish: the terminal's Ctrl-C is kept from it (it could land while
+            # Python itself starts, before any handler), and the SIGTERM below stops it
+            start_new_session=module == "deploy.smtp_sink",
         )  # fmt: skip
         children.append((name, proc))
         threading.Thread(target=pump, args=(name, COLOURS[i % len(COLOURS)], proc.stdout), daemon=True).start()
-    api = f"http://{env.get('STREAMQ_API_HOST', '127.0.0.1')}:{env.get('STREAMQ_API_PORT', '8080')}"
+    api = f"http://{settings.api_host}:{settings.api_port}"
     print(f"streamq: api on {api} (OpenAPI at {api}/docs); Ctrl-C stops everything")
     if any(name == "dashboard" for name, _ in children):
-        print(f"streamq: dashboard on http://127.0.0.1:{env.get('STREAMQ_DASHBOARD_PORT', '8081')}")
+        print(f"streamq: dashboard on http://{settings.dashboard_host}:{settings.dashboard_port}")
 
     stopping = threading.Event()
 
@@ -137,7 +151,7 @@ def main() -> int:
             proc.send_signal(signal.SIGTERM)
         else:
             print(f"streamq: {name} exited with code {proc.returncode}; stopping the stack")
-    grace = float(env.get("STREAMQ_SHUTDOWN_GRACE_S", "30")) + 5
+    grace = settings.shutdown_grace_s + 5
     for _name, proc in children:
         try:
             proc.wait(timeout=grace)

@@ -90,7 +90,7 @@ class Broker:
 
     async def _submit_durable(self, calls: list[tuple[str, list[str], list[Any]]], ids: list[list[str]]) -> list[Any]:
         """The submit calls (made with ``ids``, one list per call), then WAIT on each connection that
-        wrote (README: durable submission); :class:`NotDurable` (the api's 503) when fewer replicas than
+        wrote (docs/scaling-out.md: Durable submission); :class:`NotDurable` (the api's 503) when fewer replicas than
         asked confirmed in time."""
         assert self.durable is not None
         replicas, timeout_ms = self.durable
@@ -137,7 +137,7 @@ class Broker:
         replies: list[Any]
         if self.durable is not None:
             replies = await self._submit_durable(calls, call_ids)
-        elif len(calls) == 1:  # the common case: one queue of one partition, as before partitions
+        elif len(calls) == 1:  # the common case: one queue of one partition
             replies = [await self.default.scripts.call(*calls[0])]
         else:
             replies = await self.default.scripts.call_many(calls)

@@ -1,4 +1,4 @@
-"""The memory guard (README: Memory guard): new tasks are refused while Redis's used memory is above
+"""The memory guard (docs/api.md: Memory guard): new tasks are refused while Redis's used memory is above
 ``STREAMQ_MEMORY_GUARD_RATIO`` of its ``maxmemory``, before Redis itself refuses writes (when the
 workers could no longer record outcomes, which is what frees memory).
 

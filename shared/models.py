@@ -187,7 +187,7 @@ class TaskCreate(BaseModel):
     timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
     retry_backoff_s: float | None = Field(default=None, ge=0, le=24 * 3600)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
-    # seconds its record is kept after it finishes (README: Retention): 0 = removed at once, else kept
+    # seconds its record is kept after it finishes (docs/scaling-out.md: Retention): 0 = removed at once, else kept
     # that long even beyond the queue's count bound, never beyond its age bound nor STREAMQ_RESULT_TTL_S
     keep_s: int | None = Field(default=None, ge=0, le=MAX_KEEP_S)
 

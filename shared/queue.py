@@ -392,7 +392,8 @@ class Queue:
 
     async def _remove(self, task_id: str, task_type: str, mode: str) -> tuple[int, str]:
         keys = [*self._common, self.keys.task(task_id), self.keys.index_type(task_type)]
-        ok, status = await self.scripts.call("remove", keys, [self.events_maxlen, mode, task_id])
+        args = [self.events_maxlen, mode, task_id, self.keys.webhook(""), self.keys.deliveries("")]
+        ok, status = await self.scripts.call("remove", keys, args)
         return int(ok), str(status)
 
     async def prune(self, bounds: Sequence[int] = NO_BOUNDS, batch: int = 200) -> tuple[int, int]:
@@ -409,6 +410,7 @@ class Queue:
         """:meth:`prune`, with the count walks (completed, failed, cancelled) going on from ``cursors``
         (the previous step's), so tasks kept for their ``keep_s`` are walked over once per pass."""
         args = [self.events_maxlen, "prune", self._prefixes[0], self._prefixes[1], batch, *bounds, *cursors]
+        args += [self.keys.webhook(""), self.keys.deliveries("")]
         tasks, dead, more, *walked = await self.scripts.call("remove", list(self._common), args)
         return Pruned(int(tasks), int(dead), bool(int(more)), tuple(str(c) for c in walked))
 

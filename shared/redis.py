@@ -7,21 +7,20 @@ everything else talks to the client it returns through the same commands, script
 from __future__ import annotations
 
 import asyncio
-import weakref
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
-from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry  # the asyncio Retry: the sync one does not retry awaited calls
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MaxConnectionsError, ResponseError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from streamq.shared.packing import use_hiredis_packing
+from streamq.shared import redisfast
 from streamq.shared.refusals import refusal
 from streamq.shared.settings import Settings
 
@@ -139,24 +138,6 @@ def _common(settings: Settings, topology: Topology) -> dict[str, Any]:
     return options
 
 
-class QuickBlockingPool(BlockingConnectionPool):  # type: ignore[misc]
-    """A blocking pool that hands out an idle connection without its waiting machinery.
-
-    redis-py's blocking pool takes an asyncio condition and arms a timeout for every command, even
-    when a connection sits idle (about 0.12 ms of a cold client's 0.3 ms before a command reaches
-    the socket, bench/README.md round 4). With an idle connection at hand nothing has to wait, so it
-    is taken as the plain pool takes it (same bookkeeping, same health check); with none, the blocking
-    path queues for one as before (up to the pool's timeout, never more than ``max_connections``)."""
-
-    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
-        if self._available_connections:
-            try:
-                return await ConnectionPool.get_connection(self)
-            except MaxConnectionsError:  # the last idle one was taken meanwhile: wait like the blocking pool
-                pass
-        return await super().get_connection()
-
-
 def make_client(settings: Settings, *, blocking_reads: bool = False) -> Redis:
     """The asyncio client for the configured topology; ``decode_responses`` so every reply is ``str``.
 
@@ -173,11 +154,12 @@ def make_client(settings: Settings, *, blocking_reads: bool = False) -> Redis:
     loop however many partitions there are."""
     topology = parse_topology(settings.redis_url, settings.redis_mode)
     size = UNCAPPED if blocking_reads else max(64, settings.worker_concurrency * 2)
+    plain = settings.redis_plain  # redis-py without streamq's overrides (shared/redisfast.py)
     if topology.mode == "cluster":
-        return _cluster(settings, topology, size)  # same command API as Redis
+        return redisfast.finish_client(_cluster(settings, topology, size), plain)  # same command API as Redis
     if topology.mode == "sentinel":
-        return _sentinel(settings, topology)
-    pool = QuickBlockingPool.from_url(
+        return redisfast.finish_client(_sentinel(settings, topology), plain)
+    pool = redisfast.pool_class(plain).from_url(
         settings.redis_url,
         decode_responses=True,
         health_check_interval=30,
@@ -187,8 +169,8 @@ def make_client(settings: Settings, *, blocking_reads: bool = False) -> Redis:
         retry=_retry(),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
-    use_hiredis_packing(pool)  # perf: commands packed in C (see shared/packing.py)
-    return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections
+    # the client owns the pool: aclose() closes its connections; unless plain, commands packed in C
+    return redisfast.finish_client(Redis.from_pool(pool), plain)
 
 
 def _cluster(settings: Settings, topology: Topology, size: int) -> RedisCluster:
@@ -266,99 +248,6 @@ async def connect(settings: Settings, attempts: int = 50, delay_s: float = 0.2) 
         await client.aclose()
         raise RuntimeError(f"streamq needs Redis >= 7.0.5 (found {info.get('redis_version')})")
     return client
-
-
-class HeldConnection:
-    """One connection of a client's pool, kept by one long-lived loop (a worker's blocking reader) for
-    its round trips: each :meth:`exchange` packs its commands into one write and reads their replies
-    off the connection, without a pipeline object, the pool's checkout and release, or redis-py's
-    per-call retry and metrics (0.14 ms of a 1.1 ms created-to-read at p50, bench/README.md round 7).
-    Standalone and Sentinel clients only (:meth:`usable`); a cluster client routes each command by
-    its slot, so its callers keep a pipeline. A connection that fails, or whose exchange is cancelled
-    part way, is disconnected and given back, and the next exchange takes a fresh one from the pool;
-    errors are raised as redis-py raises them (``ConnectionError``, ``TimeoutError``)."""
-
-    def __init__(self, client: Redis) -> None:
-        self.pool = client.connection_pool
-        self.conn: Any = None
-
-    @staticmethod
-    def usable(client: Redis) -> bool:
-        return not isinstance(client, RedisCluster)
-
-    async def exchange(self, *commands: tuple[Any, ...]) -> list[Any]:
-        """Send ``commands`` in one write; each one's reply in order, or the ``ResponseError`` it got
-        (as a pipeline's ``execute(raise_on_error=False)``: the replies after it are still read)."""
-        conn = self.conn
-        if conn is None:
-            conn = self.conn = await self.pool.get_connection()
-        try:
-            await conn.send_packed_command(conn.pack_commands(commands))
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(await conn.read_response())
-                except ResponseError as error:  # the reply was read: the connection stays in step
-                    replies.append(error)
-            return replies
-        except BaseException:
-            await self.release(broken=True)
-            raise
-
-    async def release(self, broken: bool = False) -> None:
-        """Give the connection back to the pool (disconnected first if ``broken``)."""
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            if broken:
-                await conn.disconnect()
-            await self.pool.release(conn)
-
-
-class HeldConnections:
-    """:class:`HeldConnection` s shared by many coroutines for short exchanges (script calls): each
-    exchange takes an idle one or a new one, and gives it back after; at most ``keep`` stay held while
-    idle (the others go back to the pool), so the pool keeps its connections for everything else.
-    :meth:`of` gives every user of one client the same set (a process may have a ``Queue``, and so a
-    ``Scripts``, per queue partition)."""
-
-    def __init__(self, client: Redis, keep: int = 4) -> None:
-        self.client = client
-        self.keep = keep
-        self.idle: list[HeldConnection] = []
-
-    @classmethod
-    def of(cls, client: Redis) -> HeldConnections:
-        """The one set of ``client``'s pool (made on first use, dropped with the pool)."""
-        pool = client.connection_pool
-        found = _HELD_BY_POOL.get(pool)
-        if found is None:
-            found = _HELD_BY_POOL[pool] = cls(client)
-        return found
-
-    async def exchange(self, *commands: tuple[Any, ...]) -> list[Any]:
-        held = self.idle.pop() if self.idle else HeldConnection(self.client)
-        try:
-            return await held.exchange(*commands)
-        finally:  # a failed one already gave its connection back: it takes a fresh one next time
-            if len(self.idle) < self.keep:
-                self.idle.append(held)
-            else:
-                await held.release()
-
-
-_HELD_BY_POOL: weakref.WeakKeyDictionary[Any, HeldConnections] = weakref.WeakKeyDictionary()
-
-
-def raw_stream_reads(client: Redis) -> Redis:
-    """``client`` with its XREAD replies left as hiredis parsed them (nested lists: one entry is
-    ``[id, [field, value, ...]]``), without redis-py's dict per entry (2.3 -> 1 us of CPU per entry
-    read). For a client of its own, used only by readers that scan entries (the scheduler's watchers)."""
-    client.set_response_callback("XREAD", _as_parsed)
-    return client
-
-
-def _as_parsed(response: Any, **_options: Any) -> Any:
-    return response
 
 
 def redact(url: str) -> str:

@@ -30,7 +30,7 @@ CAUSES = {
     "read_only": "Redis is a read-only replica",
     "persistence_failed": "Redis refuses writes after a failed persistence check (MISCONF: RDB save or AOF write)",
     "memory_guard": "Redis used memory is above STREAMQ_MEMORY_GUARD_RATIO of its maxmemory: new tasks are refused"
-    " until pruning or finishing frees memory (see README: Memory guard)",
+    " until pruning or finishing frees memory (see the docs: The HTTP api, Memory guard)",
 }
 
 

@@ -1,4 +1,4 @@
-"""What a queue keeps of its finished tasks and dead letters (README: Retention).
+"""What a queue keeps of its finished tasks and dead letters (docs/scaling-out.md: Retention).
 
 Each queue has a bound per kind (``streamq.shared.queues.RETAINED``): an age (seconds after finishing) and a
 count (the newest kept), over defaults from the settings (``STREAMQ_RETENTION_*``). Every finished

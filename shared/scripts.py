@@ -1,8 +1,9 @@
 """Lua scripts: read once from ``shared/lua``, registered once per client, called by name.
 
-State-change scripts get ``lib.lua`` prepended (shared helpers and the common KEYS layout);
-``ratelimit.lua``, ``indexes.lua``, ``writable.lua`` and ``schema_advance.lua`` stand alone. Each ``.lua``
-file starts with a header listing KEYS, ARGV and returns.
+State-change scripts get the definitions of ``lib.lua`` (shared helpers and the common KEYS layout) that
+they use, found by name and transitively (:func:`assemble`); ``ratelimit.lua``, ``indexes.lua``,
+``writable.lua`` and ``schema_advance.lua`` stand alone. Each ``.lua`` file starts with a header listing
+KEYS, ARGV and returns.
 
 Flags (Redis 7's ``#!lua flags=...`` first line): ``indexes.lua``, the only script that only reads,
 declares ``no-writes`` so that Redis runs it while it refuses writes (out of memory, read-only
@@ -15,8 +16,11 @@ there has written nothing. A script with flags may touch only the keys it declar
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from itertools import pairwise
 from typing import Any
 
 from redis.asyncio import Redis
@@ -25,7 +29,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from streamq.shared.redis import HeldConnection, HeldConnections, route_to_key
+from streamq.shared.redis import route_to_key
+from streamq.shared.redisfast import HeldConnection, HeldConnections
 
 # scripts without lib.lua's common KEYS layout
 STANDALONE = frozenset({"ratelimit", "indexes", "writable", "schema_advance"})
@@ -43,13 +48,141 @@ def names() -> tuple[str, ...]:
 
 @cache
 def source(name: str) -> str:
+    """The source Redis gets for script ``name``: the file, with the ``lib.lua`` definitions it uses."""
     folder = resources.files("streamq.shared") / "lua"
     text = (folder / f"{name}.lua").read_text()
     if name in STANDALONE:
         return text
-    # a shebang (flags) must stay the first line of the source Redis gets
-    shebang, rest = text.split("\n", 1) if text.startswith("#!") else ("", text)
-    return (shebang + "\n" if shebang else "") + (folder / f"{LIBRARY}.lua").read_text() + "\n" + rest
+    return assemble(text, (folder / f"{LIBRARY}.lua").read_text())
+
+
+def assemble(script: str, library: str) -> str:
+    """``script`` with the definitions of ``library`` it uses, transitively, in the library's order.
+
+    The result reads: the script's shebang (flags must stay the first line), its header comment (KEYS,
+    ARGV, returns), one comment line naming what was included, the included definitions with their
+    comments, then the rest of the script. Deterministic: the same two texts give the same source, so
+    the same SHA. A script pays on each call for every definition it gets (each ``local function`` is a
+    closure made per call), so it gets only those its code names."""
+    shebang, rest = script.split("\n", 1) if script.startswith("#!") else ("", script)
+    header = ""
+    if rest.startswith("--[["):
+        end = rest.index("\n", rest.index("]]")) + 1
+        header, rest = rest[:end], rest[end:]
+    units = library_units(library)
+    defined = {name: i for i, unit in enumerate(units) for name in unit.names}
+    wanted: set[int] = set()
+    todo = [defined[name] for name in names_used(rest) if name in defined]
+    while todo:
+        i = todo.pop()
+        if i not in wanted:
+            wanted.add(i)
+            todo.extend(defined[name] for name in units[i].uses if name in defined)
+    chosen = [units[i] for i in sorted(wanted)]
+    parts = [shebang + "\n" if shebang else "", header]
+    if chosen:
+        parts.append(f"-- lib.lua: {', '.join(n for unit in chosen for n in unit.names)}\n")
+        parts.extend(unit.text for unit in chosen)
+    parts.append(rest)
+    return "".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """One top-level ``local`` statement of the library, with the comment lines right above it."""
+
+    text: str
+    names: tuple[str, ...]  # what it defines
+    uses: frozenset[str]  # every name its code mentions
+
+
+_LONG_BRACKET = re.compile(r"\[(=*)\[")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_LOCAL = re.compile(r"local\s+(?:function\s+([A-Za-z_]\w*)|([A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)\s*=)")
+
+
+@cache
+def library_units(library: str) -> tuple[Unit, ...]:
+    """The library's top-level ``local`` statements (a ``local`` at the start of a line; a line that starts
+    with ``--`` right above one belongs to it, as does a ``--[[ ]]`` block that ends right above it). The
+    library's own header comment (before its first statement) is left out: each script has its own."""
+    lines = library.splitlines(keepends=True)
+    first = 0
+    if library.startswith("--[["):
+        first = next(i for i, line in enumerate(lines) if "]]" in line) + 1
+    starts: list[int] = []
+    in_block = False
+    comment_from: int | None = None  # first line of the comment run right above the current line
+    for i, line in enumerate(lines[first:], first):
+        if in_block:
+            in_block = "]]" not in line
+            continue
+        if line.startswith("local "):
+            starts.append(i if comment_from is None else comment_from)
+            comment_from = None
+        elif line.startswith("--"):
+            comment_from = i if comment_from is None else comment_from
+            in_block = line.startswith("--[[") and "]]" not in line
+        else:
+            comment_from = None
+    bounds = [*starts, len(lines)]
+    units = []
+    for start, end in pairwise(bounds):
+        text = "".join(lines[start:end])
+        code = strip_comments_and_strings(text)
+        found = _LOCAL.search(code)
+        if found is None:  # each unit starts at a top-level local: a line this scan misread
+            raise ValueError(f"lib.lua line {start + 1}: no top-level local statement")
+        defined = (found.group(1),) if found.group(1) else tuple(n.strip() for n in found.group(2).split(","))
+        units.append(Unit(text, defined, frozenset(names_used(code)) - set(defined)))
+    return tuple(units)
+
+
+def names_used(code: str) -> set[str]:
+    """The names Lua code mentions as variables (not as ``t.field`` or ``t:method``), comments and strings
+    left out."""
+    code = strip_comments_and_strings(code)
+    found = set()
+    for m in _NAME.finditer(code):
+        before = code[max(0, m.start() - 2) : m.start()]
+        if before.endswith((".", ":")) and not before.endswith(".."):
+            continue
+        found.add(m.group())
+    return found
+
+
+def strip_comments_and_strings(text: str) -> str:
+    """``text`` with every Lua comment and string literal replaced by a blank (``--``, ``--[[ ]]``, quotes,
+    ``[[ ]]`` and their ``[=[ ]=]`` forms); newlines in them are kept."""
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        char = text[i]
+        if text.startswith("--", i):
+            long = _LONG_BRACKET.match(text, i + 2)
+            if long:
+                close = "]" + long.group(1) + "]"
+                end = text.find(close, long.end())
+                end = n if end < 0 else end + len(close)
+            else:
+                end = text.find("\n", i)
+                end = n if end < 0 else end
+        elif char in "'\"":
+            end = i + 1
+            while end < n and text[end] != char:
+                end += 2 if text[end] == "\\" else 1
+            end += 1
+        elif (long := _LONG_BRACKET.match(text, i)) is not None:
+            close = "]" + long.group(1) + "]"
+            end = text.find(close, long.end())
+            end = n if end < 0 else end + len(close)
+        else:
+            out.append(char)
+            i += 1
+            continue
+        out.append(" " + "\n" * text.count("\n", i, end))
+        i = end
+    return "".join(out)
 
 
 class Scripts:
@@ -58,7 +191,7 @@ class Scripts:
     def __init__(self, client: Redis) -> None:
         self._client = client
         self._scripts: dict[str, AsyncScript] = {name: client.register_script(source(name)) for name in names()}
-        # standalone and Sentinel: calls go over the client's held connections (streamq.shared.redis.HeldConnection)
+        # standalone and Sentinel: calls go over the client's held connections (streamq.shared.redisfast)
         self._held = HeldConnections.of(client) if HeldConnection.usable(client) else None
 
     async def call(self, name: str, keys: list[str], args: list[Any], client: Any = None) -> Any:

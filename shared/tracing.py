@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,7 @@ SYSTEM = "streamq"  # messaging.system (no well-known value fits a Redis Streams
 FIELDS = ("traceparent", "tracestate")  # the task hash fields holding the submit's trace context
 _OPERATION_TYPES = frozenset({"create", "send", "receive", "process", "settle"})  # the conventions' types
 _ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+SHUTDOWN_TIMEOUT_S = 5.0  # the longest a stopping service waits for its last spans to be exported
 
 
 def wanted() -> bool:
@@ -74,15 +76,25 @@ def setup(service: str) -> bool:
     return True
 
 
-def shutdown() -> None:
-    """Export the spans still buffered (a service's orderly stop; the SDK also does it at exit)."""
+def shutdown(timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:
+    """Export the spans still buffered and stop tracing: called once a service has stopped, so the
+    spans of its last tasks leave before the process ends. Bounded by ``timeout_s`` (the SDK's own
+    exit hook waits up to 30 s for the batch processor, and an unreachable collector holds each export
+    for the exporter's timeout): what is not exported by then is dropped, with a warning."""
+    global ENABLED
     if not ENABLED:
         return
+    ENABLED = False
     from opentelemetry import trace
 
     provider: Any = trace.get_tracer_provider()
-    if hasattr(provider, "shutdown"):
-        provider.shutdown()
+    if not hasattr(provider, "shutdown"):
+        return
+    flushing = threading.Thread(target=provider.shutdown, name="otel-shutdown", daemon=True)
+    flushing.start()
+    flushing.join(timeout_s)
+    if flushing.is_alive():
+        log.warning("spans not exported within the shutdown bound: dropped", extra={"timeout_s": timeout_s})
 
 
 def _tracer() -> Any:

@@ -57,7 +57,7 @@ def parse_secrets(value: str) -> list[bytes]:
 
 
 def new_secret(nbytes: int = 32) -> str:
-    """A fresh secret in the spec's format (what ``python -c`` in the README prints)."""
+    """A fresh secret in the spec's format (what the ``python -c`` in docs/webhooks-and-email.md prints)."""
     import os
 
     return SECRET_PREFIX + base64.b64encode(os.urandom(nbytes)).decode()

@@ -179,6 +179,13 @@ def main(ctx: click.Context, url: str | None, api_key: str | None, as_json: bool
 @click.option("--delay", help="Run after this long: 10s, 5m, 2h.")
 @click.option("--at", "at", help="Run at this ISO 8601 time (with a zone).")
 @click.option("--max-retries", type=int)
+@click.option(
+    "--task-timeout",
+    type=click.FloatRange(0, min_open=True),
+    help="Seconds the task may run before it is stopped and counted a failed attempt (default: the api's).",
+)
+@click.option("--webhook", help="A URL the notifier posts this task's lifecycle events to.")
+@click.option("--keep", "keep_s", type=click.IntRange(0), help="Seconds the task's record is kept once it ended.")
 @click.option("--idempotency-key", help="A key seen in the last 24 h returns the first task instead.")
 @click.option("--wait", "wait", is_flag=True, help="Wait for the task to end; exit 1 if it failed or was cancelled.")
 @click.option(
@@ -200,6 +207,9 @@ def submit(
     delay: str | None,
     at: str | None,
     max_retries: int | None,
+    task_timeout: float | None,
+    webhook: str | None,
+    keep_s: int | None,
     idempotency_key: str | None,
     wait: bool,
     timeout: float | None,
@@ -213,6 +223,7 @@ def submit(
       streamq submit echo '{"to": "a@example.com"}' --priority 5 --delay 10s
       streamq submit report --at 2030-01-01T09:00:00Z --idempotency-key report-2030
       streamq submit sleep 2 --wait --timeout 30
+      streamq submit fetch '{"url": "https://example.com"}' --task-timeout 20 --webhook https://example.com/hooks
       streamq submit --from tasks.jsonl      # {"type": "echo", "payload": 1} per line
 
     A --from run is resumable: each line without its own idempotency_key gets one made from the
@@ -241,7 +252,10 @@ def submit(
             delay=duration(delay) if delay is not None else None,
             scheduled_for=when(at),
             max_retries=max_retries,
+            timeout_s=task_timeout,
+            webhook=webhook,
             idempotency_key=idempotency_key,
+            keep_s=keep_s,
         )
         if wait:
             [task] = waited(client, [task.id], WAIT_S if timeout is None else timeout)
@@ -459,32 +473,18 @@ def queues_ls(state: State) -> None:
         show(state, client.queues.list(), ("name", "partitions", "paused", "dead_letter", "workers"))
 
 
-@queues.command("pause")
-@click.argument("name")
-@pass_state
-def queues_pause(state: State, name: str) -> None:
-    """Stop workers taking the queue's tasks (submits still go in).
-
-    \b
-    Example:
-      streamq queues pause bulk
-    """
-    with state.client() as client:
-        show(state, client.queues.pause(name))
+def _queue_command(name: str, action: str, example: str) -> None:
+    @queues.command(name, help=f"{action}\n\n\b\nExample:\n  {example}")
+    @click.argument("queue")
+    @pass_state
+    def command(state: State, queue: str) -> None:
+        with state.client() as client:
+            book = client.queues
+            show(state, (book.pause if name == "pause" else book.resume)(queue))
 
 
-@queues.command("resume")
-@click.argument("name")
-@pass_state
-def queues_resume(state: State, name: str) -> None:
-    """Let workers take the queue's tasks again.
-
-    \b
-    Example:
-      streamq queues resume bulk
-    """
-    with state.client() as client:
-        show(state, client.queues.resume(name))
+_queue_command("pause", "Stop workers taking the queue's tasks (submits still go in).", "streamq queues pause bulk")
+_queue_command("resume", "Let workers take the queue's tasks again.", "streamq queues resume bulk")
 
 
 @main.group(cls=Group)

@@ -87,7 +87,7 @@ class Client:
         keep_s: int | None = None,
     ) -> Task:
         """Create a task (``delay``: seconds or a timedelta from now; ``keep_s``: how long its record is kept
-        after it finishes, see README: Retention). Retried safely: the call sends one
+        after it finishes, see the docs: Scaling out, Retention). Retried safely: the call sends one
         idempotency key (yours, or one it makes), so the api makes the task once."""
         return self.send(core.submit(core.task_body(**_named(locals()))))
 

@@ -117,6 +117,8 @@ function route() {
   Promise.resolve(routes[view](...rest.map(decodeURIComponent))).catch((e) => main.append(h("p", { class: "notice" }, `Could not load: ${e.message}`)));
 }
 window.addEventListener("hashchange", () => { route(); main.focus({ preventScroll: true }); });
+// the skip link moves focus to the content without changing the address (the hash is the router's)
+document.querySelector("a.skip").addEventListener("click", (e) => { e.preventDefault(); main.focus(); });
 
 // ---------- Overview ------------------------------------------------------------------------------
 async function overview() {
@@ -172,8 +174,12 @@ async function overview() {
       box.dataset.points = String(points);
       if (!points) { box.append(h("p", { class: "empty" }, "No data yet: samples arrive every 2 s while the stack runs.")); continue; }
       const width = Math.max(260, box.clientWidth || 260);
+      // the legend shows each series' latest value while the cursor is off the chart (uPlot's is "--")
+      const latest = data.map((s) => { for (let i = s.length - 1; i >= 0; i--) if (s[i] !== null) return i; return s.length - 1; });
+      const showLatest = (u) => { if (u.cursor.idx == null) u.setLegend({ idxs: latest }, false); };
       const chart = new uPlot({
         width, height: 200, padding: [8, 28, 0, 0], // room on the right for the last time label
+        hooks: { ready: [showLatest], setCursor: [showLatest] },
         series: [{}, ...spec.series.map(([, label, stroke]) => ({ label, stroke, width: 2, spanGaps: false, value: (u, v) => (v === null ? "—" : spec.fmt(v)) }))],
         axes: [{ space: 72, size: 34, values: (u, vals) => vals.map((v) => axisTime(v)) }, { size: 64, values: (u, vals) => vals.map((v) => spec.axis(v)) }],
         scales: {

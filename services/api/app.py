@@ -11,20 +11,20 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import REGISTRY
-from redis.exceptions import RedisError
 
+from streamq.services.api import answers, docs, fastpath
 from streamq.services.api.collector import QueueCollector
 from streamq.services.api.fastpath import FastSubmit
 from streamq.services.api.invalid import ErrorJSON, validation_body
 from streamq.services.api.middleware import BodyLimit, HttpMetrics, JsonDepth
+from streamq.services.api.ratelimit import RateLimiter
 from streamq.services.api.routes import deliveries, health, queues, recovery, schedules, services, stats, tasks
-from streamq.services.api.security import Guard, RateLimited, RateLimiter
+from streamq.services.api.security import Guard
+from streamq.services.api.submission import Submission
 from streamq.services.api.types import TypeCatalog
-from streamq.services.api.unavailable import redis_answer
 from streamq.services.api.waiters import Waiters
 from streamq.shared.auth import parse_keys
 from streamq.shared.broker import Broker
-from streamq.shared.errors import Conflict, NotDurable, NotFound, not_durable_body
 from streamq.shared.jsondepth import MAX_BODY_DEPTH
 from streamq.shared.keys import KeySchema
 from streamq.shared.memguard import MemoryGuard
@@ -78,7 +78,8 @@ def create_app(settings: Settings, *, fast_submit: bool = True) -> FastAPI:
         await guard.tick()  # right from the first request
         guard.start()
         app.state.queue = queue = broker.default  # the default queue's partition 0, made once by the broker
-        app.state.catalog = TypeCatalog(queue, settings.task_types, strict=settings.strict_types)
+        app.state.catalog = catalog = TypeCatalog(queue, settings.task_types, strict=settings.strict_types)
+        app.state.submission = Submission(broker, catalog, app.state.guard)
         limit = parse_rate_limit(settings.rate_limit)
         app.state.limiter = RateLimiter(queue.scripts, queue.keys, *limit) if limit else None
         app.state.queue_metrics = collector = QueueCollector(redis, queue.keys)
@@ -104,8 +105,11 @@ def create_app(settings: Settings, *, fast_submit: bool = True) -> FastAPI:
         summary="A distributed task queue on Redis Streams",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served by docs.install from local assets, not FastAPI's CDN page
+        redoc_url=None,  # no local ReDoc assets (services/api/docs.py)
         **_no_otel(),
     )
+    docs.install(app)
     app.state.settings = settings
     app.state.limiter = None
     app.state.guard = SsrfGuard.from_settings(settings)
@@ -118,36 +122,13 @@ def create_app(settings: Settings, *, fast_submit: bool = True) -> FastAPI:
         """FastAPI's own 422 body, safe to send whatever the input was (services/api/invalid.py)."""
         return ErrorJSON(validation_body(error.errors()), status_code=422)
 
-    @app.exception_handler(NotFound)
-    async def not_found(_request: Request, error: NotFound) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=404)
+    answers.install(app)  # NotFound, Conflict, NotDurable, RateLimited, Redis down or refusing writes
 
-    @app.exception_handler(Conflict)
-    async def conflict(_request: Request, error: Conflict) -> JSONResponse:
-        return JSONResponse({"detail": str(error), "status": error.status}, status_code=409)
-
-    @app.exception_handler(NotDurable)
-    async def not_durable(_request: Request, error: NotDurable) -> JSONResponse:
-        return JSONResponse(not_durable_body(error), status_code=503)
-
-    @app.exception_handler(RedisError)
-    async def redis_unavailable(_request: Request, error: RedisError) -> JSONResponse:
-        """Redis out of reach or refusing writes: 503 and Retry-After, not 500; any other Redis error is
-        raised again (a 500, as for any bug)."""
-        answer = redis_answer(error)
-        if answer is None:
-            raise error
-        status, body, headers = answer
-        return JSONResponse(body, status_code=status, headers=headers)
-
-    @app.exception_handler(RateLimited)
-    async def rate_limited(_request: Request, error: RateLimited) -> JSONResponse:
-        headers = {"Retry-After": str(error.retry_after_s)} if error.retry_after_s else None
-        return JSONResponse({"detail": str(error)}, status_code=429, headers=headers)
-
-    if fast_submit:  # innermost: every middleware below runs in front of it as for any route
-        app.add_middleware(FastSubmit, api=app)
-    app.add_middleware(JsonDepth, max_depth=MAX_BODY_DEPTH)  # inside BodyLimit: it reads bounded bodies
+    # JsonDepth, then the fast path (which checks the depth of the requests it takes), inside BodyLimit:
+    # they read bounded bodies; every middleware below runs in front of them as for any route
+    app.add_middleware(JsonDepth, max_depth=MAX_BODY_DEPTH, skip=fastpath.takes if fast_submit else None)
+    if fast_submit:
+        app.add_middleware(FastSubmit, api=app, max_depth=MAX_BODY_DEPTH)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(Guard, keys=parse_keys(settings.api_keys), limiter=lambda: app.state.limiter)
     app.add_middleware(HttpMetrics)

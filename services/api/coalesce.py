@@ -1,13 +1,12 @@
 """Single submits that arrive together go to Redis together: one submit.lua call for all of them.
 
 Under load the api reads many ``POST /api/tasks`` requests in one turn of the event loop (one per
-connection with data). Each used to make its own script call: its own pool checkout, packing,
-socket write, reply wake-up and parse, about 40 % of the api's CPU per request (py-spy,
-``bench/README.md`` round 5). Here the first task of a loop turn starts a flush task, which runs on
-the next turn, after every request of this turn has added its task; the flush submits them all
-through ``Broker.submit_stored`` (one script call per queue partition, pipelined: what the batch
-route does), counts them, and hands each request its own ``Stored`` record. Nothing waits on a
-timer: a lone request goes out one loop turn later, as before; several flushes may be in flight.
+connection with data). A script call per request costs its own pool checkout, packing, socket write,
+reply wake-up and parse (measured in ``bench/README.md``). Here the first task of a loop turn starts a
+flush task, which runs on the next turn, after every request of this turn has added its task; the
+flush submits them all through ``Broker.submit_stored`` (one script call per queue partition,
+pipelined: what the batch route does), counts them, and hands each request its own ``Stored`` record. Nothing waits on a
+timer: a lone request goes out one loop turn later; several flushes may be in flight.
 
 What each request gets is what ``Broker.submit_stored([task])`` gives it alone: its id, status,
 the script's ``created_at``, or the earlier task of its idempotency key (submit.lua takes a batch's

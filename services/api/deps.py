@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from redis.asyncio import Redis
 
+from streamq.services.api.submission import Submission
 from streamq.services.api.types import TypeCatalog
 from streamq.shared.broker import Broker
 from streamq.shared.queue import Queue
@@ -34,6 +35,10 @@ async def get_catalog(request: Request) -> TypeCatalog:
     return request.app.state.catalog  # type: ignore[no-any-return]
 
 
+async def get_submission(request: Request) -> Submission:
+    return request.app.state.submission  # type: ignore[no-any-return]
+
+
 async def get_guard(request: Request) -> SsrfGuard:
     return request.app.state.guard  # type: ignore[no-any-return]
 
@@ -48,6 +53,7 @@ QueueName = Annotated[
 RedisDep = Annotated[Redis, Depends(get_redis)]
 CatalogDep = Annotated[TypeCatalog, Depends(get_catalog)]
 GuardDep = Annotated[SsrfGuard, Depends(get_guard)]
+SubmissionDep = Annotated[Submission, Depends(get_submission)]
 
 
 async def get_task_queue(task_id: str, broker: BrokerDep, queue: QueueName = None) -> Queue:

@@ -1,8 +1,8 @@
 """The body of ``POST /api/tasks/batch``, serialised once with orjson from submit.lua's records.
 
-The route used to build a ``TaskPublic`` per task (``TaskStatus(...)``, ``model_dump`` of the
-``TaskCreate``, a validated ``TaskPublic``, a ``datetime`` per task) and FastAPI then serialised the
-``BatchResult`` through pydantic: about 40 % of the api's CPU per task in py-spy. Here each new task
+Building a ``TaskPublic`` per task (``TaskStatus(...)``, ``model_dump`` of the ``TaskCreate``, a
+validated ``TaskPublic``, a ``datetime`` per task) and serialising a ``BatchResult`` through pydantic
+costs most of the api's CPU per task (py-spy, ``bench/README.md``). Here each new task
 is a plain dict in ``TaskPublic``'s field order, the dates are formatted by pydantic's own datetime
 serialiser (``created_at`` once per script call), an idempotent duplicate is the earlier task's
 pydantic JSON as is, and orjson writes the whole body.
@@ -28,7 +28,7 @@ from streamq.shared.queue import Stored
 from streamq.shared.redaction import redact_payload
 
 _DATETIME = TypeAdapter(datetime)
-_STATUS = {s.value: s.value for s in TaskStatus}  # a status submit.lua could not return fails as before
+_STATUS = {s.value: s.value for s in TaskStatus}  # a status submit.lua cannot return fails (KeyError)
 # every TaskPublic field in declaration order, at its default (the required ones are set per task)
 _TEMPLATE: dict[str, Any] = {
     name: None if field.is_required() else field.get_default(call_default_factory=True)

@@ -64,3 +64,4 @@ def main() -> None:
         )
     log.info("api starting", extra={"url": f"http://{settings.api_host}:{settings.api_port}"})
     lifecycle.run(lambda stop: serve(settings, stop))
+    tracing.shutdown()  # the last spans leave before the process ends (bounded)

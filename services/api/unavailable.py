@@ -1,7 +1,7 @@
 """Redis out of reach (down, failing over, a cluster slot without a master) or refusing writes (out of
 memory under ``noeviction``, a read-only replica, a failed persistence check): the api answers 503 with
-``Retry-After`` and a JSON body naming the cause, not 500. The routes' exception handler and the submit
-fast path both answer through :func:`redis_answer`.
+``Retry-After`` and a JSON body naming the cause, not 500. services/api/answers.py maps these errors
+to that answer, through :func:`redis_answer`.
 
 A request cut off by an unreachable Redis may or may not have been applied (the command can fail after
 Redis ran it), so a client retries a submit with an ``Idempotency-Key`` to be safe. A refused write was
@@ -16,9 +16,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import orjson
 from redis.exceptions import RedisError
-from starlette.types import Send
 
 from streamq.shared.refusals import CAUSES, UNREACHABLE, counted_refusal, refusal
 from streamq.shared.scripts import Scripts
@@ -69,12 +67,3 @@ async def writes(scripts: Scripts, key: str, timeout_s: float) -> str:
     except (RedisError, OSError) as error:  # TimeoutError is an OSError
         return refusal(error) or "unknown"
     return "ok"
-
-
-async def send_json(send: Send, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
-    """:func:`redis_answer`'s answer sent from a pure ASGI middleware (outside the app's exception handlers)."""
-    content = orjson.dumps(body)
-    head = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
-    head += [(name.lower().encode(), value.encode()) for name, value in headers.items()]
-    await send({"type": "http.response.start", "status": status, "headers": head})
-    await send({"type": "http.response.body", "body": content})

@@ -124,3 +124,4 @@ def main() -> None:
     port = health.serve(settings.metrics_host, settings.metrics_port, settings)  # /metrics, /livez, /readyz
     service = Notifier(settings, metrics_port=port)
     lifecycle.run(health.watch(service.run, service.ready))
+    tracing.shutdown()  # the last spans leave before the process ends (bounded)

@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from redis.asyncio import Redis
@@ -133,6 +134,7 @@ class Sender:
             extra={
                 "task": claimed.task_id,
                 "webhook_id": claimed.delivery_id,
+                "url": log_url(claimed.url),
                 "attempt": claimed.attempt,
                 "status_code": status_code,
                 "outcome": verdict.status.value,
@@ -141,3 +143,16 @@ class Sender:
             },
         )
         return verdict.status
+
+
+def log_url(url: str) -> str:
+    """``url`` as a log line shows it: scheme, host, port and path; credentials and the query (where
+    tokens often ride) are left out."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        return "<unparsable>"
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}{port}{parts.path}" + ("?..." if parts.query else "")

@@ -18,7 +18,8 @@ from streamq.shared.logging import setup_logging
 from streamq.shared.loops import PeriodicLoop, stop_all
 from streamq.shared.queue import Queue
 from streamq.shared.queues import QueueRegistry
-from streamq.shared.redis import connect, make_client, raw_stream_reads
+from streamq.shared.redis import connect, make_client
+from streamq.shared.redisfast import raw_stream_reads
 from streamq.shared.registry import ServiceRegistration
 from streamq.shared.schedules import ScheduleBook
 from streamq.shared.settings import Settings, load_settings
@@ -72,3 +73,4 @@ def main() -> None:
     port = health.serve(settings.metrics_host, settings.metrics_port, settings)  # /metrics, /livez, /readyz
     service = Scheduler(settings, metrics_port=port)
     lifecycle.run(health.watch(service.run, service.ready))
+    tracing.shutdown()  # the last spans leave before the process ends (bounded)

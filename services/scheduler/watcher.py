@@ -8,8 +8,8 @@ group), so cancelling it on stop loses nothing.
 Redis releases a blocked read on its own timer (every 100 ms at the default ``hz``), too coarse
 for due times, so this loop only reports new scheduled tasks; the promoter keeps the time itself.
 The reads go through a client of their own whose XREAD replies stay as hiredis parsed them
-(:func:`streamq.shared.redis.raw_stream_reads`): an entry is scanned for the ``scheduled`` status without
-a dict built per event. When a read brings ``busy_at`` events or more (a busy queue), the next read
+(:func:`streamq.shared.redisfast.raw_stream_reads`): an entry is scanned for the ``scheduled`` status
+without a dict built per event. When a read brings ``busy_at`` events or more (a busy queue), the next read
 waits ``busy_pause_s``, so a busy stream is read in pages rather than one event at a time, and the
 promoter is woken only by pages that hold a scheduled task (a burst of started and completed
 events no longer wakes it); a page that comes back full (``page``) is skipped to the newest
@@ -34,11 +34,15 @@ SCHEDULED = "scheduled"  # the status of every event that puts a task in the sch
 
 
 def _entries(reply: Any) -> list[Any]:
-    """The ``[id, [field, value, ...]]`` entries of a raw XREAD reply (RESP2 list or RESP3 map)."""
+    """The ``[id, [field, value, ...]]`` entries of a raw XREAD reply (RESP2 list or RESP3 map), or of
+    redis-py's parsed one (``STREAMQ_REDIS_PLAIN``: each entry's fields a dict)."""
     if not reply:
         return []
     batches = reply.values() if isinstance(reply, dict) else (stream[1] for stream in reply)
-    return [entry for batch in batches for entry in batch]
+    entries = [entry for batch in batches for entry in batch]
+    if any(isinstance(fields, dict) for _id, fields in entries):
+        return [(id_, [i for pair in fields.items() for i in pair] if fields else fields) for id_, fields in entries]
+    return entries
 
 
 class Watcher(PeriodicLoop):
@@ -109,7 +113,7 @@ class Watchers(PeriodicLoop):
         also: str,
         interval_s: float = 1.0,
     ) -> None:
-        """``reader``: the watchers' own client, made by :func:`streamq.shared.redis.raw_stream_reads`."""
+        """``reader``: the watchers' own client, made by :func:`streamq.shared.redisfast.raw_stream_reads`."""
         super().__init__(interval_s)
         self.registry = registry
         self.reader = reader

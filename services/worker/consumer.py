@@ -1,4 +1,4 @@
-"""Reading and dispatching: strict priority, never more work read than there are free slots.
+"""The worker's slots: one object decides when to take work, how much, and frees the slots.
 
 Each round: the partitions the worker consumes are ordered (:mod:`streamq.services.worker.sources`: queues
 by weight or strictly, partitions rotated) and take.lua reads up to ``free`` entries from them in
@@ -6,17 +6,20 @@ that order, highest priority first inside each partition (a paused partition yie
 starts them in the same call (marked processing on this worker; cancel, pause and duplicate delivery
 checked): one round trip from read to dispatch. Each job runs in its own asyncio task. A round reads
 at most ``FOLLOW_UP_CHUNK`` entries; when it gets that many and more slots are free, the rest are
-taken by follow-up calls of the same size, each sent before the previous one's jobs are dispatched
-(:meth:`Consumer.deliver_started`), so the first jobs of a burst run while Redis starts the next.
+taken by follow-up calls of the same size, each sent before the previous one's jobs are dispatched,
+so the first jobs of a burst run while Redis starts the next.
+
 When nothing waits anywhere, one persistent watcher per partition (:mod:`streamq.services.worker.watchers`)
 blocks in XREADGROUP on that partition's streams only (one hash slot each), with take.lua right
-behind the read: the jobs come to the consumer already started. A blocked read is never cancelled:
-jobs a watcher started while every slot was taken wait in ``ready`` (their lease renewed) for the
-next free slot. start.lua starts entries read otherwise (the reclaimer's).
+behind the read, for as many entries as :meth:`Consumer.wake_call` allows; the reply comes back to
+:meth:`Consumer.woken`, which dispatches it. A blocked read is never cancelled: jobs a watcher started
+while every slot was taken wait in ``ready`` (their lease renewed) for the next free slot. start.lua
+starts entries read otherwise (the reclaimer's).
 
-When jobs finish, the finisher reads and starts entries for the slots they free in the same round
-trip as their outcomes (:meth:`reserve`/:meth:`fetched`); those slots count as taken (``reserved``)
-until that reply is dispatched, so no more is ever read than there are slots."""
+Outcomes go to the finisher with this consumer as its sender (:meth:`Consumer.send`): each batch of
+finish.lua calls goes out with take.lua for the slots the batch frees, in one pipeline, and what
+that take started is dispatched at once; those slots count as taken (``reserved``) until then, so no
+more is ever read than there are slots."""
 
 from __future__ import annotations
 
@@ -31,7 +34,17 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from streamq.services.worker.executor import Executor, cancelled
-from streamq.services.worker.finisher import Finisher
+from streamq.services.worker.finisher import Call, Finisher
+from streamq.services.worker.intake import (
+    IntakeClock,
+    WakeCall,
+    jobs_of,
+    recover_groups,
+    staging_consumer,
+    start_jobs,
+    take_call,
+    wait_either,
+)
 from streamq.services.worker.jobs import Delivery, Job
 from streamq.services.worker.sources import Sources
 from streamq.shared import metrics
@@ -40,32 +53,15 @@ from streamq.shared.scripts import Scripts
 from streamq.shared.streams import ensure_group
 
 log = logging.getLogger("streamq.worker")
-SETTLE_S = 0.02  # longest a finish waits for the run loop's take call (see Consumer.settle)
-FOLLOW_UP_CHUNK = 128  # most entries one follow-up take of a burst starts (see Consumer.deliver_started)
+SETTLE_S = 0.02  # longest a finish batch waits for the run loop's take call (see Consumer.wait_turn)
+FOLLOW_UP_CHUNK = 128  # most entries one follow-up take of a burst starts (see Consumer.woken)
+TAKE_AT_WAKE = 32  # most entries started with a watcher's blocked read; the run loop takes the rest at once
 
 
 @functools.cache
 def _child(family: Any, *labels: str) -> Any:
     """A metric's labelled child, looked up once (``labels()`` costs more than the observation)."""
     return family.labels(*labels)
-
-
-def take_call(
-    part: KeySchema, count: int, *, consumer: str, events_maxlen: int, staging: str = ""
-) -> tuple[list[str], list[Any]]:
-    """take.lua's KEYS and ARGV: read up to ``count`` entries of one partition and start them on
-    ``consumer`` (first those pending for ``staging``, a watcher's consumer)."""
-    keys = [*part.common(), part.paused]
-    return keys, [events_maxlen, WORKER_GROUP, consumer, part.task(""), count, staging]
-
-
-async def wait_either(stop: asyncio.Event, event: asyncio.Event, within_s: float | None = None) -> None:
-    """Until ``stop`` or ``event`` is set (or ``within_s`` seconds pass)."""
-    stopper = asyncio.ensure_future(stop.wait())
-    other = asyncio.ensure_future(event.wait())
-    await asyncio.wait({stopper, other}, timeout=within_s, return_when=asyncio.FIRST_COMPLETED)
-    stopper.cancel()
-    other.cancel()
 
 
 class Consumer:
@@ -108,28 +104,25 @@ class Consumer:
         self._taken.set()
         self._follow_ups: set[asyncio.Task[None]] = set()
         self._chains = 0  # bursts being followed up (the run loop leaves their slots to them)
-        self.refilled = 0  # entries read in the finisher's round trip (for tests and debugging)
-        self.reserved = 0  # slots promised to entries the finisher reads (until its reply is dispatched)
+        self.refilled = 0  # entries taken with a finish batch or a follow-up (for tests and debugging)
+        self.reserved = 0  # slots promised to a take in flight beside the run loop's (until its reply is dispatched)
         self._stop: asyncio.Event | None = None
         self.cancel_grace_s = cancel_grace_s  # STREAMQ_CANCEL_GRACE_S
         self.cancelling: dict[str, asyncio.TimerHandle] = {}  # ref -> the grace timer of a cancel request
-        # intake round trips in flight (takes, watchers' reads) by ticket: when each started (monotonic)
-        self.intake: dict[int, float] = {}
-        self._ticket = 0
+        self.clock = IntakeClock()  # intake round trips in flight (takes, watchers' reads): /readyz
         self.abandoned: set[str] = set()  # refs recorded cancelled past the grace while their handler runs on
-        finisher.refill = self  # the finisher refills the slots it frees (see reserve/fetched)
 
     def of(self, delivery: Delivery) -> KeySchema:
         return delivery.keys or self.keys
 
     # --- reading ---------------------------------------------------------------------------------
     def take_call(self, part: KeySchema, count: int, staging: str = "") -> tuple[list[str], list[Any]]:
-        """take.lua's KEYS and ARGV for this worker (see :func:`take_call`)."""
+        """take.lua's KEYS and ARGV for this worker (see :func:`~streamq.services.worker.intake.take_call`)."""
         return take_call(part, count, consumer=self.consumer, events_maxlen=self.events_maxlen, staging=staging)
 
     def jobs(self, part: KeySchema, reply: list[Any]) -> list[Job]:
         """The started jobs of a take.lua reply."""
-        return [Job.from_reply(Delivery(int(row[1]), row[0], row[2], part), row[2:]) for row in reply]
+        return jobs_of(part, reply)
 
     async def take(self, count: int) -> list[Job]:
         """Up to ``count`` entries from the partitions in this round's order, started."""
@@ -145,27 +138,12 @@ class Consumer:
 
     async def _call_take(self, keys: list[str], args: list[Any]) -> Any:
         self._taking_starts()
-        ticket = self.intake_begin()
+        ticket = self.clock.begin()
         try:
             return await self.scripts.call("take", keys, args)
         finally:
-            self.intake_end(ticket)
+            self.clock.end(ticket)
             self._took()
-
-    def intake_begin(self) -> int:
-        """Note an intake round trip (a take, a watcher's read) starting; :meth:`intake_end` its end."""
-        self._ticket += 1
-        self.intake[self._ticket] = time.monotonic()
-        return self._ticket
-
-    def intake_end(self, ticket: int) -> None:
-        del self.intake[ticket]
-
-    def intake_age(self) -> float:
-        """How long the oldest intake round trip in flight has waited (0 with none): what readiness
-        reads, from the health server's thread (list() copies the values in one step under the GIL)."""
-        started = list(self.intake.values())
-        return time.monotonic() - min(started) if started else 0.0
 
     def _taking_starts(self) -> None:
         """A take (or a burst's chain of them) is in flight until the matching :meth:`_took`."""
@@ -177,79 +155,86 @@ class Consumer:
         if not self._taking:
             self._taken.set()
 
-    async def settle(self, within_s: float = SETTLE_S) -> None:
-        """Until the run loop's take call (if one is in flight) has answered, at most ``within_s``: the
-        finisher waits so that, in a burst, starting what is due goes to Redis before finishing what
-        already ran (a watcher's blocked read is not waited for)."""
+    def free(self) -> int:
+        """Slots neither running nor promised to entries being read or waiting in ``ready``."""
+        return self.concurrency - len(self.running) - self.reserved - len(self.ready)
+
+    async def start(self, deliveries: list[Delivery]) -> list[Job]:
+        """start.lua for entries read otherwise (the reclaimer's); the caller dispatches the jobs."""
+        return await start_jobs(
+            self.scripts, deliveries, default=self.keys, consumer=self.consumer, events_maxlen=self.events_maxlen
+        )
+
+    # --- a watcher's blocked read ------------------------------------------------------------------
+    def wake_call(self, part: KeySchema) -> WakeCall:
+        """A watcher's next blocked read of ``part`` and the take.lua call behind it: the read delivers
+        one entry and take.lua starts it and up to ``TAKE_AT_WAKE`` in all, as free slots allow."""
+        staging = staging_consumer(self.consumer)
+        count = max(1, min(TAKE_AT_WAKE, self.free()))
+        return WakeCall(part, staging, self.block_ms, count, *self.take_call(part, count, staging))
+
+    def woken(self, call: WakeCall, reply: list[Any]) -> int:
+        """What take.lua started behind a watcher's read (``call``): dispatched now as far as slots
+        allow, the rest kept in ``ready`` (lease renewed) for the next free slot; the run loop wakes to
+        read more. When the take got all it asked for (a burst), the next take call for that partition
+        is sent before the jobs run, so Redis starts the rest while this process runs the first (see
+        :meth:`_follow_up`). Returns how many jobs were started."""
+        jobs = self.jobs(call.part, reply)
+        if not jobs:
+            return 0
+        for job in jobs:
+            self.in_flight[job.delivery.ref] = job.delivery
+        free = max(0, self.free())
+        if len(jobs) >= call.count:
+            self._follow_up(call.part, free - len(jobs))
+        self.dispatch(jobs[:free])
+        self.ready += jobs[free:]
+        self.idle.clear()  # watchers re-arm once a fetch finds nothing again
+        self._wake.set()
+        return len(jobs)
+
+    # --- takes beside the run loop's: with a finish batch, a burst's follow-ups -------------------
+    async def wait_turn(self, within_s: float = SETTLE_S) -> None:
+        """The finisher's turn (:class:`~streamq.services.worker.finisher.Sender`): until the run loop's
+        take call (if one is in flight) has answered, at most ``within_s``, so that in a burst starting
+        what is due goes to Redis before finishing what already ran (a watcher's blocked read is not
+        waited for)."""
         if not self._taken.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(within_s):
                     await self._taken.wait()
 
-    def free(self) -> int:
-        """Slots neither running nor promised to entries being read or waiting in ``ready``."""
-        return self.concurrency - len(self.running) - self.reserved - len(self.ready)
+    async def send(self, calls: list[Call], freeing: int) -> list[Any]:
+        """The finisher's send (:class:`~streamq.services.worker.finisher.Sender`): a batch's finish.lua
+        calls and take.lua for the ``freeing`` slots its outcomes free, in one pipeline (plain script
+        calls, no MULTI: each stays one atomic call). What take.lua started is dispatched at once; the
+        finish replies are returned. Once stopping, the finish calls go alone."""
+        take = self._reserve(freeing)
+        if take is None:
+            return await self.finisher.plain.send(calls, freeing)
+        part, keys, args = take
+        try:
+            *replies, started = await self.scripts.call_many([*calls, ("take", keys, args)])
+        except BaseException as error:
+            self._fetched(error, freeing, part)
+            raise
+        self._fetched(started, freeing, part)
+        return replies
 
-    def deliver_started(self, jobs: list[Job], more: KeySchema | None = None) -> None:
-        """Jobs a watcher's read started (take.lua): dispatched now as far as slots allow, the
-        rest kept in ``ready`` (lease renewed) for the next free slot; the run loop wakes to read more.
-        With ``more`` (the read took all it asked for: a burst), the next take call for that partition
-        is sent before the jobs run, so Redis starts the rest while this process runs the first. The
-        follow-ups take ``FOLLOW_UP_CHUNK`` entries at a time, each sent before the previous one's jobs
-        are dispatched, until the slots are full or the partition has no more: the first jobs of a
-        burst reach their handlers while Redis starts the next ones, and a worker running a chunk
-        leaves Redis to the other workers' takes, instead of one call starting every slot at once."""
-        for job in jobs:
-            self.in_flight[job.delivery.ref] = job.delivery
-        free = max(0, self.free())
-        if more is not None:
-            self._follow_up(more, free - len(jobs))
-        self.dispatch(jobs[:free])
-        self.ready += jobs[free:]
-        self.idle.clear()  # watchers re-arm once a fetch finds nothing again
-        self._wake.set()
-
-    async def start(self, deliveries: list[Delivery]) -> list[Job]:
-        """start.lua for each partition's deliveries, all in one round trip; jobs in delivery order."""
-        groups: dict[KeySchema, list[Delivery]] = {}
-        for d in deliveries:
-            groups.setdefault(self.of(d), []).append(d)
-        calls: list[tuple[str, list[str], list[Any]]] = []
-        for part, members in groups.items():
-            keys = [*part.common(), *(part.task(d.task_id) for d in members), part.paused]
-            args: list[Any] = [self.events_maxlen, WORKER_GROUP, self.consumer]
-            for d in members:
-                args += [d.msg_id, d.task_id, d.priority]
-            calls.append(("start", keys, args))
-        if len(calls) == 1:
-            replies = [await self.scripts.call(*calls[0])]
-        else:
-            replies = await self.scripts.call_many(calls)
-        started: dict[str, Job] = {}
-        for members, reply in zip(groups.values(), replies, strict=True):
-            if isinstance(reply, BaseException):
-                raise reply
-            for d, r in zip(members, reply, strict=True):
-                if r:
-                    started[d.ref] = Job.from_reply(d, r)
-        return [started[d.ref] for d in deliveries if d.ref in started]
-
-    # --- refill from the finisher's round trip ---------------------------------------------------
-    def reserve(self, slots: int, part: KeySchema | None = None) -> tuple[list[str], list[Any]] | None:
-        """``slots`` jobs are being finished (or a burst is being followed up): take.lua's KEYS and ARGV
-        to read and start as many entries of ``part`` (default: the first partition of a fresh round
-        order), those slots counted as taken until :meth:`fetched` (None once stopping: nothing new is
-        read during shutdown)."""
+    def _reserve(self, slots: int, part: KeySchema | None = None) -> tuple[KeySchema, list[str], list[Any]] | None:
+        """A take of ``slots`` entries of ``part`` (default: the first partition of a fresh round order)
+        about to be sent beside the run loop's: those slots count as taken until :meth:`_fetched` (None
+        once stopping: nothing new is read during shutdown)."""
         if self._stop is None or self._stop.is_set():
             return None
         self.reserved += slots
-        return self.take_call(part or self.sources.order()[0], slots)
+        part = part or self.sources.order()[0]
+        return (part, *self.take_call(part, slots))
 
-    def fetched(self, reply: Any, slots: int, keys: list[str] | None = None) -> None:
-        """What the finisher's take.lua call (``keys``, as :meth:`reserve` gave them) started: dispatched
-        at once. On an error nothing was started (a script is atomic) and the slots are released."""
-        part = self._partition_of(keys)
-        jobs = [] if isinstance(reply, BaseException) or part is None else self.jobs(part, reply)
+    def _fetched(self, reply: Any, slots: int, part: KeySchema) -> None:
+        """What a reserved take of ``part`` started: dispatched at once. On an error nothing was started
+        (a script is atomic) and the slots are released."""
+        jobs = [] if isinstance(reply, BaseException) else self.jobs(part, reply)
         self.reserved -= slots
         if jobs:
             self.refilled += len(jobs)
@@ -258,15 +243,17 @@ class Consumer:
 
     def _follow_up(self, part: KeySchema, free: int) -> None:
         """Read and start up to ``FOLLOW_UP_CHUNK`` more entries of ``part`` (at most ``free``) in a task
-        of its own, reserved like the finisher's refill (dispatched by :meth:`fetched`); while the burst
-        lasts (a reply fills every slot it asked for), each link sends the next before its own jobs are
-        parsed and dispatched. The chain counts as a take in flight for :meth:`settle`
-        from this call until its last reply."""
+        of its own, reserved (dispatched by :meth:`_fetched`); while the burst lasts (a reply fills every
+        slot it asked for), each link sends the next before its own jobs are parsed and dispatched: the
+        first jobs of a burst reach their handlers while Redis starts the next ones, and a worker
+        running a chunk leaves Redis to the other workers' takes, instead of one call starting every
+        slot at once. The chain counts as a take in flight for :meth:`wait_turn` from this call until
+        its last reply."""
         slots = min(free, FOLLOW_UP_CHUNK)
-        call = self.reserve(slots, part) if slots > 0 else None
-        if call is None:
+        take = self._reserve(slots, part) if slots > 0 else None
+        if take is None:
             return
-        keys, args = call
+        _part, keys, args = take
         self._chains += 1
         self._taking_starts()
 
@@ -282,7 +269,7 @@ class Consumer:
                     # (this link's slots are still counted as reserved, so free() leaves them out)
                     self._follow_up(part, self.free())
                     await asyncio.sleep(0)
-                self.fetched(reply, slots, keys)
+                self._fetched(reply, slots, part)
             finally:
                 self._chains -= 1
                 self._took()
@@ -290,14 +277,6 @@ class Consumer:
         task = asyncio.get_running_loop().create_task(follow_up())
         self._follow_ups.add(task)
         task.add_done_callback(self._follow_ups.discard)
-
-    def _partition_of(self, keys: list[str] | None) -> KeySchema | None:
-        if not keys:
-            return self.keys
-        for part in self.sources.all():
-            if part.paused == keys[-1]:
-                return part
-        return None
 
     # --- running ---------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -313,22 +292,9 @@ class Consumer:
                 await self._round(stop, free)
             except (RedisError, OSError) as error:
                 log.warning("redis unavailable; retrying", extra={"error": str(error)})
-                await self.recover(error)
+                await recover_groups(self.redis, self.sources.all(), error)
                 await asyncio.sleep(0.5)
         self.idle.clear()
-
-    async def recover(self, error: BaseException) -> None:
-        """After ``NOGROUP`` (the server lost the consumer group: a failover inside the asynchronous
-        replication window, a server restarted empty), the groups of every consumed partition are
-        created again from id 0, so what waits in the streams is delivered instead of stuck."""
-        if "NOGROUP" not in str(error):
-            return
-        try:
-            for part in self.sources.all():
-                await ensure_group(self.redis, part.streams(), WORKER_GROUP)
-            log.warning("consumer groups were missing; created again", extra={"error": str(error)})
-        except (RedisError, OSError) as again:
-            log.warning("redis unavailable; retrying", extra={"error": str(again)})
 
     async def _round(self, stop: asyncio.Event, free: int) -> None:
         if self.ready:
@@ -390,7 +356,7 @@ class Consumer:
         if self.abandoned and self._ended_after_grace(job, ref):
             return
         _child(metrics.TASK_RUN_SECONDS, queue, job.type).observe(time.time() - started)
-        self.finisher.post(outcome, lambda status: self._recorded(job, ref, queue, status))
+        self.finisher.post(outcome, lambda status: self._recorded(job, ref, queue, status), self)
 
     def _recorded(self, job: Job, ref: str, queue: str, status: str | BaseException) -> None:
         if isinstance(status, BaseException):
@@ -444,7 +410,7 @@ class Consumer:
         task.cancel()  # a sync handler's thread runs on, but its job no longer waits for it
         job, queue = Job.bare(delivery), self.of(delivery).queue
         why = f"cancelled while it ran; the handler did not stop within {self.cancel_grace_s:g} s"
-        self.finisher.post(cancelled(job, why), lambda status: self._recorded(job, ref, queue, status))
+        self.finisher.post(cancelled(job, why), lambda status: self._recorded(job, ref, queue, status), self)
 
     def _ended_after_grace(self, job: Job, ref: str) -> bool:
         """A run already recorded cancelled past the grace ended: nothing more to record or release."""

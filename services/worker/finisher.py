@@ -1,10 +1,9 @@
 """Recording outcomes: every outcome that arrives while a call is in flight goes in the next one,
 so under load many tasks are finished per round trip and an idle worker still finishes at once.
 
-With a ``refill`` (the consumer), the slots a batch frees are refilled in the same round trip:
-finish.lua and take.lua go out in one pipeline (two atomic script calls, no MULTI), and the
-consumer dispatches what take.lua read and started. That saves the consumer's own fetch round trip whenever
-slots free up because tasks finished (the common case under load).
+How a batch goes out is the poster's :class:`Sender`: by default the batch's calls alone
+(:class:`PlainSender`); a worker's consumer passes its own, which adds take.lua for the slots the
+batch frees to the same pipeline (:meth:`Consumer.send`), so the finisher knows nothing of slots.
 
 Outcomes of different partitions (named queues, partitions) go in one finish.lua call per
 partition, all in the same pipeline: each call touches one hash slot.
@@ -16,7 +15,7 @@ not run again. Its slot stays taken meanwhile (as its lease is renewed), so a wo
 many outcomes as it runs jobs (and never more than ``MAX_KEPT``). After the lease the reclaimer may
 have given the task to another worker; sending the outcome then is still safe (finish.lua records an
 outcome only while the entry is pending for this consumer and the task runs on that entry, else
-answers ``lost`` or ``stale``), but the slot is freed and the error reported instead, as before."""
+answers ``lost`` or ``stale``), but the slot is freed and the error reported."""
 
 from __future__ import annotations
 
@@ -37,6 +36,7 @@ MAX_BATCH = 256
 MAX_KEPT = 10_000  # most outcomes kept through a Redis outage (the worker's slots bound them first)
 RETRY_S = (0.05, 2.0)  # back-off between sends of kept outcomes: first, most
 Recorded = Callable[[str | BaseException], None]  # told the status written, or the call's error
+Call = tuple[str, list[str], list[Any]]  # one script call: name, KEYS, ARGV
 
 
 @dataclass(slots=True)
@@ -49,16 +49,30 @@ class Posted:
     tries: int = 0  # calls that failed with a Redis error it was kept through
 
 
-class Refill(Protocol):
-    def reserve(self, slots: int) -> tuple[list[str], list[Any]] | None:
-        """``slots`` slots are about to be freed: take.lua's KEYS and ARGV to fill them, or None."""
+class Sender(Protocol):
+    """How the finisher's batches go out."""
 
-    async def settle(self) -> None:
-        """Returns once the consumer's own take call (if any) has answered (bounded)."""
+    async def wait_turn(self) -> None:
+        """Returns when a flush may send its first batch (bounded)."""
 
-    def fetched(self, reply: Any, slots: int, keys: list[str] | None = None) -> None:
-        """take.lua's reply (or the exception it raised) for a reservation of ``slots`` (``keys``: the
-        KEYS :meth:`reserve` gave)."""
+    async def send(self, calls: list[Call], freeing: int) -> list[Any]:
+        """A batch's finish.lua calls, whose outcomes free ``freeing`` slots, in one round trip: each
+        call's reply or error (or raises when the round trip failed)."""
+
+
+class PlainSender:
+    """A batch's calls alone, at once."""
+
+    def __init__(self, scripts: Scripts) -> None:
+        self.scripts = scripts
+
+    async def wait_turn(self) -> None:
+        return None
+
+    async def send(self, calls: list[Call], freeing: int) -> list[Any]:
+        if len(calls) == 1:
+            return [await self.scripts.call(*calls[0])]
+        return await self.scripts.call_many(calls)
 
 
 class Finisher:
@@ -81,7 +95,7 @@ class Finisher:
         self.kept = 0  # outcomes sent again after a Redis error and then recorded (for tests and logs)
         self._flushing = False
         self._task: asyncio.Task[None] | None = None
-        self.refill: Refill | None = None
+        self.plain = PlainSender(scripts)
 
     async def record(self, outcome: Outcome) -> str:
         """Record one outcome; returns the status written (or ``lost``/``stale``)."""
@@ -98,14 +112,16 @@ class Finisher:
         self.post(outcome, settle)
         return await future
 
-    def post(self, outcome: Outcome, then: Recorded) -> None:
+    def post(self, outcome: Outcome, then: Recorded, sender: Sender | None = None) -> None:
         """Record one outcome in the next call; ``then`` gets the status written (or ``lost``/``stale``),
         or the error that call raised. The caller need not wait: a worker's job ends with its handler,
-        and its slot is freed by ``then`` (no future and no second step of the job's task)."""
+        and its slot is freed by ``then`` (no future and no second step of the job's task). ``sender``
+        sends the batches of the flush this post starts (default :class:`PlainSender`); outcomes posted
+        while a flush runs go out with its batches."""
         self._waiting.append(Posted(outcome, then, time.monotonic() + self.keep_s))
         if not self._flushing:
             self._flushing = True
-            self._task = asyncio.get_running_loop().create_task(self._flush())
+            self._task = asyncio.get_running_loop().create_task(self._flush(sender or self.plain))
 
     async def idle(self) -> None:
         """Until every outcome posted so far is recorded (or failed); cancelling this wait does not
@@ -113,15 +129,14 @@ class Finisher:
         while self._task is not None and not self._task.done():
             await asyncio.wait({self._task})
 
-    async def _flush(self) -> None:
+    async def _flush(self, sender: Sender) -> None:
         try:
-            if self.refill is not None:
-                await self.refill.settle()  # starting what is due goes first (a burst)
+            await sender.wait_turn()  # starting what is due goes first (a burst)
             pause = RETRY_S[0]
             while self._waiting:
                 batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
                 try:
-                    statuses = await self._call([p.outcome for p in batch])
+                    statuses = await self._call([p.outcome for p in batch], sender)
                 except Exception as error:
                     statuses = [error] * len(batch)
                 kept = self._settle(batch, statuses)
@@ -159,26 +174,13 @@ class Finisher:
             )
         return kept
 
-    async def _call(self, outcomes: list[Outcome]) -> list[str | BaseException]:
+    async def _call(self, outcomes: list[Outcome], sender: Sender) -> list[str | BaseException]:
         """Each outcome's status written, or the error of the call that carried it."""
         groups: dict[KeySchema, list[int]] = {}
         for i, o in enumerate(outcomes):
             groups.setdefault(o.job.delivery.keys or self.keys, []).append(i)
         calls = [self.finish_call(part, [outcomes[i] for i in members]) for part, members in groups.items()]
-        refill = self.refill
-        fetch = refill.reserve(len(outcomes)) if refill is not None else None
-        if refill is None or fetch is None:
-            if len(calls) == 1:
-                replies = [await self.scripts.call(*calls[0])]
-            else:
-                replies = await self.scripts.call_many(calls)
-        else:
-            try:
-                *replies, delivered = await self.scripts.call_many([*calls, ("take", *fetch)])
-            except BaseException as error:
-                refill.fetched(error, len(outcomes), fetch[0])
-                raise
-            refill.fetched(delivered, len(outcomes), fetch[0])
+        replies = await sender.send(calls, len(outcomes))
         statuses: list[str | BaseException] = [""] * len(outcomes)
         for members, reply in zip(groups.values(), replies, strict=True):  # a failed call fails only its own
             each: list[str | BaseException] = (
@@ -188,7 +190,7 @@ class Finisher:
                 statuses[i] = status
         return statuses
 
-    def finish_call(self, part: KeySchema, outcomes: list[Outcome]) -> tuple[str, list[str], list[Any]]:
+    def finish_call(self, part: KeySchema, outcomes: list[Outcome]) -> Call:
         """finish.lua's call for outcomes of one partition."""
         keys = part.common()
         args = list(self._head)

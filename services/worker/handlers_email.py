@@ -18,6 +18,7 @@ import aiosmtplib
 from pydantic import ValidationError
 
 from streamq.services.worker.registry import TaskContext, handler
+from streamq.shared import tracing
 from streamq.shared.errors import Permanent
 from streamq.shared.payloads import EmailPayload, parse_email
 from streamq.shared.settings import Settings
@@ -108,7 +109,29 @@ async def send_email(payload: Any, ctx: TaskContext) -> dict[str, Any]:
         raise Permanent(f"invalid email payload: {error}") from None
     config = _config
     msg = build_message(p, config.sender, ctx.task_id)
-    recipients = p.recipients()
+    if tracing.ENABLED:
+        return await _traced(msg, p.recipients(), config)
+    return await _send(msg, p.recipients(), config)
+
+
+async def _traced(msg: EmailMessage, recipients: list[str], config: SmtpConfig) -> dict[str, Any]:
+    """:func:`_send` in a CLIENT span (a child of the run's ``process email`` span). The message carries
+    no ``traceparent``: its headers reach the recipients, and no mail server reads one."""
+    attributes: dict[str, Any] = {
+        "server.address": config.host,
+        "server.port": config.port,
+        "network.protocol.name": "smtp",
+        "streamq.email.recipient_count": len(recipients),
+    }
+    with tracing.client_span("SMTP send", **attributes) as span:
+        result = await _send(msg, recipients, config)  # a failure is recorded on the span as its exception
+        if result["refused"]:
+            span.set_attribute("streamq.email.refused_count", len(result["refused"]))
+        return result
+
+
+async def _send(msg: EmailMessage, recipients: list[str], config: SmtpConfig) -> dict[str, Any]:
+    """One SMTP transaction; the task's result, or the run's failure (retried or permanent)."""
     try:
         refused, response = await aiosmtplib.send(
             msg,

@@ -1,4 +1,4 @@
-"""Pruning finished tasks and dead letters to each queue's retention bounds (README: Retention), in
+"""Pruning finished tasks and dead letters to each queue's retention bounds (docs/scaling-out.md: Retention), in
 every partition the worker consumes: past ``STREAMQ_RESULT_TTL_S``, beyond a count, older than an
 age; oldest first, in bounded batches (one remove.lua call each)."""
 

@@ -109,7 +109,7 @@ class Worker:
                 sources=sources,
                 cancel_grace_s=s.cancel_grace_s,
             )
-            health.HEALTH.watch_intake(consumer.intake_age, consumer.block_ms / 1000)  # /readyz: a stuck intake
+            health.HEALTH.watch_intake(consumer.clock.age, consumer.block_ms / 1000)  # /readyz: a stuck intake
             heartbeat = Heartbeat(
                 redis,
                 self.keys,
@@ -157,7 +157,7 @@ class Worker:
                     "queues": sources.weights,
                 },
             )
-            self.watchers = watchers = Watchers(consumer, readers, stop)
+            self.watchers = watchers = Watchers(consumer, redis, readers, queue.scripts, stop)
             watchers.sync()
             self.ready.set()
             await consumer.run(stop)
@@ -191,3 +191,4 @@ def main() -> None:
     service = Worker(settings, metrics_port=port)
     lifecycle.freeze_startup_heap()  # the user's handler modules are loaded by now
     lifecycle.run(health.watch(service.run, service.ready))
+    tracing.shutdown()  # the last spans leave before the process ends (bounded)

@@ -36,7 +36,7 @@ class Sources:
 
     @classmethod
     def single(cls, keys: KeySchema) -> Sources:
-        """Just one partition (the ``keys`` given), as a worker of one queue had before partitions."""
+        """Just one partition (the ``keys`` given)."""
         sources = cls(keys, {keys.queue: 1})
         sources.parts = {keys.queue: [keys]}
         return sources

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis
 
-from streamq.services.worker.watchers import staging_consumer, staging_owner
+from streamq.services.worker.intake import staging_consumer, staging_owner
 from streamq.shared.keys import WORKER_GROUP, KeySchema
 from streamq.shared.loops import PeriodicLoop
 from streamq.shared.scripts import Scripts
@@ -65,7 +65,7 @@ class Sweeper(PeriodicLoop):
             return
         names = sorted(candidates)
         pipe = self.redis.pipeline(transaction=False)
-        for name in names:  # a staging consumer (watchers.py) lives as long as its worker
+        for name in names:  # a staging consumer (intake.py) lives as long as its worker
             pipe.exists(self.keys.worker(staging_owner(name) or name))
         for name, alive in zip(names, await pipe.execute(), strict=True):
             if alive:

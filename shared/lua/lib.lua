@@ -1,4 +1,6 @@
---[[ lib.lua: helpers prepended to every state-change script by shared/scripts.py.
+--[[ lib.lua: helpers for the state-change scripts. shared/scripts.py puts into each script the
+top-level definitions below that it names (and those they name), in this file's order, each with the
+comment lines right above it; so every definition is one top-level `local` statement.
 
 Every state-change script receives the same first 16 KEYS (KeySchema.common()):
   KEYS[1..6]   status indexes: pending, scheduled, processing, completed, failed, cancelled
@@ -12,7 +14,11 @@ local STATUS_INDEX = {
   pending = KEYS[1], scheduled = KEYS[2], processing = KEYS[3],
   completed = KEYS[4], failed = KEYS[5], cancelled = KEYS[6],
 }
-local EVENTS, STATS, RETENTION, SCHEDULED, DEAD = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
+local EVENTS = KEYS[7]
+local STATS = KEYS[8]
+local RETENTION = KEYS[9]
+local SCHEDULED = KEYS[10]
+local DEAD = KEYS[11]
 local EVENTS_MAXLEN = ARGV[1]
 local FIRST_TASK_KEY = 17
 
@@ -70,12 +76,12 @@ local function finish_terminal(task_key, id, old, new, now, ttl_ms, extra)
   redis.call('ZADD', RETENTION, now + tonumber(ttl_ms), id)
 end
 
---[[ Deferred index writes (issue 7): a batch script records each index change while it loops over
+--[[ Deferred index writes: a batch script records each index change while it loops over
 its tasks and writes them at the end with one variadic ZREM / ZADD per key (CHUNK values a call: Lua's
 unpack takes a few thousand at most), instead of one ZREM + ZADD per task. The script is atomic, so
 the end state is the same as writing them one by one, provided each task id moves at most once per
 call (the batch scripts guarantee it: a task seen twice is skipped the second time). Kept to a few
-closures: every state-change script pays for lib.lua's definitions on each call. ]]
+closures: a script that uses them makes each one on every call. ]]
 local CHUNK = 4000  -- values per variadic call (even: ZADD takes score, member pairs)
 local DEFERRED = {ZREM = {}, ZADD = {}}  -- command -> key -> values
 local TRIM_EVENTS = false  -- emit_batched() added events: flush_deferred() trims the stream

@@ -1,7 +1,7 @@
 #!lua flags=allow-oom
 --[[ ratelimit.lua: take COST tokens from a token bucket, refilled at RATE per second up to BURST.
 
-Standalone (lib.lua is not prepended). One bucket per api key or client address, shared by every
+Standalone (nothing of lib.lua). One bucket per api key or client address, shared by every
 api replica; the Redis server's clock decides the refill.
 Flags (the shebang): allow-oom, so a Redis full under noeviction still limits (and serves) reads: the
 bucket is one small hash per caller that expires within seconds. Declaring flags also means Redis

@@ -1,11 +1,18 @@
 --[[ remove.lua: delete finished tasks and every index entry of them; trim dead letters.
 
+A removed task's webhook records go with it: its attempt log, and each of its webhook messages (its
+hash's `webhook_delivery`, the latest, and `webhook_earlier`, those before it) that has ended
+(delivered, failed, gone). A message still due (pending or retrying: in webhooks:due) is left to
+run to its end; webhook_record.lua then deletes it, and writes no log, as its task is gone. Keys
+are built from the prefixes given (same hash tag as KEYS).
+
 Mode 'delete' (DELETE /api/tasks/{id}): one task, if finished.
   KEYS[17]  task hash     KEYS[18]  its type index
   ARGV[1]  events MAXLEN    ARGV[2]  'delete'    ARGV[3]  task id
+  ARGV[4]  webhook message key prefix    ARGV[5]  delivery log key prefix
   Returns: {1, status} when removed, {0, status} when not finished, {0, ''} when the task does not
   exist (its index entries are removed anyway).
-Mode 'prune' (the janitor, one partition, README: Retention): at most `budget` tasks and `budget`
+Mode 'prune' (the janitor, one partition, docs/scaling-out.md: Retention): at most `budget` tasks and `budget`
 dead letters a call, oldest first, in this order: tasks past their retention deadline (the retention
 zset: finish time + STREAMQ_RESULT_TTL_S, the longest anything is kept), then per finished status
 (completed, failed, cancelled) the lowest ids beyond its count bound, then those of its lowest ids
@@ -22,13 +29,33 @@ indexes and are never read. Task keys are built from the prefixes (same hash tag
   ARGV[6..13]  age (ms) and count of completed, failed, cancelled, dead letters (-1: no such bound)
   ARGV[14..16]  where the count walks of completed, failed, cancelled start: '-' (lowest id) or an id
   (the walk goes on above it: the previous call's cursor)
+  ARGV[17]  webhook message key prefix    ARGV[18]  delivery log key prefix
   Returns: {tasks removed, dead letters removed, 1 when a count walk stopped at `budget` ids with tasks
   still beyond its bound (else 0), the three walks' cursors}
 Writes start with a DEL or XDEL, which Redis allows while it refuses writes for memory (noeviction):
 pruning frees memory when it is most needed. Each removal emits a 'deleted' event.
 ]]
--- Delete one task whose hash says `status` (a finished one): its dead letter, hash and index entries.
-local function remove_task(task_key, type_key, id, status, dead_id)
+local WEBHOOK_PREFIX, LOG_PREFIX = ARGV[17], ARGV[18]
+if ARGV[2] == 'delete' then WEBHOOK_PREFIX, LOG_PREFIX = ARGV[4], ARGV[5] end
+local DUE = {pending = true, retrying = true}
+
+-- Delete a removed task's attempt log and those of its webhook messages that have ended: `listed` is
+-- its hash's webhook_earlier (ids separated by spaces), `latest` its webhook_delivery.
+local function remove_webhooks(id, listed, latest)
+  redis.call('DEL', LOG_PREFIX .. id)
+  local ids = {}
+  for d in string.gmatch(listed or '', '%S+') do ids[d] = true end
+  if latest and latest ~= '' then ids[latest] = true end
+  for d in pairs(ids) do
+    local key = WEBHOOK_PREFIX .. d
+    if not DUE[redis.call('HGET', key, 'status') or ''] then redis.call('DEL', key) end
+  end
+end
+
+-- Delete one task whose hash says `status` (a finished one): its dead letter, hash, index entries and
+-- webhook records.
+local function remove_task(task_key, type_key, id, status, dead_id, listed, latest)
+  remove_webhooks(id, listed, latest)
   if dead_id and dead_id ~= '' then redis.call('XDEL', DEAD, dead_id) end
   redis.call('DEL', task_key)
   redis.call('ZREM', RETENTION, id)
@@ -40,15 +67,15 @@ local FINISHED = {completed = true, failed = true, cancelled = true}
 
 if ARGV[2] == 'delete' then
   local task_key, type_key, id = KEYS[17], KEYS[18], ARGV[3]
-  local h = redis.call('HMGET', task_key, 'status', 'dead_id')
+  local h = redis.call('HMGET', task_key, 'status', 'dead_id', 'webhook_earlier', 'webhook_delivery')
   local status = h[1]
   if status and not FINISHED[status] then return {0, status} end
   if status then
-    remove_task(task_key, type_key, id, status, h[2])
+    remove_task(task_key, type_key, id, status, h[2], h[3], h[4])
     emit('deleted', id, status)
     return {1, status}
   end
-  redis.call('DEL', task_key)
+  redis.call('DEL', task_key, LOG_PREFIX .. id)
   redis.call('ZREM', RETENTION, id)
   redis.call('ZREM', type_key, id)
   for _, key in pairs(STATUS_INDEX) do redis.call('ZREM', key, id) end
@@ -65,10 +92,12 @@ local removed = 0
 -- or false (not this call's to remove).
 local function prune_one(id, only, finished_before, spare_kept)
   local task_key = task_prefix .. id
-  local h = redis.call('HMGET', task_key, 'status', 'dead_id', 'type', 'completed_at', 'keep_s')
+  local h = redis.call('HMGET', task_key, 'status', 'dead_id', 'type', 'completed_at', 'keep_s',
+    'webhook_earlier', 'webhook_delivery')
   local status = h[1]
   if not status then  -- hash gone (deleted by hand): drop what still names it
     redis.call('ZREM', RETENTION, id)
+    redis.call('DEL', LOG_PREFIX .. id)
     if only then redis.call('ZREM', STATUS_INDEX[only], id) end
     return 'gone'
   end
@@ -76,7 +105,7 @@ local function prune_one(id, only, finished_before, spare_kept)
   local finished = tonumber(h[4]) or 0
   if finished_before and finished >= finished_before then return false end
   if spare_kept and h[5] and finished + (tonumber(h[5]) or 0) * 1000 > now then return 'kept' end
-  remove_task(task_key, type_prefix .. (h[3] or ''), id, status, h[2])
+  remove_task(task_key, type_prefix .. (h[3] or ''), id, status, h[2], h[6], h[7])
   emit_batched('deleted', id, status)
   removed = removed + 1
   return 'removed'

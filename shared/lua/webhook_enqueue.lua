@@ -5,7 +5,10 @@ from the event's entry id, so a redelivered event never creates a second one) an
 event for the notifier's group in the same call.
 Mode 'redeliver': POST /api/tasks/{id}/redeliver; an existing delivery starts a fresh series of
 attempts (same webhook-id and body), a missing one is created.
-The task's webhook_status becomes 'pending' (only when the task still exists).
+The task's webhook_status becomes 'pending' and its webhook_delivery this id (only when the task still
+exists); a different id it held before is added to the task's webhook_earlier (ids separated by
+spaces), so removing the task (remove.lua) finds every message of it, and a task with one message
+(the usual case) stores no list.
 KEYS[1..16]  common keys (lib.lua)
 KEYS[17] delivery hash    KEYS[18] due zset (webhooks:due)    KEYS[19] task hash
 ARGV[1]  events MAXLEN    ARGV[2]  mode ('event' | 'redeliver')    ARGV[3] delivery id
@@ -33,6 +36,13 @@ else
 end
 redis.call('ZADD', due_key, due, id)
 if redis.call('EXISTS', task_key) == 1 then
+  local h = redis.call('HMGET', task_key, 'webhook_delivery', 'webhook_earlier')
+  local latest, earlier = h[1] or '', h[2] or ''
+  local listed = string.find(' ' .. earlier .. ' ', ' ' .. latest .. ' ', 1, true)
+  if latest ~= '' and latest ~= id and not listed then
+    earlier = earlier == '' and latest or (earlier .. ' ' .. latest)
+    redis.call('HSET', task_key, 'webhook_earlier', earlier)
+  end
   redis.call('HSET', task_key, 'webhook_status', 'pending', 'webhook_delivery', id)
 end
 if mode == 'event' then redis.call('XACK', EVENTS, ARGV[9], ARGV[10]) end

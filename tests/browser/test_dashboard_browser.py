@@ -44,6 +44,41 @@ def test_overview_cards_and_charts_have_data(page: Page, stack: Stack) -> None:
     shot(page, "overview-phone")
 
 
+def legend_values(page: Page, chart: str) -> list[str]:
+    return page.get_by_test_id(f"chart-{chart}").locator(".u-legend .u-value").all_inner_texts()
+
+
+def test_chart_legends_show_the_latest_values_until_hovered(page: Page, stack: Stack) -> None:
+    for _ in range(4):
+        stack.submit(type="echo", payload="legend")
+    page.goto("/#/overview")
+    # two samples make a rate: then every series of the throughput chart has a latest value
+    wait_until(lambda: int(page.get_by_test_id("chart-throughput").get_attribute("data-points") or 0) >= 2, 20, "rates")
+    empty = ("--", "—", "")
+    wait_until(lambda: not any(v in empty for v in legend_values(page, "throughput")), 10, "the legend's values")
+    legend = legend_values(page, "throughput")  # time, completed/s, failed/s: numbers, not placeholders
+    assert len(legend) == 3 and all(float(v) >= 0 for v in legend[1:]), legend
+    box = page.get_by_test_id("chart-throughput").locator(".u-over").bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # hovered: the values there
+    page.mouse.move(5, 5)  # and off again: back to the latest values
+    wait_until(lambda: not any(v in empty for v in legend_values(page, "throughput")), 5, "latest again")
+
+
+def test_the_page_has_an_icon_and_no_outline_after_navigation_by_address(page: Page, stack: Stack) -> None:
+    page.goto("/#/overview")
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    icon = page.request.get("/favicon.ico")  # where browsers look without a <link>
+    assert icon.status == 200 and icon.headers["content-type"] == "image/x-icon"
+    assert icon.body()[:4] == b"\x00\x00\x01\x00"  # an ICO file
+    linked = page.request.get(page.locator("link[rel=icon]").get_attribute("href") or "")
+    assert linked.status == 200 and linked.headers["content-type"].startswith("image/svg+xml")
+    page.goto("/#/tasks")  # typed into the address bar: the view changes, focus moves to <main>
+    expect(page.get_by_role("heading", name="Tasks")).to_be_visible()
+    assert page.evaluate("document.activeElement.id") == "main"
+    assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "none"
+
+
 def test_create_priority_5_in_advanced_tab_completes_live(page: Page, stack: Stack) -> None:
     page.goto("/#/create")
     page.evaluate("window.__noReload = true")
@@ -334,3 +369,14 @@ def test_keyboard_reaches_navigation(page: Page, stack: Stack) -> None:
     assert page.evaluate("document.activeElement.textContent") == "Create"
     page.keyboard.press("Enter")
     expect(page.get_by_role("heading", name="Create a task")).to_be_visible()
+
+
+def test_the_skip_link_moves_focus_to_the_content_and_keeps_the_view(page: Page, stack: Stack) -> None:
+    page.goto("/#/tasks")
+    expect(page.get_by_role("heading", name="Tasks")).to_be_visible()
+    page.keyboard.press("Tab")  # the skip link
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
+    assert page.evaluate("location.hash") == "#/tasks"  # not "#main": the router stays on the view
+    expect(page.get_by_role("heading", name="Tasks")).to_be_visible()

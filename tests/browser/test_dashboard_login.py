@@ -106,6 +106,7 @@ def test_without_a_session_nothing_answers(page: Page, keyed: Stack) -> None:
         assert page_response.status_code == 303 and page_response.headers["location"] == "/login"
         assert http.get("/login").status_code == 200
         assert http.get("/static/style.css").status_code == 200
+        assert http.get("/favicon.ico").status_code == 200  # the login page's tab has its icon too
         assert http.get("/healthz").json() == {"status": "ok"}  # the container health check
         assert http.get("/metrics").status_code == 401
         # a scraper may read the dashboard's /metrics with a read key

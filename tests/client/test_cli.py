@@ -101,6 +101,13 @@ def test_tasks_ls_filters_by_priority(stack: str) -> None:
     assert "1<=x<=5" in run(stack, "tasks", "ls", "--priority", "9", code=2).stderr
 
 
+def test_submit_sets_the_task_s_own_timeout_and_keep(stack: str) -> None:
+    task = cli(stack, "submit", "noop", "--delay", "10m", "--task-timeout", "7.5", "--keep", "60")
+    assert (task["timeout_s"], task["keep_s"]) == (7.5, 60)
+    assert cli(stack, "tasks", "get", task["id"])["timeout_s"] == 7.5
+    assert "not in the range x>0" in run(stack, "submit", "noop", "--task-timeout", "0", code=2).stderr
+
+
 def test_submit_timeout_is_how_long_wait_waits(stack: str) -> None:
     # the wait runs out before the task ends: the task as it stands then on stdout, a note, exit 1
     ran_out = run(stack, "submit", "sleep", "5", "--wait", "--timeout", "0.5", code=1)

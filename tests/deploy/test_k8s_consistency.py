@@ -165,12 +165,15 @@ async def test_the_api_probe_answers_without_a_key_and_metrics_with_a_read_key(s
         assert reply.status_code == 200 and "streamq_queue_depth" in reply.text
 
 
-def test_the_dashboard_probe_is_open_with_keys() -> None:
+async def test_the_dashboard_probe_is_open_with_keys() -> None:
     from streamq.dashboard.app import create_app as create_dashboard
     from streamq.dashboard.login import OPEN_PATHS
 
-    app = create_dashboard(Settings(_env_file=None))  # type: ignore[call-arg]
-    assert "/healthz" in OPEN_PATHS and "/healthz" in {getattr(route, "path", "") for route in app.routes}
+    keys = config_line("metrics", ["read"], "sq_metrics_secret")
+    app = create_dashboard(Settings(api_keys=keys, _env_file=None))  # type: ignore[call-arg]
+    # /healthz needs neither a session nor Redis: answered without the lifespan
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://dashboard") as client:
+        assert "/healthz" in OPEN_PATHS and (await client.get("/healthz")).status_code == 200
 
 
 def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:

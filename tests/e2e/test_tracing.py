@@ -3,14 +3,18 @@ spans over OTLP/HTTP to a receiver started here, which decodes them with ``opent
 
 One task is submitted with a ``traceparent`` through the api's fast path, fails its first attempt, is
 retried through the scheduler and sends its webhook; another (an ``http`` task) goes through the
-FastAPI route (an ``Idempotency-Key`` header). Every span of each task is in the trace of the
-request's ``traceparent``, the retry links to the submit, and the webhook and the ``http`` task's
-request carry a ``traceparent`` of that trace."""
+FastAPI route (an ``Idempotency-Key`` header); a third (an ``email`` task) sends a message to an SMTP
+server started here. Every span of each task is in the trace of the request's ``traceparent``, the
+retry links to the submit, and the webhook and the ``http`` task's request carry a ``traceparent`` of
+that trace. A stopping service exports the spans it still buffers, and stops within its bound when
+the collector is gone. Both topologies: the trace context travels in task hash fields, kept in the
+task's own slot on a cluster."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +25,15 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from streamq.testing import RedisServer, Service, free_port, wait_http
 from tests.integration.receivers import Receiver, serving, wait_until
+from tests.integration.smtp import SmtpHandler, smtp_server
 
 SECRET = "whsec_" + base64.b64encode(b"e2e-tracing-test-secret-0123456").decode()
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
 OTHER_TRACE = "0af7651916cd43dd8448eb211c80319c"
+MAIL_TRACE = "5c3e8a0d4b9f41e2a7d6c1b0f9e8d7c6"
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.standalone_only(reason="the trace context travels in task hash fields: no cluster-specific path"),
-]
+pytestmark = pytest.mark.e2e
 
 
 def spans(receiver: Receiver) -> list[dict[str, Any]]:
@@ -68,6 +71,7 @@ def named(found: list[dict[str, Any]], name: str, trace: str) -> list[dict[str, 
 @pytest.mark.timeout(180)
 async def test_one_trace_from_the_request_to_the_webhook(redis_server: RedisServer, prefix: str, log_dir: Path) -> None:
     receiver = Receiver()  # the OTLP receiver (/v1/traces), the webhook receiver (/hook) and the http task's (/call)
+    mail = SmtpHandler()  # the SMTP server of the email task
     port = free_port()
     env = {
         "STREAMQ_REDIS_URL": redis_server.url,
@@ -82,42 +86,53 @@ async def test_one_trace_from_the_request_to_the_webhook(redis_server: RedisServ
         "STREAMQ_SHUTDOWN_GRACE_S": "2",
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url(""),
         "OTEL_BSP_SCHEDULE_DELAY": "100",  # export within 0.1 s instead of 5 s
+        "STREAMQ_SMTP_HOST": "127.0.0.1",
+        "STREAMQ_SMTP_TLS": "none",
     }
-    async with serving(receiver):
-        services = [
-            Service(f"streamq.services.{name}", env, log_dir) for name in ("api", "worker", "scheduler", "notifier")
-        ]
-        try:
-            url = f"http://127.0.0.1:{port}"
-            await asyncio.to_thread(wait_http, f"{url}/api/health")  # the receiver runs in this loop
-            async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-                flaky = await client.post(
-                    "/api/tasks",
-                    json={"type": "trace_flaky", "webhook": receiver.url("/hook")},
-                    headers={"traceparent": f"00-{TRACE}-{CLIENT_SPAN}-01", "tracestate": "vendor=1"},
-                )  # the fast path
-                assert flaky.status_code == 201, flaky.text
-                call = await client.post(
-                    "/api/tasks",
-                    json={"type": "http", "payload": {"method": "GET", "url": receiver.url("/call")}},
-                    headers={"traceparent": f"00-{OTHER_TRACE}-{CLIENT_SPAN}-01", "idempotency-key": "trace-http"},
-                )  # the FastAPI route (it checks the Idempotency-Key header)
-                assert call.status_code == 201, call.text
-            task_id, call_id = flaky.json()["id"], call.json()["id"]
+    with smtp_server(mail) as smtp_port:
+        env["STREAMQ_SMTP_PORT"] = str(smtp_port)
+        async with serving(receiver):
+            services = [
+                Service(f"streamq.services.{name}", env, log_dir) for name in ("api", "worker", "scheduler", "notifier")
+            ]
+            try:
+                url = f"http://127.0.0.1:{port}"
+                await asyncio.to_thread(wait_http, f"{url}/api/health")  # the receiver runs in this loop
+                async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+                    flaky = await client.post(
+                        "/api/tasks",
+                        json={"type": "trace_flaky", "webhook": receiver.url("/hook")},
+                        headers={"traceparent": f"00-{TRACE}-{CLIENT_SPAN}-01", "tracestate": "vendor=1"},
+                    )  # the fast path
+                    assert flaky.status_code == 201, flaky.text
+                    call = await client.post(
+                        "/api/tasks",
+                        json={"type": "http", "payload": {"method": "GET", "url": receiver.url("/call")}},
+                        headers={"traceparent": f"00-{OTHER_TRACE}-{CLIENT_SPAN}-01", "idempotency-key": "trace-http"},
+                    )  # the FastAPI route (it checks the Idempotency-Key header)
+                    assert call.status_code == 201, call.text
+                    email = await client.post(
+                        "/api/tasks",
+                        json={"type": "email", "payload": {"to": ["ada@example.org"], "subject": "hi", "text": "x"}},
+                        headers={"traceparent": f"00-{MAIL_TRACE}-{CLIENT_SPAN}-01"},
+                    )
+                    assert email.status_code == 201, email.text
+                task_id, call_id, mail_id = flaky.json()["id"], call.json()["id"], email.json()["id"]
 
-            def complete() -> bool:
-                found = spans(receiver)
-                return (
-                    len(named(found, "process trace_flaky", TRACE)) == 2
-                    and len(named(found, "webhook completed", TRACE)) == 1
-                    and len(named(found, "GET", OTHER_TRACE)) == 1
-                )
+                def complete() -> bool:
+                    found = spans(receiver)
+                    return (
+                        len(named(found, "process trace_flaky", TRACE)) == 2
+                        and len(named(found, "webhook completed", TRACE)) == 1
+                        and len(named(found, "GET", OTHER_TRACE)) == 1
+                        and len(named(found, "SMTP send", MAIL_TRACE)) == 1
+                    )
 
-            await wait_until(complete, 60, "the spans of both tasks")
-            worker_log = services[1].log()
-        finally:
-            for service in services:
-                service.stop()
+                await wait_until(complete, 60, "the spans of the three tasks")
+                worker_log = services[1].log()
+            finally:
+                for service in services:  # in a thread: the receiver runs in this loop and gets the last spans
+                    await asyncio.to_thread(service.stop)
 
     found = spans(receiver)
     [send] = named(found, "send default", TRACE)
@@ -157,8 +172,66 @@ async def test_one_trace_from_the_request_to_the_webhook(redis_server: RedisServ
     [request] = receiver.at("/call")
     assert request.headers["traceparent"] == f"00-{OTHER_TRACE}-{outbound['id']}-01"
 
+    [mail_send] = named(found, "send default", MAIL_TRACE)
+    [mail_run] = named(found, "process email", MAIL_TRACE)
+    [smtp] = named(found, "SMTP send", MAIL_TRACE)
+    assert (mail_run["parent"], smtp["parent"]) == (mail_send["id"], mail_run["id"])
+    assert mail_run["attributes"]["messaging.message.id"] == mail_id
+    assert smtp["service"] == "streamq-worker" and not smtp["error"]
+    assert smtp["attributes"]["server.address"] == "127.0.0.1"
+    assert smtp["attributes"]["server.port"] == int(env["STREAMQ_SMTP_PORT"])
+    assert smtp["attributes"]["network.protocol.name"] == "smtp"
+    assert smtp["attributes"]["streamq.email.recipient_count"] == 1
+    [message] = mail.received
+    assert message.recipients == ["ada@example.org"]
+    assert "traceparent" not in message.message  # the trace context does not travel to the recipients
+
     # the handler's JSON log line names its span
     lines = [orjson.loads(line) for line in worker_log.splitlines() if line.startswith("{")]
     running = [line for line in lines if line.get("msg") == "trace_flaky running"]
     assert [line["trace_id"] for line in running] == [TRACE, TRACE]
     assert {line["span_id"] for line in running} == {first["id"], second["id"]}
+
+
+@pytest.mark.timeout(90)
+async def test_a_stopping_service_exports_its_last_spans(redis_server: RedisServer, prefix: str, log_dir: Path) -> None:
+    receiver = Receiver()
+    env = {
+        "STREAMQ_REDIS_URL": redis_server.url,
+        "STREAMQ_KEY_PREFIX": prefix,
+        "STREAMQ_SHUTDOWN_GRACE_S": "2",
+        "OTEL_BSP_SCHEDULE_DELAY": "600000",  # nothing leaves the batch processor before the stop
+    }
+
+    async def submit_then_stop(otlp_url: str) -> Service:
+        port = free_port()
+        api = Service(
+            "streamq.services.api",
+            {**env, "STREAMQ_API_PORT": str(port), "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_url},
+            log_dir,
+        )
+        before = len(spans(receiver))
+        try:
+            url = f"http://127.0.0.1:{port}"
+            await asyncio.to_thread(wait_http, f"{url}/api/health")
+            async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+                answer = await client.post(
+                    "/api/tasks", json={"type": "noop"}, headers={"traceparent": f"00-{TRACE}-{CLIENT_SPAN}-01"}
+                )
+                assert answer.status_code == 201, answer.text
+            await asyncio.sleep(0.3)  # the receiver would have had the span by now were it exported on a timer
+            assert len(spans(receiver)) == before
+            api.signal(signal.SIGTERM)
+            assert await asyncio.to_thread(api.wait, 20) == 0  # the grace (2 s) and the flush's bound (5 s)
+            return api
+        finally:
+            await asyncio.to_thread(api.stop)
+
+    async with serving(receiver):
+        await submit_then_stop(receiver.url(""))
+    [send] = named(spans(receiver), "send default", TRACE)
+    assert send["service"] == "streamq-api"
+
+    # the collector is gone: the stop waits for the flush's bound at most, then drops what is left
+    gone = await submit_then_stop(f"http://127.0.0.1:{free_port()}")
+    assert "spans not exported within the shutdown bound" in gone.log()

@@ -37,6 +37,7 @@ REQUESTS: list[tuple[bytes, dict[str, str], bool]] = [
     (b'{"type":"noop","queue":"bulk","priority":1}', JSON, True),  # a named queue: stored in its own slot
     (b'{"type":"noop","idempotency_key":"k-1"}', JSON, True),
     (b'{"type":"noop","idempotency_key":"k-1"}', JSON, True),  # replay: 200, the first task
+    (b'{"type":"noop","payload":' + b"[" * 101 + b"]" * 101 + b"}", JSON, True),  # 422 too deep, from the fast path
     (b'{"type":"noop"}', {**JSON, "Idempotency-Key": "k-2"}, False),
     (b'{"type":"noop"}', {**JSON, "Idempotency-Key": ""}, False),  # 422 from the header's rule
     (b'{"type":"noop"}', {"content-type": "application/json; charset=utf-8"}, False),
@@ -139,7 +140,7 @@ async def test_fast_and_slow_paths_answer_alike(fast: Api, slow: Api, redis: Red
             assert await _stored(redis, fast.keys, a.content) == await _stored(redis, slow.keys, b.content), case
         expected_fallbacks += 0 if handled else 1
         assert len(fast.route_calls) == expected_fallbacks, (case, "fast path used" if handled else "fallback")
-    assert len(slow.route_calls) == len(REQUESTS)
+    assert len(slow.route_calls) == len(REQUESTS) - 1  # the body nested too deep: JsonDepth answers it
     # the same indexes, counters and events on both sides
     for key in ("scheduled", "stats"):
         fast_key, slow_key = getattr(fast.keys, key), getattr(slow.keys, key)

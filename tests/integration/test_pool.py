@@ -1,6 +1,6 @@
 """The standalone client's pool: an idle connection is handed out at once, and with none idle at the
 limit a command still waits for one (it never fails with too many connections). Held connections
-(streamq.shared.redis.HeldConnection): replies in step, a dropped or cancelled one replaced."""
+(streamq.shared.redisfast.HeldConnection): replies in step, a dropped or cancelled one replaced."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from redis.exceptions import ResponseError
 from streamq.shared.keys import KeySchema
 from streamq.shared.models import TaskCreate
 from streamq.shared.queue import Queue
-from streamq.shared.redis import HeldConnection, HeldConnections, QuickBlockingPool, make_client
+from streamq.shared.redis import make_client
+from streamq.shared.redisfast import HeldConnection, HeldConnections, QuickBlockingPool
 from streamq.shared.settings import Settings
 
 

@@ -26,7 +26,8 @@ from streamq.shared.keys import NOTIFIER_GROUP, KeySchema
 from streamq.shared.models import TaskCreate
 from streamq.shared.queue import Queue
 from streamq.shared.queues import QueueRegistry
-from streamq.shared.redis import make_client, raw_stream_reads
+from streamq.shared.redis import make_client
+from streamq.shared.redisfast import raw_stream_reads
 from streamq.shared.settings import Settings
 from tests.integration.helpers import running_worker, wait_for_status
 from tests.integration.receivers import Receiver, running_notifier, serving, wait_until

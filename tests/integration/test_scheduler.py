@@ -16,7 +16,8 @@ from streamq.services.scheduler.promoter import SPIN_MS, Promoter
 from streamq.shared.keys import KeySchema
 from streamq.shared.models import TaskCreate
 from streamq.shared.queue import Queue
-from streamq.shared.redis import make_client, raw_stream_reads
+from streamq.shared.redis import make_client
+from streamq.shared.redisfast import raw_stream_reads
 from streamq.shared.schedules import ScheduleCreate, Schedules
 from streamq.shared.settings import Settings
 from streamq.testing import RedisServer

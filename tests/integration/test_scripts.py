@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Any
 
 from redis.asyncio import Redis
@@ -15,6 +16,7 @@ from streamq.services.worker.registry import Registry
 from streamq.shared.keys import WORKER_GROUP, KeySchema
 from streamq.shared.models import TaskCreate
 from streamq.shared.queue import Queue
+from streamq.shared.scripts import names, source
 from streamq.shared.streams import ensure_group
 from tests.support import task_ids
 
@@ -393,3 +395,11 @@ async def test_drain_returns_once_what_the_jobs_posted_is_recorded(queue: Queue,
     statuses = [await redis.hget(keys.task(j.delivery.task_id), "status") for j in jobs]
     assert statuses == ["scheduled"] * 20  # (no handler registered here: given back) recorded before the drain returned
     assert consumer.running == {} and consumer.in_flight == {} and consumer.free() == 20
+
+
+async def test_every_script_compiles_and_its_sha_is_its_sources(redis: Redis) -> None:
+    """SCRIPT LOAD compiles each assembled source (a definition missing or out of order in what a script
+    got is a runtime error, caught by the tests that run it; a syntax error is caught here)."""
+    for name in names():
+        text = source(name)
+        assert await redis.script_load(text) == hashlib.sha1(text.encode()).hexdigest(), name

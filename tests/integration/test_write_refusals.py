@@ -92,12 +92,17 @@ def _assert_refused(r: httpx.Response, cause: str) -> None:
 
 
 async def _submits(api: httpx.AsyncClient) -> list[httpx.Response]:
-    """A submit of each kind: single (the fast path), single with an Idempotency-Key (the route), batch."""
-    return [
+    """A submit of each kind: single (the fast path), single with an Idempotency-Key (the route), batch;
+    refused alike, their heads are the same, in the same order (one mapping of errors to answers)."""
+    answers = [
         await api.post("/api/tasks", json={"type": "noop"}),
         await api.post("/api/tasks", json={"type": "noop"}, headers={"Idempotency-Key": "again"}),
         await api.post("/api/tasks/batch", json={"tasks": [{"type": "noop"}, {"type": "noop", "priority": 5}]}),
     ]
+    heads = [[(k, v) for k, v in r.headers.multi_items() if k != "content-length"] for r in answers]
+    if all(r.status_code == 503 for r in answers):
+        assert heads[0] == heads[1] == heads[2], heads
+    return answers
 
 
 async def _assert_reads_work(api: httpx.AsyncClient, some_id: str, writes: str) -> None:

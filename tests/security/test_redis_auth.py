@@ -1,4 +1,4 @@
-"""Redis credentials: an ACL user with the least privileges the README documents, and TLS (rediss://).
+"""Redis credentials: an ACL user with the least privileges the docs (Security) document, and TLS (rediss://).
 Passwords never appear in logs, errors or the service registry."""
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ PASSWORD = "s3cret-Pa55word"
 
 
 def readme_acl() -> str:
-    """The least-privilege ACL exactly as the README's Security section documents it."""
-    readme = (ROOT / "README.md").read_text()
+    """The least-privilege ACL exactly as the docs' Security page documents it."""
+    readme = (ROOT / "docs" / "security.md").read_text()
     [line] = [ln for ln in readme.splitlines() if ln.startswith("user streamq on >PASSWORD ")]
     return line.replace(">PASSWORD", f">{PASSWORD}")
 

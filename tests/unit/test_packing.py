@@ -1,4 +1,4 @@
-"""shared/packing.py: hiredis packs every command byte for byte as redis-py's asyncio packer did,
+"""shared/redisfast.py's packing: hiredis packs every command byte for byte as redis-py's asyncio packer did,
 and what hiredis refuses is left to redis-py (same bytes or the same error)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import Connection, UnixDomainSocketConnection
 from redis.exceptions import DataError
 
-from streamq.shared.packing import HiredisPacking, use_hiredis_packing
 from streamq.shared.redis import make_client
+from streamq.shared.redisfast import HiredisPacking, use_hiredis_packing
 from streamq.shared.settings import Settings
 from streamq.testing import RedisServer
 

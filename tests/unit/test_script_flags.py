@@ -1,5 +1,5 @@
 """Script flags (Redis 7's ``#!lua flags=...``): which scripts declare them, and that the shebang stays
-the first line of the source Redis gets (lib.lua is prepended to the others)."""
+the first line of the source Redis gets (the others get lib.lua definitions after it)."""
 
 from __future__ import annotations
 

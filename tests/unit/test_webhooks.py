@@ -123,3 +123,18 @@ def test_retry_after_is_honoured_in_both_forms() -> None:
     assert parsed is not None and 85 <= parsed <= 91
     assert webhooks.retry_after_s("soon") is None
     assert webhooks.retry_after_s("99999999") == webhooks.MAX_RETRY_AFTER_S
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://hooks.example.com/in", "https://hooks.example.com/in"),
+        ("https://user:s3cret@example.com:8443/h?token=abc", "https://example.com:8443/h?..."),
+        ("http://[::1]:9000/x", "http://[::1]:9000/x"),
+        ("http://example.com:99999/", "<unparsable>"),
+    ],
+)
+def test_a_webhook_attempt_s_log_line_shows_the_url_without_credentials_or_query(url: str, shown: str) -> None:
+    from streamq.services.notifier.sender import log_url
+
+    assert log_url(url) == shown

@@ -43,7 +43,7 @@ async def health(request: Request, redis: RedisDep) -> JSONResponse:
     if ok:  # reads still work while Redis refuses writes: still 200, with the cause in `writes`
         queue = request.app.state.queue
         body["writes"] = await writes(queue.scripts, queue.keys.stats, PING_TIMEOUT_S)
-        guard = request.app.state.broker.memory_guard  # README: Memory guard
+        guard = request.app.state.broker.memory_guard  # docs/api.md: Memory guard
         body["memory_ratio"] = round(guard.ratio, 4)
         if body["writes"] == "ok" and guard.tripped:
             body["writes"] = "memory_guard"  # Redis takes writes, the api refuses new tasks

@@ -100,7 +100,7 @@ async def get_queue(name: Name, broker: BrokerDep, settings: SettingsDep) -> Que
 @router.put("/{name}")
 async def configure_queue(name: Name, body: QueueConfigBody, broker: BrokerDep, settings: SettingsDep) -> QueuePublic:
     """Create the queue; grow it to ``partitions`` (partitions never shrink: 422); set its retention
-    bounds (README: Retention)."""
+    bounds (docs/scaling-out.md: Retention)."""
     changes = _retention(body.retention, settings) if body.retention is not None else None
     if body.partitions is not None:
         try:

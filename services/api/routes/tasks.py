@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 
-from streamq.services.api.deps import BrokerDep, CatalogDep, GuardDep, QueueName
+from streamq.services.api.deps import BrokerDep, QueueName, SubmissionDep
 from streamq.services.api.encoding import batch_json
-from streamq.services.api.security import OverBurst, RateLimiter, caller_id
+from streamq.services.api.ratelimit import OverBurst, RateLimiter, caller_id
+from streamq.services.api.submission import Submission
 from streamq.services.api.waiters import Waiters
-from streamq.shared import metrics, tracing
 from streamq.shared.models import (
     MAX_PRIORITY,
     MIN_PRIORITY,
@@ -23,35 +22,16 @@ from streamq.shared.models import (
     TaskPublic,
     TaskStatus,
 )
-from streamq.shared.payloads import check_tasks
-from streamq.shared.queue import Stored, Submitted
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"])
 MAX_LIST_LIMIT = 500
 MAX_WAIT_S = 60  # the longest long-poll: under common proxies' and load balancers' idle timeouts
 
 
-async def _check_types(catalog: CatalogDep, tasks: list[TaskCreate], *, batch: bool) -> None:
-    """422 naming each task whose type no worker handles (nothing is written)."""
-    unknown = await catalog.unknown({t.type for t in tasks})
-    if not unknown:
-        return
-    errors: list[dict[str, Any]] = [
-        {
-            "loc": ["body", "tasks", i, "type"] if batch else ["body", "type"],
-            "msg": str(unknown[t.type]),
-            "type": "unknown_task_type",
-            "input": t.type,
-        }
-        for i, t in enumerate(tasks)
-        if t.type in unknown
-    ]
-    raise RequestValidationError(errors)
-
-
-async def _check_payloads(guard: GuardDep, tasks: list[TaskCreate], *, batch: bool) -> None:
-    """422 for a bad email/http payload or a webhook URL the SSRF guard refuses (nothing is written)."""
-    errors = await check_tasks(tasks, guard, batch=batch)
+async def _check(submission: Submission, tasks: list[TaskCreate], *, batch: bool) -> None:
+    """422 naming each task whose type no worker handles, or each bad email/http payload or refused
+    webhook URL (nothing is written)."""
+    errors = await submission.problems(tasks, batch=batch)
     if errors:
         raise RequestValidationError(errors)
 
@@ -72,25 +52,6 @@ def _with_header_key(task: TaskCreate, header: str | None) -> TaskCreate:
     )  # fmt: skip
 
 
-def _count(done: list[Submitted]) -> None:
-    for s in done:
-        if not s.duplicate:
-            metrics.TASKS_SUBMITTED.labels(s.task.queue, s.task.type, str(s.task.priority)).inc()
-
-
-def _count_stored(done: list[Stored]) -> None:
-    """As ``_count``: one ``inc(n)`` per label set instead of a ``labels()`` look-up and ``inc()`` per task."""
-    counts = Counter((s.queue, s.task.type, s.task.priority) for s in done if s.earlier is None)
-    for (queue, task_type, priority), n in counts.items():
-        metrics.TASKS_SUBMITTED.labels(queue, task_type, str(priority)).inc(n)
-
-
-def _one_queue(tasks: list[TaskCreate]) -> str | None:
-    """The queue every task names, or None (the default queue, or several: the span names the default)."""
-    names = {t.queue for t in tasks}
-    return names.pop() if len(names) == 1 else None
-
-
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -98,9 +59,7 @@ def _one_queue(tasks: list[TaskCreate]) -> str | None:
 )
 async def submit_task(
     task: TaskCreate,
-    broker: BrokerDep,
-    catalog: CatalogDep,
-    guard: GuardDep,
+    submission: SubmissionDep,
     response: Response,
     request: Request,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
@@ -109,24 +68,15 @@ async def submit_task(
     first task is returned with 200 and nothing is created. Header and field may both be sent only
     with the same value (422 otherwise: neither silently wins)."""
     task = _with_header_key(task, idempotency_key)
-    await _check_types(catalog, [task], batch=False)
-    await _check_payloads(guard, [task], batch=False)
-    if tracing.ENABLED:  # the api's submit span; the task carries its context (shared/tracing.py)
-        with tracing.submitting(request.scope["headers"], [task], task.queue or broker.keys.queue) as (traced, span):
-            [done] = await broker.submit(traced)
-            tracing.submitted(span, [done.task.id])
-    else:
-        [done] = await broker.submit([task])
-    _count([done])
+    await _check(submission, [task], batch=False)
+    done = (await submission.submit_one(task, request.scope["headers"])).submitted()
     if done.duplicate:
         response.status_code = status.HTTP_200_OK
     return done.task
 
 
 @router.post("/batch", status_code=status.HTTP_201_CREATED, response_model=BatchResult)
-async def submit_batch(
-    batch: TaskBatchCreate, broker: BrokerDep, catalog: CatalogDep, guard: GuardDep, request: Request
-) -> Response:
+async def submit_batch(batch: TaskBatchCreate, submission: SubmissionDep, request: Request) -> Response:
     """Create up to 1,000 tasks in one request and one Redis round trip (one atomic script call per
     queue partition the batch touches: all or none of a partition's tasks are written).
     Under a rate limit each task counts (the request itself already took one token)."""
@@ -137,16 +87,8 @@ async def submit_batch(
         except OverBurst as error:
             error_item = {"loc": ["body", "tasks"], "msg": str(error), "type": "over_burst"}
             raise RequestValidationError([error_item]) from None
-    await _check_types(catalog, batch.tasks, batch=True)
-    await _check_payloads(guard, batch.tasks, batch=True)
-    if tracing.ENABLED:
-        queue = _one_queue(batch.tasks) or broker.keys.queue
-        with tracing.submitting(request.scope["headers"], batch.tasks, queue) as (traced, span):
-            done = await broker.submit_stored(traced)
-            tracing.submitted(span, [s.id for s in done])
-    else:
-        done = await broker.submit_stored(batch.tasks)
-    _count_stored(done)
+    await _check(submission, batch.tasks, batch=True)
+    done = await submission.submit_many(batch.tasks, request.scope["headers"])
     # the BatchResult's bytes, without a TaskPublic per task (services/api/encoding.py)
     return Response(batch_json(done), status_code=status.HTTP_201_CREATED, media_type="application/json")
 
