@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# test files run in parallel processes (pytest-xdist), each file whole in one process (its module fixtures
+# start once), each process with its own Redis on free ports; the tests mostly wait on processes and sockets
+XDIST ?= -n 4 --dist loadfile
+CLUSTER_XDIST ?= -n 2 --dist loadfile
 # the second pass of `make test`: the end-to-end and integration tests against a real 3-master Redis Cluster
 # the cluster pass: every end-to-end test and the integration tests whose code talks to Redis in ways a cluster
 # could refuse (scripts, pipelines over partitions, blocking reads); email, http, SSRF, health and the fast path
@@ -10,7 +14,7 @@ PYTEST_ARGS ?=
 CLUSTER_TESTS ?= tests/e2e $(filter-out $(addprefix tests/integration/,test_email.py test_http_task.py \
 	test_ssrf.py test_health.py test_fastpath.py),$(wildcard tests/integration/test_*.py))
 
-.PHONY: install run test test-compose lint format bench docs clean
+.PHONY: install run test test-fast test-compose lint format bench docs clean
 
 install: $(VENV)/.installed
 
@@ -29,14 +33,20 @@ run: install
 test: install
 	$(PY) deploy/ensure_deps.py --install
 	@rm -f .cluster-pass.log; \
-	$(PY) -m pytest -q -p no:cacheprovider --redis-topology=cluster $(PYTEST_ARGS) $(CLUSTER_TESTS) \
+	$(PY) -m pytest -q -p no:cacheprovider $(CLUSTER_XDIST) --redis-topology=cluster $(PYTEST_ARGS) $(CLUSTER_TESTS) \
 		> .cluster-pass.log 2>&1 & cluster=$$!; \
-	echo "$(PY) -m pytest -q $(PYTEST_ARGS)   (the cluster pass runs alongside: .cluster-pass.log)"; \
-	$(PY) -m pytest -q $(PYTEST_ARGS); standalone=$$?; \
+	echo "$(PY) -m pytest -q $(XDIST) $(PYTEST_ARGS)   (the cluster pass runs alongside: .cluster-pass.log)"; \
+	$(PY) -m pytest -q $(XDIST) $(PYTEST_ARGS); standalone=$$?; \
 	wait $$cluster; clustered=$$?; \
 	echo "--- cluster pass: $(PY) -m pytest -q --redis-topology=cluster ... (exit $$clustered)"; \
 	cat .cluster-pass.log; \
 	test $$standalone -eq 0 && test $$clustered -eq 0
+
+# the quick tier while changing code: unit, integration, client, deploy and security tests on plain
+# redis-servers, without the end-to-end tests (marked e2e: real service processes), the browser tests and
+# the cluster pass; run `make test` before a commit lands
+test-fast: install
+	$(PY) -m pytest -q -p no:cacheprovider $(XDIST) -m "not e2e" --ignore=tests/e2e --ignore=tests/browser $(PYTEST_ARGS)
 
 # docker-compose.yml brought up for real on Debian's podman (tests/compose/run.py; docs/operations.md: Run with Docker);
 # prints why and passes where no container engine can be installed

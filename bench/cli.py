@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"bench: failed; service logs kept in {log_dir}", file=sys.stderr)
         raise
     finally:
-        server.stop()
+        server.close()
     shutil.rmtree(log_dir, ignore_errors=True)
     add_ratios(rounds)
     summary = summarise(rounds)

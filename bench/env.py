@@ -6,29 +6,23 @@ import asyncio
 import os
 import platform
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 import httpx
 from redis.asyncio import Redis
 
+from streamq import testing
 from streamq.shared.keys import KeySchema
+from streamq.testing import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEDULER_MAIN = ROOT / "services" / "scheduler" / "__main__.py"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def load() -> float:
@@ -40,80 +34,31 @@ def has_scheduler() -> bool:
     return SCHEDULER_MAIN.exists()
 
 
-class RedisServer:
+class RedisServer(testing.RedisServer):
     """A private redis-server on a free loopback port, no persistence, ``noeviction``."""
 
     def __init__(self) -> None:
         if shutil.which("redis-server") is None:
             raise SystemExit("bench: redis-server is missing; run: python3 deploy/ensure_deps.py --install")
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="streamq-bench-redis-")
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.dir, "--maxmemory-policy", "noeviction"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        super().__init__()
 
     def client(self) -> Redis:
         return Redis.from_url(self.url, decode_responses=True)
 
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
-
-class Service:
-    """``python -m <module>`` with the given environment; output kept in a log file."""
+class Service(testing.Service):
+    """``python -m <module>`` with the given environment, its output in a log file; with ``profile_dir``,
+    py-spy records it."""
 
     def __init__(self, module: str, env: dict[str, str], log_dir: Path, profile_dir: Path | None = None) -> None:
-        self.module = module
-        self.log_path = log_dir / f"{module.rsplit('.', 1)[-1]}-{uuid.uuid4().hex[:6]}.log"
-        self._log: IO[bytes] = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", module],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        super().__init__(module, env, log_dir, cwd=ROOT)
         self.spy = _spy(self.proc.pid, profile_dir, module) if profile_dir else None
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU time the process has used so far (from /proc)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def check(self) -> None:
-        if self.proc.poll() is not None:
-            raise RuntimeError(
-                f"{self.module} exited with {self.proc.returncode}:\n{self.log_path.read_text()[-2000:]}"
-            )
-
-    def stop(self, timeout: float = 30.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    def stop(self, timeout: float = 30.0) -> int | None:
+        code = super().stop(timeout)
         if self.spy is not None:
             self.spy.wait(timeout=30)  # py-spy writes its file once the process is gone
-        self._log.close()
+        return code
 
 
 def _spy(pid: int, profile_dir: Path, module: str) -> subprocess.Popen[bytes]:

@@ -103,7 +103,7 @@ async def main_async(base: str, rounds: int, phases: list[str]) -> None:
     finally:
         for b in benches:
             await b.redis.aclose()
-        server.stop()
+        server.close()
     print(
         f"A = {base}, B = working tree; {rounds} rounds in {time.monotonic() - started:.1f} s, "
         f"load (1 min) {started_load} -> {load()}; EVALSHA us per task (commandstats), median and lowest round"

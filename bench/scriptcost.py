@@ -213,7 +213,7 @@ async def main_async(rounds: int, phases: set[str], breakdown: bool) -> None:
                             print(f"  {name:<16} {statistics.median(per):>14.2f}")
     finally:
         await redis.aclose()
-        server.stop()
+        server.close()
 
 
 def main() -> None:

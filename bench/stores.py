@@ -36,13 +36,14 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
-from bench.env import RedisServer, Stack, free_port, machine, until
+from bench.env import RedisServer, Stack, machine, until
 from streamq.dashboard.sessions import SessionStore
 from streamq.dashboard.throttle import MAX_FAILURES, WINDOW_S, LoginThrottle
 from streamq.shared.auth import ApiKey, Scope, digest, new_secret
 from streamq.shared.deliveries import LOG_CAP
 from streamq.shared.keys import KeySchema
 from streamq.shared.settings import Settings
+from streamq.testing import free_port
 
 RATE = "100000/s burst 100000"  # the api's rate limit: every request passes, each client gets a bucket
 SLEEP_S = 30  # the running tasks cancelled mid-run sleep this long (they are cancelled well before)
@@ -465,7 +466,7 @@ async def run(n: int) -> tuple[dict[str, dict[str, Any]], list[str], str, float]
     finally:
         stack.stop()
         await redis.aclose()
-        server.stop()
+        server.close()
     shutil.rmtree(log_dir, ignore_errors=True)
     return rows, unknown, version, time.monotonic() - started
 

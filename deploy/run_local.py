@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -24,6 +23,7 @@ from dotenv import dotenv_values
 
 from streamq.shared.redis import redact
 from streamq.shared.settings import Settings, load_settings
+from streamq.testing import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = ROOT / ".run"
@@ -48,31 +48,22 @@ def redis_answers(host: str, port: int) -> bool:
         return False
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_private_redis() -> tuple[subprocess.Popen[bytes], str]:
+def start_private_redis() -> tuple[RedisServer, str]:
     data = RUN_DIR / "redis"
     data.mkdir(parents=True, exist_ok=True)
     port_file = RUN_DIR / "redis.port"
     port = int(port_file.read_text()) if port_file.exists() else free_port()
     port_file.write_text(str(port))
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
-         "--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-policy", "noeviction",
-         "--logfile", str(RUN_DIR / "redis.log")],
-        start_new_session=True,  # Ctrl-C reaches the services, not Redis: it stops last, after they unregister
-    )  # fmt: skip
-    for _ in range(100):
-        if redis_answers("127.0.0.1", port):
-            break
-        time.sleep(0.05)
-    else:
+    try:
+        server = RedisServer(
+            "--appendonly", "yes", "--appendfsync", "everysec", "--logfile", str(RUN_DIR / "redis.log"),
+            port=port, data_dir=data, persistent=True,
+            new_session=True,  # Ctrl-C reaches the services, not Redis: it stops last, after they unregister
+            timeout=5,
+        )  # fmt: skip
+    except TimeoutError:
         sys.exit("streamq: the private redis-server did not start; see .run/redis.log")
-    return proc, f"redis://127.0.0.1:{port}/0"
+    return server, server.url
 
 
 def read_settings(env_file: Path) -> tuple[Settings, dict[str, str]]:
@@ -167,8 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
     if redis_proc is not None:
-        redis_proc.terminate()
-        redis_proc.wait(timeout=10)
+        redis_proc.stop()
     return 0
 
 

@@ -16,9 +16,7 @@ from playwright.sync_api import sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.browser.conftest import CHROMIUM, FLAGS
-from tests.stack import Stack
-from tests.support import RedisServer
+from streamq.testing import CHROMIUM, CHROMIUM_FLAGS, RedisServer, Stack
 
 OUT = Path(__file__).resolve().parent / "overview.png"
 
@@ -40,7 +38,7 @@ def main(seconds: float) -> None:
             time.sleep(rng.uniform(0.3, 1.5))
         time.sleep(3)
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(f"{stack.dashboard_url}/#/overview")
             page.get_by_test_id("chart-run").locator("canvas").wait_for()

@@ -20,8 +20,7 @@ from streamq.shared.keys import KeySchema
 from streamq.shared.queue import Queue
 from streamq.shared.redis import make_client
 from streamq.shared.settings import Settings
-from tests.support import RedisServer
-from tests.topologies import ClusterServers
+from streamq.testing import ClusterServers, RedisServer
 
 pytest_plugins = ["tests.services"]
 

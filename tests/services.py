@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from streamq.shared.settings import Settings
-from tests.support import Service, free_port, wait_http
+from streamq.testing import Service, free_port, wait_http
 
 StartService = Callable[..., Service]
 

@@ -19,7 +19,7 @@ from streamq.shared.queue import Queue
 from streamq.shared.queues import QueueRegistry
 from streamq.shared.redis import make_client
 from streamq.shared.settings import Settings
-from tests.topologies import ClusterServers  # the test suite's cluster: free ports, temp dirs, killed on stop
+from streamq.testing import ClusterServers
 
 
 async def _completed(redis: Redis, parts: list[KeySchema]) -> int:

@@ -28,9 +28,10 @@ import sys
 import time
 from pathlib import Path
 
-from bench.env import Service, free_port, until
+from bench.env import Service, until
 from bench.workloads.base import Context, Figures
 from bench.workloads.http import Connection, encode_post
+from streamq.testing import free_port
 
 AGE_S = 30  # the completed tasks' age bound (the count bound, --soak-keep, is the one that holds)
 FLAT_PCT = 10.0  # the issue's bar: within 10% of the plateau over the second half

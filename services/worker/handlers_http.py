@@ -139,7 +139,7 @@ async def _send(p: HttpPayload, kwargs: dict[str, Any]) -> dict[str, Any]:
             body, truncated = await _read(response)
     except (BlockedUrl, httpx.InvalidURL) as error:
         raise Permanent(f"URL refused: {error}") from None
-    except TimeoutError:
+    except (TimeoutError, httpx.TimeoutException):  # the whole deadline, or httpx's own per-phase one first
         raise HttpTimeout(f"no complete answer from {p.method} {p.url} within {p.timeout_s:g} s") from None
     secrets = _secrets(p)
     result = {

@@ -11,20 +11,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from streamq.testing import CHROMIUM, CHROMIUM_FLAGS, RedisServer, Stack, wait_until
 from tests.browser.pages import open_page
-from tests.stack import Stack, wait_until
-from tests.support import ROOT, RedisServer
+from tests.support import ROOT
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"dashboard-browser-test-secret-32").decode()
 
@@ -34,7 +24,7 @@ def browser() -> Iterator[Browser]:
     if shutil.which(CHROMIUM) is None:
         pytest.fail(f"{CHROMIUM} is missing: run `python3 deploy/ensure_deps.py --install` (apt-get install chromium)")
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
         yield browser
         browser.close()
 

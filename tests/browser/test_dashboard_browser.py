@@ -11,9 +11,9 @@ import pytest
 from playwright.sync_api import APIResponse, Page, Route, expect
 from standardwebhooks import Webhook
 
+from streamq.testing import Stack, wait_until
 from tests.browser.conftest import WEBHOOK_SECRET, shot
 from tests.browser.receiver import Receiver
-from tests.stack import Stack, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -21,10 +21,9 @@ from streamq.dashboard.app import warn_about_service_key
 from streamq.dashboard.login import COOKIE
 from streamq.shared.auth import config_line, digest, new_secret
 from streamq.shared.settings import load_settings
+from streamq.testing import RedisServer, Stack, free_port, wait_until
 from tests.browser.conftest import shot
 from tests.browser.pages import open_page
-from tests.stack import Stack, wait_until
-from tests.support import RedisServer, free_port
 
 pytestmark = pytest.mark.e2e
 

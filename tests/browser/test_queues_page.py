@@ -13,9 +13,8 @@ from playwright.sync_api import Page, expect
 from redis import Redis
 
 from streamq.shared.keys import KeySchema
+from streamq.testing import RedisServer, Stack, wait_until
 from tests.browser.conftest import shot
-from tests.stack import Stack, wait_until
-from tests.support import RedisServer
 
 # GET /api/queues and POST /api/queues/{name}/pause|resume come with the `queues` branch (issue 9, the
 # api side); until it is merged the page shows "not available" and this test fails, as expected.

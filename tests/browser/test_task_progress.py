@@ -9,8 +9,8 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
+from streamq.testing import Stack
 from tests.browser.conftest import shot
-from tests.stack import Stack
 
 pytestmark = pytest.mark.e2e
 PROGRESS = re.compile(r"^\d+% — tick (\d+) on \d+$")

@@ -10,9 +10,8 @@ import pytest
 from playwright.sync_api import Browser, expect
 from redis import Redis
 
+from streamq.testing import RedisServer, Stack, wait_until
 from tests.browser.pages import open_page
-from tests.stack import Stack, wait_until
-from tests.support import RedisServer
 
 pytestmark = pytest.mark.standalone_only(reason="makes its own plain redis-server full")
 

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import free_port
+from streamq.testing import free_port
 
 pytestmark = pytest.mark.e2e
 STREAMQ = str(Path(sys.executable).parent / "streamq")
@@ -123,7 +123,8 @@ def test_submit_timeout_is_how_long_wait_waits(stack: str) -> None:
 
 def test_tasks_get_shows_progress_and_cancel_requested(control_stack: str) -> None:
     url = control_stack
-    running = cli(url, "submit", "progress_sync", "12")["id"]  # reports 0.5 "half way", then sleeps 12 s
+    # reports 0.5 "half way", then sleeps 120 s (however slow each command here is), ending 10 s after a cancel
+    running = cli(url, "submit", "progress_sync", "120")["id"]
     task = until_task(url, running, lambda t: t["progress"] == 0.5)
     assert task["progress_message"] == "half way" and task["cancel_requested"] is False
     one = dict(row[:2] for row in cells(run(url, "tasks", "get", running, code=0, table=True).stdout))
@@ -143,7 +144,7 @@ def test_tasks_get_shows_progress_and_cancel_requested(control_stack: str) -> No
 
 def test_unauthorized_exits_4(start_service: Any) -> None:
     from streamq.shared.auth import config_line, new_secret
-    from tests.support import wait_http
+    from streamq.testing import wait_http
 
     port = free_port()
     start_service(

@@ -11,8 +11,8 @@ import pytest
 
 import streamq
 from streamq.shared.auth import config_line, new_secret
+from streamq.testing import free_port, wait_http
 from tests.services import StartService
-from tests.support import free_port, wait_http
 
 pytestmark = pytest.mark.e2e
 

@@ -14,8 +14,9 @@ import httpx
 import pytest
 import yaml
 
+from streamq.testing import free_port, wait_http
 from tests.services import StartService
-from tests.support import ROOT, free_port, wait_http
+from tests.support import ROOT
 
 PROM_DIR = ROOT / "deploy/prometheus"
 SECRET = "whsec_" + base64.b64encode(b"p" * 32).decode()

@@ -14,7 +14,7 @@ import httpx
 
 from streamq.shared.keys import WORKER_GROUP, KeySchema
 from streamq.shared.models import _CROCKFORD as CROCKFORD
-from tests.support import Service, free_port
+from streamq.testing import Service, free_port
 
 TOTAL = 5000
 BATCH = 100

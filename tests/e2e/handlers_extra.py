@@ -59,20 +59,25 @@ async def progress_async(payload: Any, ctx: TaskContext) -> int:
 
 @handler("progress_sync")
 def progress_sync(payload: Any, ctx: TaskContext) -> str:
-    """Reports half way, then waits (in its thread) until ``payload`` seconds have passed."""
+    """Reports half way, then waits (in its thread) until ``payload`` seconds have passed, ignoring a
+    cancel request for 10 s (far past a test worker's grace: the task is recorded cancelled first) and
+    ending then, so a worker's stop does not wait for the rest of ``payload``."""
     ctx.progress(0.5, "half way")
-    time.sleep(float(payload))
+    end = time.monotonic() + float(payload)
+    asked = False
+    while time.monotonic() < end:
+        if ctx.cancelled and not asked:
+            asked, end = True, min(end, time.monotonic() + 10)
+        time.sleep(0.05)
     return "done"
 
 
 @handler("progress_forever")
 async def progress_forever(payload: Any, ctx: TaskContext) -> None:
-    """Reports progress every 50 ms for ``payload`` seconds."""
+    """Reports progress every 50 ms, ``payload`` x 20 times (about ``payload`` seconds of running: a
+    process stopped meanwhile reports the rest once it runs again)."""
     record_run(ctx.task_id)
-    deadline = time.monotonic() + float(payload)
-    n = 0
-    while time.monotonic() < deadline:
-        n += 1
+    for n in range(1, int(float(payload) * 20) + 1):
         ctx.progress(min(1.0, n / 1000), f"tick {n} on {os.getpid()}")
         await asyncio.sleep(0.05)
 

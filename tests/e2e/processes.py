@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from streamq.shared.keys import WORKER_GROUP, KeySchema
 from streamq.shared.settings import Settings
-from tests.support import Service
+from streamq.testing import Service
 
 
 def service_env(settings: Settings, runs: Path | None = None, **extra: object) -> dict[str, str]:

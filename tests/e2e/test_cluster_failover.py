@@ -17,10 +17,9 @@ import pytest
 from redis.cluster import RedisCluster
 
 from streamq.shared.keys import KeySchema
+from streamq.testing import ClusterServers, wait_http
 from tests.e2e.failover import Submissions, assert_settled, start_services, submit, task_statuses, wait_terminal
 from tests.e2e.processes import wait_logged
-from tests.support import wait_http
-from tests.topologies import ClusterServers
 
 pytestmark = [
     pytest.mark.e2e,

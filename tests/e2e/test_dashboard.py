@@ -11,8 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.stack import Stack, wait_until
-from tests.support import RedisServer
+from streamq.testing import RedisServer, Stack, wait_until
 
 pytestmark = pytest.mark.e2e
 

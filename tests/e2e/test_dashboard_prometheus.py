@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.stack import Stack, wait_until
-from tests.support import RedisServer, free_port, wait_http
+from streamq.testing import RedisServer, Stack, free_port, wait_http, wait_until
 
 pytestmark = pytest.mark.e2e
 

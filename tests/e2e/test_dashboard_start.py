@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from streamq.shared.settings import Settings
-from tests.support import RedisServer, Service, free_port, wait_http
+from streamq.testing import RedisServer, Service, free_port, wait_http
 
 
 def test_the_api_url_follows_the_api_port_unless_set() -> None:

@@ -20,8 +20,7 @@ from streamq.shared.models import TaskCreate
 from streamq.shared.queue import Queue
 from streamq.shared.redis import make_client
 from streamq.shared.settings import Settings
-from tests.stack import wait_until
-from tests.support import Service, free_port, wait_port
+from streamq.testing import Service, free_port, wait_port, wait_until
 
 pytestmark = pytest.mark.e2e
 

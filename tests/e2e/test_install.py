@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.stack import wait_until
-from tests.support import ROOT, RedisServer, Service, free_port, wait_http
+from streamq.testing import RedisServer, Service, free_port, wait_http, wait_until
+from tests.support import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.standalone_only(reason="installs a wheel in a fresh venv")]
 

@@ -11,8 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamq.shared.settings import Settings
-from tests.stack import Stack, wait_until
-from tests.support import RedisServer
+from streamq.testing import RedisServer, Stack, wait_until
 
 pytestmark = pytest.mark.e2e
 

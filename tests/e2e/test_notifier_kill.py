@@ -17,8 +17,8 @@ from standardwebhooks import Webhook
 from streamq.shared.keys import KeySchema
 from streamq.shared.models import TaskCreate
 from streamq.shared.queue import Queue
+from streamq.testing import RedisServer, Service
 from tests.integration.receivers import Answer, Receiver, serving, wait_until
-from tests.support import RedisServer, Service
 
 SECRET = "whsec_" + base64.b64encode(b"e2e-kill-test-secret-0123456789a").decode()
 TASKS = 30

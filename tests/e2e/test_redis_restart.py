@@ -4,7 +4,6 @@ was away are kept by the worker's finisher and recorded once it answers again, s
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,23 +15,13 @@ from streamq.shared.keys import KeySchema
 from streamq.shared.models import TaskCreate
 from streamq.shared.queue import Queue
 from streamq.shared.settings import Settings
+from streamq.testing import RedisServer
 from tests.e2e.handlers import read_runs
 from tests.e2e.processes import service_env, start_workers, stop_all
-from tests.support import RedisServer, wait_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.standalone_only(reason="restarts its own plain redis-server")]
 AOF = ("--appendonly", "yes", "--appendfsync", "always")
 DOWN_S = 8.0  # longer than the client's own retries of one command (about 5.5 s: shared/redis.py)
-
-
-def _start_again(server: RedisServer) -> None:
-    """The same server (port, directory, append-only file) started again: it reloads the AOF."""
-    server.proc = subprocess.Popen(
-        ["redis-server", "--port", str(server.port), "--bind", "127.0.0.1", "--save", "", "--dir", server.dir,
-         "--maxmemory-policy", "noeviction", *AOF],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    wait_port(server.port)
 
 
 async def _statuses(queue: Queue, ids: list[str], want: str, timeout: float) -> None:
@@ -66,7 +55,7 @@ async def test_outcomes_computed_while_redis_restarts_are_recorded_and_nothing_r
         await client.aclose()
         server.stop()  # SIGTERM: the AOF is complete; the handlers end while Redis is away
         await asyncio.sleep(DOWN_S)
-        _start_again(server)
+        server.restart()  # same port, directory and append-only file: it reloads the AOF
         client = Redis.from_url(server.url, decode_responses=True)
         queue = Queue(client, KeySchema(private.key_prefix, private.queue))
         await _statuses(queue, ids, "completed", timeout=20)  # well before the 30 s lease runs out

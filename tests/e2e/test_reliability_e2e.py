@@ -16,10 +16,10 @@ from streamq.shared.keys import WORKER_GROUP, KeySchema
 from streamq.shared.models import TaskCreate
 from streamq.shared.queue import Queue
 from streamq.shared.settings import Settings
+from streamq.testing import Service
 from tests.e2e.handlers import read_runs
 from tests.e2e.processes import group_state, held_by, service_env, start_workers, stop_all, wait_logged
 from tests.integration.helpers import wait_for_status
-from tests.support import Service
 
 pytestmark = pytest.mark.e2e
 

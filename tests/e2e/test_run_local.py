@@ -19,7 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import ROOT, RedisServer, free_port, wait_http
+from streamq.testing import RedisServer, free_port, wait_http
+from tests.support import ROOT
 
 WEBHOOK_SECRET = "whsec_" + "cnVuLWxvY2FsLXRlc3Qtd2ViaG9vay1zZWNyZXQ="
 

@@ -20,8 +20,9 @@ from streamq.shared import schema
 from streamq.shared.keys import KeySchema
 from streamq.shared.queues import QueueRegistry
 from streamq.shared.settings import Settings
+from streamq.testing import Service, free_port, wait_http
 from tests.services import StartService
-from tests.support import ROOT, Service, free_port, task_ids, wait_http
+from tests.support import ROOT, task_ids
 
 pytestmark = pytest.mark.e2e
 

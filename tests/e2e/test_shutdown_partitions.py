@@ -16,8 +16,7 @@ from redis.asyncio import Redis
 from streamq.shared.keys import KeySchema
 from streamq.shared.loops import STOP_WITHIN_S
 from streamq.shared.queues import MAX_PARTITIONS, QueueRegistry
-from tests.stack import wait_until
-from tests.support import RedisServer, Service, free_port
+from streamq.testing import RedisServer, Service, free_port, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.standalone_only("stops its own redis-server")]
 QUEUES = 5  # 5 x 64 partitions, plus the default queue's one

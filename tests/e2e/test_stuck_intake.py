@@ -18,8 +18,8 @@ import pytest
 
 from streamq.shared.scripts import source
 from streamq.shared.settings import Settings
+from streamq.testing import free_port
 from tests.services import StartService
-from tests.support import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.standalone_only(reason="one proxy in front of one redis-server")]
 

@@ -23,9 +23,9 @@ import orjson
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from streamq.testing import RedisServer, Service, free_port, wait_http
 from tests.integration.receivers import Receiver, serving, wait_until
 from tests.integration.smtp import SmtpHandler, smtp_server
-from tests.support import RedisServer, Service, free_port, wait_http
 
 SECRET = "whsec_" + base64.b64encode(b"e2e-tracing-test-secret-0123456").decode()
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"

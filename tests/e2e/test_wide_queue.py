@@ -16,10 +16,10 @@ import httpx
 import pytest
 from redis.asyncio import Redis, RedisCluster
 
+from streamq.testing import free_port
 from tests.e2e.handlers import read_runs
 from tests.e2e.test_health import probe
 from tests.services import StartService
-from tests.support import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -18,10 +18,10 @@ from streamq.shared.keys import KeySchema
 from streamq.shared.models import TaskCreate, TaskPublic
 from streamq.shared.queue import Queue
 from streamq.shared.settings import Settings
+from streamq.testing import Service
 from tests.e2e.handlers import read_runs
 from tests.e2e.processes import group_state, service_env, start_schedulers, start_workers, stop_all, wait_logged
 from tests.integration.helpers import wait_for_status
-from tests.support import Service
 
 pytestmark = pytest.mark.e2e
 EXTRA = "tests.e2e.handlers,tests.e2e.handlers_extra"
@@ -91,6 +91,14 @@ async def started(queue: Queue, task_type: str, payload: object) -> str:
     return sub.task.id
 
 
+async def wait_recorded(runs: Path, task_id: str, pid: int, timeout: float = 20.0) -> None:
+    """Until the handler of ``task_id`` in the worker ``pid`` has recorded its run in ``runs``."""
+    deadline = time.monotonic() + timeout
+    while (task_id, pid) not in read_runs(str(runs)):
+        assert time.monotonic() < deadline, f"no run of {task_id} by {pid} recorded within {timeout} s"
+        await asyncio.sleep(0.02)
+
+
 async def cancel(api_url: str, task_id: str) -> httpx.Response:
     async with httpx.AsyncClient(timeout=10) as http:
         return await http.post(f"{api_url}/api/tasks/{task_id}/cancel")
@@ -142,7 +150,6 @@ async def test_cancelling_running_tasks_stops_their_handlers(
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.standalone_only(reason="on the loaded cluster pass its run record raced the SIGSTOP (once in CI)")
 async def test_a_cancel_requested_task_whose_worker_dies_ends_cancelled_and_never_runs_again(
     settings: Settings, queue: Queue, redis: Redis, keys: KeySchema, log_dir: Path, api_url: str
 ) -> None:
@@ -152,6 +159,9 @@ async def test_a_cancel_requested_task_whose_worker_dies_ends_cancelled_and_neve
     survivor: list[Service] = []
     try:
         task_id = await started(queue, "cancel_sleep", 30)
+        # the task is marked processing before its handler runs: stop the worker only once the handler
+        # has recorded its run, or the SIGSTOP could freeze it before the record the test counts
+        await wait_recorded(runs, task_id, doomed.pid)
         doomed.signal(signal.SIGSTOP)  # it cannot hear the request: the reclaim path must end the task
         assert (await cancel(api_url, task_id)).status_code == 202
         doomed.signal(signal.SIGKILL)

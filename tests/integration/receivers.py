@@ -14,8 +14,8 @@ from typing import Any
 
 import uvicorn
 
+from streamq.testing import free_port
 from tests.integration.helpers import running
-from tests.support import free_port
 
 
 @dataclass

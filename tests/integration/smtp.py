@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 
 from streamq.shared.keys import KeySchema
 from streamq.shared.settings import Settings
-from tests.support import Service, free_port
+from streamq.testing import Service, free_port
 
 
 @dataclass

@@ -268,7 +268,7 @@ async def test_health_ready_metrics_docs(api: httpx.AsyncClient) -> None:
 
 @pytest.mark.standalone_only(reason="starts its own plain redis-server: the cluster would add nothing")
 async def test_health_is_503_when_redis_is_gone(settings: Settings) -> None:
-    from tests.support import RedisServer
+    from streamq.testing import RedisServer
 
     server = RedisServer()
     app = create_app(settings.model_copy(update={"redis_url": server.url}))
@@ -285,7 +285,7 @@ async def test_health_is_503_when_redis_is_gone(settings: Settings) -> None:
 async def test_every_route_is_503_with_retry_after_while_redis_is_gone(settings: Settings) -> None:
     """Redis down (or failing over): 503 and Retry-After from the routes and the submit fast path, not
     500 (tests/e2e/test_cluster_failover.py sees these during a failover)."""
-    from tests.support import RedisServer
+    from streamq.testing import RedisServer
 
     server = RedisServer()
     app = create_app(settings.model_copy(update={"redis_url": server.url}))

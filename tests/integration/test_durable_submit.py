@@ -18,7 +18,7 @@ from streamq.shared.keys import KeySchema
 from streamq.shared.models import TaskCreate
 from streamq.shared.queue import Queue
 from streamq.shared.settings import Settings
-from tests.support import RedisServer
+from streamq.testing import RedisServer
 
 
 async def _api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:

@@ -98,7 +98,7 @@ async def test_451_twice_then_250_completes_after_three_attempts(
 
 
 async def test_unreachable_server_is_retried(settings: Settings, queue: Queue) -> None:
-    from tests.support import free_port
+    from streamq.testing import free_port
 
     [done] = await queue.submit(
         [TaskCreate(type="email", payload="user@example.com", max_retries=2, retry_backoff_s=60)]

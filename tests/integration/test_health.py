@@ -16,7 +16,7 @@ from streamq.shared import health, healthcheck
 from streamq.shared.health import HEALTH, Health
 from streamq.shared.registry import ServiceRegistration
 from streamq.shared.settings import Settings, load_settings
-from tests.support import free_port
+from streamq.testing import free_port
 
 
 def test_liveness_follows_the_loop_stamp() -> None:

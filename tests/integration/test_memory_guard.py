@@ -13,9 +13,10 @@ from redis.asyncio import Redis
 from streamq.services.worker.registry import Registry, TaskContext
 from streamq.shared.keys import KeySchema
 from streamq.shared.settings import Settings
+from streamq.testing import RedisServer
 from tests.integration.helpers import running_worker
 from tests.integration.test_write_refusals import _acked, _api
-from tests.support import RedisServer, task_ids
+from tests.support import task_ids
 
 pytestmark = [
     pytest.mark.standalone_only(reason="starts its own plain redis-server with a small maxmemory"),

@@ -14,7 +14,7 @@ from streamq.shared.models import TaskCreate
 from streamq.shared.queue import Queue
 from streamq.shared.redis import make_client
 from streamq.shared.settings import Settings
-from tests.topologies import SentinelServers
+from streamq.testing import SentinelServers
 
 PASSWORD, SENTINEL_PASSWORD = "servers-s3cret", "sentinels-s3cret"  # two, so each is seen going where it belongs
 pytestmark = pytest.mark.standalone_only(reason="starts its own Sentinel servers")

@@ -17,8 +17,8 @@ from streamq.services.worker import handlers_http
 from streamq.shared.deliveries import Claimed
 from streamq.shared.errors import Permanent
 from streamq.shared.ssrf import BlockedUrl, SsrfGuard, blocked_reason, guarded_client, system_resolve
+from streamq.testing import free_port
 from tests.integration.receivers import Answer, Canary, Receiver, serving
-from tests.support import free_port
 
 FAKE_DNS = {  # names a hostile DNS server could answer with
     "rebind.example": ["127.0.0.1"],

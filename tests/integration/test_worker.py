@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -140,10 +141,15 @@ async def test_a_watcher_whose_connection_was_dropped_reads_again_at_once(
     async with running_worker(settings) as worker:
         while not worker.consumer.idle.is_set():
             await asyncio.sleep(0.01)
-        await asyncio.sleep(0.1)  # the watcher blocks in XREADGROUP on its held connection
+        # until the watcher blocks in XREADGROUP on its held connection (a loaded machine takes a while)
+        deadline = time.monotonic() + 10
+        while True:
+            blocked = [c for c in await redis.client_list() if c["cmd"] == "xreadgroup" and "b" in c["flags"]]
+            if (blocked and worker.watchers.held) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.02)
         [held] = worker.watchers.held.values()
         assert held.conn is not None
-        blocked = [c for c in await redis.client_list() if c["cmd"] == "xreadgroup" and "b" in c["flags"]]
         assert len(blocked) == 1
         await redis.client_kill_filter(_id=blocked[0]["id"])  # as a restart or a failover drops it
         await asyncio.sleep(0.05)

@@ -21,7 +21,8 @@ from streamq.shared.healthcheck import _redis_ok
 from streamq.shared.keys import KeySchema
 from streamq.shared.redis import connect
 from streamq.shared.settings import Settings
-from tests.support import RedisServer, free_port, task_ids
+from streamq.testing import RedisServer, free_port
+from tests.support import task_ids
 
 pytestmark = pytest.mark.standalone_only(reason="starts its own plain redis-server with server-wide settings")
 BIG = "x" * 100_000

@@ -15,8 +15,8 @@ import redis
 from streamq.dashboard.login import COOKIE
 from streamq.dashboard.throttle import MAX_FAILURES, PREFIX_CHARS, WINDOW_S
 from streamq.shared.auth import config_line, new_secret
-from tests.stack import Stack
-from tests.support import RedisServer, chunked_upload, rss_kib
+from streamq.testing import RedisServer, Stack
+from tests.support import chunked_upload, rss_kib
 
 pytestmark = pytest.mark.e2e
 SUBMITTER, READER, SERVICE, OPS = new_secret(), new_secret(), new_secret(), new_secret()

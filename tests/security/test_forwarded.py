@@ -12,8 +12,7 @@ import pytest
 
 from streamq.shared.auth import config_line, new_secret
 from streamq.shared.settings import Settings
-from tests.stack import Stack
-from tests.support import RedisServer
+from streamq.testing import RedisServer, Stack
 
 pytestmark = pytest.mark.e2e
 SECRET = new_secret()

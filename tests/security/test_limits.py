@@ -9,9 +9,10 @@ import httpx
 from redis.asyncio import Redis
 
 from streamq.shared.keys import KeySchema
+from streamq.testing import free_port, wait_http
 from tests.security.conftest import KEYS, SECRETS, ApiFactory
 from tests.services import StartService
-from tests.support import chunked_upload, free_port, rss_kib, task_ids, wait_http
+from tests.support import chunked_upload, rss_kib, task_ids
 
 
 def test_burst_of_1000_against_100_per_s_burst_200(start_service: StartService) -> None:

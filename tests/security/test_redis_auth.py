@@ -19,8 +19,9 @@ from streamq.shared.models import TaskCreate
 from streamq.shared.queue import Queue
 from streamq.shared.redis import connect, redact
 from streamq.shared.settings import Settings
+from streamq.testing import RedisServer, free_port, wait_port
 from tests.integration.helpers import running_worker, wait_for_status
-from tests.support import ROOT, RedisServer, free_port, wait_port
+from tests.support import ROOT
 
 PASSWORD = "s3cret-Pa55word"
 

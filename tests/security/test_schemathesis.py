@@ -19,7 +19,7 @@ from schemathesis.checks import allow_header_conformance, positive_data_acceptan
 from streamq.services.api.app import create_app
 from streamq.shared.keys import KeySchema
 from streamq.shared.settings import Settings
-from tests.support import RedisServer, Service, free_port, wait_http
+from streamq.testing import RedisServer, Service, free_port, wait_http
 
 EXAMPLES = int(os.environ.get("STREAMQ_FUZZ_EXAMPLES", "200"))  # more: set it (the suite keeps to 15 min)
 

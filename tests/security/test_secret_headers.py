@@ -15,9 +15,8 @@ from redis.asyncio import Redis
 
 from streamq.shared.keys import KeySchema
 from streamq.shared.schedules import Schedules
+from streamq.testing import RedisServer, Stack
 from tests.integration.receivers import Answer, Receiver, serving, wait_until
-from tests.stack import Stack
-from tests.support import RedisServer
 
 TOKEN = "tok-5ecret-0123456789abcdef"
 API_KEY = "key-5ecret-fedcba9876543210"

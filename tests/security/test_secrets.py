@@ -12,9 +12,8 @@ import pytest
 
 from streamq.shared.auth import config_line
 from streamq.shared.settings import Settings
+from streamq.testing import RedisServer, Stack
 from tests.integration.receivers import Receiver, serving, wait_until
-from tests.stack import Stack
-from tests.support import RedisServer
 
 REDIS_PASSWORD = "redis-Pa55-c0ffee"
 SENTINEL_PASSWORD = "sentinel-Pa55-beef"

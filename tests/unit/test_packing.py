@@ -13,7 +13,7 @@ from redis.exceptions import DataError
 from streamq.shared.redis import make_client
 from streamq.shared.redisfast import HiredisPacking, use_hiredis_packing
 from streamq.shared.settings import Settings
-from tests.support import RedisServer
+from streamq.testing import RedisServer
 
 VALUES: list[Any] = [0, 1, -5, 2**63 - 1, 2**70, 0.1, 1e-7, 1e20, 3.0, float("inf"), "", "é", "a b", b"\xff\x00",
                      memoryview(b"mv"), bytearray(b"ba"), "x" * 10_000, b"y" * 100_000]  # fmt: skip
