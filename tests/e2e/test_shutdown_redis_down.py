@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -18,25 +17,15 @@ from streamq.shared.keys import KeySchema
 from streamq.shared.models import TaskCreate
 from streamq.shared.queue import Queue
 from streamq.shared.settings import Settings
+from streamq.testing import RedisServer
 from tests.e2e.handlers import read_runs
 from tests.e2e.processes import group_state, service_env, start_workers, stop_all
 from tests.integration.helpers import wait_for_status
-from tests.support import RedisServer, wait_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.standalone_only(reason="freezes its own plain redis-server")]
 AOF = ("--appendonly", "yes", "--appendfsync", "always")
 GRACE_S = 2.0
 SLACK_S = 10.0  # a loaded machine's process start-up and scheduling: not part of the bound under test
-
-
-def _start_again(server: RedisServer) -> None:
-    """The same server (port, directory, append-only file) started again: it reloads the AOF."""
-    server.proc = subprocess.Popen(
-        ["redis-server", "--port", str(server.port), "--bind", "127.0.0.1", "--save", "", "--dir", server.dir,
-         "--maxmemory-policy", "noeviction", *AOF],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    wait_port(server.port)
 
 
 async def _until_running(runs: Path, n: int, timeout: float = 15.0) -> None:
@@ -79,7 +68,7 @@ async def test_sigterm_while_redis_is_down_exits_within_the_bound_and_loses_noth
         if outage == "frozen":
             server.proc.send_signal(signal.SIGCONT)
         else:
-            _start_again(server)
+            server.restart()  # same port, directory and arguments: it reloads the append-only file
             await client.aclose()  # its connections died with the server
             client = Redis.from_url(server.url, decode_responses=True)
             queue = Queue(client, keys)
@@ -94,4 +83,4 @@ async def test_sigterm_while_redis_is_down_exits_within_the_bound_and_loses_noth
         await client.aclose()
         if server.proc.poll() is None:
             server.proc.send_signal(signal.SIGCONT)
-            server.stop()
+        server.close()
