@@ -9,6 +9,7 @@ import base64
 import itertools
 from collections.abc import AsyncIterator
 from datetime import datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -26,8 +27,7 @@ from tests.integration.receivers import Answer, Receiver, running_notifier, serv
 SECRET = "whsec_" + base64.b64encode(b"streamq-test-secret-0123456789ab").decode()
 
 
-@pytest.fixture
-def settings(settings: Settings) -> Settings:
+def webhook_settings(settings: Settings, **overrides: Any) -> Settings:
     """The suite's settings (tests/conftest.py) plus a secret and a fast webhook schedule."""
     return settings.model_copy(
         update={
@@ -38,8 +38,14 @@ def settings(settings: Settings) -> Settings:
             "webhook_lease_s": 4,
             "notifier_claim_idle_s": 0.5,
             "allow_private_networks": True,  # the receiver is on loopback
+            **overrides,
         }
     )
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return webhook_settings(settings)
 
 
 @pytest.fixture

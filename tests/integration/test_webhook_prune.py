@@ -6,11 +6,10 @@ due runs to its end and is then deleted, its attempts no longer logged."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
-from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from streamq.services.worker.janitor import Janitor
@@ -19,33 +18,20 @@ from streamq.shared.keys import KeySchema
 from streamq.shared.queue import Queue
 from streamq.shared.queues import Bound, QueueRegistry
 from streamq.shared.settings import Settings
+from tests.integration import test_notifier as notifier_tests
 from tests.integration.helpers import running_worker
-from tests.integration.receivers import Answer, Receiver, running_notifier, serving
-from tests.integration.test_notifier import SECRET, submit, wait_webhook_status
+from tests.integration.receivers import Answer, Receiver, running_notifier
+from tests.integration.test_notifier import submit, wait_webhook_status, webhook_settings
 
 pytestmark = pytest.mark.timeout(90)
 
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    """The suite's settings (tests/conftest.py) plus a secret and a fast webhook schedule."""
-    return settings.model_copy(
-        update={
-            "webhook_secret": SecretStr(SECRET),
-            "webhook_schedule": [0, 0.3, 0.3, 0.3],
-            "webhook_poll_s": 0.05,
-            "webhook_timeout_s": 5,
-            "webhook_lease_s": 8,
-            "notifier_claim_idle_s": 0.5,
-            "allow_private_networks": True,  # the receiver is on loopback
-        }
-    )
+    return webhook_settings(settings, webhook_timeout_s=5, webhook_lease_s=8)
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    async with serving(Receiver()) as r:
-        yield r
+receiver = notifier_tests.receiver  # the same receiver fixture
 
 
 async def messages(redis: Redis, keys: KeySchema, task_id: str) -> list[str]:
