@@ -21,13 +21,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import re
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,6 +36,7 @@ import httpx
 from redis.asyncio import Redis
 
 from bench.env import RedisServer, Stack, machine, until
+from bench.workloads.http import answering
 from streamq.dashboard.sessions import SessionStore
 from streamq.dashboard.throttle import MAX_FAILURES, WINDOW_S, LoginThrottle
 from streamq.shared.auth import ApiKey, Scope, digest, new_secret
@@ -192,31 +192,10 @@ async def measure(redis: Redis, prefix: str) -> tuple[dict[str, dict[str, Any]],
     return out, sorted(unknown)
 
 
-@contextlib.asynccontextmanager
-async def receiver() -> AsyncIterator[int]:
-    """A webhook receiver: answers 503 on ``/down`` (the delivery stays due for its retry), else 200
-    (keep-alive, bodies by Content-Length)."""
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = re.search(rb"(?i)content-length:\s*(\d+)", head)
-                if length:
-                    await reader.readexactly(int(length[1]))
-                status = b"503 Service Unavailable" if head.startswith(b"POST /down ") else b"200 OK"
-                writer.write(b"HTTP/1.1 " + status + b"\r\ncontent-length: 2\r\n\r\nok")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, asyncio.CancelledError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        yield int(server.sockets[0].getsockname()[1])
-    finally:
-        server.close()
+def _hook_answer(head: bytes, _body: bytes) -> bytes:
+    """A webhook receiver's answer: 503 on ``/down`` (the delivery stays due for its retry), else 200."""
+    status = b"503 Service Unavailable" if head.startswith(b"POST /down ") else b"200 OK"
+    return b"HTTP/1.1 " + status + b"\r\ncontent-length: 2\r\n\r\nok"
 
 
 async def _count(redis: Redis, keys: KeySchema, status: str) -> int:
@@ -230,7 +209,7 @@ async def populate(stack: Stack, redis: Redis, n: int, log: Callable[[str], None
     api_keys = f"bench:submit,read,admin:{digest(secret).hex()}"
     webhook_secret = "whsec_" + base64.b64encode(b"bench-stores-webhook-secret-0123").decode()
     common = {"STREAMQ_API_KEYS": api_keys, "STREAMQ_HEARTBEAT_S": "1", "STREAMQ_WEBHOOK_SECRET": webhook_secret}
-    async with receiver() as hook_port:
+    async with answering(_hook_answer) as hook_port:
         hook = f"http://127.0.0.1:{hook_port}/hook"
         down = f"http://127.0.0.1:{hook_port}/down"  # answers 503: these deliveries wait for their retry
         stack.start("streamq.services.worker", STREAMQ_WORKER_CONCURRENCY="64", **common)

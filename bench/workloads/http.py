@@ -7,6 +7,9 @@ connection per simulated client, a pre-encoded request, and a reply read by Cont
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
 
@@ -47,3 +50,28 @@ def encode_post(base: str, path: str, body: bytes) -> bytes:
 
 def encode_get(base: str, path: str) -> bytes:
     return f"GET {path} HTTP/1.1\r\nhost: {urlsplit(base).netloc}\r\n\r\n".encode()
+
+
+@contextlib.asynccontextmanager
+async def answering(answer: Callable[[bytes, bytes], bytes]) -> AsyncIterator[int]:
+    """A tiny HTTP/1.1 keep-alive server on a free loopback port (yielded): each request's body is read
+    by Content-Length and ``answer(head, body)`` gives the whole response to send."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+                body = await reader.readexactly(int(length[1])) if length else b""
+                writer.write(answer(head, body))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.CancelledError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield int(server.sockets[0].getsockname()[1])
+    finally:
+        server.close()

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import statistics
 import sys
 import time
@@ -32,7 +31,7 @@ from collections.abc import AsyncIterator
 
 from bench.env import redis_cpu_seconds, until
 from bench.workloads.base import Context, Figures, task_fields, wait_completed
-from bench.workloads.http import Connection, encode_post
+from bench.workloads.http import Connection, answering, encode_post
 from bench.workloads.submit import _drive
 
 BATCH = 1_000
@@ -52,24 +51,12 @@ async def sink() -> AsyncIterator[tuple[str, list[bytes]]]:
     body kept. Yields (the endpoint, the bodies)."""
     bodies: list[bytes] = []
 
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = re.search(rb"(?i)content-length:\s*(\d+)", head)
-                bodies.append(await reader.readexactly(int(length[1])) if length else b"")
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, asyncio.CancelledError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    def keep(_head: bytes, body: bytes) -> bytes:
+        bodies.append(body)
+        return b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n"
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", bodies
-    finally:
-        server.close()
+    async with answering(keep) as port:
+        yield f"http://127.0.0.1:{port}", bodies
 
 
 def count_spans(bodies: list[bytes]) -> Counter[str]:
