@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,7 +22,7 @@ from dotenv import dotenv_values
 
 from streamq.shared.redis import redact
 from streamq.shared.settings import Settings, load_settings
-from streamq.testing import RedisServer, free_port
+from streamq.testing import RedisServer, free_port, redis_answers
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = ROOT / ".run"
@@ -37,15 +36,6 @@ SERVICES = [
     ("smtp-sink", "deploy.smtp_sink", {}),  # only when no SMTP server is configured (see dev_defaults)
 ]
 COLOURS = ["36", "32", "35", "33", "34", "31"]
-
-
-def redis_answers(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
-    except OSError:
-        return False
 
 
 def start_private_redis() -> tuple[RedisServer, str]:
@@ -113,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     redis_proc = None
     # one plain redis-server (not a cluster's or sentinels' list of hosts) that does not answer: a private one
     plain = parts.scheme in ("redis", "rediss") and "," not in parts.netloc
-    if plain and not redis_answers(parts.hostname or "127.0.0.1", parts.port or 6379):
+    if plain and not redis_answers(parts.port or 6379, parts.hostname or "127.0.0.1"):
         redis_proc, url = start_private_redis()
         print(f"streamq: nothing answered at {redact(settings.redis_url)}; started a private Redis at {url}")
     env["STREAMQ_REDIS_URL"] = url

@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import IO, Any
 
@@ -297,13 +297,19 @@ class ClusterServers:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports) + "/"
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            proc.kill()
-        for proc in self.procs.values():
-            proc.wait(timeout=10)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        _kill_all(self.procs.values(), self.dir)
 
     close = stop
+
+
+def _kill_all(procs: Collection[subprocess.Popen[bytes]], folder: Path) -> None:
+    """Kill every server still running, wait for each, and remove their temp dir."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+    for proc in procs:
+        proc.wait(timeout=10)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 class SentinelServers:
@@ -431,12 +437,7 @@ class SentinelServers:
             return sum(1 for k, v in info.items() if k.startswith("slave") and "online" in str(v))
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-        for proc in self.procs.values():
-            proc.wait(timeout=10)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        _kill_all(self.procs.values(), self.dir)
 
     close = stop
 

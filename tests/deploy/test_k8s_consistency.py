@@ -22,6 +22,7 @@ from streamq.shared.keys import WORKER_GROUP, KeySchema
 from streamq.shared.models import DEFAULT_PRIORITY, TaskCreate
 from streamq.shared.queue import Queue
 from streamq.shared.settings import Settings
+from streamq.testing import MODULES  # the service modules, by name
 from tests.deploy.kustomize_lite import load_all, pod_spec, render
 from tests.deploy.test_compose import _metric_names
 from tests.integration.helpers import running_worker
@@ -29,13 +30,6 @@ from tests.support import ROOT
 
 K8S = ROOT / "deploy/k8s"
 OVERLAYS = ["dev", "production"]
-MODULES = {
-    "api": "streamq.services.api",
-    "worker": "streamq.services.worker",
-    "scheduler": "streamq.services.scheduler",
-    "notifier": "streamq.services.notifier",
-    "dashboard": "streamq.dashboard",
-}
 SECRET_NAME, CONFIG_NAME = "streamq-secrets", "streamq-config"
 
 Doc = dict[str, Any]
