@@ -18,6 +18,7 @@ the services. It does not import pytest: wrap these in fixtures of your own."""
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -59,11 +60,61 @@ CHROMIUM_FLAGS = [
 ]
 
 
+# Ports for servers are picked below the OS's ephemeral range, where the kernel takes ports for
+# outgoing connections and for ``bind(0)`` (a service's metrics port 0, say): a port picked there could
+# be taken by one of those between the pick and the bind. Each pick is reserved by a marker file, so
+# parallel test processes (pytest-xdist, the cluster pass beside the standalone one) never share one.
+PORTS_FROM = 15000
+RESERVED = Path(tempfile.gettempdir()) / "streamq-ports"
+RESERVATION_S = 3600.0  # a marker older than this is stale: its port may be picked again
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _reserved(port: int) -> bool:
+    """Reserve ``port`` for this process (False when another process holds a fresh reservation)."""
+    marker = RESERVED / str(port)
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        try:
+            stale = time.time() - marker.stat().st_mtime > RESERVATION_S
+        except FileNotFoundError:
+            return False
+        if stale:
+            marker.unlink(missing_ok=True)
+        return False
+
+
+def _pick(span: int, fits: Callable[[int], bool]) -> int:
+    """A reserved, bindable port in [PORTS_FROM, ephemeral low - ``span``) for which ``fits`` holds;
+    the OS's choice where that range is too small."""
+    high = _ephemeral_low() - span
+    if high - PORTS_FROM < 1000:
+        while True:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = int(sock.getsockname()[1])
+            if port + span <= 65535 and fits(port):
+                return port
+    RESERVED.mkdir(exist_ok=True)
+    rng = random.Random()  # seeded by the OS: unrelated to any seed a test sets
+    for _ in range(100_000):
+        port = rng.randrange(PORTS_FROM, high)
+        if _reserved(port) and _bindable(port) and fits(port):
+            return port
+    raise RuntimeError(f"no free port between {PORTS_FROM} and {high}")
+
+
 def free_port() -> int:
-    """A loopback port nothing listens on now (the OS's choice)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on now, reserved for this process."""
+    return _pick(0, lambda _port: True)
 
 
 def _bindable(port: int) -> bool:
@@ -76,11 +127,8 @@ def _bindable(port: int) -> bool:
 
 
 def cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is free too (so the port is <= 55535)."""
-    while True:
-        port = free_port()
-        if port <= 55535 and _bindable(port + 10000):
-            return port
+    """A free port whose cluster bus port (port + 10000) is free and reserved too."""
+    return _pick(10000, lambda port: _reserved(port + 10000) and _bindable(port + 10000))
 
 
 def wait_port(port: int, timeout: float = 10.0) -> None:
