@@ -15,12 +15,12 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from streamq.services.api.app import create_app
 from streamq.shared.keys import KeySchema
 from streamq.shared.queue import Queue
 from streamq.shared.redis import make_client
 from streamq.shared.settings import Settings
 from streamq.testing import ClusterServers, RedisServer
+from tests.support import in_process_api
 
 pytest_plugins = ["tests.services"]
 
@@ -98,11 +98,8 @@ def queue(redis: Redis, keys: KeySchema, settings: Settings) -> Queue:
 @pytest.fixture
 async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The api app in-process, through httpx's ASGI transport, with its lifespan run."""
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            yield client
+    async with in_process_api(settings) as client:
+        yield client
 
 
 @pytest.fixture

@@ -1,19 +1,36 @@
 """Test helpers on top of the process harness (:mod:`streamq.testing`: Redis servers, free ports, service
-processes): the checkout's root, a partition's task ids, a process's memory, a chunked upload."""
+processes): the checkout's root, the api in-process, a partition's task ids, a process's memory, a chunked
+upload."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import httpx
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from streamq.shared.keys import KeySchema
+    from streamq.shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.asynccontextmanager
+async def in_process_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The api app in-process, through httpx's ASGI transport, with its lifespan run."""
+    from streamq.services.api.app import create_app
+
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            yield client
 
 
 async def task_ids(redis: Redis, keys: KeySchema) -> list[str]:

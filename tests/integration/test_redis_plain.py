@@ -11,7 +11,6 @@ import httpx
 import pytest
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 
-from streamq.services.api.app import create_app
 from streamq.services.scheduler.watcher import Watcher
 from streamq.services.worker import builtin  # noqa: F401
 from streamq.services.worker.registry import Registry
@@ -22,6 +21,7 @@ from streamq.shared.redisfast import HeldConnection, HiredisPacking, is_plain, r
 from streamq.shared.settings import Settings
 from tests.integration.helpers import running_worker, wait_for_status
 from tests.integration.scheduling import running_scheduler
+from tests.support import in_process_api
 
 
 @pytest.fixture
@@ -31,11 +31,8 @@ def plain(settings: Settings) -> Settings:
 
 @pytest.fixture
 async def plain_api(plain: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(plain)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            yield client
+    async with in_process_api(plain) as client:
+        yield client
 
 
 async def test_a_plain_client_has_none_of_the_overrides(plain: Settings, settings: Settings, keys: KeySchema) -> None:
