@@ -14,7 +14,7 @@ Returns: {1, 'cancelled'} on success, {2, 'processing'} when a running task was 
 ]]
 local CANCELS_MAXLEN = 1000
 local task_key, id = KEYS[17], ARGV[2]
-local h = redis.call('HMGET', task_key, 'status', 'msg_id', 'priority', 'cancel_requested', 'type', 'keep_s')
+local h = redis.call('HMGET', task_key, 'status', 'msg_id', 'priority', 'cancel_requested', 'type', 'keep_s', 'flow')
 local status = h[1]
 if not status then return {0, ''} end
 if status == 'processing' then
@@ -35,4 +35,5 @@ local ttl = h[6] and math.min(tonumber(h[6]) * 1000, tonumber(ARGV[3])) or ARGV[
 finish_terminal(task_key, id, status, 'cancelled', now_ms(), ttl)
 redis.call('HINCRBY', STATS, 'cancelled_total', 1)
 emit('cancelled', id, 'cancelled')
+if h[7] then flow_ended(task_key, id, h[7], 'cancelled') end
 return {1, 'cancelled'}

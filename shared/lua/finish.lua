@@ -88,7 +88,7 @@ local function hset_with(hset, ...)
 end
 
 -- Failed for good: dead-lettered, `hset` (see hset_with) written with the error.
-local function fail(task_key, id, status, hset, value, expires)
+local function fail(task_key, id, status, hset, value, expires, flow)
   local dead_id = redis.call('XADD', DEAD, '*', 'id', id, 'error', value)
   hset_with(hset, 'status', 'failed', 'completed_at', now_s, 'msg_id', '', 'error', value, 'dead_id', dead_id)
   defer_move(id, status, 'failed')
@@ -96,6 +96,7 @@ local function fail(task_key, id, status, hset, value, expires)
   failed = failed + 1
   emit_batched('failed', id, 'failed')
   emit_batched('dead_lettered', id, 'failed')
+  if flow then flow_ended(task_key, id, flow, 'failed') end
   return 'failed'
 end
 
@@ -105,7 +106,7 @@ for i = 1, n do
   local id, msg, outcome, value, delay, hist = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3],
     tonumber(ARGV[a + 4]), ARGV[a + 5]
   local h = redis.call('HMGET', task_key, 'status', 'msg_id', 'priority', 'attempts', 'max_retries', 'history',
-    'cancel_requested', 'keep_s')
+    'cancel_requested', 'keep_s', 'flow')
   if h[7] and outcome ~= 'completed' then outcome = 'cancelled' end
   local status, priority = h[1], h[3]
   if not priority then
@@ -127,6 +128,7 @@ for i = 1, n do
         defer('ZADD', RETENTION, expires, id)
         completed = completed + 1
         emit_batched('completed', id, 'completed')
+        if h[9] then flow_ended(task_key, id, h[9], 'completed') end
         out[i] = 'completed'
       elseif outcome == 'cancelled' then
         hset_with(hset, 'status', 'cancelled', 'completed_at', now_s, 'msg_id', '', 'error', value)
@@ -134,6 +136,7 @@ for i = 1, n do
         defer('ZADD', RETENTION, expires, id)
         cancelled = cancelled + 1
         emit_batched('cancelled', id, 'cancelled')
+        if h[9] then flow_ended(task_key, id, h[9], 'cancelled') end
         out[i] = 'cancelled'
       elseif outcome == 'unhandled' then
         local u = redis.call('HMGET', task_key, 'unhandled_since', 'handoffs')
@@ -142,7 +145,7 @@ for i = 1, n do
           local attempts = math.max(0, (tonumber(h[4]) or 1) - 1)
           out[i] = fail(task_key, id, status, {'HSET', task_key, 'attempts', attempts},
             'given up after ' .. math.floor(tonumber(hist) / 1000) .. ' s (STREAMQ_UNHANDLED_TIMEOUT_S) ' .. value,
-            expires)
+            expires, h[9])
         else
           if delay < 0 then delay = math.min(1000 * math.floor(2 ^ math.min(handoffs - 1, 6)), 60000) end
           local due = now + delay
@@ -152,6 +155,7 @@ for i = 1, n do
           defer_move(id, status, 'scheduled')
           defer('ZADD', SCHEDULED, due, id)
           emit_batched('given_back', id, 'scheduled')
+          if h[9] then flow_deferred(task_key, id, h[9]) end
           out[i] = 'scheduled'
         end
       elseif delay >= 0 and tonumber(h[4]) <= tonumber(h[5]) then
@@ -161,9 +165,10 @@ for i = 1, n do
         defer('ZADD', SCHEDULED, due, id)
         retried = retried + 1
         emit_batched('retrying', id, 'scheduled')
+        if h[9] then flow_deferred(task_key, id, h[9]) end
         out[i] = 'scheduled'
       else
-        out[i] = fail(task_key, id, status, hset, value, expires)
+        out[i] = fail(task_key, id, status, hset, value, expires, h[9])
       end
       local ids = acks[stream]
       if not ids then

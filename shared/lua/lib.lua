@@ -143,6 +143,26 @@ local function flush_deferred()
   end
 end
 
+--[[ Flow hooks. A task that uses a unique key, debounce, a group or a type limit, or is a workflow's
+step carries a `flow` field on its hash (written at submit; its value lists what it uses). The
+transition scripts read that field with the fields they read anyway and call these hooks only when
+it is set, so a task that uses none of it costs one absent field per read. Each capability writes its
+part in its own functions (above their hook) and adds one call to the hooks below. ]]
+
+-- A task's run began (start_entry: pending -> processing, once per run).
+local function flow_started(task_key, id, flow)
+end
+
+-- A task ended for good: `status` is completed, failed or cancelled (finish.lua, cancel.lua,
+-- poison.lua).
+local function flow_ended(task_key, id, flow, status)
+end
+
+-- A run left a task for later without ending it: a retry or a give-back scheduled it again
+-- (finish.lua).
+local function flow_deferred(task_key, id, flow)
+end
+
 -- Start one delivered entry of `stream` on `consumer` (start.lua, take.lua). Returns the job's
 -- fields {id, type, payload, timeout_s, attempts, max_retries, retry_backoff_s, due_ms, priority}, or
 -- nil when the entry is not started: its task is gone or no longer waits on it (acknowledged and
@@ -155,7 +175,7 @@ end
 local function start_entry(task_key, id, msg, stream, group, consumer, paused, now, row)
   local h = redis.call('HMGET', task_key, 'status', 'msg_id', 'started_msg', 'priority', 'type', 'payload',
     'timeout_s', 'max_retries', 'retry_backoff_s', 'scheduled_for', 'created_at', 'attempts', 'cancel_requested',
-    'traceparent', 'tracestate')
+    'traceparent', 'tracestate', 'flow')
   local status, msg_id, started_msg, priority = h[1], h[2], h[3], h[4]
   if h[13] then return nil end  -- asked to stop while it ran: never started again (the reclaimer ends it)
   if msg_id ~= msg or (status ~= 'pending' and status ~= 'processing') then
@@ -178,6 +198,7 @@ local function start_entry(task_key, id, msg, stream, group, consumer, paused, n
   if status == 'pending' then
     defer_move(id, 'pending', 'processing')
     emit_batched('started', id, 'processing')
+    if h[16] then flow_started(task_key, id, h[16]) end
   end
   local due = h[10]
   if not due or due == '' then due = h[11] end

@@ -23,7 +23,7 @@ for i = 1, n do
   if #redis.call('XPENDING', stream, group, msg, msg, 1, consumer) == 0 then
     out[i] = 'lost'
   else
-    local h = redis.call('HMGET', task_key, 'status', 'msg_id', 'attempts', 'keep_s')
+    local h = redis.call('HMGET', task_key, 'status', 'msg_id', 'attempts', 'keep_s', 'flow')
     local status = h[1]
     if (status == 'pending' or status == 'processing') and h[2] == msg then
       local dead_id = redis.call('XADD', DEAD, '*', 'id', id, 'error', err, 'deliveries', deliveries)
@@ -34,6 +34,7 @@ for i = 1, n do
       redis.call('HINCRBY', STATS, 'poisoned_total', 1)
       emit('failed', id, 'failed')
       emit('dead_lettered', id, 'failed')
+      if h[5] then flow_ended(task_key, id, h[5], 'failed') end
       out[i] = 'failed'
     else
       out[i] = 'stale'
