@@ -21,7 +21,7 @@ from streamq.shared.errors import NotDurable, NotFound
 from streamq.shared.keys import WORKER_GROUP, KeySchema
 from streamq.shared.memguard import MemoryGuard
 from streamq.shared.models import PRIORITIES, Stats, TaskCreate, TaskPublic, TaskStatus, WorkerInfo, new_task_ids
-from streamq.shared.queue import Queue, Stored, Submitted, submit_ids
+from streamq.shared.queue import Queue, Stored, Submitted, decode_task, submit_ids
 from streamq.shared.queues import QueueConfig, QueueRegistry, partition_of
 from streamq.shared.recovery import reschedule, revive_failed
 
@@ -157,9 +157,13 @@ class Broker:
         return out
 
     # --- by id -----------------------------------------------------------------------------------
+    async def candidates(self, queue: str | None = None) -> list[Queue]:
+        """The partitions a task of ``queue`` (of any queue when None) may be in."""
+        return [q for config in await self.configs(queue) for q in self.partitions(config)]
+
     async def locate(self, task_id: str, queue: str | None = None) -> Queue:
         """The partition holding ``task_id``: one pipelined EXISTS over every candidate partition."""
-        candidates = [q for config in await self.configs(queue) for q in self.partitions(config)]
+        candidates = await self.candidates(queue)
         if not candidates:
             raise NotFound(task_id)
         pipe = self.redis.pipeline(transaction=False)
@@ -171,7 +175,20 @@ class Broker:
         raise NotFound(task_id)
 
     async def get(self, task_id: str, queue: str | None = None) -> TaskPublic:
-        return await (await self.locate(task_id, queue)).get(task_id)
+        return (await self.find(task_id, await self.candidates(queue)))[1]
+
+    async def find(self, task_id: str, candidates: Sequence[Queue]) -> tuple[Queue, TaskPublic]:
+        """The partition holding ``task_id`` among ``candidates`` and the task as stored there, in one
+        round trip (one HGETALL, pipelined over the candidates when there are several)."""
+        if len(candidates) == 1:
+            return candidates[0], await candidates[0].get(task_id)
+        pipe = self.redis.pipeline(transaction=False)
+        for q in candidates:
+            pipe.hgetall(q.keys.task(task_id))
+        for q, raw in zip(candidates, await pipe.execute(), strict=True):
+            if raw:
+                return q, decode_task(raw, task_id, q.keys.queue)
+        raise NotFound(task_id)
 
     async def cancel(self, task_id: str, queue: str | None = None) -> TaskPublic:
         return await (await self.locate(task_id, queue)).cancel(task_id)

@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY
 from streamq.services.api import answers, docs, fastpath
 from streamq.services.api.collector import QueueCollector
 from streamq.services.api.fastpath import FastSubmit
+from streamq.services.api.fastwait import FastWait
 from streamq.services.api.invalid import ErrorJSON, validation_body
 from streamq.services.api.middleware import BodyLimit, HttpMetrics, JsonDepth
 from streamq.services.api.ratelimit import RateLimiter
@@ -60,7 +61,8 @@ def _no_otel() -> dict[str, Any]:
 
 
 def create_app(settings: Settings, *, fast_submit: bool = True) -> FastAPI:
-    """The api; ``fast_submit=False`` leaves ``POST /api/tasks`` entirely to FastAPI (the tests compare both)."""
+    """The api; ``fast_submit=False`` leaves ``POST /api/tasks`` and the long-poll ``GET /api/tasks/{id}?wait=S``
+    entirely to FastAPI (the tests compare both)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -129,6 +131,7 @@ def create_app(settings: Settings, *, fast_submit: bool = True) -> FastAPI:
     app.add_middleware(JsonDepth, max_depth=MAX_BODY_DEPTH, skip=fastpath.takes if fast_submit else None)
     if fast_submit:
         app.add_middleware(FastSubmit, api=app, max_depth=MAX_BODY_DEPTH)
+        app.add_middleware(FastWait, api=app)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(Guard, keys=parse_keys(settings.api_keys), limiter=lambda: app.state.limiter)
     app.add_middleware(HttpMetrics)

@@ -2,9 +2,9 @@
 every request waiting on a task of that partition, so 1,000 waiters cost the partitions' readers (one
 blocked ``XREAD`` connection each, over the blocking-reads client) and nothing per request.
 
-A partition gets its reader (dashboard/events.py's :class:`PartitionFeed`) when its first waiter comes,
-positioned at the newest event before that waiter reads its task: any later terminal event reaches it,
-and an earlier one is in the task the waiter reads. Readers are stopped with the api."""
+Each partition a waited task may be in gets its reader (dashboard/events.py's :class:`PartitionFeed`)
+when its first waiter comes, positioned at the newest event before that waiter reads its task: any
+later terminal event reaches it, and an earlier one is in the task the waiter reads. Readers are stopped with the api."""
 
 from __future__ import annotations
 
@@ -35,10 +35,14 @@ class Waiters:
         self.waiting: dict[str, set[asyncio.Event]] = {}
 
     async def task(self, broker: Broker, task_id: str, queue: str | None, wait_s: float) -> TaskPublic:
-        """The task once it ended, or after ``wait_s`` seconds as it stands then."""
-        partition = await broker.locate(task_id, queue)
-        async with self.watch(task_id, partition.keys) as heard:
-            task = await partition.get(task_id)
+        """The task once it ended, or after ``wait_s`` seconds as it stands then.
+
+        The waiter is registered and every partition the task may be in has its reader positioned
+        before the task is read, so an end written after that read wakes it; the read finds the task's
+        partition too (one round trip, not a lookup and then a read)."""
+        candidates = await broker.candidates(queue)
+        async with self.watch(task_id, *(q.keys for q in candidates)) as heard:
+            partition, task = await broker.find(task_id, candidates)
             if task.status in TERMINAL:
                 return task
             with contextlib.suppress(TimeoutError):
@@ -46,13 +50,14 @@ class Waiters:
             return await partition.get(task_id)
 
     @contextlib.asynccontextmanager
-    async def watch(self, task_id: str, partition: KeySchema) -> AsyncIterator[asyncio.Event]:
-        """An event set when ``task_id`` ends (or is deleted), from a reader of ``partition`` positioned
+    async def watch(self, task_id: str, *partitions: KeySchema) -> AsyncIterator[asyncio.Event]:
+        """An event set when ``task_id`` ends (or is deleted), from readers of ``partitions`` positioned
         before this returns: read the task after entering, then wait on the event."""
         heard = asyncio.Event()
         self.waiting.setdefault(task_id, set()).add(heard)
         try:
-            await self._follow(partition)
+            for partition in partitions:
+                await self._follow(partition)
             yield heard
         finally:
             others = self.waiting.get(task_id)

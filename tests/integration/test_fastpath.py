@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from streamq.services.api.app import create_app
 from streamq.services.api.fastpath import submit_route
+from streamq.services.api.fastwait import wait_route
 from streamq.shared.broker import Broker
 from streamq.shared.keys import KeySchema
 from streamq.shared.models import TaskCreate
@@ -252,3 +253,69 @@ async def test_durable_submits_are_not_coalesced(settings: Settings, monkeypatch
         assert calls == [1, 1, 1]
         assert all(len(a.json()["tasks"]) == 1 for a in answers), [a.json() for a in answers]
         assert api.route_calls == []
+
+
+WAITS: list[tuple[str, bool]] = [  # (query, taken by the long-poll fast path?)
+    ("wait=0.05", True),
+    ("wait=60", True),
+    ("wait=0", False),  # 422 from the route's rule
+    ("wait=60.5", False),
+    ("wait=-1", False),
+    ("wait=abc", False),
+    ("wait=nan", False),
+    ("wait=", False),
+    ("wait=0.05&queue=default", False),
+    ("wait=0.05&wait=1", False),
+    ("queue=default&wait=0.05", False),
+]
+
+
+async def test_long_poll_fast_path_answers_as_the_route(
+    fast: Api, slow: Api, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``GET /api/tasks/{id}?wait=S`` (services/api/fastwait.py) against the route: same status, headers
+    and body for a task still pending when the wait runs out, a cancelled one, a missing one, and every
+    query the fast path leaves to the route (which then runs)."""
+    route = wait_route()
+    inner = route.handle
+    waits: dict[int, int] = {}
+
+    async def counted(scope: Scope, receive: Receive, send: Send) -> None:
+        waits[id(scope["app"])] = waits.get(id(scope["app"]), 0) + 1
+        await inner(scope, receive, send)
+
+    monkeypatch.setattr(route, "handle", counted)
+    apps = (fast, slow)
+    pending = [
+        (await api.client.post("/api/tasks", json={"type": "noop", "payload": [1, "é"]})).json()["id"] for api in apps
+    ]
+    ended = [(await api.client.post("/api/tasks", json={"type": "noop"})).json()["id"] for api in apps]
+    for api, task_id in zip(apps, ended, strict=True):
+        assert (await api.client.post(f"/api/tasks/{task_id}/cancel")).status_code == 200
+    fallbacks = 0
+    for query, taken in WAITS:
+        for ids in (pending, ended, ["01JUNKNOWNTASK000000000000"] * 2):
+            if ids is pending and query == "wait=60":
+                continue  # would wait the whole minute
+            a, b = [
+                await api.client.get(f"/api/tasks/{task_id}?{query}") for api, task_id in zip(apps, ids, strict=True)
+            ]
+            case = (query, ids)
+            assert a.status_code == b.status_code, (case, a.text, b.text)
+            assert _headers(a) == _headers(b), case
+            ended_at = re.compile(rb'"completed_at":"[^"]*"')
+            assert ended_at.sub(b"", _normal(a.content)) == ended_at.sub(b"", _normal(b.content)), case
+            fallbacks += 0 if taken else 1
+            assert waits.get(id(fast.client._transport.app), 0) == fallbacks, case  # type: ignore[attr-defined]
+    assert (await fast.client.get(f"/api/tasks/{pending[0]}?wait=0.05")).json()["status"] == "pending"
+
+
+async def test_long_poll_fast_path_wakes_on_the_end(fast: Api) -> None:
+    """A waiter parked in the fast path answers when its task ends, with the ended task."""
+    task_id = (await fast.client.post("/api/tasks", json={"type": "noop"})).json()["id"]
+    waiter = asyncio.ensure_future(fast.client.get(f"/api/tasks/{task_id}?wait=30"))
+    await asyncio.sleep(0.2)
+    assert not waiter.done()
+    assert (await fast.client.post(f"/api/tasks/{task_id}/cancel")).status_code == 200
+    answer = await asyncio.wait_for(waiter, 20)
+    assert answer.status_code == 200 and answer.json()["status"] == "cancelled"
