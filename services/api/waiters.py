@@ -4,7 +4,8 @@ blocked ``XREAD`` connection each, over the blocking-reads client) and nothing p
 
 Each partition a waited task may be in gets its reader (dashboard/events.py's :class:`PartitionFeed`)
 when its first waiter comes, positioned at the newest event before that waiter reads its task: any
-later terminal event reaches it, and an earlier one is in the task the waiter reads. Readers are stopped with the api."""
+later terminal event reaches it, and an earlier one is in the task the waiter reads.
+Readers are stopped with the api."""
 
 from __future__ import annotations
 
