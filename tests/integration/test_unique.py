@@ -16,7 +16,7 @@ from streamq.shared.models import default_unique_key
 from streamq.shared.queues import partition_of
 from streamq.shared.settings import Settings
 from tests.integration.helpers import running, running_worker
-from tests.support import task_ids
+from tests.support import in_process_api, task_ids
 
 Json = dict[str, Any]
 
@@ -37,12 +37,19 @@ async def _wait_status(api: httpx.AsyncClient, task_id: str, statuses: set[str],
         await asyncio.sleep(0.02)
 
 
-async def test_concurrent_submits_of_one_key_make_one_task_in_one_partition(
-    api: httpx.AsyncClient, redis: Redis, keys: KeySchema
-) -> None:
+async def _concurrent_unique_submits(api: httpx.AsyncClient) -> list[httpx.Response]:
     assert (await api.put("/api/queues/uq", json={"partitions": 4})).status_code == 200
     body = {"type": "noop", "queue": "uq", "unique": {"key": "sync:account-42"}, "scheduled_for": "2099-01-01T00:00:00Z"}
-    answers = await asyncio.gather(*(_post(api, {**body, "payload": i}) for i in range(1000)))
+    return list(await asyncio.gather(*(_post(api, {**body, "payload": i}) for i in range(1000))))
+
+
+async def test_concurrent_submits_of_one_key_make_one_task_in_one_partition(
+    settings: Settings, redis: Redis, keys: KeySchema
+) -> None:
+    # 1,000 requests at once to one slot: on a Cluster the api's pool per node (4 x max(64, 2 x
+    # STREAMQ_WORKER_CONCURRENCY) connections; the cluster client fails past it) must hold them all
+    async with in_process_api(settings.model_copy(update={"worker_concurrency": 200})) as api:
+        answers = await _concurrent_unique_submits(api)
     created = [a for a in answers if a.status_code == 201]
     refused = [a for a in answers if a.status_code == 409]
     assert len(created) == 1 and len(refused) == 999, {a.status_code for a in answers}
