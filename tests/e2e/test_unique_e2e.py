@@ -44,7 +44,10 @@ async def test_a_sigkilled_holder_is_reclaimed_finishes_and_frees_its_key(
     settings: Settings, redis: Redis, keys: KeySchema, log_dir: Path
 ) -> None:
     runs = log_dir / "runs.txt"
-    env = {**service_env(settings, runs, lease_s=2, worker_concurrency=2), "STREAMQ_HANDLERS": "tests.e2e.unique_handlers"}
+    env = {
+        **service_env(settings, runs, lease_s=2, worker_concurrency=2),
+        "STREAMQ_HANDLERS": "tests.e2e.unique_handlers",
+    }
     services = await start_workers(env, log_dir, 1, name="victim")
     api, url = _api(env, log_dir)
     services.append(api)

@@ -39,7 +39,12 @@ async def _wait_status(api: httpx.AsyncClient, task_id: str, statuses: set[str],
 
 async def _concurrent_unique_submits(api: httpx.AsyncClient) -> list[httpx.Response]:
     assert (await api.put("/api/queues/uq", json={"partitions": 4})).status_code == 200
-    body = {"type": "noop", "queue": "uq", "unique": {"key": "sync:account-42"}, "scheduled_for": "2099-01-01T00:00:00Z"}
+    body = {
+        "type": "noop",
+        "queue": "uq",
+        "unique": {"key": "sync:account-42"},
+        "scheduled_for": "2099-01-01T00:00:00Z",
+    }
     return list(await asyncio.gather(*(_post(api, {**body, "payload": i}) for i in range(1000))))
 
 
@@ -80,7 +85,9 @@ async def test_until_started_frees_the_key_at_start_finished_holds_it_while_runn
     api: httpx.AsyncClient, settings: Settings
 ) -> None:
     async with running_worker(settings):
-        started = (await _post(api, {"type": "sleep", "payload": 1.5, "unique": {"key": "s", "until": "started"}})).json()
+        started = (
+            await _post(api, {"type": "sleep", "payload": 1.5, "unique": {"key": "s", "until": "started"}})
+        ).json()
         held = (await _post(api, {"type": "sleep", "payload": 1.5, "unique": {"key": "f"}})).json()
         await _wait_status(api, started["id"], {"processing"})
         await _wait_status(api, held["id"], {"processing"})
@@ -92,7 +99,9 @@ async def test_until_started_frees_the_key_at_start_finished_holds_it_while_runn
         assert (await _post(api, {"type": "noop", "unique": {"key": "f"}})).status_code == 201
 
 
-async def test_cancel_and_failure_after_the_last_retry_release_the_key(api: httpx.AsyncClient, settings: Settings) -> None:
+async def test_cancel_and_failure_after_the_last_retry_release_the_key(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
     later = {"type": "noop", "unique": {"key": "c"}, "scheduled_for": "2099-01-01T00:00:00Z"}
     first = (await _post(api, later)).json()
     assert (await _post(api, later)).status_code == 409
@@ -137,7 +146,9 @@ async def test_batch_reports_unique_duplicates_and_writes_the_rest(api: httpx.As
     assert ids[1] == ids[0] and ids[2] == earlier["id"] and ids[4] == ids[3] and len(set(ids)) == 4
 
 
-async def test_a_lock_that_outlived_its_task_is_taken_over(api: httpx.AsyncClient, redis: Redis, keys: KeySchema) -> None:
+async def test_a_lock_that_outlived_its_task_is_taken_over(
+    api: httpx.AsyncClient, redis: Redis, keys: KeySchema
+) -> None:
     await redis.set(keys.unique("gone"), "01NOSUCHTASK0000000000000", ex=60)
     answer = await _post(api, {"type": "noop", "unique": {"key": "gone"}, "scheduled_for": "2099-01-01T00:00:00Z"})
     assert answer.status_code == 201
@@ -180,7 +191,9 @@ async def test_debounce_in_one_batch_and_after_a_cancel(api: httpx.AsyncClient, 
     assert {t["id"] for t in out["tasks"]} == {task_id}
     stored = (await api.get(f"/api/tasks/{task_id}")).json()
     assert stored["payload"] == 2 and stored["debounce"] == {"key": "d", "window_s": 60.0}
-    assert await redis.zscore(keys.scheduled, task_id) == int(await redis.hget(keys.task(task_id), "scheduled_for") or 0)
+    assert await redis.zscore(keys.scheduled, task_id) == int(
+        await redis.hget(keys.task(task_id), "scheduled_for") or 0
+    )
     assert (await api.post(f"/api/tasks/{task_id}/cancel")).json()["status"] == "cancelled"
     assert await redis.get(keys.debounce("echo", "d")) is None
     after = await _post(api, {**body, "payload": 9})
@@ -190,9 +203,13 @@ async def test_debounce_in_one_batch_and_after_a_cancel(api: httpx.AsyncClient, 
 async def test_idempotency_key_with_unique_and_debounce(api: httpx.AsyncClient) -> None:
     later = "2099-01-01T00:00:00Z"
     first = await _post(api, {"type": "noop", "unique": {"key": "iu"}, "idempotency_key": "r1", "scheduled_for": later})
-    replay = await _post(api, {"type": "noop", "unique": {"key": "iu"}, "idempotency_key": "r1", "scheduled_for": later})
+    replay = await _post(
+        api, {"type": "noop", "unique": {"key": "iu"}, "idempotency_key": "r1", "scheduled_for": later}
+    )
     assert first.status_code == 201 and replay.status_code == 200 and replay.json()["id"] == first.json()["id"]
-    refused = await _post(api, {"type": "noop", "unique": {"key": "iu"}, "idempotency_key": "r2", "scheduled_for": later})
+    refused = await _post(
+        api, {"type": "noop", "unique": {"key": "iu"}, "idempotency_key": "r2", "scheduled_for": later}
+    )
     assert refused.status_code == 409
     body = {"type": "noop", "debounce": {"key": "id", "window_s": 60}}
     created = await _post(api, {**body, "idempotency_key": "r3"})
