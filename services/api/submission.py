@@ -37,7 +37,7 @@ def count(done: Sequence[Stored]) -> None:
     counts = Counter((s.queue, s.task.type, s.task.priority) for s in done if s.earlier is None)
     for (queue, task_type, priority), n in counts.items():
         metrics.TASKS_SUBMITTED.labels(queue, task_type, str(priority)).inc(n)
-    if len(counts) == 0 or sum(counts.values()) < len(done):  # some created nothing
+    if sum(counts.values()) < len(done):  # some created nothing
         _count_flow(done)
 
 
