@@ -2,9 +2,10 @@
 
 ``submit`` groups tasks by (queue, partition) and sends every group's submit.lua call in one pipelined
 round trip (each call touches one partition's hash slot); replies come back in request order. A task's
-partition is ``partition_of(idempotency_key or id, partitions)``, so an idempotency key always meets its
-earlier task in the same slot. Reads and state changes by id first ``locate`` the partition holding the
-task: one pipelined EXISTS over every known partition (or the named queue's).
+partition is ``partition_of(placement_key(task) or id, partitions)``: its unique or debounce key, else its
+idempotency key, so a key always meets its earlier task in the same slot. Reads and state changes by id
+first ``locate`` the partition holding the task: one pipelined EXISTS over every known partition (or the
+named queue's).
 """
 
 from __future__ import annotations
@@ -26,6 +27,16 @@ from streamq.shared.queues import QueueConfig, QueueRegistry, partition_of
 from streamq.shared.recovery import reschedule, revive_failed
 
 COUNTERS = ("submitted_total", "completed_total", "failed_total", "retried_total")
+
+
+def placement_key(task: TaskCreate) -> str | None:
+    """What picks a task's queue partition (a stable hash of it), so the tasks that must meet in one slot
+    do: its unique or debounce key, else its idempotency key; None = its own id (any partition)."""
+    if task.unique is not None:
+        return task.unique.key
+    if task.debounce is not None:
+        return task.debounce.key
+    return task.idempotency_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +138,7 @@ class Broker:
         for i, task in enumerate(tasks):
             name = task.queue or self.keys.queue
             config = configs.get(name) or configs.setdefault(name, await self.config(name))
-            part = partition_of(task.idempotency_key or ids[i], config.partitions)
+            part = partition_of(placement_key(task) or ids[i], config.partitions)
             groups.setdefault((config.name, part), []).append(i)
         calls: list[tuple[str, list[str], list[Any]]] = []
         call_ids = [[ids[i] for i in members] for members in groups.values()]

@@ -19,6 +19,10 @@ key                                         type    what it holds
 <p>:{<q>}:events                            stream  lifecycle events, capped
 <p>:{<q>}:stats                             hash    lifetime counters
 <p>:{<q>}:idem:<key>                        string  task id of an idempotency key (TTL 24 h)
+<p>:{<q>}:unique:<key>                      string  task id holding a unique key (TTL: its ttl_s; released by the
+                                                    script that starts or ends the holder)
+<p>:{<q>}:debounce:<type>|<key>             string  task id of a debounce key's waiting task (TTL: window + 24 h;
+                                                    released by the script that starts or cancels it)
 <p>:{<q>}:webhooks:due                      zset    webhook delivery ids, score = when the next attempt is due (ms)
 <p>:{<q>}:webhook:<delivery id>             hash    one webhook message: task, event, url, body, attempts, status
 <p>:{<q>}:deliveries:<task id>              list    the task's delivery attempts (JSON), newest last, capped
@@ -142,6 +146,15 @@ class KeySchema:
 
     def idempotency(self, key: str) -> str:
         return f"{self._q}:idem:{key}"
+
+    # --- unique tasks and debounce (docs/unique-and-debounce.md) ---------------------------------
+    def unique(self, key: str) -> str:
+        """The task id holding a unique key in this partition (the api places a task by its key)."""
+        return f"{self._q}:unique:{key}"
+
+    def debounce(self, task_type: str, key: str) -> str:
+        """The waiting task of a debounce key; per type (a type has no ``|``, so the name is unambiguous)."""
+        return f"{self._q}:debounce:{task_type}|{key}"
 
     @property
     def webhooks_due(self) -> str:

@@ -25,6 +25,12 @@ TIME_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
 TASKS_SUBMITTED = Counter("streamq_tasks_submitted", "Tasks accepted by the api", ["queue", "type", "priority"])
 TASK_RETRIES = Counter("streamq_task_retries", "Runs that failed and were scheduled again", ["queue", "type"])
 TASKS_DEAD_LETTERED = Counter("streamq_tasks_dead_lettered", "Tasks sent to the dead-letter stream", ["queue"])
+UNIQUE_DUPLICATES = Counter(
+    "streamq_unique_duplicates", "Submits refused because their unique key was held (409)", ["queue"]
+)
+DEBOUNCED_SUBMITS = Counter(
+    "streamq_debounced_submits", "Submits that updated a waiting debounced task instead of creating one", ["queue"]
+)
 TASKS_RECLAIMED = Counter("streamq_tasks_reclaimed", "Stream entries reclaimed from stalled workers", ["queue"])
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import time
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
@@ -159,6 +160,46 @@ def _json_number(value: Any) -> Any:
 TaskType = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 
 
+UNIQUE_KEY_MAX = 256  # characters of a unique or debounce key
+MAX_UNIQUE_TTL_S = 30 * 24 * 3600  # the longest safety expiry of a unique key
+DEFAULT_UNIQUE_TTL_S = 24 * 3600
+MAX_DEBOUNCE_WINDOW_S = 24 * 3600
+FlowKey = Annotated[str, Field(min_length=1, max_length=UNIQUE_KEY_MAX, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+class UniqueSpec(BaseModel):
+    """A task's unique key (docs/unique-and-debounce.md): while a task holding ``key`` waits or runs in its
+    queue, another submit with the same key is refused (409) instead of creating a second task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # None in a request: the api fills in the hash of the type and canonical JSON payload (default_unique_key)
+    key: FlowKey | None = None
+    until: Literal["started", "finished"] = "finished"  # the key is released when the holder starts / ends
+    ttl_s: int = Field(default=DEFAULT_UNIQUE_TTL_S, gt=0, le=MAX_UNIQUE_TTL_S)  # safety expiry of the key
+
+    _ttl = field_validator("ttl_s", mode="before")(_json_int)
+
+
+class DebounceSpec(BaseModel):
+    """A debounced task (docs/unique-and-debounce.md): it runs ``window_s`` after the last submit with ``key``,
+    with that submit's payload; earlier submits in the window update it instead of creating a task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: FlowKey
+    window_s: float = Field(gt=0, le=MAX_DEBOUNCE_WINDOW_S)
+
+    _window = field_validator("window_s", mode="before")(_json_number)
+
+
+def default_unique_key(task_type: str, payload: Any) -> str:
+    """The unique key of a task that names none: its type and the SHA-256 of its canonical JSON payload
+    (sorted keys, compact), so the same type and payload always give the same key."""
+    canonical = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+    return f"{task_type}:{hashlib.sha256(canonical).hexdigest()}"
+
+
 def dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
@@ -187,6 +228,8 @@ class TaskCreate(BaseModel):
     timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
     retry_backoff_s: float | None = Field(default=None, ge=0, le=24 * 3600)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    unique: UniqueSpec | None = None  # at most one task of this key waits or runs in its queue (409 otherwise)
+    debounce: DebounceSpec | None = None  # runs once, window_s after the last submit of its key
     # seconds its record is kept after it finishes (docs/scaling-out.md: Retention): 0 = removed at once, else kept
     # that long even beyond the queue's count bound, never beyond its age bound nor STREAMQ_RESULT_TTL_S
     keep_s: int | None = Field(default=None, ge=0, le=MAX_KEEP_S)
@@ -230,6 +273,30 @@ class TaskCreate(BaseModel):
             raise ValueError("must be an absolute http:// or https:// URL")
         return value
 
+    @field_validator("unique")
+    @classmethod
+    def _unique_key(cls, value: UniqueSpec | None, info: ValidationInfo) -> UniqueSpec | None:
+        # runs only when `unique` is given (pydantic skips defaults): no cost for other tasks
+        if value is None or value.key is not None or "type" not in info.data:
+            return value
+        return value.model_copy(update={"key": default_unique_key(info.data["type"], info.data.get("payload"))})
+
+    @field_validator("debounce")
+    @classmethod
+    def _debounce_alone(cls, value: DebounceSpec | None, info: ValidationInfo) -> DebounceSpec | None:
+        if value is None:
+            return value
+        if info.data.get("unique") is not None:
+            raise ValueError(
+                "cannot be combined with unique: a debounced task is replaced by later submits, "
+                "a unique one refuses them; send one of them"
+            )
+        if info.data.get("scheduled_for") is not None:
+            raise ValueError(
+                "cannot be combined with scheduled_for: a debounced task is due window_s after its last submit"
+            )
+        return value
+
 
 class TaskBatchCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -259,6 +326,10 @@ class TaskPublic(BaseModel):
     timeout_s: float | None = None
     retry_backoff_s: float | None = None
     idempotency_key: str | None = None
+    unique: UniqueSpec | None = None
+    debounce: DebounceSpec | None = None
+    # true only in a submit's answer that updated an earlier debounced task instead of creating one (200)
+    debounced: bool = False
     keep_s: int | None = None
     created_at: datetime
     started_at: datetime | None = None
@@ -287,7 +358,9 @@ class TaskPage(BaseModel):
 class BatchResult(BaseModel):
     tasks: list[TaskPublic]
     created: int
-    duplicates: int
+    duplicates: int  # items that created nothing: idempotent replays, unique keys held, debounced submits
+    # positions (0-based) of items refused because their unique key is held: their ``tasks`` item is the holder
+    unique_duplicates: list[int] = Field(default_factory=list)
 
 
 class Stats(BaseModel):

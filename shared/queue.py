@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,10 +23,12 @@ from streamq.shared.keys import STATUS_ORDER, KeySchema
 from streamq.shared.models import (
     EPOCH,
     AttemptError,
+    DebounceSpec,
     Stats,
     TaskCreate,
     TaskPublic,
     TaskStatus,
+    UniqueSpec,
     WorkerInfo,
     dt_to_ms,
     ms_to_dt,
@@ -47,10 +50,16 @@ class Pruned(NamedTuple):
     cursors: tuple[str, ...]  # where the count walks stopped: the next call's ``cursors``
 
 
+# why a submitted task created nothing (Stored.kind); "" = a new task
+IDEMPOTENT, UNIQUE_HELD, DEBOUNCED = "idempotent", "unique", "debounced"
+_MARKS = {"u:": UNIQUE_HELD, "d:": DEBOUNCED}  # submit.lua's mark before an earlier task's id
+
+
 @dataclass(frozen=True, slots=True)
 class Submitted:
     task: TaskPublic
-    duplicate: bool  # an earlier task with the same idempotency key, returned instead
+    duplicate: bool  # an earlier task returned instead of a new one (see ``kind``)
+    kind: str = ""  # why: IDEMPOTENT, UNIQUE_HELD (the holder of its unique key) or DEBOUNCED (the updated task)
 
 
 class Stored(NamedTuple):
@@ -62,19 +71,31 @@ class Stored(NamedTuple):
     queue: str
     status: str  # pending or scheduled; "" for a duplicate
     created_ms: int
-    earlier: TaskPublic | None  # a duplicate: the earlier task of the same idempotency key
+    earlier: TaskPublic | None  # a duplicate: the earlier task of the same idempotency, unique or debounce key
+    kind: str = ""  # a duplicate's cause: IDEMPOTENT, UNIQUE_HELD or DEBOUNCED
 
     def submitted(self) -> Submitted:
         if self.earlier is not None:
-            return Submitted(self.earlier, True)
+            return Submitted(self.earlier, True, self.kind)
         return Submitted(_public(self.task, self.id, self.queue, self.status, self.created_ms), False)
 
 
 def submit_duplicates(reply: list[Any]) -> dict[int, str]:
     """submit.lua's reply (``now_ms``, then a position and an earlier id per duplicate) as {position
     in the call (0-based): the earlier task's id}."""
+    return {i: earlier for i, (earlier, _kind) in submit_outcomes(reply).items()}
+
+
+def submit_outcomes(reply: list[Any]) -> dict[int, tuple[str, str]]:
+    """submit.lua's reply as {position in the call (0-based): (the earlier task's id, why: IDEMPOTENT,
+    UNIQUE_HELD or DEBOUNCED)} for every task that created nothing."""
     values = iter(reply[1:])
-    return {int(i) - 1: str(earlier) for i, earlier in zip(values, values, strict=True)}
+    out = {}
+    for i, earlier in zip(values, values, strict=True):
+        text = str(earlier)
+        kind = _MARKS.get(text[:2], IDEMPOTENT)  # a task id has no ':'
+        out[int(i) - 1] = (text, kind) if kind == IDEMPOTENT else (text[2:], kind)
+    return out
 
 
 def submit_ids(ids: Sequence[str], reply: list[Any]) -> list[str]:
@@ -95,6 +116,24 @@ def _encode(task: TaskCreate) -> list[str]:
 def _payload(task: TaskCreate) -> str:
     payload = task.payload
     return "null" if payload is None else orjson.dumps(payload).decode()
+
+
+def flow_fields(task: TaskCreate, keys: KeySchema) -> list[str]:
+    """A task's flow fields (field, value, ...), first among its extras: ``flow`` (its letters: u unique,
+    d debounce) then what lib.lua's flow_submit and hooks read (the lock's key name, from ``keys``, the
+    task's partition); empty for a task that uses none of it."""
+    fields: list[str] = []
+    letters = ""
+    unique, debounce = task.unique, task.debounce
+    if unique is not None and unique.key is not None:  # the key is always filled in by TaskCreate
+        letters += "u"
+        fields += ["unique_lock", keys.unique(unique.key), "unique_key", unique.key, "unique_until", unique.until,
+                   "unique_ttl_s", str(unique.ttl_s)]  # fmt: skip
+    if debounce is not None:
+        letters += "d"
+        fields += ["debounce_lock", keys.debounce(task.type, debounce.key), "debounce_key", debounce.key,
+                   "debounce_window_s", repr(float(debounce.window_s))]  # fmt: skip
+    return ["flow", letters, *fields] if letters else []
 
 
 def _extras(task: TaskCreate) -> list[str]:
@@ -143,6 +182,10 @@ _UNREADABLE = (ValueError, TypeError, KeyError, OverflowError)
 _REQUIRED = ("type", "priority", "max_retries", "status", "created_at")  # every task hash has these
 
 
+def _unique(key: str, raw: dict[str, str]) -> UniqueSpec:
+    return UniqueSpec(key=key, until=raw["unique_until"], ttl_s=int(raw["unique_ttl_s"]))  # type: ignore[arg-type]
+
+
 class _Fields:
     """Reads a task hash's fields one by one; a field that cannot be read is left at its default and
     remembered, so decoding a record never raises."""
@@ -184,6 +227,8 @@ def decode_task(raw: dict[str, str], task_id: str, queue: str) -> TaskPublic:
         timeout_s=f.get("timeout_s", float),
         retry_backoff_s=f.get("retry_backoff_s", float),
         idempotency_key=raw.get("idempotency_key") or None,
+        unique=f.get("unique_key", lambda key: _unique(key, raw)),
+        debounce=f.get("debounce_key", lambda key: DebounceSpec(key=key, window_s=float(raw["debounce_window_s"]))),
         keep_s=f.get("keep_s", int),
         created_at=f.get("created_at", ms_to_dt, EPOCH),
         started_at=f.get("started_at", ms_to_dt),
@@ -242,6 +287,8 @@ class Queue:
         for task, task_id in zip(tasks, ids, strict=True):
             due = dt_to_ms(task.scheduled_for) if task.scheduled_for else 0
             extras = _extras(task)
+            if task.unique is not None or task.debounce is not None:
+                extras = flow_fields(task, self.keys) + extras
             args += [
                 task_id, task.type, task.priority, due, task.idempotency_key or "", _payload(task), task.max_retries,
                 len(extras) // 2, *extras,
@@ -253,18 +300,28 @@ class Queue:
         scheduled when due after the call's time, else pending; duplicates are read back in one round
         trip."""
         now_ms = int(reply[0])
-        duplicates = submit_duplicates(reply)
-        earlier = {t.id: t for t in await self.get_many(sorted(set(duplicates.values())))} if duplicates else {}
+        duplicates = submit_outcomes(reply)
+        found = await self.get_many(sorted({e for e, _ in duplicates.values()})) if duplicates else []
+        earlier = {t.id: t for t in found}
         queue = self.keys.queue
         new = tuple.__new__  # Stored(...) runs NamedTuple's Python-level __new__: 4% of a batch's api CPU
         out = []
         for i, (task, task_id) in enumerate(zip(tasks, ids, strict=True)):
             if i in duplicates:
-                out.append(new(Stored, (task, duplicates[i], queue, "", 0, earlier[duplicates[i]])))
+                earlier_id, kind = duplicates[i]
+                before = earlier[earlier_id]
+                if kind == DEBOUNCED:
+                    before = before.model_copy(update={"debounced": True})
+                out.append(new(Stored, (task, earlier_id, queue, "", 0, before, kind)))
+                continue
+            if task.debounce is not None:  # due window_s after this submit, on the script's clock
+                due_ms = now_ms + math.ceil(task.debounce.window_s * 1000)
+                task = task.model_copy(update={"scheduled_for": ms_to_dt(due_ms)})
+                out.append(new(Stored, (task, task_id, queue, "scheduled", now_ms, None, "")))
                 continue
             due = task.scheduled_for
             status = "scheduled" if due is not None and dt_to_ms(due) > now_ms else "pending"
-            out.append(new(Stored, (task, task_id, queue, status, now_ms, None)))
+            out.append(new(Stored, (task, task_id, queue, status, now_ms, None, "")))
         return out
 
     # --- read ------------------------------------------------------------------------------------

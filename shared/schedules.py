@@ -116,6 +116,8 @@ class ScheduleCreate(BaseModel):
             raise ValueError("task.scheduled_for is not allowed: the schedule decides when its tasks run")
         if value.idempotency_key is not None:
             raise ValueError("task.idempotency_key is not allowed: every tick creates a new task")
+        if value.unique is not None or value.debounce is not None:
+            raise ValueError("task.unique and task.debounce are not allowed: every tick creates a new task")
         return value
 
 

@@ -50,6 +50,9 @@ class Task(Answer):
     timeout_s: float | None = None
     retry_backoff_s: float | None = None
     idempotency_key: str | None = None
+    unique: dict[str, Any] | None = None  # {"key", "until", "ttl_s"} (docs/unique-and-debounce.md)
+    debounce: dict[str, Any] | None = None  # {"key", "window_s"}
+    debounced: bool = False  # a submit's answer that updated a waiting debounced task (200)
     keep_s: int | None = None
     created_at: datetime
     started_at: datetime | None = None

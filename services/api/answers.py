@@ -17,14 +17,26 @@ from streamq.services.api.ratelimit import RateLimited
 from streamq.services.api.unavailable import redis_answer
 from streamq.shared.errors import Conflict, NotDurable, NotFound, not_durable_body
 
+
+class UniqueHeld(Exception):
+    """A submit refused because another task holds its unique key in the queue (409 naming the holder)."""
+
+    def __init__(self, key: str, holder: str) -> None:
+        super().__init__(f"unique key {key!r} is held by task {holder}: it is released when that task ends "
+                         "(or starts, with until=started)")  # fmt: skip
+        self.task_id = holder
+
+
 # what :func:`error_response` answers (any other error is a 500, as for any bug)
-MAPPED: tuple[type[Exception], ...] = (NotFound, Conflict, NotDurable, RateLimited, RedisError)
+MAPPED: tuple[type[Exception], ...] = (NotFound, Conflict, UniqueHeld, NotDurable, RateLimited, RedisError)
 
 
 def error_response(error: BaseException) -> JSONResponse | None:
     """The answer to ``error``, or None when it is not one the api answers (the caller raises it again)."""
     if isinstance(error, NotFound):
         return JSONResponse({"detail": str(error)}, status_code=404)
+    if isinstance(error, UniqueHeld):
+        return JSONResponse({"detail": str(error), "task_id": error.task_id}, status_code=409)
     if isinstance(error, Conflict):
         return JSONResponse({"detail": str(error), "status": error.status}, status_code=409)
     if isinstance(error, NotDurable):  # applied on the master, unconfirmed by the replicas asked for

@@ -24,7 +24,7 @@ import orjson
 from pydantic import TypeAdapter
 
 from streamq.shared.models import TaskCreate, TaskPublic, TaskStatus, ms_to_dt
-from streamq.shared.queue import Stored
+from streamq.shared.queue import UNIQUE_HELD, Stored
 from streamq.shared.redaction import redact_payload
 
 _DATETIME = TypeAdapter(datetime)
@@ -49,6 +49,9 @@ def new_task(stored: Stored, created_at: orjson.Fragment) -> dict[str, Any]:
     task = stored.task
     out = _TEMPLATE.copy()
     out.update(task.__dict__)  # type, payload, priority, ... in place (queue and scheduled_for set below)
+    if task.unique is not None or task.debounce is not None:  # models: as plain dicts for orjson
+        out["unique"] = None if task.unique is None else task.unique.model_dump()
+        out["debounce"] = None if task.debounce is None else task.debounce.model_dump()
     out["payload"] = redact_payload(task.type, task.payload)  # as TaskPublic shows it
     out["id"] = stored.id
     out["queue"] = stored.queue
@@ -64,9 +67,12 @@ def batch_json(done: Sequence[Stored]) -> bytes:
     tasks: list[Any] = []
     stamps: dict[int, orjson.Fragment] = {}  # created_ms -> its JSON (one per script call)
     created = 0
+    unique_duplicates: list[int] = []
     for stored in done:
         earlier = stored.earlier
         if earlier is not None:
+            if stored.kind == UNIQUE_HELD:
+                unique_duplicates.append(len(tasks))
             tasks.append(orjson.Fragment(earlier.__pydantic_serializer__.to_json(earlier)))
             continue
         stamp = stamps.get(stored.created_ms)
@@ -74,7 +80,10 @@ def batch_json(done: Sequence[Stored]) -> bytes:
             stamp = stamps[stored.created_ms] = date_json(ms_to_dt(stored.created_ms))  # type: ignore[arg-type]
         tasks.append(new_task(stored, stamp))
         created += 1
-    return orjson.dumps({"tasks": tasks, "created": created, "duplicates": len(done) - created})
+    duplicates = len(done) - created
+    return orjson.dumps(
+        {"tasks": tasks, "created": created, "duplicates": duplicates, "unique_duplicates": unique_duplicates}
+    )
 
 
 class TaskJson:

@@ -16,7 +16,8 @@ itself, with the same 422 and before parsing, on the body it reads anyway (one r
 
 Anything unusual goes to the FastAPI route instead, with the body replayed untouched: not JSON, not
 an object, a validation error, an unknown type, a refused payload or webhook, another content type,
-the header. The route then produces its own status and error body, so those stay identical.
+the header, a task with a unique or debounce key. The route then produces its own status and error
+body, so those stay identical.
 Why: the framework stack (routing, dependency solving, request and response validation) was most
 of the api's CPU per submitted task in py-spy (see ``bench/README.md``).
 """
@@ -100,7 +101,9 @@ class FastSubmit:
         """The submitted task's record, or None to let the FastAPI route answer."""
         task = _task(body)
         submission: Submission = self.api.state.submission
-        if task is None or await submission.problems([task], batch=False):
+        if task is None or task.unique is not None or task.debounce is not None:  # the route answers 409/200 for these
+            return None
+        if await submission.problems([task], batch=False):
             return None
         return await submission.submit_one(task, scope["headers"])
 

@@ -24,18 +24,27 @@ from streamq.shared import metrics, tracing
 from streamq.shared.broker import Broker
 from streamq.shared.models import TaskCreate
 from streamq.shared.payloads import check_tasks
-from streamq.shared.queue import Stored
+from streamq.shared.queue import DEBOUNCED, UNIQUE_HELD, Stored
 from streamq.shared.ssrf import SsrfGuard
 
 Headers = Sequence[tuple[bytes, bytes]]
 
 
 def count(done: Sequence[Stored]) -> None:
-    """``streamq_tasks_submitted_total`` for the new tasks of ``done`` (an idempotent replay created none):
-    one ``inc(n)`` per label set."""
+    """``streamq_tasks_submitted_total`` for the new tasks of ``done`` (an idempotent replay, a refused
+    unique duplicate or a debounced submit created none), and the unique duplicates and debounced
+    submits: one ``inc(n)`` per label set."""
     counts = Counter((s.queue, s.task.type, s.task.priority) for s in done if s.earlier is None)
     for (queue, task_type, priority), n in counts.items():
         metrics.TASKS_SUBMITTED.labels(queue, task_type, str(priority)).inc(n)
+    if sum(counts.values()) < len(done):  # some created nothing
+        _count_flow(done)
+
+
+def _count_flow(done: Sequence[Stored]) -> None:
+    kinds = Counter((s.queue, s.kind) for s in done if s.kind == UNIQUE_HELD or s.kind == DEBOUNCED)
+    for (queue, kind), n in kinds.items():
+        (metrics.UNIQUE_DUPLICATES if kind == UNIQUE_HELD else metrics.DEBOUNCED_SUBMITS).labels(queue).inc(n)
 
 
 class Submission:

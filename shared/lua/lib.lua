@@ -143,6 +143,85 @@ local function flush_deferred()
   end
 end
 
+--[[ Unique tasks and debounce (docs/unique-and-debounce.md). The api places such a task in the queue
+partition of its key, and writes on its hash `unique_lock` (the name of its unique key's string,
+<p>:{q}:unique:<key>, which holds the holder's id), `unique_until` (started or finished) and
+`unique_ttl_s`, or `debounce_lock` (<p>:{q}:debounce:<type>|<key>, holding the waiting task's id) and
+`debounce_window_s`; its flow letters are u or d. A lock is deleted only while it still names the task
+(a newer holder's, after the safety expiry, stays), by the script that starts or ends the task. ]]
+
+-- ARGV[from..to] (field, value pairs) as a table: a flow task's extra fields, read by submit.lua.
+local function argv_fields(from, to)
+  local f = {}
+  for i = from, to, 2 do f[ARGV[i]] = ARGV[i + 1] end
+  return f
+end
+
+-- Delete `lock` if it still names task `id`.
+local function flow_release(lock, id)
+  if redis.call('GET', lock) == id then redis.call('DEL', lock) end
+end
+
+-- Take a unique key for task `id`; returns the id of the task holding it instead, or nil when taken.
+-- A key whose holder is gone or has ended (a lock that outlived its task) is taken over.
+local function unique_acquire(lock, id, ttl_s, task_prefix)
+  local holder = redis.call('GET', lock)
+  if holder then
+    local status = redis.call('HGET', task_prefix .. holder, 'status')
+    if status == 'pending' or status == 'scheduled' or status == 'processing' then return holder end
+  end
+  redis.call('SET', lock, id, 'EX', ttl_s)
+  return nil
+end
+
+-- Join a debounce key: while its task still waits (scheduled), that task takes this submit's payload and
+-- due time and its id is returned; else `id` becomes the key's task (nil: the caller creates it).
+local function debounce_join(lock, id, ttl_s, task_prefix, payload, due)
+  local waiting = redis.call('GET', lock)
+  if waiting then
+    local task_key = task_prefix .. waiting
+    if redis.call('HGET', task_key, 'status') == 'scheduled' then
+      redis.call('HSET', task_key, 'payload', payload, 'scheduled_for', due)
+      redis.call('ZADD', SCHEDULED, due, waiting)
+      redis.call('EXPIRE', lock, ttl_s)
+      emit_batched('rescheduled', waiting, 'scheduled')
+      return waiting
+    end
+  end
+  redis.call('SET', lock, id, 'EX', ttl_s)
+  return nil
+end
+
+-- submit.lua's part for a new task with extra fields `f` (argv_fields): take its unique key, or join its
+-- debounce key. Returns the earlier task's id (false when this task is to be created), the reply's mark
+-- ('u:' its unique key is held by that task, 'd:' debounced into it, '' none) and the task's due time
+-- (a debounced task's: now + its window, on the Redis clock).
+local function flow_submit(f, id, task_prefix, payload, due_ms, now)
+  if f.unique_lock then
+    local holder = unique_acquire(f.unique_lock, id, f.unique_ttl_s, task_prefix)
+    if holder then return holder, 'u:', due_ms end
+  end
+  if f.debounce_lock then
+    local window = tonumber(f.debounce_window_s)
+    local due = string.format('%d', now + math.ceil(window * 1000))
+    local waiting = debounce_join(f.debounce_lock, id, math.ceil(window) + 86400, task_prefix, payload, due)
+    if waiting then return waiting, 'd:', due end
+    return false, '', due
+  end
+  return false, '', due_ms
+end
+
+-- Release the unique and debounce keys task `id` holds, at its start (`started`) or its end: a unique key
+-- held until `finished` stays through its runs and retries; a debounce key goes at the start (a later
+-- submit opens a new window) or when the task ends without starting (cancelled).
+local function flow_keys_release(task_key, id, flow, started)
+  local u, d = string.find(flow, 'u', 1, true), string.find(flow, 'd', 1, true)
+  if not u and not d then return end
+  local h = redis.call('HMGET', task_key, 'unique_lock', 'unique_until', 'debounce_lock')
+  if u and h[1] and (not started or h[2] == 'started') then flow_release(h[1], id) end
+  if d and h[3] then flow_release(h[3], id) end
+end
+
 --[[ Flow hooks. A task that uses a unique key, debounce, a group or a type limit, or is a workflow's
 step carries a `flow` field on its hash (written at submit; its value lists what it uses). The
 transition scripts read that field with the fields they read anyway and call these hooks only when
@@ -151,11 +230,13 @@ part in its own functions (above their hook) and adds one call to the hooks belo
 
 -- A task's run began (start_entry: pending -> processing, once per run).
 local function flow_started(task_key, id, flow)
+  flow_keys_release(task_key, id, flow, true)
 end
 
 -- A task ended for good: `status` is completed, failed or cancelled (finish.lua, cancel.lua,
 -- poison.lua).
 local function flow_ended(task_key, id, flow, status)
+  flow_keys_release(task_key, id, flow, false)
 end
 
 -- A run left a task for later without ending it: a retry or a give-back scheduled it again

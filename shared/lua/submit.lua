@@ -11,8 +11,11 @@ the queue are in the hash's key and not written again, and attempts is absent un
 which readers take as 0):
   id, type, priority, due_ms (0 = run now), idempotency key ('' = none), payload JSON, max_retries,
   nextra, field1, value1, ... (nextra pairs)
-Returns: {now_ms, then for each duplicate (an idempotency key already taken): its task's position
-  in the call (1-based), the earlier task's id}. A new task's created_at is now_ms and its status is
+A task whose extra fields start with `flow` (its letters) may carry a unique or debounce key (lib.lua:
+flow_submit): its lock is taken or joined here, in the same call.
+Returns: {now_ms, then for each task not created: its position in the call (1-based), the earlier
+  task's id: bare for an idempotency key already taken, 'u:<id>' when its unique key is held by task
+  <id>, 'd:<id>' when it was debounced into waiting task <id> (which took its payload and due time)}. A new task's created_at is now_ms and its status is
   scheduled when its due_ms > now_ms, else pending: the caller knows both from what it sent (nothing
   per new task comes back).
 Index entries (type, status, scheduled) are written with one variadic ZADD per key at the end of
@@ -32,20 +35,29 @@ for i = 1, n do
   local extra_at = a + 8
   local extra_end = extra_at + 2 * tonumber(ARGV[a + 7]) - 1
   a = extra_end + 1
-  local existing = false
+  local existing, mark = false, ''
+  local flow = extra_end > extra_at and ARGV[extra_at] == 'flow'
   if idem ~= '' then
     local idem_key = idem_prefix .. idem
     existing = redis.call('GET', idem_key)
-    if not existing then redis.call('SET', idem_key, id, 'EX', idem_ttl) end
+    if not existing then
+      if flow then existing, mark, due_ms = flow_submit(argv_fields(extra_at, extra_end), id, task_prefix, payload,
+        due_ms, now) end
+      -- a refused submit (its unique key held) made nothing to replay; a debounced one names its task
+      if mark ~= 'u:' then redis.call('SET', idem_key, existing or id, 'EX', idem_ttl) end
+    end
+  elseif flow then
+    existing, mark, due_ms = flow_submit(argv_fields(extra_at, extra_end), id, task_prefix, payload, due_ms, now)
   end
   if existing then
     out[#out + 1] = i
-    out[#out + 1] = existing
+    out[#out + 1] = mark .. existing
   else
     local status, where, at  -- scheduled: its due time; pending: its stream entry
     if tonumber(due_ms) > now then
       status, where, at = 'scheduled', 'scheduled_for', due_ms
-      defer('ZADD', SCHEDULED, at, id)
+      -- a flow task at once: a later debounced submit in this call moves it (a deferred ZADD would undo that)
+      if flow then redis.call('ZADD', SCHEDULED, at, id) else defer('ZADD', SCHEDULED, at, id) end
     else
       status, where = 'pending', 'msg_id'
       at = redis.call('XADD', stream_of(priority), '*', 'id', id)

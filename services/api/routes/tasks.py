@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 
+from streamq.services.api.answers import UniqueHeld
 from streamq.services.api.deps import BrokerDep, QueueName, SubmissionDep
 from streamq.services.api.encoding import batch_json
 from streamq.services.api.ratelimit import OverBurst, RateLimiter, caller_id
@@ -22,6 +23,7 @@ from streamq.shared.models import (
     TaskPublic,
     TaskStatus,
 )
+from streamq.shared.queue import UNIQUE_HELD
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"])
 MAX_LIST_LIMIT = 500
@@ -55,7 +57,14 @@ def _with_header_key(task: TaskCreate, header: str | None) -> TaskCreate:
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    responses={200: {"model": TaskPublic, "description": "An earlier task with the same idempotency key"}},
+    responses={
+        200: {
+            "model": TaskPublic,
+            "description": "An earlier task with the same idempotency key, or the waiting "
+            "task of the same debounce key, updated (`debounced`: true)",
+        },
+        409: {"description": 'Another task holds its unique key: `{"detail": ..., "task_id": <holder>}`'},
+    },
 )
 async def submit_task(
     task: TaskCreate,
@@ -66,10 +75,13 @@ async def submit_task(
 ) -> TaskPublic:
     """Create one task. With an ``Idempotency-Key`` header (or field) seen in the last 24 h, the
     first task is returned with 200 and nothing is created. Header and field may both be sent only
-    with the same value (422 otherwise: neither silently wins)."""
+    with the same value (422 otherwise: neither silently wins). With ``unique``: 409 naming the task
+    that holds the key; with ``debounce``: 200 and the waiting task, updated, while one waits."""
     task = _with_header_key(task, idempotency_key)
     await _check(submission, [task], batch=False)
     done = (await submission.submit_one(task, request.scope["headers"])).submitted()
+    if done.kind == UNIQUE_HELD:
+        raise UniqueHeld(task.unique.key if task.unique and task.unique.key else "", done.task.id)
     if done.duplicate:
         response.status_code = status.HTTP_200_OK
     return done.task
