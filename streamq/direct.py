@@ -42,7 +42,9 @@ from streamq.shared.settings import Settings
 from streamq.shared.ssrf import SsrfGuard
 
 T = TypeVar("T")
-CONNECT_ATTEMPTS = 5  # PINGs 0.2 s apart before the first call gives up: Unavailable (a client fails fast)
+# one PING (redis-py's own reconnect back-off inside, about 5 s) before the first call gives up: Unavailable,
+# which the client retries as it retries the api's 503 (a producer should not hang on a Redis that is down)
+CONNECT_ATTEMPTS = 1
 _TASK = TypeAdapter(Task)
 _TASKS = TypeAdapter(list[Task])
 
@@ -142,6 +144,8 @@ class Engine:
                 return await call(self)
         except TimeoutError as error:
             where = redact(self.settings.redis_url)
+            if self._redis is None:  # still connecting: Redis is out of reach, as the api would answer 503
+                raise Unavailable(f"direct transport: cannot reach Redis at {where} within {timeout_s:g} s") from error
             raise Timeout(f"no answer from Redis at {where} within {timeout_s:g} s") from error
         except (server.StreamqError, RedisError, OSError) as error:
             mapped = typed(error)
