@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import random
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -206,7 +205,7 @@ def _none(_response: httpx.Response) -> None:
 # --- request bodies ------------------------------------------------------------------------------
 def new_idempotency_key() -> str:
     """One per submitted task: a retry of the same call sends it again, so the api makes the task once."""
-    return f"sq-{uuid.uuid4().hex}"
+    return f"sq-{os.urandom(16).hex()}"  # 128 random bits, as a uuid4's hex (a fifth of its cost)
 
 
 def _iso(value: datetime) -> str:

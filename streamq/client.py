@@ -19,7 +19,6 @@ import httpx
 
 from streamq import _core as core
 from streamq._core import Call
-from streamq.errors import Unavailable
 from streamq.models import Queue, Schedule, Stats, Task, TaskStatus, Worker
 
 if TYPE_CHECKING:
@@ -94,16 +93,8 @@ class Client:
 
     def _send_direct(self, portal: Portal, call: Call[T]) -> T:
         """The call over the direct transport, retried as a 503 of the api would be."""
-        direct = core.direct_call(call)
-        attempt = 0
-        while True:
-            try:
-                return portal.call(direct, core.direct_timeout_s(self.config, call))
-            except Unavailable as error:
-                if not core.should_retry(attempt, self.config.retries, None):
-                    raise
-                time.sleep(core.direct_backoff_s(attempt, error))
-            attempt += 1
+        direct = _direct()
+        return portal.run(lambda engine: direct.send(engine, call, self.config))  # type: ignore[no-any-return]
 
     # --- tasks -----------------------------------------------------------------------------------
     def submit(
@@ -132,8 +123,15 @@ class Client:
 
     def submit_many(self, tasks: Iterable[Mapping[str, Any]]) -> builtins.list[Task]:
         """Create many tasks (each a mapping of :meth:`submit`'s arguments), in batches of the api's
-        limit (1,000), in order; the tasks come back in the same order."""
-        return [task for batch in core.batches(tasks) for task in self.send(core.submit_batch(batch)).tasks]
+        limit (1,000), in order; the tasks come back in the same order. Over the direct transport a few
+        batches are in flight at once."""
+        calls = [core.submit_batch(batch) for batch in core.batches(tasks)]
+        if self._portal is not None:
+            direct = _direct()
+            done = self._portal.run(lambda engine: direct.send_all(engine, calls, self.config))
+        else:
+            done = [self.send(call) for call in calls]
+        return [task for batch in done for task in batch.tasks]
 
     def get(self, task_id: str, *, queue: str | None = None) -> Task:
         return self.send(core.get(task_id, queue))
@@ -292,16 +290,7 @@ class AsyncClient:
 
     async def _send_direct(self, engine: Engine, call: Call[T]) -> T:
         """As :meth:`Client._send_direct`."""
-        direct = core.direct_call(call)
-        attempt = 0
-        while True:
-            try:
-                return await engine.run(direct, core.direct_timeout_s(self.config, call))
-            except Unavailable as error:
-                if not core.should_retry(attempt, self.config.retries, None):
-                    raise
-                await asyncio.sleep(core.direct_backoff_s(attempt, error))
-            attempt += 1
+        return await _direct().send(engine, call, self.config)  # type: ignore[no-any-return]
 
     async def submit(
         self,
@@ -327,7 +316,12 @@ class AsyncClient:
 
     async def submit_many(self, tasks: Iterable[Mapping[str, Any]]) -> builtins.list[Task]:
         """As :meth:`Client.submit_many`."""
-        return [task for batch in core.batches(tasks) for task in (await self.send(core.submit_batch(batch))).tasks]
+        calls = [core.submit_batch(batch) for batch in core.batches(tasks)]
+        if self._engine is not None:
+            done = await _direct().send_all(self._engine, calls, self.config)
+        else:
+            done = [await self.send(call) for call in calls]
+        return [task for batch in done for task in batch.tasks]
 
     async def get(self, task_id: str, *, queue: str | None = None) -> Task:
         return await self.send(core.get(task_id, queue))

@@ -19,13 +19,14 @@ import asyncio
 import concurrent.futures
 import os
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from streamq import _core as core
 from streamq.errors import Conflict, InvalidTask, NotFound, StreamqError, Timeout, Unavailable
 from streamq.models import Stats, Task, TaskStatus
 from streamq.services.api.encoding import TaskJson, batch_json
@@ -42,6 +43,7 @@ from streamq.shared.settings import Settings
 from streamq.shared.ssrf import SsrfGuard
 
 T = TypeVar("T")
+IN_FLIGHT = 4  # submit_many's batches sent at once: the client builds the next while Redis runs one
 # one PING (redis-py's own reconnect back-off inside, about 5 s) before the first call gives up: Unavailable,
 # which the client retries as it retries the api's 503 (a producer should not hang on a Redis that is down)
 CONNECT_ATTEMPTS = 1
@@ -96,6 +98,34 @@ def typed(error: BaseException) -> StreamqError | None:
         retry_after = float(headers["Retry-After"]) if "Retry-After" in headers else None
         return Unavailable(str(body["detail"]), status_code=status, detail=body["detail"], retry_after=retry_after)
     return None
+
+
+async def send(engine: Engine, call: core.Call[T], config: core.Config) -> T:
+    """One call over the direct transport, retried as the api client retries a 503 (Redis out of reach or
+    refusing writes): ``config.retries`` times, after its Retry-After or the back-off."""
+    direct = core.direct_call(call)
+    attempt = 0
+    while True:
+        try:
+            return await engine.run(direct, core.direct_timeout_s(config, call))
+        except Unavailable as error:
+            if not core.should_retry(attempt, config.retries, None):
+                raise
+            await asyncio.sleep(core.direct_backoff_s(attempt, error))
+        attempt += 1
+
+
+async def send_all(engine: Engine, calls: list[core.Call[T]], config: core.Config) -> list[T]:
+    """The calls' values in order, ``IN_FLIGHT`` at a time (as that many api requests would be). As over
+    HTTP, an error stops the rest; calls already sent may have been applied (each task carries its
+    idempotency key, so submitting them again is safe)."""
+    gate = asyncio.Semaphore(IN_FLIGHT)
+
+    async def one(call: core.Call[T]) -> T:
+        async with gate:
+            return await send(engine, call, config)
+
+    return list(await asyncio.gather(*(one(call) for call in calls)))
 
 
 class BatchAnswer(BaseModel):
@@ -257,10 +287,10 @@ class Portal:
                 self._thread.start()
             return self._loop
 
-    def call(self, call: Callable[[Engine], Awaitable[T]], timeout_s: float) -> T:
-        """``Engine.run(call, timeout_s)`` on the portal's loop, from any thread."""
+    def run(self, work: Callable[[Engine], Coroutine[Any, Any, T]]) -> T:
+        """``work(engine)`` run on the portal's loop, from any thread; its value or its error."""
         loop = self._started()
-        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(self.engine.run(call, timeout_s), loop)
+        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(work(self.engine), loop)
         return future.result()
 
     def close(self) -> None:

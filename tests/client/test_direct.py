@@ -229,7 +229,7 @@ import streamq
 with streamq.Client(redis_url=sys.argv[1]) as client:
     task = client.submit("noop")
     client.get(task.id)
-server = sorted({m.split(".")[0] for m in sys.modules} & {"fastapi", "starlette", "uvicorn", "croniter"})
+server = sorted({m.split(".")[0] for m in sys.modules} & {"fastapi", "starlette", "uvicorn", "croniter", "aiosmtplib", "uvloop"})
 print(json.dumps({"status": task.status.value, "server": server}))
 """
 
