@@ -64,6 +64,11 @@ def parse(argv: list[str]) -> Config:
     parser.add_argument(
         "--trace", action="store_true", help="latency, schedule: each task's start by stage (bench/handlers.py)"
     )
+    parser.add_argument(
+        "--direct-taskiq",
+        action="store_true",
+        help="direct: also taskiq-redis's send-to-start (installs taskiq-redis into this venv; bench/peers.py)",
+    )
     for f in dataclasses.fields(Config):
         if f.type in ("int", "float"):
             kind = int if f.type == "int" else float

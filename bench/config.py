@@ -38,6 +38,7 @@ class Config:
     wait_hold_s: float = 0.05  # each task's run (the built-in sleep): its waiter is parked before it ends
     direct_n: int = 2_000  # direct: single submits idle, then stamp tasks paced at latency_rate (direct, then api)
     direct_many_n: int = 50_000  # direct: tasks of one submit_many call (direct, then through the api)
+    direct_taskiq: bool = False  # direct: also taskiq-redis (installed into the venv when asked: bench/peers.py)
     schedule_n: int = 500
     schedule_ahead_s: float = 3.0
     scheduler_batch: int = 0  # STREAMQ_SCHEDULER_BATCH of the schedule workload's scheduler; 0 = its default

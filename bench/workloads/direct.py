@@ -13,8 +13,9 @@ handler calls it), on one key prefix:
    entered; ``started_p50/p95/p99_ms`` and the call's own round trip ``submit_call_p50/p99_ms``; the
    same one by one through the api (``api_started_*``) for comparison.
 
-Peers: taskiq-redis is not installed in the project's venv (the issue quotes its send-to-start p50 of
-about 1.1 ms on this machine); compare ``started_p50_ms`` with that figure.
+Peers: with ``--direct-taskiq``, taskiq-redis's send-to-start on the same Redis once streamq's stack is
+stopped (``taskiq_started_*``; bench/peers.py installs it into the venv when asked). Without it, compare
+``started_p50_ms`` with the issue's figure for taskiq-redis (about 1.1 ms on this machine).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import asyncio
 import time
 
 import streamq
+from bench import peers
 from bench.env import has_scheduler
 from bench.handlers import STAMP
 from bench.stats import percentile
@@ -61,6 +63,8 @@ async def run(ctx: Context) -> Figures:
                         figures["submit_call_p99_ms"] = percentile(calls, 99)
     finally:
         stack.stop()
+    if cfg.direct_taskiq:  # the peer alone on the machine after streamq's stack, as streamq was
+        figures.update(peers.taskiq_started(ctx.server.url, ctx.log_dir, cfg.workers, cfg.direct_n, cfg.latency_rate))
     return figures
 
 
