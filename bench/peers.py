@@ -27,11 +27,12 @@ from redis.asyncio import Redis
 from taskiq_redis import ListQueueBroker
 
 URL = os.environ["PEER_REDIS_URL"]
-broker = ListQueueBroker(URL, queue_name="peer-bench")
+# redis-py 8 reads with a default socket timeout: taskiq's endless BRPOP needs none, or an idle worker dies
+broker = ListQueueBroker(URL, queue_name="peer-bench", socket_timeout=None)
 _redis = None
 
 
-@broker.task
+@broker.task(task_name="peer_stamp")  # by name: the producer runs this file as __main__
 async def stamp(sent: float) -> None:
     global _redis
     now = time.time()
@@ -53,7 +54,8 @@ async def produce(n: int, rate: float) -> None:
         if delay > 0:
             await asyncio.sleep(delay)
         await stamp.kiq(time.time())
-    while await redis.llen("peer-bench:started") < n:
+    deadline = time.monotonic() + 60
+    while await redis.llen("peer-bench:started") < n and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     rows = [r.decode().split() for r in await redis.lrange("peer-bench:started", 0, -1)]
     print(json.dumps([(float(b) - float(a)) * 1000 for a, b in rows]))
