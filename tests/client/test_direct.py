@@ -20,6 +20,7 @@ import streamq
 from streamq import _core as streamq_core
 from streamq.shared.keys import KeySchema
 from streamq.shared.settings import Settings
+from streamq.testing import SentinelServers
 from tests.e2e.processes import wait_logged
 from tests.services import StartService
 from tests.support import task_ids
@@ -229,7 +230,8 @@ import streamq
 with streamq.Client(redis_url=sys.argv[1]) as client:
     task = client.submit("noop")
     client.get(task.id)
-server = sorted({m.split(".")[0] for m in sys.modules} & {"fastapi", "starlette", "uvicorn", "croniter", "aiosmtplib", "uvloop"})
+stack = {"fastapi", "starlette", "uvicorn", "croniter", "aiosmtplib", "uvloop"}
+server = sorted({m.split(".")[0] for m in sys.modules} & stack)
 print(json.dumps({"status": task.status.value, "server": server}))
 """
 
@@ -242,3 +244,20 @@ def test_direct_transport_loads_no_server_stack(settings: Settings) -> None:
     assert out.returncode == 0, out.stderr
     seen = json.loads(out.stdout)
     assert seen == {"status": "pending", "server": []}
+
+
+@pytest.mark.standalone_only(reason="starts its own Sentinel servers")
+def test_direct_over_sentinel(settings: Settings, start_service: StartService) -> None:
+    """A ``redis+sentinel://`` URL works as for the services: the client finds the master, and a worker
+    reading through the same sentinels runs what it submitted."""
+    servers = SentinelServers()
+    try:
+        service = start_service("streamq.services.worker", STREAMQ_REDIS_URL=servers.url)
+        asyncio.run(wait_logged(service, "worker started"))
+        over = settings.model_copy(update={"redis_url": servers.url})
+        with streamq.Client(redis_url=servers.url, settings=over) as client:
+            task = client.submit("echo", {"via": "sentinel"})
+            assert client.wait(task.id, timeout=30).result == {"via": "sentinel"}
+            assert client.stats().completed == 1
+    finally:
+        servers.stop()
