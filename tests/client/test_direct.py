@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -261,3 +262,27 @@ def test_direct_over_sentinel(settings: Settings, start_service: StartService) -
             assert client.stats().completed == 1
     finally:
         servers.stop()
+
+
+@pytest.mark.timeout(60)
+def test_a_forked_child_gets_its_own_connections(settings: Settings) -> None:
+    """A web server's pre-forked workers: a client used before the fork works in the child (the portal's
+    thread and sockets are made again there), and the parent's keeps working."""
+    with streamq.Client(redis_url=settings.redis_url, settings=settings) as client:
+        first = client.submit("noop")
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report the task it made, or nothing
+            code = 1
+            try:
+                os.write(write, client.submit("noop", {"from": "child"}).id.encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        _, status = os.waitpid(pid, 0)
+        child_id = os.read(read, 100).decode()
+        os.close(read)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert client.get(child_id).payload == {"from": "child"}
+        assert client.get(first.id).id == first.id and client.submit("noop").status == "pending"
