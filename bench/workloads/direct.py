@@ -1,14 +1,16 @@
 """direct: the client's direct Redis transport (``streamq.Client(redis_url=...)``), as a producer uses it.
 
-Three phases, one blocking client in a thread of the benchmark's process (as a web app's request
-handler calls it), on one key prefix:
+Three phases on one key prefix, the blocking client in a thread of the benchmark's process (as a web
+app's request handler calls it) and the asyncio client on the benchmark's loop:
 
-1. idle: no service running; ``direct_n`` single ``submit`` calls back to back: ``submit_idle_p50/p99_ms``.
+1. idle: no service running; ``direct_n`` single ``submit`` calls back to back: ``submit_idle_p50/p99_ms``
+   (the blocking client); with the stack running, the asyncio client's ``async_submit_p50/p99_ms``.
 2. submit_many: ``direct_many_n`` noop tasks in one ``submit_many`` call (batches of 1,000, a few in
    flight), then the same through the api's ``POST /api/tasks/batch`` (``streamq.Client(url)``) for
    comparison: ``submit_many_per_s`` and ``api_submit_many_per_s``.
 3. latency: the api, the scheduler (when present) and ``cfg.workers`` workers (default concurrency)
-   running; ``direct_n`` ``bench.stamp`` tasks submitted one by one at ``latency_rate``:
+   running; ``direct_n`` ``bench.stamp`` tasks submitted one by one at ``latency_rate`` by the asyncio
+   client (as taskiq's producer is asyncio):
    send = the producer's clock just before the call, started = the worker's clock when the handler is
    entered; ``started_p50/p95/p99_ms`` and the call's own round trip ``submit_call_p50/p99_ms``; the
    same one by one through the api (``api_started_*``) for comparison.
@@ -28,7 +30,7 @@ from bench import peers
 from bench.env import has_scheduler
 from bench.handlers import STAMP
 from bench.stats import percentile
-from bench.workloads.base import Context, Figures, task_fields, wait_completed
+from bench.workloads.base import Context, Figures, paced, task_fields, wait_completed
 from bench.workloads.trace import handler_time
 from streamq.shared.keys import KeySchema
 from streamq.shared.settings import Settings
@@ -52,9 +54,13 @@ async def run(ctx: Context) -> Figures:
             services += await stack.workers(ctx.redis, cfg.workers, cfg.default_concurrency)
             await asyncio.sleep(0.5)  # let the workers settle into their blocking read
             done = int(await ctx.redis.hget(stack.keys.stats, "submitted_total") or 0)
-            with streamq.Client(url) as http:
-                for name, client in (("", direct), ("api_", http)):
-                    sent, calls = await asyncio.to_thread(_paced, client, cfg.direct_n, cfg.latency_rate)
+            async with (
+                streamq.AsyncClient(redis_url=ctx.server.url, settings=settings) as adirect,
+                streamq.AsyncClient(url) as ahttp,
+            ):
+                figures.update(await _async_singles(adirect, cfg.direct_n))
+                for name, client in (("", adirect), ("api_", ahttp)):
+                    sent, calls = await _paced(client, cfg.direct_n, cfg.latency_rate)
                     done += cfg.direct_n
                     await wait_completed(ctx.redis, stack.keys, done, *services, timeout=120)
                     figures.update(await _started(ctx, stack.keys, sent, name))
@@ -90,17 +96,26 @@ def _many(client: streamq.Client, n: int) -> float:
     return n / elapsed
 
 
-def _paced(client: streamq.Client, n: int, rate: float) -> tuple[dict[str, float], list[float]]:
-    """``n`` stamp tasks submitted at a steady ``rate``: each task's send time and each call's ms."""
+async def _async_singles(client: streamq.AsyncClient, n: int) -> Figures:
+    """The async client's single submit round trip (the stack running, workers idle between tasks)."""
+    for _ in range(50):
+        await client.submit("noop", queue="many")
+    calls = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await client.submit("noop", queue="many")
+        calls.append((time.perf_counter() - t0) * 1000)
+    return {"async_submit_p50_ms": percentile(calls, 50), "async_submit_p99_ms": percentile(calls, 99)}
+
+
+async def _paced(client: streamq.AsyncClient, n: int, rate: float) -> tuple[dict[str, float], list[float]]:
+    """``n`` stamp tasks submitted at a steady ``rate`` (an asyncio producer, as taskiq's): each task's
+    send time and each call's ms."""
     sent: dict[str, float] = {}
     calls: list[float] = []
-    t0 = time.perf_counter()
-    for i in range(n):
-        delay = t0 + i / rate - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
+    async for _ in paced(n, rate):
         created = time.time()
-        task = client.submit(STAMP)
+        task = await client.submit(STAMP)
         calls.append((time.time() - created) * 1000)
         sent[task.id] = created
     return sent, calls
