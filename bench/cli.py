@@ -19,13 +19,13 @@ import orjson
 from bench.config import WORKLOADS, Config
 from bench.env import ROOT, RedisServer, has_scheduler, load, machine
 from bench.report import Rounds, add_ratios, summarise, table
-from bench.workloads import cluster, drain, floor, latency, memory, otel, raw, schedule, soak, submit, wait
+from bench.workloads import cluster, direct, drain, floor, latency, memory, otel, raw, schedule, soak, submit, wait
 from bench.workloads.base import Context, Figures
 
 TINY: dict[str, Any] = {
     "runs": 1, "raw_n": 2_000, "single_n": 200, "single_clients": 8, "batch_n": 2_000, "batch_size": 500,
     "drain_n": 500, "tuned_concurrency": 32, "latency_n": 40, "latency_rate": 100.0, "wait_n": 40, "wait_rate": 100.0,
-    "wait_waiters": 8, "schedule_n": 20,
+    "wait_waiters": 8, "schedule_n": 20, "direct_n": 40, "direct_many_n": 2_000,
     "memory_n": 500, "memory_ttl_s": 1, "otel_n": 1_000, "otel_pairs": 1, "soak_s": 4.0, "soak_rate": 200.0,
     "soak_keep": 200, "soak_events_maxlen": 1_000,
 }  # fmt: skip
@@ -44,6 +44,7 @@ def entries(cfg: Config) -> list[tuple[str, Callable[[Context], Awaitable[Figure
         ],
         "latency": [("latency", latency.run)],
         "wait": [("wait", wait.run)],
+        "direct": [("direct", direct.run)],
         "schedule": [("schedule", schedule.run)],
         "memory": [("memory", memory.run)],
         "cluster": [("cluster-drain", cluster.run)],
@@ -62,6 +63,11 @@ def parse(argv: list[str]) -> Config:
     parser.add_argument("--profile", action="store_true", help="py-spy record each service (needs root)")
     parser.add_argument(
         "--trace", action="store_true", help="latency, schedule: each task's start by stage (bench/handlers.py)"
+    )
+    parser.add_argument(
+        "--direct-taskiq",
+        action="store_true",
+        help="direct: also taskiq-redis's send-to-start (installs taskiq-redis into this venv; bench/peers.py)",
     )
     for f in dataclasses.fields(Config):
         if f.type in ("int", "float"):

@@ -8,8 +8,8 @@ from typing import Any
 from streamq.shared.settings import Settings
 
 WORKLOADS = (
-    "raw", "floor", "submit-single", "submit-batch", "drain", "latency", "wait", "schedule", "memory", "cluster",
-    "otel", "soak",
+    "raw", "floor", "submit-single", "submit-batch", "drain", "latency", "wait", "direct", "schedule", "memory",
+    "cluster", "otel", "soak",
 )  # fmt: skip
 
 
@@ -36,6 +36,9 @@ class Config:
     wait_rate: float = 200.0  # tasks/s, paced
     wait_waiters: int = 50  # concurrent long-poll connections
     wait_hold_s: float = 0.05  # each task's run (the built-in sleep): its waiter is parked before it ends
+    direct_n: int = 2_000  # direct: single submits idle, then stamp tasks paced at latency_rate (direct, then api)
+    direct_many_n: int = 50_000  # direct: tasks of one submit_many call (direct, then through the api)
+    direct_taskiq: bool = False  # direct: also taskiq-redis (installed into the venv when asked: bench/peers.py)
     schedule_n: int = 500
     schedule_ahead_s: float = 3.0
     scheduler_batch: int = 0  # STREAMQ_SCHEDULER_BATCH of the schedule workload's scheduler; 0 = its default

@@ -1,6 +1,7 @@
 """streamq: a distributed task queue on Redis Streams.
 
-Producers use :class:`Client` / :class:`AsyncClient` (needs only httpx and pydantic). Handler modules
+Producers use :class:`Client` / :class:`AsyncClient` (needs only httpx and pydantic; the direct Redis
+transport, ``redis_url=...``, needs the ``redis`` extra and is imported only when asked for). Handler modules
 import ``handler``, ``TaskContext``, ``Retry`` and ``Permanent`` from here; those come from the worker
 and are loaded on first use, so importing the client never loads the server stack."""
 
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from streamq.client import AsyncClient, Client
 from streamq.errors import (
+    ApiOnly,
     Conflict,
     Forbidden,
     InvalidTask,
@@ -36,6 +38,7 @@ _WORKER_NAMES = {  # the handler API: name -> the module that defines it
 }
 
 __all__ = [
+    "ApiOnly",
     "AsyncClient",
     "Client",
     "Conflict",

@@ -1,6 +1,9 @@
 """``Client`` (blocking) and ``AsyncClient`` (asyncio): the same methods over one connection pool each.
 Every request and the mapping of its answer live in ``streamq._core``; these classes only send calls,
-retry them (429/502/503/504 and refused connections, honouring Retry-After) and sleep in between."""
+retry them (429/502/503/504 and refused connections, honouring Retry-After) and sleep in between.
+
+Two transports: the api over HTTP (``url``), or Redis directly (``redis_url``: streamq/direct.py runs the
+api's own submit and read code in this process); ``streamq._core.transport`` says which one is used."""
 
 from __future__ import annotations
 
@@ -10,13 +13,17 @@ import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
 from streamq import _core as core
 from streamq._core import Call
 from streamq.models import Queue, Schedule, Stats, Task, TaskStatus, Worker
+
+if TYPE_CHECKING:
+    from streamq.direct import Engine, Portal
+    from streamq.shared.settings import Settings
 
 T = TypeVar("T")
 
@@ -27,18 +34,29 @@ class Client:
     ``url`` and ``api_key`` default to ``STREAMQ_URL`` and ``STREAMQ_API_KEY`` (then
     ``http://127.0.0.1:8080``, no key); ``timeout`` bounds each request (a long-poll's read waits its
     wait on top); ``retries`` is how many times an answer of 429, 502, 503 or 504, or a refused
-    connection, is tried again. Use it as a context manager, or call :meth:`close`."""
+    connection, is tried again. Use it as a context manager, or call :meth:`close`.
+
+    ``redis_url`` (or ``STREAMQ_REDIS_URL`` when no ``url`` and no ``STREAMQ_URL`` is given) talks to Redis
+    directly, with the services' ``STREAMQ_*`` settings (or ``settings``, a ``streamq.shared.settings.Settings``):
+    submit, submit_many, get, wait, cancel, list and stats, as the api makes them; any other call raises
+    :class:`streamq.ApiOnly`. Needs ``pip install "streamq[redis]"``."""
 
     def __init__(
         self,
         url: str | None = None,
         api_key: str | None = None,
         *,
+        redis_url: str | None = None,
+        settings: Settings | None = None,
         timeout: float = core.DEFAULT_TIMEOUT_S,
         retries: int = 4,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.config = core.config(url, api_key, timeout, retries)
+        chosen = core.transport(url, redis_url)
+        self.config = core.config(chosen.url, api_key, timeout, retries)
+        self._portal: Portal | None = None
+        if chosen.redis_url is not None:
+            self._portal = _direct().Portal(_direct().settings_for(chosen.redis_url, settings))
         self._http = httpx.Client(
             base_url=self.config.url, headers=self.config.headers, timeout=timeout, transport=transport
         )
@@ -53,9 +71,13 @@ class Client:
 
     def close(self) -> None:
         self._http.close()
+        if self._portal is not None:
+            self._portal.close()
 
     def send(self, call: Call[T]) -> T:
         """Send one call, retrying as the class says; its value, or its typed error raised."""
+        if self._portal is not None:
+            return self._send_direct(self._portal, call)
         attempt = 0
         while True:
             response: httpx.Response | None = None
@@ -68,6 +90,11 @@ class Client:
                 return core.outcome(call, response)
             time.sleep(core.backoff_s(attempt, response))
             attempt += 1
+
+    def _send_direct(self, portal: Portal, call: Call[T]) -> T:
+        """The call over the direct transport, retried as a 503 of the api would be."""
+        direct = _direct()
+        return portal.run(lambda engine: direct.send(engine, call, self.config))  # type: ignore[no-any-return]
 
     # --- tasks -----------------------------------------------------------------------------------
     def submit(
@@ -85,6 +112,9 @@ class Client:
         webhook: str | None = None,
         idempotency_key: str | None = None,
         keep_s: int | None = None,
+        unique: dict[str, Any] | None = None,
+        debounce: dict[str, Any] | None = None,
+        group: str | None = None,
     ) -> Task:
         """Create a task (``delay``: seconds or a timedelta from now; ``keep_s``: how long its record is kept
         after it finishes, see the docs: Scaling out, Retention). Retried safely: the call sends one
@@ -93,8 +123,15 @@ class Client:
 
     def submit_many(self, tasks: Iterable[Mapping[str, Any]]) -> builtins.list[Task]:
         """Create many tasks (each a mapping of :meth:`submit`'s arguments), in batches of the api's
-        limit (1,000), in order; the tasks come back in the same order."""
-        return [task for batch in core.batches(tasks) for task in self.send(core.submit_batch(batch)).tasks]
+        limit (1,000), in order; the tasks come back in the same order. Over the direct transport a few
+        batches are in flight at once."""
+        calls = [core.submit_batch(batch) for batch in core.batches(tasks)]
+        if self._portal is not None:
+            direct = _direct()
+            done = self._portal.run(lambda engine: direct.send_all(engine, calls, self.config))
+        else:
+            done = [self.send(call) for call in calls]
+        return [task for batch in done for task in batch.tasks]
 
     def get(self, task_id: str, *, queue: str | None = None) -> Task:
         return self.send(core.get(task_id, queue))
@@ -206,11 +243,17 @@ class AsyncClient:
         url: str | None = None,
         api_key: str | None = None,
         *,
+        redis_url: str | None = None,
+        settings: Settings | None = None,
         timeout: float = core.DEFAULT_TIMEOUT_S,
         retries: int = 4,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.config = core.config(url, api_key, timeout, retries)
+        chosen = core.transport(url, redis_url)
+        self.config = core.config(chosen.url, api_key, timeout, retries)
+        self._engine: Engine | None = None
+        if chosen.redis_url is not None:
+            self._engine = _direct().Engine(_direct().settings_for(chosen.redis_url, settings))
         self._http = httpx.AsyncClient(
             base_url=self.config.url, headers=self.config.headers, timeout=timeout, transport=transport
         )
@@ -225,9 +268,13 @@ class AsyncClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        if self._engine is not None:
+            await self._engine.close()
 
     async def send(self, call: Call[T]) -> T:
         """As :meth:`Client.send`."""
+        if self._engine is not None:
+            return await self._send_direct(self._engine, call)
         attempt = 0
         while True:
             response: httpx.Response | None = None
@@ -240,6 +287,10 @@ class AsyncClient:
                 return core.outcome(call, response)
             await asyncio.sleep(core.backoff_s(attempt, response))
             attempt += 1
+
+    async def _send_direct(self, engine: Engine, call: Call[T]) -> T:
+        """As :meth:`Client._send_direct`."""
+        return await _direct().send(engine, call, self.config)  # type: ignore[no-any-return]
 
     async def submit(
         self,
@@ -256,13 +307,21 @@ class AsyncClient:
         webhook: str | None = None,
         idempotency_key: str | None = None,
         keep_s: int | None = None,
+        unique: dict[str, Any] | None = None,
+        debounce: dict[str, Any] | None = None,
+        group: str | None = None,
     ) -> Task:
         """As :meth:`Client.submit`."""
         return await self.send(core.submit(core.task_body(**_named(locals()))))
 
     async def submit_many(self, tasks: Iterable[Mapping[str, Any]]) -> builtins.list[Task]:
         """As :meth:`Client.submit_many`."""
-        return [task for batch in core.batches(tasks) for task in (await self.send(core.submit_batch(batch))).tasks]
+        calls = [core.submit_batch(batch) for batch in core.batches(tasks)]
+        if self._engine is not None:
+            done = await _direct().send_all(self._engine, calls, self.config)
+        else:
+            done = [await self.send(call) for call in calls]
+        return [task for batch in done for task in batch.tasks]
 
     async def get(self, task_id: str, *, queue: str | None = None) -> Task:
         return await self.send(core.get(task_id, queue))
@@ -352,6 +411,17 @@ class AsyncSchedules:
 
     async def resume(self, name: str) -> Schedule:
         return await self._client.send(core.pause_schedule(name, False))
+
+
+def _direct() -> Any:
+    """streamq.direct, imported on first use: it needs the ``redis`` extra, which the api transport does not."""
+    try:
+        import streamq.direct
+    except ImportError as error:
+        raise ImportError(
+            f'the direct Redis transport (redis_url=...) needs pip install "streamq[redis]" ({error})'
+        ) from error
+    return streamq.direct
 
 
 def _named(arguments: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The client's typed errors: one class per kind of answer a caller handles differently.
 
 Every error derives from :class:`StreamqError` and carries the HTTP status (``None`` when no answer
-came) and the api's ``detail``."""
+came) and the api's ``detail``. Over the direct Redis transport the errors are the same, with the status
+the api would have answered (404, 409, 422, 503)."""
 
 from __future__ import annotations
 
@@ -69,6 +70,11 @@ class Unavailable(StreamqError):
     ) -> None:
         super().__init__(message, status_code=status_code, detail=detail)
         self.retry_after = retry_after
+
+
+class ApiOnly(StreamqError):
+    """The call needs the api (admin routes, schedules, queues, workers, retry, delete): the client uses
+    the direct Redis transport, which makes only submit, submit_many, get, wait, cancel, list and stats."""
 
 
 class Timeout(StreamqError, TimeoutError):

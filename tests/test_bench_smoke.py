@@ -15,6 +15,7 @@ from bench.env import has_scheduler
 from tests.support import ROOT
 
 ENTRIES = ["raw", "floor", "submit-single", "submit-batch", "drain-default", "drain-tuned", "latency", "wait"]
+ENTRIES += ["direct"]
 ENTRIES += ["schedule"]
 ENTRIES += ["memory"]
 ENTRIES += ["cluster-drain"]
@@ -69,6 +70,8 @@ def test_make_bench_tiny_writes_table_and_json(tmp_path: Path) -> None:
         ("floor", "state_schedule_p99_ms"),
         ("latency", "started_p99_ms"),
         ("wait", "heard_p99_ms"),
+        ("direct", "started_p99_ms"),
+        ("direct", "submit_many_per_s"),
         ("memory", "bytes_per_task"),
         ("otel", "worker_cpu_ms_per_1k_off"),
         ("otel", "worker_cpu_ms_per_1k_on"),

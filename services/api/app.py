@@ -21,13 +21,11 @@ from streamq.services.api.middleware import BodyLimit, HttpMetrics, JsonDepth
 from streamq.services.api.ratelimit import RateLimiter
 from streamq.services.api.routes import deliveries, health, queues, recovery, schedules, services, stats, tasks
 from streamq.services.api.security import Guard
-from streamq.services.api.submission import Submission
+from streamq.services.api.submission import Submission, broker_for
 from streamq.services.api.types import TypeCatalog
 from streamq.services.api.waiters import Waiters
 from streamq.shared.auth import parse_keys
-from streamq.shared.broker import Broker
 from streamq.shared.jsondepth import MAX_BODY_DEPTH
-from streamq.shared.keys import KeySchema
 from streamq.shared.memguard import MemoryGuard
 from streamq.shared.redis import connect, make_client
 from streamq.shared.registry import ServiceRegistration
@@ -67,14 +65,7 @@ def create_app(settings: Settings, *, fast_submit: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = await connect(settings)
-        app.state.broker = broker = Broker(
-            redis,
-            KeySchema(settings.key_prefix, settings.queue),
-            events_maxlen=settings.events_maxlen,
-            result_ttl_s=settings.result_ttl_s,
-            idempotency_ttl_s=settings.idempotency_ttl_s,
-            durable=settings.durable(),
-        )
+        app.state.broker = broker = broker_for(settings, redis)
         app.state.redis = redis
         broker.memory_guard = guard = MemoryGuard(redis, settings.memory_guard_ratio)
         await guard.tick()  # right from the first request

@@ -1,5 +1,6 @@
 """The api's one submission service: ``POST /api/tasks``, its fast path (services/api/fastpath.py) and
-``POST /api/tasks/batch`` check, store, trace and count tasks through :class:`Submission`.
+``POST /api/tasks/batch`` check, store, trace and count tasks through :class:`Submission`; so does the
+client's direct transport (streamq/direct.py), which imports this module without FastAPI (keep it so).
 
 Every submit answers with submit.lua's records (:class:`streamq.shared.queue.Stored`, the one result
 type): the batch route and the fast path serialise them straight to JSON (services/api/encoding.py),
@@ -18,16 +19,33 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from redis.asyncio import Redis
+
 from streamq.services.api.coalesce import Coalescer
 from streamq.services.api.types import TypeCatalog
 from streamq.shared import metrics, tracing
 from streamq.shared.broker import Broker
+from streamq.shared.keys import KeySchema
 from streamq.shared.models import TaskCreate
 from streamq.shared.payloads import check_tasks
 from streamq.shared.queue import DEBOUNCED, UNIQUE_HELD, Stored
+from streamq.shared.settings import Settings
 from streamq.shared.ssrf import SsrfGuard
 
 Headers = Sequence[tuple[bytes, bytes]]
+
+
+def broker_for(settings: Settings, redis: Redis) -> Broker:
+    """The producers' broker as ``settings`` describe it: the api's, and the client's direct transport's
+    (streamq/direct.py), so both place, store and keep tasks alike."""
+    return Broker(
+        redis,
+        KeySchema(settings.key_prefix, settings.queue),
+        events_maxlen=settings.events_maxlen,
+        result_ttl_s=settings.result_ttl_s,
+        idempotency_ttl_s=settings.idempotency_ttl_s,
+        durable=settings.durable(),
+    )
 
 
 def count(done: Sequence[Stored]) -> None:

@@ -5,7 +5,8 @@ blocked ``XREAD`` connection each, over the blocking-reads client) and nothing p
 Each partition a waited task may be in gets its reader (dashboard/events.py's :class:`PartitionFeed`)
 when its first waiter comes, positioned at the newest event before that waiter reads its task: any
 later terminal event reaches it, and an earlier one is in the task the waiter reads.
-Readers are stopped with the api."""
+Readers are stopped with the api. The client's direct transport (streamq/direct.py) waits through
+this class too, in the producer's process."""
 
 from __future__ import annotations
 

@@ -1,0 +1,128 @@
+"""direct: the client's direct Redis transport (``streamq.Client(redis_url=...)``), as a producer uses it.
+
+Three phases on one key prefix, the blocking client in a thread of the benchmark's process (as a web
+app's request handler calls it) and the asyncio client on the benchmark's loop:
+
+1. idle: no service running; ``direct_n`` single ``submit`` calls back to back: ``submit_idle_p50/p99_ms``
+   (the blocking client); with the stack running, the asyncio client's ``async_submit_p50/p99_ms``.
+2. submit_many: ``direct_many_n`` noop tasks in one ``submit_many`` call (batches of 1,000, a few in
+   flight), then the same through the api's ``POST /api/tasks/batch`` (``streamq.Client(url)``) for
+   comparison: ``submit_many_per_s`` and ``api_submit_many_per_s``.
+3. latency: the api, the scheduler (when present) and ``cfg.workers`` workers (default concurrency)
+   running; ``direct_n`` ``bench.stamp`` tasks submitted one by one at ``latency_rate`` by the asyncio
+   client (as taskiq's producer is asyncio):
+   send = the producer's clock just before the call, started = the worker's clock when the handler is
+   entered; ``started_p50/p95/p99_ms`` and the call's own round trip ``submit_call_p50/p99_ms``; the
+   same one by one through the api (``api_started_*``) for comparison.
+
+Peers: with ``--direct-taskiq``, taskiq-redis's send-to-start on the same Redis once streamq's stack is
+stopped (``taskiq_started_*``; bench/peers.py installs it into the venv when asked). Without it, compare
+``started_p50_ms`` with the issue's figure for taskiq-redis (about 1.1 ms on this machine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import streamq
+from bench import peers
+from bench.env import has_scheduler
+from bench.handlers import STAMP
+from bench.stats import percentile
+from bench.workloads.base import Context, Figures, paced, task_fields, wait_completed
+from bench.workloads.trace import handler_time
+from streamq.shared.keys import KeySchema
+from streamq.shared.settings import Settings
+
+
+async def run(ctx: Context) -> Figures:
+    cfg = ctx.config
+    stack = ctx.stack()
+    settings = Settings(redis_url=ctx.server.url, key_prefix=stack.prefix, _env_file=None)  # type: ignore[call-arg]
+    figures: Figures = {}
+    try:
+        with streamq.Client(redis_url=ctx.server.url, settings=settings) as direct:
+            calls = await asyncio.to_thread(_singles, direct, cfg.direct_n)
+            figures["submit_idle_p50_ms"] = percentile(calls, 50)
+            figures["submit_idle_p99_ms"] = percentile(calls, 99)
+            figures["submit_many_per_s"] = await asyncio.to_thread(_many, direct, cfg.direct_many_n)
+            url, _api = await stack.api()
+            with streamq.Client(url) as http:
+                figures["api_submit_many_per_s"] = await asyncio.to_thread(_many, http, cfg.direct_many_n)
+            services = [stack.start("streamq.services.scheduler")] if has_scheduler() else []
+            services += await stack.workers(ctx.redis, cfg.workers, cfg.default_concurrency)
+            await asyncio.sleep(0.5)  # let the workers settle into their blocking read
+            done = int(await ctx.redis.hget(stack.keys.stats, "submitted_total") or 0)
+            async with (
+                streamq.AsyncClient(redis_url=ctx.server.url, settings=settings) as adirect,
+                streamq.AsyncClient(url) as ahttp,
+            ):
+                figures.update(await _async_singles(adirect, cfg.direct_n))
+                for name, client in (("", adirect), ("api_", ahttp)):
+                    sent, calls = await _paced(client, cfg.direct_n, cfg.latency_rate)
+                    done += cfg.direct_n
+                    await wait_completed(ctx.redis, stack.keys, done, *services, timeout=120)
+                    figures.update(await _started(ctx, stack.keys, sent, name))
+                    if not name:
+                        figures["submit_call_p50_ms"] = percentile(calls, 50)
+                        figures["submit_call_p99_ms"] = percentile(calls, 99)
+    finally:
+        stack.stop()
+    if cfg.direct_taskiq:  # the peer alone on the machine after streamq's stack, as streamq was
+        figures.update(peers.taskiq_started(ctx.server.url, ctx.log_dir, cfg.workers, cfg.direct_n, cfg.latency_rate))
+    return figures
+
+
+def _singles(client: streamq.Client, n: int) -> list[float]:
+    """``n`` single submits back to back (after a few to warm up); each call's ms."""
+    for _ in range(50):
+        client.submit("noop")
+    calls = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        client.submit("noop")
+        calls.append((time.perf_counter() - t0) * 1000)
+    return calls
+
+
+def _many(client: streamq.Client, n: int) -> float:
+    """Tasks per second of one ``submit_many`` of ``n`` noop tasks."""
+    specs = [{"type": "noop", "queue": "many"}] * n
+    t0 = time.perf_counter()
+    done = client.submit_many(specs)
+    elapsed = time.perf_counter() - t0
+    assert len(done) == n
+    return n / elapsed
+
+
+async def _async_singles(client: streamq.AsyncClient, n: int) -> Figures:
+    """The async client's single submit round trip (the stack running, workers idle between tasks)."""
+    for _ in range(50):
+        await client.submit("noop", queue="many")
+    calls = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await client.submit("noop", queue="many")
+        calls.append((time.perf_counter() - t0) * 1000)
+    return {"async_submit_p50_ms": percentile(calls, 50), "async_submit_p99_ms": percentile(calls, 99)}
+
+
+async def _paced(client: streamq.AsyncClient, n: int, rate: float) -> tuple[dict[str, float], list[float]]:
+    """``n`` stamp tasks submitted at a steady ``rate`` (an asyncio producer, as taskiq's): each task's
+    send time and each call's ms."""
+    sent: dict[str, float] = {}
+    calls: list[float] = []
+    async for _ in paced(n, rate):
+        created = time.time()
+        task = await client.submit(STAMP)
+        calls.append((time.time() - created) * 1000)
+        sent[task.id] = created
+    return sent, calls
+
+
+async def _started(ctx: Context, keys: KeySchema, sent: dict[str, float], name: str) -> Figures:
+    ids = list(sent)
+    rows = await task_fields(ctx.redis, keys, ids, "result")
+    to_start = [(handler_time(r[0]) - sent[i]) * 1000 for i, r in zip(ids, rows, strict=True)]
+    return {f"{name}started_p{p}_ms": percentile(to_start, p) for p in (50, 95, 99)}

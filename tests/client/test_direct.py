@@ -1,0 +1,288 @@
+"""The client's direct Redis transport (``redis_url=...``) against a real Redis (or a real 3-master Cluster
+with ``--redis-topology=cluster``) and real worker and api processes: every direct method, its typed
+errors, the calls only the api makes, and the stored state of tasks submitted directly against the same
+tasks submitted over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+import streamq
+from streamq import _core as streamq_core
+from streamq.shared.keys import KeySchema
+from streamq.shared.settings import Settings
+from streamq.testing import SentinelServers
+from tests.e2e.processes import wait_logged
+from tests.services import StartService
+from tests.support import task_ids
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def worker(start_service: StartService) -> None:
+    """A worker of the built-in handlers (noop, echo, sleep, fail) on the test's keys."""
+    service = start_service("streamq.services.worker", STREAMQ_WORKER_CONCURRENCY="8")
+    asyncio.run(wait_logged(service, "worker started"))
+
+
+@pytest.fixture
+def direct(settings: Settings, worker: None) -> Iterator[streamq.Client]:
+    with streamq.Client(redis_url=settings.redis_url, settings=settings, timeout=10) as client:
+        yield client
+
+
+def test_sync_direct_every_method(direct: streamq.Client) -> None:
+    task = direct.submit("echo", {"hello": "world"}, priority=5, max_retries=1)
+    assert isinstance(task, streamq.Task) and task.status == "pending" and task.priority == 5 and task.idempotency_key
+    done = direct.wait(task.id, timeout=30)
+    assert done.status is streamq.TaskStatus.COMPLETED and done.result == {"hello": "world"}
+    assert direct.get(task.id).completed_at is not None
+
+    failed = direct.wait(direct.submit("fail", "boom", max_retries=0).id, timeout=30)
+    assert failed.status == "failed" and failed.error is not None and "boom" in failed.error
+
+    later = direct.submit("noop", delay=timedelta(hours=1))
+    assert later.status == "scheduled" and later.scheduled_for is not None
+    cancelled = direct.cancel(later.id)
+    assert cancelled.status == "cancelled" and direct.get(later.id).status == "cancelled"
+
+    again = direct.submit("noop", idempotency_key="once", delay=3600)
+    assert direct.submit("noop", idempotency_key="once", delay=3600).id == again.id  # the first task answers
+
+    many = direct.submit_many({"type": "echo", "payload": i, "queue": "bulk"} for i in range(1001))
+    assert [t.payload for t in many] == list(range(1001)) and len({t.id for t in many}) == 1001
+    assert sorted(t.payload for t in direct.list(queue="bulk")) == list(range(1001))  # follows the cursor
+    assert [t.id for t in direct.list(queue="bulk", limit=3)] == [t.id for t in many[::-1][:3]]
+    assert all(t.status == "cancelled" for t in direct.list(status="cancelled"))
+
+    stats = direct.stats()
+    assert stats.total == 1005 and stats.submitted_total == 1005 and set(stats.queues) == {"default", "bulk"}
+    assert direct.stats("bulk").queue == "bulk" and direct.stats("bulk").total == 1001
+
+
+def test_direct_errors_are_the_apis(direct: streamq.Client) -> None:
+    with pytest.raises(streamq.NotFound) as missing:
+        direct.get("01NOSUCHTASK0000000000000")
+    assert missing.value.status_code == 404
+    with pytest.raises(streamq.InvalidTask) as unknown:
+        direct.submit("no-such-type")
+    assert unknown.value.errors[0]["loc"] == ["body", "type"] and unknown.value.errors[0]["type"] == "unknown_task_type"
+    with pytest.raises(streamq.InvalidTask) as bad:
+        direct.submit("echo", webhook="ftp://example.com")
+    assert bad.value.status_code == 422 and bad.value.errors[0]["loc"] == ["body", "webhook"]
+    with pytest.raises(streamq.InvalidTask) as ssrf:  # the api's SSRF guard: a loopback webhook is refused
+        direct.submit("echo", webhook="http://127.0.0.1:9/hook")
+    assert ssrf.value.errors[0]["loc"] == ["body", "webhook"]
+    with pytest.raises(streamq.InvalidTask) as unlisted:  # the api's model: unknown fields are refused
+        direct.submit_many([{"type": "noop"}, {"type": "noop", "priority": 99}])
+    assert unlisted.value.errors[0]["loc"] == ["body", "tasks", 1, "priority"]
+    done = direct.wait(direct.submit("noop").id, timeout=30)
+    with pytest.raises(streamq.Conflict) as conflict:
+        direct.cancel(done.id)
+    assert conflict.value.status == "completed" and conflict.value.status_code == 409
+    with pytest.raises(streamq.Timeout) as slow:
+        direct.wait(direct.submit("sleep", 5).id, timeout=0.3)
+    assert slow.value.task is not None and slow.value.task.status in ("pending", "processing")
+    assert not list(direct.list(type="no-such-type"))  # nothing half-written by the refused submits
+
+
+def test_flow_options_reach_the_task_body() -> None:
+    """``unique``, ``debounce`` and ``group`` go to the api's task model as given (both transports send
+    this body); left out when None."""
+    body = streamq_core.task_body("noop", unique={"key": "k"}, debounce={"s": 2}, group="tenant-1")
+    assert (body["unique"], body["debounce"], body["group"]) == ({"key": "k"}, {"s": 2}, "tenant-1")
+    assert not {"unique", "debounce", "group"} & set(streamq_core.task_body("noop"))
+
+
+def test_calls_only_the_api_makes_name_the_api_transport(settings: Settings) -> None:
+    with streamq.Client(redis_url=settings.redis_url, settings=settings) as client:
+        for call in (
+            client.workers,
+            client.queues.list,
+            lambda: client.queues.pause("default"),
+            lambda: client.retry("01NOSUCHTASK0000000000000"),
+            lambda: client.delete("01NOSUCHTASK0000000000000"),
+            client.retry_failed,
+            client.schedules.list,
+        ):
+            with pytest.raises(streamq.ApiOnly, match="needs the api") as refused:
+                call()
+            assert "url=" in str(refused.value) and isinstance(refused.value, streamq.StreamqError)
+
+
+def test_which_transport_a_client_uses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STREAMQ_URL", raising=False)
+    monkeypatch.setenv("STREAMQ_REDIS_URL", "redis://127.0.0.1:1/0")  # never connected: no call is made
+    assert streamq.Client()._portal is not None  # STREAMQ_REDIS_URL alone: direct
+    assert streamq.Client("http://api:8080")._portal is None  # an explicit url wins
+    monkeypatch.setenv("STREAMQ_URL", "http://api:8080")
+    client = streamq.Client()
+    assert client._portal is None and client.config.url == "http://api:8080"  # both variables: the api
+    assert streamq.Client(redis_url="redis://127.0.0.1:1/0")._portal is not None  # explicit redis_url wins
+    with pytest.raises(ValueError, match="not both"):
+        streamq.Client("http://api:8080", redis_url="redis://127.0.0.1:1/0")
+    with pytest.raises(ValueError, match="redis"):  # the services' URL rules
+        streamq.Client(redis_url="http://not-redis")
+
+
+def test_unreachable_redis_is_unavailable(settings: Settings) -> None:
+    dead = "redis://127.0.0.1:1/0"
+    with (
+        streamq.Client(redis_url=dead, settings=settings, retries=0) as client,
+        pytest.raises(streamq.Unavailable) as error,
+    ):
+        client.submit("noop")
+    assert "127.0.0.1:1" in str(error.value)
+
+
+async def test_async_direct(settings: Settings, worker: None) -> None:
+    async with streamq.AsyncClient(redis_url=settings.redis_url, settings=settings) as client:
+        tasks = await asyncio.gather(*(client.submit("echo", i) for i in range(20)))  # coalesced as in the api
+        assert len({t.id for t in tasks}) == 20
+        done = await asyncio.gather(*(client.wait(t.id, timeout=30) for t in tasks))
+        assert [t.result for t in done] == list(range(20))
+        later = await client.submit("noop", scheduled_for=datetime.now(UTC) + timedelta(hours=1))
+        assert (await client.cancel(later.id)).status == "cancelled"
+        many = await client.submit_many([{"type": "noop", "queue": "bulk", "priority": 1}] * 120)
+        assert len(many) == 120 and all(t.priority == 1 for t in many)
+        assert len([t async for t in client.list(queue="bulk", limit=50)]) == 50
+        assert (await client.stats()).submitted_total == 141
+        with pytest.raises(streamq.ApiOnly):
+            await client.workers()
+        with pytest.raises(streamq.NotFound):
+            await client.wait("01NOSUCHTASK0000000000000", timeout=1)
+
+
+# the same submits over HTTP and directly (explicit keys and times: the client makes them otherwise)
+SUBMITS: list[dict[str, Any]] = [
+    {"type": "noop", "idempotency_key": "a"},
+    {"type": "echo", "payload": {"a": [1, 2.5, "é", None, True]}, "priority": 5, "max_retries": 0,
+     "idempotency_key": "b"},
+    {"type": "noop", "timeout_s": 2.5, "retry_backoff_s": 0, "payload": 1e-7, "keep_s": 60, "idempotency_key": "c"},
+    {"type": "noop", "scheduled_for": datetime(2099, 1, 1, tzinfo=UTC), "idempotency_key": "d"},
+    {"type": "noop", "scheduled_for": datetime(2000, 1, 1, tzinfo=UTC), "idempotency_key": "e"},  # due: pending
+    {"type": "noop", "queue": "bulk", "priority": 1, "idempotency_key": "f"},
+    {"type": "noop", "idempotency_key": "a"},  # a replay: the first task
+]  # fmt: skip
+BATCH: list[dict[str, Any]] = [
+    {"type": "echo", "payload": i, "queue": "bulk", "idempotency_key": f"m{i}"} for i in range(5)
+]
+VOLATILE = ("id", "created_at", "msg_id")
+
+
+async def _stored(redis: Redis, keys: KeySchema, task: streamq.Task) -> dict[str, str]:
+    stored = await redis.hgetall(keys.for_queue(task.queue).task(task.id))
+    assert stored, "the answer's task is stored in its queue's slot"
+    return {k: v for k, v in stored.items() if k not in VOLATILE}
+
+
+def _answer(task: streamq.Task) -> dict[str, Any]:
+    return task.model_dump(mode="json", exclude={"id", "created_at"})
+
+
+async def test_direct_and_http_submits_store_the_same_state(settings: Settings, api_url: str, redis: Redis) -> None:
+    """The api process writes under the test's prefix; the direct client under another one, so the two
+    keyspaces (tasks, streams, indexes, counters, events) can be compared whole."""
+    other = settings.model_copy(update={"key_prefix": settings.key_prefix + "d"})
+    keys = {"http": KeySchema(settings.key_prefix, settings.queue), "direct": KeySchema(other.key_prefix, other.queue)}
+    async with (
+        streamq.AsyncClient(api_url) as http,
+        streamq.AsyncClient(redis_url=other.redis_url, settings=other) as direct,
+    ):
+        for spec in SUBMITS:
+            a, b = await http.submit(**spec), await direct.submit(**spec)
+            assert _answer(a) == _answer(b), spec
+            assert await _stored(redis, keys["http"], a) == await _stored(redis, keys["direct"], b), spec
+        a_many, b_many = await http.submit_many(BATCH), await direct.submit_many(BATCH)
+        assert [_answer(t) for t in a_many] == [_answer(t) for t in b_many]
+        for a, b in zip(a_many, b_many, strict=True):
+            assert await _stored(redis, keys["http"], a) == await _stored(redis, keys["direct"], b)
+        a_stats, b_stats = await http.stats(), await direct.stats()
+        assert a_stats.model_dump() == b_stats.model_dump()
+    for queue in ("default", "bulk"):
+        http_keys, direct_keys = keys["http"].for_queue(queue), keys["direct"].for_queue(queue)
+        assert await redis.hgetall(http_keys.stats) == await redis.hgetall(direct_keys.stats)
+        assert len(await task_ids(redis, http_keys)) == len(await task_ids(redis, direct_keys))
+        assert await redis.zcard(http_keys.scheduled) == await redis.zcard(direct_keys.scheduled)
+        events = [
+            [(f["event"], f["status"]) for _, f in await redis.xrange(k.events)] for k in (http_keys, direct_keys)
+        ]
+        assert events[0] == events[1] and events[0]
+        for priority in (1, 3, 5):
+            assert await redis.xlen(http_keys.stream(priority)) == await redis.xlen(direct_keys.stream(priority))
+        idem = [await redis.exists(k.idempotency("a")) for k in (http_keys, direct_keys)]
+        assert idem[0] == idem[1]
+
+
+CLIENT_ONLY = """
+import json, sys
+import streamq
+with streamq.Client(redis_url=sys.argv[1]) as client:
+    task = client.submit("noop")
+    client.get(task.id)
+stack = {"fastapi", "starlette", "uvicorn", "croniter", "aiosmtplib", "uvloop"}
+server = sorted({m.split(".")[0] for m in sys.modules} & stack)
+print(json.dumps({"status": task.status.value, "server": server}))
+"""
+
+
+def test_direct_transport_loads_no_server_stack(settings: Settings) -> None:
+    env = {"STREAMQ_KEY_PREFIX": settings.key_prefix, "PATH": ""}
+    out = subprocess.run(
+        [sys.executable, "-c", CLIENT_ONLY, settings.redis_url], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout)
+    assert seen == {"status": "pending", "server": []}
+
+
+@pytest.mark.standalone_only(reason="starts its own Sentinel servers")
+def test_direct_over_sentinel(settings: Settings, start_service: StartService) -> None:
+    """A ``redis+sentinel://`` URL works as for the services: the client finds the master, and a worker
+    reading through the same sentinels runs what it submitted."""
+    servers = SentinelServers()
+    try:
+        service = start_service("streamq.services.worker", STREAMQ_REDIS_URL=servers.url)
+        asyncio.run(wait_logged(service, "worker started"))
+        over = settings.model_copy(update={"redis_url": servers.url})
+        with streamq.Client(redis_url=servers.url, settings=over) as client:
+            task = client.submit("echo", {"via": "sentinel"})
+            assert client.wait(task.id, timeout=30).result == {"via": "sentinel"}
+            assert client.stats().completed == 1
+    finally:
+        servers.stop()
+
+
+@pytest.mark.timeout(60)
+def test_a_forked_child_gets_its_own_connections(settings: Settings) -> None:
+    """A web server's pre-forked workers: a client used before the fork works in the child (the portal's
+    thread and sockets are made again there), and the parent's keeps working."""
+    with streamq.Client(redis_url=settings.redis_url, settings=settings) as client:
+        first = client.submit("noop")
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report the task it made, or nothing
+            code = 1
+            try:
+                os.write(write, client.submit("noop", {"from": "child"}).id.encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        _, status = os.waitpid(pid, 0)
+        child_id = os.read(read, 100).decode()
+        os.close(read)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert client.get(child_id).payload == {"from": "child"}
+        assert client.get(first.id).id == first.id and client.submit("noop").status == "pending"
