@@ -19,6 +19,8 @@ class TaskStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    WAITING = "waiting"  # a workflow step whose parents have not all completed
+    SKIPPED = "skipped"  # a workflow step that never runs: an ancestor failed or was cancelled
 
 
 TERMINAL = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
@@ -61,6 +63,8 @@ class Task(Answer):
     webhook_status: str | None = None
     progress: float | None = None  # 0..1, as the handler last reported it
     progress_message: str | None = None
+    workflow: str | None = None  # the workflow this task is a step of
+    step: str | None = None  # its step name there
     cancel_requested: bool = False  # a running task asked to stop (the cancel answered 202)
 
     @property
