@@ -30,7 +30,6 @@ def backoff_ms(attempt: int, base_s: float, cap_s: float) -> int:
     return int(random.uniform(0, ceiling) * 1000)
 
 
-
 def http_with_parents(payload: Any, parents_json: str) -> Any:
     """An http workflow step's payload with its parents' results in the request body: its ``json`` object
     (``{}`` when none) gets a ``parents`` key. A payload with a text ``body`` or a non-object ``json`` is
@@ -43,6 +42,7 @@ def http_with_parents(payload: Any, parents_json: str) -> Any:
     if not isinstance(body, dict):
         return payload
     return {**payload, "json": {**body, "parents": orjson.loads(parents_json)}}
+
 
 class Deadlines:
     """Handler timeouts without a timer per run: runs whose deadlines fall in the same ``resolution_s``

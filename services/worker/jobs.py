@@ -47,7 +47,9 @@ class Job:
 
     @classmethod
     def from_reply(cls, delivery: Delivery, reply: list[str]) -> Job:
-        _id, task_type, payload, timeout, attempts, max_retries, backoff, due, priority, traceparent, tracestate = reply[:11]
+        _id, task_type, payload, timeout, attempts, max_retries, backoff, due, priority, traceparent, tracestate = (
+            reply[:11]
+        )
         return cls(  # positional: keywords cost a tenth of building a job
             delivery,
             task_type,

@@ -202,9 +202,7 @@ async def test_bad_graphs_are_refused_and_nothing_is_written(
     assert await _workflow_keys(redis, settings) == before
 
 
-async def test_limits_and_unknown_types_are_refused(
-    settings: Settings, api: httpx.AsyncClient, redis: Redis
-) -> None:
+async def test_limits_and_unknown_types_are_refused(settings: Settings, api: httpx.AsyncClient, redis: Redis) -> None:
     async with running_worker(settings, make_registry([], set())):
         before = sorted(await _workflow_keys(redis, settings))
         too_many = {f"s{i}": {"type": "wf_step"} for i in range(1001)}
@@ -213,8 +211,9 @@ async def test_limits_and_unknown_types_are_refused(
         unknown = await api.post("/api/workflows", json={"name": "u", "steps": {"x": {"type": "no_such_type"}}})
         assert unknown.status_code == 422, unknown.text
         assert unknown.json()["detail"][0]["loc"][:3] == ["body", "steps", "x"]
-        other_queue = await api.post("/api/workflows", json={"name": "q", "steps": {"x": {"type": "wf_step",
-                                                                                          "queue": "elsewhere"}}})
+        other_queue = await api.post(
+            "/api/workflows", json={"name": "q", "steps": {"x": {"type": "wf_step", "queue": "elsewhere"}}}
+        )
         assert other_queue.status_code == 422 and "workflow's queue" in other_queue.text
         huge = await api.post("/api/workflows", content=b"{" + b" " * (10 * 1024 * 1024) + b"}",
                               headers={"content-type": "application/json"})  # fmt: skip
