@@ -14,7 +14,11 @@ import pytest
 from redis.asyncio import Redis
 
 from streamq.services.worker.registry import Registry, TaskContext
+from streamq.shared.broker import Broker
 from streamq.shared.errors import Permanent
+from streamq.shared.keys import KeySchema
+from streamq.shared.models import TaskStatus
+from streamq.shared.workflows import StepCreate, WorkflowCreate, Workflows
 from streamq.shared.settings import Settings
 from tests.integration.helpers import running_worker
 
@@ -220,3 +224,40 @@ async def test_limits_and_unknown_types_are_refused(settings: Settings, api: htt
         assert huge.status_code in (413, 422)
         assert sorted(await _workflow_keys(redis, settings)) == before
         assert (await api.get("/api/workflows/NOPE")).status_code == 404
+
+
+async def test_steps_live_as_long_as_their_workflow(settings: Settings, redis: Redis) -> None:
+    """With a retention of 0 s: a completed step of a running workflow survives the janitor's prune;
+    once the workflow ended, one prune removes it with all its steps (skipped ones too)."""
+    broker = Broker(redis, KeySchema(settings.key_prefix, settings.queue), result_ttl_s=0)
+    flows = Workflows(broker)
+    q = broker.default
+    log: Log = []
+    async with running_worker(settings, make_registry(log, {"boom"})):
+        wf = WorkflowCreate(
+            name="short",
+            steps={
+                "first": StepCreate(type="wf_step", payload={"step": "first"}, max_retries=0),
+                "slow": StepCreate(type="wf_step", payload={"step": "slow", "sleep": 1.0}, after=["first"]),
+                "boom": StepCreate(type="wf_step", payload={"step": "boom"}, after=["slow"], max_retries=0),
+                "never": StepCreate(type="wf_step", payload={"step": "never"}, after=["boom"]),
+            },
+        )
+        created, _ = await flows.submit(wf)
+        first = created.steps["first"].task_id
+        while not any(event == "start" and name == "slow" for event, name, _ in log):
+            await asyncio.sleep(0.02)
+        await q.prune()
+        assert (await q.get(first)).status == "completed"  # kept: its workflow still runs
+        while (await flows.get(created.id)).status == "running":
+            await asyncio.sleep(0.05)
+    ended = await flows.get(created.id)
+    assert ended.status == "failed" and ended.steps["never"].status == "skipped"
+    removed, _ = await q.prune()
+    assert removed == 4
+    assert not await redis.exists(q.keys.workflow(created.id))
+    for step in ended.steps.values():
+        assert not await redis.exists(q.keys.task(step.task_id))
+    assert await redis.zcard(q.keys.index_status(TaskStatus.SKIPPED)) == 0
+    assert await redis.zcard(q.keys.workflow_index()) == 0
+    assert await redis.zcard(q.keys.workflow_index("failed")) == 0
