@@ -35,6 +35,8 @@ from streamq.shared.queue import Queue, _extras, _payload
 from streamq.shared.queues import partition_of
 
 MAX_STEPS = 1000
+# the events a workflow's webhook gets (the notifier; lib.lua wf_end emits them)
+WORKFLOW_ENDS = frozenset({"workflow.completed", "workflow.failed", "workflow.cancelled"})
 ON_FAILURE = "on_failure"  # the `step` of a workflow's on_failure task (lib.lua WF_ON_FAILURE)
 StepName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 ListFilter = Annotated[str, Field(min_length=1, max_length=128)]
@@ -418,3 +420,15 @@ class Workflows:
         for q, n in zip(parts, await pipe.execute(), strict=True):
             out[q.keys.queue] = out.get(q.keys.queue, 0) + int(n)
         return out
+
+
+def workflow_data(workflow_id: str, queue: str, raw: dict[str, str]) -> dict[str, Any]:
+    """A workflow's webhook ``data``: its summary as GET /api/workflows lists it (JSON-ready)."""
+    summary = WorkflowSummary(**_summary(workflow_id, queue, raw))
+    return summary.model_dump(mode="json")
+
+
+def workflow_body(event: str, data: dict[str, Any], at_ms: int) -> bytes:
+    """``{"type": "workflow.<status>", "timestamp": <ISO 8601>, "data": {workflow}}``."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at_ms / 1000)) + f".{at_ms % 1000:03d}Z"
+    return orjson.dumps({"type": event, "timestamp": stamp, "data": data})
