@@ -18,8 +18,8 @@ from streamq.shared.broker import Broker
 from streamq.shared.errors import Permanent
 from streamq.shared.keys import KeySchema
 from streamq.shared.models import TaskStatus
-from streamq.shared.workflows import StepCreate, WorkflowCreate, Workflows
 from streamq.shared.settings import Settings
+from streamq.shared.workflows import StepCreate, WorkflowCreate, Workflows
 from tests.integration.helpers import running_worker
 
 Log = list[tuple[str, str, Any]]  # (event, step, detail), in the order they happened (one event loop)
