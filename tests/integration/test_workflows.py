@@ -261,3 +261,17 @@ async def test_steps_live_as_long_as_their_workflow(settings: Settings, redis: R
     assert await redis.zcard(q.keys.index_status(TaskStatus.SKIPPED)) == 0
     assert await redis.zcard(q.keys.workflow_index()) == 0
     assert await redis.zcard(q.keys.workflow_index("failed")) == 0
+
+
+async def test_metrics_count_workflows_and_waiting_steps(settings: Settings, api: httpx.AsyncClient) -> None:
+    created = await api.post("/api/workflows", json={"name": "m", "steps": {
+        "a": {"type": "echo"}, "b": {"type": "echo", "after": ["a"]}, "c": {"type": "echo", "after": ["b"]}}})  # fmt: skip
+    assert created.status_code == 201, created.text
+    text = (await api.get("/metrics")).text
+    assert 'streamq_workflow_steps_waiting{queue="default"} 2.0' in text
+    assert 'streamq_workflows_started_total{queue="default"} 1.0' in text
+    async with running_worker(settings):
+        await wait_workflow(api, created.json()["id"])
+    text = (await api.get("/metrics")).text
+    assert 'streamq_workflow_steps_waiting{queue="default"} 0.0' in text
+    assert 'streamq_workflows_finished_total{outcome="completed",queue="default"} 1.0' in text
