@@ -1,6 +1,7 @@
 """Queue figures read from Redis at scrape time: ``streamq_queue_depth``, ``streamq_scheduled_tasks``,
 ``streamq_queue_paused`` and the workflow figures (``streamq_workflow_steps_waiting``,
-``streamq_workflows_started_total``, ``streamq_workflows_finished_total``), for every known queue (each the sum over the queue's partitions).
+``streamq_workflows_started_total``, ``streamq_workflows_finished_total``), for every known queue (each
+the sum over the queue's partitions).
 
 ``/metrics`` awaits :meth:`QueueCollector.refresh` (one pipelined round trip over every partition of
 every queue the registry knows, no scans) and then renders the registry, whose ``collect`` reports
