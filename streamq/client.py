@@ -17,6 +17,7 @@ import httpx
 from streamq import _core as core
 from streamq._core import Call
 from streamq.models import Queue, Schedule, Stats, Task, TaskStatus, Worker
+from streamq.workflows import AsyncWorkflows, Workflows
 
 T = TypeVar("T")
 
@@ -44,6 +45,7 @@ class Client:
         )
         self.queues = Queues(self)
         self.schedules = Schedules(self)
+        self.workflows = Workflows(self)
 
     def __enter__(self) -> Client:
         return self
@@ -216,6 +218,7 @@ class AsyncClient:
         )
         self.queues = AsyncQueues(self)
         self.schedules = AsyncSchedules(self)
+        self.workflows = AsyncWorkflows(self)
 
     async def __aenter__(self) -> AsyncClient:
         return self

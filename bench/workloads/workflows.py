@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import asyncio
 
+from redis.asyncio import Redis
+
 from bench.stats import percentile
 from bench.workloads.base import Context, Figures, enqueue, task_fields, wait_completed
 from streamq.shared.broker import Broker
+from streamq.shared.keys import KeySchema
 from streamq.shared.models import TaskCreate
 from streamq.shared.workflows import StepCreate, WorkflowCreate, Workflows
 
@@ -38,10 +41,12 @@ def span_ms(stamps: list[list[str | None]]) -> int:
     return max(last - first, 1)
 
 
-async def until_ended(flows: Workflows, workflow_id: str, timeout: float) -> None:
+async def until_ended(redis: Redis, keys: KeySchema, workflow_id: str, timeout: float) -> None:
+    """Until the workflow's status is no longer running: one HGET a poll (a full read of a 1,000-step
+    workflow would take this process's CPU from the workers on a small machine)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while (await flows.get(workflow_id)).status == "running":
+    while await redis.hget(keys.workflow(workflow_id), "status") == "running":
         if loop.time() > deadline:
             raise TimeoutError(f"bench: workflow {workflow_id} still running after {timeout} s")
         await asyncio.sleep(0.05)
@@ -63,12 +68,12 @@ async def run(ctx: Context) -> Figures:
         await wait_completed(ctx.redis, stack.keys, 1 + n, *workers, timeout=60)
         independent = span_ms(await task_fields(ctx.redis, stack.keys, ids, "started_at", "completed_at"))
         fanned, _ = await flows.submit(fan(cfg.workflow_width))
-        await until_ended(flows, fanned.id, timeout=120)
+        await until_ended(ctx.redis, stack.keys, fanned.id, timeout=120)
         done = await flows.get(fanned.id)
         step_ids = [s.task_id for s in done.steps.values()]
         workflow = span_ms(await task_fields(ctx.redis, stack.keys, step_ids, "started_at", "completed_at"))
         chained, _ = await flows.submit(chain(cfg.chain_length))
-        await until_ended(flows, chained.id, timeout=120)
+        await until_ended(ctx.redis, stack.keys, chained.id, timeout=120)
         links = (await flows.get(chained.id)).steps
     finally:
         stack.stop()
