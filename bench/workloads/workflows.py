@@ -71,7 +71,8 @@ async def run(ctx: Context) -> Figures:
         await until_ended(ctx.redis, stack.keys, fanned.id, timeout=120)
         done = await flows.get(fanned.id)
         step_ids = [s.task_id for s in done.steps.values()]
-        workflow = span_ms(await task_fields(ctx.redis, stack.keys, step_ids, "started_at", "completed_at"))
+        fan_stamps = await task_fields(ctx.redis, stack.keys, step_ids, "started_at", "completed_at")
+        workflow = span_ms(fan_stamps)
         chained, _ = await flows.submit(chain(cfg.chain_length))
         await until_ended(ctx.redis, stack.keys, chained.id, timeout=120)
         links = (await flows.get(chained.id)).steps
@@ -80,9 +81,14 @@ async def run(ctx: Context) -> Figures:
     order = [links[f"s{i}"].task_id for i in range(cfg.chain_length)]
     stamps = await task_fields(ctx.redis, stack.keys, order, "started_at", "completed_at")
     gaps = [int(stamps[i][0] or 0) - int(stamps[i - 1][1] or 0) for i in range(1, len(stamps))]
+    source, middle, sink = fan_stamps[0], fan_stamps[1:-1], fan_stamps[-1]
     return {
         "independent_ms": float(independent),
         "fan_ms": float(workflow),
+        # where the fan's time goes: the middle's own span, and the two releases (fan-out, fan-in)
+        "fan_middle_ms": float(span_ms(middle)),
+        "fan_out_gap_ms": float(min(int(m[0] or 0) for m in middle) - int(source[1] or 0)),
+        "fan_in_gap_ms": float(int(sink[0] or 0) - max(int(m[1] or 0) for m in middle)),
         "fan_over_independent": workflow / independent,
         "chain_gap_p50_ms": percentile([float(g) for g in gaps], 50),
         "chain_gap_p99_ms": percentile([float(g) for g in gaps], 99),

@@ -160,35 +160,59 @@ local function wf_base(task_key)
 end
 
 -- The JSON object {parent name: its result} that a released step's handler reads as ctx.parents.
-local function wf_parent_results(base, ids, names)
+-- `known` (optional): results already read, by parent id (a fan-out's children share their parent).
+local function wf_parent_results(base, ids, names, known)
   local names_t, parts, i = {}, {}, 0
   for name in string.gmatch(names or '', '%S+') do names_t[#names_t + 1] = name end
   for pid in string.gmatch(ids or '', '%S+') do
     i = i + 1
-    local result = redis.call('HGET', base .. 'task:' .. pid, 'result')
-    if not result or result == '' then result = 'null' end
+    local result = known and known[pid]
+    if not result then
+      result = redis.call('HGET', base .. 'task:' .. pid, 'result')
+      if not result or result == '' then result = 'null' end
+      if known then known[pid] = result end
+    end
     parts[#parts + 1] = cjson.encode(names_t[i]) .. ':' .. result
   end
   return '{' .. table.concat(parts, ',') .. '}'
 end
 
 -- Queue a waiting step (its parents all completed) or the on_failure task: on its stream (lib's enqueue),
--- or scheduled while its scheduled_for or delay is still ahead. `parents` becomes its ctx.parents.
-local function wf_release(base, task_key, id, parents, now)
-  local h = redis.call('HMGET', task_key, 'priority', 'wf_due', 'wf_delay')
+-- or scheduled while its scheduled_for or delay is still ahead. `parents` becomes its ctx.parents. `pre`
+-- (optional): its {priority, wf_due, wf_delay} already read. `moved` (optional): a list the ids queued on
+-- their stream are added to, for the caller to move out of the waiting index with one variadic write
+-- each (wf_moved); without it they are moved here.
+local function wf_release(base, task_key, id, parents, now, pre, moved)
+  local h = pre or redis.call('HMGET', task_key, 'priority', 'wf_due', 'wf_delay')
   local due = math.max(tonumber(h[2]) or 0, now + (tonumber(h[3]) or 0))
-  redis.call('ZREM', base .. 'idx:status:waiting', id)
   if due > now then
-    redis.call('HSET', task_key, 'status', 'scheduled', 'scheduled_for', string.format('%d', due), 'parents_json', parents)
+    redis.call('ZREM', base .. 'idx:status:waiting', id)
+    redis.call('HSET', task_key, 'status', 'scheduled', 'scheduled_for', string.format('%d', due),
+      'parents_json', parents, 'waiting_on', 0)
     redis.call('ZADD', SCHEDULED, due, id)
     redis.call('ZADD', STATUS_INDEX.scheduled, 0, id)
     emit('scheduled', id, 'scheduled')
-  else
-    redis.call('HSET', task_key, 'status', 'pending', 'parents_json', parents)
-    enqueue(task_key, id, h[1])
-    redis.call('ZADD', STATUS_INDEX.pending, 0, id)
-    emit('released', id, 'pending')
+    return
   end
+  enqueue(task_key, id, h[1])
+  redis.call('HSET', task_key, 'status', 'pending', 'parents_json', parents, 'waiting_on', 0)
+  if moved then
+    moved[#moved + 1] = id
+  else
+    redis.call('ZREM', base .. 'idx:status:waiting', id)
+    redis.call('ZADD', STATUS_INDEX.pending, 0, id)
+  end
+  emit('released', id, 'pending')
+end
+
+-- The index writes wf_release left to its caller: `moved` (at most a workflow's 1,000 steps) out of the
+-- waiting index and into the pending one.
+local function wf_moved(base, moved)
+  if #moved == 0 then return end
+  redis.call('ZREM', base .. 'idx:status:waiting', unpack(moved))
+  local scored = {}
+  for i, id in ipairs(moved) do scored[2 * i - 1], scored[2 * i] = '0', id end
+  redis.call('ZADD', STATUS_INDEX.pending, unpack(scored))
 end
 
 -- Mark one waiting step skipped (never queued). Returns its children (space-separated ids), or nil when it
@@ -275,13 +299,22 @@ local function workflow_step_ended(task_key, id, status)
   if h[3] == WF_ON_FAILURE or redis.call('EXISTS', wf_key) == 0 then return end
   local now = now_ms()
   if status == 'completed' then
+    local known, moved = {}, {}
     for cid in string.gmatch(h[2] or '', '%S+') do
       local key = base .. 'task:' .. cid
-      if redis.call('HGET', key, 'status') == 'waiting' and redis.call('HINCRBY', key, 'waiting_on', -1) <= 0 then
-        local c = redis.call('HMGET', key, 'parent_ids', 'parent_names')
-        wf_release(base, key, cid, wf_parent_results(base, c[1], c[2]), now)
+      -- the parents' lists only on release: a fan-in's are long, and read once, not once per parent
+      local c = redis.call('HMGET', key, 'status', 'waiting_on', 'priority', 'wf_due', 'wf_delay')
+      if c[1] == 'waiting' then
+        local left = (tonumber(c[2]) or 1) - 1
+        if left > 0 then
+          redis.call('HSET', key, 'waiting_on', left)
+        else
+          local p = redis.call('HMGET', key, 'parent_ids', 'parent_names')
+          wf_release(base, key, cid, wf_parent_results(base, p[1], p[2], known), now, {c[3], c[4], c[5]}, moved)
+        end
       end
     end
+    wf_moved(base, moved)
     wf_close(base, wf_key, h[1], 1, 0, now)
   else
     wf_json_put(wf_key, 'failed_json', h[3], cjson.encode({status = status, error = h[5] or ''}))
