@@ -14,6 +14,7 @@ import asyncio
 
 from redis.asyncio import Redis
 
+from bench.env import redis_cpu_seconds
 from bench.stats import percentile
 from bench.workloads.base import Context, Figures, enqueue, task_fields, wait_completed
 from streamq.shared.broker import Broker
@@ -64,11 +65,15 @@ async def run(ctx: Context) -> Figures:
         await asyncio.sleep(0.5)  # let the workers settle into their blocking read
         await queue.submit([TaskCreate(type="noop")])  # warm-up
         await wait_completed(ctx.redis, stack.keys, 1, *workers, timeout=30)
+        cpu = await redis_cpu_seconds(ctx.redis)
         ids = await enqueue(queue, n, chunk=n)
         await wait_completed(ctx.redis, stack.keys, 1 + n, *workers, timeout=60)
+        independent_cpu = await redis_cpu_seconds(ctx.redis) - cpu
         independent = span_ms(await task_fields(ctx.redis, stack.keys, ids, "started_at", "completed_at"))
+        cpu = await redis_cpu_seconds(ctx.redis)
         fanned, _ = await flows.submit(fan(cfg.workflow_width))
         await until_ended(ctx.redis, stack.keys, fanned.id, timeout=120)
+        fan_cpu = await redis_cpu_seconds(ctx.redis) - cpu
         done = await flows.get(fanned.id)
         step_ids = [s.task_id for s in done.steps.values()]
         fan_stamps = await task_fields(ctx.redis, stack.keys, step_ids, "started_at", "completed_at")
@@ -89,6 +94,8 @@ async def run(ctx: Context) -> Figures:
         "fan_middle_ms": float(span_ms(middle)),
         "fan_out_gap_ms": float(min(int(m[0] or 0) for m in middle) - int(source[1] or 0)),
         "fan_in_gap_ms": float(int(sink[0] or 0) - max(int(m[1] or 0) for m in middle)),
+        "independent_redis_cpu_ms": independent_cpu * 1000,
+        "fan_redis_cpu_ms": fan_cpu * 1000,
         "fan_over_independent": workflow / independent,
         "chain_gap_p50_ms": percentile([float(g) for g in gaps], 50),
         "chain_gap_p99_ms": percentile([float(g) for g in gaps], 99),

@@ -278,12 +278,11 @@ local function wf_end(base, wf_key, wid, now)
     'status', status, 'workflow', wid)
 end
 
--- Close `closed` steps of a workflow (`bad` of them failed, cancelled or skipped); the workflow ends when
--- none is left open.
+-- Close `closed` steps of a running workflow (`bad` of them failed, cancelled or skipped); the workflow
+-- ends when none is left open.
 local function wf_close(base, wf_key, wid, closed, bad, now)
   if bad > 0 then redis.call('HINCRBY', wf_key, 'bad', bad) end
-  local open = redis.call('HINCRBY', wf_key, 'open', -closed)
-  if open <= 0 and redis.call('HGET', wf_key, 'status') == 'running' then wf_end(base, wf_key, wid, now) end
+  if redis.call('HINCRBY', wf_key, 'open', -closed) <= 0 then wf_end(base, wf_key, wid, now) end
 end
 
 -- A step ended for good (flow_ended). Completed: each waiting child whose last parent it was is queued.
@@ -296,7 +295,7 @@ local function workflow_step_ended(task_key, id, status)
   redis.call('HSET', task_key, 'wf_closed', '1')
   local base = wf_base(task_key)
   local wf_key = base .. 'wf:' .. h[1]
-  if h[3] == WF_ON_FAILURE or redis.call('EXISTS', wf_key) == 0 then return end
+  if h[3] == WF_ON_FAILURE or redis.call('HGET', wf_key, 'status') ~= 'running' then return end
   local now = now_ms()
   if status == 'completed' then
     local known, moved = {}, {}

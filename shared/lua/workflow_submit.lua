@@ -13,7 +13,8 @@ then per step (and last the on_failure task), 12 fixed values and its other hash
   parent ids (space-separated), parent names (same order), child ids (space-separated), nextra,
   field1, value1, ... (nextra pairs)
 Returns: {1, now_ms} when stored; {0, id of the earlier workflow} when the idempotency key is taken
-(nothing written).
+(nothing written). Index entries are written with one variadic ZADD per key at the end (lib.lua's
+deferred writes), as submit.lua does.
 ]]
 local now = now_ms()
 local now_s = string.format('%d', now)
@@ -42,7 +43,7 @@ for i = 1, total do
     local due_at = math.max(tonumber(due), now + tonumber(delay))
     if due_at > now then
       status, where, at = 'scheduled', 'scheduled_for', string.format('%d', due_at)
-      redis.call('ZADD', SCHEDULED, at, id)
+      defer('ZADD', SCHEDULED, at, id)
     else
       status, where = 'pending', 'msg_id'
       at = redis.call('XADD', stream_of(priority), '*', 'id', id)
@@ -54,11 +55,12 @@ for i = 1, total do
     'priority', priority, 'payload', payload, 'max_retries', max_retries, 'flow', 'w', 'workflow', wid, 'step', name,
     'parent_ids', pids, 'parent_names', pnames, 'children', children, 'waiting_on', parents, 'wf_delay', delay,
     unpack(ARGV, extra_at, extra_end))
-  redis.call('ZADD', base .. 'idx:type:' .. task_type, 0, id)
-  redis.call('ZADD', STATUS_INDEX[status] or (base .. 'idx:status:waiting'), 0, id)
-  emit('created', id, status)
-  if status == 'scheduled' then emit('scheduled', id, status) end
+  defer('ZADD', base .. 'idx:type:' .. task_type, '0', id)
+  defer('ZADD', STATUS_INDEX[status] or (base .. 'idx:status:waiting'), '0', id)
+  emit_batched('created', id, status)
+  if status == 'scheduled' then emit_batched('scheduled', id, status) end
 end
+flush_deferred()
 local wf_key = base .. 'wf:' .. wid
 redis.call('HSET', wf_key, 'name', ARGV[6], 'status', 'running', 'created_at', now_s, 'webhook', ARGV[7],
   'ttl_ms', ARGV[8], 'open', n, 'bad', 0, 'total', n, 'steps', ARGV[10], 'step_ids', table.concat(step_ids, ' '),
