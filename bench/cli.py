@@ -19,7 +19,21 @@ import orjson
 from bench.config import WORKLOADS, Config
 from bench.env import ROOT, RedisServer, has_scheduler, load, machine
 from bench.report import Rounds, add_ratios, summarise, table
-from bench.workloads import cluster, direct, drain, floor, latency, memory, otel, raw, schedule, soak, submit, wait
+from bench.workloads import (
+    cluster,
+    direct,
+    drain,
+    floor,
+    latency,
+    memory,
+    otel,
+    raw,
+    schedule,
+    soak,
+    submit,
+    wait,
+    workflows,
+)
 from bench.workloads.base import Context, Figures
 
 TINY: dict[str, Any] = {
@@ -27,7 +41,7 @@ TINY: dict[str, Any] = {
     "drain_n": 500, "tuned_concurrency": 32, "latency_n": 40, "latency_rate": 100.0, "wait_n": 40, "wait_rate": 100.0,
     "wait_waiters": 8, "schedule_n": 20, "direct_n": 40, "direct_many_n": 2_000,
     "memory_n": 500, "memory_ttl_s": 1, "otel_n": 1_000, "otel_pairs": 1, "soak_s": 4.0, "soak_rate": 200.0,
-    "soak_keep": 200, "soak_events_maxlen": 1_000,
+    "soak_keep": 200, "soak_events_maxlen": 1_000, "workflow_width": 48, "chain_length": 10,
 }  # fmt: skip
 
 
@@ -50,6 +64,7 @@ def entries(cfg: Config) -> list[tuple[str, Callable[[Context], Awaitable[Figure
         "cluster": [("cluster-drain", cluster.run)],
         "otel": [("otel", otel.run)],
         "soak": [("soak", soak.run)],
+        "workflows": [("workflows", workflows.run)],
     }
     return [e for name in WORKLOADS if name in cfg.only for e in table[name]]
 

@@ -9,7 +9,7 @@ from streamq.shared.settings import Settings
 
 WORKLOADS = (
     "raw", "floor", "submit-single", "submit-batch", "drain", "latency", "wait", "direct", "schedule", "memory",
-    "cluster", "otel", "soak",
+    "cluster", "otel", "soak", "workflows",
 )  # fmt: skip
 
 
@@ -54,6 +54,8 @@ class Config:
     soak_keep: int = 2_000  # soak: the completed tasks' count bound (STREAMQ_RETENTION_COMPLETED_COUNT)
     soak_events_maxlen: int = 10_000  # soak: STREAMQ_EVENTS_MAXLEN
     soak_runs: int = 1  # soak: one long run says more than several short ones
+    workflow_width: int = 998  # workflows: the fan-out's middle (1 -> width -> 1, against width + 2 tasks)
+    chain_length: int = 100  # workflows: steps of the chain whose parent-to-child gaps are measured
     profile: bool = False  # py-spy record every service process (collapsed stacks in bench/results/)
     trace: bool = False  # latency and schedule: workers stamp each stage (bench/handlers.py), figures per stage
     out: str | None = None  # JSON path; default bench/results/<date>.json

@@ -19,7 +19,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 
 from streamq.shared.errors import NotDurable, NotFound
-from streamq.shared.keys import WORKER_GROUP, KeySchema
+from streamq.shared.keys import STATUS_ORDER, WORKER_GROUP, KeySchema
 from streamq.shared.memguard import MemoryGuard
 from streamq.shared.models import PRIORITIES, Stats, TaskCreate, TaskPublic, TaskStatus, WorkerInfo, new_task_ids
 from streamq.shared.queue import Queue, Stored, Submitted, decode_task, submit_ids
@@ -264,7 +264,7 @@ class Broker:
 
     @staticmethod
     def sum_stats(name: str, names: list[str], each: list[Stats]) -> Stats:
-        fields = ("total", *(s.value for s in TaskStatus), *COUNTERS, "dead_letter")
+        fields = ("total", *(s.value for s in STATUS_ORDER), *COUNTERS, "dead_letter")
         sums = {f: sum(int(getattr(s, f)) for s in each) for f in fields}
         return Stats(queue=name, queues=names, **sums)
 

@@ -44,6 +44,15 @@ key                                         type    what it holds
                                                     progress (``done:<version>:<tag>``); see shared/schema.py
 <p>:{<q>}:cancels                           stream  cancel requests of running tasks (``id``, ``msg``, ``type``),
                                                     capped; polled by the workers that run the partition's tasks
+<p>:{<q>}:wf:<id>                           hash    one workflow: name, status, steps ({name: task id}), open and
+                                                    bad step counts (docs/workflows.md); removed with its steps
+                                                    STREAMQ_RESULT_TTL_S after it ended (wf:retention)
+<p>:{<q>}:wf:idx                            zset    every workflow id of the partition, score 0, ordered by id
+<p>:{<q>}:wf:idx:<status>                   zset    workflow ids per status (running, completed, failed, cancelled)
+<p>:{<q>}:wf:retention                      zset    ended workflow ids, score = time they expire (ms)
+<p>:{<q>}:wf:idem:<key>                     string  workflow id of an idempotency key (TTL 24 h)
+<p>:{<q>}:idx:status:waiting|skipped        zset    workflow steps waiting on parents / skipped (not in the six
+                                                    status indexes)
 ==========================================  ======  ===================================================
 
 Partitions: partition 0 of queue ``q`` uses the tag ``{q}`` (so a one-partition queue keeps the keys it
@@ -186,6 +195,26 @@ class KeySchema:
     def cancels(self) -> str:
         """Cancel requests of running tasks (cancel.lua adds, workers poll): a capped stream."""
         return f"{self._q}:cancels"
+
+    # --- workflows (docs/workflows.md; every key in the partition's slot, built by the Lua from `base`) --
+    @property
+    def base(self) -> str:
+        """``<prefix>:{<tag>}:``: the workflow scripts build their keys from it (lua/lib.lua wf_base)."""
+        return f"{self._q}:"
+
+    def workflow(self, workflow_id: str) -> str:
+        return f"{self._q}:wf:{workflow_id}"
+
+    def workflow_index(self, status: str | None = None) -> str:
+        """Workflow ids of the partition (all, or those in ``status``), ordered by id."""
+        return f"{self._q}:wf:idx" if status is None else f"{self._q}:wf:idx:{status}"
+
+    @property
+    def workflow_retention(self) -> str:
+        return f"{self._q}:wf:retention"
+
+    def workflow_idempotency(self, key: str) -> str:
+        return f"{self._q}:wf:idem:{key}"
 
     def common(self) -> list[str]:
         """The first 16 KEYS of every state-change script, in the order ``lua/lib.lua`` expects."""

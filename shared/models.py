@@ -33,6 +33,8 @@ class TaskStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    WAITING = "waiting"  # a workflow step whose parents have not all completed (docs/workflows.md)
+    SKIPPED = "skipped"  # a workflow step that never runs: an ancestor failed or was cancelled
 
 
 TERMINAL: frozenset[TaskStatus] = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
@@ -56,6 +58,8 @@ class EventType(StrEnum):
     CANCEL_REQUESTED = "cancel_requested"  # a running task was asked to stop (it ends cancelled)
     PROGRESS = "progress"  # the handler reported progress (at most about 10 a second per task)
     GIVEN_BACK = "given_back"  # the worker that read it has no handler for its type: waits for one that has
+    RELEASED = "released"  # a workflow step's last parent completed: it is on its stream
+    SKIPPED = "skipped"  # a workflow step will never run (an ancestor failed or was cancelled)
 
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -342,6 +346,8 @@ class TaskPublic(BaseModel):
     cancel_requested: bool = False  # a cancel was asked while it ran: it stops and ends cancelled
     progress: float | None = None  # the handler's latest ctx.progress(fraction, message), in [0, 1]
     progress_message: str | None = None
+    workflow: str | None = None  # the workflow this task is a step of (docs/workflows.md)
+    step: str | None = None  # its step name in that workflow
 
     @field_validator("payload")
     @classmethod

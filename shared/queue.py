@@ -241,6 +241,8 @@ def decode_task(raw: dict[str, str], task_id: str, queue: str) -> TaskPublic:
         cancel_requested=bool(raw.get("cancel_requested")),
         progress=f.get("progress", float),
         progress_message=raw.get("progress_message") or None,
+        workflow=raw.get("workflow") or None,
+        step=raw.get("step") or None,
     )
     unread = f.bad + [name for name in _REQUIRED if not raw.get(name)]
     if unread:

@@ -710,3 +710,8 @@ def run() -> None:
     if not script.is_file():
         raise click.UsageError("streamq run works from a streamq checkout (it runs deploy/run_local.py)")
     os.execv(sys.executable, [sys.executable, str(script)])
+
+
+from streamq.cli_workflows import workflows  # noqa: E402  (it uses this module's helpers)
+
+main.add_command(workflows)

@@ -20,6 +20,7 @@ import httpx
 from streamq import _core as core
 from streamq._core import Call
 from streamq.models import Queue, Schedule, Stats, Task, TaskStatus, Worker
+from streamq.workflows import AsyncWorkflows, Workflows
 
 if TYPE_CHECKING:
     from streamq.direct import Engine, Portal
@@ -62,6 +63,7 @@ class Client:
         )
         self.queues = Queues(self)
         self.schedules = Schedules(self)
+        self.workflows = Workflows(self)
 
     def __enter__(self) -> Client:
         return self
@@ -259,6 +261,7 @@ class AsyncClient:
         )
         self.queues = AsyncQueues(self)
         self.schedules = AsyncSchedules(self)
+        self.workflows = AsyncWorkflows(self)
 
     async def __aenter__(self) -> AsyncClient:
         return self

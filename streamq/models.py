@@ -19,6 +19,8 @@ class TaskStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    WAITING = "waiting"  # a workflow step whose parents have not all completed
+    SKIPPED = "skipped"  # a workflow step that never runs: an ancestor failed or was cancelled
 
 
 TERMINAL = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
@@ -64,6 +66,8 @@ class Task(Answer):
     webhook_status: str | None = None
     progress: float | None = None  # 0..1, as the handler last reported it
     progress_message: str | None = None
+    workflow: str | None = None  # the workflow this task is a step of
+    step: str | None = None  # its step name there
     cancel_requested: bool = False  # a running task asked to stop (the cancel answered 202)
 
     @property
@@ -127,3 +131,51 @@ class Schedule(Answer):
     last_task_id: str | None = None
     fired_total: int = 0
     created_at: datetime
+
+
+class WorkflowStatus(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class WorkflowStep(Answer):
+    """One step of a workflow (docs/workflows.md)."""
+
+    name: str
+    task_id: str
+    type: str
+    status: TaskStatus
+    after: list[str] = Field(default_factory=list)
+    attempts: int = 0
+    result: Any = None
+    error: str | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+
+
+class WorkflowSummary(Answer):
+    """A workflow as a list page shows it (no steps)."""
+
+    id: str
+    name: str
+    queue: str
+    status: WorkflowStatus
+    created_at: datetime
+    completed_at: datetime | None = None
+    steps_total: int = 0
+    steps_open: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.status != WorkflowStatus.RUNNING
+
+
+class Workflow(WorkflowSummary):
+    """A workflow with each step's state."""
+
+    webhook: str | None = None
+    idempotency_key: str | None = None
+    steps: dict[str, WorkflowStep] = Field(default_factory=dict)
+    on_failure: WorkflowStep | None = None

@@ -2,7 +2,7 @@
 "use strict";
 
 const STATUSES = ["pending", "scheduled", "processing", "completed", "failed", "cancelled"];
-const MARK = { pending: "…", scheduled: "◷", processing: "▶", completed: "✓", failed: "✗", cancelled: "⊘" };
+const MARK = { pending: "…", scheduled: "◷", processing: "▶", completed: "✓", failed: "✗", cancelled: "⊘", waiting: "⋯", skipped: "↷", running: "▶" };
 const RANGES = [[300, "5 min"], [900, "15 min"], [3600, "1 h"], [21600, "6 h"], [86400, "24 h"]];
 const main = document.getElementById("main");
 const state = { view: null, timers: [], charts: [], range: 300 };
@@ -100,7 +100,7 @@ function setLive(ok) {
 }
 
 // ---------- router --------------------------------------------------------------------------------
-const routes = { overview: overview, tasks: tasks, queues: queues, task: taskDetail, create: create, workers: workers, schedules: schedules, dead: dead };
+const routes = { overview: overview, tasks: tasks, queues: queues, task: taskDetail, create: create, workers: workers, schedules: schedules, dead: dead, workflows: workflowsPage, workflow: workflowDetail };
 function route() {
   for (const t of state.timers) clearInterval(t);
   for (const fn of state.cleanup || []) fn();
@@ -109,7 +109,7 @@ function route() {
   const [name, ...rest] = location.hash.replace(/^#\/?/, "").split("?")[0].split("/");
   const view = routes[name] ? name : "overview";
   document.querySelectorAll("nav a").forEach((a) => {
-    if (a.dataset.route === (view === "task" ? "tasks" : view)) a.setAttribute("aria-current", "page");
+    if (a.dataset.route === (view === "task" ? "tasks" : view === "workflow" ? "workflows" : view)) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   });
   main.replaceChildren();
@@ -719,3 +719,123 @@ async function start() {
   route();
 }
 start();
+
+// ---------- Workflows (docs/workflows.md) ---------------------------------------------------------
+const WF_STATUSES = ["running", "completed", "failed", "cancelled"];
+async function workflowsPage() {
+  const status = new URLSearchParams(location.hash.split("?")[1] || "").get("status") || "";
+  const picker = h("select", { "aria-label": "Status", "data-testid": "workflow-status-filter",
+    onchange: (e) => { location.hash = e.target.value ? `#/workflows?status=${e.target.value}` : "#/workflows"; } },
+  h("option", { value: "" }, "any"), WF_STATUSES.map((s) => h("option", { value: s, selected: s === status }, s)));
+  const holder = h("div");
+  main.append(h("h1", {}, "Workflows"), h("p", { class: "muted" }, "DAGs of tasks: each step runs once its parents completed."),
+    h("div", { class: "row" }, h("label", {}, "Status", picker)), holder);
+  let drawn = null;
+  async function load() {
+    let data;
+    try { data = await api("GET", `/api/workflows?limit=100${status ? `&status=${status}` : ""}`); } catch (e) {
+      holder.replaceChildren(e.status === 404 ? unavailable("Workflows") : h("p", { class: "notice" }, e.message));
+      return;
+    }
+    const key = JSON.stringify(data.workflows);
+    if (key === drawn) return;
+    drawn = key;
+    if (!data.workflows.length) { holder.replaceChildren(h("p", { class: "muted", "data-testid": "no-workflows" }, "No workflows.")); return; }
+    holder.replaceChildren(h("div", { class: "table-wrap" }, h("table", { "data-testid": "workflows" },
+      h("thead", {}, h("tr", {}, ["name", "status", "steps done", "queue", "created", "ended"].map((c) => h("th", {}, c)))),
+      h("tbody", {}, data.workflows.map((w) => h("tr", { "data-workflow": w.id, "data-status": w.status },
+        h("td", {}, h("a", { href: `#/workflow/${w.id}` }, w.name)), h("td", {}, badge(w.status)),
+        h("td", {}, `${w.steps_total - w.steps_open} / ${w.steps_total}`), h("td", {}, w.queue),
+        h("td", {}, fmtTime(w.created_at)), h("td", {}, fmtTime(w.completed_at))))))));
+  }
+  await load();
+  onEvents(throttle(() => load().catch(() => {}), 100, 1000));
+  every(3000, () => load().catch(() => {}));
+}
+
+// Layered layout: a step's column is the longest path to it from a step without parents.
+function dagLayout(steps) {
+  const depth = {};
+  const visit = (name, seen) => {
+    if (depth[name] !== undefined) return depth[name];
+    if (seen.has(name)) return 0; // a cycle cannot be stored (422), but never loop
+    seen.add(name);
+    const after = (steps[name] && steps[name].after) || [];
+    depth[name] = after.length ? 1 + Math.max(...after.map((p) => visit(p, seen))) : 0;
+    return depth[name];
+  };
+  const columns = [];
+  for (const name of Object.keys(steps)) (columns[visit(name, new Set())] ||= []).push(name);
+  const at = {};
+  columns.forEach((names, x) => names.forEach((name, y) => { at[name] = { x, y }; }));
+  return { at, columns };
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+function svg(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  for (const c of children) el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return el;
+}
+function drawDag(steps) {
+  const { at, columns } = dagLayout(steps);
+  const W = 150, H = 30, GX = 60, GY = 12;
+  const rows = Math.max(1, ...columns.map((c) => c.length));
+  const root = svg("svg", { width: columns.length * (W + GX), height: rows * (H + GY) + GY, role: "img",
+    "aria-label": "Workflow steps and their dependencies", "data-testid": "dag", class: "dag" });
+  const pos = (name) => ({ x: at[name].x * (W + GX) + 4, y: at[name].y * (H + GY) + GY });
+  for (const [name, step] of Object.entries(steps)) {
+    for (const parent of step.after || []) {
+      if (!at[parent]) continue;
+      const a = pos(parent), b = pos(name);
+      root.append(svg("line", { x1: a.x + W, y1: a.y + H / 2, x2: b.x, y2: b.y + H / 2, class: "edge" }));
+    }
+  }
+  for (const [name, step] of Object.entries(steps)) {
+    const p = pos(name);
+    const node = svg("g", { "data-testid": "dag-node", "data-step": name, "data-status": step.status, class: `node ${step.status}` },
+      svg("title", {}, `${name}: ${step.status}`),
+      svg("rect", { x: p.x, y: p.y, width: W, height: H, rx: 6 }),
+      svg("text", { x: p.x + 8, y: p.y + H / 2 + 5 }, `${MARK[step.status] || ""} ${name}`.slice(0, 20)));
+    root.append(node);
+  }
+  return root;
+}
+
+async function workflowDetail(id) {
+  const head = h("div");
+  const graph = h("div", { class: "dag-wrap" });
+  const table = h("div");
+  main.append(h("p", {}, h("a", { href: "#/workflows" }, "← Workflows")), head, graph, table);
+  let drawn = null;
+  async function load() {
+    const w = await api("GET", `/api/workflows/${encodeURIComponent(id)}`);
+    const key = JSON.stringify(w);
+    if (key === drawn) return;
+    drawn = key;
+    const act = (label, path) => h("button", { class: label === "Cancel" ? "danger" : "primary", "data-action": label.toLowerCase(),
+      onclick: async (e) => {
+        if (label === "Cancel" && !confirm(`Cancel workflow ${w.name}?`)) return;
+        e.target.disabled = true;
+        try { await api("POST", path); toast(`${label}: ${w.name}`); } catch (err) { toast(`${label} failed: ${err.message}`); }
+        load().catch(() => {});
+      } }, `${label} workflow`);
+    const path = `/api/workflows/${encodeURIComponent(id)}`;
+    head.replaceChildren(h("h1", {}, `Workflow ${w.name} `, h("span", { "data-testid": "workflow-status" }, badge(w.status))),
+      h("p", { class: "muted mono" }, w.id),
+      h("div", { class: "actions" }, can("admin") && w.status === "running" ? act("Cancel", `${path}/cancel`) : null,
+        can("admin") && (w.status === "failed" || w.status === "cancelled") ? act("Retry", `${path}/retry`) : null));
+    graph.replaceChildren(drawDag(w.steps));
+    const rows = Object.values(w.steps).concat(w.on_failure ? [w.on_failure] : []);
+    table.replaceChildren(h("div", { class: "table-wrap" }, h("table", { "data-testid": "workflow-steps" },
+      h("thead", {}, h("tr", {}, ["step", "status", "after", "attempts", "started", "ended", "error"].map((c) => h("th", {}, c)))),
+      h("tbody", {}, rows.map((s) => h("tr", { "data-step": s.name },
+        h("td", {}, h("a", { href: `#/task/${s.task_id}` }, s.name)), h("td", {}, badge(s.status)),
+        h("td", {}, (s.after || []).join(", ") || "—"), h("td", {}, s.attempts), h("td", {}, fmtTime(s.started_at)),
+        h("td", {}, fmtTime(s.completed_at)), h("td", { class: "error-text" }, s.error || "")))))));
+  }
+  await load();
+  onEvents(throttle(() => load().catch(() => {}), 100, 500));
+  every(2000, () => load().catch(() => {}));
+}

@@ -19,7 +19,17 @@ from streamq.services.api.fastwait import FastWait
 from streamq.services.api.invalid import ErrorJSON, validation_body
 from streamq.services.api.middleware import BodyLimit, HttpMetrics, JsonDepth
 from streamq.services.api.ratelimit import RateLimiter
-from streamq.services.api.routes import deliveries, health, queues, recovery, schedules, services, stats, tasks
+from streamq.services.api.routes import (
+    deliveries,
+    health,
+    queues,
+    recovery,
+    schedules,
+    services,
+    stats,
+    tasks,
+    workflows,
+)
 from streamq.services.api.security import Guard
 from streamq.services.api.submission import Submission, broker_for
 from streamq.services.api.types import TypeCatalog
@@ -106,7 +116,7 @@ def create_app(settings: Settings, *, fast_submit: bool = True) -> FastAPI:
     app.state.settings = settings
     app.state.limiter = None
     app.state.guard = SsrfGuard.from_settings(settings)
-    routers = (tasks, recovery, schedules, stats, queues, health, deliveries, services)
+    routers = (tasks, recovery, schedules, stats, queues, health, deliveries, services, workflows)
     for module in routers:
         app.include_router(module.router, responses=COMMON_RESPONSES)
 

@@ -1,5 +1,7 @@
-"""Queue figures read from Redis at scrape time: ``streamq_queue_depth``, ``streamq_scheduled_tasks``
-and ``streamq_queue_paused``, for every known queue (each the sum over the queue's partitions).
+"""Queue figures read from Redis at scrape time: ``streamq_queue_depth``, ``streamq_scheduled_tasks``,
+``streamq_queue_paused`` and the workflow figures (``streamq_workflow_steps_waiting``,
+``streamq_workflows_started_total``, ``streamq_workflows_finished_total``), for every known queue (each
+the sum over the queue's partitions).
 
 ``/metrics`` awaits :meth:`QueueCollector.refresh` (one pipelined round trip over every partition of
 every queue the registry knows, no scans) and then renders the registry, whose ``collect`` reports
@@ -12,13 +14,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 
 from streamq.shared.keys import WORKER_GROUP, KeySchema
 from streamq.shared.models import PRIORITIES
 from streamq.shared.queues import QueueRegistry
+
+WORKFLOW_OUTCOMES = ("completed", "failed", "cancelled")
+# the stats hash's workflow counters (lua/lib.lua wf_end, workflow_submit.lua)
+WORKFLOW_COUNTERS = ("workflows_started_total", *(f"workflows_{o}_total" for o in WORKFLOW_OUTCOMES))
 
 
 class QueueCollector(Collector):
@@ -29,6 +35,8 @@ class QueueCollector(Collector):
         self.depth: dict[str, dict[int, int]] = {}  # queue -> priority -> tasks waiting
         self.scheduled: dict[str, int] = {}
         self.paused: dict[str, bool] = {}
+        self.steps_waiting: dict[str, int] = {}  # queue -> workflow steps waiting on parents
+        self.workflow_counters: dict[str, list[int]] = {}  # queue -> WORKFLOW_COUNTERS' values
 
     async def refresh(self) -> None:
         configs = dict(await self.registry.all())
@@ -39,7 +47,11 @@ class QueueCollector(Collector):
                 pipe.xlen(part.stream(priority))
                 pipe.xpending(part.stream(priority), WORKER_GROUP)
             pipe.zcard(part.scheduled)
+        for part in parts:  # workflows (docs/workflows.md): steps waiting on parents, lifetime counters
+            pipe.zcard(part.index_status("waiting"))
+            pipe.hmget(part.stats, WORKFLOW_COUNTERS)
         reply = await pipe.execute(raise_on_error=False)
+        self._workflow_figures(parts, reply[len(parts) * (2 * len(PRIORITIES) + 1) :])
         step = 2 * len(PRIORITIES) + 1
         depth: dict[str, dict[int, int]] = {}
         scheduled: dict[str, int] = {}
@@ -52,7 +64,37 @@ class QueueCollector(Collector):
         self.depth, self.scheduled = depth, scheduled
         self.paused = {name: configs[name].paused if name in configs else False for name in depth}
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def _workflow_figures(self, parts: list[KeySchema], reply: list[Any]) -> None:
+        waiting: dict[str, int] = {}
+        counters: dict[str, list[int]] = {}
+        for n, part in enumerate(parts):
+            count, values = reply[2 * n], reply[2 * n + 1]
+            waiting[part.queue] = waiting.get(part.queue, 0) + (count if isinstance(count, int) else 0)
+            sums = counters.setdefault(part.queue, [0] * len(WORKFLOW_COUNTERS))
+            for i, value in enumerate(values if isinstance(values, list) else []):
+                sums[i] += int(value or 0)
+        self.steps_waiting, self.workflow_counters = waiting, counters
+
+    def _workflow_metrics(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        waiting = GaugeMetricFamily(
+            "streamq_workflow_steps_waiting", "Workflow steps waiting on their parents", labels=["queue"]
+        )
+        for queue in sorted(self.steps_waiting):
+            waiting.add_metric([queue], self.steps_waiting[queue])
+        started = CounterMetricFamily("streamq_workflows_started", "Workflows started", labels=["queue"])
+        finished = CounterMetricFamily(
+            "streamq_workflows_finished", "Workflows ended, by outcome", labels=["queue", "outcome"]
+        )
+        for queue in sorted(self.workflow_counters):
+            values = self.workflow_counters[queue]
+            started.add_metric([queue], values[0])
+            for outcome, value in zip(WORKFLOW_OUTCOMES, values[1:], strict=True):
+                finished.add_metric([queue, outcome], value)
+        yield waiting
+        yield started
+        yield finished
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         depth = GaugeMetricFamily(
             "streamq_queue_depth", "Tasks waiting on a priority stream for a worker", labels=["queue", "priority"]
         )
@@ -72,6 +114,7 @@ class QueueCollector(Collector):
         yield depth
         yield scheduled
         yield paused
+        yield from self._workflow_metrics()
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         return iter(())

@@ -15,6 +15,7 @@ from streamq.shared import webhooks
 from streamq.shared.deliveries import Deliveries, delivery_id_for, task_data
 from streamq.shared.keys import NOTIFIER_GROUP, KeySchema
 from streamq.shared.queue import decode_task
+from streamq.shared.workflows import WORKFLOW_ENDS, workflow_body, workflow_data
 
 log = logging.getLogger("streamq.notifier")
 Entry = tuple[str, dict[str, str] | None]
@@ -38,6 +39,7 @@ class EventHandler:
         """Returns how many deliveries were created."""
         ack: list[str] = []
         wanted: list[tuple[str, dict[str, str]]] = []
+        flows: list[tuple[str, dict[str, str]]] = []  # workflow.completed|failed|cancelled
         for entry_id, fields in entries:
             if not fields:
                 self.trimmed += 1
@@ -45,6 +47,8 @@ class EventHandler:
                 ack.append(entry_id)
             elif fields.get("event") in webhooks.TERMINAL_EVENTS and fields.get("task"):
                 wanted.append((entry_id, fields))
+            elif fields.get("event") in WORKFLOW_ENDS and fields.get("task"):
+                flows.append((entry_id, fields))
             else:
                 ack.append(entry_id)
         created = 0
@@ -58,9 +62,34 @@ class EventHandler:
                     created += await self._create(entry_id, fields["event"], fields["task"], raw)
                 else:
                     ack.append(entry_id)
+        for entry_id, fields in flows:
+            made = await self._create_for_workflow(entry_id, fields["event"], fields["task"])
+            created += made
+            if not made:
+                ack.append(entry_id)
         if ack:
             await self.redis.xack(self.keys.events, NOTIFIER_GROUP, *ack)
         return created
+
+    async def _create_for_workflow(self, entry_id: str, event: str, workflow_id: str) -> int:
+        """A workflow's end sent to its webhook (docs/workflows.md), signed and retried like a task's; 0
+        when it has no webhook (or is gone)."""
+        raw: dict[str, str] = await self.redis.hgetall(self.keys.workflow(workflow_id))
+        if not raw or not raw.get("webhook"):
+            return 0
+        body = workflow_body(event, workflow_data(workflow_id, self.keys.queue, raw), entry_ms(entry_id))
+        delay_ms = int(self.first_delay_s * random.uniform(1 - webhooks.JITTER, 1 + webhooks.JITTER) * 1000)
+        created = await self.deliveries.create(
+            mode="event",
+            delivery_id=delivery_id_for(entry_id),
+            task_id=workflow_id,
+            event=event,
+            url=raw["webhook"],
+            body=body,
+            delay_ms=delay_ms,
+            entry_id=entry_id,
+        )
+        return int(created)
 
     async def _create(self, entry_id: str, event: str, task_id: str, raw: dict[str, Any]) -> int:
         task = decode_task(raw, task_id, self.keys.queue)

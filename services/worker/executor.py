@@ -30,6 +30,20 @@ def backoff_ms(attempt: int, base_s: float, cap_s: float) -> int:
     return int(random.uniform(0, ceiling) * 1000)
 
 
+def http_with_parents(payload: Any, parents_json: str) -> Any:
+    """An http workflow step's payload with its parents' results in the request body: its ``json`` object
+    (``{}`` when none) gets a ``parents`` key. A payload with a text ``body`` or a non-object ``json`` is
+    sent as given."""
+    if not isinstance(payload, dict) or payload.get("body") is not None:
+        return payload
+    body = payload.get("json")
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        return payload
+    return {**payload, "json": {**body, "parents": orjson.loads(parents_json)}}
+
+
 class Deadlines:
     """Handler timeouts without a timer per run: runs whose deadlines fall in the same ``resolution_s``
     slot share one timer (``asyncio.timeout`` schedules and cancels one per run, a tenth of a busy
@@ -96,6 +110,8 @@ class Executor:
         slot = self.deadlines.add(task, timeout)
         try:
             payload = orjson.loads(job.payload_json)
+            if job.parents_json and job.type == "http":
+                payload = http_with_parents(payload, job.parents_json)
             if tracing.ENABLED:
                 result = await self._traced(job, handler, payload, ctx)
             else:
@@ -140,6 +156,7 @@ class Executor:
             max_retries=job.max_retries,
             priority=job.priority,
             enqueued_at=datetime.fromtimestamp(job.due_ms / 1000, UTC),
+            parents=orjson.loads(job.parents_json) if job.parents_json else {},
             _control=self.control,
             _delivery=job.delivery,
         )

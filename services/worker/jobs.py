@@ -38,6 +38,7 @@ class Job:
     priority: int
     traceparent: str = ""  # the trace context the api stored with the task ('' when none)
     tracestate: str = ""
+    parents_json: str = ""  # a workflow step's parents' results ({"name": result}, JSON); '' otherwise
 
     @classmethod
     def bare(cls, delivery: Delivery) -> Job:
@@ -46,7 +47,9 @@ class Job:
 
     @classmethod
     def from_reply(cls, delivery: Delivery, reply: list[str]) -> Job:
-        _id, task_type, payload, timeout, attempts, max_retries, backoff, due, priority, traceparent, tracestate = reply
+        _id, task_type, payload, timeout, attempts, max_retries, backoff, due, priority, traceparent, tracestate = (
+            reply[:11]
+        )
         return cls(  # positional: keywords cost a tenth of building a job
             delivery,
             task_type,
@@ -59,6 +62,7 @@ class Job:
             int(priority),
             traceparent,
             tracestate,
+            reply[11] if len(reply) > 11 else "",
         )
 
 

@@ -28,6 +28,8 @@ class TaskContext:
     max_retries: int
     priority: int
     enqueued_at: datetime | None = None  # when it was last put on its stream: submitted, or due (delayed, retried)
+    # a workflow step's parents' results by step name (docs/workflows.md); empty for other tasks
+    parents: dict[str, Any] = field(default_factory=dict)
     _control: Control | None = field(default=None, repr=False, compare=False)
     _delivery: Delivery | None = field(default=None, repr=False, compare=False)
 

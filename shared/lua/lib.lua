@@ -222,6 +222,185 @@ local function flow_keys_release(task_key, id, flow, started)
   if d and h[3] then flow_release(h[3], id) end
 end
 
+--[[ Workflows (docs/workflows.md). A step is a task whose `flow` has the letter w; its hash also holds
+`workflow` (the workflow's id), `step` (its name), `parent_ids` and `parent_names` (space-separated, in
+the same order), `children` (ids, space-separated), `waiting_on` (parents not completed yet) and, for a
+step not queued yet, `wf_due` / `wf_delay` (its scheduled_for and delay, applied when it is released).
+A step whose parents have not all completed is `waiting` (index idx:status:waiting, no stream entry); a
+step that will never run because an ancestor failed or was cancelled ends `skipped` (idx:status:skipped).
+The workflow's hash (wf:<id>) counts its steps still `open` (not ended) and the `bad` ones (failed,
+cancelled, skipped). Every key is built from a task key's '<prefix>:{<tag>}:' (wf_base), so a workflow
+and all its steps stay in one partition's hash slot. ]]
+local WF_ON_FAILURE = 'on_failure'  -- the `step` of a workflow's on_failure task (not one of its steps)
+
+-- '<prefix>:{<tag>}:' of a task key (task ids hold no ':').
+local function wf_base(task_key)
+  return string.match(task_key, '^(.*:)task:[^:]*$')
+end
+
+-- The JSON object {parent name: its result} that a released step's handler reads as ctx.parents.
+-- `known` (optional): results already read, by parent id (a fan-out's children share their parent).
+local function wf_parent_results(base, ids, names, known)
+  local names_t, parts, i = {}, {}, 0
+  for name in string.gmatch(names or '', '%S+') do names_t[#names_t + 1] = name end
+  for pid in string.gmatch(ids or '', '%S+') do
+    i = i + 1
+    local result = known and known[pid]
+    if not result then
+      result = redis.call('HGET', base .. 'task:' .. pid, 'result')
+      if not result or result == '' then result = 'null' end
+      if known then known[pid] = result end
+    end
+    parts[#parts + 1] = cjson.encode(names_t[i]) .. ':' .. result
+  end
+  return '{' .. table.concat(parts, ',') .. '}'
+end
+
+-- Queue a waiting step (its parents all completed) or the on_failure task: on its stream (lib's enqueue),
+-- or scheduled while its scheduled_for or delay is still ahead. `parents` becomes its ctx.parents. `pre`
+-- (optional): its {priority, wf_due, wf_delay} already read. `moved` (optional): a list the ids queued on
+-- their stream are added to, for the caller to move out of the waiting index with one variadic write
+-- each (wf_moved); without it they are moved here.
+local function wf_release(base, task_key, id, parents, now, pre, moved)
+  local h = pre or redis.call('HMGET', task_key, 'priority', 'wf_due', 'wf_delay')
+  local due = math.max(tonumber(h[2]) or 0, now + (tonumber(h[3]) or 0))
+  if due > now then
+    redis.call('ZREM', base .. 'idx:status:waiting', id)
+    redis.call('HSET', task_key, 'status', 'scheduled', 'scheduled_for', string.format('%d', due),
+      'parents_json', parents, 'waiting_on', 0)
+    redis.call('ZADD', SCHEDULED, due, id)
+    redis.call('ZADD', STATUS_INDEX.scheduled, 0, id)
+    emit('scheduled', id, 'scheduled')
+    return
+  end
+  enqueue(task_key, id, h[1])
+  redis.call('HSET', task_key, 'status', 'pending', 'parents_json', parents, 'waiting_on', 0)
+  if moved then
+    moved[#moved + 1] = id
+  else
+    redis.call('ZREM', base .. 'idx:status:waiting', id)
+    redis.call('ZADD', STATUS_INDEX.pending, 0, id)
+  end
+  emit('released', id, 'pending')
+end
+
+-- The index writes wf_release left to its caller: `moved` (at most a workflow's 1,000 steps) out of the
+-- waiting index and into the pending one.
+local function wf_moved(base, moved)
+  if #moved == 0 then return end
+  redis.call('ZREM', base .. 'idx:status:waiting', unpack(moved))
+  local scored = {}
+  for i, id in ipairs(moved) do scored[2 * i - 1], scored[2 * i] = '0', id end
+  redis.call('ZADD', STATUS_INDEX.pending, unpack(scored))
+end
+
+-- Mark one waiting step skipped (never queued). Returns its children (space-separated ids), or nil when it
+-- was not waiting.
+local function wf_skip_one(base, id, now)
+  local key = base .. 'task:' .. id
+  local h = redis.call('HMGET', key, 'status', 'children')
+  if h[1] ~= 'waiting' then return nil end
+  redis.call('HSET', key, 'status', 'skipped', 'completed_at', now, 'wf_closed', '1')
+  redis.call('ZREM', base .. 'idx:status:waiting', id)
+  redis.call('ZADD', base .. 'idx:status:skipped', 0, id)
+  emit('skipped', id, 'skipped')
+  return h[2] or ''
+end
+
+-- Skip every waiting descendant of the steps in `children` (ids, space-separated). Returns how many.
+local function wf_skip(base, children, now)
+  local todo, n = {}, 0
+  for c in string.gmatch(children or '', '%S+') do todo[#todo + 1] = c end
+  while #todo > 0 do
+    local grandchildren = wf_skip_one(base, table.remove(todo), now)
+    if grandchildren then
+      n = n + 1
+      for c in string.gmatch(grandchildren, '%S+') do todo[#todo + 1] = c end
+    end
+  end
+  return n
+end
+
+-- Add `name: value` (value already JSON) to the JSON object kept in a hash field.
+local function wf_json_put(key, field, name, value)
+  local current = redis.call('HGET', key, field)
+  local pair = cjson.encode(name) .. ':' .. value
+  if not current or current == '' or current == '{}' then
+    redis.call('HSET', key, field, '{' .. pair .. '}')
+  else
+    redis.call('HSET', key, field, string.sub(current, 1, -2) .. ',' .. pair .. '}')
+  end
+end
+
+-- End a workflow whose steps have all ended: completed, failed (a step failed, was cancelled or skipped)
+-- or cancelled (its cancel was asked). Its record is kept for its ttl_ms (wf:retention; the janitor's
+-- prune removes it with its steps); on failure its on_failure task is queued, with the failed steps'
+-- outcomes as ctx.parents; `workflow.<status>` is emitted (the notifier sends it to the workflow's webhook).
+local function wf_end(base, wf_key, wid, now)
+  local w = redis.call('HMGET', wf_key, 'status', 'bad', 'cancelling', 'ttl_ms', 'on_failure_id', 'failed_json')
+  local status = 'completed'
+  if w[3] == '1' then status = 'cancelled' elseif (tonumber(w[2]) or 0) > 0 then status = 'failed' end
+  redis.call('HSET', wf_key, 'status', status, 'completed_at', now)
+  redis.call('ZREM', base .. 'wf:idx:' .. (w[1] or 'running'), wid)
+  redis.call('ZADD', base .. 'wf:idx:' .. status, 0, wid)
+  redis.call('ZADD', base .. 'wf:retention', now + (tonumber(w[4]) or 0), wid)
+  redis.call('HINCRBY', STATS, 'workflows_' .. status .. '_total', 1)
+  if w[5] and w[5] ~= '' then
+    local key = base .. 'task:' .. w[5]
+    if status == 'failed' and redis.call('HGET', key, 'status') == 'waiting' then
+      wf_release(base, key, w[5], (w[6] and w[6] ~= '') and w[6] or '{}', now)
+    else
+      wf_skip_one(base, w[5], now)
+    end
+  end
+  redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'event', 'workflow.' .. status, 'task', wid,
+    'status', status, 'workflow', wid)
+end
+
+-- Close `closed` steps of a running workflow (`bad` of them failed, cancelled or skipped); the workflow
+-- ends when none is left open.
+local function wf_close(base, wf_key, wid, closed, bad, now)
+  if bad > 0 then redis.call('HINCRBY', wf_key, 'bad', bad) end
+  if redis.call('HINCRBY', wf_key, 'open', -closed) <= 0 then wf_end(base, wf_key, wid, now) end
+end
+
+-- A step ended for good (flow_ended). Completed: each waiting child whose last parent it was is queued.
+-- Failed or cancelled: its waiting descendants are skipped and its outcome recorded for on_failure. Each
+-- step is counted once (`wf_closed`): an outcome recorded again after a hand retry of its task changes
+-- nothing here (POST /api/workflows/{id}/retry re-runs steps).
+local function workflow_step_ended(task_key, id, status)
+  local h = redis.call('HMGET', task_key, 'workflow', 'children', 'step', 'wf_closed', 'error')
+  if not h[1] or h[4] == '1' then return end
+  redis.call('HSET', task_key, 'wf_closed', '1')
+  local base = wf_base(task_key)
+  local wf_key = base .. 'wf:' .. h[1]
+  if h[3] == WF_ON_FAILURE or redis.call('HGET', wf_key, 'status') ~= 'running' then return end
+  local now = now_ms()
+  if status == 'completed' then
+    local known, moved = {}, {}
+    for cid in string.gmatch(h[2] or '', '%S+') do
+      local key = base .. 'task:' .. cid
+      -- the parents' lists only on release: a fan-in's are long, and read once, not once per parent
+      local c = redis.call('HMGET', key, 'status', 'waiting_on', 'priority', 'wf_due', 'wf_delay')
+      if c[1] == 'waiting' then
+        local left = (tonumber(c[2]) or 1) - 1
+        if left > 0 then
+          redis.call('HSET', key, 'waiting_on', left)
+        else
+          local p = redis.call('HMGET', key, 'parent_ids', 'parent_names')
+          wf_release(base, key, cid, wf_parent_results(base, p[1], p[2], known), now, {c[3], c[4], c[5]}, moved)
+        end
+      end
+    end
+    wf_moved(base, moved)
+    wf_close(base, wf_key, h[1], 1, 0, now)
+  else
+    wf_json_put(wf_key, 'failed_json', h[3], cjson.encode({status = status, error = h[5] or ''}))
+    local skipped = wf_skip(base, h[2], now)
+    wf_close(base, wf_key, h[1], 1 + skipped, 1 + skipped, now)
+  end
+end
+
 --[[ Flow hooks. A task that uses a unique key, debounce, a group or a type limit, or is a workflow's
 step carries a `flow` field on its hash (written at submit; its value lists what it uses). The
 transition scripts read that field with the fields they read anyway and call these hooks only when
@@ -237,6 +416,7 @@ end
 -- poison.lua).
 local function flow_ended(task_key, id, flow, status)
   flow_keys_release(task_key, id, flow, false)
+  if string.find(flow, 'w', 1, true) then workflow_step_ended(task_key, id, status) end
 end
 
 -- A run left a task for later without ending it: a retry or a give-back scheduled it again
@@ -245,7 +425,8 @@ local function flow_deferred(task_key, id, flow)
 end
 
 -- Start one delivered entry of `stream` on `consumer` (start.lua, take.lua). Returns the job's
--- fields {id, type, payload, timeout_s, attempts, max_retries, retry_backoff_s, due_ms, priority}, or
+-- fields {id, type, payload, timeout_s, attempts, max_retries, retry_backoff_s, due_ms, priority,
+-- traceparent, tracestate, and for a released workflow step its parents' results (JSON)}, or
 -- nil when the entry is not started: its task is gone or no longer waits on it (acknowledged and
 -- deleted), or the partition is paused and the task pending (entry put back at its stream's tail).
 -- With `row` (take.lua's reply row {entry id, stream priority, and 9 placeholders}), the fields go to
@@ -256,7 +437,7 @@ end
 local function start_entry(task_key, id, msg, stream, group, consumer, paused, now, row)
   local h = redis.call('HMGET', task_key, 'status', 'msg_id', 'started_msg', 'priority', 'type', 'payload',
     'timeout_s', 'max_retries', 'retry_backoff_s', 'scheduled_for', 'created_at', 'attempts', 'cancel_requested',
-    'traceparent', 'tracestate', 'flow')
+    'traceparent', 'tracestate', 'flow', 'parents_json')
   local status, msg_id, started_msg, priority = h[1], h[2], h[3], h[4]
   if h[13] then return nil end  -- asked to stop while it ran: never started again (the reclaimer ends it)
   if msg_id ~= msg or (status ~= 'pending' and status ~= 'processing') then
@@ -286,7 +467,8 @@ local function start_entry(task_key, id, msg, stream, group, consumer, paused, n
   if row then
     row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10], row[11], row[12], row[13] =
       id, h[5], h[6], h[7] or '', attempts, h[8], h[9] or '', due, priority, h[14] or '', h[15] or ''
+    if h[17] then row[14] = h[17] end  -- a workflow step's ctx.parents (JSON)
     return row
   end
-  return {id, h[5], h[6], h[7] or '', attempts, h[8], h[9] or '', due, priority, h[14] or '', h[15] or ''}
+  return {id, h[5], h[6], h[7] or '', attempts, h[8], h[9] or '', due, priority, h[14] or '', h[15] or '', h[17]}
 end

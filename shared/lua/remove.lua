@@ -83,6 +83,7 @@ if ARGV[2] == 'delete' then
 end
 
 local task_prefix, type_prefix, budget = ARGV[3], ARGV[4], tonumber(ARGV[5])
+local WF_BASE = string.sub(task_prefix, 1, -6)  -- '<prefix>:{<tag>}:' of '<prefix>:{<tag>}:task:'
 local now = now_ms()
 local removed = 0
 
@@ -93,8 +94,12 @@ local removed = 0
 local function prune_one(id, only, finished_before, spare_kept)
   local task_key = task_prefix .. id
   local h = redis.call('HMGET', task_key, 'status', 'dead_id', 'type', 'completed_at', 'keep_s',
-    'webhook_earlier', 'webhook_delivery')
+    'webhook_earlier', 'webhook_delivery', 'workflow')
   local status = h[1]
+  if h[8] and redis.call('EXISTS', WF_BASE .. 'wf:' .. h[8]) == 1 then
+    redis.call('ZREM', RETENTION, id)  -- a workflow's step goes with its workflow (prune_workflows)
+    return false
+  end
   if not status then  -- hash gone (deleted by hand): drop what still names it
     redis.call('ZREM', RETENTION, id)
     redis.call('DEL', LOG_PREFIX .. id)
@@ -134,6 +139,37 @@ end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', RETENTION, '-inf', now, 'LIMIT', 0, budget)) do
   prune_one(id)
 end
+
+-- Workflows past their retention deadline (ended + STREAMQ_RESULT_TTL_S), each with all its steps
+-- (tasks), whatever their status (skipped steps are in no index the passes above read); a step's
+-- removal counts toward `budget`, a workflow is removed whole.
+local function prune_workflows()
+  local wf_retention = WF_BASE .. 'wf:retention'
+  for _, wid in ipairs(redis.call('ZRANGEBYSCORE', wf_retention, '-inf', now, 'LIMIT', 0, budget)) do
+    if removed >= budget then return end
+    local wf_key = WF_BASE .. 'wf:' .. wid
+    local w = redis.call('HMGET', wf_key, 'status', 'step_ids', 'on_failure_id')
+    for id in string.gmatch((w[2] or '') .. ' ' .. (w[3] or ''), '%S+') do
+      local task_key = task_prefix .. id
+      local h = redis.call('HMGET', task_key, 'status', 'dead_id', 'type', 'webhook_earlier', 'webhook_delivery')
+      if h[1] then
+        remove_webhooks(id, h[4], h[5])
+        if h[2] and h[2] ~= '' then redis.call('XDEL', DEAD, h[2]) end
+        redis.call('DEL', task_key)
+        redis.call('ZREM', RETENTION, id)
+        redis.call('ZREM', type_prefix .. (h[3] or ''), id)
+        redis.call('ZREM', STATUS_INDEX[h[1]] or (WF_BASE .. 'idx:status:' .. h[1]), id)
+        emit_batched('deleted', id, h[1])
+        removed = removed + 1
+      end
+    end
+    redis.call('DEL', wf_key)
+    redis.call('ZREM', wf_retention, wid)
+    redis.call('ZREM', WF_BASE .. 'wf:idx', wid)
+    redis.call('ZREM', WF_BASE .. 'wf:idx:' .. (w[1] or ''), wid)
+  end
+end
+prune_workflows()
 
 local STATUSES = {'completed', 'failed', 'cancelled'}
 local cursors, more = {}, 0
