@@ -2,8 +2,9 @@
 
 ``submit`` groups tasks by (queue, partition) and sends every group's submit.lua call in one pipelined
 round trip (each call touches one partition's hash slot); replies come back in request order. A task's
-partition is ``partition_of(idempotency_key or id, partitions)``, so an idempotency key always meets its
-earlier task in the same slot. Reads and state changes by id first ``locate`` the partition holding the
+partition is ``partition_of(placement_key(...), partitions)``: its group's, so a group's tasks and state
+share a slot; else its idempotency key's, so an idempotency key always meets its earlier task in the
+same slot; else its id's. Reads and state changes by id first ``locate`` the partition holding the
 task: one pipelined EXISTS over every known partition (or the named queue's).
 """
 
@@ -22,7 +23,7 @@ from streamq.shared.keys import WORKER_GROUP, KeySchema
 from streamq.shared.memguard import MemoryGuard
 from streamq.shared.models import PRIORITIES, Stats, TaskCreate, TaskPublic, TaskStatus, WorkerInfo, new_task_ids
 from streamq.shared.queue import Queue, Stored, Submitted, submit_ids
-from streamq.shared.queues import QueueConfig, QueueRegistry, partition_of
+from streamq.shared.queues import QueueConfig, QueueRegistry, partition_of, placement_key
 from streamq.shared.recovery import reschedule, revive_failed
 
 COUNTERS = ("submitted_total", "completed_total", "failed_total", "retried_total")
@@ -127,7 +128,7 @@ class Broker:
         for i, task in enumerate(tasks):
             name = task.queue or self.keys.queue
             config = configs.get(name) or configs.setdefault(name, await self.config(name))
-            part = partition_of(task.idempotency_key or ids[i], config.partitions)
+            part = partition_of(placement_key(task.group, task.idempotency_key, ids[i]), config.partitions)
             groups.setdefault((config.name, part), []).append(i)
         calls: list[tuple[str, list[str], list[Any]]] = []
         call_ids = [[ids[i] for i in members] for members in groups.values()]

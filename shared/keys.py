@@ -40,6 +40,19 @@ key                                         type    what it holds
                                                     progress (``done:<version>:<tag>``); see shared/schema.py
 <p>:{<q>}:cancels                           stream  cancel requests of running tasks (``id``, ``msg``, ``type``),
                                                     capped; polled by the workers that run the partition's tasks
+<p>:{<q>}:gwait:<group>                     zset    a group's tasks waiting on its limits, score (5 - priority)
+                                                    * 2^42 + created_at ms (group '' : ungrouped, type-limited)
+<p>:{<q>}:grun:<group>                      set     the group's released-and-not-ended task ids (its running count)
+<p>:{<q>}:grate:<group>                     string  the group's rate state (GCRA theoretical arrival, ms; expires)
+<p>:{<q>}:trun:<type> / trate:<type>        set/str the same per limited task type
+<p>:{<q>}:tblocked:<type>                   set     groups waiting on the type's concurrency
+<p>:{<q>}:groups:ready                      zset    groups that may release a task, score priority band, turn
+<p>:{<q>}:groups:wake                       zset    groups held back, score = when to look again (ms)
+<p>:{<q>}:groups:released                   set     released grouped task ids not started yet (the window)
+<p>:{<q>}:groups:backlog                    zset    waiting tasks per group
+<p>:{<q>}:groups:seq                        string  the round-robin turn counter
+<p>:{<q>}:limits:groups                     hash    group -> "concurrency|limit|per_ms", ``*`` -> queue default
+<p>:{<q>}:limits:types                      hash    task type -> "concurrency|limit|per_ms"
 ==========================================  ======  ===================================================
 
 Partitions: partition 0 of queue ``q`` uses the tag ``{q}`` (so a one-partition queue keeps the keys it
@@ -173,6 +186,36 @@ class KeySchema:
     def cancels(self) -> str:
         """Cancel requests of running tasks (cancel.lua adds, workers poll): a capped stream."""
         return f"{self._q}:cancels"
+
+    # --- groups and type limits (docs/groups-and-limits.md; lib.lua builds the same names) ------
+    def group_waiting(self, group: str) -> str:
+        return f"{self._q}:gwait:{group}"
+
+    def group_running(self, group: str) -> str:
+        return f"{self._q}:grun:{group}"
+
+    def type_running(self, task_type: str) -> str:
+        return f"{self._q}:trun:{task_type}"
+
+    @property
+    def groups_wake(self) -> str:
+        return f"{self._q}:groups:wake"
+
+    @property
+    def groups_backlog(self) -> str:
+        return f"{self._q}:groups:backlog"
+
+    @property
+    def groups_released(self) -> str:
+        return f"{self._q}:groups:released"
+
+    @property
+    def limits_groups(self) -> str:
+        return f"{self._q}:limits:groups"
+
+    @property
+    def limits_types(self) -> str:
+        return f"{self._q}:limits:types"
 
     def common(self) -> list[str]:
         """The first 16 KEYS of every state-change script, in the order ``lua/lib.lua`` expects."""

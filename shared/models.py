@@ -157,6 +157,8 @@ def _json_number(value: Any) -> Any:
 
 
 TaskType = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+# a group's name: what groups/limits key on (docs/groups-and-limits.md)
+GroupName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 
 
 def dumps(value: Any) -> str:
@@ -179,6 +181,8 @@ class TaskCreate(BaseModel):
     type: TaskType
     # the queue to run in (created on first use); None = the api's STREAMQ_QUEUE
     queue: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    # fair concurrency and rate limits per key (docs/groups-and-limits.md): a tenant, an account, a host
+    group: GroupName | None = None
     payload: Any = None
     priority: int = Field(default=DEFAULT_PRIORITY, ge=MIN_PRIORITY, le=MAX_PRIORITY)
     max_retries: int = Field(default=3, ge=0, le=100)
@@ -248,6 +252,7 @@ class TaskPublic(BaseModel):
 
     id: str
     queue: str
+    group: str | None = None
     type: str
     payload: Any = None
     priority: int

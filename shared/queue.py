@@ -101,7 +101,8 @@ def _extras(task: TaskCreate) -> list[str]:
     """The optional hash fields (field, value, ...): submit.lua writes every other field from its
     fixed per-task arguments (sent once each, without field names)."""
     # once per task of a batch: no dict of the optional fields (half the time of the loop it replaced)
-    fields: list[str] = []
+    # a group goes first: submit.lua looks only at the first extra field for it
+    fields: list[str] = [] if task.group is None else ["group", task.group, "flow", "g"]
     if task.webhook is not None:
         fields += ["webhook", str(task.webhook)]
     if task.timeout_s is not None:
@@ -173,6 +174,7 @@ def decode_task(raw: dict[str, str], task_id: str, queue: str) -> TaskPublic:
     task = TaskPublic(
         id=task_id,
         queue=queue,
+        group=raw.get("group") or None,
         type=raw.get("type") or "",
         payload=f.get("payload", orjson.loads),
         priority=f.get("priority", int, 0),

@@ -110,6 +110,15 @@ def partition_of(key: str, partitions: int) -> int:
     return zlib.crc32(key.encode()) % partitions
 
 
+def placement_key(group: str | None, idempotency_key: str | None, task_id: str) -> str:
+    """What a task's partition is the hash of (:func:`partition_of`): its group's name, so every task of
+    a group and the group's state share one slot (docs/groups-and-limits.md); else its idempotency key,
+    so duplicates meet; else its id, so tasks spread evenly."""
+    if group is not None:
+        return "group:" + group
+    return idempotency_key or task_id
+
+
 class QueueRegistry:
     """Known queues and their configs, read from Redis at most once per ``cache_s``."""
 

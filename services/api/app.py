@@ -18,7 +18,18 @@ from streamq.services.api.fastpath import FastSubmit
 from streamq.services.api.invalid import ErrorJSON, validation_body
 from streamq.services.api.middleware import BodyLimit, HttpMetrics, JsonDepth
 from streamq.services.api.ratelimit import RateLimiter
-from streamq.services.api.routes import deliveries, health, queues, recovery, schedules, services, stats, tasks
+from streamq.services.api.routes import (
+    deliveries,
+    groups,
+    health,
+    limits,
+    queues,
+    recovery,
+    schedules,
+    services,
+    stats,
+    tasks,
+)
 from streamq.services.api.security import Guard
 from streamq.services.api.submission import Submission
 from streamq.services.api.types import TypeCatalog
@@ -113,7 +124,7 @@ def create_app(settings: Settings, *, fast_submit: bool = True) -> FastAPI:
     app.state.settings = settings
     app.state.limiter = None
     app.state.guard = SsrfGuard.from_settings(settings)
-    routers = (tasks, recovery, schedules, stats, queues, health, deliveries, services)
+    routers = (tasks, recovery, schedules, stats, queues, groups, limits, health, deliveries, services)
     for module in routers:
         app.include_router(module.router, responses=COMMON_RESPONSES)
 

@@ -143,6 +143,238 @@ local function flush_deferred()
   end
 end
 
+--[[ Groups and type limits (docs/groups-and-limits.md). A task with a group, or of a type with a
+limit, has 'g' in its `flow` and waits outside the streams until its limits admit it: in its group's
+wait zset (gwait:<group>; '' for an ungrouped task of a limited type), ordered by priority then age.
+It is released onto its priority stream (an ordinary entry from then on: leases, reclaims, cancel
+and pause as for any task) by the script that frees room for it: a start (the stream window), an end
+or retry of a task of its group or type (concurrency), or the scheduler's promote.lua at the time a
+rate allows (groups:wake). Keys live in the partition's hash slot, under the prefix of SCHEDULED:
+  gwait:<g> zset  waiting ids             grun:<g> set  released-and-not-ended ids (the count)
+  grate:<g> string rate state (GCRA)      trun:<t> / trate:<t>  the same per task type
+  tblocked:<t> set groups waiting on a type's concurrency
+  groups:ready zset  groups with a task that may be released, by (priority band, round-robin turn)
+  groups:wake zset   held groups, by the time to look again (a rate's next token, or a re-check)
+  groups:released set released ids not yet started (at most GROUP_WINDOW: the rest wait, so a late
+                     group's task is at most one round behind)
+  groups:backlog zset waiting count per group; groups:seq string the round-robin turn counter
+  limits:groups hash group -> 'concurrency|limit|per_ms' ('' = the default's), '*' -> the default
+  limits:types hash  type -> 'concurrency|limit|per_ms'
+Every set is checked against its tasks' real states when it holds a group back, so a count never
+stays up after its tasks are gone (a crashed worker's task counts until it is reclaimed and ends). ]]
+local GROUP_WINDOW = 200  -- grouped entries released and not yet started, per partition
+local GROUP_RECHECK_MS = 10000  -- a group held by a concurrency limit is looked at again after this
+local WAIT_BAND = 4398046511104  -- 2^42: gwait score = (5 - priority) * WAIT_BAND + created_at (ms)
+local READY_BAND = 17592186044416  -- 2^44: groups:ready score = band * READY_BAND + turn
+
+-- '<prefix>:{<tag>}:' of the partition: every group key is under it (one slot with KEYS).
+local function group_base()
+  return string.sub(SCHEDULED, 1, -10)  -- SCHEDULED is '<prefix>:{<tag>}:scheduled'
+end
+
+-- A limit spec 'concurrency|limit|per_ms' as three numbers (nil: not set).
+local function limit_spec(raw)
+  if not raw then return nil, nil, nil end
+  local c, n, per = string.match(raw, '^([^|]*)|([^|]*)|([^|]*)$')
+  return tonumber(c), tonumber(n), tonumber(per)
+end
+
+-- The limits on group g: its override's parts, the queue's default for the parts it leaves out.
+local function group_limits(base, g)
+  if g == '' then return nil, nil, nil end
+  local v = redis.call('HMGET', base .. 'limits:groups', g, '*')
+  local c, n, per = limit_spec(v[1])
+  local dc, dn, dper = limit_spec(v[2])
+  if not c then c = dc end
+  if not n then n, per = dn, dper end
+  return c, n, per
+end
+
+-- When a rate of n per `per` ms (bursts of n) allows the next start: 0 when now (GCRA over the
+-- theoretical arrival time kept in `key`).
+local function rate_wait(key, n, per, now)
+  if not n then return 0 end
+  local tat = tonumber(redis.call('GET', key)) or now
+  if tat < now then tat = now end
+  local at = tat - per + per / n
+  if at > now then return math.ceil(at) end
+  return 0
+end
+
+-- One start taken from the rate in `key` (the key expires when the rate is whole again).
+local function rate_take(key, n, per, now)
+  if not n then return end
+  local tat = tonumber(redis.call('GET', key)) or now
+  if tat < now then tat = now end
+  tat = tat + per / n
+  redis.call('SET', key, string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1)
+end
+
+-- The size of a running set after dropping ids whose task neither waits nor runs any more.
+local function running_checked(base, key)
+  for _, id in ipairs(redis.call('SMEMBERS', key)) do
+    local s = redis.call('HGET', base .. 'task:' .. id, 'status')
+    if s ~= 'pending' and s ~= 'processing' then redis.call('SREM', key, id) end
+  end
+  return redis.call('SCARD', key)
+end
+
+-- Is the running set `key` at `c` or above (checked against its tasks before saying yes)?
+local function at_limit(base, key, c)
+  return c and redis.call('SCARD', key) >= c and running_checked(base, key) >= c
+end
+
+-- Add `d` to group g's waiting count.
+local function backlog_add(base, g, d)
+  if tonumber(redis.call('ZINCRBY', base .. 'groups:backlog', d, g)) <= 0 then
+    redis.call('ZREM', base .. 'groups:backlog', g)
+  end
+end
+
+-- Hold group g until `at` (ms): the scheduler (promote.lua) serves it again then. An earlier hold
+-- is kept; a hold that becomes the earliest emits 'held' (status scheduled: the scheduler's watcher
+-- wakes for it, so it sleeps until exactly then).
+local function group_hold(base, g, at, head)
+  local wake = base .. 'groups:wake'
+  redis.call('ZADD', wake, 'LT', at, g)
+  if redis.call('ZRANGE', wake, 0, 0)[1] == g then emit('held', head, 'scheduled') end
+end
+
+-- Put group g among the ready ones if it has a waiting task: at the back of its head's priority
+-- band, or where it already is.
+local function group_ready(base, g)
+  local head = redis.call('ZRANGE', base .. 'gwait:' .. g, 0, 0, 'WITHSCORES')
+  if #head == 0 then return end
+  local band = math.floor(tonumber(head[2]) / WAIT_BAND)
+  local turn = redis.call('INCR', base .. 'groups:seq')
+  redis.call('ZADD', base .. 'groups:ready', 'LT', band * READY_BAND + turn, g)
+end
+
+-- Release group g's next waiting task onto its priority stream if its group's and its type's limits
+-- allow: true when released; false when held (registered where its wake-up comes from); nil when
+-- nothing waits. Ids whose task no longer waits (cancelled meanwhile) are dropped on the way.
+local function group_release(base, g, now)
+  local wait = base .. 'gwait:' .. g
+  while true do
+    local head = redis.call('ZRANGE', wait, 0, 0)[1]
+    if not head then return nil end
+    local task_key = base .. 'task:' .. head
+    local h = redis.call('HMGET', task_key, 'status', 'msg_id', 'type', 'priority')
+    if h[1] ~= 'pending' or (h[2] and h[2] ~= '') then
+      redis.call('ZREM', wait, head)
+      backlog_add(base, g, -1)
+    else
+      local c, n, per = group_limits(base, g)
+      local run, rate = base .. 'grun:' .. g, base .. 'grate:' .. g
+      if at_limit(base, run, c) then
+        group_hold(base, g, now + GROUP_RECHECK_MS, head)
+        return false
+      end
+      local at = rate_wait(rate, n, per, now)
+      if at > 0 then
+        group_hold(base, g, at, head)
+        return false
+      end
+      local tc, tn, tper = limit_spec(redis.call('HGET', base .. 'limits:types', h[3]))
+      local trun, trate = base .. 'trun:' .. h[3], base .. 'trate:' .. h[3]
+      if at_limit(base, trun, tc) then
+        redis.call('SADD', base .. 'tblocked:' .. h[3], g)
+        group_hold(base, g, now + GROUP_RECHECK_MS, head)
+        return false
+      end
+      at = rate_wait(trate, tn, tper, now)
+      if at > 0 then
+        group_hold(base, g, at, head)
+        return false
+      end
+      redis.call('ZREM', wait, head)
+      backlog_add(base, g, -1)
+      rate_take(rate, n, per, now)
+      rate_take(trate, tn, tper, now)
+      redis.call('SADD', run, head)
+      if tc or tn then redis.call('SADD', trun, head) end
+      redis.call('SADD', base .. 'groups:released', head)
+      enqueue(task_key, head, h[4])
+      return true
+    end
+  end
+end
+
+-- Release ready groups' tasks, round-robin, while the window has room.
+local function group_pump(base, now)
+  local room = GROUP_WINDOW - redis.call('SCARD', base .. 'groups:released')
+  while room > 0 do
+    local top = redis.call('ZPOPMIN', base .. 'groups:ready')
+    if #top == 0 then return end
+    if group_release(base, top[1], now) then
+      room = room - 1
+      group_ready(base, top[1])
+    end
+  end
+end
+
+-- A pending task with 'g' in its flow joins its group's waiting tasks (submit.lua, promote.lua).
+local function group_admit(task_key, id, now)
+  local base = group_base()
+  local h = redis.call('HMGET', task_key, 'group', 'priority', 'created_at')
+  local g = h[1] or ''
+  redis.call('ZADD', base .. 'gwait:' .. g, (5 - tonumber(h[2])) * WAIT_BAND + tonumber(h[3]), id)
+  backlog_add(base, g, 1)
+  group_ready(base, g)
+  group_pump(base, now)
+end
+
+-- A new task under a group or a type limit (submit.lua): an ungrouped one gets 'g' in its flow; a
+-- pending one waits for its limits.
+local function group_submitted(task_key, id, status, grouped, now)
+  if not grouped then
+    redis.call('HSET', task_key, 'flow', (redis.call('HGET', task_key, 'flow') or '') .. 'g')
+  end
+  if status == 'pending' then group_admit(task_key, id, now) end
+end
+
+-- Groups held back that are due (promote.lua): ready again, then served. Returns the next hold's
+-- time (ms), or -1 when none.
+local function group_wake(now)
+  local base = group_base()
+  local wake = base .. 'groups:wake'
+  local due = redis.call('ZRANGEBYSCORE', wake, '-inf', now)
+  if #due > 0 then
+    redis.call('ZREM', wake, unpack(due))
+    for _, g in ipairs(due) do group_ready(base, g) end
+    group_pump(base, now)
+  end
+  local first = redis.call('ZRANGE', wake, 0, 0, 'WITHSCORES')
+  if #first > 0 then return tonumber(first[2]) end
+  return -1
+end
+
+-- flow_started's part: the task left the window and runs (counted: a revived task was not released).
+local function group_started(task_key, id)
+  local base = group_base()
+  local g = redis.call('HGET', task_key, 'group') or ''
+  redis.call('SREM', base .. 'groups:released', id)
+  redis.call('SADD', base .. 'grun:' .. g, id)
+  group_pump(base, now_ms())
+end
+
+-- flow_ended's and flow_deferred's part: the task no longer waits nor runs; its group and type get
+-- its slot back, and whoever waited on it is served.
+local function group_left(task_key, id)
+  local base = group_base()
+  local h = redis.call('HMGET', task_key, 'group', 'type')
+  local g = h[1] or ''
+  if redis.call('ZREM', base .. 'gwait:' .. g, id) == 1 then backlog_add(base, g, -1) end
+  redis.call('SREM', base .. 'groups:released', id)
+  if redis.call('SREM', base .. 'grun:' .. g, id) == 1 then group_ready(base, g) end
+  if redis.call('SREM', base .. 'trun:' .. h[2], id) == 1 then
+    local blocked = base .. 'tblocked:' .. h[2]
+    for _, other in ipairs(redis.call('SMEMBERS', blocked)) do group_ready(base, other) end
+    redis.call('DEL', blocked)
+  end
+  group_pump(base, now_ms())
+end
+
 --[[ Flow hooks. A task that uses a unique key, debounce, a group or a type limit, or is a workflow's
 step carries a `flow` field on its hash (written at submit; its value lists what it uses). The
 transition scripts read that field with the fields they read anyway and call these hooks only when
@@ -151,16 +383,19 @@ part in its own functions (above their hook) and adds one call to the hooks belo
 
 -- A task's run began (start_entry: pending -> processing, once per run).
 local function flow_started(task_key, id, flow)
+  if string.find(flow, 'g', 1, true) then group_started(task_key, id) end
 end
 
 -- A task ended for good: `status` is completed, failed or cancelled (finish.lua, cancel.lua,
 -- poison.lua).
 local function flow_ended(task_key, id, flow, status)
+  if string.find(flow, 'g', 1, true) then group_left(task_key, id) end
 end
 
 -- A run left a task for later without ending it: a retry or a give-back scheduled it again
 -- (finish.lua).
 local function flow_deferred(task_key, id, flow)
+  if string.find(flow, 'g', 1, true) then group_left(task_key, id) end
 end
 
 -- Start one delivered entry of `stream` on `consumer` (start.lua, take.lua). Returns the job's

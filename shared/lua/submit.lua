@@ -15,6 +15,10 @@ Returns: {now_ms, then for each duplicate (an idempotency key already taken): it
   in the call (1-based), the earlier task's id}. A new task's created_at is now_ms and its status is
   scheduled when its due_ms > now_ms, else pending: the caller knows both from what it sent (nothing
   per new task comes back).
+Groups and type limits (docs/groups-and-limits.md): a task whose first extra field is `group`, or of a
+type listed in the partition's limits:types hash (one EXISTS a call, one HEXISTS a task only when it
+exists), gets no stream entry here: it joins its group's waiting tasks (lib.lua's group_admit), and an
+ungrouped one gets 'g' in its `flow`.
 Index entries (type, status, scheduled) are written with one variadic ZADD per key at the end of
 the call (lib.lua's deferred writes); the task hash, its stream entry and its events per task.
 ]]
@@ -25,6 +29,9 @@ local n = tonumber(ARGV[3])
 local task_prefix, type_prefix, idem_prefix = ARGV[4], ARGV[5], ARGV[6]
 local out = {now}
 local created = 0
+-- groups and type limits: see the header
+local LIMITED_TYPES = group_base() .. 'limits:types'
+local typed = redis.call('EXISTS', LIMITED_TYPES) == 1
 local a = 7
 for i = 1, n do
   local id, task_type, priority, due_ms, idem = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
@@ -43,9 +50,13 @@ for i = 1, n do
     out[#out + 1] = existing
   else
     local status, where, at  -- scheduled: its due time; pending: its stream entry
+    local grouped = ARGV[extra_at] == 'group'  -- groups and type limits: see the header
+    local limited = grouped or (typed and redis.call('HEXISTS', LIMITED_TYPES, task_type) == 1)
     if tonumber(due_ms) > now then
       status, where, at = 'scheduled', 'scheduled_for', due_ms
       defer('ZADD', SCHEDULED, at, id)
+    elseif limited then
+      status, where, at = 'pending', 'msg_id', ''
     else
       status, where = 'pending', 'msg_id'
       at = redis.call('XADD', stream_of(priority), '*', 'id', id)
@@ -54,6 +65,7 @@ for i = 1, n do
     -- other fields go last, straight from ARGV (no table built per task)
     redis.call('HSET', task_prefix .. id, 'created_at', now_s, where, at, 'status', status, 'type', task_type,
       'priority', priority, 'payload', payload, 'max_retries', max_retries, unpack(ARGV, extra_at, extra_end))
+    if limited then group_submitted(task_prefix .. id, id, status, grouped, now) end
     defer('ZADD', type_prefix .. task_type, '0', id)
     defer_move(id, nil, status)
     created = created + 1
