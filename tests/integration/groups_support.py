@@ -1,0 +1,38 @@
+"""Reading the groups handlers' run log (tests/e2e/handlers_groups.py)."""
+
+from __future__ import annotations
+
+import os
+
+
+def notes(path: str) -> list[tuple[str, str, str]]:
+    """Every (kind ``S``/``E``/``M``, task id, group) line of the log, in the order they were written."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as log:
+        return [(kind, task, group) for kind, task, group in (line.split() for line in log if line.strip())]
+
+
+def most_at_once(path: str, group: str) -> int:
+    """The most runs of ``group`` in progress at once. A start of a task already in progress is a rerun
+    after its worker died (the dead run ended before it could be reclaimed): it does not add one."""
+    running: set[str] = set()
+    most = 0
+    for kind, task, g in notes(path):
+        if g != group:
+            continue
+        if kind == "S":
+            running.add(task)
+        elif kind == "E":
+            running.discard(task)
+        most = max(most, len(running))
+    return most
+
+
+def mark(path: str, label: str) -> None:
+    """A marker line in the log (``M <label> -``): what started before and after it."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"M {label} -\n".encode())
+    finally:
+        os.close(fd)
