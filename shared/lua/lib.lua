@@ -162,7 +162,7 @@ rate allows (groups:wake). Keys live in the partition's hash slot, under the pre
   limits:types hash  type -> 'concurrency|limit|per_ms'
 Every set is checked against its tasks' real states when it holds a group back, so a count never
 stays up after its tasks are gone (a crashed worker's task counts until it is reclaimed and ends). ]]
-local GROUP_WINDOW = 200  -- grouped entries released and not yet started, per partition
+local GROUP_WINDOW = 100  -- grouped entries released and not yet started, per partition
 local GROUP_RECHECK_MS = 10000  -- a group held by a concurrency limit is looked at again after this
 local WAIT_BAND = 4398046511104  -- 2^42: gwait score = (5 - priority) * WAIT_BAND + created_at (ms)
 local READY_BAND = 17592186044416  -- 2^44: groups:ready score = band * READY_BAND + turn

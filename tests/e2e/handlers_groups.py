@@ -1,5 +1,5 @@
 """Handlers for the groups tests (``STREAMQ_HANDLERS=tests.e2e.handlers_groups``). Each run appends
-``S <task id> <group>`` when it starts and ``E <task id> <group>`` when it ends to ``STREAMQ_TEST_RUNS``
+``S <task id> <group> <pid>`` when it starts and ``E <task id> <group> <pid>`` when it ends to ``STREAMQ_TEST_RUNS``
 (one short O_APPEND write each, atomic and totally ordered across processes), so a test reads how many
 of a group's tasks ran at once from the handlers themselves."""
 
@@ -27,7 +27,7 @@ def note(line: str) -> None:
 async def grp_run(payload: Any, ctx: TaskContext) -> str:
     """Sleeps ``payload["s"]`` seconds between its start and end notes."""
     group = payload.get("g", "-")
-    note(f"S {ctx.task_id} {group}")
+    note(f"S {ctx.task_id} {group} {os.getpid()}")
     await asyncio.sleep(float(payload.get("s", 0)))
-    note(f"E {ctx.task_id} {group}")
+    note(f"E {ctx.task_id} {group} {os.getpid()}")
     return str(group)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 
 
-def notes(path: str) -> list[tuple[str, str, str]]:
-    """Every (kind ``S``/``E``/``M``, task id, group) line of the log, in the order they were written."""
+def notes(path: str) -> list[tuple[str, str, str, int]]:
+    """Every (kind ``S``/``E``/``M``, task id or label, group, worker pid) line of the log, in the order
+    they were written."""
     if not os.path.exists(path):
         return []
     with open(path) as log:
-        return [(kind, task, group) for kind, task, group in (line.split() for line in log if line.strip())]
+        return [(kind, task, group, int(pid)) for kind, task, group, pid in (line.split() for line in log)]
 
 
 def most_at_once(path: str, group: str) -> int:
@@ -18,7 +19,7 @@ def most_at_once(path: str, group: str) -> int:
     after its worker died (the dead run ended before it could be reclaimed): it does not add one."""
     running: set[str] = set()
     most = 0
-    for kind, task, g in notes(path):
+    for kind, task, g, _pid in notes(path):
         if g != group:
             continue
         if kind == "S":
@@ -30,9 +31,9 @@ def most_at_once(path: str, group: str) -> int:
 
 
 def mark(path: str, label: str) -> None:
-    """A marker line in the log (``M <label> -``): what started before and after it."""
+    """A marker line in the log (``M <label> - 0``): what started before and after it."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, f"M {label} -\n".encode())
+        os.write(fd, f"M {label} - 0\n".encode())
     finally:
         os.close(fd)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +71,151 @@ async def test_group_concurrency_holds_across_workers(
     listed = (await api.get("/api/queues/default/groups")).json()
     row = next(g for g in listed["groups"] if g["group"] == "acct-1")
     assert row["concurrency"] == 2 and row["pending"] == 0 and row["running"] == 0 and not row["held_back"]
+
+
+async def started_ms(api: httpx.AsyncClient, ids: list[str]) -> list[int]:
+    """The server's start time (ms) of every started task of ``ids``."""
+    out = []
+    for task_id in ids:
+        started = (await api.get(f"/api/tasks/{task_id}")).json()["started_at"]
+        if started is not None:
+            out.append(int(datetime.fromisoformat(started).timestamp() * 1000))
+    return sorted(out)
+
+
+async def test_group_rate_starts_the_allowed_number_while_others_flow(
+    api: httpx.AsyncClient, start_service: StartService, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    await start_workers(start_service, runs)
+    start_service("streamq.services.scheduler")  # wakes a group when its rate allows the next start
+    assert (await api.put("/api/queues/default/groups/mailer", json={"rate": {"limit": 20, "per_s": 1}})).is_success
+    limited = await submit(api, [task("mailer") for _ in range(400)])
+    free = await submit(api, [task(f"t{i % 10}", 0.01) for i in range(300)])
+    await until_done(api, free)
+    # no worker slot is held by the waiting tasks: every other group's task ran while the limited
+    # group had started only its first seconds' worth
+    order = notes(str(runs))
+    last_free = max(i for i, (kind, _t, g, _p) in enumerate(order) if kind == "E" and g.startswith("t"))
+    assert sum(1 for kind, _t, g, _p in order[:last_free] if kind == "S" and g == "mailer") < 100
+    held = next(g for g in (await api.get("/api/queues/default/groups")).json()["groups"] if g["group"] == "mailer")
+    assert held["held_back"] and held["pending"] > 0 and held["next_start_at"] is not None
+    async with asyncio.timeout(60):
+        while len(starts := await started_ms(api, limited)) < 240:
+            await asyncio.sleep(0.5)
+    in_ten_s = sum(1 for ms in starts if ms < starts[0] + 10_000)
+    assert 200 - 20 <= in_ten_s <= 200 + 20  # 20 a second over 10 s, give or take one window
+    # and never more than 20 in any second
+    assert max(sum(1 for ms in starts if s <= ms < s + 1000) for s in starts) <= 20 + 1
+
+
+async def test_fairness_late_group_waits_at_most_one_round(
+    api: httpx.AsyncClient, start_service: StartService, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    workers = await start_workers(start_service, runs)
+    await submit(api, [task("A") for _ in range(20_000)])
+    async with asyncio.timeout(60):  # A is flowing
+        while sum(1 for n in notes(str(runs)) if n[0] == "S") < 500:
+            await asyncio.sleep(0.05)
+    mark(str(runs), "B")
+    b_ids = await submit(api, [task("B") for _ in range(20)])
+    async with asyncio.timeout(60):
+        while sum(1 for n in notes(str(runs)) if n[0] == "S" and n[2] == "B") < 20:
+            await asyncio.sleep(0.05)
+    order = notes(str(runs))
+    after = order[next(i for i, n in enumerate(order) if n[0] == "M") :]
+    last_b = max(i for i, n in enumerate(after) if n[0] == "S" and n[2] == "B")
+    a_meanwhile = sum(1 for n in after[:last_b] if n[0] == "S" and n[2] == "A")
+    assert a_meanwhile < 2 * (len(workers) * 50), a_meanwhile
+    assert len(b_ids) == 20
+
+
+async def test_group_unblocked_after_worker_sigkill(
+    api: httpx.AsyncClient, start_service: StartService, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    workers = await start_workers(start_service, runs, STREAMQ_LEASE_S="2")
+    await api.put("/api/queues/default/groups/sync", json={"concurrency": 2})
+    ids = await submit(api, [task("sync", 1.0) for _ in range(8)])
+    async with asyncio.timeout(30):
+        while not (started := [n for n in notes(str(runs)) if n[0] == "S"]):
+            await asyncio.sleep(0.02)
+    victim = next(w for w in workers if w.pid == started[0][3])
+    victim.signal(signal.SIGKILL)  # its run of a 'sync' task never ends: reclaimed after the lease
+    await until_done(api, ids, timeout=120)
+    assert most_at_once(str(runs), "sync") == 2
+    reran = [n[1] for n in notes(str(runs)) if n[0] == "S"]
+    assert len(reran) > len(set(reran))  # the killed run was run again
+    row = next(g for g in (await api.get("/api/queues/default/groups")).json()["groups"] if g["group"] == "sync")
+    assert row["running"] == 0 and row["pending"] == 0
+
+
+async def test_type_limit_with_group_limit(api: httpx.AsyncClient, start_service: StartService, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    await start_workers(start_service, runs, n=2)
+    assert (await api.put("/api/queues/default/types/grp_run", json={"concurrency": 3})).status_code == 200
+    await api.put("/api/queues/default", json={"group_concurrency": 2})
+    ids = await submit(api, [task(g, 0.05) for g in ("x", "y", "z") for _ in range(10)] + [task(None, 0.05)] * 10)
+    await until_done(api, ids)
+    everyone = [n for n in notes(str(runs))]
+    running: set[str] = set()
+    most = 0
+    for kind, task_id, _g, _pid in everyone:
+        (running.add if kind == "S" else running.discard)(task_id)
+        most = max(most, len(running))
+    assert most == 3  # the type's limit over every group and the ungrouped tasks
+    assert all(most_at_once(str(runs), g) <= 2 for g in ("x", "y", "z"))
+    types = (await api.get("/api/queues/default/types")).json()
+    assert types == [{"type": "grp_run", "concurrency": 3, "rate": None, "running": 0}]
+    assert (await api.get("/api/queues/default")).json()["group_concurrency"] == 2
+    assert (await api.delete("/api/queues/default/types/grp_run")).status_code == 204
+    assert (await api.delete("/api/queues/default/types/grp_run")).status_code == 404
+
+
+async def test_raising_a_limit_frees_held_tasks_at_once(
+    api: httpx.AsyncClient, start_service: StartService, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    await start_workers(start_service, runs, n=1)
+    await api.put("/api/queues/default/groups/slow", json={"rate": {"limit": 1, "per_s": 3600}})
+    ids = await submit(api, [task("slow") for _ in range(5)])
+    async with asyncio.timeout(30):
+        while len([n for n in notes(str(runs)) if n[0] == "E"]) < 1:
+            await asyncio.sleep(0.02)
+    assert (await api.get(f"/api/tasks/{ids[1]}")).json()["status"] == "pending"
+    await api.put("/api/queues/default/groups/slow", json={"concurrency": 5})  # no rate of its own any more
+    await until_done(api, ids, timeout=30)  # no scheduler runs here: the change itself released them
+    assert (await api.delete("/api/queues/default/groups/slow")).status_code == 204
+    assert (await api.delete("/api/queues/default/groups/slow")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "loc"),
+    [
+        ("/api/queues/default/groups/g1", {"concurrency": 2, "burst": 3}, ["body", "burst"]),
+        ("/api/queues/default/groups/g1", {"concurrency": -1}, ["body", "concurrency"]),
+        ("/api/queues/default/groups/g1", {"rate": {"limit": 0, "per_s": 1}}, ["body", "rate", "limit"]),
+        ("/api/queues/default/groups/g1", {"rate": {"limit": 5, "per_s": 0}}, ["body", "rate", "per_s"]),
+        ("/api/queues/default/groups/" + "g" * 129, {"concurrency": 1}, ["path", "group"]),  # 10,000: 414
+        ("/api/queues/default/types/email", {"concurrency": 0}, ["body", "concurrency"]),
+        ("/api/queues/default/types/email", {}, ["body"]),
+        ("/api/queues/default", {"group_concurrency": -2}, ["body", "group_concurrency"]),
+        ("/api/queues/default", {"group_rate": {"limit": 1, "per_s": -1}}, ["body", "group_rate", "per_s"]),
+    ],
+)
+async def test_bad_limits_are_422_naming_the_field(
+    api: httpx.AsyncClient, path: str, body: dict[str, Any], loc: list[str]
+) -> None:
+    reply = await api.put(path, json=body)
+    assert reply.status_code == 422, reply.text
+    assert [e["loc"] for e in reply.json()["detail"]] == [loc]
+
+
+async def test_bad_group_on_a_task_is_422_naming_it(api: httpx.AsyncClient) -> None:
+    for group in ("g" * 10_000, "has space", "", 5):
+        reply = await api.post("/api/tasks", json={"type": "echo", "group": group})
+        assert reply.status_code == 422, reply.text
+        assert [e["loc"] for e in reply.json()["detail"]] == [["body", "group"]]
+    batch = await api.post("/api/tasks/batch", json={"tasks": [{"type": "echo"}, {"type": "echo", "group": "x y"}]})
+    assert batch.status_code == 422 and batch.json()["detail"][0]["loc"] == ["body", "tasks", 1, "group"]
