@@ -43,7 +43,7 @@ key                                         type    what it holds
 <p>:{<q>}:gwait:<group>                     zset    a group's tasks waiting on its limits, score (5 - priority)
                                                     * 2^42 + created_at ms (group '' : ungrouped, type-limited)
 <p>:{<q>}:grun:<group>                      set     the group's released-and-not-ended task ids (its running count)
-<p>:{<q>}:grate:<group>                     string  the group's rate state (GCRA theoretical arrival, ms; expires)
+<p>:{<q>}:grate:<group>                     zset    the group's last starts in its rate's window (id, ms; expires)
 <p>:{<q>}:trun:<type> / trate:<type>        set/str the same per limited task type
 <p>:{<q>}:tblocked:<type>                   set     groups waiting on the type's concurrency
 <p>:{<q>}:groups:ready                      zset    groups that may release a task, score priority band, turn

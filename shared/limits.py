@@ -23,12 +23,12 @@ from streamq.shared.scripts import Scripts
 
 DEFAULT = "*"  # the limits:groups field of the queue's default for every group
 MAX_CONCURRENCY = 1_000_000
-MAX_RATE = 1_000_000
+MAX_RATE = 100_000  # a window keeps one entry per start it counts
 MAX_PER_S = 24 * 3600
 
 
 class Rate(BaseModel):
-    """At most ``limit`` starts per ``per_s`` seconds (bursts of up to ``limit``)."""
+    """At most ``limit`` starts in any ``per_s`` seconds (a sliding window)."""
 
     model_config = ConfigDict(extra="forbid")
 

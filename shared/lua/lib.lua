@@ -151,7 +151,7 @@ and pause as for any task) by the script that frees room for it: a start (the st
 or retry of a task of its group or type (concurrency), or the scheduler's promote.lua at the time a
 rate allows (groups:wake). Keys live in the partition's hash slot, under the prefix of SCHEDULED:
   gwait:<g> zset  waiting ids             grun:<g> set  released-and-not-ended ids (the count)
-  grate:<g> string rate state (GCRA)      trun:<t> / trate:<t>  the same per task type
+  grate:<g> zset  start times in the rate's window   trun:<t> / trate:<t>  the same per task type
   tblocked:<t> set groups waiting on a type's concurrency
   groups:ready zset  groups with a task that may be released, by (priority band, round-robin turn)
   groups:wake zset   held groups, by the time to look again (a rate's next token, or a re-check)
@@ -190,24 +190,22 @@ local function group_limits(base, g)
   return c, n, per
 end
 
--- When a rate of n per `per` ms (bursts of n) allows the next start: 0 when now (GCRA over the
--- theoretical arrival time kept in `key`).
+-- When a rate of n starts per `per` ms allows the next start: 0 when now. The rate is a sliding
+-- window: the start times of the last n starts (zset `key`, at most n members, expiring after a
+-- window), so no `per` ms ever hold more than n starts.
 local function rate_wait(key, n, per, now)
   if not n then return 0 end
-  local tat = tonumber(redis.call('GET', key)) or now
-  if tat < now then tat = now end
-  local at = tat - per + per / n
-  if at > now then return math.ceil(at) end
-  return 0
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - per)
+  if redis.call('ZCARD', key) < n then return 0 end
+  return math.ceil(tonumber(redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]) + per)
 end
 
--- One start taken from the rate in `key` (the key expires when the rate is whole again).
-local function rate_take(key, n, per, now)
+-- Task `id`'s start counted in the rate's window `key`.
+local function rate_take(key, n, per, now, id)
   if not n then return end
-  local tat = tonumber(redis.call('GET', key)) or now
-  if tat < now then tat = now end
-  tat = tat + per / n
-  redis.call('SET', key, string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1)
+  redis.call('ZADD', key, now, id)
+  if redis.call('ZCARD', key) > n then redis.call('ZREMRANGEBYRANK', key, 0, -n - 1) end
+  redis.call('PEXPIRE', key, math.ceil(per))
 end
 
 -- The size of a running set after dropping ids whose task neither waits nor runs any more.
@@ -289,8 +287,8 @@ local function group_release(base, g, now)
       end
       redis.call('ZREM', wait, head)
       backlog_add(base, g, -1)
-      rate_take(rate, n, per, now)
-      rate_take(trate, tn, tper, now)
+      rate_take(rate, n, per, now, head)
+      rate_take(trate, tn, tper, now, head)
       redis.call('SADD', run, head)
       if tc or tn then redis.call('SADD', trun, head) end
       redis.call('SADD', base .. 'groups:released', head)

@@ -51,6 +51,12 @@ async def until_done(api: httpx.AsyncClient, ids: list[str], timeout: float = 12
             await asyncio.sleep(0.05)
 
 
+async def group_row(api: httpx.AsyncClient, group: str) -> dict[str, Any]:
+    listed = (await api.get("/api/queues/default/groups")).json()["groups"]
+    row: dict[str, Any] = next(g for g in listed if g["group"] == group)
+    return row
+
+
 def task(group: str | None, s: float = 0.0, **extra: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"type": "grp_run", "payload": {"g": group or "-", "s": s}, **extra}
     if group is not None:
@@ -88,7 +94,8 @@ async def test_group_rate_starts_the_allowed_number_while_others_flow(
 ) -> None:
     runs = tmp_path / "runs"
     await start_workers(start_service, runs)
-    start_service("streamq.services.scheduler")  # wakes a group when its rate allows the next start
+    scheduler = start_service("streamq.services.scheduler")  # wakes a group when its rate allows the next start
+    await wait_logged(scheduler, "scheduler started")
     assert (await api.put("/api/queues/default/groups/mailer", json={"rate": {"limit": 20, "per_s": 1}})).is_success
     limited = await submit(api, [task("mailer") for _ in range(400)])
     free = await submit(api, [task(f"t{i % 10}", 0.01) for i in range(300)])
@@ -98,15 +105,20 @@ async def test_group_rate_starts_the_allowed_number_while_others_flow(
     order = notes(str(runs))
     last_free = max(i for i, (kind, _t, g, _p) in enumerate(order) if kind == "E" and g.startswith("t"))
     assert sum(1 for kind, _t, g, _p in order[:last_free] if kind == "S" and g == "mailer") < 100
-    held = next(g for g in (await api.get("/api/queues/default/groups")).json()["groups"] if g["group"] == "mailer")
-    assert held["held_back"] and held["pending"] > 0 and held["next_start_at"] is not None
+    async with asyncio.timeout(10):  # listed as held back until its next window (between two windows)
+        while not (held := await group_row(api, "mailer"))["held_back"]:
+            await asyncio.sleep(0.05)
+    assert held["pending"] > 0 and held["next_start_at"] is not None and held["rate"]["limit"] == 20
     async with asyncio.timeout(60):
         while len(starts := await started_ms(api, limited)) < 240:
             await asyncio.sleep(0.5)
     in_ten_s = sum(1 for ms in starts if ms < starts[0] + 10_000)
     assert 200 - 20 <= in_ten_s <= 200 + 20  # 20 a second over 10 s, give or take one window
-    # and never more than 20 in any second
-    assert max(sum(1 for ms in starts if s <= ms < s + 1000) for s in starts) <= 20 + 1
+    # never more than 20 released in any second: once the other groups' tasks are done (they shared
+    # the workers with the first window's), never more than 20 started in any second either (a start
+    # is recorded a few ms after its release: the windows compared are 990 ms)
+    calm = [ms for ms in starts if ms >= starts[0] + 2_000]
+    assert max(sum(1 for ms in calm if s <= ms < s + 990) for s in calm) <= 20
 
 
 async def test_fairness_late_group_waits_at_most_one_round(
