@@ -31,3 +31,15 @@ async def grp_run(payload: Any, ctx: TaskContext) -> str:
     await asyncio.sleep(float(payload.get("s", 0)))
     note(f"E {ctx.task_id} {group} {os.getpid()}")
     return str(group)
+
+
+@handler("grp_flaky")
+async def grp_flaky(payload: Any, ctx: TaskContext) -> str:
+    """Fails its first attempt (a retry goes back through its group's limits), then runs as grp_run."""
+    group = payload.get("g", "-")
+    note(f"S {ctx.task_id} {group} {os.getpid()}")
+    await asyncio.sleep(float(payload.get("s", 0)))
+    note(f"E {ctx.task_id} {group} {os.getpid()}")
+    if ctx.attempt == 1:
+        raise RuntimeError("first attempt fails")
+    return str(group)
