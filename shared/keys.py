@@ -50,6 +50,7 @@ key                                         type    what it holds
 <p>:{<q>}:groups:wake                       zset    groups held back, score = when to look again (ms)
 <p>:{<q>}:groups:released                   set     released grouped task ids not started yet (the window)
 <p>:{<q>}:groups:backlog                    zset    waiting tasks per group
+<p>:{<q>}:groups:waiting                    string  waiting tasks of every group (the backlog's sum)
 <p>:{<q>}:groups:seq                        string  the round-robin turn counter
 <p>:{<q>}:limits:groups                     hash    group -> "concurrency|limit|per_ms", ``*`` -> queue default
 <p>:{<q>}:limits:types                      hash    task type -> "concurrency|limit|per_ms"
@@ -204,6 +205,10 @@ class KeySchema:
     @property
     def groups_backlog(self) -> str:
         return f"{self._q}:groups:backlog"
+
+    @property
+    def groups_waiting(self) -> str:
+        return f"{self._q}:groups:waiting"
 
     @property
     def groups_released(self) -> str:

@@ -1,5 +1,6 @@
-"""Queue figures read from Redis at scrape time: ``streamq_queue_depth``, ``streamq_scheduled_tasks``
-and ``streamq_queue_paused``, for every known queue (each the sum over the queue's partitions).
+"""Queue figures read from Redis at scrape time: ``streamq_queue_depth``, ``streamq_scheduled_tasks``,
+``streamq_queue_paused`` and the groups' figures (``GROUP_FIGURES``: docs/groups-and-limits.md), for
+every known queue (each the sum over the queue's partitions).
 
 ``/metrics`` awaits :meth:`QueueCollector.refresh` (one pipelined round trip over every partition of
 every queue the registry knows, no scans) and then renders the registry, whose ``collect`` reports
@@ -17,6 +18,7 @@ from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 
 from streamq.shared.keys import WORKER_GROUP, KeySchema
+from streamq.shared.metrics import GROUP_FIGURES, group_families, group_reads
 from streamq.shared.models import PRIORITIES
 from streamq.shared.queues import QueueRegistry
 
@@ -29,6 +31,7 @@ class QueueCollector(Collector):
         self.depth: dict[str, dict[int, int]] = {}  # queue -> priority -> tasks waiting
         self.scheduled: dict[str, int] = {}
         self.paused: dict[str, bool] = {}
+        self.groups: dict[str, list[int]] = {}  # queue -> the GROUP_FIGURES, in order
 
     async def refresh(self) -> None:
         configs = dict(await self.registry.all())
@@ -39,17 +42,23 @@ class QueueCollector(Collector):
                 pipe.xlen(part.stream(priority))
                 pipe.xpending(part.stream(priority), WORKER_GROUP)
             pipe.zcard(part.scheduled)
+            group_reads(pipe, part)
         reply = await pipe.execute(raise_on_error=False)
-        step = 2 * len(PRIORITIES) + 1
+        step = 2 * len(PRIORITIES) + 1 + len(GROUP_FIGURES)
         depth: dict[str, dict[int, int]] = {}
         scheduled: dict[str, int] = {}
+        groups: dict[str, list[int]] = {}
         for n, part in enumerate(parts):
             block = reply[n * step : (n + 1) * step]
             queue_depth = depth.setdefault(part.queue, dict.fromkeys(PRIORITIES, 0))
             for i, priority in enumerate(PRIORITIES):
                 queue_depth[priority] += _waiting(block[2 * i], block[2 * i + 1])
-            scheduled[part.queue] = scheduled.get(part.queue, 0) + (block[-1] if isinstance(block[-1], int) else 0)
-        self.depth, self.scheduled = depth, scheduled
+            at = 2 * len(PRIORITIES)
+            scheduled[part.queue] = scheduled.get(part.queue, 0) + (block[at] if isinstance(block[at], int) else 0)
+            figures = groups.setdefault(part.queue, [0] * len(GROUP_FIGURES))
+            for i, value in enumerate(block[at + 1 :]):
+                figures[i] += int(value or 0) if not isinstance(value, Exception) else 0
+        self.depth, self.scheduled, self.groups = depth, scheduled, groups
         self.paused = {name: configs[name].paused if name in configs else False for name in depth}
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -72,6 +81,7 @@ class QueueCollector(Collector):
         yield depth
         yield scheduled
         yield paused
+        yield from group_families(self.groups)
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         return iter(())

@@ -157,7 +157,8 @@ rate allows (groups:wake). Keys live in the partition's hash slot, under the pre
   groups:wake zset   held groups, by the time to look again (a rate's next token, or a re-check)
   groups:released set released ids not yet started (at most GROUP_WINDOW: the rest wait, so a late
                      group's task is at most one round behind)
-  groups:backlog zset waiting count per group; groups:seq string the round-robin turn counter
+  groups:backlog zset waiting count per group (groups:waiting: their sum); groups:seq string the
+                     round-robin turn counter
   limits:groups hash group -> 'concurrency|limit|per_ms' ('' = the default's), '*' -> the default
   limits:types hash  type -> 'concurrency|limit|per_ms'
 Every set is checked against its tasks' real states when it holds a group back, so a count never
@@ -222,8 +223,9 @@ local function at_limit(base, key, c)
   return c and redis.call('SCARD', key) >= c and running_checked(base, key) >= c
 end
 
--- Add `d` to group g's waiting count.
+-- Add `d` to group g's waiting count (and to the partition's: the metrics read it).
 local function backlog_add(base, g, d)
+  redis.call('INCRBY', base .. 'groups:waiting', d)
   if tonumber(redis.call('ZINCRBY', base .. 'groups:backlog', d, g)) <= 0 then
     redis.call('ZREM', base .. 'groups:backlog', g)
   end

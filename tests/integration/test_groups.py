@@ -196,8 +196,13 @@ async def test_raising_a_limit_frees_held_tasks_at_once(
         while len([n for n in notes(str(runs)) if n[0] == "E"]) < 1:
             await asyncio.sleep(0.02)
     assert (await api.get(f"/api/tasks/{ids[1]}")).json()["status"] == "pending"
+    text = (await api.get("/metrics")).text
+    assert 'streamq_group_waiting_tasks{queue="default"} 4.0' in text
+    assert 'streamq_group_waiting_groups{queue="default"} 1.0' in text
+    assert 'streamq_limit_held_groups{queue="default"} 1.0' in text
     await api.put("/api/queues/default/groups/slow", json={"concurrency": 5})  # no rate of its own any more
     await until_done(api, ids, timeout=30)  # no scheduler runs here: the change itself released them
+    assert 'streamq_group_waiting_tasks{queue="default"} 0.0' in (await api.get("/metrics")).text
     assert (await api.delete("/api/queues/default/groups/slow")).status_code == 204
     assert (await api.delete("/api/queues/default/groups/slow")).status_code == 404
 
