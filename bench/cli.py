@@ -19,7 +19,7 @@ import orjson
 from bench.config import WORKLOADS, Config
 from bench.env import ROOT, RedisServer, has_scheduler, load, machine
 from bench.report import Rounds, add_ratios, summarise, table
-from bench.workloads import cluster, drain, floor, latency, memory, otel, raw, schedule, soak, submit, wait
+from bench.workloads import cluster, drain, floor, groups, latency, memory, otel, raw, schedule, soak, submit, wait
 from bench.workloads.base import Context, Figures
 
 TINY: dict[str, Any] = {
@@ -27,7 +27,7 @@ TINY: dict[str, Any] = {
     "drain_n": 500, "tuned_concurrency": 32, "latency_n": 40, "latency_rate": 100.0, "wait_n": 40, "wait_rate": 100.0,
     "wait_waiters": 8, "schedule_n": 20,
     "memory_n": 500, "memory_ttl_s": 1, "otel_n": 1_000, "otel_pairs": 1, "soak_s": 4.0, "soak_rate": 200.0,
-    "soak_keep": 200, "soak_events_maxlen": 1_000,
+    "soak_keep": 200, "soak_events_maxlen": 1_000, "held_n": 20,
 }  # fmt: skip
 
 
@@ -49,6 +49,11 @@ def entries(cfg: Config) -> list[tuple[str, Callable[[Context], Awaitable[Figure
         "cluster": [("cluster-drain", cluster.run)],
         "otel": [("otel", otel.run)],
         "soak": [("soak", soak.run)],
+        "groups": [
+            ("groups-drain-default", lambda ctx: groups.drain(ctx, cfg.default_concurrency)),
+            ("groups-drain-tuned", lambda ctx: groups.drain(ctx, cfg.tuned_concurrency)),
+            ("groups-held", groups.held),
+        ],
     }
     return [e for name in WORKLOADS if name in cfg.only for e in table[name]]
 

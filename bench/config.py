@@ -9,7 +9,7 @@ from streamq.shared.settings import Settings
 
 WORKLOADS = (
     "raw", "floor", "submit-single", "submit-batch", "drain", "latency", "wait", "schedule", "memory", "cluster",
-    "otel", "soak",
+    "otel", "soak", "groups",
 )  # fmt: skip
 
 
@@ -36,6 +36,10 @@ class Config:
     wait_rate: float = 200.0  # tasks/s, paced
     wait_waiters: int = 50  # concurrent long-poll connections
     wait_hold_s: float = 0.05  # each task's run (the built-in sleep): its waiter is parked before it ends
+    groups_count: int = 100  # groups: the drain's tasks spread over this many groups
+    group_concurrency: int = 10  # groups: each group's concurrency limit
+    held_n: int = 200  # groups-held: tasks of one group limited to one start per held_per_ms
+    held_per_ms: float = 50.0
     schedule_n: int = 500
     schedule_ahead_s: float = 3.0
     scheduler_batch: int = 0  # STREAMQ_SCHEDULER_BATCH of the schedule workload's scheduler; 0 = its default
