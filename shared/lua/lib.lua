@@ -334,16 +334,26 @@ local function group_submitted(task_key, id, status, grouped, now)
 end
 
 -- Groups held back that are due (promote.lua): ready again, then served. Returns the next hold's
--- time (ms), or -1 when none.
+-- time (ms), or -1 when none. A full window is checked against its tasks first (an id whose task no
+-- longer waits on a stream entry leaves it), so the window cannot stay full of tasks that are gone.
 local function group_wake(now)
   local base = group_base()
+  local released = base .. 'groups:released'
+  local pump = false
+  if redis.call('SCARD', released) >= GROUP_WINDOW then
+    for _, id in ipairs(redis.call('SMEMBERS', released)) do
+      local h = redis.call('HMGET', base .. 'task:' .. id, 'status', 'msg_id')
+      if h[1] ~= 'pending' or not h[2] or h[2] == '' then pump = redis.call('SREM', released, id) == 1 or pump end
+    end
+  end
   local wake = base .. 'groups:wake'
-  local due = redis.call('ZRANGEBYSCORE', wake, '-inf', now)
+  local due = redis.call('ZRANGEBYSCORE', wake, '-inf', now, 'LIMIT', 0, 1000)  -- the rest: the next call
   if #due > 0 then
     redis.call('ZREM', wake, unpack(due))
     for _, g in ipairs(due) do group_ready(base, g) end
-    group_pump(base, now)
+    pump = true
   end
+  if pump then group_pump(base, now) end
   local first = redis.call('ZRANGE', wake, 0, 0, 'WITHSCORES')
   if #first > 0 then return tonumber(first[2]) end
   return -1

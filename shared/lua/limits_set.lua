@@ -17,6 +17,7 @@ if spec == '' then
 else
   redis.call('HSET', hash, name, spec)
 end
+if kind == 'type' then redis.call('DEL', base .. 'tblocked:' .. name) end  -- all looked at again below
 local wake = base .. 'groups:wake'
 local held = {name}
 if kind == 'type' or name == '*' then held = redis.call('ZRANGE', wake, 0, -1) end

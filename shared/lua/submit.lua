@@ -50,7 +50,7 @@ for i = 1, n do
     out[#out + 1] = existing
   else
     local status, where, at  -- scheduled: its due time; pending: its stream entry
-    local grouped = ARGV[extra_at] == 'group'  -- groups and type limits: see the header
+    local grouped = extra_end > extra_at and ARGV[extra_at] == 'group'  -- groups and type limits: see the header
     local limited = grouped or (typed and redis.call('HEXISTS', LIMITED_TYPES, task_type) == 1)
     if tonumber(due_ms) > now then
       status, where, at = 'scheduled', 'scheduled_for', due_ms
