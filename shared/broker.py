@@ -128,7 +128,8 @@ class Broker:
         for i, task in enumerate(tasks):
             name = task.queue or self.keys.queue
             config = configs.get(name) or configs.setdefault(name, await self.config(name))
-            part = partition_of(placement_key(task.group, task.idempotency_key, ids[i]), config.partitions)
+            limited = task.type if task.type in config.limited_types else None
+            part = partition_of(placement_key(task.group, task.idempotency_key, ids[i], limited), config.partitions)
             groups.setdefault((config.name, part), []).append(i)
         calls: list[tuple[str, list[str], list[Any]]] = []
         call_ids = [[ids[i] for i in members] for members in groups.values()]

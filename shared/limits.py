@@ -138,12 +138,14 @@ class LimitStore:
         await self._write(queue, "group", DEFAULT, "" if empty else spec(limits))
 
     async def set_type(self, queue: str, task_type: str, limits: Limits) -> None:
+        await self.registry.set_limited(queue, task_type, True)  # its ungrouped tasks: one partition
         await self._write(queue, "type", task_type, spec(limits))
 
     async def delete_type(self, queue: str, task_type: str) -> bool:
         parts = await self._parts(queue)
         had = bool(await self.redis.hexists(parts[0].limits_types, task_type))
         await self._write(queue, "type", task_type, "")
+        await self.registry.set_limited(queue, task_type, False)
         return had
 
     async def types(self, queue: str) -> list[TypeLimitPublic]:

@@ -236,3 +236,16 @@ async def test_bad_group_on_a_task_is_422_naming_it(api: httpx.AsyncClient) -> N
         assert [e["loc"] for e in reply.json()["detail"]] == [["body", "group"]]
     batch = await api.post("/api/tasks/batch", json={"tasks": [{"type": "echo"}, {"type": "echo", "group": "x y"}]})
     assert batch.status_code == 422 and batch.json()["detail"][0]["loc"] == ["body", "tasks", 1, "group"]
+
+
+async def test_type_limit_holds_over_partitions(
+    api: httpx.AsyncClient, start_service: StartService, tmp_path: Path
+) -> None:
+    """Ungrouped tasks of a limited type share one partition, so the limit holds over the queue."""
+    runs = tmp_path / "runs"
+    await api.put("/api/queues/wide", json={"partitions": 3})
+    assert (await api.put("/api/queues/wide/types/grp_run", json={"concurrency": 2})).is_success
+    await start_workers(start_service, runs, n=2, STREAMQ_QUEUES="wide:3,default:1")
+    ids = await submit(api, [task(None, 0.05, queue="wide") for _ in range(30)])
+    await until_done(api, ids)
+    assert most_at_once(str(runs), "-") == 2
