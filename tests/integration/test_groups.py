@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
+from streamq.shared.keys import KeySchema
+from streamq.shared.settings import Settings
 from streamq.testing import Service
 from tests.e2e.processes import wait_logged
 from tests.integration.groups_support import mark, most_at_once, notes
@@ -249,3 +251,27 @@ async def test_type_limit_holds_over_partitions(
     ids = await submit(api, [task(None, 0.05, queue="wide") for _ in range(30)])
     await until_done(api, ids)
     assert most_at_once(str(runs), "-") == 2
+
+
+async def test_limits_follow_a_queue_that_grows_and_reads_create_no_queue(
+    api: httpx.AsyncClient, redis: Any, settings: Settings
+) -> None:
+    assert (await api.get("/api/queues/nosuch/groups")).status_code == 404
+    assert (await api.get("/api/queues/nosuch/types")).status_code == 404
+    assert (await api.delete("/api/queues/nosuch/groups/g")).status_code == 404
+    assert (await api.get("/api/queues/nosuch")).status_code == 404  # still unknown
+    await api.put("/api/queues/grow/groups/g", json={"concurrency": 3})
+    await api.put("/api/queues/grow/types/email", json={"rate": {"limit": 10, "per_s": 1}})
+    await api.put("/api/queues/grow", json={"partitions": 3, "group_rate": {"limit": 5, "per_s": 2}})
+    prefix = (await api.get("/api/queues/grow")).json()
+    assert prefix["partitions"] == 3 and prefix["group_rate"] == {"limit": 5, "per_s": 2.0}
+    listed = (await api.get("/api/queues/grow/groups")).json()
+    assert listed["default"] == {"concurrency": None, "rate": {"limit": 5, "per_s": 2.0}}
+    assert listed["groups"][0]["group"] == "g" and listed["groups"][0]["concurrency"] == 3
+    assert listed["groups"][0]["rate"] == {"limit": 5, "per_s": 2.0}  # the default's, for the part it leaves out
+    types = (await api.get("/api/queues/grow/types")).json()
+    assert types == [{"type": "email", "concurrency": None, "rate": {"limit": 10, "per_s": 1.0}, "running": 0}]
+    for part in KeySchema(settings.key_prefix, "grow").partitions(3):  # the new partitions got them too
+        assert await redis.hget(part.limits_groups, "g") == "3||"
+        assert await redis.hget(part.limits_groups, "*") == "|5|2000"
+        assert await redis.hget(part.limits_types, "email") == "|10|1000"

@@ -29,6 +29,12 @@ def limit_store(broker: BrokerDep) -> LimitStore:
 LimitStoreDep = Annotated[LimitStore, Depends(limit_store)]
 
 
+async def known(name: str, store: LimitStore) -> None:
+    """404 for a queue nobody created: reading or removing its limits does not create it (setting does)."""
+    if await store.registry.get(name) is None:
+        raise HTTPException(status_code=404, detail=f"queue {name!r} not found")
+
+
 class GroupLimits(BaseModel):
     queue: str
     group: str
@@ -36,7 +42,7 @@ class GroupLimits(BaseModel):
     rate: Rate | None
 
 
-@router.get("/{name}/groups")
+@router.get("/{name}/groups", responses={404: {"description": "No such queue"}})
 async def list_groups(
     name: Name,
     store: LimitStoreDep,
@@ -44,6 +50,7 @@ async def list_groups(
 ) -> GroupsPage:
     """The ``limit`` groups with the most waiting tasks, then groups with limits of their own: pending,
     running, the limits in effect, whether a limit holds them back and when the next may start."""
+    await known(name, store)
     return await store.groups(name, limit)
 
 
@@ -58,6 +65,7 @@ async def set_group_limits(name: Name, group: Group, body: Limits, store: LimitS
 @router.delete("/{name}/groups/{group}", status_code=204, responses={404: {"description": "No limits of its own"}})
 async def delete_group_limits(name: Name, group: Group, store: LimitStoreDep) -> Response:
     """Remove one group's own limits: its tasks follow the queue's default again."""
+    await known(name, store)
     if not await store.delete_group(name, group):
         raise HTTPException(status_code=404, detail=f"group {group!r} of queue {name!r} has no limits of its own")
     return Response(status_code=204)

@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Path, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 
-from streamq.services.api.routes.groups import LimitStoreDep, Name
+from streamq.services.api.routes.groups import LimitStoreDep, Name, known
 from streamq.shared.limits import Limits, Rate, TypeLimitPublic
 
 router = APIRouter(prefix="/api/queues", tags=["limits"])
@@ -26,9 +26,10 @@ class TypeLimits(BaseModel):
     rate: Rate | None
 
 
-@router.get("/{name}/types")
+@router.get("/{name}/types", responses={404: {"description": "No such queue"}})
 async def list_type_limits(name: Name, store: LimitStoreDep) -> list[TypeLimitPublic]:
     """Every task type with a limit in this queue, with how many of its tasks run now."""
+    await known(name, store)
     return await store.types(name)
 
 
@@ -45,6 +46,7 @@ async def set_type_limits(name: Name, task_type: TypeName, body: Limits, store: 
 @router.delete("/{name}/types/{task_type}", status_code=204, responses={404: {"description": "No such limit"}})
 async def delete_type_limits(name: Name, task_type: TypeName, store: LimitStoreDep) -> Response:
     """Remove a type's limits."""
+    await known(name, store)
     if not await store.delete_type(name, task_type):
         raise HTTPException(status_code=404, detail=f"type {task_type!r} has no limits in queue {name!r}")
     return Response(status_code=204)
