@@ -6,8 +6,8 @@ import os
 
 
 def notes(path: str) -> list[tuple[str, str, str, int]]:
-    """Every (kind ``S``/``E``/``M``, task id or label, group, worker pid) line of the log, in the order
-    they were written."""
+    """Every (kind ``S``/``E``, task id, group, worker pid) line of the log, in the order they were
+    written."""
     if not os.path.exists(path):
         return []
     with open(path) as log:
@@ -28,12 +28,3 @@ def most_at_once(path: str, group: str) -> int:
             running.discard(task)
         most = max(most, len(running))
     return most
-
-
-def mark(path: str, label: str) -> None:
-    """A marker line in the log (``M <label> - 0``): what started before and after it."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, f"M {label} - 0\n".encode())
-    finally:
-        os.close(fd)
