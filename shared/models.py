@@ -55,6 +55,7 @@ class EventType(StrEnum):
     CANCEL_REQUESTED = "cancel_requested"  # a running task was asked to stop (it ends cancelled)
     PROGRESS = "progress"  # the handler reported progress (at most about 10 a second per task)
     GIVEN_BACK = "given_back"  # the worker that read it has no handler for its type: waits for one that has
+    HELD = "held"  # its group's (or type's) rate holds it back until a time (docs/groups-and-limits.md)
 
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

@@ -232,12 +232,12 @@ local function backlog_add(base, g, d)
 end
 
 -- Hold group g until `at` (ms): the scheduler (promote.lua) serves it again then. An earlier hold
--- is kept; a hold that becomes the earliest emits 'held' (status scheduled: the scheduler's watcher
--- wakes for it, so it sleeps until exactly then).
+-- is kept; a hold that becomes the earliest emits 'held' for the group's next task (the scheduler's
+-- watcher wakes for it, so it sleeps until exactly then).
 local function group_hold(base, g, at, head)
   local wake = base .. 'groups:wake'
   redis.call('ZADD', wake, 'LT', at, g)
-  if redis.call('ZRANGE', wake, 0, 0)[1] == g then emit('held', head, 'scheduled') end
+  if redis.call('ZRANGE', wake, 0, 0)[1] == g then emit('held', head, 'pending') end
 end
 
 -- Put group g among the ready ones if it has a waiting task: at the back of its head's priority
