@@ -232,12 +232,13 @@ local function backlog_add(base, g, d)
 end
 
 -- Hold group g until `at` (ms): the scheduler (promote.lua) serves it again then. An earlier hold
--- is kept; a hold that becomes the earliest emits 'held' for the group's next task (the scheduler's
--- watcher wakes for it, so it sleeps until exactly then).
+-- is kept; a new or earlier hold that becomes the earliest of all emits 'held' for the group's next
+-- task (the scheduler's watcher wakes for it, so it sleeps until exactly then).
 local function group_hold(base, g, at, head)
   local wake = base .. 'groups:wake'
-  redis.call('ZADD', wake, 'LT', at, g)
-  if redis.call('ZRANGE', wake, 0, 0)[1] == g then emit('held', head, 'pending') end
+  if redis.call('ZADD', wake, 'LT', 'CH', at, g) == 1 and redis.call('ZRANGE', wake, 0, 0)[1] == g then
+    emit('held', head, 'pending')
+  end
 end
 
 -- Put group g among the ready ones if it has a waiting task: at the back of its head's priority
@@ -288,6 +289,7 @@ local function group_release(base, g, now)
         return false
       end
       redis.call('ZREM', wait, head)
+      redis.call('ZREM', base .. 'groups:wake', g)  -- not held any more (a hold comes back if need be)
       backlog_add(base, g, -1)
       rate_take(rate, n, per, now, head)
       rate_take(trate, tn, tper, now, head)
