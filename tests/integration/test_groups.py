@@ -278,3 +278,21 @@ async def test_limits_follow_a_queue_that_grows_and_reads_create_no_queue(
         assert await redis.hget(part.limits_groups, "g") == "3||"
         assert await redis.hget(part.limits_groups, "*") == "|5|2000"
         assert await redis.hget(part.limits_types, "email") == "|10|1000"
+
+
+async def test_priorities_decide_before_round_robin(
+    api: httpx.AsyncClient, start_service: StartService, tmp_path: Path
+) -> None:
+    """A group whose next task has a higher priority is served before groups of lower ones, even while
+    the window of released tasks is full of the others'."""
+    runs = tmp_path / "runs"
+    await start_workers(start_service, runs, n=1, STREAMQ_WORKER_CONCURRENCY="1")
+    await api.post("/api/queues/default/pause")  # nothing starts while both groups are submitted
+    low = await submit(api, [task("low", priority=1) for _ in range(300)])  # 100 released, 200 wait
+    high = await submit(api, [task("high", priority=5) for _ in range(50)])
+    await api.post("/api/queues/default/resume")
+    await until_done(api, high)
+    order = [n[2] for n in notes(str(runs)) if n[0] == "S"]
+    last_high = max(i for i, g in enumerate(order) if g == "high")
+    assert order[:last_high].count("low") <= 5, order[: last_high + 1]
+    await until_done(api, low)
