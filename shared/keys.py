@@ -47,7 +47,8 @@ key                                         type    what it holds
 <p>:{<q>}:trun:<type> / trate:<type>        set/str the same per limited task type
 <p>:{<q>}:tblocked:<type>                   set     groups waiting on the type's concurrency
 <p>:{<q>}:groups:ready                      zset    groups that may release a task, score priority band, turn
-<p>:{<q>}:groups:wake                       zset    groups held back, score = when to look again (ms)
+<p>:{<q>}:groups:wake                       zset    groups held by a rate, score = when it allows the next start (ms)
+<p>:{<q>}:groups:recheck                    zset    groups held by a concurrency, score = when to look again anyway
 <p>:{<q>}:groups:released                   set     released grouped task ids not started yet (the window)
 <p>:{<q>}:groups:backlog                    zset    waiting tasks per group
 <p>:{<q>}:groups:waiting                    string  waiting tasks of every group (the backlog's sum)
@@ -201,6 +202,10 @@ class KeySchema:
     @property
     def groups_wake(self) -> str:
         return f"{self._q}:groups:wake"
+
+    @property
+    def groups_recheck(self) -> str:
+        return f"{self._q}:groups:recheck"
 
     @property
     def groups_backlog(self) -> str:

@@ -170,7 +170,8 @@ def serve(host: str, port: int) -> int:
 GROUP_FIGURES = (
     ("streamq_group_waiting_tasks", "Tasks of groups or limited types waiting on a limit or their turn"),
     ("streamq_group_waiting_groups", "Groups (and limited types' ungrouped tasks) with tasks waiting"),
-    ("streamq_limit_held_groups", "Groups held back by a limit now (a rate's window, a full concurrency)"),
+    ("streamq_limit_held_groups", "Groups a rate holds back now (until its window lets the next start)"),
+    ("streamq_limit_full_groups", "Groups with waiting tasks held back by a full concurrency (theirs or a type's)"),
 )
 
 
@@ -179,6 +180,7 @@ def group_reads(pipe: Any, part: Any) -> None:
     pipe.get(part.groups_waiting)
     pipe.zcard(part.groups_backlog)
     pipe.zcard(part.groups_wake)
+    pipe.zcard(part.groups_recheck)
 
 
 def group_families(figures: dict[str, list[int]]) -> Iterator[GaugeMetricFamily]:

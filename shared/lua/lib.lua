@@ -154,7 +154,8 @@ rate allows (groups:wake). Keys live in the partition's hash slot, under the pre
   grate:<g> zset  start times in the rate's window   trun:<t> / trate:<t>  the same per task type
   tblocked:<t> set groups waiting on a type's concurrency
   groups:ready zset  groups with a task that may be released, by (priority band, round-robin turn)
-  groups:wake zset   held groups, by the time to look again (a rate's next token, or a re-check)
+  groups:wake zset   groups held by a rate, by when it allows the next start (the scheduler wakes then)
+  groups:recheck zset groups held by a concurrency, by when to look again in any case
   groups:released set released ids not yet started (at most GROUP_WINDOW: the rest wait, so a late
                      group's task is at most one round behind)
   groups:backlog zset waiting count per group (groups:waiting: their sum); groups:seq string the
@@ -241,6 +242,12 @@ local function group_hold(base, g, at, head)
   end
 end
 
+-- Group g waits for a running task of its group or type to end (which serves it at once); it is
+-- looked at again after GROUP_RECHECK_MS in any case (promote.lua), without waking the scheduler.
+local function group_recheck(base, g, now)
+  redis.call('ZADD', base .. 'groups:recheck', 'NX', now + GROUP_RECHECK_MS, g)
+end
+
 -- Put group g among the ready ones if it has a waiting task: at the back of its head's priority
 -- band, or where it already is.
 local function group_ready(base, g)
@@ -268,7 +275,7 @@ local function group_release(base, g, now)
       local c, n, per = group_limits(base, g)
       local run, rate = base .. 'grun:' .. g, base .. 'grate:' .. g
       if at_limit(base, run, c) then
-        group_hold(base, g, now + GROUP_RECHECK_MS, head)
+        group_recheck(base, g, now)
         return false
       end
       local at = rate_wait(rate, n, per, now)
@@ -280,7 +287,7 @@ local function group_release(base, g, now)
       local trun, trate = base .. 'trun:' .. h[3], base .. 'trate:' .. h[3]
       if at_limit(base, trun, tc) then
         redis.call('SADD', base .. 'tblocked:' .. h[3], g)
-        group_hold(base, g, now + GROUP_RECHECK_MS, head)
+        group_recheck(base, g, now)
         return false
       end
       at = rate_wait(trate, tn, tper, now)
@@ -290,6 +297,7 @@ local function group_release(base, g, now)
       end
       redis.call('ZREM', wait, head)
       redis.call('ZREM', base .. 'groups:wake', g)  -- not held any more (a hold comes back if need be)
+      redis.call('ZREM', base .. 'groups:recheck', g)
       backlog_add(base, g, -1)
       rate_take(rate, n, per, now, head)
       rate_take(trate, tn, tper, now, head)
@@ -349,11 +357,13 @@ local function group_wake(now)
     end
   end
   local wake = base .. 'groups:wake'
-  local due = redis.call('ZRANGEBYSCORE', wake, '-inf', now, 'LIMIT', 0, 1000)  -- the rest: the next call
-  if #due > 0 then
-    redis.call('ZREM', wake, unpack(due))
-    for _, g in ipairs(due) do group_ready(base, g) end
-    pump = true
+  for _, key in ipairs({wake, base .. 'groups:recheck'}) do
+    local due = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, 1000)  -- the rest: the next call
+    if #due > 0 then
+      redis.call('ZREM', key, unpack(due))
+      for _, g in ipairs(due) do group_ready(base, g) end
+      pump = true
+    end
   end
   if pump then group_pump(base, now) end
   local first = redis.call('ZRANGE', wake, 0, 0, 'WITHSCORES')

@@ -18,11 +18,14 @@ else
   redis.call('HSET', hash, name, spec)
 end
 if kind == 'type' then redis.call('DEL', base .. 'tblocked:' .. name) end  -- all looked at again below
-local wake = base .. 'groups:wake'
 local held = {name}
-if kind == 'type' or name == '*' then held = redis.call('ZRANGE', wake, 0, -1) end
+if kind == 'type' or name == '*' then
+  held = redis.call('ZRANGE', base .. 'groups:wake', 0, -1)
+  for _, g in ipairs(redis.call('ZRANGE', base .. 'groups:recheck', 0, -1)) do held[#held + 1] = g end
+end
 for _, g in ipairs(held) do
-  redis.call('ZREM', wake, g)
+  redis.call('ZREM', base .. 'groups:wake', g)
+  redis.call('ZREM', base .. 'groups:recheck', g)
   group_ready(base, g)
 end
 group_pump(base, now_ms())
