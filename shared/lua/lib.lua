@@ -181,14 +181,30 @@ local function limit_spec(raw)
   return tonumber(c), tonumber(n), tonumber(per)
 end
 
+-- Limits read in this call, by 'g:'..group and 't:'..type: {concurrency, limit, per_ms} (a batch
+-- releases many tasks of a few groups; limits_set.lua changes them in a call of its own).
+local LIMITS_READ = {}
+
 -- The limits on group g: its override's parts, the queue's default for the parts it leaves out.
 local function group_limits(base, g)
   if g == '' then return nil, nil, nil end
+  local known = LIMITS_READ['g:' .. g]
+  if known then return known[1], known[2], known[3] end
   local v = redis.call('HMGET', base .. 'limits:groups', g, '*')
   local c, n, per = limit_spec(v[1])
   local dc, dn, dper = limit_spec(v[2])
   if not c then c = dc end
   if not n then n, per = dn, dper end
+  LIMITS_READ['g:' .. g] = {c, n, per}
+  return c, n, per
+end
+
+-- The limits on task type t.
+local function type_limits(base, t)
+  local known = LIMITS_READ['t:' .. t]
+  if known then return known[1], known[2], known[3] end
+  local c, n, per = limit_spec(redis.call('HGET', base .. 'limits:types', t))
+  LIMITS_READ['t:' .. t] = {c, n, per}
   return c, n, per
 end
 
@@ -248,23 +264,33 @@ local function group_recheck(base, g, now)
   redis.call('ZADD', base .. 'groups:recheck', 'NX', now + GROUP_RECHECK_MS, g)
 end
 
--- Put group g among the ready ones if it has a waiting task: at the back of its head's priority
--- band, or where it already is.
-local function group_ready(base, g)
-  local head = redis.call('ZRANGE', base .. 'gwait:' .. g, 0, 0, 'WITHSCORES')
-  if #head == 0 then return end
-  local band = math.floor(tonumber(head[2]) / WAIT_BAND)
+-- Put group g among the ready ones, its next task being of priority band `band` (5 - priority): at
+-- the back of that band, or where it already is if that is ahead.
+local function group_ready_band(base, g, band)
   local turn = redis.call('INCR', base .. 'groups:seq')
   redis.call('ZADD', base .. 'groups:ready', 'LT', band * READY_BAND + turn, g)
 end
 
+-- Put group g among the ready ones if it has a waiting task (see group_ready_band).
+local function group_ready(base, g)
+  local head = redis.call('ZRANGE', base .. 'gwait:' .. g, 0, 0, 'WITHSCORES')
+  if #head > 0 then group_ready_band(base, g, math.floor(tonumber(head[2]) / WAIT_BAND)) end
+end
+
+-- group_ready, unless g is among the ready ones already (one read instead of three).
+local function group_ready_unless(base, g)
+  if not redis.call('ZSCORE', base .. 'groups:ready', g) then group_ready(base, g) end
+end
+
 -- Release group g's next waiting task onto its priority stream if its group's and its type's limits
--- allow: true when released; false when held (registered where its wake-up comes from); nil when
--- nothing waits. Ids whose task no longer waits (cancelled meanwhile) are dropped on the way.
+-- allow: true (and the band of the task after it, if any) when released; false when held (registered
+-- where its wake-up comes from); nil when nothing waits. Ids whose task no longer waits (cancelled
+-- meanwhile) are dropped on the way.
 local function group_release(base, g, now)
   local wait = base .. 'gwait:' .. g
   while true do
-    local head = redis.call('ZRANGE', wait, 0, 0)[1]
+    local two = redis.call('ZRANGE', wait, 0, 1, 'WITHSCORES')
+    local head = two[1]
     if not head then return nil end
     local task_key = base .. 'task:' .. head
     local h = redis.call('HMGET', task_key, 'status', 'msg_id', 'type', 'priority')
@@ -283,7 +309,7 @@ local function group_release(base, g, now)
         group_hold(base, g, at, head)
         return false
       end
-      local tc, tn, tper = limit_spec(redis.call('HGET', base .. 'limits:types', h[3]))
+      local tc, tn, tper = type_limits(base, h[3])
       local trun, trate = base .. 'trun:' .. h[3], base .. 'trate:' .. h[3]
       if at_limit(base, trun, tc) then
         redis.call('SADD', base .. 'tblocked:' .. h[3], g)
@@ -296,8 +322,6 @@ local function group_release(base, g, now)
         return false
       end
       redis.call('ZREM', wait, head)
-      redis.call('ZREM', base .. 'groups:wake', g)  -- not held any more (a hold comes back if need be)
-      redis.call('ZREM', base .. 'groups:recheck', g)
       backlog_add(base, g, -1)
       rate_take(rate, n, per, now, head)
       rate_take(trate, tn, tper, now, head)
@@ -305,7 +329,7 @@ local function group_release(base, g, now)
       if tc or tn then redis.call('SADD', trun, head) end
       redis.call('SADD', base .. 'groups:released', head)
       enqueue(task_key, head, h[4])
-      return true
+      return true, two[4] and math.floor(tonumber(two[4]) / WAIT_BAND)
     end
   end
 end
@@ -316,40 +340,45 @@ local function group_pump(base, now)
   while room > 0 do
     local top = redis.call('ZPOPMIN', base .. 'groups:ready')
     if #top == 0 then return end
-    if group_release(base, top[1], now) then
+    local released, band = group_release(base, top[1], now)
+    if released then
       room = room - 1
-      group_ready(base, top[1])
+      if band then group_ready_band(base, top[1], band) end
     end
   end
 end
 
--- A pending task with 'g' in its flow joins its group's waiting tasks (submit.lua, promote.lua).
-local function group_admit(task_key, id, now)
-  local base = group_base()
-  local h = redis.call('HMGET', task_key, 'group', 'priority', 'created_at')
-  local g = h[1] or ''
-  redis.call('ZADD', base .. 'gwait:' .. g, (5 - tonumber(h[2])) * WAIT_BAND + tonumber(h[3]), id)
+-- A pending task with 'g' in its flow joins group g's waiting tasks (submit.lua, promote.lua; the
+-- caller then runs group_pump once for all it admitted).
+local function group_admit(base, id, g, priority, created)
+  local band = 5 - tonumber(priority)
+  redis.call('ZADD', base .. 'gwait:' .. g, band * WAIT_BAND + tonumber(created), id)
   backlog_add(base, g, 1)
-  group_ready(base, g)
-  group_pump(base, now)
+  local turn = redis.call('ZSCORE', base .. 'groups:ready', g)
+  if not turn then
+    group_ready(base, g)  -- its head may be an older task of a higher priority
+  elseif band < math.floor(tonumber(turn) / READY_BAND) then
+    group_ready_band(base, g, band)
+  end
 end
 
 -- A new task under a group or a type limit (submit.lua): an ungrouped one gets 'g' in its flow; a
--- pending one waits for its limits.
-local function group_submitted(task_key, id, status, grouped, now)
-  if not grouped then
+-- pending one waits for its limits. `g` is its group ('' for none).
+local function group_submitted(task_key, id, status, g, priority, now)
+  if g == '' then
     redis.call('HSET', task_key, 'flow', (redis.call('HGET', task_key, 'flow') or '') .. 'g')
   end
-  if status == 'pending' then group_admit(task_key, id, now) end
+  if status == 'pending' then group_admit(group_base(), id, g, priority, now) end
 end
 
--- Groups held back that are due (promote.lua): ready again, then served. Returns the next hold's
+-- Groups held back that are due (promote.lua): ready again, then served with the tasks the call
+-- `admitted` (true when it did). Returns the next hold's
 -- time (ms), or -1 when none. A full window is checked against its tasks first (an id whose task no
 -- longer waits on a stream entry leaves it), so the window cannot stay full of tasks that are gone.
-local function group_wake(now)
+local function group_wake(now, admitted)
   local base = group_base()
   local released = base .. 'groups:released'
-  local pump = false
+  local pump = admitted
   if redis.call('SCARD', released) >= GROUP_WINDOW then
     for _, id in ipairs(redis.call('SMEMBERS', released)) do
       local h = redis.call('HMGET', base .. 'task:' .. id, 'status', 'msg_id')
@@ -374,9 +403,9 @@ end
 -- flow_started's part: the task left the window and runs (counted: a revived task was not released).
 local function group_started(task_key, id)
   local base = group_base()
-  local g = redis.call('HGET', task_key, 'group') or ''
-  redis.call('SREM', base .. 'groups:released', id)
-  redis.call('SADD', base .. 'grun:' .. g, id)
+  if redis.call('SREM', base .. 'groups:released', id) == 0 then  -- released: counted already
+    redis.call('SADD', base .. 'grun:' .. (redis.call('HGET', task_key, 'group') or ''), id)
+  end
   group_pump(base, now_ms())
 end
 
@@ -388,7 +417,10 @@ local function group_left(task_key, id)
   local g = h[1] or ''
   if redis.call('ZREM', base .. 'gwait:' .. g, id) == 1 then backlog_add(base, g, -1) end
   redis.call('SREM', base .. 'groups:released', id)
-  if redis.call('SREM', base .. 'grun:' .. g, id) == 1 then group_ready(base, g) end
+  if redis.call('SREM', base .. 'grun:' .. g, id) == 1 then
+    redis.call('ZREM', base .. 'groups:recheck', g)  -- served now, if it waited for this slot
+    group_ready_unless(base, g)
+  end
   if redis.call('SREM', base .. 'trun:' .. h[2], id) == 1 then
     local blocked = base .. 'tblocked:' .. h[2]
     for _, other in ipairs(redis.call('SMEMBERS', blocked)) do group_ready(base, other) end

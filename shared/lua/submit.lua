@@ -32,6 +32,7 @@ local created = 0
 -- groups and type limits: see the header
 local LIMITED_TYPES = group_base() .. 'limits:types'
 local typed = redis.call('EXISTS', LIMITED_TYPES) == 1
+local admitted = false  -- a task joined its group's waiting ones: group_pump runs once at the end
 local a = 7
 for i = 1, n do
   local id, task_type, priority, due_ms, idem = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
@@ -65,7 +66,10 @@ for i = 1, n do
     -- other fields go last, straight from ARGV (no table built per task)
     redis.call('HSET', task_prefix .. id, 'created_at', now_s, where, at, 'status', status, 'type', task_type,
       'priority', priority, 'payload', payload, 'max_retries', max_retries, unpack(ARGV, extra_at, extra_end))
-    if limited then group_submitted(task_prefix .. id, id, status, grouped, now) end
+    if limited then
+      group_submitted(task_prefix .. id, id, status, grouped and ARGV[extra_at + 1] or '', priority, now_s)
+      admitted = true
+    end
     defer('ZADD', type_prefix .. task_type, '0', id)
     defer_move(id, nil, status)
     created = created + 1
@@ -73,6 +77,7 @@ for i = 1, n do
     if status == 'scheduled' then emit_batched('scheduled', id, status) end
   end
 end
+if admitted then group_pump(group_base(), now) end  -- groups and type limits: see the header
 flush_deferred()
 if created > 0 then redis.call('HINCRBY', STATS, 'submitted_total', created) end
 return out
