@@ -50,7 +50,7 @@ key                                         type    what it holds
 <p>:{<q>}:groups:wake                       zset    groups held by a rate, score = when it allows the next start (ms)
 <p>:{<q>}:groups:recheck                    zset    groups held by a concurrency, score = when to look again anyway
 <p>:{<q>}:groups:released                   set     released grouped task ids not started yet (the window)
-<p>:{<q>}:groups:backlog                    zset    waiting tasks per group
+<p>:{<q>}:groups:backlog                    hash    waiting tasks per group
 <p>:{<q>}:groups:waiting                    string  waiting tasks of every group (the backlog's sum)
 <p>:{<q>}:groups:seq                        string  the round-robin turn counter
 <p>:{<q>}:limits:groups                     hash    group -> "concurrency|limit|per_ms", ``*`` -> queue default

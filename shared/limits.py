@@ -171,15 +171,15 @@ class LimitStore:
         parts = await self._parts(queue)
         pipe = self.redis.pipeline(transaction=False)
         for part in parts:
-            pipe.zrevrange(part.groups_backlog, 0, top - 1, withscores=True)
+            pipe.hgetall(part.groups_backlog)  # one field per group with waiting tasks
         pipe.hgetall(parts[0].limits_groups)
         replies: list[Any] = await pipe.execute()
         overrides: dict[str, str] = replies[-1]
         backlog: dict[str, int] = {}
         for rows in replies[:-1]:
-            for name, score in rows:
+            for name, count in rows.items():
                 if name:  # '' holds ungrouped tasks of limited types (GET .../types)
-                    backlog[name] = backlog.get(name, 0) + int(score)
+                    backlog[name] = backlog.get(name, 0) + int(count)
         names = sorted(backlog, key=lambda n: (-backlog[n], n))[:top]
         names += sorted(n for n in overrides if n != DEFAULT and n not in backlog)[: max(0, top - len(names))]
         default = parse_spec(overrides.get(DEFAULT))
@@ -188,7 +188,7 @@ class LimitStore:
             part = parts[partition_of(placement_key(name, None, ""), len(parts))]
             pipe.scard(part.group_running(name))
             pipe.zscore(part.groups_wake, name)
-            pipe.zscore(part.groups_backlog, name)
+            pipe.hget(part.groups_backlog, name)
         found: list[Any] = await pipe.execute() if names else []
         now_ms = time.time() * 1000
         rows = []

@@ -178,7 +178,7 @@ GROUP_FIGURES = (
 def group_reads(pipe: Any, part: Any) -> None:
     """Queue one partition's GROUP_FIGURES reads on ``pipe`` (a KeySchema's keys), in order."""
     pipe.get(part.groups_waiting)
-    pipe.zcard(part.groups_backlog)
+    pipe.hlen(part.groups_backlog)
     pipe.zcard(part.groups_wake)
     pipe.zcard(part.groups_recheck)
 

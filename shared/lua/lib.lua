@@ -158,7 +158,7 @@ rate allows (groups:wake). Keys live in the partition's hash slot, under the pre
   groups:recheck zset groups held by a concurrency, by when to look again in any case
   groups:released set released ids not yet started (at most GROUP_WINDOW: the rest wait, so a late
                      group's task is at most one round behind)
-  groups:backlog zset waiting count per group (groups:waiting: their sum); groups:seq string the
+  groups:backlog hash waiting count per group (groups:waiting: their sum); groups:seq string the
                      round-robin turn counter
   limits:groups hash group -> 'concurrency|limit|per_ms' ('' = the default's), '*' -> the default
   limits:types hash  type -> 'concurrency|limit|per_ms'
@@ -243,8 +243,8 @@ end
 -- Add `d` to group g's waiting count (and to the partition's: the metrics read it).
 local function backlog_add(base, g, d)
   redis.call('INCRBY', base .. 'groups:waiting', d)
-  if tonumber(redis.call('ZINCRBY', base .. 'groups:backlog', d, g)) <= 0 then
-    redis.call('ZREM', base .. 'groups:backlog', g)
+  if redis.call('HINCRBY', base .. 'groups:backlog', g, d) <= 0 then
+    redis.call('HDEL', base .. 'groups:backlog', g)
   end
 end
 
