@@ -334,9 +334,10 @@ local function group_release(base, g, now)
   end
 end
 
--- Release ready groups' tasks, round-robin, while the window has room.
-local function group_pump(base, now)
-  local room = GROUP_WINDOW - redis.call('SCARD', base .. 'groups:released')
+-- Release ready groups' tasks, round-robin, while the window (widened by `more`, a taker's free
+-- slots) has room.
+local function group_pump(base, now, more)
+  local room = GROUP_WINDOW + (more or 0) - redis.call('SCARD', base .. 'groups:released')
   while room > 0 do
     local top = redis.call('ZPOPMIN', base .. 'groups:ready')
     if #top == 0 then return end
