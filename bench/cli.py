@@ -24,6 +24,7 @@ from bench.workloads import (
     direct,
     drain,
     floor,
+    groups,
     latency,
     memory,
     otel,
@@ -41,7 +42,7 @@ TINY: dict[str, Any] = {
     "drain_n": 500, "tuned_concurrency": 32, "latency_n": 40, "latency_rate": 100.0, "wait_n": 40, "wait_rate": 100.0,
     "wait_waiters": 8, "schedule_n": 20, "direct_n": 40, "direct_many_n": 2_000,
     "memory_n": 500, "memory_ttl_s": 1, "otel_n": 1_000, "otel_pairs": 1, "soak_s": 4.0, "soak_rate": 200.0,
-    "soak_keep": 200, "soak_events_maxlen": 1_000, "workflow_width": 48, "chain_length": 10,
+    "soak_keep": 200, "soak_events_maxlen": 1_000, "workflow_width": 48, "chain_length": 10, "held_n": 20,
 }  # fmt: skip
 
 
@@ -65,6 +66,11 @@ def entries(cfg: Config) -> list[tuple[str, Callable[[Context], Awaitable[Figure
         "otel": [("otel", otel.run)],
         "soak": [("soak", soak.run)],
         "workflows": [("workflows", workflows.run)],
+        "groups": [
+            ("groups-drain-default", lambda ctx: groups.drain(ctx, cfg.default_concurrency)),
+            ("groups-drain-tuned", lambda ctx: groups.drain(ctx, cfg.tuned_concurrency)),
+            ("groups-held", groups.held),
+        ],
     }
     return [e for name in WORKLOADS if name in cfg.only for e in table[name]]
 

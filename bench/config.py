@@ -9,7 +9,7 @@ from streamq.shared.settings import Settings
 
 WORKLOADS = (
     "raw", "floor", "submit-single", "submit-batch", "drain", "latency", "wait", "direct", "schedule", "memory",
-    "cluster", "otel", "soak", "workflows",
+    "cluster", "otel", "soak", "workflows", "groups",
 )  # fmt: skip
 
 
@@ -39,6 +39,10 @@ class Config:
     direct_n: int = 2_000  # direct: single submits idle, then stamp tasks paced at latency_rate (direct, then api)
     direct_many_n: int = 50_000  # direct: tasks of one submit_many call (direct, then through the api)
     direct_taskiq: bool = False  # direct: also taskiq-redis (installed into the venv when asked: bench/peers.py)
+    groups_count: int = 100  # groups: the drain's tasks spread over this many groups
+    group_concurrency: int = 10  # groups: each group's concurrency limit
+    held_n: int = 200  # groups-held: tasks of one group limited to one start per held_per_ms
+    held_per_ms: float = 50.0
     schedule_n: int = 500
     schedule_ahead_s: float = 3.0
     scheduler_batch: int = 0  # STREAMQ_SCHEDULER_BATCH of the schedule workload's scheduler; 0 = its default

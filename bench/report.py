@@ -20,13 +20,24 @@ RATIOS = {
     ("schedule", "lateness_p50_ms"): ("floor", "schedule_p50_ms"),
     ("schedule", "lateness_p99_ms"): ("floor", "schedule_p99_ms"),
 }
+# (entry, figure) -> (entry, figure) of the same run it is compared with: ``<figure>_of_<name>``
+COMPARED = {
+    ("groups-drain-default", "tasks_per_s"): ("drain-default", "tasks_per_s", "ungrouped"),
+    ("groups-drain-tuned", "tasks_per_s"): ("drain-tuned", "tasks_per_s", "ungrouped"),
+}
 YARDSTICKS = (("_ratio", ""), ("_ratio_redispy", "redispy_"))  # (suffix of the ratio, prefix of the raw figure)
 Rounds = list[dict[str, dict[str, Any]]]  # per run: entry -> {"figures": {...}, "load": x, "seconds": y}
 
 
 def add_ratios(rounds: Rounds) -> None:
-    """Each throughput and timing divided by its yardstick of the same run."""
+    """Each throughput and timing divided by its yardstick of the same run (and by the figure it is
+    compared with, when that ran too)."""
     for entries in rounds:
+        for (entry, figure), (other, its, name) in COMPARED.items():
+            value = entries.get(entry, {}).get("figures", {}).get(figure)
+            base = entries.get(other, {}).get("figures", {}).get(its)
+            if isinstance(base, float) and isinstance(value, float):
+                entries[entry]["figures"][f"{figure}_of_{name}"] = value / base
         for (entry, figure), (base_entry, yardstick) in RATIOS.items():
             bare = entries.get(base_entry, {}).get("figures", {})
             for suffix, prefix in YARDSTICKS:

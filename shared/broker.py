@@ -2,10 +2,11 @@
 
 ``submit`` groups tasks by (queue, partition) and sends every group's submit.lua call in one pipelined
 round trip (each call touches one partition's hash slot); replies come back in request order. A task's
-partition is ``partition_of(placement_key(task) or id, partitions)``: its unique or debounce key, else its
-idempotency key, so a key always meets its earlier task in the same slot. Reads and state changes by id
-first ``locate`` the partition holding the task: one pipelined EXISTS over every known partition (or the
-named queue's).
+partition is ``partition_of(placement_key(...), partitions)``: its group's, so a group's tasks and state
+share a slot; else (a type with a limit) its type's; else its own key's (:func:`own_key`: unique or
+debounce key, else idempotency key), so a key always meets its earlier task in the same slot; else its
+id's. Reads by id find the partition holding the task with one pipelined read over every known
+partition (or the named queue's); state changes first ``locate`` it (one pipelined EXISTS).
 """
 
 from __future__ import annotations
@@ -23,15 +24,15 @@ from streamq.shared.keys import STATUS_ORDER, WORKER_GROUP, KeySchema
 from streamq.shared.memguard import MemoryGuard
 from streamq.shared.models import PRIORITIES, Stats, TaskCreate, TaskPublic, TaskStatus, WorkerInfo, new_task_ids
 from streamq.shared.queue import Queue, Stored, Submitted, decode_task, submit_ids
-from streamq.shared.queues import QueueConfig, QueueRegistry, partition_of
+from streamq.shared.queues import QueueConfig, QueueRegistry, partition_of, placement_key
 from streamq.shared.recovery import reschedule, revive_failed
 
 COUNTERS = ("submitted_total", "completed_total", "failed_total", "retried_total")
 
 
-def placement_key(task: TaskCreate) -> str | None:
-    """What picks a task's queue partition (a stable hash of it), so the tasks that must meet in one slot
-    do: its unique or debounce key, else its idempotency key; None = its own id (any partition)."""
+def own_key(task: TaskCreate) -> str | None:
+    """The key a task must meet its earlier tasks by, in one slot: its unique or debounce key, else its
+    idempotency key (a group, when it has one, decides its partition first: see ``placement_key``)."""
     if task.unique is not None:
         return task.unique.key
     if task.debounce is not None:
@@ -138,7 +139,8 @@ class Broker:
         for i, task in enumerate(tasks):
             name = task.queue or self.keys.queue
             config = configs.get(name) or configs.setdefault(name, await self.config(name))
-            part = partition_of(placement_key(task) or ids[i], config.partitions)
+            limited = task.type if task.type in config.limited_types else None
+            part = partition_of(placement_key(task.group, own_key(task), ids[i], limited), config.partitions)
             groups.setdefault((config.name, part), []).append(i)
         calls: list[tuple[str, list[str], list[Any]]] = []
         call_ids = [[ids[i] for i in members] for members in groups.values()]

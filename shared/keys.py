@@ -53,6 +53,21 @@ key                                         type    what it holds
 <p>:{<q>}:wf:idem:<key>                     string  workflow id of an idempotency key (TTL 24 h)
 <p>:{<q>}:idx:status:waiting|skipped        zset    workflow steps waiting on parents / skipped (not in the six
                                                     status indexes)
+<p>:{<q>}:gwait:<group>                     zset    a group's tasks waiting on its limits, score (5 - priority)
+                                                    * 2^42 + created_at ms (group '' : ungrouped, type-limited)
+<p>:{<q>}:grun:<group>                      set     the group's released-and-not-ended task ids (its running count)
+<p>:{<q>}:grate:<group>                     zset    the group's last starts in its rate's window (id, ms; expires)
+<p>:{<q>}:trun:<type> / trate:<type>        set/str the same per limited task type
+<p>:{<q>}:tblocked:<type>                   set     groups waiting on the type's concurrency
+<p>:{<q>}:groups:ready                      zset    groups that may release a task, score priority band, turn
+<p>:{<q>}:groups:wake                       zset    groups held by a rate, score = when it allows the next start (ms)
+<p>:{<q>}:groups:recheck                    zset    groups held by a concurrency, score = when to look again anyway
+<p>:{<q>}:groups:released                   set     released grouped task ids not started yet (the window)
+<p>:{<q>}:groups:backlog                    hash    waiting tasks per group
+<p>:{<q>}:groups:waiting                    string  waiting tasks of every group (the backlog's sum)
+<p>:{<q>}:groups:seq                        string  the round-robin turn counter
+<p>:{<q>}:limits:groups                     hash    group -> "concurrency|limit|per_ms", ``*`` -> queue default
+<p>:{<q>}:limits:types                      hash    task type -> "concurrency|limit|per_ms"
 ==========================================  ======  ===================================================
 
 Partitions: partition 0 of queue ``q`` uses the tag ``{q}`` (so a one-partition queue keeps the keys it
@@ -215,6 +230,44 @@ class KeySchema:
 
     def workflow_idempotency(self, key: str) -> str:
         return f"{self._q}:wf:idem:{key}"
+
+    # --- groups and type limits (docs/groups-and-limits.md; lib.lua builds the same names) ------
+    def group_waiting(self, group: str) -> str:
+        return f"{self._q}:gwait:{group}"
+
+    def group_running(self, group: str) -> str:
+        return f"{self._q}:grun:{group}"
+
+    def type_running(self, task_type: str) -> str:
+        return f"{self._q}:trun:{task_type}"
+
+    @property
+    def groups_wake(self) -> str:
+        return f"{self._q}:groups:wake"
+
+    @property
+    def groups_recheck(self) -> str:
+        return f"{self._q}:groups:recheck"
+
+    @property
+    def groups_backlog(self) -> str:
+        return f"{self._q}:groups:backlog"
+
+    @property
+    def groups_waiting(self) -> str:
+        return f"{self._q}:groups:waiting"
+
+    @property
+    def groups_released(self) -> str:
+        return f"{self._q}:groups:released"
+
+    @property
+    def limits_groups(self) -> str:
+        return f"{self._q}:limits:groups"
+
+    @property
+    def limits_types(self) -> str:
+        return f"{self._q}:limits:types"
 
     def common(self) -> list[str]:
         """The first 16 KEYS of every state-change script, in the order ``lua/lib.lua`` expects."""

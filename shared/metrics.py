@@ -9,10 +9,10 @@ import logging
 import math
 from bisect import bisect_left
 from collections.abc import Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from streamq.shared import health
@@ -170,3 +170,29 @@ def serve(host: str, port: int) -> int:
     """Serve ``/metrics`` (and ``/livez``, ``/readyz``: :mod:`streamq.shared.health`) on a background thread;
     returns the bound port (``port=0`` picks one)."""
     return health.serve(host, port)
+
+
+# --- groups and limits (docs/groups-and-limits.md): per queue only, never per group (bounded series) ---
+GROUP_FIGURES = (
+    ("streamq_group_waiting_tasks", "Tasks of groups or limited types waiting on a limit or their turn"),
+    ("streamq_group_waiting_groups", "Groups (and limited types' ungrouped tasks) with tasks waiting"),
+    ("streamq_limit_held_groups", "Groups a rate holds back now (until its window lets the next start)"),
+    ("streamq_limit_full_groups", "Groups with waiting tasks held back by a full concurrency (theirs or a type's)"),
+)
+
+
+def group_reads(pipe: Any, part: Any) -> None:
+    """Queue one partition's GROUP_FIGURES reads on ``pipe`` (a KeySchema's keys), in order."""
+    pipe.get(part.groups_waiting)
+    pipe.hlen(part.groups_backlog)
+    pipe.zcard(part.groups_wake)
+    pipe.zcard(part.groups_recheck)
+
+
+def group_families(figures: dict[str, list[int]]) -> Iterator[GaugeMetricFamily]:
+    """The GROUP_FIGURES gauges from {queue: [figure, ...]}."""
+    for i, (name, doc) in enumerate(GROUP_FIGURES):
+        family = GaugeMetricFamily(name, doc, labels=["queue"])
+        for queue in sorted(figures):
+            family.add_metric([queue], figures[queue][i])
+        yield family

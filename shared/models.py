@@ -60,6 +60,7 @@ class EventType(StrEnum):
     GIVEN_BACK = "given_back"  # the worker that read it has no handler for its type: waits for one that has
     RELEASED = "released"  # a workflow step's last parent completed: it is on its stream
     SKIPPED = "skipped"  # a workflow step will never run (an ancestor failed or was cancelled)
+    HELD = "held"  # its group's (or type's) rate holds it back until a time (docs/groups-and-limits.md)
 
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -162,6 +163,8 @@ def _json_number(value: Any) -> Any:
 
 
 TaskType = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+# a group's name: what groups/limits key on (docs/groups-and-limits.md)
+GroupName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 
 
 UNIQUE_KEY_MAX = 256  # characters of a unique or debounce key
@@ -224,6 +227,8 @@ class TaskCreate(BaseModel):
     type: TaskType
     # the queue to run in (created on first use); None = the api's STREAMQ_QUEUE
     queue: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    # fair concurrency and rate limits per key (docs/groups-and-limits.md): a tenant, an account, a host
+    group: GroupName | None = None
     payload: Any = None
     priority: int = Field(default=DEFAULT_PRIORITY, ge=MIN_PRIORITY, le=MAX_PRIORITY)
     max_retries: int = Field(default=3, ge=0, le=100)
@@ -319,6 +324,7 @@ class TaskPublic(BaseModel):
 
     id: str
     queue: str
+    group: str | None = None
     type: str
     payload: Any = None
     priority: int

@@ -119,11 +119,15 @@ def _payload(task: TaskCreate) -> str:
 
 
 def flow_fields(task: TaskCreate, keys: KeySchema) -> list[str]:
-    """A task's flow fields (field, value, ...), first among its extras: ``flow`` (its letters: u unique,
-    d debounce) then what lib.lua's flow_submit and hooks read (the lock's key name, from ``keys``, the
-    task's partition); empty for a task that uses none of it."""
+    """A task's flow fields (field, value, ...), first among its extras: ``flow`` (its letters: g group,
+    u unique, d debounce), then its ``group`` (second: submit.lua looks there for it), then what lib.lua's
+    flow_submit and hooks read (the lock's key name, from ``keys``, the task's partition); empty for a
+    task that uses none of it."""
     fields: list[str] = []
     letters = ""
+    if task.group is not None:
+        letters += "g"
+        fields += ["group", task.group]
     unique, debounce = task.unique, task.debounce
     if unique is not None and unique.key is not None:  # the key is always filled in by TaskCreate
         letters += "u"
@@ -216,6 +220,7 @@ def decode_task(raw: dict[str, str], task_id: str, queue: str) -> TaskPublic:
     task = TaskPublic(
         id=task_id,
         queue=queue,
+        group=raw.get("group") or None,
         type=raw.get("type") or "",
         payload=f.get("payload", orjson.loads),
         priority=f.get("priority", int, 0),
@@ -289,7 +294,7 @@ class Queue:
         for task, task_id in zip(tasks, ids, strict=True):
             due = dt_to_ms(task.scheduled_for) if task.scheduled_for else 0
             extras = _extras(task)
-            if task.unique is not None or task.debounce is not None:
+            if task.group is not None or task.unique is not None or task.debounce is not None:
                 extras = flow_fields(task, self.keys) + extras
             args += [
                 task_id, task.type, task.priority, due, task.idempotency_key or "", _payload(task), task.max_retries,

@@ -65,11 +65,15 @@ class QueueConfig:
     # the bounds set on this queue (over the settings' defaults); None: not settled yet (a queue stored
     # before retention existed: the janitor settles it, see streamq.shared.retention.settle)
     retention: Retention | None = None
+    # task types with a limit (docs/groups-and-limits.md): their ungrouped tasks share one partition
+    limited_types: frozenset[str] = frozenset()
 
     def to_json(self) -> str:
         data: dict[str, Any] = {"partitions": self.partitions, "paused": self.paused}
         if self.retention is not None:
             data["retention"] = retention_json(self.retention)
+        if self.limited_types:
+            data["limited_types"] = sorted(self.limited_types)
         return orjson.dumps(data).decode()
 
     @classmethod
@@ -77,7 +81,9 @@ class QueueConfig:
         data = orjson.loads(raw) if raw else {}
         kept = data.get("retention")
         retention = retention_from(kept, {}) if isinstance(kept, dict) else None
-        return cls(name, int(data.get("partitions", 1)), bool(data.get("paused", False)), retention)
+        limited = data.get("limited_types")
+        types = frozenset(str(t) for t in limited) if isinstance(limited, list) else frozenset()
+        return cls(name, int(data.get("partitions", 1)), bool(data.get("paused", False)), retention, types)
 
 
 def parse_weights(value: str) -> dict[str, int]:
@@ -108,6 +114,19 @@ def partition_of(key: str, partitions: int) -> int:
     if partitions <= 1:
         return 0
     return zlib.crc32(key.encode()) % partitions
+
+
+def placement_key(group: str | None, own_key: str | None, task_id: str, limited_type: str | None = None) -> str:
+    """What a task's partition is the hash of (:func:`partition_of`): its group's name, so every task of
+    a group and the group's state share one slot (docs/groups-and-limits.md); else, for a task of a type
+    with a limit, the type's name, so the type's count is in one slot; else its own key (unique, debounce or
+    idempotency key: ``streamq.shared.broker.own_key``), so duplicates meet; else its id, so tasks spread
+    evenly."""
+    if group is not None:
+        return "group:" + group
+    if limited_type is not None:
+        return "type:" + limited_type
+    return own_key or task_id
 
 
 class QueueRegistry:
@@ -159,6 +178,14 @@ class QueueRegistry:
         """Put ``retention``'s bounds over the queue's own (the kinds and measures it names)."""
         current = await self._current(name)
         config = replace(current, retention={**(current.retention or {}), **retention})
+        await self._write(config)
+        return config
+
+    async def set_limited(self, name: str, task_type: str, limited: bool) -> QueueConfig:
+        """Add or remove a task type from the queue's limited types."""
+        current = await self._current(name)
+        types = current.limited_types | {task_type} if limited else current.limited_types - {task_type}
+        config = replace(current, limited_types=types)
         await self._write(config)
         return config
 

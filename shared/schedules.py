@@ -118,6 +118,8 @@ class ScheduleCreate(BaseModel):
             raise ValueError("task.idempotency_key is not allowed: every tick creates a new task")
         if value.unique is not None or value.debounce is not None:
             raise ValueError("task.unique and task.debounce are not allowed: every tick creates a new task")
+        if value.group is not None:  # fire.lua creates its tasks on their streams, past the groups' limits
+            raise ValueError("task.group is not allowed: a schedule's tasks are not held by group limits")
         return value
 
 

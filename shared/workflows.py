@@ -114,6 +114,15 @@ def graph_problems(wf: WorkflowCreate) -> list[dict[str, Any]]:
             errors.append(_problem(["steps", name, "idempotency_key"], f"step {name!r}: steps take no "
                                    "idempotency_key; give the workflow one", "step_idempotency_key",
                                    step.idempotency_key))  # fmt: skip
+    named: list[tuple[list[str], TaskCreate]] = [(["steps", name], step) for name, step in wf.steps.items()]
+    if wf.on_failure is not None:
+        named.append((["on_failure"], wf.on_failure))
+    for loc, task in named:  # each needs its own slot's state; a workflow's steps all live in its partition
+        for field in ("group", "unique", "debounce"):
+            if getattr(task, field) is not None:
+                errors.append(_problem([*loc, field], f"{'.'.join(loc)}: workflow steps take no {field} (a "
+                                       "workflow's steps share its queue partition)", "step_flow_control",
+                                       field))  # fmt: skip
     if wf.on_failure is not None and wf.on_failure.queue not in (None, wf.queue):
         errors.append(_problem(["on_failure", "queue"], "on_failure runs in the workflow's queue", "step_queue",
                                wf.on_failure.queue))  # fmt: skip

@@ -41,6 +41,7 @@ class Task(Answer):
 
     id: str
     queue: str
+    group: str | None = None  # docs/groups-and-limits.md
     type: str
     payload: Any = None
     priority: int
@@ -117,6 +118,9 @@ class Queue(Answer):
     workers: list[str]
     # what the queue keeps of finished tasks and dead letters: {kind: {"age_s": ..., "count": ...}}
     retention: dict[str, dict[str, int | None]] = Field(default_factory=dict)
+    # every group's default limits (docs/groups-and-limits.md): rate is {"limit": ..., "per_s": ...}
+    group_concurrency: int | None = None
+    group_rate: dict[str, float] | None = None
 
 
 class Schedule(Answer):

@@ -20,11 +20,12 @@ ENTRIES += ["schedule"]
 ENTRIES += ["memory"]
 ENTRIES += ["cluster-drain"]
 ENTRIES += ["otel"]
+ENTRIES += ["groups-drain-default", "groups-drain-tuned", "groups-held"]
 SMOKED = [w for w in WORKLOADS if w != "soak"]  # the soak is long by nature: run by hand (bench/README.md)
 
 
 @pytest.mark.e2e
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(210)
 def test_make_bench_tiny_writes_table_and_json(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     proc = subprocess.run(
@@ -41,7 +42,7 @@ def test_make_bench_tiny_writes_table_and_json(tmp_path: Path) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=170,
+        timeout=200,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     print(proc.stdout)

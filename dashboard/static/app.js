@@ -360,9 +360,74 @@ async function queues() {
       })))));
   }
   await load();
+  const groups = groupsView();
+  main.append(groups.section);
+  await groups.load();
   const reload = throttle(() => load().catch(() => {}), 50, 1000);
   onEvents(reload);
-  every(3000, () => load().catch(() => {}));
+  every(3000, () => { load().catch(() => {}); groups.load().catch(() => {}); });
+}
+
+// A queue's groups (docs/groups-and-limits.md): GET /api/queues/{queue}/groups (the groups with the
+// most waiting tasks, then those with limits of their own), and for an admin a form that PUTs one
+// group's limits and a button per group that DELETEs them (a 422 names the field and is shown).
+function groupsView() {
+  const queueName = h("input", { name: "groups-queue", value: "default", size: 12, "aria-label": "Groups of queue" });
+  const holder = h("div", { "data-testid": "groups" });
+  const name = h("input", { name: "group", placeholder: "account-42", size: 14, "aria-label": "Group name" });
+  const conc = h("input", { type: "number", min: "1", name: "concurrency", size: 6, "aria-label": "Group concurrency" });
+  const limit = h("input", { type: "number", min: "1", name: "rate.limit", size: 6, "aria-label": "Group rate limit" });
+  const per = h("input", { type: "number", min: "0", step: "any", name: "rate.per_s", size: 6, "aria-label": "Group rate per seconds" });
+  const num = (input) => (input.value.trim() === "" ? null : Number(input.value));
+  const path = (g) => `/api/queues/${encodeURIComponent(queueName.value.trim() || "default")}/groups${g ? `/${encodeURIComponent(g)}` : ""}`;
+  let drawn = null;
+  const rate = (r) => (r ? `${r.limit} / ${r.per_s} s` : "—");
+  async function load() {
+    let data;
+    try { data = await api("GET", path()); } catch (e) {
+      holder.replaceChildren(e.status === 404 ? unavailable("Groups") : h("p", { class: "notice" }, e.message));
+      drawn = null;
+      return;
+    }
+    const key = JSON.stringify(data);
+    if (key === drawn) return;
+    drawn = key;
+    const remove = (g) => h("button", { "data-action": "remove-limits", "aria-label": `Remove limits of group ${g.group}`, onclick: async () => {
+      try { await api("DELETE", path(g.group)); toast(`Limits removed: ${g.group}`); } catch (err) { toast(`Not removed: ${err.message}`); }
+      load().catch(() => {});
+    } }, "Remove limits");
+    const d = data.default || {};
+    holder.replaceChildren(
+      h("p", { class: "muted", "data-testid": "group-default" }, `Default for every group: concurrency ${d.concurrency ?? "—"}, rate ${rate(d.rate)}`),
+      (data.groups || []).length === 0 ? h("p", { class: "muted" }, "No group has waiting tasks or limits of its own.") :
+        h("div", { class: "table-wrap" }, h("table", {},
+          h("thead", {}, h("tr", {}, ["group", "pending", "running", "concurrency", "rate", "held back", "next start", "actions"].map((c) => h("th", {}, c)))),
+          h("tbody", {}, data.groups.map((g) => h("tr", { "data-group": g.group, "data-held": String(Boolean(g.held_back)) },
+            h("td", { class: "mono" }, g.group),
+            h("td", { "data-count": "pending" }, g.pending),
+            h("td", { "data-count": "running" }, g.running),
+            h("td", { "data-testid": "group-concurrency" }, g.concurrency ?? "—"),
+            h("td", { "data-testid": "group-rate" }, rate(g.rate)),
+            h("td", { "data-testid": "group-held" }, g.held_back ? "held" : "—"),
+            h("td", {}, g.next_start_at ? new Date(g.next_start_at).toLocaleTimeString() : "—"),
+            h("td", {}, can("admin") ? remove(g) : null)))))));
+  }
+  const form = h("form", { class: "row", "data-testid": "group-limits-form", onsubmit: async (e) => {
+    e.preventDefault();
+    const body = { concurrency: num(conc) };
+    if (num(limit) !== null || num(per) !== null) body.rate = { limit: num(limit), per_s: num(per) };
+    try {
+      await api("PUT", path(name.value.trim()), body);
+      toast(`Limits saved: ${name.value.trim()}`);
+      load().catch(() => {});
+    } catch (err) { toast(`Limits not saved: ${err.message}`); }
+  } }, h("label", {}, "Group", name), h("label", {}, "Concurrency", conc), h("label", {}, "Rate: starts", limit), h("label", {}, "per (s)", per),
+    h("button", { type: "submit", class: "primary", "aria-label": "Save group limits" }, "Save limits"));
+  const section = h("section", {}, h("h2", {}, "Groups"),
+    h("p", { class: "muted" }, "Fair per-group limits: tasks with a group wait in Redis, not in a worker, until their group's limits let them start."),
+    h("form", { class: "row", onsubmit: (e) => { e.preventDefault(); drawn = null; load().catch(() => {}); } }, h("label", {}, "Queue", queueName), h("button", { type: "submit" }, "Show")),
+    can("admin") ? form : null, holder);
+  return { section, load };
 }
 
 // A queue's retention (README: Retention): each kind's age and count, and for an admin a form that

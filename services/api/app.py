@@ -21,7 +21,9 @@ from streamq.services.api.middleware import BodyLimit, HttpMetrics, JsonDepth
 from streamq.services.api.ratelimit import RateLimiter
 from streamq.services.api.routes import (
     deliveries,
+    groups,
     health,
+    limits,
     queues,
     recovery,
     schedules,
@@ -116,7 +118,7 @@ def create_app(settings: Settings, *, fast_submit: bool = True) -> FastAPI:
     app.state.settings = settings
     app.state.limiter = None
     app.state.guard = SsrfGuard.from_settings(settings)
-    routers = (tasks, recovery, schedules, stats, queues, health, deliveries, services, workflows)
+    routers = (tasks, recovery, schedules, stats, queues, groups, limits, health, deliveries, services, workflows)
     for module in routers:
         app.include_router(module.router, responses=COMMON_RESPONSES)
 

@@ -1,7 +1,7 @@
 """Queue figures read from Redis at scrape time: ``streamq_queue_depth``, ``streamq_scheduled_tasks``,
-``streamq_queue_paused`` and the workflow figures (``streamq_workflow_steps_waiting``,
-``streamq_workflows_started_total``, ``streamq_workflows_finished_total``), for every known queue (each
-the sum over the queue's partitions).
+``streamq_queue_paused``, the groups' figures (``GROUP_FIGURES``: docs/groups-and-limits.md) and the
+workflow figures (``streamq_workflow_steps_waiting``, ``streamq_workflows_started_total``,
+``streamq_workflows_finished_total``), for every known queue (each the sum over the queue's partitions).
 
 ``/metrics`` awaits :meth:`QueueCollector.refresh` (one pipelined round trip over every partition of
 every queue the registry knows, no scans) and then renders the registry, whose ``collect`` reports
@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 
 from streamq.shared.keys import WORKER_GROUP, KeySchema
+from streamq.shared.metrics import GROUP_FIGURES, group_families, group_reads
 from streamq.shared.models import PRIORITIES
 from streamq.shared.queues import QueueRegistry
 
@@ -35,6 +36,7 @@ class QueueCollector(Collector):
         self.depth: dict[str, dict[int, int]] = {}  # queue -> priority -> tasks waiting
         self.scheduled: dict[str, int] = {}
         self.paused: dict[str, bool] = {}
+        self.groups: dict[str, list[int]] = {}  # queue -> the GROUP_FIGURES, in order
         self.steps_waiting: dict[str, int] = {}  # queue -> workflow steps waiting on parents
         self.workflow_counters: dict[str, list[int]] = {}  # queue -> WORKFLOW_COUNTERS' values
 
@@ -47,21 +49,27 @@ class QueueCollector(Collector):
                 pipe.xlen(part.stream(priority))
                 pipe.xpending(part.stream(priority), WORKER_GROUP)
             pipe.zcard(part.scheduled)
+            group_reads(pipe, part)
         for part in parts:  # workflows (docs/workflows.md): steps waiting on parents, lifetime counters
             pipe.zcard(part.index_status("waiting"))
             pipe.hmget(part.stats, WORKFLOW_COUNTERS)
         reply = await pipe.execute(raise_on_error=False)
-        self._workflow_figures(parts, reply[len(parts) * (2 * len(PRIORITIES) + 1) :])
-        step = 2 * len(PRIORITIES) + 1
+        step = 2 * len(PRIORITIES) + 1 + len(GROUP_FIGURES)
+        self._workflow_figures(parts, reply[len(parts) * step :])
         depth: dict[str, dict[int, int]] = {}
         scheduled: dict[str, int] = {}
+        groups: dict[str, list[int]] = {}
         for n, part in enumerate(parts):
             block = reply[n * step : (n + 1) * step]
             queue_depth = depth.setdefault(part.queue, dict.fromkeys(PRIORITIES, 0))
             for i, priority in enumerate(PRIORITIES):
                 queue_depth[priority] += _waiting(block[2 * i], block[2 * i + 1])
-            scheduled[part.queue] = scheduled.get(part.queue, 0) + (block[-1] if isinstance(block[-1], int) else 0)
-        self.depth, self.scheduled = depth, scheduled
+            at = 2 * len(PRIORITIES)
+            scheduled[part.queue] = scheduled.get(part.queue, 0) + (block[at] if isinstance(block[at], int) else 0)
+            figures = groups.setdefault(part.queue, [0] * len(GROUP_FIGURES))
+            for i, value in enumerate(block[at + 1 :]):
+                figures[i] += int(value or 0) if not isinstance(value, Exception) else 0
+        self.depth, self.scheduled, self.groups = depth, scheduled, groups
         self.paused = {name: configs[name].paused if name in configs else False for name in depth}
 
     def _workflow_figures(self, parts: list[KeySchema], reply: list[Any]) -> None:
@@ -114,6 +122,7 @@ class QueueCollector(Collector):
         yield depth
         yield scheduled
         yield paused
+        yield from group_families(self.groups)
         yield from self._workflow_metrics()
 
     def describe(self) -> Iterator[GaugeMetricFamily]:

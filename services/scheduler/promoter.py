@@ -8,7 +8,8 @@ picked up within the registry's cache period.
 After each pass the loop sleeps until the earliest due time of any partition (capped at
 ``max_wait_s``), on this process's clock corrected by the server's (every reply carries the server
 time: :class:`~streamq.services.scheduler.clock.ServerClock`); a newly scheduled task wakes it early
-through :class:`~streamq.services.scheduler.watcher.Watcher`.
+through :class:`~streamq.services.scheduler.watcher.Watcher`. The same pass serves the groups held back
+by a rate until now (promote.lua; docs/groups-and-limits.md): their next time counts as a due time.
 asyncio's timers wake up to a millisecond late (epoll waits whole milliseconds, rounded up), so the
 sleep ends up to ``SPIN_MS`` early and the pass reads its candidates, then yields to the event loop
 until the due time before it sends them to promote.lua: the call reaches Redis within a fraction

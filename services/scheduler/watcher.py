@@ -1,4 +1,5 @@
-"""Waking the promoter when a task is scheduled: a blocking read of each partition's events stream.
+"""Waking the promoter when a task is scheduled (or a group held back until a time): a blocking read of
+each partition's events stream.
 
 One :class:`Watcher` per partition of every known queue (:class:`Watchers` starts one for each new
 partition within the registry's cache period): in Redis Cluster a blocking read may only name the
@@ -31,6 +32,7 @@ from streamq.shared.queues import QueueRegistry
 
 ERROR_PAUSE_S = 0.5
 SCHEDULED = "scheduled"  # the status of every event that puts a task in the scheduled zset
+HELD = "held"  # the event of a group held back until a time (docs/groups-and-limits.md): promote.lua serves it
 
 
 def _entries(reply: Any) -> list[Any]:
@@ -83,7 +85,7 @@ class Watcher(PeriodicLoop):
         self.interval_s = self.busy_pause_s if len(entries) >= self.busy_at else 0.0
         if entries:
             self.last_id = str(entries[-1][0])
-        if any(fields and SCHEDULED in fields for _id, fields in entries):
+        if any(fields and (SCHEDULED in fields or HELD in fields) for _id, fields in entries):
             self.on_scheduled()
 
     async def _newest_id(self) -> str:

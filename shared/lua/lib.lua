@@ -401,6 +401,293 @@ local function workflow_step_ended(task_key, id, status)
   end
 end
 
+--[[ Groups and type limits (docs/groups-and-limits.md). A task with a group, or of a type with a
+limit, has 'g' in its `flow` and waits outside the streams until its limits admit it: in its group's
+wait zset (gwait:<group>; '' for an ungrouped task of a limited type), ordered by priority then age.
+It is released onto its priority stream (an ordinary entry from then on: leases, reclaims, cancel
+and pause as for any task) by the script that frees room for it: a start (the stream window), an end
+or retry of a task of its group or type (concurrency), or the scheduler's promote.lua at the time a
+rate allows (groups:wake). Keys live in the partition's hash slot, under the prefix of SCHEDULED:
+  gwait:<g> zset  waiting ids             grun:<g> set  released-and-not-ended ids (the count)
+  grate:<g> zset  start times in the rate's window   trun:<t> / trate:<t>  the same per task type
+  tblocked:<t> set groups waiting on a type's concurrency
+  groups:ready zset  groups with a task that may be released, by (priority band, round-robin turn)
+  groups:wake zset   groups held by a rate, by when it allows the next start (the scheduler wakes then)
+  groups:recheck zset groups held by a concurrency, by when to look again in any case
+  groups:released set released ids not yet started (at most GROUP_WINDOW: the rest wait, so a late
+                     group's task is at most one round behind)
+  groups:backlog hash waiting count per group (groups:waiting: their sum); groups:seq string the
+                     round-robin turn counter
+  limits:groups hash group -> 'concurrency|limit|per_ms' ('' = the default's), '*' -> the default
+  limits:types hash  type -> 'concurrency|limit|per_ms'
+Every set is checked against its tasks' real states when it holds a group back, so a count never
+stays up after its tasks are gone (a crashed worker's task counts until it is reclaimed and ends). ]]
+local GROUP_WINDOW = 100  -- grouped entries released and not yet started, per partition
+local GROUP_RECHECK_MS = 10000  -- a group held by a concurrency limit is looked at again after this
+local WAIT_BAND = 4398046511104  -- 2^42: gwait score = (5 - priority) * WAIT_BAND + created_at (ms)
+local READY_BAND = 17592186044416  -- 2^44: groups:ready score = band * READY_BAND + turn
+
+-- '<prefix>:{<tag>}:' of the partition: every group key is under it (one slot with KEYS).
+local function group_base()
+  return string.sub(SCHEDULED, 1, -10)  -- SCHEDULED is '<prefix>:{<tag>}:scheduled'
+end
+
+-- A limit spec 'concurrency|limit|per_ms' as three numbers (nil: not set).
+local function limit_spec(raw)
+  if not raw then return nil, nil, nil end
+  local c, n, per = string.match(raw, '^([^|]*)|([^|]*)|([^|]*)$')
+  return tonumber(c), tonumber(n), tonumber(per)
+end
+
+-- Limits read in this call, by 'g:'..group and 't:'..type: {concurrency, limit, per_ms} (a batch
+-- releases many tasks of a few groups; limits_set.lua changes them in a call of its own).
+local LIMITS_READ = {}
+
+-- The limits on group g: its override's parts, the queue's default for the parts it leaves out.
+local function group_limits(base, g)
+  if g == '' then return nil, nil, nil end
+  local known = LIMITS_READ['g:' .. g]
+  if known then return known[1], known[2], known[3] end
+  local v = redis.call('HMGET', base .. 'limits:groups', g, '*')
+  local c, n, per = limit_spec(v[1])
+  local dc, dn, dper = limit_spec(v[2])
+  if not c then c = dc end
+  if not n then n, per = dn, dper end
+  LIMITS_READ['g:' .. g] = {c, n, per}
+  return c, n, per
+end
+
+-- The limits on task type t.
+local function type_limits(base, t)
+  local known = LIMITS_READ['t:' .. t]
+  if known then return known[1], known[2], known[3] end
+  local c, n, per = limit_spec(redis.call('HGET', base .. 'limits:types', t))
+  LIMITS_READ['t:' .. t] = {c, n, per}
+  return c, n, per
+end
+
+-- When a rate of n starts per `per` ms allows the next start: 0 when now. The rate is a sliding
+-- window: the start times of the last n starts (zset `key`, at most n members, expiring after a
+-- window), so no `per` ms ever hold more than n starts.
+local function rate_wait(key, n, per, now)
+  if not n then return 0 end
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - per)
+  if redis.call('ZCARD', key) < n then return 0 end
+  return math.ceil(tonumber(redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]) + per)
+end
+
+-- Task `id`'s start counted in the rate's window `key`.
+local function rate_take(key, n, per, now, id)
+  if not n then return end
+  redis.call('ZADD', key, now, id)
+  if redis.call('ZCARD', key) > n then redis.call('ZREMRANGEBYRANK', key, 0, -n - 1) end
+  redis.call('PEXPIRE', key, math.ceil(per))
+end
+
+-- The size of a running set after dropping ids whose task neither waits nor runs any more.
+local function running_checked(base, key)
+  for _, id in ipairs(redis.call('SMEMBERS', key)) do
+    local s = redis.call('HGET', base .. 'task:' .. id, 'status')
+    if s ~= 'pending' and s ~= 'processing' then redis.call('SREM', key, id) end
+  end
+  return redis.call('SCARD', key)
+end
+
+-- Is the running set `key` at `c` or above (checked against its tasks before saying yes)?
+local function at_limit(base, key, c)
+  return c and redis.call('SCARD', key) >= c and running_checked(base, key) >= c
+end
+
+-- Add `d` to group g's waiting count (and to the partition's: the metrics read it).
+local function backlog_add(base, g, d)
+  redis.call('INCRBY', base .. 'groups:waiting', d)
+  if redis.call('HINCRBY', base .. 'groups:backlog', g, d) <= 0 then
+    redis.call('HDEL', base .. 'groups:backlog', g)
+  end
+end
+
+-- Hold group g until `at` (ms): the scheduler (promote.lua) serves it again then. An earlier hold
+-- is kept; a new or earlier hold that becomes the earliest of all emits 'held' for the group's next
+-- task (the scheduler's watcher wakes for it, so it sleeps until exactly then).
+local function group_hold(base, g, at, head)
+  local wake = base .. 'groups:wake'
+  if redis.call('ZADD', wake, 'LT', 'CH', at, g) == 1 and redis.call('ZRANGE', wake, 0, 0)[1] == g then
+    emit('held', head, 'pending')
+  end
+end
+
+-- Group g waits for a running task of its group or type to end (which serves it at once); it is
+-- looked at again after GROUP_RECHECK_MS in any case (promote.lua), without waking the scheduler.
+local function group_recheck(base, g, now)
+  redis.call('ZADD', base .. 'groups:recheck', 'NX', now + GROUP_RECHECK_MS, g)
+end
+
+-- Put group g among the ready ones, its next task being of priority band `band` (5 - priority): at
+-- the back of that band, or where it already is if that is ahead.
+local function group_ready_band(base, g, band)
+  local turn = redis.call('INCR', base .. 'groups:seq')
+  redis.call('ZADD', base .. 'groups:ready', 'LT', band * READY_BAND + turn, g)
+end
+
+-- Put group g among the ready ones if it has a waiting task (see group_ready_band).
+local function group_ready(base, g)
+  local head = redis.call('ZRANGE', base .. 'gwait:' .. g, 0, 0, 'WITHSCORES')
+  if #head > 0 then group_ready_band(base, g, math.floor(tonumber(head[2]) / WAIT_BAND)) end
+end
+
+-- group_ready, unless g is among the ready ones already (one read instead of three).
+local function group_ready_unless(base, g)
+  if not redis.call('ZSCORE', base .. 'groups:ready', g) then group_ready(base, g) end
+end
+
+-- Release group g's next waiting task onto its priority stream if its group's and its type's limits
+-- allow: true (and the band of the task after it, if any) when released; false when held (registered
+-- where its wake-up comes from); nil when nothing waits. Ids whose task no longer waits (cancelled
+-- meanwhile) are dropped on the way.
+local function group_release(base, g, now)
+  local wait = base .. 'gwait:' .. g
+  while true do
+    local two = redis.call('ZRANGE', wait, 0, 1, 'WITHSCORES')
+    local head = two[1]
+    if not head then return nil end
+    local task_key = base .. 'task:' .. head
+    local h = redis.call('HMGET', task_key, 'status', 'msg_id', 'type', 'priority')
+    if h[1] ~= 'pending' or (h[2] and h[2] ~= '') then
+      redis.call('ZREM', wait, head)
+      backlog_add(base, g, -1)
+    else
+      local c, n, per = group_limits(base, g)
+      local run, rate = base .. 'grun:' .. g, base .. 'grate:' .. g
+      if at_limit(base, run, c) then
+        group_recheck(base, g, now)
+        return false
+      end
+      local at = rate_wait(rate, n, per, now)
+      if at > 0 then
+        group_hold(base, g, at, head)
+        return false
+      end
+      local tc, tn, tper = type_limits(base, h[3])
+      local trun, trate = base .. 'trun:' .. h[3], base .. 'trate:' .. h[3]
+      if at_limit(base, trun, tc) then
+        redis.call('SADD', base .. 'tblocked:' .. h[3], g)
+        group_recheck(base, g, now)
+        return false
+      end
+      at = rate_wait(trate, tn, tper, now)
+      if at > 0 then
+        group_hold(base, g, at, head)
+        return false
+      end
+      redis.call('ZREM', wait, head)
+      backlog_add(base, g, -1)
+      rate_take(rate, n, per, now, head)
+      rate_take(trate, tn, tper, now, head)
+      redis.call('SADD', run, head)
+      if tc or tn then redis.call('SADD', trun, head) end
+      redis.call('SADD', base .. 'groups:released', head)
+      enqueue(task_key, head, h[4])
+      return true, two[4] and math.floor(tonumber(two[4]) / WAIT_BAND)
+    end
+  end
+end
+
+-- Release ready groups' tasks, round-robin, while the window (widened by `more`, a taker's free
+-- slots) has room.
+local function group_pump(base, now, more)
+  local room = GROUP_WINDOW + (more or 0) - redis.call('SCARD', base .. 'groups:released')
+  while room > 0 do
+    local top = redis.call('ZPOPMIN', base .. 'groups:ready')
+    if #top == 0 then return end
+    local released, band = group_release(base, top[1], now)
+    if released then
+      room = room - 1
+      if band then group_ready_band(base, top[1], band) end
+    end
+  end
+end
+
+-- A pending task with 'g' in its flow joins group g's waiting tasks (submit.lua, promote.lua; the
+-- caller then runs group_pump once for all it admitted).
+local function group_admit(base, id, g, priority, created)
+  local band = 5 - tonumber(priority)
+  redis.call('ZADD', base .. 'gwait:' .. g, band * WAIT_BAND + tonumber(created), id)
+  backlog_add(base, g, 1)
+  local turn = redis.call('ZSCORE', base .. 'groups:ready', g)
+  if not turn then
+    group_ready(base, g)  -- its head may be an older task of a higher priority
+  elseif band < math.floor(tonumber(turn) / READY_BAND) then
+    group_ready_band(base, g, band)
+  end
+end
+
+-- A new task under a group or a type limit (submit.lua): an ungrouped one gets 'g' in its flow; a
+-- pending one waits for its limits. `g` is its group ('' for none).
+local function group_submitted(task_key, id, status, g, priority, now)
+  if g == '' then
+    redis.call('HSET', task_key, 'flow', (redis.call('HGET', task_key, 'flow') or '') .. 'g')
+  end
+  if status == 'pending' then group_admit(group_base(), id, g, priority, now) end
+end
+
+-- Groups held back that are due (promote.lua): ready again, then served with the tasks the call
+-- `admitted` (true when it did). Returns the next hold's
+-- time (ms), or -1 when none. A full window is checked against its tasks first (an id whose task no
+-- longer waits on a stream entry leaves it), so the window cannot stay full of tasks that are gone.
+local function group_wake(now, admitted)
+  local base = group_base()
+  local released = base .. 'groups:released'
+  local pump = admitted
+  if redis.call('SCARD', released) >= GROUP_WINDOW then
+    for _, id in ipairs(redis.call('SMEMBERS', released)) do
+      local h = redis.call('HMGET', base .. 'task:' .. id, 'status', 'msg_id')
+      if h[1] ~= 'pending' or not h[2] or h[2] == '' then pump = redis.call('SREM', released, id) == 1 or pump end
+    end
+  end
+  local wake = base .. 'groups:wake'
+  for _, key in ipairs({wake, base .. 'groups:recheck'}) do
+    local due = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, 1000)  -- the rest: the next call
+    if #due > 0 then
+      redis.call('ZREM', key, unpack(due))
+      for _, g in ipairs(due) do group_ready(base, g) end
+      pump = true
+    end
+  end
+  if pump then group_pump(base, now) end
+  local first = redis.call('ZRANGE', wake, 0, 0, 'WITHSCORES')
+  if #first > 0 then return tonumber(first[2]) end
+  return -1
+end
+
+-- flow_started's part: the task left the window and runs (counted: a revived task was not released).
+local function group_started(task_key, id)
+  local base = group_base()
+  if redis.call('SREM', base .. 'groups:released', id) == 0 then  -- released: counted already
+    redis.call('SADD', base .. 'grun:' .. (redis.call('HGET', task_key, 'group') or ''), id)
+  end
+  group_pump(base, now_ms())
+end
+
+-- flow_ended's and flow_deferred's part: the task no longer waits nor runs; its group and type get
+-- its slot back, and whoever waited on it is served.
+local function group_left(task_key, id)
+  local base = group_base()
+  local h = redis.call('HMGET', task_key, 'group', 'type')
+  local g = h[1] or ''
+  if redis.call('ZREM', base .. 'gwait:' .. g, id) == 1 then backlog_add(base, g, -1) end
+  redis.call('SREM', base .. 'groups:released', id)
+  if redis.call('SREM', base .. 'grun:' .. g, id) == 1 then
+    redis.call('ZREM', base .. 'groups:recheck', g)  -- served now, if it waited for this slot
+    group_ready_unless(base, g)
+  end
+  if redis.call('SREM', base .. 'trun:' .. h[2], id) == 1 then
+    local blocked = base .. 'tblocked:' .. h[2]
+    for _, other in ipairs(redis.call('SMEMBERS', blocked)) do group_ready(base, other) end
+    redis.call('DEL', blocked)
+  end
+  group_pump(base, now_ms())
+end
+
 --[[ Flow hooks. A task that uses a unique key, debounce, a group or a type limit, or is a workflow's
 step carries a `flow` field on its hash (written at submit; its value lists what it uses). The
 transition scripts read that field with the fields they read anyway and call these hooks only when
@@ -410,6 +697,7 @@ part in its own functions (above their hook) and adds one call to the hooks belo
 -- A task's run began (start_entry: pending -> processing, once per run).
 local function flow_started(task_key, id, flow)
   flow_keys_release(task_key, id, flow, true)
+  if string.find(flow, 'g', 1, true) then group_started(task_key, id) end
 end
 
 -- A task ended for good: `status` is completed, failed or cancelled (finish.lua, cancel.lua,
@@ -417,11 +705,13 @@ end
 local function flow_ended(task_key, id, flow, status)
   flow_keys_release(task_key, id, flow, false)
   if string.find(flow, 'w', 1, true) then workflow_step_ended(task_key, id, status) end
+  if string.find(flow, 'g', 1, true) then group_left(task_key, id) end
 end
 
 -- A run left a task for later without ending it: a retry or a give-back scheduled it again
 -- (finish.lua).
 local function flow_deferred(task_key, id, flow)
+  if string.find(flow, 'g', 1, true) then group_left(task_key, id) end
 end
 
 -- Start one delivered entry of `stream` on `consumer` (start.lua, take.lua). Returns the job's

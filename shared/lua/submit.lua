@@ -11,13 +11,18 @@ the queue are in the hash's key and not written again, and attempts is absent un
 which readers take as 0):
   id, type, priority, due_ms (0 = run now), idempotency key ('' = none), payload JSON, max_retries,
   nextra, field1, value1, ... (nextra pairs)
-A task whose extra fields start with `flow` (its letters) may carry a unique or debounce key (lib.lua:
-flow_submit): its lock is taken or joined here, in the same call.
+A task whose extra fields start with `flow` (its letters: u unique, d debounce, g group) may carry a
+unique or debounce key (lib.lua: flow_submit): its lock is taken or joined here, in the same call.
 Returns: {now_ms, then for each task not created: its position in the call (1-based), the earlier
   task's id: bare for an idempotency key already taken, 'u:<id>' when its unique key is held by task
   <id>, 'd:<id>' when it was debounced into waiting task <id> (which took its payload and due time)}. A new task's created_at is now_ms and its status is
   scheduled when its due_ms > now_ms, else pending: the caller knows both from what it sent (nothing
   per new task comes back).
+Groups and type limits (docs/groups-and-limits.md): a task whose extra fields start with `flow` (with
+the letter g) then `group`, or of a
+type listed in the partition's limits:types hash (one EXISTS a call, one HEXISTS a task only when it
+exists), gets no stream entry here: it joins its group's waiting tasks (lib.lua's group_admit), and an
+ungrouped one gets 'g' in its `flow`.
 Index entries (type, status, scheduled) are written with one variadic ZADD per key at the end of
 the call (lib.lua's deferred writes); the task hash, its stream entry and its events per task.
 ]]
@@ -28,6 +33,10 @@ local n = tonumber(ARGV[3])
 local task_prefix, type_prefix, idem_prefix = ARGV[4], ARGV[5], ARGV[6]
 local out = {now}
 local created = 0
+-- groups and type limits: see the header
+local LIMITED_TYPES = group_base() .. 'limits:types'
+local typed = redis.call('EXISTS', LIMITED_TYPES) == 1
+local admitted = false  -- a task joined its group's waiting ones: group_pump runs once at the end
 local a = 7
 for i = 1, n do
   local id, task_type, priority, due_ms, idem = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
@@ -54,10 +63,15 @@ for i = 1, n do
     out[#out + 1] = mark .. existing
   else
     local status, where, at  -- scheduled: its due time; pending: its stream entry
+    -- groups and type limits: see the header
+    local grouped = flow and extra_end > extra_at + 2 and ARGV[extra_at + 2] == 'group'
+    local limited = grouped or (typed and redis.call('HEXISTS', LIMITED_TYPES, task_type) == 1)
     if tonumber(due_ms) > now then
       status, where, at = 'scheduled', 'scheduled_for', due_ms
       -- a flow task at once: a later debounced submit in this call moves it (a deferred ZADD would undo that)
       if flow then redis.call('ZADD', SCHEDULED, at, id) else defer('ZADD', SCHEDULED, at, id) end
+    elseif limited then
+      status, where, at = 'pending', 'msg_id', ''
     else
       status, where = 'pending', 'msg_id'
       at = redis.call('XADD', stream_of(priority), '*', 'id', id)
@@ -66,6 +80,10 @@ for i = 1, n do
     -- other fields go last, straight from ARGV (no table built per task)
     redis.call('HSET', task_prefix .. id, 'created_at', now_s, where, at, 'status', status, 'type', task_type,
       'priority', priority, 'payload', payload, 'max_retries', max_retries, unpack(ARGV, extra_at, extra_end))
+    if limited then
+      group_submitted(task_prefix .. id, id, status, grouped and ARGV[extra_at + 3] or '', priority, now_s)
+      admitted = true
+    end
     defer('ZADD', type_prefix .. task_type, '0', id)
     defer_move(id, nil, status)
     created = created + 1
@@ -73,6 +91,7 @@ for i = 1, n do
     if status == 'scheduled' then emit_batched('scheduled', id, status) end
   end
 end
+if admitted then group_pump(group_base(), now) end  -- groups and type limits: see the header
 flush_deferred()
 if created > 0 then redis.call('HINCRBY', STATS, 'submitted_total', created) end
 return out

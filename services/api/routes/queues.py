@@ -1,4 +1,5 @@
-"""/api/queues: every named queue with its figures; configure partitions; pause and resume.
+"""/api/queues: every named queue with its figures; configure partitions and group limit defaults; pause
+and resume (a queue's groups and type limits: routes/groups.py, routes/limits.py).
 
 Reading is ``read`` scope; PUT and pause/resume are ``admin`` (services/api/security.py maps every
 non-GET route outside submitting to ``admin``).
@@ -13,8 +14,10 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
 from streamq.services.api.deps import BrokerDep, SettingsDep
+from streamq.services.api.routes.groups import LimitStoreDep
 from streamq.shared import retention
 from streamq.shared.broker import Broker, QueueFigures
+from streamq.shared.limits import DEFAULT, MAX_CONCURRENCY, Limits, LimitStore, Rate, parse_spec
 from streamq.shared.models import Stats
 from streamq.shared.queues import MAX_PARTITIONS, RETAINED, Bound, Retention, retention_json
 from streamq.shared.settings import Settings
@@ -33,6 +36,9 @@ class QueuePublic(BaseModel):
     workers: list[str]  # live workers that consume this queue
     # what the queue keeps of finished tasks and dead letters (its own bounds over the defaults)
     retention: dict[str, dict[str, int | None]]
+    # the default limits of every group without its own (docs/groups-and-limits.md)
+    group_concurrency: int | None = None
+    group_rate: Rate | None = None
 
 
 class BoundBody(BaseModel):
@@ -58,11 +64,18 @@ class QueueConfigBody(BaseModel):
 
     partitions: int | None = Field(default=None, ge=1, le=MAX_PARTITIONS, strict=True)  # absent: unchanged
     retention: RetentionBody | None = None  # the kinds named change; the others keep their bounds
+    # every group's limits unless it has its own (docs/groups-and-limits.md); absent: unchanged, null: none
+    group_concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY, strict=True)
+    group_rate: Rate | None = None
 
 
 async def _public(broker: Broker, figures: list[QueueFigures], settings: Settings) -> list[QueuePublic]:
     workers = await broker.workers()
     defaults = retention.defaults(settings)
+    pipe = broker.redis.pipeline(transaction=False)
+    for f in figures:
+        pipe.hget(broker.keys.for_queue(f.config.name).limits_groups, DEFAULT)
+    group_defaults = [parse_spec(raw) for raw in await pipe.execute()]
     return [
         QueuePublic(
             name=f.config.name,
@@ -73,8 +86,10 @@ async def _public(broker: Broker, figures: list[QueueFigures], settings: Setting
             dead_letter=f.stats.dead_letter,
             workers=[w.id for w in workers if f.config.name in (w.queues or [w.queue])],
             retention=retention_json(retention.effective(f.config, defaults)),
+            group_concurrency=group.concurrency,
+            group_rate=group.rate,
         )
-        for f in figures
+        for f, group in zip(figures, group_defaults, strict=True)
     ]
 
 
@@ -98,22 +113,44 @@ async def get_queue(name: Name, broker: BrokerDep, settings: SettingsDep) -> Que
 
 
 @router.put("/{name}")
-async def configure_queue(name: Name, body: QueueConfigBody, broker: BrokerDep, settings: SettingsDep) -> QueuePublic:
+async def configure_queue(
+    name: Name, body: QueueConfigBody, broker: BrokerDep, settings: SettingsDep, store: LimitStoreDep
+) -> QueuePublic:
     """Create the queue; grow it to ``partitions`` (partitions never shrink: 422); set its retention
-    bounds (docs/scaling-out.md: Retention)."""
+    bounds (docs/scaling-out.md: Retention); set the limits of every group without its own
+    (``group_concurrency``, ``group_rate``: docs/groups-and-limits.md)."""
     changes = _retention(body.retention, settings) if body.retention is not None else None
     if body.partitions is not None:
+        before = await broker.config(name)
         try:
-            await broker.registry.configure(name, body.partitions)
+            config = await broker.registry.configure(name, body.partitions)
         except ValueError as error:
             raise _invalid(["partitions"], str(error), body.partitions) from None
+        parts = broker.registry.partition_keys(config)
+        await store.copy_to(parts[0], parts[before.partitions :])  # new partitions get the queue's limits
+    await _group_defaults(name, body, store)
     if changes is not None:
         current = await broker.config(name)
         base = retention.effective(current, retention.defaults(settings))
         await broker.registry.set_retention(name, _merged(changes, base))
     elif body.partitions is None:
-        await broker.config(name)  # an empty body creates the queue
+        await broker.config(name)  # an empty body (or one with group defaults only) creates the queue
     return await _one(broker, name, settings)
+
+
+async def _group_defaults(name: str, body: QueueConfigBody, store: LimitStore) -> None:
+    """The queue's default group limits: the parts the body names (null removes one), the others kept."""
+    given = body.model_fields_set & {"group_concurrency", "group_rate"}
+    if not given:
+        return
+    current = await store.default(name)
+    await store.set_default(
+        name,
+        Limits(
+            concurrency=body.group_concurrency if "group_concurrency" in given else current.concurrency,
+            rate=body.group_rate if "group_rate" in given else current.rate,
+        ),
+    )
 
 
 def _retention(body: RetentionBody, settings: Settings) -> dict[str, dict[str, int | None]]:
