@@ -296,3 +296,33 @@ async def test_priorities_decide_before_round_robin(
     last_high = max(i for i, g in enumerate(order) if g == "high")
     assert order[:last_high].count("low") <= 5, order[: last_high + 1]
     await until_done(api, low)
+
+
+async def test_grouped_unique_task_is_held_by_both(
+    api: httpx.AsyncClient, start_service: StartService, tmp_path: Path, redis: Any, keys: KeySchema
+) -> None:
+    """A task with a group and a unique key carries both letters in one ``flow`` field: its key refuses a
+    second submit while it waits on its group, and it runs under the group's limit; the key is free once it
+    ended. Schedules and workflow steps refuse ``group`` (their tasks are created outside admission)."""
+    runs = tmp_path / "runs"
+    await start_workers(start_service, runs, n=1)
+    assert (await api.put("/api/queues/default/groups/solo", json={"concurrency": 1})).status_code == 200
+    first = await submit(api, [task("solo", 1.0)])  # runs while the next one waits on the group
+    held = task("solo", 0.0, unique={"key": "sync-solo"})
+    reply = await api.post("/api/tasks", json=held)
+    assert reply.status_code == 201, reply.text
+    unique_id = reply.json()["id"]
+    stored = await redis.hgetall(keys.task(unique_id))
+    assert stored["flow"] == "gu" and stored["group"] == "solo" and stored["status"] == "pending"
+    again = await api.post("/api/tasks", json=held)
+    assert again.status_code == 409 and again.json()["task_id"] == unique_id
+    await until_done(api, [*first, unique_id])
+    assert most_at_once(str(runs), "solo") == 1
+    assert (await api.post("/api/tasks", json=held)).status_code == 201  # the key went with its task
+
+    schedule = {"name": "grouped", "every_s": 60, "task": task("solo")}
+    refused = await api.post("/api/schedules", json=schedule)
+    assert refused.status_code == 422 and "group" in refused.text
+    workflow = {"name": "wf", "steps": {"a": task("solo")}}
+    refused = await api.post("/api/workflows", json=workflow)
+    assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body", "steps", "a", "group"]
