@@ -3,8 +3,8 @@
 ``submit`` groups tasks by (queue, partition) and sends every group's submit.lua call in one pipelined
 round trip (each call touches one partition's hash slot); replies come back in request order. A task's
 partition is ``partition_of(placement_key(...), partitions)``: its group's, so a group's tasks and state
-share a slot; else (a type with a limit) its type's; else its own key's (:func:`own_key`: unique or
-debounce key, else idempotency key), so a key always meets its earlier task in the same slot; else its
+share a slot; else its own key's (:func:`own_key`: unique or debounce key, else idempotency key), so a
+key always meets its earlier task in the same slot; else (a type with a limit) its type's; else its
 id's. Reads by id find the partition holding the task with one pipelined read over every known
 partition (or the named queue's); state changes first ``locate`` it (one pipelined EXISTS).
 """

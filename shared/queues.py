@@ -118,15 +118,17 @@ def partition_of(key: str, partitions: int) -> int:
 
 def placement_key(group: str | None, own_key: str | None, task_id: str, limited_type: str | None = None) -> str:
     """What a task's partition is the hash of (:func:`partition_of`): its group's name, so every task of
-    a group and the group's state share one slot (docs/groups-and-limits.md); else, for a task of a type
-    with a limit, the type's name, so the type's count is in one slot; else its own key (unique, debounce or
-    idempotency key: ``streamq.shared.broker.own_key``), so duplicates meet; else its id, so tasks spread
-    evenly."""
+    a group and the group's state share one slot (docs/groups-and-limits.md); else its own key (unique,
+    debounce or idempotency key: ``streamq.shared.broker.own_key``), so a key always meets its earlier
+    task, whatever limits were set meanwhile; else, for a task of a type with a limit, the type's name,
+    so the type's count is in one slot; else its id, so tasks spread evenly."""
     if group is not None:
         return "group:" + group
+    if own_key is not None:
+        return own_key
     if limited_type is not None:
         return "type:" + limited_type
-    return own_key or task_id
+    return task_id
 
 
 class QueueRegistry:
