@@ -443,22 +443,27 @@ class Queue:
         return await self.get(task_id)
 
     async def revive(self, task_id: str) -> TaskPublic:
-        ok, status = await self.scripts.call(
+        ok, status, *workflow = await self.scripts.call(
             "revive", [*self._common, self.keys.task(task_id)], [self.events_maxlen, task_id]
         )
+        if workflow:  # its workflow's counts would miss the new run
+            retry = f"POST /api/workflows/{workflow[0]}/retry"
+            rule = f"a workflow's task is re-run with its workflow: retry the workflow: {retry}"
+            raise Conflict(task_id, str(status), rule)
         self._check(task_id, ok, status, "only failed or cancelled tasks can be retried")
         return await self.get(task_id)
 
     async def delete(self, task_id: str) -> None:
         task = await self.get(task_id)
-        ok, status = await self._remove(task_id, task.type, "delete")
+        keys = [*self._common, self.keys.task(task_id), self.keys.index_type(task.type)]
+        args = [self.events_maxlen, "delete", task_id, self.keys.webhook(""), self.keys.deliveries("")]
+        ok, status, *workflow = await self.scripts.call("remove", keys, args)
+        if workflow:  # the workflow would wait for it forever
+            rule = (
+                f"a workflow's task is deleted with its workflow {workflow[0]}, once it ended and its retention passed"
+            )
+            raise Conflict(task_id, str(status), rule)
         self._check(task_id, ok, status, "only completed, failed or cancelled tasks can be deleted")
-
-    async def _remove(self, task_id: str, task_type: str, mode: str) -> tuple[int, str]:
-        keys = [*self._common, self.keys.task(task_id), self.keys.index_type(task_type)]
-        args = [self.events_maxlen, mode, task_id, self.keys.webhook(""), self.keys.deliveries("")]
-        ok, status = await self.scripts.call("remove", keys, args)
-        return int(ok), str(status)
 
     async def prune(self, bounds: Sequence[int] = NO_BOUNDS, batch: int = 200) -> tuple[int, int]:
         """One remove.lua 'prune' call: finished tasks past their retention deadline or beyond

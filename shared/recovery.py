@@ -22,13 +22,15 @@ async def reschedule(queue: Queue, task_id: str, due_ms: int) -> TaskPublic:
 async def revive_failed(queue: Queue, batch: int = 500) -> int:
     """Put every task that is failed now back on its stream with fresh attempts, ``batch`` tasks per
     round trip (one revive.lua call per task, pipelined). Tasks that fail again meanwhile are not
-    revived twice: at most the number failed at the start is visited. Returns how many were revived."""
+    revived twice: at most the number failed at the start is visited. A workflow's failed task is left
+    as it is (its workflow is retried instead: POST /api/workflows/{id}/retry). Returns how many were
+    revived."""
     index = queue.keys.index_status(TaskStatus.FAILED)
     budget = int(await queue.redis.zcard(index))
     common = queue.keys.common()
-    revived = 0
+    revived = refused = 0  # refused: left in the index (a workflow's tasks), passed over by the next rounds
     while budget > 0:
-        ids: list[str] = await queue.redis.zrange(index, 0, min(batch, budget) - 1)
+        ids: list[str] = await queue.redis.zrange(index, refused, refused + min(batch, budget) - 1)
         if not ids:
             break
         budget -= len(ids)
@@ -37,5 +39,7 @@ async def revive_failed(queue: Queue, batch: int = 500) -> int:
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
-        revived += sum(int(ok) for ok, _status in replies)
+            if len(reply) > 2:
+                refused += 1
+        revived += sum(int(reply[0]) for reply in replies)
     return revived

@@ -10,6 +10,7 @@ releases children or skips descendants in the same script that records a step's 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -40,6 +41,8 @@ WORKFLOW_ENDS = frozenset({"workflow.completed", "workflow.failed", "workflow.ca
 ON_FAILURE = "on_failure"  # the `step` of a workflow's on_failure task (lib.lua WF_ON_FAILURE)
 StepName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 ListFilter = Annotated[str, Field(min_length=1, max_length=128)]
+# a workflow id is a task id (a ULID): any other is no workflow's, and never names another key (wf:idx...)
+WORKFLOW_ID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
 
 
 class WorkflowNotFound(NotFound):
@@ -315,7 +318,10 @@ class Workflows:
         return [q for config in await self.broker.configs(queue) for q in self.broker.partitions(config)]
 
     async def locate(self, workflow_id: str) -> Queue:
-        """The partition holding the workflow: one pipelined EXISTS over every known partition."""
+        """The partition holding the workflow: one pipelined EXISTS over every known partition (404 for an
+        id that is not a task id, as for a task)."""
+        if not WORKFLOW_ID.fullmatch(workflow_id):
+            raise WorkflowNotFound(workflow_id)
         candidates = await self._partitions()
         pipe = self.broker.redis.pipeline(transaction=False)
         for q in candidates:

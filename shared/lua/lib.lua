@@ -222,185 +222,6 @@ local function flow_keys_release(task_key, id, flow, started)
   if d and h[3] then flow_release(h[3], id) end
 end
 
---[[ Workflows (docs/workflows.md). A step is a task whose `flow` has the letter w; its hash also holds
-`workflow` (the workflow's id), `step` (its name), `parent_ids` and `parent_names` (space-separated, in
-the same order), `children` (ids, space-separated), `waiting_on` (parents not completed yet) and, for a
-step not queued yet, `wf_due` / `wf_delay` (its scheduled_for and delay, applied when it is released).
-A step whose parents have not all completed is `waiting` (index idx:status:waiting, no stream entry); a
-step that will never run because an ancestor failed or was cancelled ends `skipped` (idx:status:skipped).
-The workflow's hash (wf:<id>) counts its steps still `open` (not ended) and the `bad` ones (failed,
-cancelled, skipped). Every key is built from a task key's '<prefix>:{<tag>}:' (wf_base), so a workflow
-and all its steps stay in one partition's hash slot. ]]
-local WF_ON_FAILURE = 'on_failure'  -- the `step` of a workflow's on_failure task (not one of its steps)
-
--- '<prefix>:{<tag>}:' of a task key (task ids hold no ':').
-local function wf_base(task_key)
-  return string.match(task_key, '^(.*:)task:[^:]*$')
-end
-
--- The JSON object {parent name: its result} that a released step's handler reads as ctx.parents.
--- `known` (optional): results already read, by parent id (a fan-out's children share their parent).
-local function wf_parent_results(base, ids, names, known)
-  local names_t, parts, i = {}, {}, 0
-  for name in string.gmatch(names or '', '%S+') do names_t[#names_t + 1] = name end
-  for pid in string.gmatch(ids or '', '%S+') do
-    i = i + 1
-    local result = known and known[pid]
-    if not result then
-      result = redis.call('HGET', base .. 'task:' .. pid, 'result')
-      if not result or result == '' then result = 'null' end
-      if known then known[pid] = result end
-    end
-    parts[#parts + 1] = cjson.encode(names_t[i]) .. ':' .. result
-  end
-  return '{' .. table.concat(parts, ',') .. '}'
-end
-
--- Queue a waiting step (its parents all completed) or the on_failure task: on its stream (lib's enqueue),
--- or scheduled while its scheduled_for or delay is still ahead. `parents` becomes its ctx.parents. `pre`
--- (optional): its {priority, wf_due, wf_delay} already read. `moved` (optional): a list the ids queued on
--- their stream are added to, for the caller to move out of the waiting index with one variadic write
--- each (wf_moved); without it they are moved here.
-local function wf_release(base, task_key, id, parents, now, pre, moved)
-  local h = pre or redis.call('HMGET', task_key, 'priority', 'wf_due', 'wf_delay')
-  local due = math.max(tonumber(h[2]) or 0, now + (tonumber(h[3]) or 0))
-  if due > now then
-    redis.call('ZREM', base .. 'idx:status:waiting', id)
-    redis.call('HSET', task_key, 'status', 'scheduled', 'scheduled_for', string.format('%d', due),
-      'parents_json', parents, 'waiting_on', 0)
-    redis.call('ZADD', SCHEDULED, due, id)
-    redis.call('ZADD', STATUS_INDEX.scheduled, 0, id)
-    emit('scheduled', id, 'scheduled')
-    return
-  end
-  enqueue(task_key, id, h[1])
-  redis.call('HSET', task_key, 'status', 'pending', 'parents_json', parents, 'waiting_on', 0)
-  if moved then
-    moved[#moved + 1] = id
-  else
-    redis.call('ZREM', base .. 'idx:status:waiting', id)
-    redis.call('ZADD', STATUS_INDEX.pending, 0, id)
-  end
-  emit('released', id, 'pending')
-end
-
--- The index writes wf_release left to its caller: `moved` (at most a workflow's 1,000 steps) out of the
--- waiting index and into the pending one.
-local function wf_moved(base, moved)
-  if #moved == 0 then return end
-  redis.call('ZREM', base .. 'idx:status:waiting', unpack(moved))
-  local scored = {}
-  for i, id in ipairs(moved) do scored[2 * i - 1], scored[2 * i] = '0', id end
-  redis.call('ZADD', STATUS_INDEX.pending, unpack(scored))
-end
-
--- Mark one waiting step skipped (never queued). Returns its children (space-separated ids), or nil when it
--- was not waiting.
-local function wf_skip_one(base, id, now)
-  local key = base .. 'task:' .. id
-  local h = redis.call('HMGET', key, 'status', 'children')
-  if h[1] ~= 'waiting' then return nil end
-  redis.call('HSET', key, 'status', 'skipped', 'completed_at', now, 'wf_closed', '1')
-  redis.call('ZREM', base .. 'idx:status:waiting', id)
-  redis.call('ZADD', base .. 'idx:status:skipped', 0, id)
-  emit('skipped', id, 'skipped')
-  return h[2] or ''
-end
-
--- Skip every waiting descendant of the steps in `children` (ids, space-separated). Returns how many.
-local function wf_skip(base, children, now)
-  local todo, n = {}, 0
-  for c in string.gmatch(children or '', '%S+') do todo[#todo + 1] = c end
-  while #todo > 0 do
-    local grandchildren = wf_skip_one(base, table.remove(todo), now)
-    if grandchildren then
-      n = n + 1
-      for c in string.gmatch(grandchildren, '%S+') do todo[#todo + 1] = c end
-    end
-  end
-  return n
-end
-
--- Add `name: value` (value already JSON) to the JSON object kept in a hash field.
-local function wf_json_put(key, field, name, value)
-  local current = redis.call('HGET', key, field)
-  local pair = cjson.encode(name) .. ':' .. value
-  if not current or current == '' or current == '{}' then
-    redis.call('HSET', key, field, '{' .. pair .. '}')
-  else
-    redis.call('HSET', key, field, string.sub(current, 1, -2) .. ',' .. pair .. '}')
-  end
-end
-
--- End a workflow whose steps have all ended: completed, failed (a step failed, was cancelled or skipped)
--- or cancelled (its cancel was asked). Its record is kept for its ttl_ms (wf:retention; the janitor's
--- prune removes it with its steps); on failure its on_failure task is queued, with the failed steps'
--- outcomes as ctx.parents; `workflow.<status>` is emitted (the notifier sends it to the workflow's webhook).
-local function wf_end(base, wf_key, wid, now)
-  local w = redis.call('HMGET', wf_key, 'status', 'bad', 'cancelling', 'ttl_ms', 'on_failure_id', 'failed_json')
-  local status = 'completed'
-  if w[3] == '1' then status = 'cancelled' elseif (tonumber(w[2]) or 0) > 0 then status = 'failed' end
-  redis.call('HSET', wf_key, 'status', status, 'completed_at', now)
-  redis.call('ZREM', base .. 'wf:idx:' .. (w[1] or 'running'), wid)
-  redis.call('ZADD', base .. 'wf:idx:' .. status, 0, wid)
-  redis.call('ZADD', base .. 'wf:retention', now + (tonumber(w[4]) or 0), wid)
-  redis.call('HINCRBY', STATS, 'workflows_' .. status .. '_total', 1)
-  if w[5] and w[5] ~= '' then
-    local key = base .. 'task:' .. w[5]
-    if status == 'failed' and redis.call('HGET', key, 'status') == 'waiting' then
-      wf_release(base, key, w[5], (w[6] and w[6] ~= '') and w[6] or '{}', now)
-    else
-      wf_skip_one(base, w[5], now)
-    end
-  end
-  redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'event', 'workflow.' .. status, 'task', wid,
-    'status', status, 'workflow', wid)
-end
-
--- Close `closed` steps of a running workflow (`bad` of them failed, cancelled or skipped); the workflow
--- ends when none is left open.
-local function wf_close(base, wf_key, wid, closed, bad, now)
-  if bad > 0 then redis.call('HINCRBY', wf_key, 'bad', bad) end
-  if redis.call('HINCRBY', wf_key, 'open', -closed) <= 0 then wf_end(base, wf_key, wid, now) end
-end
-
--- A step ended for good (flow_ended). Completed: each waiting child whose last parent it was is queued.
--- Failed or cancelled: its waiting descendants are skipped and its outcome recorded for on_failure. Each
--- step is counted once (`wf_closed`): an outcome recorded again after a hand retry of its task changes
--- nothing here (POST /api/workflows/{id}/retry re-runs steps).
-local function workflow_step_ended(task_key, id, status)
-  local h = redis.call('HMGET', task_key, 'workflow', 'children', 'step', 'wf_closed', 'error')
-  if not h[1] or h[4] == '1' then return end
-  redis.call('HSET', task_key, 'wf_closed', '1')
-  local base = wf_base(task_key)
-  local wf_key = base .. 'wf:' .. h[1]
-  if h[3] == WF_ON_FAILURE or redis.call('HGET', wf_key, 'status') ~= 'running' then return end
-  local now = now_ms()
-  if status == 'completed' then
-    local known, moved = {}, {}
-    for cid in string.gmatch(h[2] or '', '%S+') do
-      local key = base .. 'task:' .. cid
-      -- the parents' lists only on release: a fan-in's are long, and read once, not once per parent
-      local c = redis.call('HMGET', key, 'status', 'waiting_on', 'priority', 'wf_due', 'wf_delay')
-      if c[1] == 'waiting' then
-        local left = (tonumber(c[2]) or 1) - 1
-        if left > 0 then
-          redis.call('HSET', key, 'waiting_on', left)
-        else
-          local p = redis.call('HMGET', key, 'parent_ids', 'parent_names')
-          wf_release(base, key, cid, wf_parent_results(base, p[1], p[2], known), now, {c[3], c[4], c[5]}, moved)
-        end
-      end
-    end
-    wf_moved(base, moved)
-    wf_close(base, wf_key, h[1], 1, 0, now)
-  else
-    wf_json_put(wf_key, 'failed_json', h[3], cjson.encode({status = status, error = h[5] or ''}))
-    local skipped = wf_skip(base, h[2], now)
-    wf_close(base, wf_key, h[1], 1 + skipped, 1 + skipped, now)
-  end
-end
-
 --[[ Groups and type limits (docs/groups-and-limits.md). A task with a group, or of a type with a
 limit, has 'g' in its `flow` and waits outside the streams until its limits admit it: in its group's
 wait zset (gwait:<group>; '' for an ungrouped task of a limited type), ordered by priority then age.
@@ -621,13 +442,21 @@ local function group_admit(base, id, g, priority, created)
   end
 end
 
--- A new task under a group or a type limit (submit.lua): an ungrouped one gets 'g' in its flow; a
--- pending one waits for its limits. `g` is its group ('' for none).
+-- A new task under a group or a type limit (submit.lua, fire.lua, a released workflow step): an
+-- ungrouped one gets 'g' in its flow (once: a retried workflow's step is released again); a pending one
+-- waits for its limits. `g` is its group ('' for none).
 local function group_submitted(task_key, id, status, g, priority, now)
   if g == '' then
-    redis.call('HSET', task_key, 'flow', (redis.call('HGET', task_key, 'flow') or '') .. 'g')
+    local flow = redis.call('HGET', task_key, 'flow') or ''
+    if not string.find(flow, 'g', 1, true) then redis.call('HSET', task_key, 'flow', flow .. 'g') end
   end
   if status == 'pending' then group_admit(group_base(), id, g, priority, now) end
+end
+
+-- Is task type t under a type limit in this partition (limits:types)? A task created by a script other
+-- than submit.lua (fire.lua, a workflow's step) then waits for its limits as a submitted one does.
+local function type_limited(t)
+  return redis.call('HEXISTS', group_base() .. 'limits:types', t) == 1
 end
 
 -- Groups held back that are due (promote.lua): ready again, then served with the tasks the call
@@ -686,6 +515,197 @@ local function group_left(task_key, id)
     redis.call('DEL', blocked)
   end
   group_pump(base, now_ms())
+end
+
+--[[ Workflows (docs/workflows.md). A step is a task whose `flow` has the letter w; its hash also holds
+`workflow` (the workflow's id), `step` (its name), `parent_ids` and `parent_names` (space-separated, in
+the same order), `children` (ids, space-separated), `waiting_on` (parents not completed yet) and, for a
+step not queued yet, `wf_due` / `wf_delay` (its scheduled_for and delay, applied when it is released).
+A step whose parents have not all completed is `waiting` (index idx:status:waiting, no stream entry); a
+step that will never run because an ancestor failed or was cancelled ends `skipped` (idx:status:skipped).
+The workflow's hash (wf:<id>) counts its steps still `open` (not ended) and the `bad` ones (failed,
+cancelled, skipped). Every key is built from a task key's '<prefix>:{<tag>}:' (wf_base), so a workflow
+and all its steps stay in one partition's hash slot. ]]
+local WF_ON_FAILURE = 'on_failure'  -- the `step` of a workflow's on_failure task (not one of its steps)
+
+-- '<prefix>:{<tag>}:' of a task key (task ids hold no ':').
+local function wf_base(task_key)
+  return string.match(task_key, '^(.*:)task:[^:]*$')
+end
+
+-- The JSON object {parent name: its result} that a released step's handler reads as ctx.parents.
+-- `known` (optional): results already read, by parent id (a fan-out's children share their parent).
+local function wf_parent_results(base, ids, names, known)
+  local names_t, parts, i = {}, {}, 0
+  for name in string.gmatch(names or '', '%S+') do names_t[#names_t + 1] = name end
+  for pid in string.gmatch(ids or '', '%S+') do
+    i = i + 1
+    local result = known and known[pid]
+    if not result then
+      result = redis.call('HGET', base .. 'task:' .. pid, 'result')
+      if not result or result == '' then result = 'null' end
+      if known then known[pid] = result end
+    end
+    parts[#parts + 1] = cjson.encode(names_t[i]) .. ':' .. result
+  end
+  return '{' .. table.concat(parts, ',') .. '}'
+end
+
+-- Queue a waiting step (its parents all completed) or the on_failure task: on its stream (lib's enqueue),
+-- or scheduled while its scheduled_for or delay is still ahead. `parents` becomes its ctx.parents. `pre`
+-- (optional): its {priority, wf_due, wf_delay, type} already read. `moved` (optional): a list the ids
+-- queued are added to, for the caller to move out of the waiting index with one variadic write each
+-- (wf_moved); without it they are moved here. A task of a type under a limit gets 'g' in its flow and, when
+-- pending, joins the type's waiting tasks instead of its stream (as submit.lua does): then true is returned
+-- and the caller runs group_pump once for all it released.
+local function wf_release(base, task_key, id, parents, now, pre, moved)
+  local h = pre or redis.call('HMGET', task_key, 'priority', 'wf_due', 'wf_delay', 'type')
+  local due = math.max(tonumber(h[2]) or 0, now + (tonumber(h[3]) or 0))
+  local limited = type_limited(h[4] or '')
+  if due > now then
+    redis.call('ZREM', base .. 'idx:status:waiting', id)
+    redis.call('HSET', task_key, 'status', 'scheduled', 'scheduled_for', string.format('%d', due),
+      'parents_json', parents, 'waiting_on', 0)
+    redis.call('ZADD', SCHEDULED, due, id)
+    redis.call('ZADD', STATUS_INDEX.scheduled, 0, id)
+    if limited then group_submitted(task_key, id, 'scheduled', '', h[1], now) end  -- promote.lua admits it
+    emit('scheduled', id, 'scheduled')
+    return false
+  end
+  if limited then
+    redis.call('HSET', task_key, 'msg_id', '')
+  else
+    enqueue(task_key, id, h[1])
+  end
+  redis.call('HSET', task_key, 'status', 'pending', 'parents_json', parents, 'waiting_on', 0)
+  if limited then group_submitted(task_key, id, 'pending', '', h[1], now) end
+  if moved then
+    moved[#moved + 1] = id
+  else
+    redis.call('ZREM', base .. 'idx:status:waiting', id)
+    redis.call('ZADD', STATUS_INDEX.pending, 0, id)
+  end
+  emit('released', id, 'pending')
+  return limited
+end
+
+-- The index writes wf_release left to its caller: `moved` (at most a workflow's 1,000 steps) out of the
+-- waiting index and into the pending one.
+local function wf_moved(base, moved)
+  if #moved == 0 then return end
+  redis.call('ZREM', base .. 'idx:status:waiting', unpack(moved))
+  local scored = {}
+  for i, id in ipairs(moved) do scored[2 * i - 1], scored[2 * i] = '0', id end
+  redis.call('ZADD', STATUS_INDEX.pending, unpack(scored))
+end
+
+-- Mark one waiting step skipped (never queued). Returns its children (space-separated ids), or nil when it
+-- was not waiting.
+local function wf_skip_one(base, id, now)
+  local key = base .. 'task:' .. id
+  local h = redis.call('HMGET', key, 'status', 'children')
+  if h[1] ~= 'waiting' then return nil end
+  redis.call('HSET', key, 'status', 'skipped', 'completed_at', now, 'wf_closed', '1')
+  redis.call('ZREM', base .. 'idx:status:waiting', id)
+  redis.call('ZADD', base .. 'idx:status:skipped', 0, id)
+  emit('skipped', id, 'skipped')
+  return h[2] or ''
+end
+
+-- Skip every waiting descendant of the steps in `children` (ids, space-separated). Returns how many.
+local function wf_skip(base, children, now)
+  local todo, n = {}, 0
+  for c in string.gmatch(children or '', '%S+') do todo[#todo + 1] = c end
+  while #todo > 0 do
+    local grandchildren = wf_skip_one(base, table.remove(todo), now)
+    if grandchildren then
+      n = n + 1
+      for c in string.gmatch(grandchildren, '%S+') do todo[#todo + 1] = c end
+    end
+  end
+  return n
+end
+
+-- Add `name: value` (value already JSON) to the JSON object kept in a hash field.
+local function wf_json_put(key, field, name, value)
+  local current = redis.call('HGET', key, field)
+  local pair = cjson.encode(name) .. ':' .. value
+  if not current or current == '' or current == '{}' then
+    redis.call('HSET', key, field, '{' .. pair .. '}')
+  else
+    redis.call('HSET', key, field, string.sub(current, 1, -2) .. ',' .. pair .. '}')
+  end
+end
+
+-- End a workflow whose steps have all ended: completed, failed (a step failed, was cancelled or skipped)
+-- or cancelled (its cancel was asked). Its record is kept for its ttl_ms (wf:retention; the janitor's
+-- prune removes it with its steps); on failure its on_failure task is queued, with the failed steps'
+-- outcomes as ctx.parents; `workflow.<status>` is emitted (the notifier sends it to the workflow's webhook).
+local function wf_end(base, wf_key, wid, now)
+  local w = redis.call('HMGET', wf_key, 'status', 'bad', 'cancelling', 'ttl_ms', 'on_failure_id', 'failed_json')
+  local status = 'completed'
+  if w[3] == '1' then status = 'cancelled' elseif (tonumber(w[2]) or 0) > 0 then status = 'failed' end
+  redis.call('HSET', wf_key, 'status', status, 'completed_at', now)
+  redis.call('ZREM', base .. 'wf:idx:' .. (w[1] or 'running'), wid)
+  redis.call('ZADD', base .. 'wf:idx:' .. status, 0, wid)
+  redis.call('ZADD', base .. 'wf:retention', now + (tonumber(w[4]) or 0), wid)
+  redis.call('HINCRBY', STATS, 'workflows_' .. status .. '_total', 1)
+  if w[5] and w[5] ~= '' then
+    local key = base .. 'task:' .. w[5]
+    if status == 'failed' and redis.call('HGET', key, 'status') == 'waiting' then
+      if wf_release(base, key, w[5], (w[6] and w[6] ~= '') and w[6] or '{}', now) then group_pump(base, now) end
+    else
+      wf_skip_one(base, w[5], now)
+    end
+  end
+  redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'event', 'workflow.' .. status, 'task', wid,
+    'status', status, 'workflow', wid)
+end
+
+-- Close `closed` steps of a running workflow (`bad` of them failed, cancelled or skipped); the workflow
+-- ends when none is left open.
+local function wf_close(base, wf_key, wid, closed, bad, now)
+  if bad > 0 then redis.call('HINCRBY', wf_key, 'bad', bad) end
+  if redis.call('HINCRBY', wf_key, 'open', -closed) <= 0 then wf_end(base, wf_key, wid, now) end
+end
+
+-- A step ended for good (flow_ended). Completed: each waiting child whose last parent it was is queued.
+-- Failed or cancelled: its waiting descendants are skipped and its outcome recorded for on_failure. Each
+-- step is counted once (`wf_closed`): an outcome recorded again after a hand retry of its task changes
+-- nothing here (POST /api/workflows/{id}/retry re-runs steps).
+local function workflow_step_ended(task_key, id, status)
+  local h = redis.call('HMGET', task_key, 'workflow', 'children', 'step', 'wf_closed', 'error')
+  if not h[1] or h[4] == '1' then return end
+  redis.call('HSET', task_key, 'wf_closed', '1')
+  local base = wf_base(task_key)
+  local wf_key = base .. 'wf:' .. h[1]
+  if h[3] == WF_ON_FAILURE or redis.call('HGET', wf_key, 'status') ~= 'running' then return end
+  local now = now_ms()
+  if status == 'completed' then
+    local known, moved, admitted = {}, {}, false
+    for cid in string.gmatch(h[2] or '', '%S+') do
+      local key = base .. 'task:' .. cid
+      -- the parents' lists only on release: a fan-in's are long, and read once, not once per parent
+      local c = redis.call('HMGET', key, 'status', 'waiting_on', 'priority', 'wf_due', 'wf_delay', 'type')
+      if c[1] == 'waiting' then
+        local left = (tonumber(c[2]) or 1) - 1
+        if left > 0 then
+          redis.call('HSET', key, 'waiting_on', left)
+        else
+          local p = redis.call('HMGET', key, 'parent_ids', 'parent_names')
+          local results = wf_parent_results(base, p[1], p[2], known)
+          admitted = wf_release(base, key, cid, results, now, {c[3], c[4], c[5], c[6]}, moved) or admitted
+        end
+      end
+    end
+    wf_moved(base, moved)
+    if admitted then group_pump(base, now) end  -- type limits: see wf_release
+    wf_close(base, wf_key, h[1], 1, 0, now)
+  else
+    wf_json_put(wf_key, 'failed_json', h[3], cjson.encode({status = status, error = h[5] or ''}))
+    local skipped = wf_skip(base, h[2], now)
+    wf_close(base, wf_key, h[1], 1 + skipped, 1 + skipped, now)
+  end
 end
 
 --[[ Flow hooks. A task that uses a unique key, debounce, a group or a type limit, or is a workflow's

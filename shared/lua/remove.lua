@@ -11,7 +11,8 @@ Mode 'delete' (DELETE /api/tasks/{id}): one task, if finished.
   ARGV[1]  events MAXLEN    ARGV[2]  'delete'    ARGV[3]  task id
   ARGV[4]  webhook message key prefix    ARGV[5]  delivery log key prefix
   Returns: {1, status} when removed, {0, status} when not finished, {0, ''} when the task does not
-  exist (its index entries are removed anyway).
+  exist (its index entries are removed anyway), {0, status, workflow id} when it belongs to a workflow
+  that still exists (nothing written: its tasks are removed with the workflow, prune_workflows).
 Mode 'prune' (the janitor, one partition, docs/scaling-out.md: Retention): at most `budget` tasks and `budget`
 dead letters a call, oldest first, in this order: tasks past their retention deadline (the retention
 zset: finish time + STREAMQ_RESULT_TTL_S, the longest anything is kept), then per finished status
@@ -67,8 +68,12 @@ local FINISHED = {completed = true, failed = true, cancelled = true}
 
 if ARGV[2] == 'delete' then
   local task_key, type_key, id = KEYS[17], KEYS[18], ARGV[3]
-  local h = redis.call('HMGET', task_key, 'status', 'dead_id', 'webhook_earlier', 'webhook_delivery')
+  local h = redis.call('HMGET', task_key, 'status', 'dead_id', 'webhook_earlier', 'webhook_delivery', 'workflow')
   local status = h[1]
+  -- a workflow's task goes with its workflow (prune_workflows): deleting it alone would stall the workflow
+  if status and h[5] and redis.call('EXISTS', wf_base(task_key) .. 'wf:' .. h[5]) == 1 then
+    return {0, status, h[5]}
+  end
   if status and not FINISHED[status] then return {0, status} end
   if status then
     remove_task(task_key, type_key, id, status, h[2], h[3], h[4])
@@ -140,33 +145,49 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', RETENTION, '-inf', now, 'LIMIT',
   prune_one(id)
 end
 
+-- Does a task of a workflow (its ids: `ids`, space-separated) still wait or run? Its on_failure task,
+-- queued when the workflow ended, may.
+local UNFINISHED = {pending = true, scheduled = true, processing = true}
+local function wf_unfinished(ids)
+  for id in string.gmatch(ids, '%S+') do
+    if UNFINISHED[redis.call('HGET', task_prefix .. id, 'status') or ''] then return true end
+  end
+  return false
+end
+
 -- Workflows past their retention deadline (ended + STREAMQ_RESULT_TTL_S), each with all its steps
 -- (tasks), whatever their status (skipped steps are in no index the passes above read); a step's
--- removal counts toward `budget`, a workflow is removed whole.
+-- removal counts toward `budget`, a workflow is removed whole. One with a task still pending,
+-- scheduled or processing is kept another retention period (nothing unfinished is deleted).
 local function prune_workflows()
   local wf_retention = WF_BASE .. 'wf:retention'
   for _, wid in ipairs(redis.call('ZRANGEBYSCORE', wf_retention, '-inf', now, 'LIMIT', 0, budget)) do
     if removed >= budget then return end
     local wf_key = WF_BASE .. 'wf:' .. wid
-    local w = redis.call('HMGET', wf_key, 'status', 'step_ids', 'on_failure_id')
-    for id in string.gmatch((w[2] or '') .. ' ' .. (w[3] or ''), '%S+') do
-      local task_key = task_prefix .. id
-      local h = redis.call('HMGET', task_key, 'status', 'dead_id', 'type', 'webhook_earlier', 'webhook_delivery')
-      if h[1] then
-        remove_webhooks(id, h[4], h[5])
-        if h[2] and h[2] ~= '' then redis.call('XDEL', DEAD, h[2]) end
-        redis.call('DEL', task_key)
-        redis.call('ZREM', RETENTION, id)
-        redis.call('ZREM', type_prefix .. (h[3] or ''), id)
-        redis.call('ZREM', STATUS_INDEX[h[1]] or (WF_BASE .. 'idx:status:' .. h[1]), id)
-        emit_batched('deleted', id, h[1])
-        removed = removed + 1
+    local w = redis.call('HMGET', wf_key, 'status', 'step_ids', 'on_failure_id', 'ttl_ms')
+    local ids = (w[2] or '') .. ' ' .. (w[3] or '')
+    if wf_unfinished(ids) then
+      redis.call('ZADD', wf_retention, now + (tonumber(w[4]) or 0), wid)
+    else
+      for id in string.gmatch(ids, '%S+') do
+        local task_key = task_prefix .. id
+        local h = redis.call('HMGET', task_key, 'status', 'dead_id', 'type', 'webhook_earlier', 'webhook_delivery')
+        if h[1] then
+          remove_webhooks(id, h[4], h[5])
+          if h[2] and h[2] ~= '' then redis.call('XDEL', DEAD, h[2]) end
+          redis.call('DEL', task_key)
+          redis.call('ZREM', RETENTION, id)
+          redis.call('ZREM', type_prefix .. (h[3] or ''), id)
+          redis.call('ZREM', STATUS_INDEX[h[1]] or (WF_BASE .. 'idx:status:' .. h[1]), id)
+          emit_batched('deleted', id, h[1])
+          removed = removed + 1
+        end
       end
+      redis.call('DEL', wf_key)
+      redis.call('ZREM', wf_retention, wid)
+      redis.call('ZREM', WF_BASE .. 'wf:idx', wid)
+      redis.call('ZREM', WF_BASE .. 'wf:idx:' .. (w[1] or ''), wid)
     end
-    redis.call('DEL', wf_key)
-    redis.call('ZREM', wf_retention, wid)
-    redis.call('ZREM', WF_BASE .. 'wf:idx', wid)
-    redis.call('ZREM', WF_BASE .. 'wf:idx:' .. (w[1] or ''), wid)
   end
 end
 prune_workflows()

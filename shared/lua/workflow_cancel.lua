@@ -23,7 +23,8 @@ end
 if skipped > 0 then wf_close(base, wf_key, wid, skipped, skipped, now) end
 for id in string.gmatch(w[2] or '', '%S+') do
   local task_key = base .. 'task:' .. id
-  local h = redis.call('HMGET', task_key, 'status', 'msg_id', 'priority', 'cancel_requested', 'type', 'keep_s')
+  local h = redis.call('HMGET', task_key, 'status', 'msg_id', 'priority', 'cancel_requested', 'type', 'keep_s',
+    'flow')
   local status = h[1]
   if status == 'processing' and not h[4] then
     redis.call('HSET', task_key, 'cancel_requested', '1')
@@ -36,7 +37,7 @@ for id in string.gmatch(w[2] or '', '%S+') do
     finish_terminal(task_key, id, status, 'cancelled', now, ttl)
     redis.call('HINCRBY', STATS, 'cancelled_total', 1)
     emit('cancelled', id, 'cancelled')
-    workflow_step_ended(task_key, id, 'cancelled')
+    flow_ended(task_key, id, h[7] or 'w', 'cancelled')  -- its workflow's part, and its type limit's (g)
   end
 end
 return {1, redis.call('HGET', wf_key, 'status')}

@@ -45,6 +45,7 @@ redis.call('ZADD', base .. 'wf:idx:running', 0, wid)
 redis.call('ZREM', base .. 'wf:retention', wid)
 redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'event', 'workflow.retrying', 'task', wid,
   'status', 'running', 'workflow', wid)
+local admitted = false  -- a released step joined its type's waiting tasks (wf_release): pumped once
 for _, id in ipairs(again) do
   local task_key = base .. 'task:' .. id
   local p = redis.call('HMGET', task_key, 'parent_ids', 'parent_names')
@@ -54,6 +55,9 @@ for _, id in ipairs(again) do
   end
   redis.call('HSET', task_key, 'waiting_on', waiting)
   emit('retrying', id, 'waiting')
-  if waiting == 0 then wf_release(base, task_key, id, wf_parent_results(base, p[1], p[2]), now) end
+  if waiting == 0 then
+    admitted = wf_release(base, task_key, id, wf_parent_results(base, p[1], p[2]), now) or admitted
+  end
 end
+if admitted then group_pump(base, now) end
 return {1, #again}

@@ -12,6 +12,8 @@ then per step (and last the on_failure task), 12 fixed values and its other hash
   task id, step name, type, priority, scheduled_for (ms, 0 = none), delay (ms), payload JSON, max_retries,
   parent ids (space-separated), parent names (same order), child ids (space-separated), nextra,
   field1, value1, ... (nextra pairs)
+A root step of a type under a limit (limits:types) waits for its limits as a submitted task does
+(docs/groups-and-limits.md), counted in this partition; a step released later likewise (lib.lua's wf_release).
 Returns: {1, now_ms} when stored; {0, id of the earlier workflow} when the idempotency key is taken
 (nothing written). Index entries are written with one variadic ZADD per key at the end (lib.lua's
 deferred writes), as submit.lua does.
@@ -25,6 +27,10 @@ if idem ~= '' then
   if existing then return {0, existing} end
   redis.call('SET', idem_key, wid, 'EX', ARGV[2])
 end
+-- a step of a type under a limit (limits:types) gets 'g' in its flow; a pending one waits for its limits
+-- (lib.lua's group_admit, as submit.lua does), pumped once at the end
+local typed = redis.call('EXISTS', base .. 'limits:types') == 1
+local admitted = false
 local n = tonumber(ARGV[9])
 local total = n + (ARGV[11] == '1' and 1 or 0)
 local step_ids, on_failure_id = {}, ''
@@ -39,11 +45,16 @@ for i = 1, total do
   for _ in string.gmatch(pids, '%S+') do parents = parents + 1 end
   if i > n then on_failure_id = id else step_ids[#step_ids + 1] = id end
   local status, where, at
+  local limited, flow = false, 'w'
   if i <= n and parents == 0 then
+    limited = typed and type_limited(task_type)
+    if limited then flow = 'wg' end
     local due_at = math.max(tonumber(due), now + tonumber(delay))
     if due_at > now then
       status, where, at = 'scheduled', 'scheduled_for', string.format('%d', due_at)
       defer('ZADD', SCHEDULED, at, id)
+    elseif limited then
+      status, where, at = 'pending', 'msg_id', ''
     else
       status, where = 'pending', 'msg_id'
       at = redis.call('XADD', stream_of(priority), '*', 'id', id)
@@ -52,9 +63,13 @@ for i = 1, total do
     status, where, at = 'waiting', 'wf_due', due
   end
   redis.call('HSET', base .. 'task:' .. id, 'created_at', now_s, where, at, 'status', status, 'type', task_type,
-    'priority', priority, 'payload', payload, 'max_retries', max_retries, 'flow', 'w', 'workflow', wid, 'step', name,
+    'priority', priority, 'payload', payload, 'max_retries', max_retries, 'flow', flow, 'workflow', wid, 'step', name,
     'parent_ids', pids, 'parent_names', pnames, 'children', children, 'waiting_on', parents, 'wf_delay', delay,
     unpack(ARGV, extra_at, extra_end))
+  if limited and status == 'pending' then
+    group_admit(base, id, '', priority, now)
+    admitted = true
+  end
   defer('ZADD', base .. 'idx:type:' .. task_type, '0', id)
   defer('ZADD', STATUS_INDEX[status] or (base .. 'idx:status:waiting'), '0', id)
   emit_batched('created', id, status)
@@ -67,6 +82,7 @@ redis.call('HSET', wf_key, 'name', ARGV[6], 'status', 'running', 'created_at', n
   'on_failure_id', on_failure_id, 'idempotency_key', idem)
 redis.call('ZADD', base .. 'wf:idx', 0, wid)
 redis.call('ZADD', base .. 'wf:idx:running', 0, wid)
+if admitted then group_pump(base, now) end
 redis.call('HINCRBY', STATS, 'submitted_total', total)
 redis.call('HINCRBY', STATS, 'workflows_started_total', 1)
 redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'event', 'workflow.started', 'task', wid,

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from streamq.shared.keys import KeySchema
+from streamq.shared.schedules import Schedules
 from streamq.shared.settings import Settings
 from streamq.testing import Service
 from tests.e2e.processes import wait_logged
@@ -326,3 +327,34 @@ async def test_grouped_unique_task_is_held_by_both(
     workflow = {"name": "wf", "steps": {"a": task("solo")}}
     refused = await api.post("/api/workflows", json=workflow)
     assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body", "steps", "a", "group"]
+
+
+async def test_type_limit_holds_workflow_steps_and_schedule_fires(
+    api: httpx.AsyncClient, start_service: StartService, tmp_path: Path, redis: Any, keys: KeySchema
+) -> None:
+    """Tasks created by a workflow (its root step, then 20 parallel steps released at once by it) and by a
+    schedule's firing wait for their type's limit as submitted ones do."""
+    runs = tmp_path / "runs"
+    await start_workers(start_service, runs, n=2)
+    assert (await api.put("/api/queues/default/types/grp_run", json={"concurrency": 1})).status_code == 200
+    fan = {f"p{i}": {**task(None, 0.02), "after": ["root"]} for i in range(20)}
+    created = await api.post("/api/workflows", json={"name": "fan", "steps": {"root": task(None, 0.02), **fan}})
+    assert created.status_code == 201, created.text
+    workflow_id = created.json()["id"]
+    async with asyncio.timeout(120):
+        while (body := (await api.get(f"/api/workflows/{workflow_id}")).json())["status"] == "running":
+            await asyncio.sleep(0.05)
+    assert body["status"] == "completed", body
+    assert sum(1 for kind, *_ in notes(str(runs)) if kind == "S") == 21
+    assert most_at_once(str(runs), "-") == 1
+    root = await redis.hgetall(keys.task(body["steps"]["root"]["task_id"]))
+    assert root["flow"] == "wg"
+
+    schedule = {"name": "limited", "cron": "* * * * *", "task": task(None)}
+    assert (await api.post("/api/schedules", json=schedule)).status_code == 201
+    schedules = Schedules(redis, keys)
+    [(name, tick)] = await schedules.due(now_ms=2**53)
+    fired = await schedules.fire(name, tick, tick)
+    assert fired is not None
+    assert "g" in (await redis.hget(keys.task(fired), "flow"))  # counted by the type's limit
+    await until_done(api, [fired])

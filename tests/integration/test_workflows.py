@@ -18,7 +18,7 @@ from streamq.services.worker.registry import Registry, TaskContext
 from streamq.shared.broker import Broker
 from streamq.shared.errors import Permanent
 from streamq.shared.keys import KeySchema
-from streamq.shared.models import TaskStatus
+from streamq.shared.models import TaskCreate, TaskStatus
 from streamq.shared.settings import Settings
 from streamq.shared.workflows import StepCreate, WorkflowCreate, Workflows
 from tests.integration.helpers import running_worker
@@ -305,3 +305,88 @@ async def test_a_step_s_delay_counts_from_its_release(settings: Settings, api: h
     a_done = datetime.fromisoformat(body["steps"]["a"]["completed_at"])
     b_started = datetime.fromisoformat(body["steps"]["b"]["started_at"])
     assert (b_started - a_done).total_seconds() >= 0.4
+
+
+async def test_a_workflow_s_task_is_retried_and_deleted_only_with_its_workflow(
+    settings: Settings, api: httpx.AsyncClient
+) -> None:
+    """A failed step can be neither retried nor deleted on its own (409 naming the rule): the workflow
+    would count it wrong and wait forever. Retrying every failed task passes over it (and still reaches
+    the failed tasks behind it), and the workflow's retry runs it and its skipped child to the end."""
+    log: Log = []
+    failing = {"a", "solo"}
+    async with running_worker(settings, make_registry(log, failing)):
+        created = await api.post("/api/workflows", json={"name": "hand", "steps": steps({"a": [], "b": ["a"]})})
+        assert created.status_code == 201, created.text
+        workflow_id = created.json()["id"]
+        solo = await api.post("/api/tasks", json={"type": "wf_step", "payload": {"step": "solo"}, "max_retries": 0})
+        failed = await wait_workflow(api, workflow_id)
+        assert failed["status"] == "failed"
+        assert {n: s["status"] for n, s in failed["steps"].items()} == {"a": "failed", "b": "skipped"}
+        step_a = failed["steps"]["a"]["task_id"]
+        for _ in range(200):
+            if (await api.get(f"/api/tasks/{solo.json()['id']}")).json()["status"] == "failed":
+                break
+            await asyncio.sleep(0.05)
+        failing.clear()
+
+        retried = await api.post(f"/api/tasks/{step_a}/retry")
+        assert retried.status_code == 409, retried.text
+        assert f"retry the workflow: POST /api/workflows/{workflow_id}/retry" in retried.json()["detail"]
+        deleted = await api.delete(f"/api/tasks/{step_a}")
+        assert deleted.status_code == 409, deleted.text
+        assert f"deleted with its workflow {workflow_id}" in deleted.json()["detail"]
+        bulk = await api.post("/api/tasks/retry-failed", params={"batch": 1})  # the step first, then solo
+        assert bulk.json() == {"revived": 1}
+        assert (await api.get(f"/api/tasks/{step_a}")).json()["status"] == "failed"  # untouched
+
+        again = await api.post(f"/api/workflows/{workflow_id}/retry")
+        assert again.status_code == 200, again.text
+        done = await wait_workflow(api, workflow_id)
+    assert done["status"] == "completed", done
+    assert {n: s["status"] for n, s in done["steps"].items()} == {"a": "completed", "b": "completed"}
+
+
+async def test_a_workflow_id_that_names_another_key_is_404(api: httpx.AsyncClient) -> None:
+    """Ids that are not task ids are no workflow's, even where they name the partition's other workflow keys
+    (wf:idx, wf:retention, wf:idx:running): 404 as for a task, never a Redis type error."""
+    created = await api.post("/api/workflows", json={"name": "k", "steps": {"x": {"type": "echo"}}})
+    workflow_id = created.json()["id"]
+    await api.post(f"/api/workflows/{workflow_id}/cancel")  # ended: wf:retention exists too
+    for bad in ("idx", "retention", "idx:running", workflow_id.lower(), workflow_id + "0"):
+        assert (await api.get(f"/api/workflows/{bad}")).status_code == 404, bad
+        assert (await api.post(f"/api/workflows/{bad}/cancel")).status_code == 404, bad
+        assert (await api.post(f"/api/workflows/{bad}/retry")).status_code == 404, bad
+    assert (await api.get(f"/api/workflows/{workflow_id}")).json()["status"] == "cancelled"
+
+
+async def test_prune_keeps_a_workflow_while_its_on_failure_task_waits(settings: Settings, redis: Redis) -> None:
+    """With a retention of 0 s: a failed workflow whose on_failure task is still scheduled is kept whole by
+    the janitor's prune (its retention pushed on); once that task ended, one prune removes everything."""
+    broker = Broker(redis, KeySchema(settings.key_prefix, settings.queue), result_ttl_s=0)
+    flows = Workflows(broker)
+    q = broker.default
+    later = datetime.fromtimestamp(time.time() + 3600).astimezone()
+    wf = WorkflowCreate(
+        name="late-cleanup",
+        steps={"a": StepCreate(type="wf_step", payload={"step": "a"}, max_retries=0)},
+        on_failure=TaskCreate(type="wf_cleanup", scheduled_for=later),
+    )
+    async with running_worker(settings, make_registry([], {"a"})):
+        created, _ = await flows.submit(wf)
+        while (await flows.get(created.id)).status == "running":
+            await asyncio.sleep(0.05)
+    ended = await flows.get(created.id)
+    assert ended.status == "failed" and ended.on_failure is not None
+    cleanup = ended.on_failure.task_id
+    assert (await q.get(cleanup)).status == "scheduled"
+    await q.prune()
+    assert (
+        await redis.exists(q.keys.workflow(created.id), q.keys.task(cleanup), q.keys.task(created.steps["a"].task_id))
+        == 3
+    )
+    assert await redis.zscore(q.keys.workflow_retention, created.id) is not None
+    await q.cancel(cleanup)
+    removed, _ = await q.prune()
+    assert removed == 2
+    assert not await redis.exists(q.keys.workflow(created.id), q.keys.task(cleanup))
