@@ -25,7 +25,7 @@ if type_limited(redis.call('HGET', task_key, 'type') or '') then  -- waits for i
   redis.call('HSET', task_key, 'msg_id', '')
   set_status(task_key, id, nil, 'pending')
   group_submitted(task_key, id, 'pending', '', priority, now)
-  group_pump(group_base(), now)
+  group_pump(group_base())
 else
   enqueue(task_key, id, priority)
   set_status(task_key, id, nil, 'pending')

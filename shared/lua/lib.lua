@@ -297,12 +297,14 @@ local function rate_wait(key, n, per, now)
   return math.ceil(tonumber(redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]) + per)
 end
 
--- Task `id`'s start counted in the rate's window `key`.
+-- Task `id`'s start counted in the rate's window `key`. The key outlives its window by a second: a
+-- script's expiry clock is its start time, earlier than the TIME its starts are counted at, so a key
+-- expiring right at the window's end could vanish for a later script while its starts still count.
 local function rate_take(key, n, per, now, id)
   if not n then return end
   redis.call('ZADD', key, now, id)
   if redis.call('ZCARD', key) > n then redis.call('ZREMRANGEBYRANK', key, 0, -n - 1) end
-  redis.call('PEXPIRE', key, math.ceil(per))
+  redis.call('PEXPIRE', key, math.ceil(per) + 1000)
 end
 
 -- The size of a running set after dropping ids whose task neither waits nor runs any more.
@@ -414,8 +416,11 @@ local function group_release(base, g, now)
 end
 
 -- Release ready groups' tasks, round-robin, while the window (widened by `more`, a taker's free
--- slots) has room.
-local function group_pump(base, now, more)
+-- slots) has room. The rates count each release at the clock read here, not at the calling script's
+-- start: a script that stored a large batch first releases milliseconds after it began, and a window
+-- counted from its start would open again that much early.
+local function group_pump(base, more)
+  local now = now_ms()
   local room = GROUP_WINDOW + (more or 0) - redis.call('SCARD', base .. 'groups:released')
   while room > 0 do
     local top = redis.call('ZPOPMIN', base .. 'groups:ready')
@@ -482,7 +487,7 @@ local function group_wake(now, admitted)
       pump = true
     end
   end
-  if pump then group_pump(base, now) end
+  if pump then group_pump(base) end
   local first = redis.call('ZRANGE', wake, 0, 0, 'WITHSCORES')
   if #first > 0 then return tonumber(first[2]) end
   return -1
@@ -494,7 +499,7 @@ local function group_started(task_key, id)
   if redis.call('SREM', base .. 'groups:released', id) == 0 then  -- released: counted already
     redis.call('SADD', base .. 'grun:' .. (redis.call('HGET', task_key, 'group') or ''), id)
   end
-  group_pump(base, now_ms())
+  group_pump(base)
 end
 
 -- flow_ended's and flow_deferred's part: the task no longer waits nor runs; its group and type get
@@ -514,7 +519,7 @@ local function group_left(task_key, id)
     for _, other in ipairs(redis.call('SMEMBERS', blocked)) do group_ready(base, other) end
     redis.call('DEL', blocked)
   end
-  group_pump(base, now_ms())
+  group_pump(base)
 end
 
 --[[ Workflows (docs/workflows.md). A step is a task whose `flow` has the letter w; its hash also holds
@@ -653,7 +658,7 @@ local function wf_end(base, wf_key, wid, now)
   if w[5] and w[5] ~= '' then
     local key = base .. 'task:' .. w[5]
     if status == 'failed' and redis.call('HGET', key, 'status') == 'waiting' then
-      if wf_release(base, key, w[5], (w[6] and w[6] ~= '') and w[6] or '{}', now) then group_pump(base, now) end
+      if wf_release(base, key, w[5], (w[6] and w[6] ~= '') and w[6] or '{}', now) then group_pump(base) end
     else
       wf_skip_one(base, w[5], now)
     end
@@ -699,7 +704,7 @@ local function workflow_step_ended(task_key, id, status)
       end
     end
     wf_moved(base, moved)
-    if admitted then group_pump(base, now) end  -- type limits: see wf_release
+    if admitted then group_pump(base) end  -- type limits: see wf_release
     wf_close(base, wf_key, h[1], 1, 0, now)
   else
     wf_json_put(wf_key, 'failed_json', h[3], cjson.encode({status = status, error = h[5] or ''}))

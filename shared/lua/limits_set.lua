@@ -28,5 +28,5 @@ for _, g in ipairs(held) do
   redis.call('ZREM', base .. 'groups:recheck', g)
   group_ready(base, g)
 end
-group_pump(base, now_ms())
+group_pump(base)
 return #held

@@ -91,7 +91,7 @@ for i = 1, n do
     if status == 'scheduled' then emit_batched('scheduled', id, status) end
   end
 end
-if admitted then group_pump(group_base(), now) end  -- groups and type limits: see the header
+if admitted then group_pump(group_base()) end  -- groups and type limits: see the header
 flush_deferred()
 if created > 0 then redis.call('HINCRBY', STATS, 'submitted_total', created) end
 return out

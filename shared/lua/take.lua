@@ -75,7 +75,7 @@ end
 -- this call's free slots first (round-robin, as lib.lua's group_pump always does), so a taker is not
 -- limited to the window's entries; one EXISTS when no group waits
 if not paused and remaining > 0 and redis.call('EXISTS', group_base() .. 'groups:ready') == 1 then
-  group_pump(group_base(), now_ms(), remaining)
+  group_pump(group_base(), remaining)
 end
 if not paused then
   for p = 5, 1, -1 do

@@ -59,5 +59,5 @@ for _, id in ipairs(again) do
     admitted = wf_release(base, task_key, id, wf_parent_results(base, p[1], p[2]), now) or admitted
   end
 end
-if admitted then group_pump(base, now) end
+if admitted then group_pump(base) end
 return {1, #again}

@@ -82,7 +82,7 @@ redis.call('HSET', wf_key, 'name', ARGV[6], 'status', 'running', 'created_at', n
   'on_failure_id', on_failure_id, 'idempotency_key', idem)
 redis.call('ZADD', base .. 'wf:idx', 0, wid)
 redis.call('ZADD', base .. 'wf:idx:running', 0, wid)
-if admitted then group_pump(base, now) end
+if admitted then group_pump(base) end
 redis.call('HINCRBY', STATS, 'submitted_total', total)
 redis.call('HINCRBY', STATS, 'workflows_started_total', 1)
 redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'event', 'workflow.started', 'task', wid,

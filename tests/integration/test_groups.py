@@ -92,8 +92,17 @@ async def started_ms(api: httpx.AsyncClient, ids: list[str]) -> list[int]:
     return sorted(out)
 
 
+async def released_ms(redis: Any, keys: KeySchema, ids: list[str]) -> list[int]:
+    """When each started task of ``ids`` was released to the workers (ms, Redis clock): the time part of
+    the stream entry its run started from (a release is the XADD that made it)."""
+    pipe = redis.pipeline(transaction=False)
+    for task_id in ids:
+        pipe.hget(keys.task(task_id), "started_msg")
+    return sorted(int(m.split("-")[0]) for m in await pipe.execute() if m)
+
+
 async def test_group_rate_starts_the_allowed_number_while_others_flow(
-    api: httpx.AsyncClient, start_service: StartService, tmp_path: Path
+    api: httpx.AsyncClient, start_service: StartService, tmp_path: Path, redis: Any, keys: KeySchema
 ) -> None:
     runs = tmp_path / "runs"
     await start_workers(start_service, runs)
@@ -117,11 +126,12 @@ async def test_group_rate_starts_the_allowed_number_while_others_flow(
             await asyncio.sleep(0.5)
     in_ten_s = sum(1 for ms in starts if ms < starts[0] + 10_000)
     assert 200 - 20 <= in_ten_s <= 200 + 20  # 20 a second over 10 s, give or take one window
-    # never more than 20 released in any second: once the other groups' tasks are done (they shared
-    # the workers with the first window's), never more than 20 started in any second either (a start
-    # is recorded a few ms after its release: the windows compared are 990 ms)
-    calm = [ms for ms in starts if ms >= starts[0] + 2_000]
-    assert max(sum(1 for ms in calm if s <= ms < s + 990) for s in calm) <= 20
+    # never more than 20 released in any second (the rate's sliding window, on the Redis clock); starts
+    # follow releases but may bunch when the workers fall behind (a loaded machine), so they are not the
+    # measure here. A release is counted at the script's clock reading and stamped by its XADD a little
+    # later (whole milliseconds, a few apart when the script releases many): windows of 990 ms
+    released = await released_ms(redis, keys, limited)
+    assert max(sum(1 for ms in released if s <= ms < s + 990) for s in released) <= 20
 
 
 async def test_fairness_late_group_waits_at_most_one_round(
