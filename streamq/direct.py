@@ -261,16 +261,6 @@ class Engine:
         self._ready = self._redis = self._readers = self._guard = self._waiters = None
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
-    """uvloop's loop when it is installed (as the services run; ``streamq[server]`` has it): about 0.1 ms
-    less per blocking call than asyncio's (bench/README.md, issue 26), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
-
-
 class Portal:
     """An event loop in a daemon thread that runs an :class:`Engine` for the blocking client: any thread
     may call :meth:`run`. Started on the first call and again in a forked child (threads do not survive
@@ -290,7 +280,7 @@ class Portal:
             return loop
         with self._lock:
             if self._loop is None or self._pid != os.getpid():
-                self._loop = _new_loop()
+                self._loop = asyncio.new_event_loop()
                 self._pid = os.getpid()
                 self.engine = Engine(self.settings)  # a forked child's copy holds its parent's sockets
                 self._thread = threading.Thread(target=self._loop.run_forever, name="streamq-direct", daemon=True)
