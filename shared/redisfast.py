@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import hiredis
@@ -156,9 +156,11 @@ class HeldConnection:
         """Whether callers may hold ``client``'s connections (else they use its pipelines)."""
         return not isinstance(client, RedisCluster) and not is_plain(client)
 
-    async def exchange(self, *commands: tuple[Any, ...]) -> list[Any]:
+    async def exchange(self, *commands: tuple[Any, ...], each: Callable[[Any], None] | None = None) -> list[Any]:
         """Send ``commands`` in one write; each one's reply in order, or the ``ResponseError`` it got
-        (as a pipeline's ``execute(raise_on_error=False)``: the replies after it are still read)."""
+        (as a pipeline's ``execute(raise_on_error=False)``: the replies after it are still read).
+        ``each`` is called with every reply as soon as it is read: a caller whose last command blocks
+        (``XREAD BLOCK``) uses the replies before it while that one waits."""
         conn = self.conn
         if conn is None:
             conn = self.conn = await self.pool.get_connection()
@@ -167,9 +169,12 @@ class HeldConnection:
             replies: list[Any] = []
             for _ in commands:
                 try:
-                    replies.append(await conn.read_response())
+                    reply = await conn.read_response()
                 except ResponseError as error:  # the reply was read: the connection stays in step
-                    replies.append(error)
+                    reply = error
+                replies.append(reply)
+                if each is not None:
+                    each(reply)
             return replies
         except BaseException:
             await self.release(broken=True)

@@ -6,7 +6,11 @@ Each partition a waited task may be in gets its reader (dashboard/events.py's :c
 when its first waiter comes, positioned at the newest event before that waiter reads its task: any
 later terminal event reaches it, and an earlier one is in the task the waiter reads.
 Readers are stopped with the api. The client's direct transport (streamq/direct.py) waits through
-this class too, in the producer's process."""
+this class too, in the producer's process.
+
+A reader that holds its connection reads the ended tasks' hashes in the same write as its next
+``XREAD`` and hands each waiter its task (:class:`Heard`): the answer needs no round trip of the
+waiter's own. Otherwise (Cluster, plain redis-py) the woken waiter reads its task itself."""
 
 from __future__ import annotations
 
@@ -19,12 +23,28 @@ from redis.asyncio import Redis
 
 from streamq.dashboard.events import PartitionFeed
 from streamq.shared.broker import Broker
+from streamq.shared.errors import NotFound
 from streamq.shared.keys import KeySchema
 from streamq.shared.loops import stop_all
 from streamq.shared.models import TERMINAL, TaskPublic
+from streamq.shared.queue import decode_task
 
 WAKING_STATUSES = frozenset(str(s) for s in TERMINAL)
 WAKING_EVENTS = frozenset({"deleted"})  # the task is gone: its waiter answers now (404)
+
+
+class Heard:
+    """One waiter's wake-up: set when its task ended, with the task's hash when the reader read it."""
+
+    __slots__ = ("event", "found", "raw")
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.found = False  # the reader read the hash (``raw``; empty: the task is gone)
+        self.raw: dict[str, str] = {}
+
+    async def wait(self) -> None:
+        await self.event.wait()
 
 
 class Waiters:
@@ -34,7 +54,7 @@ class Waiters:
         self.readers = readers  # make_client(settings, blocking_reads=True): one connection per blocked read
         self.feeds: dict[KeySchema, PartitionFeed] = {}
         self._positioned: dict[KeySchema, asyncio.Future[None]] = {}
-        self.waiting: dict[str, set[asyncio.Event]] = {}
+        self.waiting: dict[str, set[Heard]] = {}
 
     async def task(self, broker: Broker, task_id: str, queue: str | None, wait_s: float) -> TaskPublic:
         """The task once it ended, or after ``wait_s`` seconds as it stands then.
@@ -49,13 +69,17 @@ class Waiters:
                 return task
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(heard.wait(), wait_s)
+            if heard.found:  # the reader read it after the end it woke us for
+                if not heard.raw:
+                    raise NotFound(task_id)
+                return decode_task(heard.raw, task_id, partition.keys.queue)
             return await partition.get(task_id)
 
     @contextlib.asynccontextmanager
-    async def watch(self, task_id: str, *partitions: KeySchema) -> AsyncIterator[asyncio.Event]:
-        """An event set when ``task_id`` ends (or is deleted), from readers of ``partitions`` positioned
-        before this returns: read the task after entering, then wait on the event."""
-        heard = asyncio.Event()
+    async def watch(self, task_id: str, *partitions: KeySchema) -> AsyncIterator[Heard]:
+        """A :class:`Heard` set when ``task_id`` ends (or is deleted), from readers of ``partitions``
+        positioned before this returns: read the task after entering, then wait on it."""
+        heard = Heard()
         self.waiting.setdefault(task_id, set()).add(heard)
         try:
             for partition in partitions:
@@ -76,19 +100,32 @@ class Waiters:
 
     async def _start(self, partition: KeySchema) -> None:
         newest = await self.readers.xrevrange(partition.events, count=1)
-        feed = PartitionFeed(self.readers, partition, self.publish)
+        feed = PartitionFeed(self.readers, partition, self.publish, self.deliver)
         feed.last_id = newest[0][0] if newest else "0-0"
         feed.start()
         self.feeds[partition] = feed
 
-    def publish(self, batch: list[dict[str, Any]]) -> None:
-        """Wake the waiters of every task in ``batch`` that ended or was deleted."""
-        if not self.waiting:
-            return
-        for event in batch:
-            if event.get("status") in WAKING_STATUSES or event.get("event") in WAKING_EVENTS:
-                for heard in self.waiting.get(event.get("task", ""), ()):
-                    heard.set()
+    def publish(self, batch: list[dict[str, Any]]) -> list[str]:
+        """The tasks of ``batch`` that ended or were deleted and have waiters: the reader reads their
+        hashes and :meth:`deliver` s them."""
+        waiting = self.waiting
+        if not waiting:
+            return []
+        ended = [
+            task_id
+            for event in batch
+            if (event.get("status") in WAKING_STATUSES or event.get("event") in WAKING_EVENTS)
+            and (task_id := event.get("task", "")) in waiting
+        ]
+        return list(dict.fromkeys(ended))  # once each (an end and a delete may come in one batch)
+
+    def deliver(self, task_id: str, raw: dict[str, str] | None) -> None:
+        """Wake the waiters of ``task_id``, with its hash as read after its end (None: not read, each
+        waiter reads it)."""
+        for heard in self.waiting.get(task_id, ()):
+            if raw is not None:
+                heard.found, heard.raw = True, raw
+            heard.event.set()
 
     async def stop(self) -> None:
         await stop_all(list(self.feeds.values()))
