@@ -20,6 +20,7 @@ ENTRIES += ["schedule"]
 ENTRIES += ["memory"]
 ENTRIES += ["cluster-drain"]
 ENTRIES += ["otel"]
+ENTRIES += ["workflows"]
 ENTRIES += ["groups-drain-default", "groups-drain-tuned", "groups-held"]
 SMOKED = [w for w in WORKLOADS if w != "soak"]  # the soak is long by nature: run by hand (bench/README.md)
 
