@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -176,16 +176,22 @@ class Broker:
 
     async def locate(self, task_id: str, queue: str | None = None) -> Queue:
         """The partition holding ``task_id``: one pipelined EXISTS over every candidate partition."""
-        candidates = await self.candidates(queue)
-        if not candidates:
+        found = await self.holder(await self.candidates(queue), lambda keys: keys.task(task_id))
+        if found is None:
             raise NotFound(task_id)
+        return found
+
+    async def holder(self, candidates: Sequence[Queue], key: Callable[[KeySchema], str]) -> Queue | None:
+        """The first of ``candidates`` where ``key(its keys)`` exists: one pipelined EXISTS (None when none)."""
+        if not candidates:
+            return None
         pipe = self.redis.pipeline(transaction=False)
         for q in candidates:
-            pipe.exists(q.keys.task(task_id))
-        for q, found in zip(candidates, await pipe.execute(), strict=True):
-            if found:
+            pipe.exists(key(q.keys))
+        for q, exists in zip(candidates, await pipe.execute(), strict=True):
+            if exists:
                 return q
-        raise NotFound(task_id)
+        return None
 
     async def get(self, task_id: str, queue: str | None = None) -> TaskPublic:
         return (await self.find(task_id, await self.candidates(queue)))[1]

@@ -322,14 +322,12 @@ class Workflows:
         id that is not a task id, as for a task)."""
         if not WORKFLOW_ID.fullmatch(workflow_id):
             raise WorkflowNotFound(workflow_id)
-        candidates = await self._partitions()
-        pipe = self.broker.redis.pipeline(transaction=False)
-        for q in candidates:
-            pipe.exists(q.keys.workflow(workflow_id))
-        for q, found in zip(candidates, await pipe.execute(), strict=True):
-            if found:
-                return q
-        raise WorkflowNotFound(workflow_id)
+        found: Queue | None = await self.broker.holder(
+            await self._partitions(), lambda keys: keys.workflow(workflow_id)
+        )
+        if found is None:
+            raise WorkflowNotFound(workflow_id)
+        return found
 
     async def get(self, workflow_id: str) -> WorkflowPublic:
         return await self._get_in(await self.locate(workflow_id), workflow_id)
