@@ -187,6 +187,10 @@ def main(ctx: click.Context, url: str | None, api_key: str | None, as_json: bool
 @click.option("--webhook", help="A URL the notifier posts this task's lifecycle events to.")
 @click.option("--keep", "keep_s", type=click.IntRange(0), help="Seconds the task's record is kept once it ended.")
 @click.option("--idempotency-key", help="A key seen in the last 24 h returns the first task instead.")
+@click.option("--group", help="Its group (a tenant, an account, a host): fair turns and the group's limits.")
+@click.option("--unique", "unique_key", help="Refuse a second task with this key while this one waits or runs.")
+@click.option("--debounce", "debounce_key", help="Run once, --window seconds after the last submit with this key.")
+@click.option("--window", type=click.FloatRange(0, min_open=True), help="The --debounce window in seconds.")
 @click.option("--wait", "wait", is_flag=True, help="Wait for the task to end; exit 1 if it failed or was cancelled.")
 @click.option(
     "--timeout",
@@ -211,6 +215,10 @@ def submit(
     webhook: str | None,
     keep_s: int | None,
     idempotency_key: str | None,
+    group: str | None,
+    unique_key: str | None,
+    debounce_key: str | None,
+    window: float | None,
     wait: bool,
     timeout: float | None,
     source: str | None,
@@ -224,6 +232,8 @@ def submit(
       streamq submit report --at 2030-01-01T09:00:00Z --idempotency-key report-2030
       streamq submit sleep 2 --wait --timeout 30
       streamq submit fetch '{"url": "https://example.com"}' --task-timeout 20 --webhook https://example.com/hooks
+      streamq submit sync '{"account": 42}' --group acct-42 --unique sync-42
+      streamq submit reindex '{"doc": 7}' --debounce doc-7 --window 5
       streamq submit --from tasks.jsonl      # {"type": "echo", "payload": 1} per line
 
     A --from run is resumable: each line without its own idempotency_key gets one made from the
@@ -243,6 +253,8 @@ def submit(
         raise click.UsageError("pass --delay or --at, not both")
     if timeout is not None and not wait:
         raise click.UsageError("--timeout is how long --wait waits: pass --wait too")
+    if (debounce_key is None) != (window is None):
+        raise click.UsageError("--debounce KEY and --window SECONDS go together")
     with state.client() as client:
         task = client.submit(
             type,
@@ -256,6 +268,9 @@ def submit(
             webhook=webhook,
             idempotency_key=idempotency_key,
             keep_s=keep_s,
+            group=group,
+            unique=None if unique_key is None else {"key": unique_key},
+            debounce=None if debounce_key is None else {"key": debounce_key, "window_s": window},
         )
         if wait:
             [task] = waited(client, [task.id], WAIT_S if timeout is None else timeout)

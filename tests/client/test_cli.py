@@ -108,6 +108,16 @@ def test_submit_sets_the_task_s_own_timeout_and_keep(stack: str) -> None:
     assert "not in the range x>0" in run(stack, "submit", "noop", "--task-timeout", "0", code=2).stderr
 
 
+def test_submit_group_unique_and_debounce(stack: str) -> None:
+    task = cli(stack, "submit", "noop", "--delay", "10m", "--group", "acct-42", "--unique", "sync-42")
+    assert task["group"] == "acct-42" and task["unique"]["key"] == "sync-42"
+    assert "sync-42" in run(stack, "submit", "noop", "--unique", "sync-42", code=1).stderr
+    first = cli(stack, "submit", "noop", "--debounce", "doc-7", "--window", "60")
+    again = cli(stack, "submit", "noop", "--debounce", "doc-7", "--window", "60")
+    assert again["id"] == first["id"] and again["debounced"] is True
+    assert "go together" in run(stack, "submit", "noop", "--debounce", "doc-7", code=2).stderr
+
+
 def test_submit_timeout_is_how_long_wait_waits(stack: str) -> None:
     # the wait runs out before the task ends: the task as it stands then on stdout, a note, exit 1
     ran_out = run(stack, "submit", "sleep", "5", "--wait", "--timeout", "0.5", code=1)
