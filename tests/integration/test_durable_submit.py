@@ -5,6 +5,7 @@ and from a dropped connection."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -60,6 +61,12 @@ async def test_batch_over_partitions_waits_on_every_node(settings: Settings, red
 async def test_confirmed_submit_is_201(settings: Settings, redis_server: RedisServer, keys: KeySchema) -> None:
     replica = RedisServer("--replicaof", "127.0.0.1", str(redis_server.port))
     try:
+        # the replica's first sync copies the session's whole dataset: WAIT counts it only once it is done
+        with SyncRedis(port=replica.port, decode_responses=True) as client:
+            for _ in range(600):
+                if client.info("replication").get("master_link_status") == "up":
+                    break
+                await asyncio.sleep(0.1)
         durable = settings.model_copy(update={"durable_submit": "replicas:1,5000"})
         async for api in _api(durable):
             r = await api.post("/api/tasks", json={"type": "echo"})
