@@ -752,7 +752,7 @@ end
 local function start_entry(task_key, id, msg, stream, group, consumer, paused, now, row)
   local h = redis.call('HMGET', task_key, 'status', 'msg_id', 'started_msg', 'priority', 'type', 'payload',
     'timeout_s', 'max_retries', 'retry_backoff_s', 'scheduled_for', 'created_at', 'attempts', 'cancel_requested',
-    'traceparent', 'tracestate', 'flow', 'parents_json')
+    'traceparent', 'tracestate', 'flow')
   local status, msg_id, started_msg, priority = h[1], h[2], h[3], h[4]
   if h[13] then return nil end  -- asked to stop while it ran: never started again (the reclaimer ends it)
   if msg_id ~= msg or (status ~= 'pending' and status ~= 'processing') then
@@ -779,11 +779,13 @@ local function start_entry(task_key, id, msg, stream, group, consumer, paused, n
   end
   local due = h[10]
   if not due or due == '' then due = h[11] end
+  -- a workflow step's ctx.parents (JSON), read only for a step: an absent field costs a whole hash scan
+  local parents = h[16] and string.find(h[16], 'w', 1, true) and redis.call('HGET', task_key, 'parents_json') or nil
   if row then
     row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10], row[11], row[12], row[13] =
       id, h[5], h[6], h[7] or '', attempts, h[8], h[9] or '', due, priority, h[14] or '', h[15] or ''
-    if h[17] then row[14] = h[17] end  -- a workflow step's ctx.parents (JSON)
+    if parents then row[14] = parents end
     return row
   end
-  return {id, h[5], h[6], h[7] or '', attempts, h[8], h[9] or '', due, priority, h[14] or '', h[15] or '', h[17]}
+  return {id, h[5], h[6], h[7] or '', attempts, h[8], h[9] or '', due, priority, h[14] or '', h[15] or '', parents}
 end

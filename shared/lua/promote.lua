@@ -37,10 +37,11 @@ end
 DEFERRED.ZREM[SCHEDULED] = removed  -- written by flush_deferred() (nothing else defers to that key here)
 for _, i in ipairs(due) do
   local id, task_key = ARGV[i + 1], KEYS[FIRST_TASK_KEY - 1 + i]
-  local h = redis.call('HMGET', task_key, 'status', 'priority', 'flow', 'group', 'created_at')
+  local h = redis.call('HMGET', task_key, 'status', 'priority', 'flow')
   if h[1] == 'scheduled' and h[3] and string.find(h[3], 'g', 1, true) then
     redis.call('HSET', task_key, 'msg_id', '', 'status', 'pending')
-    group_admit(group_base(), id, h[4] or '', h[2], h[5])
+    local g = redis.call('HMGET', task_key, 'group', 'created_at')  -- read for a grouped task only
+    group_admit(group_base(), id, g[1] or '', h[2], g[2])
     admitted = true
     defer_move(id, 'scheduled', 'pending')
     emit_batched('promoted', id, 'pending')
