@@ -78,29 +78,23 @@ class EventHandler:
         if not raw or not raw.get("webhook"):
             return 0
         body = workflow_body(event, workflow_data(workflow_id, self.keys.queue, raw), entry_ms(entry_id))
-        delay_ms = int(self.first_delay_s * random.uniform(1 - webhooks.JITTER, 1 + webhooks.JITTER) * 1000)
-        created = await self.deliveries.create(
-            mode="event",
-            delivery_id=delivery_id_for(entry_id),
-            task_id=workflow_id,
-            event=event,
-            url=raw["webhook"],
-            body=body,
-            delay_ms=delay_ms,
-            entry_id=entry_id,
-        )
-        return int(created)
+        return await self._deliver(entry_id, event, workflow_id, raw["webhook"], body)
 
     async def _create(self, entry_id: str, event: str, task_id: str, raw: dict[str, Any]) -> int:
         task = decode_task(raw, task_id, self.keys.queue)
         body = webhooks.body(event, task_data(task), entry_ms(entry_id))
+        return await self._deliver(entry_id, event, task.id, raw["webhook"], body)
+
+    async def _deliver(self, entry_id: str, event: str, subject_id: str, url: str, body: bytes) -> int:
+        """One event's webhook message (a task's or a workflow's), first tried after a jittered delay; 1
+        when made, 0 when it already existed."""
         delay_ms = int(self.first_delay_s * random.uniform(1 - webhooks.JITTER, 1 + webhooks.JITTER) * 1000)
         created = await self.deliveries.create(
             mode="event",
             delivery_id=delivery_id_for(entry_id),
-            task_id=task.id,
+            task_id=subject_id,
             event=event,
-            url=raw["webhook"],
+            url=url,
             body=body,
             delay_ms=delay_ms,
             entry_id=entry_id,
