@@ -4,6 +4,7 @@ upload."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator
@@ -79,3 +80,14 @@ def chunked_upload(port: int, path: str, cap: int) -> tuple[int, bytes]:
                 break
             reply += data
     return sent, reply
+
+
+async def until_server_ms(redis: Redis, ms: float) -> None:
+    """Return once the Redis server's clock has passed ``ms`` (epoch milliseconds): a test whose tasks
+    are due at ``ms`` then knows every script sees them due, however slowly the test itself ran."""
+    for _ in range(3000):
+        server_s, server_us = await redis.time()
+        if server_s * 1000 + server_us / 1000 > ms:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the server's clock did not pass {ms} ms")

@@ -23,7 +23,7 @@ from streamq.shared.settings import Settings
 from streamq.testing import RedisServer
 from tests.integration.helpers import wait_for_status
 from tests.integration.scheduling import entry_ms, running_scheduler
-from tests.support import task_ids
+from tests.support import task_ids, until_server_ms
 
 
 def _in(seconds: float) -> datetime:
@@ -54,6 +54,7 @@ async def test_replicas_promote_each_task_once(queue: Queue, redis: Redis, keys:
     submitted = await queue.submit([TaskCreate(type="noop", scheduled_for=due, priority=1 + i % 5) for i in range(600)])
     promoters = [Promoter(queue, batch=150) for _ in range(3)]
     await asyncio.sleep(0.35)
+    await until_server_ms(redis, due.timestamp() * 1000)
     for _ in range(6):
         await asyncio.gather(*(p.tick() for p in promoters))
     assert sum(p.promoted for p in promoters) == 600

@@ -18,7 +18,7 @@ from streamq.shared.models import TaskCreate
 from streamq.shared.queue import Queue
 from streamq.shared.scripts import names, source
 from streamq.shared.streams import ensure_group
-from tests.support import task_ids
+from tests.support import task_ids, until_server_ms
 
 
 def make_consumer(queue: Queue, name: str, concurrency: int = 10) -> Consumer:
@@ -287,6 +287,7 @@ async def test_batch_scripts_trim_the_events_stream_as_each_xadd_would(
     ids = [m.task.id for m in await queue.submit([TaskCreate(type="noop", scheduled_for=soon) for _ in range(250)])]
     await queue.submit([TaskCreate(type="noop") for _ in range(400)])  # 900 events, not trimmed (maxlen 100,000)
     await asyncio.sleep(0.2)
+    await until_server_ms(redis, soon.timestamp() * 1000)
     await check(("promote", [*keys.common(), *(keys.task(i) for i in ids)], [700, *ids]), 700, 250)
     take = ("take", [*keys.common(), keys.paused], [620, WORKER_GROUP, "c1", keys.task(""), 600, ""])
     await check(take, 620, 600)
