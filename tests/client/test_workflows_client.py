@@ -28,7 +28,8 @@ def test_client_models_cover_the_api_s(ours: type[BaseModel], theirs: type[BaseM
 def test_create_wait_get_list_retry_cancel(stack: str) -> None:
     with streamq.Client(stack) as client:
         created = client.workflows.create("sdk", CHAIN)
-        assert created.status == "running" and set(created.steps) == {"a", "b"}
+        # the workers may end the chain before the answer reads it back
+        assert created.status in ("running", "completed") and set(created.steps) == {"a", "b"}
         done = client.workflows.wait(created.id, timeout=30)
         assert done.status == "completed" and done.steps["b"].result == 2
         assert [w.id for w in client.workflows.list(name="sdk")] == [created.id]
