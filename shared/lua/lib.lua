@@ -47,10 +47,11 @@ local function set_status(task_key, id, old, new)
   redis.call('HSET', task_key, 'status', new)
 end
 
--- Put a task on its priority stream as a fresh entry; returns the entry id.
-local function enqueue(task_key, id, priority)
+-- Put a task on its priority stream as a fresh entry; returns the entry id. `...`: more field-value
+-- pairs written on its hash with the entry id.
+local function enqueue(task_key, id, priority, ...)
   local msg = redis.call('XADD', stream_of(priority), '*', 'id', id)
-  redis.call('HSET', task_key, 'msg_id', msg)
+  redis.call('HSET', task_key, 'msg_id', msg, ...)
   return msg
 end
 
@@ -241,6 +242,7 @@ rate allows (groups:wake). Keys live in the partition's hash slot, under the pre
                      round-robin turn counter
   limits:groups hash group -> 'concurrency|limit|per_ms' ('' = the default's), '*' -> the default
   limits:types hash  type -> 'concurrency|limit|per_ms'
+A released task's hash keeps `released_at`: the clock (ms) its release was decided and counted at.
 Every set is checked against its tasks' real states when it holds a group back, so a count never
 stays up after its tasks are gone (a crashed worker's task counts until it is reclaimed and ends). ]]
 local GROUP_WINDOW = 100  -- grouped entries released and not yet started, per partition
@@ -409,7 +411,7 @@ local function group_release(base, g, now)
       redis.call('SADD', run, head)
       if tc or tn then redis.call('SADD', trun, head) end
       redis.call('SADD', base .. 'groups:released', head)
-      enqueue(task_key, head, h[4])
+      enqueue(task_key, head, h[4], 'released_at', now)  -- the clock the limits decided on
       return true, two[4] and math.floor(tonumber(two[4]) / WAIT_BAND)
     end
   end

@@ -93,12 +93,12 @@ async def started_ms(api: httpx.AsyncClient, ids: list[str]) -> list[int]:
 
 
 async def released_ms(redis: Any, keys: KeySchema, ids: list[str]) -> list[int]:
-    """When each started task of ``ids`` was released to the workers (ms, Redis clock): the time part of
-    the stream entry its run started from (a release is the XADD that made it)."""
+    """When each released task of ``ids`` was released to the workers (ms, Redis clock): the clock its
+    group's limits decided on and counted it at (``released_at`` on its hash)."""
     pipe = redis.pipeline(transaction=False)
     for task_id in ids:
-        pipe.hget(keys.task(task_id), "started_msg")
-    return sorted(int(m.split("-")[0]) for m in await pipe.execute() if m)
+        pipe.hget(keys.task(task_id), "released_at")
+    return sorted(int(m) for m in await pipe.execute() if m)
 
 
 async def test_group_rate_starts_the_allowed_number_while_others_flow(
@@ -126,14 +126,13 @@ async def test_group_rate_starts_the_allowed_number_while_others_flow(
             await asyncio.sleep(0.5)
     in_ten_s = sum(1 for ms in starts if ms < starts[0] + 10_000)
     assert 200 - 20 <= in_ten_s <= 200 + 20  # 20 a second over 10 s, give or take one window
-    # never more than 20 released in any second (the rate's sliding window, on the Redis clock); starts
-    # follow releases but may bunch when the workers fall behind (a loaded machine), so they are not the
-    # measure here. A release is counted at the clock the script read when it decided, and stamped by
-    # its XADD a little later: on a loaded machine Redis itself can be descheduled between the two, so a
-    # few stamps of one window's releases may fall in the next; a rate that let a whole second window
-    # through early would show 40 (windows of 990 ms: a stamp is a whole millisecond)
+    # never more than 20 released in any second: the rate's sliding window, on the clock it decided on
+    # (not the stream entries' stamps: a loaded host can deschedule Redis between a decision and its
+    # XADD, and a whole window's stamps then trail into the next second). Starts follow releases but
+    # bunch when the workers fall behind, so they are not the measure either.
     released = await released_ms(redis, keys, limited)
-    assert max(sum(1 for ms in released if s <= ms < s + 990) for s in released) <= 30
+    assert len(released) >= 240
+    assert max(sum(1 for ms in released if s <= ms < s + 1000) for s in released) <= 20
 
 
 async def test_fairness_late_group_waits_at_most_one_round(
