@@ -1,5 +1,5 @@
-"""take.lua / promote.lua of a git revision against the working tree's, interleaved on one Redis
-(``python -m bench.scriptab``).
+"""take.lua / promote.lua / submit.lua / finish.lua of a git revision against the working tree's,
+interleaved on one Redis (``python -m bench.scriptab``).
 
 ``bench.scriptcost`` measures one version per process, so two versions are compared across runs that
 another process on a shared VM disturbs differently. Here both versions run in one private
@@ -7,7 +7,8 @@ redis-server, each on its own queue (same setup as ``bench.scriptcost``: 5,000 t
 later), round by round and in alternating order, and each round's figures are paired: the median of
 the per-round ratios (B / A) is much steadier than either median. Phases: ``promote`` (500 tasks due
 at once, promoted in one call, then taken and finished so the next round starts from empty indexes)
-and ``take`` (256 tasks submitted, taken in one call, finished). Only take.lua, promote.lua and the
+and ``take`` (256 tasks submitted, taken in one call, finished), whose submit and finish calls are
+the ``submit`` and ``finish`` phases: the life of an ungrouped task. Only those four scripts and the
 lib.lua definitions they use come from the revision; every other script is the working tree's.
 
     .venv/bin/python -m bench.scriptab --base main --rounds 60
@@ -27,12 +28,12 @@ from bench.env import RedisServer, load
 from bench.scriptcost import FINISH_BATCH, Bench, measure, outcome
 from streamq.shared.scripts import assemble
 
-SCRIPTS = ("take", "promote")
+SCRIPTS = ("take", "promote", "submit", "finish")
 LUA = Path(__file__).resolve().parent.parent / "shared" / "lua"
 
 
 def sources(rev: str | None) -> dict[str, str]:
-    """take.lua and promote.lua with the lib.lua definitions they use (as streamq.shared.scripts assembles
+    """SCRIPTS with the lib.lua definitions they use (as streamq.shared.scripts assembles
     them), from ``rev`` or the working tree."""
 
     def read(name: str) -> str:
@@ -91,15 +92,17 @@ async def main_async(base: str, rounds: int, phases: list[str]) -> None:
                 for i in order:
                     b = benches[i]
                     await b.finish([outcome(j, "finish") for j in await b.take(500)])
-            if "take" in phases:
+            if {"take", "submit", "finish"} & set(phases):
                 for i in order:
                     b = benches[i]
-                    await b.submit(FINISH_BATCH, FINISH_BATCH)
+                    submitted = await measure(r, FINISH_BATCH, b.submit(FINISH_BATCH, FINISH_BATCH))
                     us, cpu, jobs = await measure(r, FINISH_BATCH, b.take(FINISH_BATCH))
                     assert len(jobs) == FINISH_BATCH
-                    await b.finish([outcome(j, "finish") for j in jobs])
-                    if n:
-                        results[("take", i)].append((us, cpu))
+                    finished = await measure(r, FINISH_BATCH, b.finish([outcome(j, "finish") for j in jobs]))
+                    assert set(finished[2]) == {"completed"}
+                    for phase, figures in (("submit", submitted), ("take", (us, cpu)), ("finish", finished)):
+                        if n and phase in phases:
+                            results[(phase, i)].append((figures[0], figures[1]))
     finally:
         for b in benches:
             await b.redis.aclose()
@@ -122,7 +125,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.scriptab", description=__doc__.split("\n")[0])
     parser.add_argument("--base", default="main", help="git revision of version A (default: main)")
     parser.add_argument("--rounds", type=int, default=40)
-    parser.add_argument("--only", default=",".join(SCRIPTS), help="comma-separated, of: take, promote")
+    parser.add_argument("--only", default=",".join(SCRIPTS), help="comma-separated, of: " + ", ".join(SCRIPTS))
     ns = parser.parse_args()
     phases = [p.strip() for p in ns.only.split(",") if p.strip()]
     unknown = set(phases) - set(SCRIPTS)
