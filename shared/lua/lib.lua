@@ -144,6 +144,20 @@ local function flush_deferred()
   end
 end
 
+-- Where a new task goes (submit.lua, workflow_submit.lua): due later, on SCHEDULED (written at once with
+-- `at_once`, else deferred); held by its group or type limits (`limited`: no entry until released);
+-- else a fresh entry on its priority stream. Returns its status, the hash field that says where it is
+-- and that field's value. `due` is the due time in ms, `due_text` the same as written.
+local function place_new(id, priority, due, due_text, now, limited, at_once)
+  if due > now then
+    if at_once then redis.call('ZADD', SCHEDULED, due_text, id) else defer('ZADD', SCHEDULED, due_text, id) end
+    return 'scheduled', 'scheduled_for', due_text
+  elseif limited then
+    return 'pending', 'msg_id', ''
+  end
+  return 'pending', 'msg_id', redis.call('XADD', stream_of(priority), '*', 'id', id)
+end
+
 --[[ Unique tasks and debounce (docs/unique-and-debounce.md). The api places such a task in the queue
 partition of its key, and writes on its hash `unique_lock` (the name of its unique key's string,
 <p>:{q}:unique:<key>, which holds the holder's id), `unique_until` (started or finished) and

@@ -62,20 +62,12 @@ for i = 1, n do
     out[#out + 1] = i
     out[#out + 1] = mark .. existing
   else
-    local status, where, at  -- scheduled: its due time; pending: its stream entry
     -- groups and type limits: see the header
     local grouped = flow and extra_end > extra_at + 2 and ARGV[extra_at + 2] == 'group'
     local limited = grouped or (typed and redis.call('HEXISTS', LIMITED_TYPES, task_type) == 1)
-    if tonumber(due_ms) > now then
-      status, where, at = 'scheduled', 'scheduled_for', due_ms
-      -- a flow task at once: a later debounced submit in this call moves it (a deferred ZADD would undo that)
-      if flow then redis.call('ZADD', SCHEDULED, at, id) else defer('ZADD', SCHEDULED, at, id) end
-    elseif limited then
-      status, where, at = 'pending', 'msg_id', ''
-    else
-      status, where = 'pending', 'msg_id'
-      at = redis.call('XADD', stream_of(priority), '*', 'id', id)
-    end
+    -- a flow task is scheduled at once: a later debounced submit in this call moves it (a deferred
+    -- ZADD would undo that)
+    local status, where, at = place_new(id, priority, tonumber(due_ms), due_ms, now, limited, flow)
     -- the whole task in one HSET (the script is atomic: no reader sees it half-made); the caller's
     -- other fields go last, straight from ARGV (no table built per task)
     redis.call('HSET', task_prefix .. id, 'created_at', now_s, where, at, 'status', status, 'type', task_type,

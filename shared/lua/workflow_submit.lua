@@ -50,15 +50,7 @@ for i = 1, total do
     limited = typed and type_limited(task_type)
     if limited then flow = 'wg' end
     local due_at = math.max(tonumber(due), now + tonumber(delay))
-    if due_at > now then
-      status, where, at = 'scheduled', 'scheduled_for', string.format('%d', due_at)
-      defer('ZADD', SCHEDULED, at, id)
-    elseif limited then
-      status, where, at = 'pending', 'msg_id', ''
-    else
-      status, where = 'pending', 'msg_id'
-      at = redis.call('XADD', stream_of(priority), '*', 'id', id)
-    end
+    status, where, at = place_new(id, priority, due_at, string.format('%d', due_at), now, limited, false)
   else
     status, where, at = 'waiting', 'wf_due', due
   end
