@@ -7,17 +7,20 @@ everything else talks to the client it returns through the same commands, script
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from redis.asyncio import Redis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry  # the asyncio Retry: the sync one does not retry awaited calls
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisClusterException, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamq.shared import redisfast
@@ -176,15 +179,64 @@ def make_client(settings: Settings, *, blocking_reads: bool = False) -> Redis:
 def _cluster(settings: Settings, topology: Topology, size: int) -> RedisCluster:
     options = _common(settings, topology)
     options.pop("retry_on_error")  # the cluster client retries connection/timeout/cluster-down errors itself
-    return RedisCluster(
+    return WaitingCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in topology.hosts],
-        max_connections=min(size * 4, UNCAPPED),  # per node; the cluster client fails (does not wait) past it
+        max_connections=min(size * 4, UNCAPPED),  # per node; past it callers wait (WaitingCluster)
         # a MOVED reply patches that slot in the map and the command follows it; never a periodic full
         # refresh, which in redis-py closes the whole client (every connection, also those in use by
         # blocked reads); connection errors (a node gone, a failover) still refresh the whole map
         reinitialize_steps=0,
         **options,
     )
+
+
+_HOLDS_PERMIT: ContextVar[bool] = ContextVar("streamq_cluster_permit", default=False)
+
+
+class WaitingCluster(RedisCluster):  # type: ignore[misc]  # untyped in redis-py
+    """redis-py's Cluster client, whose callers wait for a connection when a node's pool is at its cap,
+    as the standalone blocking pool's do. redis-py raises ``MaxConnectionsError`` there instead, and
+    the api answered 503 to part of a burst of 1,000 simultaneous requests
+    (``tests/integration/test_burst.py``). A command or a pipeline in flight holds one permit, and as
+    many permits exist as a node's pool may hold connections: each holds at most one connection of a
+    node at a time, so no node passes its cap. A call made while holding a permit (a pipeline
+    re-sending a redirected command one by one) does not take another."""
+
+    def __init__(self, *args: Any, max_connections: int, **kwargs: Any) -> None:
+        super().__init__(*args, max_connections=max_connections, **kwargs)
+        self._permits = asyncio.Semaphore(max_connections)
+
+    @asynccontextmanager
+    async def permit(self) -> AsyncIterator[None]:
+        if _HOLDS_PERMIT.get():
+            yield
+            return
+        async with self._permits:
+            held = _HOLDS_PERMIT.set(True)
+            try:
+                yield
+            finally:
+                _HOLDS_PERMIT.reset(held)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.permit():
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
+        if shard_hint:  # as RedisCluster.pipeline
+            raise RedisClusterException("shard_hint is deprecated in cluster mode")
+        return _WaitingPipeline(self, transaction)
+
+
+class _WaitingPipeline(ClusterPipeline):  # type: ignore[misc]  # untyped in redis-py
+    """A pipeline of a :class:`WaitingCluster`: sent under one permit of its client."""
+
+    cluster_client: WaitingCluster
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        async with self.cluster_client.permit():
+            replies: list[Any] = await super().execute(raise_on_error, allow_redirections)
+            return replies
 
 
 class _SentinelPool(SentinelConnectionPool):  # type: ignore[misc]  # untyped in redis-py
