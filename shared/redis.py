@@ -7,9 +7,7 @@ everything else talks to the client it returns through the same commands, script
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
@@ -20,7 +18,7 @@ from redis.asyncio.retry import Retry  # the asyncio Retry: the sync one does no
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, ResponseError
+from redis.exceptions import MaxConnectionsError, RedisClusterException, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamq.shared import redisfast
@@ -146,7 +144,8 @@ def make_client(settings: Settings, *, blocking_reads: bool = False) -> Redis:
 
     Standalone: the pool blocks (up to 20 s) for a free connection instead of failing, so a burst of
     concurrent requests queues for Redis rather than erroring. Cluster: a :class:`RedisCluster` that
-    follows MOVED/ASK and refreshes its slot map. Sentinel: the master's client, which asks the
+    follows MOVED/ASK and refreshes its slot map, and whose callers wait likewise at the cap
+    (:class:`WaitingCluster`). Sentinel: the master's client, which asks the
     sentinels for the current master on every reconnect (so a failover is followed without restart).
 
     ``blocking_reads``: a client for long blocking reads only (one per partition: a worker's watchers,
@@ -190,37 +189,51 @@ def _cluster(settings: Settings, topology: Topology, size: int) -> RedisCluster:
     )
 
 
-_HOLDS_PERMIT: ContextVar[bool] = ContextVar("streamq_cluster_permit", default=False)
+POOL_WAIT_S = 20.0  # the longest a caller waits for a connection at the pool's cap (as the standalone pool)
+_HOLDING: ContextVar[object | None] = ContextVar("streamq_cluster_permit", default=None)  # whose permit
 
 
 class WaitingCluster(RedisCluster):  # type: ignore[misc]  # untyped in redis-py
     """redis-py's Cluster client, whose callers wait for a connection when a node's pool is at its cap,
-    as the standalone blocking pool's do. redis-py raises ``MaxConnectionsError`` there instead, and
-    the api answered 503 to part of a burst of 1,000 simultaneous requests
-    (``tests/integration/test_burst.py``). A command or a pipeline in flight holds one permit, and as
-    many permits exist as a node's pool may hold connections: each holds at most one connection of a
-    node at a time, so no node passes its cap. A call made while holding a permit (a pipeline
-    re-sending a redirected command one by one) does not take another."""
+    as the standalone blocking pool's do (up to ``POOL_WAIT_S``, then ``MaxConnectionsError``). redis-py
+    raises that error at once instead, and the api answered 503 to part of a burst of 1,000
+    simultaneous requests (``tests/integration/test_burst.py``).
 
-    def __init__(self, *args: Any, max_connections: int, **kwargs: Any) -> None:
+    A command or a pipeline in flight holds one permit, and as many permits exist as a node's pool
+    may hold connections: each holds at most one connection of a node at a time, so no node passes
+    its cap. The permits are the client's, not a node's (redis-py picks the node inside the call, and
+    a pipeline's per-node sends cannot be retried alone): while a node is unreachable its callers
+    keep their permits through redis-py's retries (seconds), and at full load the others wait that
+    long too. A call made while holding a permit of this client (a pipeline re-sending a redirected
+    command one by one) does not take another. Pub/sub and WATCH transactions take connections
+    without a permit (streamq uses neither on this client)."""
+
+    def __init__(self, *args: Any, max_connections: int = UNCAPPED, **kwargs: Any) -> None:
         super().__init__(*args, max_connections=max_connections, **kwargs)
         self._permits = asyncio.Semaphore(max_connections)
 
-    @asynccontextmanager
-    async def permit(self) -> AsyncIterator[None]:
-        if _HOLDS_PERMIT.get():
-            yield
-            return
-        async with self._permits:
-            held = _HOLDS_PERMIT.set(True)
-            try:
-                yield
-            finally:
-                _HOLDS_PERMIT.reset(held)
+    async def acquire_permit(self) -> Token[object | None] | None:
+        """Take a permit (None: this context holds one already); give it back with :meth:`release_permit`."""
+        if _HOLDING.get() is self:
+            return None
+        try:
+            async with asyncio.timeout(POOL_WAIT_S):
+                await self._permits.acquire()
+        except TimeoutError:
+            raise MaxConnectionsError(f"no connection free within {POOL_WAIT_S:g} s") from None
+        return _HOLDING.set(self)
+
+    def release_permit(self, token: Token[object | None] | None) -> None:
+        if token is not None:
+            _HOLDING.reset(token)
+            self._permits.release()
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        async with self.permit():
+        token = await self.acquire_permit()
+        try:
             return await super().execute_command(*args, **kwargs)
+        finally:
+            self.release_permit(token)
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
         if shard_hint:  # as RedisCluster.pipeline
@@ -231,12 +244,16 @@ class WaitingCluster(RedisCluster):  # type: ignore[misc]  # untyped in redis-py
 class _WaitingPipeline(ClusterPipeline):  # type: ignore[misc]  # untyped in redis-py
     """A pipeline of a :class:`WaitingCluster`: sent under one permit of its client."""
 
+    __slots__ = ()
     cluster_client: WaitingCluster
 
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
-        async with self.cluster_client.permit():
+        token = await self.cluster_client.acquire_permit()
+        try:
             replies: list[Any] = await super().execute(raise_on_error, allow_redirections)
             return replies
+        finally:
+            self.cluster_client.release_permit(token)
 
 
 class _SentinelPool(SentinelConnectionPool):  # type: ignore[misc]  # untyped in redis-py

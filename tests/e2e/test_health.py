@@ -199,8 +199,13 @@ def test_api_liveness_never_needs_redis_or_a_key(
     env = env_for(f"redis://127.0.0.1:{port}/0", prefix, 0, STREAMQ_API_PORT=str(api_port), STREAMQ_API_KEYS=keys)
     services.append(Service("streamq.services.api", env, log_dir))
     url = f"http://127.0.0.1:{api_port}"
-    # 60 s: on a loaded host its imports alone took 18 s once
-    wait_until(lambda: probe(api_port, "/api/health")[0] == 200, 60, "the api is ready")
+    api = services[-1]
+
+    def ready() -> bool:
+        assert api.proc.poll() is None, "the api exited while starting"
+        return probe(api_port, "/api/health")[0] == 200
+
+    wait_until(ready, 60, "the api is ready")  # 60 s: on a loaded host its imports alone took 18 s once
     assert httpx.get(f"{url}/api/live").json() == {"status": "ok"}
     assert httpx.get(f"{url}/api/ready").status_code == 401  # the keyed twin of /api/health
 

@@ -103,34 +103,36 @@ async def test_a_burst_is_followed_up_chunk_by_chunk_until_the_slots_are_full(
     concurrency = 3 * FOLLOW_UP_CHUNK + 20
     wide = settings.model_copy(update={"worker_concurrency": concurrency})
     async with running_worker(wide, registry) as worker:
-        consumer = worker.consumer
-        asked: list[int] = []
-        call_take = consumer._call_take
+        try:
+            consumer = worker.consumer
+            asked: list[int] = []
+            call_take = consumer._call_take
 
-        async def counted(keys_: list[str], args: list[Any]) -> Any:
-            asked.append(int(args[4]))
-            return await call_take(keys_, args)
+            async def counted(keys_: list[str], args: list[Any]) -> Any:
+                asked.append(int(args[4]))
+                return await call_take(keys_, args)
 
-        consumer._call_take = counted  # type: ignore[method-assign]  # records each take's COUNT
-        while not consumer.idle.is_set():
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.1)  # the watcher blocks in its read
-        await queue.submit([TaskCreate(type="track", payload=i) for i in range(concurrency + 50)])
-        while tracked.running < concurrency:
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)
-        assert tracked.running == concurrency and consumer.reserved == 0
-        at_wake = worker.watchers.started
-        # the watcher started the first ones with its read; the rest came in follow-ups of at most
-        # one chunk each, until the slots were full (the run loop did not take them all at once)
-        assert at_wake >= 1 and asked and max(asked) <= FOLLOW_UP_CHUNK
-        assert sum(asked) == concurrency - at_wake and len(asked) >= 3
-        # the tasks beyond the slots were not read: in the streams and not delivered to the group
-        streams = [keys.stream(p) for p in range(1, 6)]
-        entries = sum([await redis.xlen(s) for s in streams])
-        delivered = sum([(await redis.xpending(s, WORKER_GROUP))["pending"] for s in streams])
-        assert entries - delivered == 50 and delivered == concurrency
-        tracked.gate.set()
+            consumer._call_take = counted  # type: ignore[method-assign]  # records each take's COUNT
+            while not consumer.idle.is_set():
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)  # the watcher blocks in its read
+            await queue.submit([TaskCreate(type="track", payload=i) for i in range(concurrency + 50)])
+            while tracked.running < concurrency:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            assert tracked.running == concurrency and consumer.reserved == 0
+            at_wake = worker.watchers.started
+            # the watcher started the first ones with its read; the rest came in follow-ups of at most
+            # one chunk each, until the slots were full (the run loop did not take them all at once)
+            assert at_wake >= 1 and asked and max(asked) <= FOLLOW_UP_CHUNK
+            assert sum(asked) == concurrency - at_wake and len(asked) >= 3
+            # the tasks beyond the slots were not read: in the streams and not delivered to the group
+            streams = [keys.stream(p) for p in range(1, 6)]
+            entries = sum([await redis.xlen(s) for s in streams])
+            delivered = sum([(await redis.xpending(s, WORKER_GROUP))["pending"] for s in streams])
+            assert entries - delivered == 50 and delivered == concurrency
+        finally:
+            tracked.gate.set()  # the held tasks end, whatever failed above
 
 
 async def test_nothing_is_read_once_stopping(settings: Settings, queue: Queue, redis: Redis, keys: KeySchema) -> None:
