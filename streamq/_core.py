@@ -33,7 +33,7 @@ from streamq.errors import (
 from streamq.models import Queue, Schedule, Stats, Task, TaskStatus, Worker
 
 if TYPE_CHECKING:
-    from streamq.direct import Engine
+    from streamq.direct import Engine, Lane
 
 T = TypeVar("T")
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -56,6 +56,8 @@ class Call(Generic[T]):
     body: Any = None
     read_timeout_s: float | None = None  # a long-poll: the answer may take this long, plus the client's timeout
     direct: Callable[[Engine], Awaitable[T]] | None = None  # the same call over the direct transport
+    # the blocking client's form of ``direct``, made on the caller's thread (streamq.direct.Lane)
+    lane: Callable[[Lane], T] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,7 +275,14 @@ def _queue_param(queue: str | None) -> dict[str, Any] | None:
 
 # --- the calls -----------------------------------------------------------------------------------
 def submit(body: dict[str, Any]) -> Call[Task]:
-    return Call("POST", "/api/tasks", _task, body=body, direct=lambda engine: engine.submit(body))
+    return Call(
+        "POST",
+        "/api/tasks",
+        _task,
+        body=body,
+        direct=lambda engine: engine.submit(body),
+        lane=lambda lane: lane.submit(body),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,11 +302,14 @@ def submit_batch(bodies: list[dict[str, Any]]) -> Call[Batch]:
         body = response.json()
         return Batch(adapter.validate_python(body["tasks"]), int(body["created"]), int(body["duplicates"]))
 
-    async def direct(engine: Engine) -> Batch:
-        answer = await engine.submit_batch(bodies)
-        return Batch(answer.tasks, answer.created, answer.duplicates)
-
-    return Call("POST", "/api/tasks/batch", parse, body={"tasks": bodies}, direct=direct)
+    return Call(
+        "POST",
+        "/api/tasks/batch",
+        parse,
+        body={"tasks": bodies},
+        direct=lambda engine: engine.submit_batch(bodies),
+        lane=lambda lane: lane.submit_batch(bodies),
+    )
 
 
 def get(task_id: str, queue: str | None = None, wait_s: float | None = None) -> Call[Task]:
@@ -312,6 +324,7 @@ def get(task_id: str, queue: str | None = None, wait_s: float | None = None) -> 
         params=params or None,
         read_timeout_s=wait_s,
         direct=lambda engine: engine.get(task_id, queue, None if wait_s is None else min(wait_s, MAX_WAIT_S)),
+        lane=(lambda lane: lane.get(task_id, queue)) if wait_s is None else None,  # a wait listens on the loop
     )
 
 
