@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import gc
 import os
 import threading
@@ -386,8 +387,9 @@ class Lane:
             [done] = self._store([task], batch=False)
         return task_of(done)
 
-    def submit_batch(self, bodies: list[dict[str, Any]]) -> core.Batch:
-        """As :meth:`Engine.submit_batch` (``POST /api/tasks/batch``), on the caller's thread."""
+    def submit_batch(self, bodies: list[dict[str, Any]], ids: list[str] | None = None) -> core.Batch:
+        """As :meth:`Engine.submit_batch` (``POST /api/tasks/batch``), on the caller's thread (``ids``: the
+        new tasks' ids, when the caller made them already)."""
         if tracing.ENABLED:
             return self.portal.run(lambda engine: engine.submit_batch(bodies))
         try:
@@ -395,9 +397,9 @@ class Lane:
         except ValidationError as error:
             raise _invalid(error, ("body",)) from None
         with _typed_errors():
-            return batch_of(self._store(batch.tasks, batch=True))
+            return batch_of(self._store(batch.tasks, batch=True, ids=ids))
 
-    def _store(self, tasks: list[TaskCreate], *, batch: bool) -> list[Stored]:
+    def _store(self, tasks: list[TaskCreate], *, batch: bool, ids: list[str] | None = None) -> list[Stored]:
         """:meth:`Submission.submit_many`'s work (:meth:`Broker.submit_each`'s steps) for checked tasks."""
         submission = self.submission()
         if not submission.checked_now(tasks):
@@ -407,7 +409,8 @@ class Lane:
         broker = submission.broker
         if broker.memory_guard is not None:  # sampled on the portal's loop; read here
             broker.memory_guard.check()
-        ids = new_task_ids(len(tasks), int(time.time() * 1000))
+        if ids is None:
+            ids = new_task_ids(len(tasks), int(time.time() * 1000))
         plan = broker.place(tasks, ids, self._configs(broker, tasks))
         replies = self._send(broker, plan)
         records = [
@@ -502,10 +505,14 @@ def send_lane(lane: Lane, call: core.Call[T], config: core.Config) -> T:
     :func:`send` retries: after Redis out of reach or refusing writes."""
     if call.lane is None:
         return lane.portal.run(lambda engine: send(engine, call, config))
+    return _retried(functools.partial(call.lane, lane), config)
+
+
+def _retried(work: Callable[[], T], config: core.Config) -> T:
     attempt = 0
     while True:
         try:
-            return call.lane(lane)
+            return work()
         except Unavailable as error:
             if not core.should_retry(attempt, config.retries, None):
                 raise
@@ -513,14 +520,21 @@ def send_lane(lane: Lane, call: core.Call[T], config: core.Config) -> T:
         attempt += 1
 
 
-def send_many(lane: Lane, calls: list[core.Call[T]], config: core.Config) -> list[T]:
-    """The calls' values in order, ``IN_FLIGHT`` at a time, each on a thread of a pool (one builds and
-    parses while another waits on Redis). As over HTTP, an error stops the rest; calls already sent may
-    have been applied (each task carries its idempotency key, so submitting them again is safe)."""
-    if len(calls) <= 1:
-        return [send_lane(lane, call, config) for call in calls]
+def submit_batches(lane: Lane, batches: list[list[dict[str, Any]]], config: core.Config) -> list[core.Batch]:
+    """``POST /api/tasks/batch`` of each batch, in order, ``IN_FLIGHT`` at a time, each on a thread of a
+    pool (one builds and reads while another waits on Redis). The tasks' ids are made first, in order,
+    so they sort in the order given, as one call's would. As over HTTP, an error stops the rest; calls
+    already sent may have been applied (each task carries its idempotency key, so submitting them again
+    is safe)."""
+    if len(batches) <= 1:
+        return [_retried(functools.partial(lane.submit_batch, bodies), config) for bodies in batches]
+    now_ms = int(time.time() * 1000)
+    ids = [new_task_ids(len(bodies), now_ms) for bodies in batches]
     with concurrent.futures.ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="streamq-direct-many") as pool:
-        futures = [pool.submit(send_lane, lane, call, config) for call in calls]
+        futures = [
+            pool.submit(_retried, functools.partial(lane.submit_batch, bodies, each), config)
+            for bodies, each in zip(batches, ids, strict=True)
+        ]
         try:
             return [future.result() for future in futures]
         except BaseException:
