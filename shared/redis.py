@@ -277,8 +277,8 @@ def make_sync_client(settings: Settings) -> Any:
     """A synchronous (redis-py, thread-safe pool) client for the configured topology, with the options
     :func:`make_client` gives its asyncio client (``decode_responses``, the reconnect budget, TLS, the
     Sentinel's own credentials). For the blocking client's direct transport (streamq/direct.py), which
-    makes its script calls on its caller's thread; no streamq override of redis-py (``redisfast``): the
-    synchronous client already packs commands with hiredis."""
+    makes its script calls on its caller's thread. Standalone and Sentinel: commands packed by
+    :class:`streamq.shared.redisfast.HiredisPacker` (unless ``STREAMQ_REDIS_PLAIN``)."""
     import redis
     from redis.cluster import ClusterNode as SyncNode
     from redis.cluster import RedisCluster as SyncCluster
@@ -292,9 +292,10 @@ def make_sync_client(settings: Settings) -> Any:
         options.pop("retry_on_error")
         nodes = [SyncNode(host, port) for host, port in topology.hosts]
         return SyncCluster(startup_nodes=nodes, reinitialize_steps=0, **options)
+    packing = {} if settings.redis_plain else {"command_packer": redisfast.HiredisPacker()}  # stateless
     if topology.mode == "sentinel":
         manager = SyncSentinel(list(topology.hosts), sentinel_kwargs=_sentinel_options(settings), **options)
-        return manager.master_for(topology.master, db=topology.db)
+        return manager.master_for(topology.master, db=topology.db, **packing)
     return redis.Redis.from_url(
         settings.redis_url,
         decode_responses=True,
@@ -302,4 +303,5 @@ def make_sync_client(settings: Settings) -> Any:
         socket_keepalive=True,
         retry=options["retry"],
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        **packing,
     )

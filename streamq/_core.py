@@ -245,27 +245,43 @@ def task_body(
             raise ValueError("delay must be at least 0 seconds")
         scheduled_for = datetime.now(UTC) + timedelta(seconds=seconds)
     body: dict[str, Any] = {"type": type, "payload": payload}
-    options = {
-        "queue": queue,
-        "priority": priority,
-        "scheduled_for": _iso(scheduled_for) if scheduled_for is not None else None,
-        "max_retries": max_retries,
-        "timeout_s": timeout_s,
-        "retry_backoff_s": retry_backoff_s,
-        "webhook": webhook,
-        "keep_s": keep_s,
-        "unique": unique,
-        "debounce": debounce,
-        "group": group,
-    }
-    body.update({k: v for k, v in options.items() if v is not None})
+    # the options given, in this order (one test each: a submit_many builds a body per task)
+    if queue is not None:
+        body["queue"] = queue
+    if priority is not None:
+        body["priority"] = priority
+    if scheduled_for is not None:
+        body["scheduled_for"] = _iso(scheduled_for)
+    if max_retries is not None:
+        body["max_retries"] = max_retries
+    if timeout_s is not None:
+        body["timeout_s"] = timeout_s
+    if retry_backoff_s is not None:
+        body["retry_backoff_s"] = retry_backoff_s
+    if webhook is not None:
+        body["webhook"] = webhook
+    if keep_s is not None:
+        body["keep_s"] = keep_s
+    if unique is not None:
+        body["unique"] = unique
+    if debounce is not None:
+        body["debounce"] = debounce
+    if group is not None:
+        body["group"] = group
     body["idempotency_key"] = idempotency_key or new_idempotency_key()
     return body
 
 
 def batches(tasks: Iterable[Mapping[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Each task's body (``task_body``'s keywords, ``type`` required), in order, BATCH_LIMIT a batch."""
-    bodies = [task_body(**dict(spec)) for spec in tasks]
+    """Each task's body (``task_body``'s keywords, ``type`` required), in order, BATCH_LIMIT a batch. The
+    idempotency keys the call makes come from one read of the system's randomness (128 bits each, as
+    :func:`new_idempotency_key`'s), not one read per task."""
+    specs = list(tasks)
+    fresh = os.urandom(16 * len(specs)).hex()
+    bodies = [
+        task_body(**{**spec, "idempotency_key": spec.get("idempotency_key") or f"sq-{fresh[32 * i : 32 * i + 32]}"})
+        for i, spec in enumerate(specs)
+    ]
     return [bodies[i : i + BATCH_LIMIT] for i in range(0, len(bodies), BATCH_LIMIT)]
 
 
