@@ -130,7 +130,7 @@ class Client:
         if self._portal is not None:
             direct = _direct()
             with direct.no_gc():  # see there: most of a large call's CPU otherwise
-                done = direct.submit_batches(self._portal.lane, core.batches(tasks), self.config)
+                done = direct.submit_many(self._portal.lane, tasks, self.config)
                 return [task for batch in done for task in batch.tasks]
         calls = [core.submit_batch(batch) for batch in core.batches(tasks)]
         done = [self.send(call) for call in calls]

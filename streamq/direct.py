@@ -19,10 +19,11 @@ import asyncio
 import concurrent.futures
 import functools
 import gc
+import itertools
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
@@ -520,27 +521,39 @@ def _retried(work: Callable[[], T], config: core.Config) -> T:
         attempt += 1
 
 
-def submit_batches(lane: Lane, batches: list[list[dict[str, Any]]], config: core.Config) -> list[core.Batch]:
-    """``POST /api/tasks/batch`` of each batch, in order, ``IN_FLIGHT`` at a time, each on a thread of a
-    pool (one builds and reads while another waits on Redis). The tasks' ids are made first, in order,
-    so they sort in the order given, as one call's would. As over HTTP, an error stops the rest; calls
-    already sent may have been applied (each task carries its idempotency key, so submitting them again
-    is safe)."""
-    if len(batches) <= 1:
-        return [_retried(functools.partial(lane.submit_batch, bodies), config) for bodies in batches]
-    now_ms = int(time.time() * 1000)
-    ids = [new_task_ids(len(bodies), now_ms) for bodies in batches]
+def submit_many(lane: Lane, tasks: Iterable[Mapping[str, Any]], config: core.Config) -> list[core.Batch]:
+    """``POST /api/tasks/batch`` of ``tasks`` (``submit``'s keywords each), ``core.BATCH_LIMIT`` a batch, in
+    order, ``IN_FLIGHT`` batches at a time, each on a thread of a pool (one validates and reads while
+    another waits on Redis). Each batch's bodies and its tasks' ids are made here, in order, as the batch
+    is handed to the pool, so Redis starts on the first batch while the rest are built, and the ids sort
+    in the order given, as one call's would. As over HTTP, an error (a bad task of a later batch too)
+    stops the rest; batches already sent may have been applied (each task carries its idempotency key,
+    so submitting them again is safe)."""
+    chunks = _chunks(tasks, core.BATCH_LIMIT)
+    first = next(chunks, None)
+    if first is None:
+        return []
+    second = next(chunks, None)
+    if second is None:  # one batch: on this thread
+        return [_retried(functools.partial(lane.submit_batch, core.batches(first)[0]), config)]
     with concurrent.futures.ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="streamq-direct-many") as pool:
-        futures = [
-            pool.submit(_retried, functools.partial(lane.submit_batch, bodies, each), config)
-            for bodies, each in zip(batches, ids, strict=True)
-        ]
+        futures: list[concurrent.futures.Future[core.Batch]] = []
         try:
+            for chunk in itertools.chain([first, second], chunks):
+                [bodies] = core.batches(chunk)
+                ids = new_task_ids(len(bodies), int(time.time() * 1000))
+                futures.append(pool.submit(_retried, functools.partial(lane.submit_batch, bodies, ids), config))
             return [future.result() for future in futures]
         except BaseException:
-            for future in futures:
+            for future in futures:  # the batches not started yet are not sent
                 future.cancel()
             raise
+
+
+def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    it = iter(items)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
 
 
 @contextmanager

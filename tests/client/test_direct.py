@@ -147,6 +147,16 @@ def test_blocking_submits_from_many_threads(settings: Settings) -> None:
         assert client.stats().total == 8 * 70 and client.stats().submitted_total == 8 * 70
 
 
+def test_a_bad_task_stops_submit_many_at_its_batch(settings: Settings) -> None:
+    """The blocking client builds each batch as it sends the ones before: a task it cannot build (an
+    unknown keyword) raises there, and nothing of its batch or after is stored."""
+    specs: list[dict[str, Any]] = [{"type": "noop"}] * 1000 + [{"type": "noop", "bogus": 1}] + [{"type": "noop"}] * 5
+    with streamq.Client(redis_url=settings.redis_url, settings=settings) as client:
+        with pytest.raises(TypeError, match="bogus"):
+            client.submit_many(specs)
+        assert client.stats().total in (0, 1000)  # the first batch, if it went out before the error
+
+
 def test_durable_submit_over_the_blocking_client(settings: Settings) -> None:
     """``STREAMQ_DURABLE_SUBMIT`` asks replicas this Redis does not have: the submit answers as the api
     does (503, the task written), after the script call and its WAIT."""
