@@ -16,6 +16,7 @@ blocking client runs it on a loop of its own in a background thread (:class:`Por
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import functools
 import gc
@@ -26,12 +27,15 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from redis import ConnectionPool
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamq import _core as core
 from streamq.errors import Conflict, InvalidTask, NotFound, StreamqError, Timeout, Unavailable
@@ -349,6 +353,14 @@ def _typed_errors() -> Iterator[None]:
         raise mapped from error
 
 
+class Prepared(NamedTuple):
+    """One submit made ready on the caller's thread (:meth:`Lane.prepare`): its script calls to send."""
+
+    broker: Broker
+    tasks: list[TaskCreate]
+    plan: Plan
+
+
 class Lane:
     """The blocking client's ``submit``, ``submit_many`` and ``get`` made on the caller's thread: the
     script call over a synchronous redis-py client (:func:`streamq.shared.redis.make_sync_client`, one
@@ -402,6 +414,11 @@ class Lane:
 
     def _store(self, tasks: list[TaskCreate], *, batch: bool, ids: list[str] | None = None) -> list[Stored]:
         """:meth:`Submission.submit_many`'s work (:meth:`Broker.submit_each`'s steps) for checked tasks."""
+        prepared = self.prepare(tasks, batch=batch, ids=ids)
+        return self.finish(prepared, self._send(prepared.broker, prepared.plan))
+
+    def prepare(self, tasks: list[TaskCreate], *, batch: bool, ids: list[str] | None = None) -> Prepared:
+        """Everything before the script calls: the checks, the memory guard, ids, placement, the calls."""
         submission = self.submission()
         if not submission.checked_now(tasks):
             problems = self.portal.run(lambda _engine: submission.problems(tasks, batch=batch))
@@ -412,8 +429,11 @@ class Lane:
             broker.memory_guard.check()
         if ids is None:
             ids = new_task_ids(len(tasks), int(time.time() * 1000))
-        plan = broker.place(tasks, ids, self._configs(broker, tasks))
-        replies = self._send(broker, plan)
+        return Prepared(broker, tasks, broker.place(tasks, ids, self._configs(broker, tasks)))
+
+    def finish(self, prepared: Prepared, replies: list[Any]) -> list[Stored]:
+        """Everything after the script calls: the records from the replies (the first error raised), counted."""
+        broker, tasks, plan = prepared
         records = [
             self._records(broker.queue(name, part), plan.members(tasks, k), plan.call_ids[k], reply)
             for k, ((name, part), reply) in enumerate(zip(plan.groups, replies, strict=True))
@@ -523,23 +543,28 @@ def _retried(work: Callable[[], T], config: core.Config) -> T:
 
 def submit_many(lane: Lane, tasks: Iterable[Mapping[str, Any]], config: core.Config) -> list[core.Batch]:
     """``POST /api/tasks/batch`` of ``tasks`` (``submit``'s keywords each), ``core.BATCH_LIMIT`` a batch, in
-    order, ``IN_FLIGHT`` batches at a time, each on a thread of a pool (one validates and reads while
-    another waits on Redis). Each batch's bodies and its tasks' ids are made here, in order, as the batch
-    is handed to the pool, so Redis starts on the first batch while the rest are built, and the ids sort
-    in the order given, as one call's would. As over HTTP, an error (a bad task of a later batch too)
-    stops the rest; batches already sent may have been applied (each task carries its idempotency key,
-    so submitting them again is safe)."""
+    order. Each batch is built, checked and placed on this thread, its tasks' ids made in order (they sort
+    as given, as one call's would), and its script calls written at once on one connection, up to
+    ``IN_FLIGHT`` batches ahead of their replies: Redis runs one batch while the next is built, and no
+    thread waits for another (:func:`_pipelined`; durable submission: each batch's calls and WAIT on the
+    loop, one after another). A Redis Cluster, or tracing: :func:`_pooled`. As over HTTP, an error (a bad task of
+    a later batch too) stops the rest; batches already sent may have been applied (each task carries its
+    idempotency key, so submitting them again is safe)."""
     chunks = _chunks(tasks, core.BATCH_LIMIT)
-    first = next(chunks, None)
-    if first is None:
-        return []
-    second = next(chunks, None)
-    if second is None:  # one batch: on this thread
-        return [_retried(functools.partial(lane.submit_batch, core.batches(first)[0]), config)]
+    client = lane.portal.sync_client()
+    if isinstance(getattr(client, "connection_pool", None), ConnectionPool) and not tracing.ENABLED:
+        return _pipelined(lane, client, chunks, config)
+    return _pooled(lane, chunks, config)
+
+
+def _pooled(lane: Lane, chunks: Iterator[list[Any]], config: core.Config) -> list[core.Batch]:
+    """:func:`submit_many` on a Redis Cluster (its calls routed per node) or with tracing: each batch made
+    here (its ids in order) and sent by :meth:`Lane.submit_batch` on a thread of a pool, ``IN_FLIGHT``
+    at a time."""
     with concurrent.futures.ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="streamq-direct-many") as pool:
         futures: list[concurrent.futures.Future[core.Batch]] = []
         try:
-            for chunk in itertools.chain([first, second], chunks):
+            for chunk in chunks:
                 [bodies] = core.batches(chunk)
                 ids = new_task_ids(len(bodies), int(time.time() * 1000))
                 futures.append(pool.submit(_retried, functools.partial(lane.submit_batch, bodies, ids), config))
@@ -548,6 +573,72 @@ def submit_many(lane: Lane, tasks: Iterable[Mapping[str, Any]], config: core.Con
             for future in futures:  # the batches not started yet are not sent
                 future.cancel()
             raise
+
+
+def _pipelined(lane: Lane, client: Any, chunks: Iterator[list[Any]], config: core.Config) -> list[core.Batch]:
+    """:func:`submit_many` over one connection of a standalone or Sentinel client, ``IN_FLIGHT`` batches
+    ahead. A batch the script did not know (NOSCRIPT) is sent again on its own. If Redis is out of reach
+    or refuses, the batches not answered yet and the rest go one by one with the retries of
+    :meth:`Lane.submit_batch` (with their ids: a batch that was applied answers its tasks again)."""
+    out: list[core.Batch] = []
+    pending: collections.deque[tuple[Prepared, list[dict[str, Any]], list[str]]] = collections.deque()
+    unsent: tuple[list[dict[str, Any]], list[str]] | None = None  # the batch being made ready
+    conn = client.connection_pool.get_connection()
+    try:
+        with _typed_errors():
+            for chunk in chunks:
+                [bodies] = core.batches(chunk)
+                ids = new_task_ids(len(bodies), int(time.time() * 1000))
+                unsent = (bodies, ids)
+                try:
+                    batch = TaskBatchCreate.model_validate({"tasks": bodies})
+                except ValidationError as error:
+                    raise _invalid(error, ("body",)) from None
+                prepared = lane.prepare(batch.tasks, batch=True, ids=ids)
+                if prepared.broker.durable is not None:  # its WAIT: on the loop (see Lane._send)
+                    out.append(batch_of(lane.finish(prepared, lane._send(prepared.broker, prepared.plan))))
+                    unsent = None
+                    continue
+                calls = [prepared.broker.default.scripts.call_command(*call) for call in prepared.plan.calls]
+                conn.send_packed_command(conn.pack_commands(calls))
+                pending.append((prepared, bodies, ids))
+                unsent = None
+                if len(pending) > IN_FLIGHT:
+                    out.append(_answer(lane, client, conn, pending[0][0]))
+                    pending.popleft()
+            while pending:
+                out.append(_answer(lane, client, conn, pending[0][0]))
+                pending.popleft()
+    except Unavailable:
+        conn.disconnect()  # replies may still be on their way: the connection is out of step
+        again = [(bodies, ids) for _prepared, bodies, ids in pending] + ([unsent] if unsent is not None else [])
+        for bodies, ids in again:
+            out.append(_retried(functools.partial(lane.submit_batch, bodies, ids), config))
+        for chunk in chunks:
+            out.append(_retried(functools.partial(lane.submit_batch, core.batches(chunk)[0]), config))
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        client.connection_pool.release(conn)
+    return out
+
+
+def _answer(lane: Lane, client: Any, conn: Any, prepared: Prepared) -> core.Batch:
+    """The answer of one pipelined batch: its calls' replies read off ``conn`` in order."""
+    scripts = prepared.broker.default.scripts
+    replies: list[Any] = []
+    for call in prepared.plan.calls:
+        try:
+            reply = conn.read_response()
+        except NoScriptError:  # not run: sent again on its own (as Scripts.unless_unknown)
+            reply = _script(client, scripts.call_command(*call), call)
+        except (RedisConnectionError, RedisTimeoutError):
+            raise
+        except RedisError as error:  # an error reply, read: the connection stays in step
+            reply = error
+        replies.append(reply)
+    return batch_of(lane.finish(prepared, replies))
 
 
 def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:

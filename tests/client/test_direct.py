@@ -18,10 +18,12 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 import streamq
 from streamq import _core as streamq_core
 from streamq.shared.keys import KeySchema
+from streamq.shared.redis import make_client
 from streamq.shared.settings import Settings
 from streamq.testing import SentinelServers
 from tests.e2e.processes import wait_logged
@@ -155,6 +157,28 @@ def test_a_bad_task_stops_submit_many_at_its_batch(settings: Settings) -> None:
         with pytest.raises(TypeError, match="bogus"):
             client.submit_many(specs)
         assert client.stats().total in (0, 1000)  # the first batch, if it went out before the error
+
+
+def test_submit_many_after_the_scripts_are_flushed(settings: Settings) -> None:
+    """A Redis that forgot the scripts (a restart, a failover, SCRIPT FLUSH) answers NOSCRIPT to every
+    batch already on its way: each is sent again whole, once, and every task is made once."""
+    with streamq.Client(redis_url=settings.redis_url, settings=settings) as client:
+        client.submit("noop")
+        asyncio.run(_flush_scripts(settings))
+        many = client.submit_many({"type": "echo", "payload": i} for i in range(3500))
+        assert [t.payload for t in many] == list(range(3500)) and len({t.id for t in many}) == 3500
+        assert client.stats().total == 3501 and client.get(many[-1].id).payload == 3499
+
+
+async def _flush_scripts(settings: Settings) -> None:
+    client = make_client(settings)
+    try:
+        if isinstance(client, RedisCluster):  # every master forgets them
+            await client.execute_command("SCRIPT FLUSH", target_nodes=RedisCluster.PRIMARIES)
+        else:
+            await client.script_flush()
+    finally:
+        await client.aclose()
 
 
 def test_durable_submit_over_the_blocking_client(settings: Settings) -> None:
