@@ -156,15 +156,22 @@ if not set(TaskCreate.model_fields) <= _FIELDS:  # a TaskCreate field the client
     raise RuntimeError("every TaskCreate field must be a client Task field too (streamq/direct.py)")
 
 
+# BaseModel's slots, set through their descriptors (what object.__setattr__ finds, without the lookup)
+_SET_DICT = object.__setattr__
+_SET_FIELDS_SET = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_SET_EXTRA = BaseModel.__dict__["__pydantic_extra__"].__set__
+_SET_PRIVATE = BaseModel.__dict__["__pydantic_private__"].__set__
+
+
 def _built(values: dict[str, Any]) -> Task:
     """A :class:`Task` of ``values`` (every field, already of its type), made as ``Task.model_construct``
     makes it, without its per-field Python loop (12 us a task against 2 here: most of a large
     ``submit_many``'s answer). Every field is set, as a parsed answer has them."""
     task = Task.__new__(Task)
-    object.__setattr__(task, "__dict__", values)
-    object.__setattr__(task, "__pydantic_fields_set__", set(_FIELDS))
-    object.__setattr__(task, "__pydantic_extra__", {})
-    object.__setattr__(task, "__pydantic_private__", None)
+    _SET_DICT(task, "__dict__", values)
+    _SET_FIELDS_SET(task, set(_FIELDS))
+    _SET_EXTRA(task, {})
+    _SET_PRIVATE(task, None)
     return task
 
 
