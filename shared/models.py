@@ -80,6 +80,17 @@ _LAST_ID = [0, 0]  # (ms, random part) of the id made last in this process
 _ID_LOCK = threading.RLock()
 
 
+def _forked() -> None:
+    """A forked child starts its ids afresh: continuing its parent's random part, it would make the same
+    ids as the parent within a millisecond; and a lock held by another thread at the fork stays held."""
+    global _ID_LOCK
+    _ID_LOCK = threading.RLock()
+    _LAST_ID[0] = _LAST_ID[1] = 0
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 def new_task_id(now_ms: int | None = None) -> str:
     """A ULID: 48-bit millisecond time then 80 random bits, Crockford base32, sortable by time.
     Monotonic within a process (as ULID's monotonic mode): an id made in the same millisecond as the
