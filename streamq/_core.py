@@ -311,12 +311,13 @@ class Batch:
     duplicates: int
 
 
-def submit_batch(bodies: list[dict[str, Any]]) -> Call[Batch]:
-    adapter: TypeAdapter[list[Task]] = TypeAdapter(list[Task])
+_TASK_LIST: TypeAdapter[list[Task]] = TypeAdapter(list[Task])
 
+
+def submit_batch(bodies: list[dict[str, Any]]) -> Call[Batch]:
     def parse(response: httpx.Response) -> Batch:
         body = response.json()
-        return Batch(adapter.validate_python(body["tasks"]), int(body["created"]), int(body["duplicates"]))
+        return Batch(_TASK_LIST.validate_python(body["tasks"]), int(body["created"]), int(body["duplicates"]))
 
     return Call(
         "POST",
