@@ -49,6 +49,36 @@ class QueueFigures:
     depth: dict[int, int]  # tasks waiting on each priority stream (length less delivered-unacked)
 
 
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """One submit's script calls (:meth:`Broker.place`): per call, its (queue, partition), the positions
+    of its tasks in the submit, their new ids and the call itself."""
+
+    groups: list[tuple[str, int]]
+    positions: list[list[int]]
+    call_ids: list[list[str]]
+    calls: list[tuple[str, list[str], list[Any]]]
+
+    def members(self, tasks: Sequence[TaskCreate], k: int) -> list[TaskCreate]:
+        """The tasks of call ``k``."""
+        return [tasks[i] for i in self.positions[k]]
+
+    def outcomes(
+        self, count: int, replies: Sequence[Any], records: Sequence[list[Stored]]
+    ) -> list[Stored | BaseException]:
+        """Each task's outcome in submit order, from every call's reply (an error for each task of a failed
+        call) and ``records``: one list per call that succeeded, in call order."""
+        each = iter(records)
+        out: list[Stored | BaseException] = [None] * count  # type: ignore[list-item]  # all set below
+        for members, reply in zip(self.positions, replies, strict=True):
+            outcomes: Sequence[Stored | BaseException] = (
+                [reply] * len(members) if isinstance(reply, BaseException) else next(each)
+            )
+            for i, outcome in zip(members, outcomes, strict=True):
+                out[i] = outcome
+        return out
+
+
 class Broker:
     """Submit, find, list, count and change tasks across every queue and partition."""
 
@@ -133,12 +163,32 @@ class Broker:
         if self.memory_guard is not None:
             self.memory_guard.check()
         now_ms = int(time.time() * 1000)
-        groups: dict[tuple[str, int], list[int]] = {}
         ids = new_task_ids(len(tasks), now_ms)
+        plan = self.place(tasks, ids, await self.configs_of(tasks))
+        replies = await self.send_planned(plan)
+        stored = [
+            self.queue(name, part).stored(plan.members(tasks, k), plan.call_ids[k], reply)
+            for k, ((name, part), reply) in enumerate(zip(plan.groups, replies, strict=True))
+            if not isinstance(reply, BaseException)
+        ]
+        return plan.outcomes(len(tasks), replies, await asyncio.gather(*stored))
+
+    async def configs_of(self, tasks: Sequence[TaskCreate]) -> dict[str, QueueConfig]:
+        """The config of each queue ``tasks`` name (the default queue for None), read in order of first use."""
         configs: dict[str, QueueConfig] = {}
-        for i, task in enumerate(tasks):
+        for task in tasks:
             name = task.queue or self.keys.queue
-            config = configs.get(name) or configs.setdefault(name, await self.config(name))
+            if name not in configs:
+                configs[name] = await self.config(name)
+        return configs
+
+    def place(self, tasks: Sequence[TaskCreate], ids: Sequence[str], configs: dict[str, QueueConfig]) -> Plan:
+        """Each task's partition (with ``ids``, its new id, and ``configs`` from :meth:`configs_of`) and
+        the submit.lua call of each (queue, partition): no I/O, so the blocking client's caller thread
+        (streamq/direct.py) places and builds exactly as the api does."""
+        groups: dict[tuple[str, int], list[int]] = {}
+        for i, task in enumerate(tasks):
+            config = configs[task.queue or self.keys.queue]
             limited = task.type if task.type in config.limited_types else None
             part = partition_of(placement_key(task.group, own_key(task), ids[i], limited), config.partitions)
             groups.setdefault((config.name, part), []).append(i)
@@ -147,27 +197,15 @@ class Broker:
         for ((name, part), members), members_ids in zip(groups.items(), call_ids, strict=True):
             keys, args = self.queue(name, part).submit_call([tasks[i] for i in members], members_ids)
             calls.append(("submit", keys, args))
-        replies: list[Any]
+        return Plan(list(groups), list(groups.values()), call_ids, calls)
+
+    async def send_planned(self, plan: Plan) -> list[Any]:
+        """The plan's script calls: each one's reply or error (durable: then WAIT, see :meth:`_submit_durable`)."""
         if self.durable is not None:
-            replies = await self._submit_durable(calls, call_ids)
-        elif len(calls) == 1:  # the common case: one queue of one partition
-            replies = [await self.default.scripts.call(*calls[0])]
-        else:
-            replies = await self.default.scripts.call_many(calls)
-        stored = [
-            self.queue(name, part).stored([tasks[i] for i in members], members_ids, reply)
-            for ((name, part), members), members_ids, reply in zip(groups.items(), call_ids, replies, strict=True)
-            if not isinstance(reply, BaseException)
-        ]
-        records = iter(await asyncio.gather(*stored))  # one list per call that succeeded, in call order
-        out: list[Stored | BaseException] = [None] * len(tasks)  # type: ignore[list-item]  # all set below
-        for members, reply in zip(groups.values(), replies, strict=True):
-            outcomes: Sequence[Stored | BaseException] = (
-                [reply] * len(members) if isinstance(reply, BaseException) else next(records)
-            )
-            for i, outcome in zip(members, outcomes, strict=True):
-                out[i] = outcome
-        return out
+            return await self._submit_durable(plan.calls, plan.call_ids)
+        if len(plan.calls) == 1:  # the common case: one queue of one partition
+            return [await self.default.scripts.call(*plan.calls[0])]
+        return await self.default.scripts.call_many(plan.calls)
 
     # --- by id -----------------------------------------------------------------------------------
     async def candidates(self, queue: str | None = None) -> list[Queue]:
@@ -204,7 +242,13 @@ class Broker:
         pipe = self.redis.pipeline(transaction=False)
         for q in candidates:
             pipe.hgetall(q.keys.task(task_id))
-        for q, raw in zip(candidates, await pipe.execute(), strict=True):
+        return self.found(task_id, candidates, await pipe.execute())
+
+    @staticmethod
+    def found(task_id: str, candidates: Sequence[Queue], raws: Sequence[dict[str, str]]) -> tuple[Queue, TaskPublic]:
+        """:meth:`find`'s answer from each candidate's HGETALL of the task's hash (no I/O: also the blocking
+        client's, streamq/direct.py): the first partition holding it; :class:`NotFound` when none does."""
+        for q, raw in zip(candidates, raws, strict=True):
             if raw:
                 return q, decode_task(raw, task_id, q.keys.queue)
         raise NotFound(task_id)

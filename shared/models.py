@@ -6,6 +6,7 @@ import functools
 import hashlib
 import json
 import os
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -74,6 +75,20 @@ def _time_part(ms: int) -> str:
 
 
 _LAST_ID = [0, 0]  # (ms, random part) of the id made last in this process
+# ids are made on more than one thread in a producer process (the blocking client submits on its
+# caller's thread, streamq/direct.py): the read-modify-write of _LAST_ID is held by this lock
+_ID_LOCK = threading.RLock()
+
+
+def _forked() -> None:
+    """A forked child starts its ids afresh: continuing its parent's random part, it would make the same
+    ids as the parent within a millisecond; and a lock held by another thread at the fork stays held."""
+    global _ID_LOCK
+    _ID_LOCK = threading.RLock()
+    _LAST_ID[0] = _LAST_ID[1] = 0
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def new_task_id(now_ms: int | None = None) -> str:
@@ -82,6 +97,11 @@ def new_task_id(now_ms: int | None = None) -> str:
     previous one (or an earlier one) takes the previous random part plus one, so ids made one after
     another sort in the order they were made."""
     ms = int(time.time() * 1000) if now_ms is None else now_ms
+    with _ID_LOCK:
+        return _new_id(ms)
+
+
+def _new_id(ms: int) -> str:
     last_ms, last_rand = _LAST_ID
     if ms > last_ms:
         rand = int.from_bytes(os.urandom(10), "big")
@@ -100,6 +120,11 @@ def new_task_ids(count: int, now_ms: int) -> list[str]:
     per 2^20 ids instead of once per id (a 1,000-task batch: about 3x faster)."""
     if count <= 0:
         return []
+    with _ID_LOCK:
+        return _new_ids(count, now_ms)
+
+
+def _new_ids(count: int, now_ms: int) -> list[str]:
     ids = [new_task_id(now_ms)]
     ms, rand = _LAST_ID
     end = rand + count  # the random parts still to make: rand + 1 .. end - 1

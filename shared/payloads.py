@@ -233,10 +233,15 @@ async def check_task(
     return errors
 
 
+def needs_check(task: TaskCreate) -> bool:
+    """Whether :func:`check_task` has anything to check: a webhook URL, or an email or http payload."""
+    return task.webhook is not None or task.type in ("email", "http")
+
+
 async def check_tasks(tasks: Sequence[TaskCreate], guard: SsrfGuard, *, batch: bool) -> list[dict[str, Any]]:
     errors: list[dict[str, Any]] = []
     seen: dict[str, str] = {}
     for i, task in enumerate(tasks):
-        if task.webhook is not None or task.type in ("email", "http"):
+        if needs_check(task):
             errors += await check_task(task, guard, ("body", "tasks", i) if batch else ("body",), seen)
     return errors

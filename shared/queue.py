@@ -306,10 +306,18 @@ class Queue:
         """submit.lua's reply for ``tasks`` (sent with ``ids``) as Stored records: a new task is
         scheduled when due after the call's time, else pending; duplicates are read back in one round
         trip."""
-        now_ms = int(reply[0])
         duplicates = submit_outcomes(reply)
         found = await self.get_many(sorted({e for e, _ in duplicates.values()})) if duplicates else []
-        earlier = {t.id: t for t in found}
+        return self.records(tasks, ids, reply, {t.id: t for t in found})
+
+    def records(
+        self, tasks: Sequence[TaskCreate], ids: Sequence[str], reply: list[Any], earlier: dict[str, TaskPublic]
+    ) -> list[Stored]:
+        """:meth:`stored` once the duplicates' earlier tasks are read (``earlier``: by id; empty when the
+        reply names none, see :func:`submit_outcomes`): no I/O, so a caller on another thread (the
+        blocking client's, streamq/direct.py) makes the same records."""
+        now_ms = int(reply[0])
+        duplicates = submit_outcomes(reply)
         queue = self.keys.queue
         new = tuple.__new__  # Stored(...) runs NamedTuple's Python-level __new__: 4% of a batch's api CPU
         out = []

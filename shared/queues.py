@@ -151,6 +151,13 @@ class QueueRegistry:
             self._read_at = time.monotonic()
         return self._cache
 
+    def cached(self) -> dict[str, QueueConfig] | None:
+        """What :meth:`all` answers without reading Redis: the configs while the cache is fresh, else None
+        (the blocking client's caller thread places tasks from it, streamq/direct.py)."""
+        if time.monotonic() - self._read_at > self.cache_s:
+            return None
+        return self._cache
+
     async def get(self, name: str) -> QueueConfig | None:
         known = await self.all()
         if name not in known:

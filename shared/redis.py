@@ -265,13 +265,18 @@ class _SentinelPool(SentinelConnectionPool):  # type: ignore[misc]  # untyped in
             await sentinel.aclose()
 
 
+def _sentinel_options(settings: Settings) -> dict[str, Any]:
+    """How to talk to the sentinels themselves."""
+    options: dict[str, Any] = {"decode_responses": True, "socket_timeout": 2.0, "socket_connect_timeout": 2.0}
+    if settings.redis_sentinel_password:  # the sentinels' own auth; the URL's credentials are the servers'
+        options["username"] = settings.redis_sentinel_username or None
+        options["password"] = settings.redis_sentinel_password.get_secret_value()
+    return options
+
+
 def _sentinel(settings: Settings, topology: Topology) -> Redis:
     options = _common(settings, topology)
-    sentinel_options: dict[str, Any] = {"decode_responses": True, "socket_timeout": 2.0, "socket_connect_timeout": 2.0}
-    if settings.redis_sentinel_password:  # the sentinels' own auth; the URL's credentials are the servers'
-        sentinel_options["username"] = settings.redis_sentinel_username or None
-        sentinel_options["password"] = settings.redis_sentinel_password.get_secret_value()
-    manager = Sentinel(list(topology.hosts), sentinel_kwargs=sentinel_options, **options)
+    manager = Sentinel(list(topology.hosts), sentinel_kwargs=_sentinel_options(settings), **options)
     return manager.master_for(topology.master, connection_pool_class=_SentinelPool, db=topology.db)
 
 
@@ -335,3 +340,37 @@ def redact(url: str) -> str:
 def _redact_param(param: str) -> str:
     name, sep, _value = param.partition("=")
     return f"{name}=***" if sep and "password" in unquote(name).lower() else param
+
+
+def make_sync_client(settings: Settings) -> Any:
+    """A synchronous (redis-py, thread-safe pool) client for the configured topology, with the options
+    :func:`make_client` gives its asyncio client (``decode_responses``, the reconnect budget, TLS, the
+    Sentinel's own credentials). For the blocking client's direct transport (streamq/direct.py), which
+    makes its script calls on its caller's thread. Standalone and Sentinel: commands packed by
+    :class:`streamq.shared.redisfast.HiredisPacker` (unless ``STREAMQ_REDIS_PLAIN``)."""
+    import redis
+    from redis.cluster import ClusterNode as SyncNode
+    from redis.cluster import RedisCluster as SyncCluster
+    from redis.retry import Retry as SyncRetry
+    from redis.sentinel import Sentinel as SyncSentinel
+
+    topology = parse_topology(settings.redis_url, settings.redis_mode)
+    options = _common(settings, topology)
+    options["retry"] = SyncRetry(BACKOFF, retries=RETRIES)  # the back-off object is stateless
+    if topology.mode == "cluster":
+        options.pop("retry_on_error")
+        nodes = [SyncNode(host, port) for host, port in topology.hosts]
+        return SyncCluster(startup_nodes=nodes, reinitialize_steps=0, **options)
+    packing = {} if settings.redis_plain else {"command_packer": redisfast.HiredisPacker()}  # stateless
+    if topology.mode == "sentinel":
+        manager = SyncSentinel(list(topology.hosts), sentinel_kwargs=_sentinel_options(settings), **options)
+        return manager.master_for(topology.master, db=topology.db, **packing)
+    return redis.Redis.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        health_check_interval=30,
+        socket_keepalive=True,
+        retry=options["retry"],
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        **packing,
+    )

@@ -107,6 +107,28 @@ class HiredisPacking:
             self.socket_timeout = timeout
 
 
+class HiredisPacker:
+    """The synchronous client's command packer (a connection's ``command_packer``): the arguments handed
+    to ``hiredis.pack_command`` as they are. redis-py's own ``HiredisRespSerializer`` first copies every
+    argument through a Python generator (to turn a ``bytearray`` or ``memoryview`` into ``bytes``): half
+    of the packing time of a 1,000-task submit (2.9 against 1.4 ms). Anything hiredis refuses goes to
+    redis-py's serializer, which converts, packs or raises exactly as redis-py does."""
+
+    def __init__(self) -> None:
+        from redis.connection import HiredisRespSerializer
+
+        self._fallback = HiredisRespSerializer()
+
+    def pack(self, *args: Any) -> list[bytes]:
+        first = args[0]
+        if (" " if isinstance(first, str) else b" ") in first:  # literal arguments in the name ("CONFIG GET")
+            return self._fallback.pack(*args)  # type: ignore[no-any-return]
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError:
+            return self._fallback.pack(*args)  # type: ignore[no-any-return]
+
+
 def use_hiredis_packing(pool: ConnectionPool) -> None:
     """The pool's connections (made from now on) pack with hiredis, when they encode as hiredis does
     (utf-8, strict: redis-py's defaults)."""

@@ -33,7 +33,7 @@ from streamq.errors import (
 from streamq.models import Queue, Schedule, Stats, Task, TaskStatus, Worker
 
 if TYPE_CHECKING:
-    from streamq.direct import Engine
+    from streamq.direct import Engine, Lane
 
 T = TypeVar("T")
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -56,6 +56,8 @@ class Call(Generic[T]):
     body: Any = None
     read_timeout_s: float | None = None  # a long-poll: the answer may take this long, plus the client's timeout
     direct: Callable[[Engine], Awaitable[T]] | None = None  # the same call over the direct transport
+    # the blocking client's form of ``direct``, made on the caller's thread (streamq.direct.Lane)
+    lane: Callable[[Lane], T] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,27 +245,43 @@ def task_body(
             raise ValueError("delay must be at least 0 seconds")
         scheduled_for = datetime.now(UTC) + timedelta(seconds=seconds)
     body: dict[str, Any] = {"type": type, "payload": payload}
-    options = {
-        "queue": queue,
-        "priority": priority,
-        "scheduled_for": _iso(scheduled_for) if scheduled_for is not None else None,
-        "max_retries": max_retries,
-        "timeout_s": timeout_s,
-        "retry_backoff_s": retry_backoff_s,
-        "webhook": webhook,
-        "keep_s": keep_s,
-        "unique": unique,
-        "debounce": debounce,
-        "group": group,
-    }
-    body.update({k: v for k, v in options.items() if v is not None})
+    # the options given, in this order (one test each: a submit_many builds a body per task)
+    if queue is not None:
+        body["queue"] = queue
+    if priority is not None:
+        body["priority"] = priority
+    if scheduled_for is not None:
+        body["scheduled_for"] = _iso(scheduled_for)
+    if max_retries is not None:
+        body["max_retries"] = max_retries
+    if timeout_s is not None:
+        body["timeout_s"] = timeout_s
+    if retry_backoff_s is not None:
+        body["retry_backoff_s"] = retry_backoff_s
+    if webhook is not None:
+        body["webhook"] = webhook
+    if keep_s is not None:
+        body["keep_s"] = keep_s
+    if unique is not None:
+        body["unique"] = unique
+    if debounce is not None:
+        body["debounce"] = debounce
+    if group is not None:
+        body["group"] = group
     body["idempotency_key"] = idempotency_key or new_idempotency_key()
     return body
 
 
 def batches(tasks: Iterable[Mapping[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Each task's body (``task_body``'s keywords, ``type`` required), in order, BATCH_LIMIT a batch."""
-    bodies = [task_body(**dict(spec)) for spec in tasks]
+    """Each task's body (``task_body``'s keywords, ``type`` required), in order, BATCH_LIMIT a batch. The
+    idempotency keys the call makes come from one read of the system's randomness (128 bits each, as
+    :func:`new_idempotency_key`'s), not one read per task."""
+    specs = list(tasks)
+    fresh = os.urandom(16 * len(specs)).hex()
+    bodies = [
+        task_body(**{**spec, "idempotency_key": spec.get("idempotency_key") or f"sq-{fresh[32 * i : 32 * i + 32]}"})
+        for i, spec in enumerate(specs)
+    ]
     return [bodies[i : i + BATCH_LIMIT] for i in range(0, len(bodies), BATCH_LIMIT)]
 
 
@@ -273,7 +291,14 @@ def _queue_param(queue: str | None) -> dict[str, Any] | None:
 
 # --- the calls -----------------------------------------------------------------------------------
 def submit(body: dict[str, Any]) -> Call[Task]:
-    return Call("POST", "/api/tasks", _task, body=body, direct=lambda engine: engine.submit(body))
+    return Call(
+        "POST",
+        "/api/tasks",
+        _task,
+        body=body,
+        direct=lambda engine: engine.submit(body),
+        lane=lambda lane: lane.submit(body),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,18 +311,22 @@ class Batch:
     duplicates: int
 
 
-def submit_batch(bodies: list[dict[str, Any]]) -> Call[Batch]:
-    adapter: TypeAdapter[list[Task]] = TypeAdapter(list[Task])
+_TASK_LIST: TypeAdapter[list[Task]] = TypeAdapter(list[Task])
 
+
+def submit_batch(bodies: list[dict[str, Any]]) -> Call[Batch]:
     def parse(response: httpx.Response) -> Batch:
         body = response.json()
-        return Batch(adapter.validate_python(body["tasks"]), int(body["created"]), int(body["duplicates"]))
+        return Batch(_TASK_LIST.validate_python(body["tasks"]), int(body["created"]), int(body["duplicates"]))
 
-    async def direct(engine: Engine) -> Batch:
-        answer = await engine.submit_batch(bodies)
-        return Batch(answer.tasks, answer.created, answer.duplicates)
-
-    return Call("POST", "/api/tasks/batch", parse, body={"tasks": bodies}, direct=direct)
+    return Call(
+        "POST",
+        "/api/tasks/batch",
+        parse,
+        body={"tasks": bodies},
+        direct=lambda engine: engine.submit_batch(bodies),
+        lane=lambda lane: lane.submit_batch(bodies),
+    )
 
 
 def get(task_id: str, queue: str | None = None, wait_s: float | None = None) -> Call[Task]:
@@ -312,6 +341,7 @@ def get(task_id: str, queue: str | None = None, wait_s: float | None = None) -> 
         params=params or None,
         read_timeout_s=wait_s,
         direct=lambda engine: engine.get(task_id, queue, None if wait_s is None else min(wait_s, MAX_WAIT_S)),
+        lane=(lambda lane: lane.get(task_id, queue)) if wait_s is None else None,  # a wait listens on the loop
     )
 
 

@@ -27,7 +27,7 @@ from streamq.shared import metrics, tracing
 from streamq.shared.broker import Broker
 from streamq.shared.keys import KeySchema
 from streamq.shared.models import TaskCreate
-from streamq.shared.payloads import check_tasks
+from streamq.shared.payloads import check_tasks, needs_check
 from streamq.shared.queue import DEBOUNCED, UNIQUE_HELD, Stored
 from streamq.shared.settings import Settings
 from streamq.shared.ssrf import SsrfGuard
@@ -90,6 +90,12 @@ class Submission:
                 if t.type in unknown
             ]
         return await check_tasks(tasks, self.guard, batch=batch)
+
+    def checked_now(self, tasks: Sequence[TaskCreate]) -> bool:
+        """Whether :meth:`problems` would find none without any I/O: every type known from the catalog's
+        cache and no task with a URL or payload to check (a webhook, an email or http task). False means
+        :meth:`problems` must run (the blocking client then runs it on its loop, streamq/direct.py)."""
+        return self.catalog.known_now({t.type for t in tasks}) and not any(needs_check(t) for t in tasks)
 
     async def submit_one(self, task: TaskCreate, headers: Headers) -> Stored:
         """One checked task, stored (coalesced with the other single submits of this loop turn unless

@@ -30,6 +30,15 @@ class TypeCatalog:
             self._read_at = time.monotonic()
         return self.static | self._advertised
 
+    def known_now(self, types: set[str]) -> bool:
+        """Whether every type is accepted by what is known without reading Redis (not strict, or each type
+        built in, configured or advertised within ``CACHE_S``); False means :meth:`unknown` must decide."""
+        if not self.strict:
+            return True
+        if types <= self.static:
+            return True
+        return time.monotonic() - self._read_at <= CACHE_S and types <= self.static | self._advertised
+
     async def unknown(self, types: set[str]) -> dict[str, UnknownTaskType]:
         """The types not accepted, each with the error to report (empty when all are fine)."""
         if not self.strict:

@@ -6,20 +6,24 @@ tasks submitted over HTTP."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 import streamq
 from streamq import _core as streamq_core
 from streamq.shared.keys import KeySchema
+from streamq.shared.redis import make_client
 from streamq.shared.settings import Settings
 from streamq.testing import SentinelServers
 from tests.e2e.processes import wait_logged
@@ -95,6 +99,101 @@ def test_direct_errors_are_the_apis(direct: streamq.Client) -> None:
         direct.wait(direct.submit("sleep", 5).id, timeout=0.3)
     assert slow.value.task is not None and slow.value.task.status in ("pending", "processing")
     assert not list(direct.list(type="no-such-type"))  # nothing half-written by the refused submits
+
+
+def test_submit_many_answers_what_get_reads(settings: Settings) -> None:
+    """The blocking client's answers are built from the records it holds (no JSON round trip): each equals
+    the task as then read back, for plain tasks, a tuple payload (a list in JSON), a due time, unique
+    and debounce keys, a group, an email task (its payload checked on the loop) and a replay of an
+    earlier key in the same call (its earlier task read back)."""
+    due = datetime(2099, 1, 1, 12, 0, 0, 123000, tzinfo=UTC)
+    specs: list[dict[str, Any]] = [
+        {"type": "noop"},
+        {"type": "echo", "payload": {"nested": (1, 2.5, "é", None)}, "priority": 5, "max_retries": 0},
+        {"type": "noop", "timeout_s": 2, "retry_backoff_s": 0, "keep_s": 60, "queue": "bulk", "group": "tenant-1"},
+        {"type": "noop", "scheduled_for": due, "idempotency_key": "later"},
+        {"type": "noop", "unique": {"key": "only-one", "until": "started"}},
+        {"type": "noop", "debounce": {"key": "settle", "window_s": 30}},
+        {"type": "email", "payload": "ann@example.com", "queue": "mail"},
+        {"type": "noop", "scheduled_for": due, "idempotency_key": "later"},  # the replay: the 4th task
+    ]
+    with streamq.Client(redis_url=settings.redis_url, settings=settings) as client:
+        answered = client.submit_many(specs * 2)  # the second half: every key met again
+        single = client.submit("echo", (1, 2), webhook=None)
+        for task in [*answered, single]:
+            stored = client.get(task.id)
+            answer = task.model_dump(mode="json")
+            assert answer.pop("debounced") is (task is answered[13])  # only in the answer that updated it
+            assert answer == stored.model_dump(mode="json", exclude={"debounced"}), task.id
+            assert task.model_fields_set == stored.model_fields_set and type(task.created_at) is datetime
+        assert answered[7].id == answered[3].id and answered[11].id == answered[3].id  # keys met again
+        assert answered[12].id == answered[4].id  # the unique key's holder
+        assert answered[13].id == answered[5].id and answered[13].debounced  # the debounced task, updated
+        assert [t.status for t in answered[:8]] == ["pending", "pending", "pending", "scheduled", "pending",
+                                                    "scheduled", "pending", "scheduled"]  # fmt: skip
+        assert answered[1].payload == {"nested": [1, 2.5, "é", None]} and single.payload == [1, 2]
+
+
+def test_blocking_submits_from_many_threads(settings: Settings) -> None:
+    """A web app's request threads share one client: every submit (each on its own thread, over one
+    connection pool) makes its own task, with its own id, and is stored."""
+    with streamq.Client(redis_url=settings.redis_url, settings=settings) as client:
+
+        def submit_some(n: int) -> list[str]:
+            return [client.submit("echo", n).id for _ in range(40)] + [t.id for t in client.submit_many(
+                [{"type": "echo", "payload": n}] * 30)]  # fmt: skip
+
+        with ThreadPoolExecutor(8) as pool:
+            ids = [i for batch in pool.map(submit_some, range(8)) for i in batch]
+        assert len(ids) == len(set(ids)) == 8 * 70
+        assert client.stats().total == 8 * 70 and client.stats().submitted_total == 8 * 70
+
+
+def test_a_bad_task_stops_submit_many_at_its_batch(settings: Settings) -> None:
+    """The blocking client builds each batch as it sends the ones before: a task it cannot build (an
+    unknown keyword) raises there, and nothing of its batch or after is stored."""
+    specs: list[dict[str, Any]] = [{"type": "noop"}] * 1000 + [{"type": "noop", "bogus": 1}] + [{"type": "noop"}] * 5
+    with streamq.Client(redis_url=settings.redis_url, settings=settings) as client:
+        with pytest.raises(TypeError, match="bogus"):
+            client.submit_many(specs)
+        assert client.stats().total in (0, 1000)  # the first batch, if it went out before the error
+
+
+def test_submit_many_after_the_scripts_are_flushed(settings: Settings) -> None:
+    """A Redis that forgot the scripts (a restart, a failover, SCRIPT FLUSH) answers NOSCRIPT to every
+    batch already on its way: each is sent again whole, once, and every task is made once."""
+    with streamq.Client(redis_url=settings.redis_url, settings=settings) as client:
+        client.submit("noop")
+        asyncio.run(_flush_scripts(settings))
+        many = client.submit_many({"type": "echo", "payload": i} for i in range(3500))
+        assert [t.payload for t in many] == list(range(3500)) and len({t.id for t in many}) == 3500
+        assert client.stats().total == 3501 and client.get(many[-1].id).payload == 3499
+
+
+async def _flush_scripts(settings: Settings) -> None:
+    client = make_client(settings)
+    try:
+        if isinstance(client, RedisCluster):  # every master forgets them
+            await client.execute_command("SCRIPT FLUSH", target_nodes=RedisCluster.PRIMARIES)
+        else:
+            await client.script_flush()
+    finally:
+        await client.aclose()
+
+
+def test_durable_submit_over_the_blocking_client(settings: Settings) -> None:
+    """``STREAMQ_DURABLE_SUBMIT`` asks replicas this Redis does not have: the submit answers as the api
+    does (503, the task written), after the script call and its WAIT."""
+    durable = settings.model_copy(update={"durable_submit": "replicas:1,50"})
+    with (
+        streamq.Client(redis_url=settings.redis_url, settings=durable, retries=0) as client,
+        pytest.raises(streamq.Unavailable) as refused,
+    ):
+        client.submit("noop", idempotency_key="durable-1")
+    assert refused.value.status_code == 503 and "replica" in str(refused.value)
+    with streamq.Client(redis_url=settings.redis_url, settings=settings) as plain:
+        assert plain.submit("noop", idempotency_key="durable-1").idempotency_key == "durable-1"
+        assert plain.stats().total == 1  # the refused submit's task, answered to its replay
 
 
 def test_flow_options_reach_the_task_body() -> None:
@@ -192,37 +291,50 @@ def _answer(task: streamq.Task) -> dict[str, Any]:
 
 
 async def test_direct_and_http_submits_store_the_same_state(settings: Settings, api_url: str, redis: Redis) -> None:
-    """The api process writes under the test's prefix; the direct client under another one, so the two
-    keyspaces (tasks, streams, indexes, counters, events) can be compared whole."""
+    """The api process writes under the test's prefix; the asyncio direct client (its calls on its loop)
+    and the blocking one (its calls on the caller's thread) each under another one, so the keyspaces
+    (tasks, streams, indexes, counters, events) can be compared whole."""
     other = settings.model_copy(update={"key_prefix": settings.key_prefix + "d"})
-    keys = {"http": KeySchema(settings.key_prefix, settings.queue), "direct": KeySchema(other.key_prefix, other.queue)}
+    third = settings.model_copy(update={"key_prefix": settings.key_prefix + "b"})
+    keys = {
+        name: KeySchema(s.key_prefix, s.queue)
+        for name, s in (("http", settings), ("direct", other), ("blocking", third))
+    }
     async with (
         streamq.AsyncClient(api_url) as http,
         streamq.AsyncClient(redis_url=other.redis_url, settings=other) as direct,
     ):
-        for spec in SUBMITS:
-            a, b = await http.submit(**spec), await direct.submit(**spec)
-            assert _answer(a) == _answer(b), spec
-            assert await _stored(redis, keys["http"], a) == await _stored(redis, keys["direct"], b), spec
-        a_many, b_many = await http.submit_many(BATCH), await direct.submit_many(BATCH)
-        assert [_answer(t) for t in a_many] == [_answer(t) for t in b_many]
-        for a, b in zip(a_many, b_many, strict=True):
-            assert await _stored(redis, keys["http"], a) == await _stored(redis, keys["direct"], b)
-        a_stats, b_stats = await http.stats(), await direct.stats()
-        assert a_stats.model_dump() == b_stats.model_dump()
+        with streamq.Client(redis_url=third.redis_url, settings=third) as blocking:
+            for spec in SUBMITS:
+                a, b = await http.submit(**spec), await direct.submit(**spec)
+                c = await asyncio.to_thread(functools.partial(blocking.submit, **spec))
+                assert _answer(a) == _answer(b) == _answer(c), spec
+                stored = await _stored(redis, keys["http"], a)
+                assert stored == await _stored(redis, keys["direct"], b) == await _stored(redis, keys["blocking"], c)
+            a_many, b_many = await http.submit_many(BATCH), await direct.submit_many(BATCH)
+            c_many = await asyncio.to_thread(blocking.submit_many, BATCH)
+            assert [_answer(t) for t in a_many] == [_answer(t) for t in b_many] == [_answer(t) for t in c_many]
+            for a, b, c in zip(a_many, b_many, c_many, strict=True):
+                stored = await _stored(redis, keys["http"], a)
+                assert stored == await _stored(redis, keys["direct"], b) == await _stored(redis, keys["blocking"], c)
+            a_stats, b_stats = await http.stats(), await direct.stats()
+            c_stats = await asyncio.to_thread(blocking.stats)
+            assert a_stats.model_dump() == b_stats.model_dump() == c_stats.model_dump()
     for queue in ("default", "bulk"):
-        http_keys, direct_keys = keys["http"].for_queue(queue), keys["direct"].for_queue(queue)
-        assert await redis.hgetall(http_keys.stats) == await redis.hgetall(direct_keys.stats)
-        assert len(await task_ids(redis, http_keys)) == len(await task_ids(redis, direct_keys))
-        assert await redis.zcard(http_keys.scheduled) == await redis.zcard(direct_keys.scheduled)
-        events = [
-            [(f["event"], f["status"]) for _, f in await redis.xrange(k.events)] for k in (http_keys, direct_keys)
-        ]
-        assert events[0] == events[1] and events[0]
-        for priority in (1, 3, 5):
-            assert await redis.xlen(http_keys.stream(priority)) == await redis.xlen(direct_keys.stream(priority))
-        idem = [await redis.exists(k.idempotency("a")) for k in (http_keys, direct_keys)]
-        assert idem[0] == idem[1]
+        http_keys = keys["http"].for_queue(queue)
+        for name in ("direct", "blocking"):
+            direct_keys = keys[name].for_queue(queue)
+            assert await redis.hgetall(http_keys.stats) == await redis.hgetall(direct_keys.stats)
+            assert len(await task_ids(redis, http_keys)) == len(await task_ids(redis, direct_keys))
+            assert await redis.zcard(http_keys.scheduled) == await redis.zcard(direct_keys.scheduled)
+            events = [
+                [(f["event"], f["status"]) for _, f in await redis.xrange(k.events)] for k in (http_keys, direct_keys)
+            ]
+            assert events[0] == events[1] and events[0]
+            for priority in (1, 3, 5):
+                assert await redis.xlen(http_keys.stream(priority)) == await redis.xlen(direct_keys.stream(priority))
+            idem = [await redis.exists(k.idempotency("a")) for k in (http_keys, direct_keys)]
+            assert idem[0] == idem[1]
 
 
 CLIENT_ONLY = """

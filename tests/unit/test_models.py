@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
@@ -17,6 +19,7 @@ from streamq.shared.models import (
     dt_to_ms,
     ms_to_dt,
     new_task_id,
+    new_task_ids,
 )
 from streamq.shared.queue import decode_task
 from streamq.shared.settings import Settings, describe_error
@@ -79,6 +82,33 @@ def test_task_ids_sort_by_time_and_are_unique() -> None:
     earlier, later = new_task_id(now), new_task_id(now + 1)
     assert len(earlier) == 26 and earlier < later
     assert len({new_task_id(now) for _ in range(10_000)}) == 10_000
+
+
+def test_task_ids_from_many_threads_are_unique() -> None:
+    """The blocking client makes ids on its callers' threads (streamq/direct.py)."""
+    now = int(time.time() * 1000)
+    with ThreadPoolExecutor(8) as pool:
+        made = list(pool.map(lambda _: [new_task_id(now) for _ in range(2_000)] + new_task_ids(500, now), range(8)))
+    ids = [i for batch in made for i in batch]
+    assert len(set(ids)) == len(ids) == 8 * 2_500
+
+
+def test_a_forked_child_does_not_continue_its_parents_ids() -> None:
+    """Its parent's next id in the same millisecond would be the child's too (a pre-forked web server)."""
+    ms = int(time.time() * 1000)
+    new_task_id(ms)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id in that millisecond
+        try:
+            os.write(write, new_task_id(ms).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 100).decode()
+    os.close(read)
+    assert len(child) == 26 and child != new_task_id(ms)
 
 
 def test_terminal_set() -> None:

@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import Connection, UnixDomainSocketConnection
+from redis.connection import Connection as SyncConnection
 from redis.exceptions import DataError
 
 from streamq.shared.redis import make_client
-from streamq.shared.redisfast import HiredisPacking, use_hiredis_packing
+from streamq.shared.redisfast import HiredisPacker, HiredisPacking, use_hiredis_packing
 from streamq.shared.settings import Settings
 from streamq.testing import RedisServer
 
@@ -46,6 +47,17 @@ def test_refused_values_raise_as_before(value: Any) -> None:
         Connection().pack_command("SET", "k", value)
     with pytest.raises(DataError):
         Packing().pack_command("SET", "k", value)
+    with pytest.raises(DataError):
+        SyncConnection(command_packer=HiredisPacker()).pack_command("SET", "k", value)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_the_sync_packer_packs_as_redis_py(command: tuple[Any, ...]) -> None:
+    """The synchronous client's packer (the blocking client's direct transport) against redis-py's own."""
+    ours, theirs = SyncConnection(command_packer=HiredisPacker()), SyncConnection()
+    assert _bytes(ours.pack_command(*command)) == _bytes(theirs.pack_command(*command))
+    for value in VALUES:
+        assert _bytes(ours.pack_command("SET", "k", value)) == _bytes(theirs.pack_command("SET", "k", value))
 
 
 def test_pools_get_it_only_with_the_default_encoding() -> None:
