@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from email.message import EmailMessage
 from email.utils import getaddresses
 
 import pytest
@@ -101,20 +102,48 @@ def test_the_envelope_recipient_is_the_address_the_header_shows(address: str) ->
     assert EmailPayload(to=[address]).recipients() == [shown]
 
 
+def _headers_fail(text: str) -> bool:
+    """Whether the email package refuses ``text`` as a subject or a custom header's value: the steps of
+    build_message that read the payload's free text (nothing else in the message depends on it)."""
+    msg = EmailMessage()
+    try:
+        msg["Subject"] = text
+        msg["X-Note"] = text
+    except ValueError:
+        return True
+    return False
+
+
+def _build_fails(text: str) -> bool:
+    """Whether the worker's build_message fails with ``text`` as the subject and a header's value (the
+    payload built without its rules, so only the email package decides)."""
+    payload = EmailPayload.model_construct(to=["a@example.com"], subject=text, headers={"X-Note": text})
+    try:
+        build_message(payload, "q@e.org", "T1")
+    except ValueError:
+        return True
+    return False
+
+
 def test_every_character_the_email_package_refuses_in_a_header_is_refused_at_submission() -> None:
     """The worker builds the message with Python's email package: whatever fails there for a subject or
-    a header value must already be refused by the payload's rules (U+2028 and U+0085 were not)."""
+    a header value must already be refused by the payload's rules (U+2028 and U+0085 were not). Every
+    character goes through the header steps alone (a whole message costs 1 ms, 12,000 of them took over
+    2 minutes on a loaded host); build_message itself agrees with them on every character they refuse
+    and on every 61st of the others."""
+    refusing = 0
     for code in [*range(0x3000), 0xFEFF, 0xFFFD]:
         text = f"a{chr(code)}b"
-        try:
-            build_message(EmailPayload(to=["a@example.com"], subject=text, headers={"X-Note": text}), "q@e.org", "T1")
-            fails = False
-        except ValueError:
-            fails = True
+        fails = _headers_fail(text)
+        if fails or code % 61 == 0:
+            assert _build_fails(text) == fails, f"U+{code:04X}: build_message and its header steps disagree"
+        if not fails:
+            continue
+        refusing += 1
         for payload in ({"to": "a@example.com", "subject": text}, {"to": "a@example.com", "headers": {"X-Note": text}}):
             try:
                 EmailPayload.model_validate(payload)
-                refused = False
             except ValidationError:
-                refused = True
-            assert refused or not fails, f"U+{code:04X} passes the payload's rules and fails in the worker"
+                continue
+            raise AssertionError(f"U+{code:04X} passes the payload's rules and fails in the worker")
+    assert refusing > 0  # the sweep met characters the email package refuses
