@@ -230,6 +230,7 @@ class Engine:
         self._readers: Redis | None = None
         self._guard: MemoryGuard | None = None
         self._waiters: Waiters | None = None
+        self._submitting = 0  # single submits sent alone and not answered yet (see submit)
 
     async def _start(self) -> Submission:
         try:
@@ -274,14 +275,28 @@ class Engine:
 
     # --- the calls (each what its api route does) -------------------------------------------------
     async def submit(self, body: dict[str, Any]) -> Task:
-        """``POST /api/tasks``: validate, check, store (coalesced as in the api), answer."""
+        """``POST /api/tasks``: validate, check, store, answer. A submit made while another of this engine
+        is in flight is coalesced as in the api (the single submits of one loop turn share one script
+        call); one made alone goes out at once in a call of its own, as the api's durable submission
+        sends each (:meth:`Submission.submit_one`): the coalescer's flush would hold it a loop turn for
+        submits that are not coming, and what it stores and answers is the same (services/api/coalesce.py:
+        each task gets what ``Broker.submit_stored([task])`` gives it alone)."""
         try:
             task = TaskCreate.model_validate(body)
         except ValidationError as error:
             raise _invalid(error, ("body",)) from None
-        submission = await self.submission()
-        await self._check(submission, [task], batch=False)
-        return task_of(await submission.submit_one(task, ()))
+        submission = self.started() or await self.submission()
+        if not submission.checked_now((task,)):  # no I/O needed: what problems() would find is nothing
+            await self._check(submission, [task], batch=False)
+        if self._submitting or tracing.ENABLED:  # others in flight (or the api's submit span): coalesced
+            return task_of(await submission.submit_one(task, ()))
+        self._submitting += 1
+        try:
+            [done] = await submission.broker.submit_stored((task,))
+        finally:
+            self._submitting -= 1
+        count([done])
+        return task_of(done)
 
     async def submit_batch(self, bodies: list[dict[str, Any]]) -> core.Batch:
         """``POST /api/tasks/batch``: up to 1,000 tasks, one script call per queue partition."""

@@ -263,6 +263,29 @@ async def test_async_direct(settings: Settings, worker: None) -> None:
             await client.wait("01NOSUCHTASK0000000000000", timeout=1)
 
 
+@pytest.mark.standalone_only(reason="counts one redis-server's EVALSHA calls; a cluster spreads them over its masters")
+async def test_async_single_submits_alone_and_together(settings: Settings, redis: Redis) -> None:
+    """A lone submit is one script call of its own; submits made together still share calls (the first
+    goes at once, the others of its loop turn in one coalesced call), each answered with its own task."""
+
+    async def script_calls() -> int:
+        stats = await redis.info("commandstats")
+        return sum(int(v["calls"]) for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+
+    async with streamq.AsyncClient(redis_url=settings.redis_url, settings=settings) as client:
+        await client.submit("noop")  # the engine started, the script known
+        before = await script_calls()
+        alone = await client.submit("echo", "alone")
+        assert await script_calls() - before == 1
+        before = await script_calls()
+        together = await asyncio.gather(*(client.submit("echo", i) for i in range(20)))
+        assert await script_calls() - before == 2
+        assert [t.payload for t in together] == list(range(20))
+        assert len({t.id for t in [alone, *together]}) == 21
+        for task in [alone, *together]:
+            assert await client.get(task.id) == task
+
+
 # the same submits over HTTP and directly (explicit keys and times: the client makes them otherwise)
 SUBMITS: list[dict[str, Any]] = [
     {"type": "noop", "idempotency_key": "a"},
