@@ -144,7 +144,7 @@ local function flush_deferred()
   end
 end
 
--- Where a new task goes (submit.lua, workflow_submit.lua): due later, on SCHEDULED (written at once with
+-- Where a new task goes (submit.lua, workflow_submit.lua, a released workflow step): due later, on SCHEDULED (written at once with
 -- `at_once`, else deferred); held by its group or type limits (`limited`: no entry until released);
 -- else a fresh entry on its priority stream. Returns its status, the hash field that says where it is
 -- and that field's value. `due` is the due time in ms, `due_text` the same as written.
@@ -572,7 +572,7 @@ local function wf_parent_results(base, ids, names, known)
   return '{' .. table.concat(parts, ',') .. '}'
 end
 
--- Queue a waiting step (its parents all completed) or the on_failure task: on its stream (lib's enqueue),
+-- Queue a waiting step (its parents all completed) or the on_failure task: on its stream (place_new),
 -- or scheduled while its scheduled_for or delay is still ahead. `parents` becomes its ctx.parents. `pre`
 -- (optional): its {priority, wf_due, wf_delay, type} already read. `moved` (optional): a list the ids
 -- queued are added to, for the caller to move out of the waiting index with one variadic write each
@@ -583,23 +583,15 @@ local function wf_release(base, task_key, id, parents, now, pre, moved)
   local h = pre or redis.call('HMGET', task_key, 'priority', 'wf_due', 'wf_delay', 'type')
   local due = math.max(tonumber(h[2]) or 0, now + (tonumber(h[3]) or 0))
   local limited = type_limited(h[4] or '')
-  if due > now then
+  local status, where, at = place_new(id, h[1], due, string.format('%d', due), now, limited, true)
+  redis.call('HSET', task_key, 'status', status, where, at, 'parents_json', parents, 'waiting_on', 0)
+  if limited then group_submitted(task_key, id, status, '', h[1], now) end  -- scheduled: promote.lua admits it
+  if status == 'scheduled' then
     redis.call('ZREM', base .. 'idx:status:waiting', id)
-    redis.call('HSET', task_key, 'status', 'scheduled', 'scheduled_for', string.format('%d', due),
-      'parents_json', parents, 'waiting_on', 0)
-    redis.call('ZADD', SCHEDULED, due, id)
     redis.call('ZADD', STATUS_INDEX.scheduled, 0, id)
-    if limited then group_submitted(task_key, id, 'scheduled', '', h[1], now) end  -- promote.lua admits it
     emit('scheduled', id, 'scheduled')
     return false
   end
-  if limited then
-    redis.call('HSET', task_key, 'msg_id', '')
-  else
-    enqueue(task_key, id, h[1])
-  end
-  redis.call('HSET', task_key, 'status', 'pending', 'parents_json', parents, 'waiting_on', 0)
-  if limited then group_submitted(task_key, id, 'pending', '', h[1], now) end
   if moved then
     moved[#moved + 1] = id
   else
