@@ -72,6 +72,7 @@ def _bounds(s: Settings) -> dict[str, str]:
         "idx_status": "one member per task: follows the tasks",
         "idx_type": "one member per task: follows the tasks",
         "scheduled": "one member per scheduled task: follows them",
+        "wakeups": "`MAXLEN ~ 100` (lib.lua `wake_scheduler`): one entry per script call that scheduled a task",
         "retention": "one member per finished task: follows them",
         "dead": (
             f"retention per queue: {_days(s.retention_dead_letter_age_s)} / "
@@ -128,6 +129,7 @@ FAMILIES = [
     Family("idx_status", "<p>:{<q>}:idx:status:<status>", rf"{TAG}:idx:status:\w+", "ids per status", "task"),
     Family("idx_type", "<p>:{<q>}:idx:type:<type>", rf"{TAG}:idx:type:.+", "ids per task type", "task"),
     Family("scheduled", "<p>:{<q>}:scheduled", rf"{TAG}:scheduled", "ids by due time", "task"),
+    Family("wakeups", "<p>:{<q>}:wakeups", rf"{TAG}:wakeups", "the scheduler's wake-ups", "wake-up"),
     Family("retention", "<p>:{<q>}:retention", rf"{TAG}:retention", "finished ids by deadline", "task"),
     Family("dead", "<p>:{<q>}:dead", rf"{TAG}:dead", "dead letters (id, error)", "dead letter"),
     Family("events", "<p>:{<q>}:events", rf"{TAG}:events", "lifecycle events", "event"),

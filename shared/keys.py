@@ -14,6 +14,8 @@ key                                         type    what it holds
                                                     is in one: their union is every task (no index of all)
 <p>:{<q>}:idx:type:<type>                   zset    ids per task type, score 0, ordered by id
 <p>:{<q>}:scheduled                         zset    scheduled ids, score = due time (ms)
+<p>:{<q>}:wakeups                           stream  one entry per script call that scheduled a task or held a group
+                                                    (capped at about 100): what the scheduler's watcher blocks on
 <p>:{<q>}:retention                         zset    finished ids, score = time they expire (ms)
 <p>:{<q>}:dead                              stream  dead letters (field ``id``, ``error``)
 <p>:{<q>}:events                            stream  lifecycle events, capped
@@ -151,6 +153,11 @@ class KeySchema:
     @property
     def scheduled(self) -> str:
         return f"{self._q}:scheduled"
+
+    @property
+    def wakeups(self) -> str:
+        """The scheduler's wake-ups (lua/lib.lua wake_scheduler builds the same name from ``scheduled``)."""
+        return f"{self._q}:wakeups"
 
     @property
     def retention(self) -> str:

@@ -1,5 +1,8 @@
 """Waking the promoter when a task is scheduled (or a group held back until a time): a blocking read of
-each partition's events stream.
+each partition's wake-up stream (``KeySchema.wakeups``), to which every script call that scheduled a
+task or held a group adds one entry (lua/lib.lua ``wake_scheduler``). The lifecycle events of tasks that
+run at once never wake the scheduler: on 2 cores its wake-ups competed with the worker's for the core
+at the moment a task was submitted.
 
 One :class:`Watcher` per partition of every known queue (:class:`Watchers` starts one for each new
 partition within the registry's cache period): in Redis Cluster a blocking read may only name the
@@ -9,12 +12,10 @@ group), so cancelling it on stop loses nothing.
 Redis releases a blocked read on its own timer (every 100 ms at the default ``hz``), too coarse
 for due times, so this loop only reports new scheduled tasks; the promoter keeps the time itself.
 The reads go through a client of their own whose XREAD replies stay as hiredis parsed them
-(:func:`streamq.shared.redisfast.raw_stream_reads`): an entry is scanned for the ``scheduled`` status
-without a dict built per event. When a read brings ``busy_at`` events or more (a busy queue), the next read
-waits ``busy_pause_s``, so a busy stream is read in pages rather than one event at a time, and the
-promoter is woken only by pages that hold a scheduled task (a burst of started and completed
-events no longer wakes it); a page that comes back full (``page``) is skipped to the newest
-event and wakes the promoter anyway, so the cost stays flat however many tasks run.
+(:func:`streamq.shared.redisfast.raw_stream_reads`). When a read brings ``busy_at`` wake-ups or more
+(a queue scheduling tasks in many calls), the next read waits ``busy_pause_s``, so the promoter is
+woken once per page rather than per call; a page that comes back full (``page``) is skipped to the
+newest entry.
 """
 
 from __future__ import annotations
@@ -31,20 +32,15 @@ from streamq.shared.loops import PeriodicLoop
 from streamq.shared.queues import QueueRegistry
 
 ERROR_PAUSE_S = 0.5
-SCHEDULED = "scheduled"  # the status of every event that puts a task in the scheduled zset
-HELD = "held"  # the event of a group held back until a time (docs/groups-and-limits.md): promote.lua serves it
 
 
 def _entries(reply: Any) -> list[Any]:
-    """The ``[id, [field, value, ...]]`` entries of a raw XREAD reply (RESP2 list or RESP3 map), or of
-    redis-py's parsed one (``STREAMQ_REDIS_PLAIN``: each entry's fields a dict)."""
+    """The entries of a raw XREAD reply (RESP2 list or RESP3 map), or of redis-py's parsed one
+    (``STREAMQ_REDIS_PLAIN``)."""
     if not reply:
         return []
     batches = reply.values() if isinstance(reply, dict) else (stream[1] for stream in reply)
-    entries = [entry for batch in batches for entry in batch]
-    if any(isinstance(fields, dict) for _id, fields in entries):
-        return [(id_, [i for pair in fields.items() for i in pair] if fields else fields) for id_, fields in entries]
-    return entries
+    return [entry for batch in batches for entry in batch]
 
 
 class Watcher(PeriodicLoop):
@@ -75,7 +71,7 @@ class Watcher(PeriodicLoop):
         self.interval_s = ERROR_PAUSE_S  # kept if the read fails (Redis down): no busy loop
         if self.last_id is None:
             self.last_id = await self._newest_id()
-        reply = await self.redis.xread({self.keys.events: self.last_id}, count=self.page, block=self.block_ms)
+        reply = await self.redis.xread({self.keys.wakeups: self.last_id}, count=self.page, block=self.block_ms)
         entries = _entries(reply)
         if len(entries) >= self.page:  # more than a page since the last read: skip to the newest
             self.last_id = await self._newest_id()
@@ -85,11 +81,10 @@ class Watcher(PeriodicLoop):
         self.interval_s = self.busy_pause_s if len(entries) >= self.busy_at else 0.0
         if entries:
             self.last_id = str(entries[-1][0])
-        if any(fields and (SCHEDULED in fields or HELD in fields) for _id, fields in entries):
             self.on_scheduled()
 
     async def _newest_id(self) -> str:
-        newest = await self.redis.xrevrange(self.keys.events, "+", "-", count=1)
+        newest = await self.redis.xrevrange(self.keys.wakeups, "+", "-", count=1)
         return str(newest[0][0]) if newest else "0-0"
 
     async def stop(self) -> None:

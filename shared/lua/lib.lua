@@ -31,8 +31,21 @@ local function stream_of(priority)
   return KEYS[11 + tonumber(priority)]
 end
 
+--[[ The scheduler's wake-ups (KeySchema.wakeups: SCHEDULED's name with 'wakeups' for 'scheduled'): a
+capped stream with one entry per script call that scheduled a task or held a group back until a time
+(an event of status 'scheduled', or 'held'), written by emit() and emit_batched(). The scheduler's
+watcher blocks on it rather than on the events stream, so the lifecycle events of tasks that run at
+once (created, started, completed) do not wake it. ]]
+local WOKEN = false  -- this call wrote its wake-up
+local function wake_scheduler(event, status)
+  if WOKEN or (status ~= 'scheduled' and event ~= 'held') then return end
+  redis.call('XADD', string.sub(SCHEDULED, 1, -10) .. 'wakeups', 'MAXLEN', '~', '100', '*', 'event', event)
+  WOKEN = true
+end
+
 local function emit(event, id, status)
   redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'event', event, 'task', id, 'status', status)
+  wake_scheduler(event, status)
 end
 
 -- Move a task id between status indexes (the caller writes the status on the hash).
@@ -95,6 +108,7 @@ local TRIM_EVENTS = false  -- emit_batched() added events: flush_deferred() trim
 local function emit_batched(event, id, status)
   redis.call('XADD', EVENTS, '*', 'event', event, 'task', id, 'status', status)
   TRIM_EVENTS = true
+  wake_scheduler(event, status)
 end
 
 -- Defer `cmd key a [b]`: defer('ZREM', key, id) or defer('ZADD', key, score, id).

@@ -139,8 +139,10 @@ async def test_watchers_read_each_partition_and_wake_the_promoter(
         await wait_until(lambda: len(watchers.watchers) == 4, what="a watcher per partition")
         assert {p.tag for p in watchers.watchers} == {"default", "bulk", "bulk:1", "bulk:2"}
         await wait_until(lambda: all(w.last_id is not None for w in watchers.watchers.values()), what="reads")
-        await redis.xadd(keys.for_queue("bulk", 2).events, {"event": "scheduled", "task": "x", "status": "scheduled"})
-        await wait_until(lambda: woken, what="the promoter woken by partition 2's event")
+        assert not woken
+        bulk2 = partition_queues(redis, keys, "bulk", 3)[2]
+        await bulk2.submit([TaskCreate(type="noop", scheduled_for=_in(60))])
+        await wait_until(lambda: woken, what="the promoter woken by a task scheduled in partition 2")
     finally:
         await watchers.stop()
         await reader.aclose()

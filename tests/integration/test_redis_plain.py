@@ -56,7 +56,7 @@ async def test_a_plain_client_has_none_of_the_overrides(plain: Settings, setting
         watcher = Watcher(reader, keys, lambda: woken.append(1), block_ms=50, page=100, busy_at=20)
         await watcher.tick()
         assert woken == []
-        await client.xadd(keys.events, {"event": "retrying", "task": "b", "status": "scheduled"})
+        await client.xadd(keys.wakeups, {"event": "retrying"})
         await watcher.tick()
         assert woken == [1]
     finally:

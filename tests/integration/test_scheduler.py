@@ -192,8 +192,8 @@ async def _fired_ticks(redis: Redis, keys: KeySchema) -> list[int]:
     return sorted(int(t) for t in await pipe.execute())
 
 
-async def test_watcher_wakes_on_scheduled_events_and_skips_ahead_when_busy(
-    settings: Settings, redis: Redis, keys: KeySchema
+async def test_watcher_wakes_only_for_calls_that_schedule_and_skips_ahead_when_busy(
+    settings: Settings, queue: Queue, redis: Redis, keys: KeySchema
 ) -> None:
     from streamq.services.scheduler.watcher import Watcher
 
@@ -202,30 +202,33 @@ async def test_watcher_wakes_on_scheduled_events_and_skips_ahead_when_busy(
     watcher = Watcher(reader, keys, lambda: woken.append(1), block_ms=50, page=100, busy_at=20)
     await watcher.tick()  # nothing yet: times out
     assert woken == [] and watcher.last_id == "0-0"
-    await redis.xadd(keys.events, {"event": "completed", "task": "a", "status": "completed"})
+    # a task that runs at once: its events do not wake the scheduler (nothing on the wake-up stream)
+    await queue.submit([TaskCreate(type="noop")])
     await watcher.tick()
-    assert woken == []
-    await redis.xadd(keys.events, {"event": "retrying", "task": "b", "status": "scheduled"})
+    assert woken == [] and await redis.xlen(keys.wakeups) == 0
+    # one submit call scheduling three tasks: one wake-up
+    await queue.submit([TaskCreate(type="noop", scheduled_for=_in(60 + i)) for i in range(3)])
+    assert await redis.xlen(keys.wakeups) == 1
     await watcher.tick()
-    assert woken == [1]
-    pipe = redis.pipeline(transaction=False)
-    for i in range(250):
-        pipe.xadd(keys.events, {"event": "started", "task": str(i), "status": "processing"})
-    await pipe.execute()
-    await watcher.tick()  # a full page: skip to the newest event, wake the promoter anyway
-    [(newest, _)] = await redis.xrevrange(keys.events, count=1)
+    assert woken == [1] and watcher.interval_s == 0
+    # a busy stream is read in pages: a full page skips to the newest entry; the stream is capped
+    await _scheduling_calls(queue, 250)
+    assert 100 <= await redis.xlen(keys.wakeups) < 250
+    await watcher.tick()
+    [(newest, _)] = await redis.xrevrange(keys.wakeups, count=1)
     assert woken == [1, 1] and watcher.last_id == newest and watcher.interval_s > 0
-    pipe = redis.pipeline(transaction=False)
-    for i in range(30):  # a busy page without a scheduled task: read, not woken, the next read paced
-        pipe.xadd(keys.events, {"event": "completed", "task": str(i), "status": "completed"})
-    await pipe.execute()
+    await _scheduling_calls(queue, 30)  # a page of busy_at or more: woken once, the next read paced
     await watcher.tick()
-    [(newest, _)] = await redis.xrevrange(keys.events, count=1)
-    assert woken == [1, 1] and watcher.last_id == newest and watcher.interval_s == watcher.busy_pause_s
-    await redis.xadd(keys.events, {"event": "created", "task": "c", "status": "scheduled"})
+    assert woken == [1, 1, 1] and watcher.interval_s == watcher.busy_pause_s
+    await queue.submit([TaskCreate(type="noop", scheduled_for=_in(60))])
     await watcher.tick()
-    assert woken == [1, 1, 1] and watcher.interval_s == 0
+    assert woken == [1, 1, 1, 1] and watcher.interval_s == 0
     await reader.aclose()
+
+
+async def _scheduling_calls(queue: Queue, n: int) -> None:
+    """``n`` submit calls, each scheduling one task a minute ahead."""
+    await asyncio.gather(*(queue.submit([TaskCreate(type="noop", scheduled_for=_in(60))]) for _ in range(n)))
 
 
 @pytest.mark.standalone_only(reason="starts its own plain redis-server: the cluster would add nothing")
