@@ -15,6 +15,9 @@ app's request handler calls it) and the asyncio client on the benchmark's loop:
    entered; ``started_p50/p95/p99_ms`` and the call's own round trip ``submit_call_p50/p99_ms``; the
    same one by one through the api (``api_started_*``) for comparison.
 
+With ``--trace``, the workers stamp each task's stages (bench/handlers.py) and the latency phase also
+reports ``started_<stage>_p50/p99_ms`` (and ``api_started_<stage>_*``), as the ``latency`` workload does.
+
 Peers: with ``--direct-taskiq``, taskiq-redis's send-to-start on the same Redis once streamq's stack is
 stopped (``taskiq_started_*``; bench/peers.py installs it into the venv when asked). Without it, compare
 ``started_p50_ms`` with the issue's figure for taskiq-redis (about 1.1 ms on this machine).
@@ -28,10 +31,10 @@ import time
 import streamq
 from bench import peers
 from bench.env import has_scheduler
-from bench.handlers import STAMP
+from bench.handlers import STAMP, TRACE_ENV
 from bench.stats import percentile
 from bench.workloads.base import Context, Figures, paced, task_fields, wait_completed
-from bench.workloads.trace import handler_time
+from bench.workloads.trace import handler_time, stage_figures
 from streamq.shared.keys import KeySchema
 from streamq.shared.settings import Settings
 
@@ -51,7 +54,8 @@ async def run(ctx: Context) -> Figures:
             with streamq.Client(url) as http:
                 figures["api_submit_many_per_s"] = await asyncio.to_thread(_many, http, cfg.direct_many_n)
             services = [stack.start("streamq.services.scheduler")] if has_scheduler() else []
-            services += await stack.workers(ctx.redis, cfg.workers, cfg.default_concurrency)
+            extra = {TRACE_ENV: "1"} if cfg.trace else {}
+            services += await stack.workers(ctx.redis, cfg.workers, cfg.default_concurrency, **extra)
             await asyncio.sleep(0.5)  # let the workers settle into their blocking read
             done = int(await ctx.redis.hget(stack.keys.stats, "submitted_total") or 0)
             async with (
@@ -63,7 +67,7 @@ async def run(ctx: Context) -> Figures:
                     sent, calls = await _paced(client, cfg.direct_n, cfg.latency_rate)
                     done += cfg.direct_n
                     await wait_completed(ctx.redis, stack.keys, done, *services, timeout=120)
-                    figures.update(await _started(ctx, stack.keys, sent, name))
+                    figures.update(await _started(ctx, stack.keys, sent, name, trace=cfg.trace))
                     if not name:
                         figures["submit_call_p50_ms"] = percentile(calls, 50)
                         figures["submit_call_p99_ms"] = percentile(calls, 99)
@@ -121,8 +125,13 @@ async def _paced(client: streamq.AsyncClient, n: int, rate: float) -> tuple[dict
     return sent, calls
 
 
-async def _started(ctx: Context, keys: KeySchema, sent: dict[str, float], name: str) -> Figures:
+async def _started(ctx: Context, keys: KeySchema, sent: dict[str, float], name: str, *, trace: bool) -> Figures:
+    """Send -> handler entry p50/p95/p99 (``<name>started_*``); traced (``--trace``), also each stage's
+    (``<name>started_<stage>_p50/p99_ms``, bench/workloads/trace.py)."""
     ids = list(sent)
     rows = await task_fields(ctx.redis, keys, ids, "result")
     to_start = [(handler_time(r[0]) - sent[i]) * 1000 for i, r in zip(ids, rows, strict=True)]
-    return {f"{name}started_p{p}_ms": percentile(to_start, p) for p in (50, 95, 99)}
+    figures: Figures = {f"{name}started_p{p}_ms": percentile(to_start, p) for p in (50, 95, 99)}
+    if trace:
+        figures.update(stage_figures([sent[i] for i in ids], [r[0] for r in rows], f"{name}started"))
+    return figures
