@@ -106,13 +106,16 @@ async def test_a_burst_is_followed_up_chunk_by_chunk_until_the_slots_are_full(
         try:
             consumer = worker.consumer
             asked: list[int] = []
+            got: list[int] = []
             call_take = consumer._call_take
 
             async def counted(keys_: list[str], args: list[Any]) -> Any:
                 asked.append(int(args[4]))
-                return await call_take(keys_, args)
+                reply = await call_take(keys_, args)
+                got.append(len(reply))
+                return reply
 
-            consumer._call_take = counted  # type: ignore[method-assign]  # records each take's COUNT
+            consumer._call_take = counted  # type: ignore[method-assign]  # records each take's COUNT and yield
             while not consumer.idle.is_set():
                 await asyncio.sleep(0.01)
             await asyncio.sleep(0.1)  # the watcher blocks in its read
@@ -124,8 +127,9 @@ async def test_a_burst_is_followed_up_chunk_by_chunk_until_the_slots_are_full(
             at_wake = worker.watchers.started
             # the watcher started the first ones with its read; the rest came in follow-ups of at most
             # one chunk each, until the slots were full (the run loop did not take them all at once)
+            # (a take of the run loop's that found nothing before the burst, on a loaded host, counts no task)
             assert at_wake >= 1 and asked and max(asked) <= FOLLOW_UP_CHUNK
-            assert sum(asked) == concurrency - at_wake and len(asked) >= 3
+            assert sum(got) == concurrency - at_wake and len([n for n in got if n]) >= 3
             # the tasks beyond the slots were not read: in the streams and not delivered to the group
             streams = [keys.stream(p) for p in range(1, 6)]
             entries = sum([await redis.xlen(s) for s in streams])
