@@ -147,24 +147,28 @@ class Broker:
         """Every task in its queue's partition; one pipelined round trip for all groups."""
         return [s.submitted() for s in await self.submit_stored(tasks)]
 
-    async def submit_stored(self, tasks: Sequence[TaskCreate]) -> list[Stored]:
-        """As :meth:`submit`, answered with submit.lua's records (no ``TaskPublic`` per new task)."""
-        done = await self.submit_each(tasks)
+    async def submit_stored(self, tasks: Sequence[TaskCreate], ids: Sequence[str] | None = None) -> list[Stored]:
+        """As :meth:`submit`, answered with submit.lua's records (no ``TaskPublic`` per new task). ``ids``:
+        the new tasks' ids, when the caller made them (to send a call again with the same ones)."""
+        done = await self.submit_each(tasks, ids)
         for outcome in done:
             if isinstance(outcome, BaseException):
                 raise outcome
         return cast(list[Stored], done)
 
-    async def submit_each(self, tasks: Sequence[TaskCreate]) -> list[Stored | BaseException]:
+    async def submit_each(
+        self, tasks: Sequence[TaskCreate], ids: Sequence[str] | None = None
+    ) -> list[Stored | BaseException]:
         """As :meth:`submit_stored`, but each task gets its own call's outcome: its record, or the error
         of the script call that carried it (one call per queue partition; when one of several calls
         fails, the tasks of the others were written and get their records). While the memory guard is
         tripped it raises :class:`streamq.shared.refusals.MemoryGuarded` before writing anything."""
         if self.memory_guard is not None:
             self.memory_guard.check()
-        now_ms = int(time.time() * 1000)
-        ids = new_task_ids(len(tasks), now_ms)
-        plan = self.place(tasks, ids, await self.configs_of(tasks))
+        guarded = ids is not None  # ids made before the first attempt: submit.lua checks them (see there)
+        if ids is None:
+            ids = new_task_ids(len(tasks), int(time.time() * 1000))
+        plan = self.place(tasks, ids, await self.configs_of(tasks), guarded=guarded)
         replies = await self.send_planned(plan)
         stored = [
             self.queue(name, part).stored(plan.members(tasks, k), plan.call_ids[k], reply)
@@ -182,10 +186,13 @@ class Broker:
                 configs[name] = await self.config(name)
         return configs
 
-    def place(self, tasks: Sequence[TaskCreate], ids: Sequence[str], configs: dict[str, QueueConfig]) -> Plan:
+    def place(
+        self, tasks: Sequence[TaskCreate], ids: Sequence[str], configs: dict[str, QueueConfig], *, guarded: bool = False
+    ) -> Plan:
         """Each task's partition (with ``ids``, its new id, and ``configs`` from :meth:`configs_of`) and
         the submit.lua call of each (queue, partition): no I/O, so the blocking client's caller thread
-        (streamq/direct.py) places and builds exactly as the api does."""
+        (streamq/direct.py) places and builds exactly as the api does. ``guarded``: the ids were made
+        before the call's first attempt, so submit.lua answers one already stored with its task."""
         groups: dict[tuple[str, int], list[int]] = {}
         for i, task in enumerate(tasks):
             config = configs[task.queue or self.keys.queue]
@@ -195,7 +202,7 @@ class Broker:
         calls: list[tuple[str, list[str], list[Any]]] = []
         call_ids = [[ids[i] for i in members] for members in groups.values()]
         for ((name, part), members), members_ids in zip(groups.items(), call_ids, strict=True):
-            keys, args = self.queue(name, part).submit_call([tasks[i] for i in members], members_ids)
+            keys, args = self.queue(name, part).submit_call([tasks[i] for i in members], members_ids, guarded=guarded)
             calls.append(("submit", keys, args))
         return Plan(list(groups), list(groups.values()), call_ids, calls)
 

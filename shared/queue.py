@@ -287,10 +287,13 @@ class Queue:
         keys, args = self.submit_call(tasks, ids)
         return [s.submitted() for s in await self.stored(tasks, ids, await self.scripts.call("submit", keys, args))]
 
-    def submit_call(self, tasks: Sequence[TaskCreate], ids: Sequence[str]) -> tuple[list[str], list[Any]]:
+    def submit_call(
+        self, tasks: Sequence[TaskCreate], ids: Sequence[str], *, guarded: bool = False
+    ) -> tuple[list[str], list[Any]]:
         """submit.lua's KEYS and ARGV for ``tasks`` with the given new ids (for a caller that pipelines
-        several partitions' calls)."""
-        args: list[Any] = [self.events_maxlen, self.idempotency_ttl_s, len(tasks), *self._prefixes]
+        several partitions' calls). ``guarded``: the ids were made before the call's first attempt (a
+        task without an idempotency key whose id is already stored is answered with it, see submit.lua)."""
+        args: list[Any] = [self.events_maxlen, self.idempotency_ttl_s, len(tasks), *self._prefixes, 1 if guarded else 0]
         for task, task_id in zip(tasks, ids, strict=True):
             due = dt_to_ms(task.scheduled_for) if task.scheduled_for else 0
             extras = _extras(task)

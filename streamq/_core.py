@@ -272,17 +272,31 @@ def task_body(
     return body
 
 
-def batches(tasks: Iterable[Mapping[str, Any]]) -> list[list[dict[str, Any]]]:
+def batches(tasks: Iterable[Mapping[str, Any]], *, make_keys: bool = True) -> list[list[dict[str, Any]]]:
     """Each task's body (``task_body``'s keywords, ``type`` required), in order, BATCH_LIMIT a batch. The
     idempotency keys the call makes come from one read of the system's randomness (128 bits each, as
-    :func:`new_idempotency_key`'s), not one read per task."""
+    :func:`new_idempotency_key`'s), not one read per task. ``make_keys=False`` (the direct transport,
+    which guards a retried batch by the task ids it made for it instead): only the keys given."""
     specs = list(tasks)
-    fresh = os.urandom(16 * len(specs)).hex()
-    bodies = [
-        task_body(**{**spec, "idempotency_key": spec.get("idempotency_key") or f"sq-{fresh[32 * i : 32 * i + 32]}"})
-        for i, spec in enumerate(specs)
-    ]
+    if not make_keys:
+        bodies = [_keyless(task_body(**{**spec, "idempotency_key": spec.get("idempotency_key") or _NO_KEY}))
+                  for spec in specs]  # fmt: skip
+    else:
+        fresh = os.urandom(16 * len(specs)).hex()
+        bodies = [
+            task_body(**{**spec, "idempotency_key": spec.get("idempotency_key") or f"sq-{fresh[32 * i : 32 * i + 32]}"})
+            for i, spec in enumerate(specs)
+        ]
     return [bodies[i : i + BATCH_LIMIT] for i in range(0, len(bodies), BATCH_LIMIT)]
+
+
+_NO_KEY = "\0"  # what batches(make_keys=False) gives task_body for a task without a key: removed by _keyless
+
+
+def _keyless(body: dict[str, Any]) -> dict[str, Any]:
+    if body["idempotency_key"] is _NO_KEY:
+        del body["idempotency_key"]
+    return body
 
 
 def _queue_param(queue: str | None) -> dict[str, Any] | None:
@@ -314,7 +328,9 @@ class Batch:
 _TASK_LIST: TypeAdapter[list[Task]] = TypeAdapter(list[Task])
 
 
-def submit_batch(bodies: list[dict[str, Any]]) -> Call[Batch]:
+def submit_batch(bodies: list[dict[str, Any]], ids: list[str] | None = None) -> Call[Batch]:
+    """POST /api/tasks/batch (``ids``: the direct transport's, made for the batch before its first attempt)."""
+
     def parse(response: httpx.Response) -> Batch:
         body = response.json()
         return Batch(_TASK_LIST.validate_python(body["tasks"]), int(body["created"]), int(body["duplicates"]))
@@ -324,8 +340,8 @@ def submit_batch(bodies: list[dict[str, Any]]) -> Call[Batch]:
         "/api/tasks/batch",
         parse,
         body={"tasks": bodies},
-        direct=lambda engine: engine.submit_batch(bodies),
-        lane=lambda lane: lane.submit_batch(bodies),
+        direct=lambda engine: engine.submit_batch(bodies, ids),
+        lane=lambda lane: lane.submit_batch(bodies, ids),
     )
 
 

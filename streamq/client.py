@@ -126,7 +126,8 @@ class Client:
     def submit_many(self, tasks: Iterable[Mapping[str, Any]]) -> builtins.list[Task]:
         """Create many tasks (each a mapping of :meth:`submit`'s arguments), in batches of the api's
         limit (1,000), in order; the tasks come back in the same order. Over the direct transport a few
-        batches are in flight at once."""
+        batches are in flight at once, and the tasks carry only the idempotency keys given (a batch sent
+        again goes with the ids made for it: see the docs, Client and CLI)."""
         if self._portal is not None:
             direct = _direct()
             with direct.no_gc():  # see there: most of a large call's CPU otherwise
@@ -320,11 +321,11 @@ class AsyncClient:
 
     async def submit_many(self, tasks: Iterable[Mapping[str, Any]]) -> builtins.list[Task]:
         """As :meth:`Client.submit_many`."""
-        calls = [core.submit_batch(batch) for batch in core.batches(tasks)]
         if self._engine is not None:
-            done = await _direct().send_all(self._engine, calls, self.config)
+            direct = _direct()
+            done = await direct.send_all(self._engine, direct.batch_calls(tasks), self.config)
         else:
-            done = [await self.send(call) for call in calls]
+            done = [await self.send(core.submit_batch(batch)) for batch in core.batches(tasks)]
         return [task for batch in done for task in batch.tasks]
 
     async def get(self, task_id: str, *, queue: str | None = None) -> Task:

@@ -130,10 +130,20 @@ async def send(engine: Engine, call: core.Call[T], config: core.Config) -> T:
         attempt += 1
 
 
+def batch_calls(tasks: Iterable[Mapping[str, Any]]) -> list[core.Call[core.Batch]]:
+    """``submit_many``'s calls over the direct transport: the tasks carry only the idempotency keys given,
+    and each batch's ids are made now, so a call sent again goes with them (submit.lua answers an id already
+    stored with its task) instead of one key per task kept for a day."""
+    return [
+        core.submit_batch(bodies, new_task_ids(len(bodies), int(time.time() * 1000)))
+        for bodies in core.batches(tasks, make_keys=False)
+    ]
+
+
 async def send_all(engine: Engine, calls: list[core.Call[T]], config: core.Config) -> list[T]:
     """The calls' values in order, ``IN_FLIGHT`` at a time (as that many api requests would be). As over
-    HTTP, an error stops the rest; calls already sent may have been applied (each task carries its
-    idempotency key, so submitting them again is safe)."""
+    HTTP, an error stops the rest; calls already sent may have been applied (submitting them again is
+    safe: each task carries its idempotency key, or on the direct transport the id made for it)."""
     gate = asyncio.Semaphore(IN_FLIGHT)
 
     async def one(call: core.Call[T]) -> T:
@@ -298,15 +308,17 @@ class Engine:
         count([done])
         return task_of(done)
 
-    async def submit_batch(self, bodies: list[dict[str, Any]]) -> core.Batch:
-        """``POST /api/tasks/batch``: up to 1,000 tasks, one script call per queue partition."""
+    async def submit_batch(self, bodies: list[dict[str, Any]], ids: list[str] | None = None) -> core.Batch:
+        """``POST /api/tasks/batch``: up to 1,000 tasks, one script call per queue partition (``ids``: the new
+        tasks' ids, when the caller made them: a batch sent again with the same ones answers the tasks its
+        first attempt stored, see submit.lua)."""
         try:
             batch = TaskBatchCreate.model_validate({"tasks": bodies})
         except ValidationError as error:
             raise _invalid(error, ("body",)) from None
         submission = await self.submission()
         await self._check(submission, batch.tasks, batch=True)
-        return batch_of(await submission.submit_many(batch.tasks, ()))
+        return batch_of(await submission.submit_many(batch.tasks, (), ids))
 
     async def _check(self, submission: Submission, tasks: list[TaskCreate], *, batch: bool) -> None:
         problems = await submission.problems(tasks, batch=batch)
@@ -426,7 +438,7 @@ class Lane:
         """As :meth:`Engine.submit_batch` (``POST /api/tasks/batch``), on the caller's thread (``ids``: the
         new tasks' ids, when the caller made them already)."""
         if tracing.ENABLED:
-            return self.portal.run(lambda engine: engine.submit_batch(bodies))
+            return self.portal.run(lambda engine: engine.submit_batch(bodies, ids))
         try:
             batch = TaskBatchCreate.model_validate({"tasks": bodies})
         except ValidationError as error:
@@ -449,9 +461,10 @@ class Lane:
         broker = submission.broker
         if broker.memory_guard is not None:  # sampled on the portal's loop; read here
             broker.memory_guard.check()
+        guarded = ids is not None  # ids made before the first attempt: submit.lua checks them (see there)
         if ids is None:
             ids = new_task_ids(len(tasks), int(time.time() * 1000))
-        return Prepared(broker, tasks, broker.place(tasks, ids, self._configs(broker, tasks)))
+        return Prepared(broker, tasks, broker.place(tasks, ids, self._configs(broker, tasks), guarded=guarded))
 
     def finish(self, prepared: Prepared, replies: list[Any]) -> list[Stored]:
         """Everything after the script calls: the records from the replies (the first error raised), counted."""
@@ -570,8 +583,9 @@ def submit_many(lane: Lane, tasks: Iterable[Mapping[str, Any]], config: core.Con
     ``IN_FLIGHT`` batches ahead of their replies: Redis runs one batch while the next is built, and no
     thread waits for another (:func:`_pipelined`; durable submission: each batch's calls and WAIT on the
     loop, one after another). A Redis Cluster, or tracing: :func:`_pooled`. As over HTTP, an error (a bad task of
-    a later batch too) stops the rest; batches already sent may have been applied (each task carries its
-    idempotency key, so submitting them again is safe)."""
+    a later batch too) stops the rest; batches already sent may have been applied. The tasks carry only the
+    idempotency keys given: a batch sent again (after Redis was out of reach) goes with the ids made for
+    it, and submit.lua answers an id already stored with its task (no key per task kept for a day)."""
     chunks = _chunks(tasks, core.BATCH_LIMIT)
     client = lane.portal.sync_client()
     if isinstance(getattr(client, "connection_pool", None), ConnectionPool) and not tracing.ENABLED:
@@ -587,7 +601,7 @@ def _pooled(lane: Lane, chunks: Iterator[list[Any]], config: core.Config) -> lis
         futures: list[concurrent.futures.Future[core.Batch]] = []
         try:
             for chunk in chunks:
-                [bodies] = core.batches(chunk)
+                [bodies] = core.batches(chunk, make_keys=False)
                 ids = new_task_ids(len(bodies), int(time.time() * 1000))
                 futures.append(pool.submit(_retried, functools.partial(lane.submit_batch, bodies, ids), config))
             return [future.result() for future in futures]
@@ -609,7 +623,7 @@ def _pipelined(lane: Lane, client: Any, chunks: Iterator[list[Any]], config: cor
     try:
         with _typed_errors():
             for chunk in chunks:
-                [bodies] = core.batches(chunk)
+                [bodies] = core.batches(chunk, make_keys=False)
                 ids = new_task_ids(len(bodies), int(time.time() * 1000))
                 unsent = (bodies, ids)
                 try:
@@ -637,7 +651,9 @@ def _pipelined(lane: Lane, client: Any, chunks: Iterator[list[Any]], config: cor
         for bodies, ids in again:
             out.append(_retried(functools.partial(lane.submit_batch, bodies, ids), config))
         for chunk in chunks:
-            out.append(_retried(functools.partial(lane.submit_batch, core.batches(chunk)[0]), config))
+            [bodies] = core.batches(chunk, make_keys=False)
+            ids = new_task_ids(len(bodies), int(time.time() * 1000))
+            out.append(_retried(functools.partial(lane.submit_batch, bodies, ids), config))
     except BaseException:
         conn.disconnect()
         raise

@@ -107,14 +107,16 @@ class Submission:
             tracing.submitted(span, [done.id])
             return done
 
-    async def submit_many(self, tasks: Sequence[TaskCreate], headers: Headers) -> list[Stored]:
+    async def submit_many(
+        self, tasks: Sequence[TaskCreate], headers: Headers, ids: Sequence[str] | None = None
+    ) -> list[Stored]:
         """Checked tasks, stored (one script call per queue partition, pipelined) and counted; inside the
-        api's submit span when tracing is on."""
+        api's submit span when tracing is on. ``ids``: the new tasks' ids, when the caller made them."""
         if not tracing.ENABLED:
-            done = await self.broker.submit_stored(tasks)
+            done = await self.broker.submit_stored(tasks, ids)
         else:
             with tracing.submitting(headers, tasks, _one_queue(tasks) or self.broker.keys.queue) as (traced, span):
-                done = await self.broker.submit_stored(traced)
+                done = await self.broker.submit_stored(traced, ids)
                 tracing.submitted(span, [s.id for s in done])
         count(done)
         return done

@@ -5,6 +5,7 @@ KEYS[1..16]  common keys (lib.lua); no per-task KEYS: each task's hash, type ind
              every KEY, so the call stays in one cluster slot, as take.lua's task hashes do)
 ARGV[1]  events MAXLEN          ARGV[2]  idempotency TTL (seconds)      ARGV[3]  number of tasks n
 ARGV[4]  task hash prefix       ARGV[5]  type index prefix              ARGV[6]  idempotency key prefix
+ARGV[7]  1 when the ids were made before the call's first attempt (guarded, below), else 0
 then per task, 8 fixed values followed by its other hash fields (type, priority, payload and
 max_retries are written from the fixed values: each is sent once, with no field name; the id and
 the queue are in the hash's key and not written again, and attempts is absent until the first start,
@@ -13,8 +14,12 @@ which readers take as 0):
   nextra, field1, value1, ... (nextra pairs)
 A task whose extra fields start with `flow` (its letters: u unique, d debounce, g group) may carry a
 unique or debounce key (lib.lua: flow_submit): its lock is taken or joined here, in the same call.
+Guarded calls: a task without an idempotency key whose id is already a task's is not created again:
+ids are unique, so that is the same call sent again (the direct client's `submit_many` sends a batch
+again with the ids it made for it, and no idempotency keys of its own: one EXISTS a task instead of a
+key per task kept for a day). Other callers make new ids for each attempt and skip the EXISTS.
 Returns: {now_ms, then for each task not created: its position in the call (1-based), the earlier
-  task's id: bare for an idempotency key already taken, 'u:<id>' when its unique key is held by task
+  task's id: bare for an idempotency key already taken or an id already stored, 'u:<id>' when its unique key is held by task
   <id>, 'd:<id>' when it was debounced into waiting task <id> (which took its payload and due time)}. A new task's created_at is now_ms and its status is
   scheduled when its due_ms > now_ms, else pending: the caller knows both from what it sent (nothing
   per new task comes back).
@@ -31,13 +36,14 @@ local now_s = string.format('%d', now)  -- written as given (see lib.lua's defer
 local idem_ttl = ARGV[2]
 local n = tonumber(ARGV[3])
 local task_prefix, type_prefix, idem_prefix = ARGV[4], ARGV[5], ARGV[6]
+local guarded = ARGV[7] == '1'  -- see the header
 local out = {now}
 local created = 0
 -- groups and type limits: see the header
 local LIMITED_TYPES = group_base() .. 'limits:types'
 local typed = redis.call('EXISTS', LIMITED_TYPES) == 1
 local admitted = false  -- a task joined its group's waiting ones: group_pump runs once at the end
-local a = 7
+local a = 8
 for i = 1, n do
   local id, task_type, priority, due_ms, idem = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
   local payload, max_retries = ARGV[a + 5], ARGV[a + 6]
@@ -55,6 +61,8 @@ for i = 1, n do
       -- a refused submit (its unique key held) made nothing to replay; a debounced one names its task
       if mark ~= 'u:' then redis.call('SET', idem_key, existing or id, 'EX', idem_ttl) end
     end
+  elseif guarded and redis.call('EXISTS', task_prefix .. id) == 1 then
+    existing = id  -- this call sent again (see the header): the task its first attempt made answers
   elseif flow then
     existing, mark, due_ms = flow_submit(argv_fields(extra_at, extra_end), id, task_prefix, payload, due_ms, now)
   end

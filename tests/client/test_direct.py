@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,7 @@ from redis.asyncio.cluster import RedisCluster
 import streamq
 from streamq import _core as streamq_core
 from streamq.shared.keys import KeySchema
+from streamq.shared.models import new_task_ids
 from streamq.shared.redis import make_client
 from streamq.shared.settings import Settings
 from streamq.testing import SentinelServers
@@ -132,6 +134,43 @@ def test_submit_many_answers_what_get_reads(settings: Settings) -> None:
         assert [t.status for t in answered[:8]] == ["pending", "pending", "pending", "scheduled", "pending",
                                                     "scheduled", "pending", "scheduled"]  # fmt: skip
         assert answered[1].payload == {"nested": [1, 2.5, "é", None]} and single.payload == [1, 2]
+
+
+async def test_submit_many_keeps_only_the_keys_given_and_a_batch_sent_again_answers_its_tasks(
+    settings: Settings, redis: Redis
+) -> None:
+    """Over the direct transport ``submit_many`` makes no idempotency key per task (each one a key kept for
+    a day): a batch sent again (the retry after Redis was out of reach) goes with the ids made for it, and
+    submit.lua answers an id already stored with its task, from the blocking and the asyncio client."""
+    keys = KeySchema(settings.key_prefix, settings.queue)
+
+    def specs(key: str) -> list[dict[str, Any]]:
+        return [{"type": "noop"}, {"type": "noop", "idempotency_key": key}, {"type": "noop", "delay": 3600}]
+
+    def twice(send: Any, bodies: list[dict[str, Any]], ids: list[str]) -> Any:
+        return send(bodies, ids), send(bodies, ids)
+
+    with streamq.Client(redis_url=settings.redis_url, settings=settings) as client:
+        done = await asyncio.to_thread(client.submit_many, specs("given-1"))
+        assert [t.idempotency_key for t in done] == [None, "given-1", None]
+        assert client._portal is not None
+        [bodies] = streamq_core.batches(specs("given-2"), make_keys=False)
+        ids = new_task_ids(3, int(time.time() * 1000))
+        first, again = await asyncio.to_thread(twice, client._portal.lane.submit_batch, bodies, ids)
+    async with streamq.AsyncClient(redis_url=settings.redis_url, settings=settings) as aclient:
+        assert [t.idempotency_key for t in await aclient.submit_many(specs("given-3"))] == [None, "given-3", None]
+        assert aclient._engine is not None
+        [abodies] = streamq_core.batches(specs("given-4"), make_keys=False)
+        aids = new_task_ids(3, int(time.time() * 1000))
+        afirst = await aclient._engine.submit_batch(abodies, aids)
+        aagain = await aclient._engine.submit_batch(abodies, aids)
+    for one, two, made in ((first, again, ids), (afirst, aagain, aids)):
+        assert (one.created, one.duplicates, two.created, two.duplicates) == (3, 0, 0, 3)
+        assert [t.id for t in one.tasks] == [t.id for t in two.tasks] == made
+        assert [t.status for t in two.tasks] == ["pending", "pending", "scheduled"]
+    assert len(await task_ids(redis, keys)) == 12  # four calls of three tasks: nothing made twice
+    kept = [k async for k in redis.scan_iter(match=keys.idempotency("*"))]
+    assert sorted(kept) == sorted(keys.idempotency(f"given-{i}") for i in range(1, 5))
 
 
 def test_blocking_submits_from_many_threads(settings: Settings) -> None:

@@ -382,6 +382,14 @@ async def test_submit_answers_only_duplicates_and_the_records_match_the_hashes(
     assert len(await task_ids(redis, keys)) == 5  # the earlier task and four new ones
     assert await redis.zscore(keys.index_type("echo"), ids[5]) == 0
     assert await redis.get(keys.idempotency("b")) == ids[2]
+    # the same call sent again, guarded (a retry after a lost reply with the ids made for the call): the
+    # keys, and for tasks without a key their ids, name the tasks the first one stored; nothing is written twice
+    events = await redis.xlen(keys.events)
+    _, guarded = queue.submit_call(tasks, ids, guarded=True)  # as the direct client's submit_many sends it
+    again = await queue.scripts.call("submit", keys_, guarded)
+    assert submit_ids(ids, again) == submit_ids(ids, reply)
+    assert [int(v) for v in again[1::2]] == [1, 2, 3, 4, 5, 6]
+    assert len(await task_ids(redis, keys)) == 5 and await redis.xlen(keys.events) == events
 
 
 async def test_drain_returns_once_what_the_jobs_posted_is_recorded(queue: Queue, redis: Redis, keys: KeySchema) -> None:
