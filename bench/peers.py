@@ -1,8 +1,9 @@
 """taskiq-redis beside the ``direct`` workload: the same send-to-start measure, on the same Redis, in the
-same run (``--direct-taskiq``). taskiq is not a dependency of the project: it is installed into the venv
-(``pip install taskiq-redis``) only when this is asked for, and its worker and producer run as separate
-processes from a module written into the run's log folder, so the benchmark process never imports it
-(and ``make test`` never installs it). When it cannot be installed, the figures say so."""
+same run, in chunks alternating with streamq's (``--direct-taskiq``). taskiq is not a dependency of the
+project: it is installed into the venv (``pip install taskiq-redis``) only when this is asked for, and its
+worker and producer run as separate processes from a module written into the run's log folder, so the
+benchmark process never imports it (and ``make test`` never installs it). When it cannot be installed,
+the figures say so."""
 
 from __future__ import annotations
 
@@ -82,28 +83,37 @@ def installed() -> bool:
     return importlib.util.find_spec("taskiq_redis") is not None
 
 
-def taskiq_started(redis_url: str, log_dir: Path, workers: int, n: int, rate: float) -> Figures:
-    """taskiq-redis's send-to-start p50/p95/p99 ms with ``workers`` worker processes, ``n`` tasks at ``rate``."""
-    if not installed():
-        return {"taskiq_started_p50_ms": "n/a (not installable)"}
-    folder = log_dir / "peer"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "peer_taskiq.py").write_text(PEER)
-    env = {"PEER_REDIS_URL": redis_url, "PYTHONPATH": str(folder)}
-    taskiq = str(Path(sys.executable).parent / "taskiq")
-    command = [taskiq, "worker", "peer_taskiq:broker", "--workers", str(workers)]
-    worker = Service("taskiq-worker", env, folder, command=command, cwd=folder)
-    try:
+class TaskiqPeer:
+    """taskiq-redis's worker processes (``workers`` of them, started once) on the same Redis as streamq's
+    stack: each :meth:`chunk` runs the peer's producer for ``n`` tasks paced at ``rate`` and returns their
+    send-to-start ms. The direct workload alternates these chunks with its own, so both queues are measured
+    in the same minutes, each while the other idles beside it (the VM's speed drifts within a run)."""
+
+    def __init__(self, redis_url: str, log_dir: Path, workers: int) -> None:
+        self.folder = log_dir / "peer"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "peer_taskiq.py").write_text(PEER)
+        self.env = {"PEER_REDIS_URL": redis_url, "PYTHONPATH": str(self.folder)}
+        taskiq = str(Path(sys.executable).parent / "taskiq")
+        command = [taskiq, "worker", "peer_taskiq:broker", "--workers", str(workers)]
+        self.worker = Service("taskiq-worker", self.env, self.folder, command=command, cwd=self.folder)
         time.sleep(3.0)  # taskiq logs nothing we can wait for reliably; its workers start within a second here
+
+    def chunk(self, n: int, rate: float) -> list[float]:
         out = subprocess.run(
-            [sys.executable, str(folder / "peer_taskiq.py"), str(n), str(rate)],
+            [sys.executable, str(self.folder / "peer_taskiq.py"), str(n), str(rate)],
             capture_output=True,
             text=True,
             timeout=120,
-            env={**os.environ, **env},
+            env={**os.environ, **self.env},
             check=True,
         ).stdout
-    finally:
-        worker.stop()
-    samples = json.loads(out)
+        return [float(ms) for ms in json.loads(out)]
+
+    def stop(self) -> None:
+        self.worker.stop()
+
+
+def figures(samples: list[float]) -> Figures:
+    """taskiq-redis's send-to-start p50/p95/p99 ms."""
     return {f"taskiq_started_p{p}_ms": percentile(samples, p) for p in (50, 95, 99)}

@@ -18,8 +18,10 @@ app's request handler calls it) and the asyncio client on the benchmark's loop:
 With ``--trace``, the workers stamp each task's stages (bench/handlers.py) and the latency phase also
 reports ``started_<stage>_p50/p99_ms`` (and ``api_started_<stage>_*``), as the ``latency`` workload does.
 
-Peers: with ``--direct-taskiq``, taskiq-redis's send-to-start on the same Redis once streamq's stack is
-stopped (``taskiq_started_*``; bench/peers.py installs it into the venv when asked). Without it, compare
+Peers: with ``--direct-taskiq``, taskiq-redis's send-to-start on the same Redis, its workers started
+beside streamq's stack and its paced producer run in ``PEER_CHUNKS`` chunks alternating with the direct
+client's (``taskiq_started_*``; bench/peers.py installs it into the venv when asked): the VM's speed drifts
+within a run, and the two figures are then taken in the same minutes. Without it, compare
 ``started_p50_ms`` with the issue's figure for taskiq-redis (about 1.1 ms on this machine).
 """
 
@@ -38,12 +40,15 @@ from bench.workloads.trace import handler_time, stage_figures
 from streamq.shared.keys import KeySchema
 from streamq.shared.settings import Settings
 
+PEER_CHUNKS = 4  # --direct-taskiq: the paced phase in this many chunks, alternating with the peer's
+
 
 async def run(ctx: Context) -> Figures:
     cfg = ctx.config
     stack = ctx.stack()
     settings = Settings(redis_url=ctx.server.url, key_prefix=stack.prefix, _env_file=None)  # type: ignore[call-arg]
     figures: Figures = {}
+    peer: peers.TaskiqPeer | None = None
     try:
         with streamq.Client(redis_url=ctx.server.url, settings=settings) as direct:
             calls = await asyncio.to_thread(_singles, direct, cfg.direct_n)
@@ -58,24 +63,55 @@ async def run(ctx: Context) -> Figures:
             services += await stack.workers(ctx.redis, cfg.workers, cfg.default_concurrency, **extra)
             await asyncio.sleep(0.5)  # let the workers settle into their blocking read
             done = int(await ctx.redis.hget(stack.keys.stats, "submitted_total") or 0)
+            if cfg.direct_taskiq and peers.installed():
+                peer = peers.TaskiqPeer(ctx.server.url, ctx.log_dir, cfg.workers)
+            elif cfg.direct_taskiq:
+                figures["taskiq_started_p50_ms"] = "n/a (not installable)"
             async with (
                 streamq.AsyncClient(redis_url=ctx.server.url, settings=settings) as adirect,
                 streamq.AsyncClient(url) as ahttp,
             ):
                 figures.update(await _async_singles(adirect, cfg.direct_n))
-                for name, client in (("", adirect), ("api_", ahttp)):
-                    sent, calls = await _paced(client, cfg.direct_n, cfg.latency_rate)
-                    done += cfg.direct_n
-                    await wait_completed(ctx.redis, stack.keys, done, *services, timeout=120)
-                    figures.update(await _started(ctx, stack.keys, sent, name, trace=cfg.trace))
-                    if not name:
-                        figures["submit_call_p50_ms"] = percentile(calls, 50)
-                        figures["submit_call_p99_ms"] = percentile(calls, 99)
+                sent, calls, theirs = await _alternating(adirect, peer, cfg.direct_n, cfg.latency_rate)
+                done += cfg.direct_n
+                await wait_completed(ctx.redis, stack.keys, done, *services, timeout=120)
+                figures.update(await _started(ctx, stack.keys, sent, "", trace=cfg.trace))
+                figures["submit_call_p50_ms"] = percentile(calls, 50)
+                figures["submit_call_p99_ms"] = percentile(calls, 99)
+                if theirs:
+                    figures.update(peers.figures(theirs))
+                sent, calls = await _paced(ahttp, cfg.direct_n, cfg.latency_rate)
+                done += cfg.direct_n
+                await wait_completed(ctx.redis, stack.keys, done, *services, timeout=120)
+                figures.update(await _started(ctx, stack.keys, sent, "api_", trace=cfg.trace))
     finally:
+        if peer is not None:
+            peer.stop()
         stack.stop()
-    if cfg.direct_taskiq:  # the peer alone on the machine after streamq's stack, as streamq was
-        figures.update(peers.taskiq_started(ctx.server.url, ctx.log_dir, cfg.workers, cfg.direct_n, cfg.latency_rate))
     return figures
+
+
+async def _alternating(
+    client: streamq.AsyncClient, peer: peers.TaskiqPeer | None, n: int, rate: float
+) -> tuple[dict[str, float], list[float], list[float]]:
+    """``n`` stamp tasks paced at ``rate`` through ``client`` (:func:`_paced`); with the peer, in
+    ``PEER_CHUNKS`` chunks alternating with as many of the peer's (the peer first in every other round),
+    so a drift of the VM's speed within the run weighs on both alike. Each task's send time, each call's
+    ms, and the peer's send-to-start ms."""
+    sent: dict[str, float] = {}
+    calls: list[float] = []
+    theirs: list[float] = []
+    chunks = PEER_CHUNKS if peer is not None else 1
+    for k in range(chunks):
+        size = n // chunks + (1 if k < n % chunks else 0)
+        if peer is not None and k % 2 == 1:
+            theirs += await asyncio.to_thread(peer.chunk, size, rate)
+        ours, ms = await _paced(client, size, rate)
+        sent.update(ours)
+        calls += ms
+        if peer is not None and k % 2 == 0:
+            theirs += await asyncio.to_thread(peer.chunk, size, rate)
+    return sent, calls, theirs
 
 
 def _singles(client: streamq.Client, n: int) -> list[float]:
