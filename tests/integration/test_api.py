@@ -91,8 +91,8 @@ async def test_batch_body_and_state_as_the_batch_result_model_gave(
     captured: list[list[Stored]] = []
     submit_stored = Broker.submit_stored
 
-    async def spy(self: Broker, tasks: list[TaskCreate]) -> list[Stored]:
-        captured.append(await submit_stored(self, tasks))
+    async def spy(self: Broker, tasks: list[TaskCreate], ids: list[str] | None = None) -> list[Stored]:
+        captured.append(await submit_stored(self, tasks, ids))
         return captured[-1]
 
     monkeypatch.setattr(Broker, "submit_stored", spy)

@@ -203,9 +203,9 @@ async def test_concurrent_submits_share_calls_and_each_gets_its_own_answer(
     calls: list[int] = []
     submit_each = Broker.submit_each
 
-    async def spy(self: Broker, tasks: list[TaskCreate]) -> list[Stored | BaseException]:
+    async def spy(self: Broker, tasks: list[TaskCreate], ids: list[str] | None = None) -> list[Stored | BaseException]:
         calls.append(len(tasks))
-        return await submit_each(self, tasks)
+        return await submit_each(self, tasks, ids)
 
     monkeypatch.setattr(Broker, "submit_each", spy)
     bodies = [
@@ -241,9 +241,9 @@ async def test_durable_submits_are_not_coalesced(settings: Settings, monkeypatch
     calls: list[int] = []
     submit_stored = Broker.submit_stored
 
-    async def spy(self: Broker, tasks: list[TaskCreate]) -> list[Stored]:
+    async def spy(self: Broker, tasks: list[TaskCreate], ids: list[str] | None = None) -> list[Stored]:
         calls.append(len(tasks))
-        return await submit_stored(self, tasks)
+        return await submit_stored(self, tasks, ids)
 
     monkeypatch.setattr(Broker, "submit_stored", spy)
     durable = settings.model_copy(update={"durable_submit": "replicas:1,50"})
