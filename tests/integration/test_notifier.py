@@ -324,6 +324,40 @@ async def test_events_trimmed_before_any_notifier_read_them_are_reported(redis: 
     assert await reader.missed() == 3
 
 
+async def test_the_event_reader_reads_what_came_during_its_pause_at_once(redis: Redis, keys: KeySchema) -> None:
+    """After a read that was not a full batch the next waits ``pace_s``: events of that time are read,
+    looked up and acknowledged together instead of one wake-up each; a full batch is followed at once."""
+    from streamq.services.notifier.reader import EventReader
+
+    handled: list[int] = []
+
+    class Counting:
+        async def handle(self, entries: list[Any]) -> int:
+            handled.append(len(entries))
+            return 0
+
+    await ensure_group(redis, [keys.events], NOTIFIER_GROUP)
+    reader = EventReader(redis, keys, handler=Counting(), consumer="me", pace_s=0.05)  # type: ignore[arg-type]
+    reader.block_ms = 50
+    await reader.tick()  # nothing: the blocking read times out and the next one follows at once
+    assert handled == [] and reader.interval_s == 0
+    await redis.xadd(keys.events, {"event": "created", "task": "T0", "status": "pending"})
+    await reader.tick()
+    assert handled == [1] and reader.interval_s == reader.pace_s
+    for i in range(30):  # what came during the pause: one read
+        await redis.xadd(keys.events, {"event": "completed", "task": f"T{i}", "status": "completed"})
+    await reader.tick()
+    assert handled == [1, 30] and reader.interval_s == reader.pace_s
+    pipe = redis.pipeline(transaction=False)
+    for i in range(reader.batch + 5):
+        pipe.xadd(keys.events, {"event": "started", "task": f"B{i}", "status": "processing"})
+    await pipe.execute()
+    await reader.tick()  # a full batch: the rest is read at once
+    assert handled == [1, 30, reader.batch] and reader.interval_s == 0
+    await reader.tick()
+    assert handled == [1, 30, reader.batch, 5] and reader.interval_s == reader.pace_s
+
+
 async def test_a_slow_receiver_times_out_and_is_retried(
     settings: Settings, api: httpx.AsyncClient, receiver: Receiver
 ) -> None:
