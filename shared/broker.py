@@ -165,10 +165,7 @@ class Broker:
         tripped it raises :class:`streamq.shared.refusals.MemoryGuarded` before writing anything."""
         if self.memory_guard is not None:
             self.memory_guard.check()
-        guarded = ids is not None  # ids made before the first attempt: submit.lua checks them (see there)
-        if ids is None:
-            ids = new_task_ids(len(tasks), int(time.time() * 1000))
-        plan = self.place(tasks, ids, await self.configs_of(tasks), guarded=guarded)
+        plan = self.place(tasks, ids, await self.configs_of(tasks))
         replies = await self.send_planned(plan)
         stored = [
             self.queue(name, part).stored(plan.members(tasks, k), plan.call_ids[k], reply)
@@ -186,13 +183,15 @@ class Broker:
                 configs[name] = await self.config(name)
         return configs
 
-    def place(
-        self, tasks: Sequence[TaskCreate], ids: Sequence[str], configs: dict[str, QueueConfig], *, guarded: bool = False
-    ) -> Plan:
-        """Each task's partition (with ``ids``, its new id, and ``configs`` from :meth:`configs_of`) and
-        the submit.lua call of each (queue, partition): no I/O, so the blocking client's caller thread
-        (streamq/direct.py) places and builds exactly as the api does. ``guarded``: the ids were made
-        before the call's first attempt, so submit.lua answers one already stored with its task."""
+    def place(self, tasks: Sequence[TaskCreate], ids: Sequence[str] | None, configs: dict[str, QueueConfig]) -> Plan:
+        """Each task's partition (with its new id, and ``configs`` from :meth:`configs_of`) and the
+        submit.lua call of each (queue, partition): no I/O, so the blocking client's caller thread
+        (streamq/direct.py) places and builds exactly as the api does. ``ids``: None, and they are made
+        here; or made by the caller before the call's first attempt, so that a call sent again goes with
+        them: then the calls are guarded (submit.lua answers an id already stored with its task)."""
+        guarded = ids is not None
+        if ids is None:
+            ids = new_task_ids(len(tasks), int(time.time() * 1000))
         groups: dict[tuple[str, int], list[int]] = {}
         for i, task in enumerate(tasks):
             config = configs[task.queue or self.keys.queue]

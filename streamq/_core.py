@@ -278,22 +278,19 @@ def batches(tasks: Iterable[Mapping[str, Any]], *, make_keys: bool = True) -> li
     :func:`new_idempotency_key`'s), not one read per task. ``make_keys=False`` (the direct transport,
     which guards a retried batch by the task ids it made for it instead): only the keys given."""
     specs = list(tasks)
-    if not make_keys:
-        bodies = [_keyless(task_body(**{**spec, "idempotency_key": spec.get("idempotency_key") or _NO_KEY}))
-                  for spec in specs]  # fmt: skip
-    else:
-        fresh = os.urandom(16 * len(specs)).hex()
-        bodies = [
-            task_body(**{**spec, "idempotency_key": spec.get("idempotency_key") or f"sq-{fresh[32 * i : 32 * i + 32]}"})
-            for i, spec in enumerate(specs)
-        ]
+    fresh = os.urandom(16 * len(specs)).hex() if make_keys else ""
+    bodies = [
+        _with_key(spec, f"sq-{fresh[32 * i : 32 * i + 32]}" if make_keys else None) for i, spec in enumerate(specs)
+    ]
     return [bodies[i : i + BATCH_LIMIT] for i in range(0, len(bodies), BATCH_LIMIT)]
 
 
-_NO_KEY = "\0"  # what batches(make_keys=False) gives task_body for a task without a key: removed by _keyless
+_NO_KEY = "\0"  # what _with_key gives task_body for a task that is to carry no key: removed from the body
 
 
-def _keyless(body: dict[str, Any]) -> dict[str, Any]:
+def _with_key(spec: Mapping[str, Any], made: str | None) -> dict[str, Any]:
+    """``task_body`` of ``spec`` with its own idempotency key, else ``made``, else none."""
+    body = task_body(**{**spec, "idempotency_key": spec.get("idempotency_key") or made or _NO_KEY})
     if body["idempotency_key"] is _NO_KEY:
         del body["idempotency_key"]
     return body

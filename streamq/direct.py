@@ -461,10 +461,7 @@ class Lane:
         broker = submission.broker
         if broker.memory_guard is not None:  # sampled on the portal's loop; read here
             broker.memory_guard.check()
-        guarded = ids is not None  # ids made before the first attempt: submit.lua checks them (see there)
-        if ids is None:
-            ids = new_task_ids(len(tasks), int(time.time() * 1000))
-        return Prepared(broker, tasks, broker.place(tasks, ids, self._configs(broker, tasks), guarded=guarded))
+        return Prepared(broker, tasks, broker.place(tasks, ids, self._configs(broker, tasks)))
 
     def finish(self, prepared: Prepared, replies: list[Any]) -> list[Stored]:
         """Everything after the script calls: the records from the replies (the first error raised), counted."""

@@ -31,7 +31,13 @@ local function stream_of(priority)
   return KEYS[11 + tonumber(priority)]
 end
 
---[[ The scheduler's wake-ups (KeySchema.wakeups: SCHEDULED's name with 'wakeups' for 'scheduled'): a
+-- '<prefix>:{<tag>}:' of the partition: the group keys and the wake-up stream are under it (one slot
+-- with KEYS).
+local function group_base()
+  return string.sub(SCHEDULED, 1, -10)  -- SCHEDULED is '<prefix>:{<tag>}:scheduled'
+end
+
+--[[ The scheduler's wake-ups (KeySchema.wakeups: '<prefix>:{<tag>}:wakeups', under group_base()): a
 capped stream with one entry per script call that scheduled a task or held a group back until a time
 (an event of status 'scheduled', or 'held'), written by emit() and emit_batched(). The scheduler's
 watcher blocks on it rather than on the events stream, so the lifecycle events of tasks that run at
@@ -39,7 +45,7 @@ once (created, started, completed) do not wake it. ]]
 local WOKEN = false  -- this call wrote its wake-up
 local function wake_scheduler(event, status)
   if WOKEN or (status ~= 'scheduled' and event ~= 'held') then return end
-  redis.call('XADD', string.sub(SCHEDULED, 1, -10) .. 'wakeups', 'MAXLEN', '~', '100', '*', 'event', event)
+  redis.call('XADD', group_base() .. 'wakeups', 'MAXLEN', '~', '100', '*', 'event', event)
   WOKEN = true
 end
 
@@ -277,11 +283,6 @@ local GROUP_WINDOW = 100  -- grouped entries released and not yet started, per p
 local GROUP_RECHECK_MS = 10000  -- a group held by a concurrency limit is looked at again after this
 local WAIT_BAND = 4398046511104  -- 2^42: gwait score = (5 - priority) * WAIT_BAND + created_at (ms)
 local READY_BAND = 17592186044416  -- 2^44: groups:ready score = band * READY_BAND + turn
-
--- '<prefix>:{<tag>}:' of the partition: every group key is under it (one slot with KEYS).
-local function group_base()
-  return string.sub(SCHEDULED, 1, -10)  -- SCHEDULED is '<prefix>:{<tag>}:scheduled'
-end
 
 -- A limit spec 'concurrency|limit|per_ms' as three numbers (nil: not set).
 local function limit_spec(raw)
